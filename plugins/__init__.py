@@ -1,0 +1,1 @@
+"""modelsafe.plugins: the hook specifications and every built-in plugin."""

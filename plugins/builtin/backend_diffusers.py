@@ -1,0 +1,1 @@
+"""Built-in plugin backend_diffusers (under construction)."""

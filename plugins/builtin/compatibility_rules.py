@@ -1,0 +1,1 @@
+"""Built-in plugin compatibility_rules (under construction)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin family_adapters (under construction)."""

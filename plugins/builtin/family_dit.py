@@ -1,0 +1,1 @@
+"""Built-in plugin family_dit (under construction)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin format_diffusers_dir (under construction)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin format_gguf (under construction)."""

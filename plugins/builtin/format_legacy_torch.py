@@ -1,0 +1,1 @@
+"""Built-in plugin format_legacy_torch (under construction)."""

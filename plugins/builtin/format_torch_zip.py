@@ -1,0 +1,1 @@
+"""Built-in plugin format_torch_zip (under construction)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin postprocess_png_metadata (under construction)."""

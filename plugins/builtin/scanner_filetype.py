@@ -1,0 +1,1 @@
+"""Built-in plugin scanner_filetype (under construction)."""

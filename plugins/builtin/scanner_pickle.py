@@ -1,0 +1,1 @@
+"""Built-in plugin scanner_pickle (under construction)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin scanner_safetensors (under construction)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin vram_estimator (under construction)."""

@@ -1,0 +1,1 @@
+"""modelsafe.registry: walk, read, identify, hash, audit, convert and catalog model files."""

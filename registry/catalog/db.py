@@ -1,0 +1,115 @@
+"""Open a catalog by URL or path: engine set-up (SQLite WAL + busy timeout) and migrations."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelsafe.errors import CatalogError
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def catalog_url(value: str | os.PathLike[str]) -> str:
+    """A SQLAlchemy URL for ``value``: a URL stays as it is, a path becomes ``sqlite:///path``."""
+    text = os.fspath(value)
+    if "://" in text:
+        try:
+            make_url(text)
+        except ArgumentError as exc:
+            raise CatalogError(
+                f"{text!r} is not a database URL", hint="e.g. postgresql+psycopg://host/db"
+            ) from exc
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_catalog_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", "modelsafe.registry.catalog:migrations")
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration (no-op when it is there already)."""
+    from alembic import command
+
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+
+@dataclass
+class Catalog:
+    url: str
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error (one transaction)."""
+        with self.sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_catalog(value: str | os.PathLike[str], *, migrate: bool = True) -> Catalog:
+    """Open (creating and migrating as needed) the catalog at a URL or path."""
+    url = catalog_url(value)
+    if url.startswith("sqlite:///"):
+        parent = Path(url[len("sqlite:///") :]).parent
+        if not parent.is_dir():
+            raise CatalogError(
+                f"folder {parent} for the catalog does not exist",
+                hint="create it, or pass --catalog with another path",
+            )
+    try:
+        engine = create_catalog_engine(url)
+        if migrate:
+            upgrade(engine)
+    except SQLAlchemyError as exc:
+        raise CatalogError(
+            f"cannot open catalog {make_url(url).render_as_string(hide_password=True)}: "
+            f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}",
+            hint="check the path/URL and that the database server is running",
+        ) from exc
+    return Catalog(url, engine, sessionmaker(engine, expire_on_commit=False))

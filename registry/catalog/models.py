@@ -1,0 +1,80 @@
+"""ORM models of the catalog. Any change here needs an Alembic migration (a test checks)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Model(Base):
+    """One model content: the same bytes (or tensors) wherever and however they are stored."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # content_id when tensors could be read, else sha256, else "path:<location>" for error rows.
+    content_key: Mapped[str] = mapped_column(String(200), unique=True, index=True)
+    name: Mapped[str] = mapped_column(String(500), index=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    autov1: Mapped[str | None] = mapped_column(String(16))
+    autov2: Mapped[str | None] = mapped_column(String(16), index=True)
+    autov3: Mapped[str | None] = mapped_column(String(64))
+    blake3: Mapped[str | None] = mapped_column(String(64))
+    crc32: Mapped[str | None] = mapped_column(String(8))
+    content_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    format: Mapped[str] = mapped_column(String(40))
+    family: Mapped[str] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(40), index=True)
+    variant: Mapped[str | None] = mapped_column(String(80))
+    prediction_type: Mapped[str | None] = mapped_column(String(40))
+    precision: Mapped[str | None] = mapped_column(String(40))
+    parameter_count: Mapped[int | None] = mapped_column(BigInteger)
+    weight_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    tensor_count: Mapped[int | None] = mapped_column(Integer)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    audit_status: Mapped[str | None] = mapped_column(String(20), index=True)
+    # Full inspect/audit records (evidence, candidates, findings, vram, facts) as JSON.
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # User corrections (family, kind, variant, ...) that survive re-scans.
+    overrides: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    locations: Mapped[list[Location]] = relationship(back_populates="model")
+
+
+class Location(Base):
+    """One place on disk where a model is (or was) stored."""
+
+    __tablename__ = "locations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("models.id", ondelete="SET NULL"), index=True
+    )
+    path: Mapped[str] = mapped_column(String(4096), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    inode: Mapped[int | None] = mapped_column(BigInteger)
+    device: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # present | missing | error
+    error: Mapped[str | None] = mapped_column(Text)
+    warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    model: Mapped[Model | None] = relationship(back_populates="locations")

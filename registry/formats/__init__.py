@@ -1,0 +1,1 @@
+"""Format readers: turn a file's headers into a TensorIndex without reading tensor data."""

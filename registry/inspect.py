@@ -1,0 +1,127 @@
+"""``inspect``: read + identify (+ hash) one file or folder into a report with evidence."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelsafe.registry.identify import identify
+from modelsafe.registry.read import read_index
+from modelsafe.types import PRECISION_NAMES, Candidate, TensorIndex
+
+
+@dataclass(frozen=True)
+class InspectReport:
+    """Everything ``modelsafe inspect`` says about one path (the documented JSON contract)."""
+
+    path: str
+    format: str
+    family: str
+    kind: str
+    variant: str | None
+    prediction_type: str | None
+    precision: str | None
+    parameter_count: int
+    weight_bytes: int
+    tensor_count: int
+    dtype_histogram: dict[str, int]
+    vram: dict[str, Any]
+    evidence: list[str]
+    confidence: float
+    candidates: list[dict[str, Any]]
+    warnings: list[str]
+    facts: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hashes: dict[str, str | None] | None = None
+
+
+def dtype_histogram(index: TensorIndex) -> dict[str, int]:
+    """Elements held by each dtype, largest first."""
+    counts: Counter[str] = Counter()
+    for t in index.tensors:
+        counts[t.dtype] += t.numel
+    return dict(counts.most_common())
+
+
+def precision_of(histogram: dict[str, int]) -> str | None:
+    """The dtype holding most elements, in human form (fp16, bf16, fp8_e4m3fn, Q4_K, ...)."""
+    if not histogram:
+        return None
+    dtype = next(iter(histogram))
+    return PRECISION_NAMES.get(dtype, dtype)
+
+
+def _candidate_json(c: Candidate) -> dict[str, Any]:
+    return {
+        "family": c.family,
+        "kind": c.kind,
+        "variant": c.variant,
+        "score": round(c.score, 3),
+        "detector": c.detector,
+        "why": list(c.evidence),
+    }
+
+
+def _vram(index: TensorIndex, family: str, kind: str, facts: dict[str, Any]) -> dict[str, Any]:
+    from modelsafe.registry.vram import estimate_component_vram
+
+    return estimate_component_vram(index, family, kind, facts)
+
+
+def inspect_index(index: TensorIndex) -> InspectReport:
+    identity = identify(index)
+    hist = dtype_histogram(index)
+    facts = dict(identity.facts)
+    components = {
+        name: {
+            k: v
+            for k, v in _report_dict(inspect_index(sub)).items()
+            if k not in ("path", "components", "metadata", "hashes")
+        }
+        for name, sub in index.components.items()
+    }
+    return InspectReport(
+        path=str(index.path),
+        format=index.format,
+        family=identity.family,
+        kind=identity.kind,
+        variant=identity.variant,
+        prediction_type=identity.prediction_type,
+        precision=precision_of(hist),
+        parameter_count=index.parameter_count,
+        weight_bytes=index.weight_bytes,
+        tensor_count=len(index.tensors),
+        dtype_histogram=hist,
+        vram=_vram(index, identity.family, identity.kind, facts),
+        evidence=list(identity.evidence),
+        confidence=identity.confidence,
+        candidates=[_candidate_json(c) for c in identity.candidates],
+        warnings=list(index.warnings),
+        facts=facts,
+        metadata=dict(index.metadata),
+        components=components,
+    )
+
+
+def _report_dict(report: InspectReport) -> dict[str, Any]:
+    from modelsafe.types import to_jsonable
+
+    value = to_jsonable(report)
+    assert isinstance(value, dict)
+    return value
+
+
+def inspect_path(path: Path | str, *, with_hashes: bool = False) -> InspectReport:
+    """Read, identify and (optionally) hash ``path``."""
+    from dataclasses import replace
+
+    index = read_index(path)
+    report = inspect_index(index)
+    if with_hashes and Path(path).is_file():
+        from modelsafe.registry.hashing import hash_file
+
+        report = replace(report, hashes=hash_file(Path(path), index))
+    return report

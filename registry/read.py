@@ -1,0 +1,86 @@
+"""Read any model file or folder into a TensorIndex through the format-reader plugins."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from modelsafe.errors import FileReadError, UnsupportedFormatError
+from modelsafe.registry.sniff import extension_lies, read_head, sniff
+from modelsafe.types import Format, TensorIndex
+
+# What a file that no reader takes really is, and what the user can do about it.
+_NOT_A_MODEL: dict[str, tuple[str, str]] = {
+    Format.EMPTY.value: ("the file is empty (0 bytes)", "download it again"),
+    Format.LFS_POINTER.value: (
+        "the file is a git-lfs pointer, not the model's data",
+        "run `git lfs pull` in the repository, or download the file itself",
+    ),
+    Format.HTML.value: (
+        "the file is an HTML page (a login or error page saved instead of the model)",
+        "download it again; some sites need you to log in or accept a licence first",
+    ),
+    Format.JSON.value: ("the file is JSON, not model weights", "look for the weights file beside it"),
+    Format.TEXT.value: ("the file is plain text, not model weights", "download it again"),
+}
+
+
+def open_error(path: Path, exc: OSError) -> FileReadError:
+    return FileReadError(
+        f"cannot read {path}: {exc.strerror or exc}", hint="check the path and its permissions"
+    )
+
+
+def read_index(path: Path | str) -> TensorIndex:
+    """The tensor table of ``path`` (a file or a diffusers folder), from headers only."""
+    from modelsafe.plugin_manager import get_plugin_manager
+
+    path = Path(path)
+    try:
+        is_dir = path.is_dir()
+        head = b"" if is_dir else read_head(path)
+    except OSError as exc:
+        raise open_error(path, exc) from exc
+    if not is_dir and not path.exists():
+        raise FileReadError(f"{path} does not exist", hint="check the path")
+    fmt = Format.DIFFUSERS_DIR.value if is_dir else sniff(head).value
+    found = get_plugin_manager().first_result(
+        "modelsafe_read_index", path=path, head=head, fmt=fmt
+    )
+    if found is None:
+        raise _unsupported(path, fmt, is_dir)
+    _plugin, index = found
+    if not isinstance(index, TensorIndex):
+        raise FileReadError(
+            f"format reader {_plugin!r} returned {type(index).__name__}, not a TensorIndex",
+            hint=f"report this to the plugin's author, or disable it with --disable-plugin {_plugin}",
+        )
+    lie = None if is_dir else extension_lies(path, index.format)
+    if lie:
+        index = TensorIndex(
+            path=index.path,
+            format=index.format,
+            tensors=index.tensors,
+            metadata=index.metadata,
+            warnings=(*index.warnings, lie),
+            components=index.components,
+            extra=index.extra,
+        )
+    return index
+
+
+def _unsupported(path: Path, fmt: str, is_dir: bool) -> UnsupportedFormatError:
+    if is_dir:
+        return UnsupportedFormatError(
+            f"{path} is a folder without model_index.json or a model config",
+            hint="point at a model file, or at a diffusers folder (it has model_index.json)",
+        )
+    if fmt in _NOT_A_MODEL:
+        reason, hint = _NOT_A_MODEL[fmt]
+        return UnsupportedFormatError(f"{path}: {reason}", hint=hint)
+    size = os.path.getsize(path)
+    return UnsupportedFormatError(
+        f"{path}: not a model format modelsafe reads (looks like {fmt}, {size} bytes)",
+        hint="supported: safetensors, torch .ckpt/.pt/.bin (zip or legacy), GGUF, diffusers "
+        "folders; `modelsafe plugins` lists the readers installed",
+    )

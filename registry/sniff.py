@@ -1,0 +1,95 @@
+"""Tell what a file really is from its first bytes, whatever its name says."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from modelsafe.types import Format
+
+HEAD_SIZE = 4096
+
+# torch's legacy (pre-1.6) serialisation starts with a protocol-2 pickle of this LONG1 magic number.
+LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PREFIX = b"\x80\x02\x8a\x0a" + LEGACY_TORCH_MAGIC.to_bytes(10, "little")
+
+_LFS_PREFIX = b"version https://git-lfs.github.com/spec/v1"
+
+# Extensions users give each format; used only to report a name that lies about the content.
+EXTENSIONS: dict[str, tuple[str, ...]] = {
+    Format.SAFETENSORS.value: (".safetensors", ".sft"),
+    Format.TORCH_ZIP.value: (".ckpt", ".pt", ".pth", ".bin", ".pkl"),
+    Format.ZIP.value: (".ckpt", ".pt", ".pth", ".bin", ".zip"),
+    Format.LEGACY_TORCH.value: (".ckpt", ".pt", ".pth", ".bin"),
+    Format.PICKLE.value: (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"),
+    Format.GGUF.value: (".gguf",),
+    Format.NUMPY.value: (".npy",),
+}
+
+MODEL_EXTENSIONS = frozenset(
+    {".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".pkl", ".pickle", ".npy"}
+)
+
+
+def read_head(path: Path, size: int = HEAD_SIZE) -> bytes:
+    """The first ``size`` bytes of a file (fewer if the file is shorter)."""
+    with open(path, "rb") as fh:
+        return fh.read(size)
+
+
+def sniff(head: bytes) -> Format:
+    """Judge a file's format from its first bytes."""
+    if not head:
+        return Format.EMPTY
+    if head.startswith(b"GGUF"):
+        return Format.GGUF
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return Format.ZIP
+    if head.startswith(b"\x93NUMPY"):
+        return Format.NUMPY
+    if head.startswith(_LEGACY_PREFIX):
+        return Format.LEGACY_TORCH
+    if _looks_like_safetensors(head):
+        return Format.SAFETENSORS
+    if head.startswith(_LFS_PREFIX):
+        return Format.LFS_POINTER
+    if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
+        return Format.PICKLE
+    text = head.lstrip()
+    lowered = text[:512].lower()
+    if lowered.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in lowered:
+        return Format.HTML
+    if text[:1] in (b"{", b"["):
+        return Format.JSON
+    if _is_text(head):
+        return Format.TEXT
+    # Protocol 0/1 pickles have no header; these openers are how pickle.dumps starts them.
+    if head[:1] in (b"(", b"}", b"]", b"c", b"\x80"):
+        return Format.PICKLE
+    return Format.UNKNOWN
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    if len(head) < 10:
+        return False
+    (length,) = struct.unpack("<Q", head[:8])
+    return 2 <= length < (1 << 40) and head[8:9] == b"{"
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        decoded = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(ch.isprintable() or ch in "\r\n\t" for ch in decoded)
+
+
+def extension_lies(path: Path, fmt: str) -> str | None:
+    """A warning when the file's extension belongs to another format than its content."""
+    suffix = path.suffix.lower()
+    if suffix not in MODEL_EXTENSIONS:
+        return None
+    expected = EXTENSIONS.get(fmt)
+    if expected is None or suffix in expected:
+        return None
+    return f"extension {suffix!r} says one format but the content is {fmt}; read as {fmt}"

@@ -1,0 +1,1 @@
+"""modelsafe.runtime: resolve compatible sets, plan VRAM, generate through backends."""

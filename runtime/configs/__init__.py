@@ -1,0 +1,1 @@
+"""Small config files the runtime ships so generation works offline."""

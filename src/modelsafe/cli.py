@@ -1,0 +1,138 @@
+"""The ``modelsafe`` command line. Errors are mapped to messages and exit codes here, once.
+
+Exit codes: 0 success (or safe / compatible), 1 a negative answer (unsafe file, rejected
+component), 2 an error (unreadable input, bad usage, catalog trouble), 3 an unexpected internal
+error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from modelsafe.errors import ModelsafeError
+
+# command name -> "module:attribute"; modules import only what they need when they run.
+COMMANDS: dict[str, str] = {
+    "audit": "modelsafe.commands.audit_cmd:audit",
+    "config": "modelsafe.commands.config_cmd:config",
+    "inspect": "modelsafe.commands.inspect_cmd:inspect_command",
+    "plugins": "modelsafe.commands.plugins_cmd:plugins",
+}
+
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported when used (keeps start-up fast)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name in COMMANDS if self._available(name))
+
+    def _available(self, name: str) -> bool:
+        module_name = COMMANDS[name].split(":")[0]
+        return importlib.util.find_spec(module_name) is not None
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None or not self._available(cmd_name):
+            return None
+        module_name, attr = target.split(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+def _version() -> str:
+    from modelsafe import __version__
+    from modelsafe.plugins.hookspecs import HOOKSPEC_VERSION
+
+    return f"modelsafe {__version__} (hookspec {HOOKSPEC_VERSION})"
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(_version())
+        ctx.exit(0)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+    help="Show the version and exit.",
+)
+@click.option(
+    "--catalog", metavar="URL|PATH", default=None,
+    help="Catalog database: a SQLAlchemy URL or a SQLite path [env MODELSAFE_CATALOG; "
+    "default ./catalog.db].",
+)
+@click.option(
+    "--disable-plugin", "disable_plugins", multiple=True, metavar="NAME",
+    help="Skip a plugin by entry-point name (repeatable) [env MODELSAFE_DISABLE_PLUGINS].",
+)
+@click.pass_context
+def cli(ctx: click.Context, catalog: str | None, disable_plugins: tuple[str, ...]) -> None:
+    """modelsafe: know what every model file is, whether it is safe, and what it fits with.
+
+    \b
+    Start here:
+      modelsafe demo              build a sample library, scan it, show what was found
+      modelsafe inspect FILE      what is this file (family, kind, precision, VRAM)?
+      modelsafe audit FILE        can it run code when loaded?
+
+    Set MODELSAFE_DEBUG=1 to see tracebacks.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["catalog"] = catalog
+    if disable_plugins:
+        from modelsafe.plugin_manager import set_disabled
+
+        set_disabled(disable_plugins)
+
+
+def _show_error(message: str, hint: str = "") -> None:
+    click.secho(f"Error: {message}", fg="red", err=True)
+    if hint:
+        click.echo(f"Hint: {hint}", err=True)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of the ``modelsafe`` script: runs the CLI and maps errors to exit codes."""
+    debug = os.environ.get("MODELSAFE_DEBUG") == "1"
+    try:
+        rv = cli.main(args=argv, prog_name="modelsafe", standalone_mode=False)
+    except ModelsafeError as exc:
+        if debug:
+            traceback.print_exc()
+        _show_error(exc.reason, exc.hint)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _show_error("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        _show_error(
+            f"unexpected {type(exc).__name__}: {exc}",
+            "this is a bug in modelsafe or a plugin; run again with MODELSAFE_DEBUG=1 "
+            "to see the traceback",
+        )
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

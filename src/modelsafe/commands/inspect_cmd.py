@@ -1,0 +1,60 @@
+"""``modelsafe inspect``: what a model file or folder is, with evidence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from modelsafe.output import emit_json
+
+
+@click.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--hash", "with_hashes", is_flag=True, help="Also compute every hash (reads the file).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (see docs/cli.md).")
+def inspect_command(path: Path, with_hashes: bool, as_json: bool) -> int:
+    """Identify PATH from its headers: format, family, kind, variant, precision, size, VRAM.
+
+    Exit codes: 0 read (even when the layout is unknown), 2 the file cannot be read.
+    """
+    from modelsafe.registry.inspect import inspect_path
+
+    report = inspect_path(path, with_hashes=with_hashes)
+    if as_json:
+        emit_json(report)
+    else:
+        _print_summary(report)
+    return 0
+
+
+def _print_summary(report: Any) -> None:
+    from modelsafe.units import format_count, format_size
+
+    label = "/".join(x for x in (report.family, report.kind, report.variant) if x)
+    click.echo(f"{report.path}")
+    click.echo(f"  what       {label}  (confidence {report.confidence:.2f})")
+    click.echo(f"  format     {report.format}")
+    if report.prediction_type:
+        click.echo(f"  prediction {report.prediction_type}")
+    click.echo(
+        f"  weights    {format_count(report.parameter_count)} parameters, "
+        f"{format_size(report.weight_bytes)}, {report.tensor_count} tensors, "
+        f"precision {report.precision}"
+    )
+    vram = ", ".join(f"{k} {format_size(v)}" for k, v in report.vram.items() if isinstance(v, int))
+    if vram:
+        click.echo(f"  vram       {vram}")
+    for line in report.evidence:
+        click.echo(f"  evidence   {line}")
+    for cand in report.candidates[:3]:
+        why = "; ".join(cand["why"][:2])
+        click.echo(f"  not        {cand['family']}/{cand['kind']} ({cand['score']:.2f}): {why}")
+    for name, comp in report.components.items():
+        click.echo(f"  component  {name}: {comp['family']}/{comp['kind']} {comp['precision']}")
+    for warning in report.warnings:
+        click.secho(f"  warning    {warning}", fg="yellow")
+    if report.hashes:
+        for name, value in report.hashes.items():
+            click.echo(f"  {name:10} {value}")

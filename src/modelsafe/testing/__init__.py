@@ -1,0 +1,14 @@
+"""Helpers for modelsafe's tests and for plugin authors' tests.
+
+- :func:`fresh_plugin_manager`: a plugin manager built from the installed entry points (optionally
+  with extra plugin objects registered), installed as the process-wide one while in use.
+- :func:`write_safetensors`: a real safetensors file from (name, dtype, shape) specs, with zero,
+  random or sparse (no disk used) data, so layouts can be tested at full size.
+"""
+
+from __future__ import annotations
+
+from modelsafe.testing.plugins import fresh_plugin_manager
+from modelsafe.testing.safetensors_writer import TensorSpec, write_safetensors
+
+__all__ = ["TensorSpec", "fresh_plugin_manager", "write_safetensors"]

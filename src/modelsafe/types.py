@@ -1,0 +1,187 @@
+"""Frozen values that flow between the steps of the pipeline (read -> identify -> hash -> audit).
+
+Every step takes the output of the one before; all of them are plain data, safe to pickle and to
+turn into JSON with :func:`to_jsonable`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Bytes per element for the safetensors dtype names modelsafe uses everywhere.
+# GGUF block-quantised types are not listed: their size is computed per block by the GGUF reader.
+DTYPE_SIZES: dict[str, float] = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "F4": 0.5,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U64": 8,
+    "U32": 4,
+    "U16": 2,
+    "U8": 1,
+    "BOOL": 1,
+    "C64": 8,
+    "C128": 16,
+}
+
+# Human names for precisions, as ``inspect`` reports them.
+PRECISION_NAMES: dict[str, str] = {
+    "F64": "fp64",
+    "F32": "fp32",
+    "F16": "fp16",
+    "BF16": "bf16",
+    "F8_E4M3": "fp8_e4m3fn",
+    "F8_E5M2": "fp8_e5m2",
+    "I8": "int8",
+    "U8": "uint8",
+}
+
+
+class Format(str, enum.Enum):
+    """What a file really is, judged from its bytes (never from its name)."""
+
+    SAFETENSORS = "safetensors"
+    TORCH_ZIP = "torch-zip"
+    LEGACY_TORCH = "legacy-torch"
+    PICKLE = "pickle"
+    GGUF = "gguf"
+    NUMPY = "numpy"
+    ZIP = "zip"
+    DIFFUSERS_DIR = "diffusers-dir"
+    LFS_POINTER = "git-lfs-pointer"
+    HTML = "html"
+    JSON = "json"
+    TEXT = "text"
+    EMPTY = "empty"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One stored tensor: where its bytes are and what they mean. No data is held."""
+
+    name: str
+    dtype: str  # safetensors dtype name (F16, BF16, ...) or a GGUF quant type (Q4_K, Q8_0, ...)
+    shape: tuple[int, ...]
+    offset: int = -1  # absolute byte offset of the data in ``source`` (-1: not known)
+    nbytes: int = 0
+    source: str = ""  # zip member or shard file the bytes live in ("" = the file itself)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class TensorIndex:
+    """A file's (or diffusers folder's) table of tensors, read from headers only."""
+
+    path: Path
+    format: str
+    tensors: tuple[TensorInfo, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    # For multi-part models (diffusers folders): component name -> that component's index.
+    components: Mapping[str, TensorIndex] = field(default_factory=dict)
+    # Free-form facts a reader found (e.g. GGUF architecture, pickle protocol); JSON-able values.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def names(self) -> set[str]:
+        return {t.name for t in self.tensors}
+
+    def by_name(self) -> dict[str, TensorInfo]:
+        return {t.name: t for t in self.tensors}
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(t.numel for t in self.tensors)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One detector's answer: what the file might be, how sure, and why."""
+
+    family: str
+    kind: str
+    score: float  # 0..1
+    evidence: tuple[str, ...] = ()
+    variant: str | None = None
+    prediction_type: str | None = None
+    detector: str = ""
+    # Extra facts the detector read off the layout (e.g. context_dim, latent_channels, scale).
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a file is, with the evidence that decided it."""
+
+    family: str
+    kind: str
+    variant: str | None
+    prediction_type: str | None
+    confidence: float
+    evidence: tuple[str, ...]
+    candidates: tuple[Candidate, ...] = ()  # the alternatives that lost, best first
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    detector: str = ""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something an audit noticed. ``severity`` is ``unsafe``, ``error`` or ``warning``."""
+
+    severity: str
+    code: str
+    message: str
+    location: str = ""  # e.g. "archive/data.pkl @ byte 123"
+    scanner: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The audit's answer for one file: ``safe``, ``unsafe`` or ``error``."""
+
+    path: Path
+    status: str
+    format: str
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        return {"safe": 0, "unsafe": 1}.get(self.status, 2)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn dataclasses, paths, enums, tuples and mappings into JSON-ready values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
