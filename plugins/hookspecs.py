@@ -75,5 +75,3 @@ def modelsafe_audit(path: Path, head: bytes, fmt: str) -> list[Finding] | None:
 def hook_names() -> list[str]:
     """Names of every hook specified in this module."""
     return sorted(name for name in globals() if name.startswith("modelsafe_"))
-
-

@@ -67,7 +67,9 @@ def _audit_folder(path: Path) -> Verdict:
             sub = audit_path(child)
             rel = child.relative_to(path)
             findings.extend(
-                Finding(f.severity, f.code, f.message, f"{rel}: {f.location}".rstrip(": "), f.scanner)
+                Finding(
+                    f.severity, f.code, f.message, f"{rel}: {f.location}".rstrip(": "), f.scanner
+                )
                 for f in sub.findings
             )
             if sub.status != "safe" and not sub.findings:

@@ -20,7 +20,10 @@ _NOT_A_MODEL: dict[str, tuple[str, str]] = {
         "the file is an HTML page (a login or error page saved instead of the model)",
         "download it again; some sites need you to log in or accept a licence first",
     ),
-    Format.JSON.value: ("the file is JSON, not model weights", "look for the weights file beside it"),
+    Format.JSON.value: (
+        "the file is JSON, not model weights",
+        "look for the weights file beside it",
+    ),
     Format.TEXT.value: ("the file is plain text, not model weights", "download it again"),
 }
 
@@ -44,16 +47,14 @@ def read_index(path: Path | str) -> TensorIndex:
     if not is_dir and not path.exists():
         raise FileReadError(f"{path} does not exist", hint="check the path")
     fmt = Format.DIFFUSERS_DIR.value if is_dir else sniff(head).value
-    found = get_plugin_manager().first_result(
-        "modelsafe_read_index", path=path, head=head, fmt=fmt
-    )
+    found = get_plugin_manager().first_result("modelsafe_read_index", path=path, head=head, fmt=fmt)
     if found is None:
         raise _unsupported(path, fmt, is_dir)
     _plugin, index = found
     if not isinstance(index, TensorIndex):
         raise FileReadError(
             f"format reader {_plugin!r} returned {type(index).__name__}, not a TensorIndex",
-            hint=f"report this to the plugin's author, or disable it with --disable-plugin {_plugin}",
+            hint=f"report it to the plugin author, or use --disable-plugin {_plugin}",
         )
     lie = None if is_dir else extension_lies(path, index.format)
     if lie:

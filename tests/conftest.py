@@ -12,11 +12,20 @@ from modelsafe.testing import fresh_plugin_manager
 
 
 @pytest.fixture(autouse=True)
-def modelsafe_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def modelsafe_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Every test gets its own user dir and no MODELSAFE_* settings from the outside."""
     home = tmp_path_factory.mktemp("modelsafe-home")
-    for var in ("MODELSAFE_CATALOG", "MODELSAFE_CONFIG", "MODELSAFE_VRAM", "MODELSAFE_MODEL_ROOTS",
-                "MODELSAFE_DISABLE_PLUGINS", "MODELSAFE_DEBUG", "MODELSAFE_TRACE_PLUGINS"):
+    for var in (
+        "MODELSAFE_CATALOG",
+        "MODELSAFE_CONFIG",
+        "MODELSAFE_VRAM",
+        "MODELSAFE_MODEL_ROOTS",
+        "MODELSAFE_DISABLE_PLUGINS",
+        "MODELSAFE_DEBUG",
+        "MODELSAFE_TRACE_PLUGINS",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MODELSAFE_HOME", str(home))
     return home

@@ -8,6 +8,7 @@ error, 130 interrupted.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import traceback
@@ -64,16 +65,25 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
     help="Show the version and exit.",
 )
 @click.option(
-    "--catalog", metavar="URL|PATH", default=None,
+    "--catalog",
+    metavar="URL|PATH",
+    default=None,
     help="Catalog database: a SQLAlchemy URL or a SQLite path [env MODELSAFE_CATALOG; "
     "default ./catalog.db].",
 )
 @click.option(
-    "--disable-plugin", "disable_plugins", multiple=True, metavar="NAME",
+    "--disable-plugin",
+    "disable_plugins",
+    multiple=True,
+    metavar="NAME",
     help="Skip a plugin by entry-point name (repeatable) [env MODELSAFE_DISABLE_PLUGINS].",
 )
 @click.pass_context

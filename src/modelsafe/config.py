@@ -122,5 +122,7 @@ def load_config(flags: dict[str, Any] | None = None) -> Config:
             setting = Setting(name, from_file[name], f"file {path}")
         else:
             setting = Setting(name, default, "default")
-        settings[name] = Setting(name, _validate(name, setting.value, setting.source), setting.source)
+        settings[name] = Setting(
+            name, _validate(name, setting.value, setting.source), setting.source
+        )
     return Config(settings)

@@ -221,7 +221,12 @@ def build_plugin_manager(
         builtin = package == "modelsafe"
         if ep.name in off:
             pm.records[ep.name] = PluginRecord(
-                ep.name, package, version, ep.value, builtin, status="disabled",
+                ep.name,
+                package,
+                version,
+                ep.value,
+                builtin,
+                status="disabled",
                 reason="disabled by --disable-plugin / MODELSAFE_DISABLE_PLUGINS",
             )
             continue

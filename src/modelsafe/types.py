@@ -51,7 +51,7 @@ PRECISION_NAMES: dict[str, str] = {
 }
 
 
-class Format(str, enum.Enum):
+class Format(enum.StrEnum):
     """What a file really is, judged from its bytes (never from its name)."""
 
     SAFETENSORS = "safetensors"

@@ -12,8 +12,12 @@ from modelsafe.output import emit_json
 
 @click.command("inspect")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--hash", "with_hashes", is_flag=True, help="Also compute every hash (reads the file).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (see docs/cli.md).")
+@click.option(
+    "--hash", "with_hashes", is_flag=True, help="Also compute every hash (reads the file)."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object on stdout (see docs/cli.md)."
+)
 def inspect_command(path: Path, with_hashes: bool, as_json: bool) -> int:
     """Identify PATH from its headers: format, family, kind, variant, precision, size, VRAM.
 

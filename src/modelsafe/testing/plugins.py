@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from modelsafe.plugin_manager import ModelsafePluginManager, build_plugin_manager, use_plugin_manager
+from modelsafe.plugin_manager import (
+    ModelsafePluginManager,
+    build_plugin_manager,
+    use_plugin_manager,
+)
 
 
 @contextmanager

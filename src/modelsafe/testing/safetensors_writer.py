@@ -25,7 +25,11 @@ def safetensors_header(
     offset = 0
     for name, dtype, shape in specs:
         nbytes = math.ceil(math.prod(shape) * DTYPE_SIZES[dtype])
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
