@@ -78,3 +78,18 @@ class Location(Base):
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     model: Mapped[Model | None] = relationship(back_populates="locations")
+
+
+class Output(Base):
+    """One generated image and the full recipe that made it."""
+
+    __tablename__ = "outputs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(4096))
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    checkpoint_id: Mapped[int | None] = mapped_column(
+        ForeignKey("models.id", ondelete="SET NULL"), index=True
+    )
+    recipe: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,1 @@
+"""Tensor layouts of real model families, derived by the project (see each module), for tests and benchmarks."""

@@ -1,0 +1,49 @@
+"""The catalog: migrations build exactly the ORM's schema; SQLite runs in WAL with a busy timeout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from modelsafe.errors import CatalogError
+from modelsafe.registry.catalog import catalog_url, open_catalog
+from modelsafe.registry.catalog.models import Base
+
+
+def test_empty_db_upgrades_to_head_and_matches_models(tmp_path: Path) -> None:
+    catalog = open_catalog(tmp_path / "catalog.db")
+    with catalog.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        assert diff == [], f"models and migrations drifted apart: {diff}"
+        tables = set(inspect(conn).get_table_names())
+    assert {"models", "locations", "outputs", "alembic_version"} <= tables
+    catalog.close()
+
+
+def test_sqlite_uses_wal_and_busy_timeout(tmp_path: Path) -> None:
+    catalog = open_catalog(tmp_path / "catalog.db")
+    with catalog.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 10_000
+    catalog.close()
+
+
+def test_reopening_is_idempotent(tmp_path: Path) -> None:
+    for _ in range(2):
+        open_catalog(tmp_path / "catalog.db").close()
+
+
+def test_path_becomes_sqlite_url_and_url_is_kept(tmp_path: Path) -> None:
+    assert catalog_url(tmp_path / "c.db") == f"sqlite:///{tmp_path / 'c.db'}"
+    assert catalog_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError) as info:
+        open_catalog(tmp_path / "nope" / "catalog.db")
+    assert "does not exist" in info.value.reason
+    assert info.value.hint
