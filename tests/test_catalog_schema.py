@@ -1,4 +1,4 @@
-"""The catalog: migrations build exactly the ORM's schema; SQLite runs in WAL with a busy timeout."""
+"""The catalog: migrations build the ORM schema exactly; SQLite runs in WAL with a busy timeout."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Tensor layouts of real model families, derived by the project (see each module), for tests and benchmarks."""
+"""Tensor layouts of real model families, derived by the project, for tests and benchmarks."""
