@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def run_cli(pm: ModelsafePluginManager):  # type: ignore[no-untyped-def]
                 code = 0
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            sys.stdout.flush()
+            sys.stderr.flush()
             out = streams[0].getvalue().decode()
             err = streams[1].getvalue().decode()
         return code, out, err
