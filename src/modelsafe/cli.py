@@ -22,6 +22,7 @@ from modelsafe.errors import ModelsafeError
 COMMANDS: dict[str, str] = {
     "audit": "modelsafe.commands.audit_cmd:audit",
     "config": "modelsafe.commands.config_cmd:config",
+    "demo": "modelsafe.commands.demo_cmd:demo",
     "inspect": "modelsafe.commands.inspect_cmd:inspect_command",
     "plugins": "modelsafe.commands.plugins_cmd:plugins",
 }
