@@ -11,11 +11,11 @@ the ``modelsafe`` entry-point group exactly like third-party packages.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pluggy
 
-from modelsafe.types import Candidate, Finding, TensorIndex
+from modelsafe.types import Candidate, Compatibility, Finding, Part, TensorIndex
 
 HOOKSPEC_VERSION = "1.0"
 
@@ -70,6 +70,28 @@ def modelsafe_audit(path: Path, head: bytes, fmt: str) -> list[Finding] | None:
     Return a (possibly empty) list of findings when this scanner handles ``fmt``, None when it
     does not. A finding of severity ``unsafe`` makes the verdict unsafe; ``error`` makes it error.
     """
+
+
+@hookspec
+def modelsafe_backends() -> list[Any] | None:
+    """Called to list generation backends: objects with ``name`` and ``generate(request, ...)``."""
+
+
+@hookspec
+def modelsafe_postprocess(image: Any, recipe: Any, request: Any) -> Any | None:
+    """Called on each generated image in turn; return a replacement image, or None to keep it."""
+
+
+@hookspec(firstresult=True)
+def modelsafe_estimate_vram(
+    index: TensorIndex, family: str, kind: str, facts: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Called to size a model's weights in VRAM per component and precision; first answer wins."""
+
+
+@hookspec
+def modelsafe_check_compatibility(base: Part, part: Part) -> list[Compatibility] | None:
+    """Called for each part of a set against its base; return accept/reject/warn results."""
 
 
 def hook_names() -> list[str]:

@@ -36,6 +36,7 @@ def audit_path(path: Path | str) -> Verdict:
     findings: list[Finding] = []
     handled = False
     pm = get_plugin_manager()
+    failed_before = len(pm.failures)
     try:
         for plugin, result in pm.call_each("modelsafe_audit", path=path, head=head, fmt=fmt):
             handled = True
@@ -45,6 +46,18 @@ def audit_path(path: Path | str) -> Verdict:
     except FileReadError as exc:
         findings.append(Finding("error", "unreadable", exc.reason))
         handled = True
+    # A scanner that crashed has not vouched for the file: never let silence read as "safe".
+    for failure in pm.failures[failed_before:]:
+        if failure.hook == "modelsafe_audit":
+            findings.append(
+                Finding(
+                    "error",
+                    "scanner-failed",
+                    f"scanner {failure.plugin} failed: {failure.reason}",
+                    scanner=failure.plugin,
+                )
+            )
+            handled = True
     if not handled:
         reason = _NOT_A_MODEL.get(fmt, (f"no scanner reads this format ({fmt})", ""))[0]
         findings.append(Finding("error", "not-a-model", reason))

@@ -1,14 +1,145 @@
-"""VRAM need of one component: asks the estimator plugins, falls back to weight bytes."""
+"""VRAM need of a model's weights, per component and precision (formula: docs/vram.md).
+
+``estimate_component_vram`` asks the ``modelsafe_estimate_vram`` plugins (the built-in
+``vram_estimator`` answers last, so a third-party estimator overrides it) and falls back to
+:func:`estimate_weights`, the documented formula:
+
+    bytes(component, p) = sum over its tensors t of  numel(t) * size(p, t)
+
+where size(p, t) is 4 / 2 / 2 bytes for fp32 / fp16 / bf16 when t is floating point; for fp8 it
+is 1 byte for the weight and bias of a Linear/Conv layer and 2 bytes (the compute dtype) for
+everything diffusers' layerwise casting leaves alone (norms, embeddings, ``pos_embed``,
+``patch_embed``, top-level ``proj_in``/``proj_out``). Integer tensors and GGUF block-quantised
+tensors keep their stored size at every precision except when a precision asks to dequantise
+(fp32/fp16/bf16 of a GGUF tensor = numel * 4/2/2). Activations are not weights: they depend on
+resolution and batch, and ``modelsafe plan`` adds them (``modelsafe.runtime.vram_model``).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
-from modelsafe.types import TensorIndex
+from modelsafe.registry.model_parts import split_components
+from modelsafe.types import DTYPE_SIZES, TensorIndex, TensorInfo
+
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "fp8")
+PRECISION_BYTES: dict[str, float] = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4"})
+# diffusers hooks/layerwise_casting.py DEFAULT_SKIP_MODULES_PATTERN (kept in compute precision).
+_FP8_SKIP = re.compile(r"(pos_embed|patch_embed|norm|(^|\.)ln_|^proj_in$|^proj_out$)")
+# Embedding tables are not Linear/Conv layers: layerwise casting leaves them alone too.
+_EMBEDDING_LEAVES = ("token_embedding", "position_embedding", "shared", "embed_tokens", "wte")
+ESTIMATOR_NOTE = (
+    "weights only; activations depend on resolution and batch: `modelsafe plan` adds them "
+    "(formula and sources: docs/vram.md)"
+)
+
+
+def _module_and_param(name: str) -> tuple[str, str]:
+    module, _, param = name.rpartition(".")
+    return module, param
+
+
+def fp8_castable(tensor: TensorInfo, layer_shapes: dict[str, int]) -> bool:
+    """True when diffusers' layerwise casting would store ``tensor`` in fp8 (Linear/Conv params).
+
+    ``layer_shapes`` maps module name -> ndim of its ``weight`` (2 Linear, 4/5 Conv).
+    """
+    module, param = _module_and_param(tensor.name)
+    if param not in ("weight", "bias") or layer_shapes.get(module, 0) < 2:
+        return False
+    leaf = module.rpartition(".")[2]
+    if leaf in _EMBEDDING_LEAVES or "embedding" in leaf and "linear" not in leaf:
+        return False
+    return _FP8_SKIP.search(module) is None
+
+
+def tensor_bytes(tensor: TensorInfo, precision: str, castable: bool = True) -> int:
+    """Bytes ``tensor`` takes in memory at ``precision`` (``native``: as stored)."""
+    stored = tensor.nbytes or int(tensor.numel * DTYPE_SIZES.get(tensor.dtype, 0))
+    if precision == "native":
+        return stored
+    if tensor.dtype in FLOAT_DTYPES:
+        if precision == "fp8" and not castable:
+            return tensor.numel * 2
+        return int(tensor.numel * PRECISION_BYTES[precision])
+    if tensor.dtype in DTYPE_SIZES:  # integers, bools: kept as they are
+        return stored
+    # GGUF quantised blocks: fp8 keeps the (smaller or equal) quantised storage; a float
+    # precision means dequantising.
+    return stored if precision == "fp8" else int(tensor.numel * PRECISION_BYTES[precision])
+
+
+def weights_by_precision(tensors: Iterable[TensorInfo]) -> dict[str, int]:
+    """``parameters`` and bytes at ``native`` and every precision in :data:`PRECISIONS`."""
+    tensors = list(tensors)
+    layer_ndim = {
+        _module_and_param(t.name)[0]: len(t.shape) for t in tensors if t.name.endswith(".weight")
+    }
+    out = {"parameters": sum(t.numel for t in tensors), "native": 0}
+    out.update({p: 0 for p in PRECISIONS})
+    for t in tensors:
+        castable = fp8_castable(t, layer_ndim)
+        out["native"] += tensor_bytes(t, "native")
+        for p in PRECISIONS:
+            out[p] += tensor_bytes(t, p, castable)
+    return out
+
+
+def largest_layer_bytes(tensors: Iterable[TensorInfo], precision: str) -> int:
+    """Bytes of the biggest module (weight + bias + ...): what sequential offload keeps on GPU."""
+    tensors = list(tensors)
+    layer_ndim = {
+        _module_and_param(t.name)[0]: len(t.shape) for t in tensors if t.name.endswith(".weight")
+    }
+    per_module: dict[str, int] = {}
+    for t in tensors:
+        module = _module_and_param(t.name)[0]
+        size = tensor_bytes(t, precision, fp8_castable(t, layer_ndim))
+        per_module[module] = per_module.get(module, 0) + size
+    return max(per_module.values(), default=0)
+
+
+def estimate_weights(
+    index: TensorIndex, family: str, kind: str, facts: dict[str, Any]
+) -> dict[str, Any]:
+    """The built-in formula: weight bytes per component and precision (see module docstring)."""
+    comps = split_components(index, family, kind)
+    components: dict[str, dict[str, int]] = {}
+    for comp in comps:
+        if comp.role == "other" and len(comps) > 1:
+            continue  # EMA copies and stray keys are not loaded for inference
+        sizes = weights_by_precision(comp.tensors)
+        sizes["largest_layer_fp16"] = largest_layer_bytes(comp.tensors, "fp16")
+        components[comp.name] = sizes
+    total: dict[str, Any] = {
+        key: sum(c[key] for c in components.values()) for key in ("native", *PRECISIONS)
+    }
+    skipped = sum(
+        t.nbytes for c in comps if c.role == "other" and len(comps) > 1 for t in c.tensors
+    )
+    total["components"] = components
+    if skipped:
+        total["not_loaded_bytes"] = skipped
+    total["estimator"] = "vram_estimator"
+    total["note"] = ESTIMATOR_NOTE
+    return total
 
 
 def estimate_component_vram(
     index: TensorIndex, family: str, kind: str, facts: dict[str, Any]
 ) -> dict[str, Any]:
-    """Bytes of weights at the stored precision (a placeholder until the estimator lands)."""
-    return {"native": index.weight_bytes}
+    """VRAM of ``index``'s weights: the first estimator plugin's answer, else the formula."""
+    from modelsafe.plugin_manager import get_plugin_manager
+
+    found = get_plugin_manager().first_result(
+        "modelsafe_estimate_vram", index=index, family=family, kind=kind, facts=facts
+    )
+    if found is not None:
+        plugin, answer = found
+        if isinstance(answer, dict):
+            answer.setdefault("estimator", plugin)
+            return answer
+    return estimate_weights(index, family, kind, facts)

@@ -1,1 +1,307 @@
-"""Built-in plugin backend_diffusers (under construction)."""
+"""Built-in generation backend: diffusers, from local files only.
+
+Loads the pipeline (``modelsafe.runtime.diffusers_loader``), applies the request (scheduler,
+prediction type, LoRAs with weights, textual-inversion embeddings, ControlNet, SDXL refiner) and
+the plan (device, dtype, offload, VAE tiling, attention slicing), then runs it with one seeded
+generator per image. torch and diffusers are imported only when a generation runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelsafe.errors import BackendError
+from modelsafe.plugins.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from modelsafe.runtime.backends import Progress
+    from modelsafe.runtime.generate import GenerateRequest
+
+# scheduler id -> (diffusers class, extra config)
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": False}),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "flow_euler": ("FlowMatchEulerDiscreteScheduler", {}),
+}
+FLOW_FAMILIES = ("sd3", "sd3.5", "flux1")
+FLOW_SCHEDULERS = ("flow_euler",)
+
+# family -> (ControlNet model class, ControlNet pipeline class)
+CONTROLNET_CLASSES = {
+    "sd1": ("ControlNetModel", "StableDiffusionControlNetPipeline"),
+    "sd2": ("ControlNetModel", "StableDiffusionControlNetPipeline"),
+    "sdxl": ("ControlNetModel", "StableDiffusionXLControlNetPipeline"),
+    "sd3": ("SD3ControlNetModel", "StableDiffusion3ControlNetPipeline"),
+    "sd3.5": ("SD3ControlNetModel", "StableDiffusion3ControlNetPipeline"),
+    "flux1": ("FluxControlNetModel", "FluxControlNetPipeline"),
+}
+
+
+class DiffusersBackend:
+    """The ``diffusers`` backend (see the module docstring)."""
+
+    name = "diffusers"
+
+    def generate(self, request: GenerateRequest, progress: Progress | None = None) -> list[Any]:
+        from modelsafe.runtime.generate import refuse_unsafe
+
+        refuse_unsafe(request.input_files())  # remembered: free after generate() did it
+        pipe, refiner = build_pipelines(request)
+        return run(pipe, refiner, request, progress)
+
+
+def build_pipelines(request: GenerateRequest) -> tuple[Any, Any | None]:
+    """The ready-to-run pipeline (and SDXL refiner) for ``request``, with the plan applied."""
+    from modelsafe.runtime.diffusers_loader import LoadRequest, load_pipeline
+
+    assert request.family is not None
+    pipe = load_pipeline(
+        LoadRequest(
+            family=request.family,
+            path=request.checkpoint,
+            kind=request.kind or "checkpoint",
+            variant=request.variant,
+            vae=request.vae,
+            text_encoders=request.text_encoders,
+            tokenizers=request.tokenizers,
+            config_dir=request.config_dir,
+            dtype=request.dtype,
+        )
+    )
+    pipe.set_progress_bar_config(disable=True)
+    set_scheduler(pipe, request)
+    apply_loras(pipe, request)
+    apply_embeddings(pipe, request)
+    if request.controlnet is not None:
+        pipe = attach_controlnet(pipe, request)
+    refiner = load_refiner(pipe, request) if request.refiner is not None else None
+    apply_plan(pipe, request)
+    if refiner is not None:
+        refiner.set_progress_bar_config(disable=True)
+        set_scheduler(refiner, request)
+        apply_plan(refiner, request)
+    return pipe, refiner
+
+
+def set_scheduler(pipe: Any, request: GenerateRequest) -> None:
+    import diffusers
+
+    name = request.scheduler or ""
+    if name not in SCHEDULERS:
+        raise BackendError(
+            f"unknown scheduler {name!r}", hint=f"one of {', '.join(sorted(SCHEDULERS))}"
+        )
+    flow = request.family in FLOW_FAMILIES
+    if flow != (name in FLOW_SCHEDULERS):
+        kinds = ", ".join(FLOW_SCHEDULERS) if flow else "any but flow_euler"
+        raise BackendError(
+            f"scheduler {name!r} does not fit {request.family} models",
+            hint=f"use {kinds}",
+        )
+    cls_name, extra = SCHEDULERS[name]
+    config = dict(pipe.scheduler.config)
+    if request.prediction_type and not flow:
+        config["prediction_type"] = request.prediction_type
+    if type(pipe.scheduler).__name__ != cls_name or extra or request.prediction_type:
+        pipe.scheduler = getattr(diffusers, cls_name).from_config(config, **extra)
+
+
+def apply_loras(pipe: Any, request: GenerateRequest) -> None:
+    """Load every LoRA (kohya, PEFT/diffusers or LyCORIS, as diffusers reads them) and set
+    its weight."""
+    from modelsafe.runtime.diffusers_loader import load_state_dict
+
+    if not request.loras:
+        return
+    if not hasattr(pipe, "load_lora_weights"):
+        raise BackendError(f"{type(pipe).__name__} cannot take LoRAs")
+    names: list[str] = []
+    for number, lora in enumerate(request.loras):
+        adapter = f"lora{number}"
+        try:
+            pipe.load_lora_weights(load_state_dict(lora.path), adapter_name=adapter)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise BackendError(
+                f"diffusers cannot apply LoRA {lora.path.name} to this {request.family} model: "
+                f"{exc}",
+                hint="check that the LoRA was trained for this family (`modelsafe inspect`)",
+            ) from exc
+        names.append(adapter)
+    pipe.set_adapters(names, adapter_weights=[lora.weight for lora in request.loras])
+
+
+def apply_embeddings(pipe: Any, request: GenerateRequest) -> None:
+    """Load textual-inversion embeddings under their token names (SDXL: both encoders)."""
+    from modelsafe.runtime.diffusers_loader import load_state_dict
+
+    for emb in request.embeddings:
+        state = load_state_dict(emb.path)
+        try:
+            if "clip_l" in state and "clip_g" in state:
+                pipe.load_textual_inversion(
+                    state["clip_l"],
+                    token=emb.token,
+                    text_encoder=pipe.text_encoder,
+                    tokenizer=pipe.tokenizer,
+                )
+                pipe.load_textual_inversion(
+                    state["clip_g"],
+                    token=emb.token,
+                    text_encoder=pipe.text_encoder_2,
+                    tokenizer=pipe.tokenizer_2,
+                )
+            else:
+                pipe.load_textual_inversion(state, token=emb.token)
+        except (ValueError, KeyError, RuntimeError, AttributeError) as exc:
+            raise BackendError(
+                f"cannot load embedding {emb.path.name} as {emb.token!r}: {exc}",
+                hint="check the embedding's family and its token name",
+            ) from exc
+
+
+def attach_controlnet(pipe: Any, request: GenerateRequest) -> Any:
+    import diffusers
+
+    from modelsafe.runtime.diffusers_loader import config_folder, torch_dtype
+
+    assert request.controlnet is not None and request.family is not None
+    if request.family not in CONTROLNET_CLASSES:
+        raise BackendError(f"no ControlNet pipeline for {request.family}")
+    model_cls_name, pipe_cls_name = CONTROLNET_CLASSES[request.family]
+    model_cls = getattr(diffusers, model_cls_name)
+    path, dtype = request.controlnet.path, torch_dtype(request.dtype)
+    if path.is_dir():
+        controlnet = model_cls.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype)
+    else:
+        with config_folder(request.family, request.variant, request.config_dir) as root:
+            if not (root / "controlnet").is_dir():
+                raise BackendError(
+                    f"modelsafe has no single-file ControlNet config for {request.family}",
+                    hint="pass the ControlNet as a diffusers folder",
+                )
+            controlnet = model_cls.from_single_file(
+                str(path),
+                config=str(root),
+                subfolder="controlnet",
+                local_files_only=True,
+                torch_dtype=dtype,
+            )
+    return getattr(diffusers, pipe_cls_name).from_pipe(pipe, controlnet=controlnet)
+
+
+def load_refiner(pipe: Any, request: GenerateRequest) -> Any:
+    from modelsafe.runtime.diffusers_loader import LoadRequest, guess_identity, load_pipeline
+
+    assert request.refiner is not None
+    if request.family != "sdxl":
+        raise BackendError("a refiner goes with SDXL base models only")
+    _family, kind, _variant, _pred = guess_identity(request.refiner)
+    return load_pipeline(
+        LoadRequest(
+            family="sdxl_refiner",
+            path=request.refiner,
+            kind=kind,
+            tokenizers=request.tokenizers,
+            config_dir=request.config_dir,
+            dtype=request.dtype,
+        ),
+        components={
+            "vae": pipe.vae,
+            "text_encoder_2": pipe.text_encoder_2,
+            "tokenizer_2": pipe.tokenizer_2,
+        },
+    )
+
+
+def apply_plan(pipe: Any, request: GenerateRequest) -> None:
+    """Device, offload, VAE tiling and attention slicing from ``request.plan``."""
+    plan = request.plan
+    device = request.device
+    offload = str(plan.get("offload", "none"))
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    elif offload in ("none", ""):
+        pipe.to(device)
+    else:
+        raise BackendError(f"unknown offload {offload!r}", hint="none, model or sequential")
+    if plan.get("vae_tiling"):
+        pipe.vae.enable_tiling()
+    if plan.get("attention_slicing"):
+        pipe.enable_attention_slicing()
+
+
+def run(
+    pipe: Any, refiner: Any | None, request: GenerateRequest, progress: Progress | None
+) -> list[Any]:
+    """Run the pipeline(s): one seeded CPU generator per image, so each image depends on its
+    seed only (the same on every device family that draws noise on the CPU)."""
+    import torch
+
+    seeds = request.image_seeds()
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+    kwargs: dict[str, Any] = {
+        "prompt": request.prompt,
+        "num_inference_steps": request.steps,
+        "guidance_scale": request.cfg,
+        "width": request.width,
+        "height": request.height,
+        "num_images_per_prompt": len(seeds),
+        "generator": generators,
+    }
+    if request.family != "flux1":
+        kwargs["negative_prompt"] = request.negative_prompt or None
+    if request.controlnet is not None:
+        kwargs["image"] = _control_image(request)
+        kwargs["controlnet_conditioning_scale"] = request.controlnet.scale
+    done = [0]
+
+    def on_step(p: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        done[0] += 1
+        if progress is not None:
+            total = int(getattr(p, "_num_timesteps", 0) or request.steps or 0)
+            progress(done[0], max(total, done[0]) if refiner is None else 0)
+        return tensors
+
+    kwargs["callback_on_step_end"] = on_step
+    with torch.inference_mode():
+        if refiner is None:
+            return list(pipe(**kwargs).images)
+        kwargs.update(output_type="latent", denoising_end=request.refiner_switch)
+        latents = pipe(**kwargs).images
+        refined = refiner(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or None,
+            num_inference_steps=request.steps,
+            guidance_scale=request.cfg,
+            denoising_start=request.refiner_switch,
+            image=latents,
+            num_images_per_prompt=1,
+            generator=generators,
+            callback_on_step_end=on_step,
+        )
+        return list(refined.images)
+
+
+def _control_image(request: GenerateRequest) -> Any:
+    from PIL import Image
+
+    assert request.controlnet is not None
+    with Image.open(Path(request.controlnet.image)) as image:
+        control = image.convert("RGB")
+    size = (request.width or control.width, request.height or control.height)
+    return control.resize(size) if control.size != size else control
+
+
+@hookimpl
+def modelsafe_backends() -> list[Any]:
+    return [DiffusersBackend()]

@@ -1,1 +1,232 @@
-"""Built-in plugin compatibility_rules (under construction)."""
+"""Built-in compatibility rules: each part of a set against its base checkpoint, with reasons.
+
+Rules: ``family`` (LoRA/LyCORIS/ControlNet/adapters are for the checkpoint's base, told by
+cross-attention width where known), ``lora_keys`` (the LoRA's keys mapped onto the checkpoint's
+modules, shapes checked), ``vae_latent`` (latent channels), ``embedding_width`` (token width vs
+the checkpoint's text encoders), ``text_encoder_slot`` (the encoder is one the family uses),
+``quantized_base`` (LoRA on a GGUF checkpoint). See docs/resolve.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelsafe.plugins.hookspecs import hookimpl
+from modelsafe.runtime.family_needs import (
+    CONTEXT_DIM,
+    NEEDS,
+    TEXT_ENCODER_WIDTHS,
+    label,
+    related,
+)
+from modelsafe.types import Compatibility, Part
+
+ADAPTER_KINDS = ("lora", "lycoris", "controlnet", "t2i_adapter", "ip_adapter")
+# Below this share of keys landing, a LoRA is rejected: most of it would be "key not loaded".
+MIN_COVERAGE = 0.5
+# Below this share a LoRA is accepted with a warning that part of it is ignored.
+FULL_COVERAGE = 0.95
+_NOUN = {
+    "lora": "LoRA",
+    "lycoris": "LyCORIS",
+    "controlnet": "ControlNet",
+    "t2i_adapter": "T2I-Adapter",
+    "ip_adapter": "IP-Adapter",
+    "vae": "VAE",
+    "embedding": "embedding",
+    "text_encoder": "text encoder",
+}
+
+
+def _ok(rule: str, reason: str, *evidence: str) -> Compatibility:
+    return Compatibility(rule, "accept", reason, tuple(evidence))
+
+
+def _no(rule: str, reason: str, *evidence: str) -> Compatibility:
+    return Compatibility(rule, "reject", reason, tuple(evidence))
+
+
+def _warn(rule: str, reason: str, *evidence: str) -> Compatibility:
+    return Compatibility(rule, "warn", reason, tuple(evidence))
+
+
+def _context(part: Part) -> int | None:
+    value = part.facts.get("context_dim")
+    return int(value) if isinstance(value, int) else CONTEXT_DIM.get(part.family)
+
+
+def family_rule(base: Part, part: Part) -> Compatibility | None:
+    if part.kind not in ADAPTER_KINDS:
+        return None
+    noun = _NOUN.get(part.kind, part.kind)
+    if part.family in ("unknown", "any") or base.family == "unknown":
+        return _warn(
+            "family",
+            f"cannot tell which base the {noun} is for ({label(part.family)}); "
+            f"checkpoint is {label(base.family)}",
+        )
+    pc, bc = _context(part), _context(base)
+    ctx = f" (cross-attention context {pc})" if pc and pc == bc else ""
+    if part.family == base.family:
+        return _ok("family", f"{noun} is for {label(part.family)}, like the checkpoint{ctx}")
+    if related(base.family, part.family):
+        return _warn(
+            "family",
+            f"{noun} is for {label(part.family)}; {label(base.family)} is derived from it, so "
+            "only the layers they share are patched",
+        )
+    if pc and bc and pc != bc:
+        return _no(
+            "family",
+            f"{noun} targets {label(part.family)}: cross-attention context {pc}, "
+            f"checkpoint is {label(base.family)} ({bc})",
+        )
+    return _no("family", f"{noun} is for {label(part.family)}, checkpoint is {label(base.family)}")
+
+
+def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
+    if part.kind not in ("lora", "lycoris") or part.index is None or base.index is None:
+        return None
+    from modelsafe.registry.model_parts import split_components
+    from modelsafe.runtime.lora_mapping import map_lora
+
+    comps = split_components(base.index, base.family, base.kind)
+    cov = map_lora(part.index, comps)
+    names = {c.name for c in comps}
+    on = "UNet" if "unet" in names else ("transformer" if "transformer" in names else "model")
+    absent_keys = cov.absent_keys
+    considered = cov.lora_keys - absent_keys
+    evidence = [f"{comp}: {m} of {n} keys" for comp, (m, n) in cov.by_component.items()]
+    evidence += [f"shape mismatch {s}" for s in cov.shape_mismatches[:3]]
+    evidence += [f"no module for {k}" for k in cov.unmapped[:3]]
+    reason = f"{cov.mapped_keys} of {cov.lora_keys} LoRA keys map onto this {on}"
+    if cov.absent_components:
+        reason += (
+            f"; {absent_keys} keys patch {', '.join(cov.absent_components)}, which this file "
+            "does not contain (they apply to the text encoder loaded beside it)"
+        )
+    share = cov.mapped_keys / considered if considered else 0.0
+    if cov.mapped_keys == 0 or share < MIN_COVERAGE:
+        return _no("lora_keys", reason, *evidence)
+    if share < FULL_COVERAGE:
+        return _warn("lora_keys", reason + " (the rest would be ignored)", *evidence)
+    return _ok("lora_keys", reason, *evidence)
+
+
+def vae_rule(base: Part, part: Part) -> Compatibility | None:
+    if part.role != "vae" and part.kind != "vae":
+        return None
+    pl = part.facts.get("latent_channels") or part.facts.get("vae_latent_channels")
+    bl = base.facts.get("latent_channels") or (
+        NEEDS[base.family].latent_channels if base.family in NEEDS else None
+    )
+    if not pl or not bl:
+        return _warn("vae_latent", "latent channels unknown; cannot check this VAE")
+    if pl != bl:
+        return _no("vae_latent", f"VAE latent channels {pl} != {bl} of the checkpoint")
+    same = part.family in ("any", "unknown", base.family)
+    if not same:
+        return _warn(
+            "vae_latent",
+            f"VAE latent channels {pl} = {bl}, but it was trained for {label(part.family)} "
+            f"(checkpoint is {label(base.family)}): colours may be off",
+        )
+    return _ok("vae_latent", f"VAE latent channels {pl} = checkpoint's {bl}")
+
+
+def _base_encoder_widths(base: Part) -> dict[str, int]:
+    widths = base.facts.get("text_encoder_widths")
+    if isinstance(widths, dict) and widths:
+        return {str(k): int(v) for k, v in widths.items()}
+    needs = NEEDS.get(base.family)
+    names = needs.text_encoders + needs.optional_text_encoders if needs else ()
+    return {n: TEXT_ENCODER_WIDTHS[n] for n in names}
+
+
+def embedding_rule(base: Part, part: Part) -> Compatibility | None:
+    if part.kind != "embedding":
+        return None
+    widths: dict[str, int] = dict(part.facts.get("token_widths") or {})
+    if not widths and isinstance(part.facts.get("token_width"), int):
+        widths = {"emb_params": int(part.facts["token_width"])}
+    encoders = _base_encoder_widths(base)
+    if not widths or not encoders:
+        return _warn("embedding_width", "token width or text encoders unknown; not checked")
+    fits: list[str] = []
+    for slot, width in widths.items():
+        match = [n for n, w in encoders.items() if w == width and (slot in (n, "emb_params"))]
+        if not match:
+            have = ", ".join(f"{n} {w}" for n, w in encoders.items())
+            return _no(
+                "embedding_width",
+                f"embedding width {width} fits none of {label(base.family)}'s text encoders "
+                f"({have})",
+            )
+        fits.append(f"embedding width {width} fits {match[0]}")
+    unfed = [
+        n for n in encoders if n not in widths and "emb_params" in widths and len(encoders) > 1
+    ]
+    if unfed and base.family in ("sdxl", "sd3", "sd3.5"):
+        return _no(
+            "embedding_width",
+            "; ".join(fits)
+            + f", but {label(base.family)} also needs a vector for "
+            + ", ".join(n for n in encoders if not any(n in f for f in fits)),
+        )
+    return _ok("embedding_width", "; ".join(fits))
+
+
+def text_encoder_rule(base: Part, part: Part) -> Compatibility | None:
+    if part.kind != "text_encoder" and part.role != "text_encoder":
+        return None
+    variant = part.variant or ""
+    width = part.facts.get("hidden_size")
+    if variant not in TEXT_ENCODER_WIDTHS and isinstance(width, int):
+        variant = next((n for n, w in TEXT_ENCODER_WIDTHS.items() if w == width), variant)
+    needs = NEEDS.get(base.family)
+    if needs is None:
+        return _warn("text_encoder_slot", f"text encoders of {label(base.family)} not tabulated")
+    slots = needs.text_encoders + needs.optional_text_encoders
+    if variant in slots:
+        w = TEXT_ENCODER_WIDTHS.get(variant)
+        return _ok(
+            "text_encoder_slot",
+            f"{variant} ({w} wide) is one of {label(base.family)}'s text encoders "
+            f"({', '.join(slots)})",
+        )
+    return _no(
+        "text_encoder_slot",
+        f"{variant or 'this text encoder'} is not used by {label(base.family)} "
+        f"(needs {', '.join(slots)})",
+    )
+
+
+def quantized_base_rule(base: Part, part: Part) -> Compatibility | None:
+    if part.kind not in ("lora", "lycoris"):
+        return None
+    precision = str(base.report.get("precision") or "")
+    if base.report.get("format") == "gguf" or precision.startswith(("Q", "IQ")):
+        return _warn(
+            "quantized_base",
+            f"checkpoint is GGUF-quantised ({precision}): the LoRA is applied on the fly to "
+            "dequantised layers (ComfyUI-GGUF, diffusers GGUF); fusing it into the quantised "
+            "weights is not possible",
+        )
+    return None
+
+
+RULES = (
+    family_rule,
+    lora_keys_rule,
+    vae_rule,
+    embedding_rule,
+    text_encoder_rule,
+    quantized_base_rule,
+)
+
+
+@hookimpl
+def modelsafe_check_compatibility(base: Part, part: Part) -> list[Compatibility] | None:
+    results: list[Any] = [rule(base, part) for rule in RULES]
+    found = [r for r in results if r is not None]
+    return found or None

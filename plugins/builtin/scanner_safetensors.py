@@ -1,1 +1,142 @@
-"""Built-in plugin scanner_safetensors (under construction)."""
+"""Built-in scanner: validates a safetensors header the way the safetensors library would.
+
+Checks the header length, that it is one JSON object with string metadata, each tensor's dtype,
+shape and byte range (size = elements x itemsize, inside the data section), that ranges neither
+overlap nor leave gaps, and that no bytes trail the last tensor. Safetensors cannot run code, so a
+valid file is safe; anything the library would refuse is an ``error``; a header two JSON parsers
+could read differently (duplicate keys) is ``unsafe``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+from modelsafe.plugins.hookspecs import hookimpl
+from modelsafe.types import DTYPE_SIZES, Finding, Format
+
+MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+
+
+@hookimpl
+def modelsafe_audit(path: Path, head: bytes, fmt: str) -> list[Finding] | None:
+    if fmt != Format.SAFETENSORS.value:
+        return None
+    return validate_safetensors(path)
+
+
+def validate_safetensors(path: Path) -> list[Finding]:
+    """Findings for one safetensors file (an empty list when it is valid)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        prefix = fh.read(8)
+        if len(prefix) < 8:
+            return [_err("truncated", "shorter than the 8-byte header length")]
+        (length,) = struct.unpack("<Q", prefix)
+        if length > MAX_HEADER:
+            return [_err("header-length", f"header length {length} exceeds the 100 MiB limit")]
+        if 8 + length > size:
+            return [_err("truncated", f"header length {length} runs past the file ({size} bytes)")]
+        raw = fh.read(length)
+    return _check_header(raw, size - 8 - length)
+
+
+def _err(code: str, message: str, location: str = "header") -> Finding:
+    return Finding("error", code, message, location)
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _Duplicate(key)
+        result[key] = value
+    return result
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _check_header(raw: bytes, data_size: int) -> list[Finding]:  # noqa: C901
+    try:
+        text = raw.decode("utf-8")
+        header = json.loads(text, object_pairs_hook=_pairs)
+    except _Duplicate as exc:
+        return [
+            Finding(
+                "unsafe",
+                "ambiguous-header",
+                f"the header repeats key {exc.args[0]!r}: JSON readers keep different copies",
+                "header",
+            )
+        ]
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return [_err("bad-json", f"the header is not valid JSON: {exc}")]
+    if not isinstance(header, dict):
+        return [_err("bad-json", "the header is not a JSON object")]
+    findings: list[Finding] = []
+    meta = header.pop("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        findings.append(_err("bad-metadata", "__metadata__ must map strings to strings"))
+    spans: list[tuple[int, int, str]] = []
+    for name, info in header.items():
+        where = f"tensor {name!r}"
+        if not isinstance(info, dict) or set(info) - {"dtype", "shape", "data_offsets"}:
+            findings.append(_err("bad-entry", "entry is not {dtype, shape, data_offsets}", where))
+            continue
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in DTYPE_SIZES:
+            findings.append(_err("bad-dtype", f"unknown dtype {dtype!r}", where))
+            continue
+        if not isinstance(shape, list) or not isinstance(offsets, list):
+            findings.append(_err("bad-entry", "shape/data_offsets are not lists", where))
+            continue
+        if not _int_list(shape) or not _int_list(offsets) or len(offsets) != 2:
+            findings.append(_err("bad-entry", "shape/data_offsets are not integer lists", where))
+            continue
+        begin, end = offsets
+        expected = math.ceil(math.prod(shape) * DTYPE_SIZES[dtype])
+        if end < begin or end - begin != expected:
+            findings.append(
+                _err(
+                    "bad-range",
+                    f"holds {end - begin} bytes, shape {shape} x {dtype} needs {expected}",
+                    where,
+                )
+            )
+            continue
+        if end > data_size:
+            findings.append(
+                _err("out-of-bounds", f"ends at {end}, the data section is {data_size}", where)
+            )
+            continue
+        spans.append((begin, end, name))
+    spans.sort()
+    cursor = 0
+    for begin, end, name in spans:
+        if begin < cursor:
+            findings.append(_err("overlap", "its bytes overlap another tensor", f"tensor {name!r}"))
+        elif begin > cursor:
+            findings.append(
+                _err("gap", f"{begin - cursor} unused bytes before it", f"tensor {name!r}")
+            )
+        cursor = max(cursor, end)
+    if not findings and cursor != data_size:
+        findings.append(
+            _err(
+                "trailing-data",
+                f"{data_size - cursor} bytes after the last tensor (the library refuses them)",
+                "data",
+            )
+        )
+    return findings
+
+
+def _int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    )

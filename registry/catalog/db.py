@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelsafe.errors import CatalogError
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+MIGRATION_LOCK_ID = 0x6D6F64656C  # PostgreSQL advisory lock held while migrating ("model")
 
 
 def catalog_url(value: str | os.PathLike[str]) -> str:
@@ -34,6 +35,8 @@ def catalog_url(value: str | os.PathLike[str]) -> str:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy say when transactions begin (see _sqlite_begin), not the sqlite3 module.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -42,12 +45,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(connection: Any) -> None:
+    # Take the write lock when the transaction starts: a deferred transaction that reads and
+    # then writes fails at once with "database is locked" when another process wrote in between
+    # (the busy timeout does not apply to that upgrade); an immediate one waits its turn.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def create_catalog_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
         )
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -67,6 +78,9 @@ def upgrade(engine: Engine) -> None:
 
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Two processes opening a new catalog at once: the second waits, then finds it done.
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
 

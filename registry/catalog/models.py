@@ -74,10 +74,25 @@ class Location(Base):
     status: Mapped[str] = mapped_column(String(20), index=True)  # present | missing | error
     error: Mapped[str | None] = mapped_column(Text)
     warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Where the location came from (e.g. {"hf_repo": ..., "hf_revision": ...}) and folder facts.
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
     first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     model: Mapped[Model | None] = relationship(back_populates="locations")
+
+
+class Scan(Base):
+    """One run of ``modelsafe scan``: what it looked at and what it found."""
+
+    __tablename__ = "scans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    roots: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(20))  # running | finished | failed
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Output(Base):

@@ -22,9 +22,18 @@ from modelsafe.errors import ModelsafeError
 COMMANDS: dict[str, str] = {
     "audit": "modelsafe.commands.audit_cmd:audit",
     "config": "modelsafe.commands.config_cmd:config",
+    "convert": "modelsafe.commands.convert_cmd:convert",
     "demo": "modelsafe.commands.demo_cmd:demo",
+    "export": "modelsafe.commands.export_cmd:export",
+    "generate": "modelsafe.commands.generate_cmd:generate",
     "inspect": "modelsafe.commands.inspect_cmd:inspect_command",
+    "ls": "modelsafe.commands.ls_cmd:ls",
     "plugins": "modelsafe.commands.plugins_cmd:plugins",
+    "plan": "modelsafe.commands.plan_cmd:plan_command",
+    "resolve": "modelsafe.commands.resolve_cmd:resolve_command",
+    "scan": "modelsafe.commands.scan_cmd:scan",
+    "set": "modelsafe.commands.set_cmd:set_command",
+    "show": "modelsafe.commands.show_cmd:show",
 }
 
 EXIT_INTERNAL = 3

@@ -170,6 +170,32 @@ class Verdict:
         return {"safe": 0, "unsafe": 1}.get(self.status, 2)
 
 
+@dataclass(frozen=True)
+class Part:
+    """One model in a set being resolved (checkpoint, LoRA, VAE, ...) and what is known of it."""
+
+    role: str  # checkpoint | lora | vae | embedding | controlnet | text_encoder
+    ref: str  # what the user named: a path, a catalog name or a hash prefix
+    family: str
+    kind: str
+    variant: str | None = None
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    index: TensorIndex | None = None  # the tensor table; None when known from the catalog only
+    path: str | None = None
+    weight: float = 1.0  # LoRA strength
+    report: Mapping[str, Any] = field(default_factory=dict)  # inspect report (JSON form)
+
+
+@dataclass(frozen=True)
+class Compatibility:
+    """One compatibility rule's answer about a part: ``accept``, ``reject`` or ``warn``, and why."""
+
+    rule: str
+    status: str
+    reason: str
+    evidence: tuple[str, ...] = ()
+
+
 def to_jsonable(value: Any) -> Any:
     """Turn dataclasses, paths, enums, tuples and mappings into JSON-ready values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

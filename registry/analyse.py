@@ -1,0 +1,154 @@
+"""Everything a scan learns about one file or diffusers folder, read once, with stat before/after.
+
+:func:`analyse` never raises for a bad file: whatever goes wrong becomes ``error`` on the result
+(a truncated safetensors, an HTML page, a reader plugin that crashes). It stats the file before
+and after reading it; when the two differ the file changed while it was read and the result says
+so (the scan reads it again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelsafe.errors import ModelsafeError
+from modelsafe.registry.walk import MODEL_FILE_EXTENSIONS, StatKey, folder_key
+from modelsafe.types import to_jsonable
+
+
+@dataclass(frozen=True)
+class Analysis:
+    path: str
+    key: StatKey  # stat taken before reading (equal to the one after unless ``changed``)
+    is_dir: bool
+    format: str
+    report: dict[str, Any] | None = None  # the inspect report (JSON form), None if unreadable
+    hashes: dict[str, str | None] | None = None
+    verdict: dict[str, Any] | None = None  # the audit verdict (JSON form)
+    error: str | None = None  # why the file could not be read as a model
+    hash_error: str | None = None
+    changed: bool = False  # the file changed while it was read
+    vanished: bool = False  # the file was gone when its turn came
+    component_hashes: dict[str, dict[str, str | None]] = field(default_factory=dict)
+
+    @property
+    def audit_status(self) -> str | None:
+        return None if self.verdict is None else str(self.verdict.get("status"))
+
+
+class HashCache:
+    """Hashes of files already read in this scan, by (device, inode, size, mtime)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: dict[StatKey, dict[str, str | None]] = {}
+
+    def get(self, path: Path) -> dict[str, str | None]:
+        from modelsafe.registry import hashing
+
+        key = StatKey.of(os.stat(path))
+        with self._lock:
+            if key in self._done:
+                return self._done[key]
+        index = _try_read(path)
+        value = hashing.hash_file(path, index)
+        with self._lock:
+            self._done[key] = value
+        return value
+
+
+def _try_read(path: Path) -> Any:
+    from modelsafe.registry.read import read_index
+
+    try:
+        return read_index(path)
+    except Exception:
+        return None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ModelsafeError):
+        return exc.reason
+    if isinstance(exc, OSError):
+        return f"cannot read: {exc.strerror or exc}"
+    return f"{type(exc).__name__} while reading: {exc}"
+
+
+def _stat(path: str, is_dir: bool) -> StatKey:
+    return folder_key(path) if is_dir else StatKey.of(os.stat(path))
+
+
+def analyse(
+    path: str, is_dir: bool, *, with_hash: bool = True, cache: HashCache | None = None
+) -> Analysis:
+    """Read, identify, hash and audit ``path``; problems become fields, never exceptions."""
+    from modelsafe.registry import audit, hashing
+    from modelsafe.registry.inspect import inspect_index
+    from modelsafe.registry.read import read_index
+    from modelsafe.registry.sniff import read_head, sniff
+
+    try:
+        before = _stat(path, is_dir)
+    except FileNotFoundError:
+        return Analysis(path, StatKey(0, 0, 0, 0), is_dir, "unknown", vanished=True)
+    except OSError as exc:
+        return Analysis(path, StatKey(0, 0, 0, 0), is_dir, "unknown", error=_reason(exc))
+    fields: dict[str, Any] = {}
+    index = None
+    try:
+        index = read_index(path)
+        fields["report"] = to_jsonable(inspect_index(index))
+        fields["format"] = index.format
+    except Exception as exc:  # a bad file (or a broken plugin) is an error row, never a crash
+        fields["error"] = _reason(exc)
+        try:
+            fields["format"] = "diffusers-dir" if is_dir else sniff(read_head(Path(path))).value
+        except OSError:
+            fields["format"] = "unknown"
+    if with_hash:
+        try:
+            if is_dir:
+                fields["component_hashes"] = _folder_hashes(path, cache or HashCache())
+                fields["hashes"] = {"folder_id": _folder_id(fields["component_hashes"])}
+            else:
+                fields["hashes"] = hashing.hash_file(Path(path), index)
+        except Exception as exc:
+            fields["hash_error"] = _reason(exc)
+    try:
+        fields["verdict"] = to_jsonable(audit.audit_path(path))
+    except Exception as exc:
+        fields["verdict"] = {
+            "path": path,
+            "status": "error",
+            "format": fields["format"],
+            "findings": [{"severity": "error", "code": "audit-failed", "message": _reason(exc)}],
+        }
+    try:
+        after = _stat(path, is_dir)
+    except FileNotFoundError:
+        return Analysis(path, before, is_dir, fields["format"], vanished=True)
+    return Analysis(path, before, is_dir, changed=after != before, **fields)
+
+
+def _folder_hashes(path: str, cache: HashCache) -> dict[str, dict[str, str | None]]:
+    found: dict[str, dict[str, str | None]] = {}
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if os.path.splitext(name)[1].lower() in MODEL_FILE_EXTENSIONS:
+                full = Path(dirpath) / name
+                found[str(full.relative_to(path))] = cache.get(full)
+    return found
+
+
+def _folder_id(components: dict[str, dict[str, str | None]]) -> str:
+    """One id for a folder: its model files' relative paths and content ids (or sha256)."""
+    h = hashlib.sha256()
+    for rel in sorted(components):
+        hashes = components[rel]
+        h.update(f"{rel}\0{hashes.get('content_id') or hashes.get('sha256')}\n".encode())
+    return h.hexdigest()

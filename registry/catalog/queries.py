@@ -1,0 +1,334 @@
+"""Questions asked of the catalog: find a model, list models, duplicates, overrides, export.
+
+Everything here reads the catalog only; no model file is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from modelsafe.errors import ModelNotFoundError, UsageError
+from modelsafe.registry.catalog.models import Location, Model
+
+HASH_COLUMNS = ("sha256", "autov2", "blake3", "content_id", "autov3", "autov1", "crc32")
+MIN_HASH_PREFIX = 6
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+
+FAMILIES = (
+    "sd1",
+    "sd2",
+    "sdxl",
+    "sdxl_refiner",
+    "sd3",
+    "sd3.5",
+    "flux1",
+    "chroma",
+    "z-image",
+    "qwen-image",
+    "hidream",
+    "stable-cascade",
+    "any",
+    "unknown",
+)
+KINDS = (
+    "checkpoint",
+    "unet",
+    "transformer",
+    "vae",
+    "text_encoder",
+    "lora",
+    "lycoris",
+    "controlnet",
+    "t2i_adapter",
+    "ip_adapter",
+    "embedding",
+    "upscaler",
+    "pipeline",
+    "unknown",
+)
+
+
+def model_status(model: Model) -> str:
+    """``present`` if a copy is on disk and readable, ``error`` if only unreadable ones are,
+    ``missing`` if every known location is gone."""
+    statuses = {loc.status for loc in model.locations}
+    if "present" in statuses:
+        return "present"
+    if "error" in statuses:
+        return "error"
+    return "missing"
+
+
+def model_size(model: Model) -> int:
+    sizes = [loc.size for loc in model.locations if loc.status != "missing"]
+    return max(sizes or [loc.size for loc in model.locations] or [0])
+
+
+def _models() -> Any:
+    return select(Model).options(selectinload(Model.locations)).order_by(Model.name, Model.id)
+
+
+def find_model(session: Session, ref: str) -> Model:
+    """The model a user means by ``ref``: a path, a hash prefix (6+ hex digits) or a name."""
+    matches = find_models(session, ref)
+    if not matches:
+        raise ModelNotFoundError(
+            f"no model in the catalog matches {ref!r}",
+            hint="give a path, a hash prefix (6+ hex digits) or a name; `modelsafe ls` lists them",
+        )
+    if len(matches) > 1:
+        listed = "; ".join(f"{m.name} ({m.autov2 or m.content_key[:12]})" for m in matches[:8])
+        raise UsageError(
+            f"{ref!r} matches {len(matches)} models: {listed}",
+            hint="use a longer hash prefix or the full path",
+        )
+    return matches[0]
+
+
+def find_models(session: Session, ref: str) -> list[Model]:
+    path = os.path.abspath(os.path.expanduser(ref))
+    by_path = session.scalars(
+        _models().join(Location, Location.model_id == Model.id).where(Location.path == path)
+    ).all()
+    if by_path:
+        return list(by_path)
+    if len(ref) >= MIN_HASH_PREFIX and _HEX.match(ref):
+        prefix = ref.lower() + "%"
+        found = session.scalars(
+            _models().where(or_(*(getattr(Model, c).like(prefix) for c in HASH_COLUMNS)))
+        ).all()
+        if found:
+            return list(found)
+        # A location of another format keeps its own hashes (a .ckpt beside its .safetensors).
+        return [
+            m
+            for m in session.scalars(_models()).unique()
+            if any(_location_hash_matches(loc, ref.lower()) for loc in m.locations)
+        ]
+    exact = session.scalars(_models().where(func.lower(Model.name) == ref.lower())).all()
+    if exact:
+        return list(exact)
+    return list(
+        session.scalars(_models().where(func.lower(Model.name).like(f"%{ref.lower()}%"))).all()
+    )
+
+
+def _location_hash_matches(loc: Location, prefix: str) -> bool:
+    hashes = (loc.extra or {}).get("hashes") or {}
+    return any(isinstance(v, str) and v.lower().startswith(prefix) for v in hashes.values())
+
+
+def list_models(
+    session: Session,
+    *,
+    family: str | None = None,
+    kind: str | None = None,
+    unsafe: bool = False,
+    missing: bool = False,
+) -> list[Model]:
+    """Models matching every filter given; ``missing`` lists those with no copy left on disk,
+    otherwise only models with a copy on disk (readable or not) are listed."""
+    query = _models()
+    if family:
+        query = query.where(Model.family == family)
+    if kind:
+        query = query.where(Model.kind == kind)
+    if unsafe:
+        query = query.where(Model.audit_status == "unsafe")
+    models = session.scalars(query).unique().all()
+    wanted = {"missing"} if missing else {"present", "error"}
+    return [m for m in models if model_status(m) in wanted]
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    model: Model
+    keep: Location  # the copy worth keeping (safetensors first, then the smallest)
+    others: tuple[Location, ...]
+    reclaimable: int  # bytes freed by deleting the others (hard links count once)
+
+
+def duplicates(session: Session) -> list[DuplicateGroup]:
+    """Models stored more than once on disk (same bytes or same tensors), biggest saving first.
+    Unreadable copies count too: the same broken download twice is still twice the bytes."""
+    groups = []
+    for model in session.scalars(_models()).unique():
+        present = [loc for loc in model.locations if loc.status != "missing"]
+        physical: dict[tuple[int | None, int | None], Location] = {}
+        for loc in sorted(present, key=lambda x: x.path):
+            physical.setdefault((loc.device, loc.inode), loc)
+        if len(physical) < 2:
+            continue
+        copies = list(physical.values())
+        keep = min(copies, key=_keep_order)
+        others = tuple(c for c in copies if c is not keep)
+        groups.append(DuplicateGroup(model, keep, others, sum(c.size for c in others)))
+    groups.sort(key=lambda g: g.reclaimable, reverse=True)
+    return groups
+
+
+def _keep_order(loc: Location) -> tuple[int, int, str]:
+    fmt = (loc.extra or {}).get("format")
+    return (0 if fmt == "safetensors" else 1, loc.size, loc.path)
+
+
+def set_overrides(
+    session: Session, model: Model, values: dict[str, str | None], note: str | None = None
+) -> Model:
+    """Record a user's correction; it wins over detection now and after every re-scan.
+
+    A value of ``""`` removes that override (detection applies again)."""
+    for name, value in values.items():
+        if name == "family" and value and value not in FAMILIES:
+            raise UsageError(f"unknown family {value!r}", hint=f"one of: {', '.join(FAMILIES)}")
+        if name == "kind" and value and value not in KINDS:
+            raise UsageError(f"unknown kind {value!r}", hint=f"one of: {', '.join(KINDS)}")
+    overrides = dict(model.overrides or {})
+    detected = (model.details or {}).get("detected") or {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if value == "":
+            overrides.pop(name, None)
+            setattr(
+                model, name, detected.get(name, "unknown" if name in ("family", "kind") else None)
+            )
+        else:
+            overrides[name] = value
+            setattr(model, name, value)
+    model.overrides = overrides
+    if note is not None:
+        model.note = note or None
+    return model
+
+
+def location_json(loc: Location) -> dict[str, Any]:
+    extra = loc.extra or {}
+    return {
+        "path": loc.path,
+        "status": loc.status,
+        "size": loc.size,
+        "format": extra.get("format"),
+        "error": loc.error,
+        "warnings": list(loc.warnings or []),
+        "mtime_ns": loc.mtime_ns,
+        "first_seen_at": loc.first_seen_at.isoformat() if loc.first_seen_at else None,
+        "last_seen_at": loc.last_seen_at.isoformat() if loc.last_seen_at else None,
+        **{k: v for k, v in extra.items() if k not in ("format", "hashes")},
+        "hashes": extra.get("hashes"),
+    }
+
+
+def model_json(model: Model, *, full: bool = False) -> dict[str, Any]:
+    """A model as JSON: the facts ``ls`` shows, plus (``full``) everything ``show`` shows."""
+    value: dict[str, Any] = {
+        "id": model.id,
+        "name": model.name,
+        "status": model_status(model),
+        "family": model.family,
+        "kind": model.kind,
+        "variant": model.variant,
+        "prediction_type": model.prediction_type,
+        "format": model.format,
+        "precision": model.precision,
+        "parameter_count": model.parameter_count,
+        "size": model_size(model),
+        "audit": model.audit_status,
+        "sha256": model.sha256,
+        "autov2": model.autov2,
+        "content_id": model.content_id,
+        "overrides": dict(model.overrides or {}),
+        "note": model.note,
+        "paths": [loc.path for loc in model.locations if loc.status != "missing"],
+    }
+    if full:
+        details = model.details or {}
+        value.update(
+            {
+                "hashes": {c: getattr(model, c) for c in HASH_COLUMNS},
+                "detected": details.get("detected"),
+                "confidence": model.confidence,
+                "weight_bytes": model.weight_bytes,
+                "tensor_count": model.tensor_count,
+                "locations": [location_json(loc) for loc in model.locations],
+                "inspect": details.get("inspect"),
+                "audit_verdict": details.get("audit"),
+                "error": details.get("error"),
+                "hash_error": details.get("hash_error"),
+                "components": details.get("components"),
+                "created_at": model.created_at.isoformat() if model.created_at else None,
+                "updated_at": model.updated_at.isoformat() if model.updated_at else None,
+            }
+        )
+    return value
+
+
+EXPORT_COLUMNS: Sequence[str] = (
+    "model_id",
+    "name",
+    "path",
+    "location_status",
+    "size",
+    "format",
+    "family",
+    "kind",
+    "variant",
+    "prediction_type",
+    "precision",
+    "parameter_count",
+    "audit",
+    "sha256",
+    "autov1",
+    "autov2",
+    "autov3",
+    "blake3",
+    "crc32",
+    "content_id",
+    "overrides",
+    "note",
+    "error",
+    "warnings",
+)
+
+
+def export_rows(session: Session) -> list[dict[str, Any]]:
+    """One row per location (a model stored twice gives two rows), for CSV."""
+    rows = []
+    for model in session.scalars(_models()).unique():
+        for loc in sorted(model.locations, key=lambda x: x.path):
+            hashes = (loc.extra or {}).get("hashes") or {}
+            rows.append(
+                {
+                    "model_id": model.id,
+                    "name": model.name,
+                    "path": loc.path,
+                    "location_status": loc.status,
+                    "size": loc.size,
+                    "format": (loc.extra or {}).get("format") or model.format,
+                    "family": model.family,
+                    "kind": model.kind,
+                    "variant": model.variant,
+                    "prediction_type": model.prediction_type,
+                    "precision": model.precision,
+                    "parameter_count": model.parameter_count,
+                    "audit": model.audit_status,
+                    **{c: hashes.get(c, getattr(model, c)) for c in HASH_COLUMNS},
+                    "overrides": ";".join(f"{k}={v}" for k, v in (model.overrides or {}).items()),
+                    "note": model.note,
+                    "error": loc.error,
+                    "warnings": " | ".join(loc.warnings or []),
+                }
+            )
+    return rows
+
+
+def export_models(session: Session) -> list[dict[str, Any]]:
+    """Every model with all its facts and locations, for JSON."""
+    return [model_json(m, full=True) for m in session.scalars(_models()).unique()]

@@ -1,0 +1,1 @@
+"""Helpers shared by the family detectors: key prefixes, shape evidence, denoiser probes."""

@@ -1,0 +1,311 @@
+"""ControlNets, T2I-Adapters and IP-Adapters: the base family each is for, from keys and shapes.
+
+Decisive facts (public layouts of the released models and of diffusers' classes):
+
+- ControlNet, original (lllyasviel ``cldm``) naming: ``input_hint_block``, ``zero_convs.N``,
+  ``middle_block_out``, a copy of the UNet encoder (``input_blocks``), optionally under
+  ``control_model.``; diffusers naming: ``controlnet_cond_embedding``, ``controlnet_down_blocks``,
+  ``controlnet_mid_block``. The cross-attention ``attn2.to_k`` input width gives the family
+  (768 SD1, 1024 SD2, 2048 SDXL); SDXL also has the 2816-wide ``add_embedding``/``label_emb``.
+  Flux (``controlnet_x_embedder``/``double_blocks`` + ``controlnet_blocks``) and SD3
+  (``pos_embed_input`` + ``controlnet_blocks``) ControlNets are transformers.
+- T2I-Adapter (TencentARC ``body.N.block1``; diffusers ``adapter.body.L.resnets.N``): the first
+  conv reads a pixel-unshuffled hint, 8x8 (64 per channel) for SD1.x, 16x16 (256) for SDXL.
+- IP-Adapter (``image_proj.*`` + ``ip_adapter.N.to_k_ip``): ``to_k_ip`` maps the UNet context
+  width (768 SD1, 1024 SD2, 2048 SDXL) into each attention layer; ``image_proj.latents`` marks
+  the Resampler ("plus") variant, ``proj.0``/``proj.2`` the MLP ("full"/FaceID) ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from modelsafe.registry.detect.metadata_family import weigh_metadata
+from modelsafe.registry.detect.prefixes import KeyView, find_prefix
+from modelsafe.types import Candidate, TensorIndex
+
+UNET_CONTEXT: dict[int, str] = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}
+# Below this, a component sitting beside a full diffusion model loses to the checkpoint.
+BESIDE_CHECKPOINT_SCORE = 0.6
+
+_LDM_CONTROL = ("input_hint_block.0.weight", "zero_convs.0.0.weight", "middle_block_out.0.weight")
+_DIFFUSERS_CONTROL = (
+    "controlnet_cond_embedding.conv_in.weight",
+    "controlnet_down_blocks.0.weight",
+    "controlnet_mid_block.weight",
+)
+
+
+def has_denoiser(names: set[str], prefix_to_skip: str = "") -> bool:
+    """True when a full diffusion model's output layer sits in the file (outside our prefix)."""
+    outs = ("diffusion_model.out.2.weight", "diffusion_model.final_layer.linear.weight")
+    return any(
+        n.endswith(outs) and not (prefix_to_skip and n.startswith(prefix_to_skip)) for n in names
+    )
+
+
+def _candidate(
+    family: str | None,
+    kind: str,
+    score: float,
+    evidence: list[str],
+    facts: dict[str, Any],
+    detector: str,
+    variant: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Candidate:
+    if metadata:
+        family, score = weigh_metadata(family, score, metadata, evidence)
+    return Candidate(
+        family=family or "unknown",
+        kind=kind,
+        score=round(score if family else min(score, 0.5), 3),
+        evidence=tuple(evidence),
+        variant=variant,
+        detector=detector,
+        facts=facts,
+    )
+
+
+def _unet_context(view: KeyView, evidence: list[str], facts: dict[str, Any]) -> str | None:
+    key = view.first("attn2.to_k.weight")
+    ctx = view.dim(key, 1) if key else None
+    if ctx is None:
+        evidence.append("no attn2.to_k layer: cross-attention width unknown")
+        return None
+    facts["context_dim"] = ctx
+    family = UNET_CONTEXT.get(ctx)
+    evidence.append(
+        f"{view.says(key or '')}: cross-attention context {ctx}"
+        + (f" = {family}" if family else ": no known UNet family")
+    )
+    return family
+
+
+def controlnet(index: TensorIndex, detector: str) -> list[Candidate]:
+    names = index.names()
+    out: list[Candidate] = []
+    for anchors, naming in ((_LDM_CONTROL, "ldm"), (_DIFFUSERS_CONTROL, "diffusers")):
+        prefix = find_prefix(names, anchors)
+        if prefix is None:
+            continue
+        view = KeyView.of(index, prefix)
+        if sum(a in view for a in anchors) < 2:
+            continue
+        out.append(_unet_controlnet(index, view, naming, detector))
+    dit = _dit_controlnet(index, detector)
+    return out + dit
+
+
+def _unet_controlnet(index: TensorIndex, view: KeyView, naming: str, detector: str) -> Candidate:
+    anchors = _LDM_CONTROL if naming == "ldm" else _DIFFUSERS_CONTROL
+    present = [a for a in anchors if a in view]
+    evidence = [
+        f"ControlNet ({naming} naming): {', '.join(view.full(a) for a in present)}",
+    ]
+    facts: dict[str, Any] = {"naming": naming, "key_prefix": view.prefix}
+    conv_in = "input_blocks.0.0.weight" if naming == "ldm" else "conv_in.weight"
+    hint = "input_hint_block.0.weight" if naming == "ldm" else present[0]
+    in_ch = view.dim(conv_in, 1)
+    if in_ch is not None:
+        facts["in_channels"] = in_ch
+        evidence.append(f"{view.says(conv_in)}: {in_ch} latent input channels")
+    hint_ch = view.dim(hint, 1)
+    if hint_ch is not None:
+        facts["hint_channels"] = hint_ch
+    family = _unet_context(view, evidence, facts)
+    adm_key = "label_emb.0.0.weight" if naming == "ldm" else "add_embedding.linear_1.weight"
+    adm = view.dim(adm_key, 1)
+    if adm is not None:
+        facts["adm_in_channels"] = adm
+        evidence.append(
+            f"{view.says(adm_key)}: ADM input {adm}" + (" (SDXL)" if adm == 2816 else "")
+        )
+        if family is None and adm == 2816:
+            family = "sdxl"
+    variant = None
+    union = [k for k in ("task_embedding", "control_add_embedding.linear_1.weight") if k in view]
+    if union or view.has_prefix("transformer_layes.") or view.has_prefix("control_type_proj."):
+        variant = "union"
+        evidence.append("task/control-type embedding: a ControlNet Union (several controls in one)")
+    score = 0.95 if family else 0.5
+    if has_denoiser(index.names(), view.prefix):
+        evidence.append(
+            "a full diffusion model is stored beside it: the checkpoint detector decides"
+        )
+        score = min(score, BESIDE_CHECKPOINT_SCORE)
+    return _candidate(
+        family, "controlnet", score, evidence, facts, detector, variant, index.metadata
+    )
+
+
+def _dit_controlnet(index: TensorIndex, detector: str) -> list[Candidate]:
+    names = index.names()
+    prefix = find_prefix(names, ("controlnet_blocks.0.weight",))
+    if prefix is None:
+        return []
+    view = KeyView.of(index, prefix)
+    facts: dict[str, Any] = {"naming": "diffusers", "key_prefix": prefix}
+    blocks = view.count_blocks("controlnet_blocks.")
+    width = view.dim("controlnet_blocks.0.weight", 0)
+    facts["hidden_size"] = width
+    evidence = [
+        f"{view.says('controlnet_blocks.0.weight')}: {blocks} transformer ControlNet blocks"
+    ]
+    if "controlnet_x_embedder.weight" in view or view.has_prefix("double_blocks."):
+        marker = (
+            "controlnet_x_embedder.weight"
+            if "controlnet_x_embedder.weight" in view
+            else "double_blocks.0.img_attn.qkv.weight"
+        )
+        evidence.append(f"{view.says(marker)}: Flux ControlNet")
+        family = "flux1" if width in (3072, None) else None
+    elif "pos_embed_input.proj.weight" in view:
+        evidence.append(f"{view.says('pos_embed_input.proj.weight')}: SD3-family ControlNet")
+        family = {1536: "sd3", 2432: "sd3.5"}.get(width or 0)
+        if width == 1536:
+            evidence.append("width 1536: SD3 medium (SD3.5 medium shares the width)")
+        elif width == 2432:
+            evidence.append("width 2432: SD3.5 large")
+    else:
+        return []
+    score = 0.9 if family else 0.5
+    return [
+        _candidate(family, "controlnet", score, evidence, facts, detector, None, index.metadata)
+    ]
+
+
+def t2i_adapter(index: TensorIndex, detector: str) -> list[Candidate]:
+    names = index.names()
+    for prefix_anchor, naming in (
+        (("adapter.conv_in.weight", "adapter.body.0.resnets.0.block1.weight"), "diffusers"),
+        (("conv_in.weight", "body.0.block1.weight", "body.0.block2.weight"), "original"),
+    ):
+        prefix = find_prefix(names, prefix_anchor)
+        if prefix is None:
+            continue
+        view = KeyView.of(index, prefix)
+        if not all(a in view for a in prefix_anchor):
+            continue
+        return [_t2i(index, view, naming, detector)]
+    return []
+
+
+def _t2i(index: TensorIndex, view: KeyView, naming: str, detector: str) -> Candidate:
+    conv = "adapter.conv_in.weight" if naming == "diffusers" else "conv_in.weight"
+    cin = view.dim(conv, 1) or 0
+    facts: dict[str, Any] = {"naming": naming, "in_channels": cin}
+    if naming == "diffusers":
+        levels = view.count_blocks("adapter.body.")
+    else:
+        levels = sum(
+            1 for n in view.tensors if n.startswith("body.") and n.endswith(".block1.weight")
+        )
+        levels //= 2  # two residual blocks per level in the released adapters
+    facts["levels"] = levels
+    evidence = [
+        f"T2I-Adapter ({naming} naming): {view.says(conv)}; {levels} resolution levels",
+    ]
+    family: str | None = None
+    if cin in (64, 192):
+        facts.update(downscale=8, hint_channels=cin // 64)
+        family = "sd1"
+        evidence.append(
+            f"first conv reads {cin} = {cin // 64} x 8x8 pixel-unshuffled hint channels: "
+            "SD1.x adapter (SD2 would share this layout; none were released)"
+        )
+    elif cin in (256, 768):
+        facts.update(downscale=16, hint_channels=cin // 256)
+        family = "sdxl"
+        evidence.append(
+            f"first conv reads {cin} = {cin // 256} x 16x16 pixel-unshuffled hint channels: "
+            "SDXL adapter"
+        )
+    else:
+        evidence.append(f"first conv input {cin}: no released T2I-Adapter")
+    if family == "sdxl" and levels not in (3, 0):
+        evidence.append(f"{levels} levels: SDXL adapters have 3")
+    score = 0.9 if family else 0.4
+    return _candidate(family, "t2i_adapter", score, evidence, facts, detector, None, index.metadata)
+
+
+def ip_adapter(index: TensorIndex, detector: str) -> list[Candidate]:
+    names = index.names()
+    prefix = find_prefix(names, ("ip_adapter.1.to_k_ip.weight", "ip_adapter.1.to_v_ip.weight"))
+    xlabs = find_prefix(names, ("ip_adapter_proj_model.proj.weight",))
+    if prefix is None and xlabs is not None:
+        view = KeyView.of(index, xlabs)
+        evidence = [
+            f"{view.says('ip_adapter_proj_model.proj.weight')}: XLabs Flux IP-Adapter",
+        ]
+        return [
+            _candidate("flux1", "ip_adapter", 0.85, evidence, {}, detector, None, index.metadata)
+        ]
+    if prefix is None:
+        return []
+    view = KeyView.of(index, prefix)
+    if not view.has_prefix("image_proj."):
+        return []
+    k_ip = view.shape("ip_adapter.1.to_k_ip.weight") or ()
+    ctx = k_ip[1] if len(k_ip) == 2 else 0
+    family = UNET_CONTEXT.get(ctx)
+    layers = sum(1 for n in view.tensors if n.endswith(".to_k_ip.weight"))
+    facts: dict[str, Any] = {"context_dim": ctx, "ip_layers": layers}
+    evidence = [
+        f"{view.says('ip_adapter.1.to_k_ip.weight')}: image keys projected from context {ctx}"
+        + (f" = {family}" if family else ""),
+        f"{layers} attention layers with to_k_ip/to_v_ip",
+    ]
+    variant, tokens, embed = _ip_variant(view, ctx, evidence)
+    facts.update(num_tokens=tokens, image_embed_dim=embed)
+    if embed:
+        facts["image_encoder"] = _image_encoder(variant, embed)
+    score = 0.95 if family else 0.5
+    if has_denoiser(names):
+        score = min(score, BESIDE_CHECKPOINT_SCORE)
+    return [
+        _candidate(family, "ip_adapter", score, evidence, facts, detector, variant, index.metadata)
+    ]
+
+
+def _ip_variant(view: KeyView, ctx: int, evidence: list[str]) -> tuple[str, int | None, int | None]:
+    lora = any("_lora." in n or ".lora_" in n for n in view.tensors)
+    latents = view.shape("image_proj.latents")
+    if latents is not None and len(latents) == 3:
+        embed = view.dim("image_proj.proj_in.weight", 1)
+        variant = (
+            "faceid-plus" if lora or view.has_prefix("image_proj.perceiver_resampler.") else "plus"
+        )
+        evidence.append(
+            f"{view.says('image_proj.latents')}: Resampler with {latents[1]} query tokens "
+            f"({variant})"
+        )
+        return variant, latents[1], embed
+    if "image_proj.proj.0.weight" in view:
+        first = view.shape("image_proj.proj.0.weight") or ()
+        last = view.shape("image_proj.proj.2.weight") or ()
+        embed = first[1] if len(first) == 2 else None
+        tokens = last[0] // ctx if len(last) == 2 and ctx else None
+        variant = "faceid" if embed == 512 or lora else "full"
+        evidence.append(
+            f"{view.says('image_proj.proj.0.weight')}: MLP image projection ({variant})"
+        )
+        return variant, tokens, embed
+    proj = view.shape("image_proj.proj.weight") or ()
+    if len(proj) == 2 and ctx:
+        tokens = proj[0] // ctx
+        evidence.append(
+            f"{view.says('image_proj.proj.weight')}: {tokens} image tokens from a "
+            f"{proj[1]}-wide image embedding"
+        )
+        return "base", tokens, proj[1]
+    return "base", None, None
+
+
+def _image_encoder(variant: str, embed: int) -> str:
+    if variant in ("plus", "faceid-plus"):
+        return {1280: "clip_vit_h", 1664: "clip_vit_bigg"}.get(embed, f"width {embed}")
+    return {1024: "clip_vit_h", 1280: "clip_vit_bigg", 512: "insightface"}.get(
+        embed, f"width {embed}"
+    )

@@ -1,0 +1,504 @@
+"""Stand-alone components: VAEs, text encoders and upscalers, from keys and shapes.
+
+A component detector answers only for a file that *is* the component: its tensors must make up
+nearly all of the file (:data:`MIN_COVERAGE`), so the VAE or text encoder inside a full checkpoint
+is left to the base-model detectors.
+
+Decisive facts (public layouts):
+
+- VAE (LDM ``encoder.down.N.block`` / diffusers ``encoder.down_blocks.N.resnets``): latent channels
+  are ``decoder.conv_in``'s input. 4 channels: the SD1/SD2 VAE and SDXL's retrained VAE share one
+  layout, so shapes cannot tell them apart; 16 channels without ``quant_conv``: Flux's ``ae`` and
+  the SD3/SD3.5 VAE share one layout too. 5-D (3-D conv) weights: the Wan 2.1 VAE of Qwen-Image.
+- Text encoders: HF CLIP (``text_model.*``), OpenCLIP (``transformer.resblocks``), T5
+  (``encoder.block.N.layer``), decoder-only LLMs (``model.layers``); width, depth and vocabulary
+  name the variant (CLIP-L 768x12, OpenCLIP-H 1024x24, bigG 1280x32, T5-XXL 4096x24 vocab 32128,
+  UMT5-XXL vocab 256384, Llama-3.1-8B, Qwen2.5-VL-7B, Qwen3-4B, Gemma-2-2B).
+- Upscalers: ESRGAN/RRDB (old ``model.N`` and BasicSR ``conv_first``/``body``/``conv_upN``
+  naming), Real-ESRGAN compact (SRVGGNet ``body.N``), SwinIR; the scale is read from the
+  upsampling layers (2x per ``conv_upN``/upconv, pixel-shuffle widths) and pixel-unshuffle input.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from modelsafe.registry.detect.metadata_family import family_from_metadata
+from modelsafe.registry.detect.prefixes import KeyView, find_prefix, shape_text
+from modelsafe.types import Candidate, TensorIndex
+
+# A component detector claims a file only when the component holds this share of its tensors.
+MIN_COVERAGE = 0.9
+_IGNORED_SUFFIXES = (".scale_weight", ".scale_input", "scaled_fp8", "position_ids")
+
+
+def coverage(index: TensorIndex, prefix: str, inside: Iterable[str] = ("",)) -> float:
+    """Share of the file's tensors (fp8 scale markers aside) under ``prefix`` + ``inside``."""
+    starts = tuple(prefix + s for s in inside)
+    names = [n for n in index.names() if not n.endswith(_IGNORED_SUFFIXES)]
+    if not names:
+        return 0.0
+    return sum(n.startswith(starts) for n in names) / len(names)
+
+
+def _cand(
+    family: str,
+    kind: str,
+    score: float,
+    evidence: list[str],
+    facts: dict[str, Any],
+    detector: str,
+    variant: str | None = None,
+) -> Candidate:
+    return Candidate(
+        family=family,
+        kind=kind,
+        score=round(max(0.0, min(1.0, score)), 3),
+        evidence=tuple(evidence),
+        variant=variant,
+        detector=detector,
+        facts=facts,
+    )
+
+
+# ------------------------------------------------------------------------------------ VAE
+
+_VAE_ANCHORS = ("decoder.conv_in.weight", "encoder.conv_in.weight", "decoder.conv_out.weight")
+_WAN_ANCHORS = ("decoder.conv1.weight", "encoder.conv1.weight", "decoder.head.2.weight")
+_VAE_TIES: dict[int, tuple[tuple[str, ...], str]] = {
+    4: (
+        ("sd1", "sdxl"),
+        "4-channel KL VAE: SD1 and SD2 use this VAE, and SDXL's retrained VAE has the same "
+        "layout; shapes cannot tell SD from SDXL VAEs (the tie is real, not a guess)",
+    ),
+    16: (
+        ("flux1", "sd3"),
+        "16-channel KL VAE without quant_conv: Flux.1's ae (also used by Chroma, Z-Image, "
+        "HiDream) and the SD3/SD3.5 VAE share this layout; shapes cannot tell them apart",
+    ),
+}
+
+
+def vae(index: TensorIndex, detector: str) -> list[Candidate]:
+    names = index.names()
+    prefix = find_prefix(names, _VAE_ANCHORS)
+    if prefix is not None:
+        view = KeyView.of(index, prefix)
+        if "decoder.conv_in.weight" in view and "encoder.conv_in.weight" in view:
+            return _kl_vae(index, view, detector)
+    prefix = find_prefix(names, _WAN_ANCHORS)
+    if prefix is not None:
+        view = KeyView.of(index, prefix)
+        shape = view.shape("decoder.conv1.weight")
+        if shape is not None and len(shape) == 5 and view.has_prefix("decoder.upsamples."):
+            return _wan_vae(index, view, shape, detector)
+    return []
+
+
+def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
+    share = coverage(
+        index, view.prefix, ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+    )
+    if share < MIN_COVERAGE:
+        return []  # the VAE inside a checkpoint
+    conv_in = view.shape("decoder.conv_in.weight") or ()
+    latent = conv_in[1] if len(conv_in) >= 2 else 0
+    naming = "diffusers" if view.has_prefix("encoder.down_blocks.") else "ldm"
+    quant = "quant_conv.weight" in view
+    facts: dict[str, Any] = {
+        "latent_channels": latent,
+        "naming": naming,
+        "quant_conv": quant,
+        "key_prefix": view.prefix,
+    }
+    evidence = [
+        f"{view.says('decoder.conv_in.weight')}: {latent} latent channels",
+        f"encoder/decoder in {naming} naming"
+        + (", with quant_conv/post_quant_conv" if quant else ", no quant_conv"),
+    ]
+    if len(conv_in) == 5:
+        facts["conv3d"] = True
+        evidence.append("5-D conv weights: a video/3-D VAE (Wan 2.1 layout, used by Qwen-Image)")
+        return [_cand("qwen-image", "vae", 0.85, evidence, facts, detector)]
+    tie = _VAE_TIES.get(latent)
+    if tie is None:
+        evidence.append(f"{latent} latent channels: no known family's KL VAE")
+        return [_cand("unknown", "vae", 0.5, evidence, facts, detector)]
+    families, why = tie
+    evidence.append(why)
+    facts["compatible_families"] = {
+        4: ["sd1", "sd2", "sdxl", "sdxl_refiner"],
+        16: ["flux1", "chroma", "sd3", "sd3.5", "z-image", "hidream"],
+    }[latent]
+    if latent == 16 and quant:
+        evidence.append("note: quant_conv present, unusual for a 16-channel VAE")
+    said = family_from_metadata(index.metadata)
+    out = []
+    for family in families:
+        score, ev = 0.9, list(evidence)
+        if said is not None and said[0] == family:
+            score = 0.95
+            ev.append(f"{said[1]} decides the tie")
+        out.append(_cand(family, "vae", score, ev, facts, detector))
+    return out
+
+
+def _wan_vae(
+    index: TensorIndex, view: KeyView, shape: tuple[int, ...], detector: str
+) -> list[Candidate]:
+    if coverage(index, view.prefix) < MIN_COVERAGE:
+        return []
+    latent = shape[1]
+    facts: dict[str, Any] = {"latent_channels": latent, "naming": "wan", "conv3d": True}
+    evidence = [
+        f"{view.says('decoder.conv1.weight')}: 3-D causal VAE with {latent} latent channels",
+        "decoder.upsamples (Wan 2.1 VAE layout): Qwen-Image's VAE",
+    ]
+    return [_cand("qwen-image", "vae", 0.85, evidence, facts, detector)]
+
+
+# ------------------------------------------------------------------------------------ text encoders
+
+# (width, layers) -> variant, for CLIP text towers in either naming.
+_CLIP_VARIANTS: dict[tuple[int, int], str] = {
+    (768, 12): "clip_l",
+    (1024, 24): "openclip_h",
+    (1024, 23): "openclip_h",  # diffusers' SD2 text_encoder drops the last layer
+    (1280, 32): "clip_g",
+}
+USED_BY: dict[str, list[str]] = {
+    "clip_l": ["sd1", "sdxl", "sd3", "sd3.5", "flux1", "hidream"],
+    "openclip_h": ["sd2"],
+    "clip_g": ["sdxl", "sdxl_refiner", "sd3", "sd3.5", "hidream", "stable-cascade"],
+    "t5xxl": ["sd3", "sd3.5", "flux1", "chroma", "hidream"],
+    "umt5xxl": ["wan"],
+    "llama3.1_8b": ["hidream"],
+    "qwen2.5_vl_7b": ["qwen-image"],
+    "qwen3_4b": ["z-image"],
+    "gemma2_2b": ["lumina2"],
+}
+# (vocab, width, layers) -> variant, for decoder-only LLM text encoders.
+_LLM_VARIANTS: dict[tuple[int, int, int], str] = {
+    (128256, 4096, 32): "llama3.1_8b",
+    (152064, 3584, 28): "qwen2.5_vl_7b",
+    (151936, 2560, 36): "qwen3_4b",
+    (256000, 2304, 26): "gemma2_2b",
+}
+
+
+def text_encoder(index: TensorIndex, detector: str) -> list[Candidate]:
+    names = index.names()
+    for anchors, read in (
+        (
+            ("text_model.embeddings.token_embedding.weight", "text_model.final_layer_norm.weight"),
+            _hf_clip,
+        ),
+        (("token_embedding.weight", "ln_final.weight", "positional_embedding"), _openclip),
+        (
+            ("encoder.block.0.layer.0.SelfAttention.q.weight", "encoder.final_layer_norm.weight"),
+            _t5,
+        ),
+        (
+            (
+                "model.embed_tokens.weight",
+                "model.layers.0.self_attn.q_proj.weight",
+                "model.norm.weight",
+            ),
+            _llm,
+        ),
+    ):
+        prefix = find_prefix(names, anchors)
+        if prefix is None:
+            continue
+        view = KeyView.of(index, prefix)
+        if not all(a in view for a in anchors[:2]):
+            continue
+        found = read(index, view, detector)
+        if found:
+            return found
+    return []
+
+
+def _te_candidate(
+    index: TensorIndex,
+    view: KeyView,
+    variant: str | None,
+    facts: dict[str, Any],
+    evidence: list[str],
+    detector: str,
+    extra_parts: tuple[str, ...] = (),
+) -> list[Candidate]:
+    share = coverage(index, view.prefix)
+    if share < MIN_COVERAGE:
+        return []
+    score = 0.95 if variant else 0.6
+    if variant:
+        facts["used_by"] = USED_BY.get(variant, [])
+        evidence.append(f"= {variant}, used by {', '.join(facts['used_by']) or 'other models'}")
+    else:
+        evidence.append("no released text encoder has these dimensions")
+    others = [p for p in extra_parts if view.has_prefix(p)]
+    if others:
+        evidence.append(f"also holds {', '.join(others)}: more than the text encoder alone")
+        score -= 0.2
+    if view.prefix:
+        facts["key_prefix"] = view.prefix
+    return [_cand("any", "text_encoder", score, evidence, facts, detector, variant)]
+
+
+def _hf_clip(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
+    emb = view.shape("text_model.embeddings.token_embedding.weight") or (0, 0)
+    width = emb[1] if len(emb) == 2 else 0
+    layers = view.count_blocks("text_model.encoder.layers.")
+    projection = "text_projection.weight" in view
+    facts: dict[str, Any] = {
+        "hidden_size": width,
+        "num_layers": layers,
+        "vocab_size": emb[0],
+        "naming": "transformers-clip",
+        "projection": projection,
+    }
+    evidence = [
+        f"{view.says('text_model.embeddings.token_embedding.weight')}: CLIP text model, width "
+        f"{width}, {layers} layers" + (", with text_projection" if projection else ""),
+    ]
+    variant = _CLIP_VARIANTS.get((width, layers))
+    return _te_candidate(index, view, variant, facts, evidence, detector, ("vision_model.",))
+
+
+def _openclip(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
+    emb = view.shape("token_embedding.weight") or (0, 0)
+    width = emb[1] if len(emb) == 2 else 0
+    layers = view.count_blocks("transformer.resblocks.")
+    facts: dict[str, Any] = {
+        "hidden_size": width,
+        "num_layers": layers,
+        "vocab_size": emb[0],
+        "naming": "open_clip",
+        "projection": "text_projection" in view,
+    }
+    evidence = [
+        f"{view.says('token_embedding.weight')}: OpenCLIP text tower, width {width}, "
+        f"{layers} resblocks",
+    ]
+    variant = _CLIP_VARIANTS.get((width, layers))
+    return _te_candidate(index, view, variant, facts, evidence, detector, ("visual.",))
+
+
+def _t5(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
+    q = view.shape("encoder.block.0.layer.0.SelfAttention.q.weight") or (0, 0)
+    width = q[1] if len(q) == 2 else 0
+    layers = view.count_blocks("encoder.block.")
+    vocab_key = "shared.weight" if "shared.weight" in view else "encoder.embed_tokens.weight"
+    vocab = view.dim(vocab_key, 0)
+    ff = view.dim("encoder.block.0.layer.1.DenseReluDense.wi_0.weight", 0)
+    per_layer_bias = "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight" in view
+    facts: dict[str, Any] = {
+        "hidden_size": width,
+        "num_layers": layers,
+        "vocab_size": vocab,
+        "d_ff": ff,
+        "naming": "transformers-t5",
+    }
+    evidence = [
+        f"{view.says('encoder.block.0.layer.0.SelfAttention.q.weight')}: T5 encoder, width "
+        f"{width}, {layers} blocks" + (f", vocabulary {vocab}" if vocab else ""),
+    ]
+    variant: str | None = None
+    if width == 4096 and layers == 24:
+        if vocab == 256384 or per_layer_bias:
+            variant = "umt5xxl"
+            evidence.append("relative attention bias in every block / 256k vocabulary: UMT5")
+        else:
+            variant = "t5xxl"
+    elif width:
+        variant = None
+    return _te_candidate(index, view, variant, facts, evidence, detector, ("decoder.",))
+
+
+def _llm(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
+    emb = view.shape("model.embed_tokens.weight") or (0, 0)
+    vocab, width = (emb[0], emb[1]) if len(emb) == 2 else (0, 0)
+    layers = view.count_blocks("model.layers.")
+    qk_norm = "model.layers.0.self_attn.q_norm.weight" in view
+    facts: dict[str, Any] = {
+        "hidden_size": width,
+        "num_layers": layers,
+        "vocab_size": vocab,
+        "naming": "transformers-llm",
+    }
+    evidence = [
+        f"{view.says('model.embed_tokens.weight')}: decoder-only language model, width "
+        f"{width}, {layers} layers" + (", q/k norms" if qk_norm else ""),
+    ]
+    variant = _LLM_VARIANTS.get((vocab, width, layers))
+    if view.has_prefix("visual."):
+        evidence.append("vision tower (visual.*) stored too: a vision-language model")
+    return _te_candidate(index, view, variant, facts, evidence, detector)
+
+
+# ------------------------------------------------------------------------------------ upscalers
+
+_WRAPPERS = ("params_ema.", "params.", "model.", "")
+_OLD_ESRGAN = re.compile(r"^model\.(\d+)\.weight$")
+
+
+def upscaler(index: TensorIndex, detector: str) -> list[Candidate]:
+    names = index.names()
+    for read in (_esrgan_new, _esrgan_old, _swinir, _compact):
+        found = read(index, names, detector)
+        if found:
+            return found
+    return []
+
+
+def _wrapped_prefix(names: set[str], anchors: tuple[str, ...]) -> str | None:
+    prefix = find_prefix(names, anchors)
+    return prefix if prefix is not None and prefix in _WRAPPERS else None
+
+
+def _unshuffle(in_ch: int, out_ch: int) -> int:
+    """Pixel-unshuffle factor folded into the first conv (Real-ESRGAN x2/x1 RRDB models)."""
+    ratio = in_ch // out_ch if out_ch else 1
+    root = math.isqrt(ratio)
+    return root if root * root == ratio and root > 1 else 1
+
+
+def _upscaler(
+    index: TensorIndex,
+    view: KeyView,
+    architecture: str,
+    scale: int | None,
+    facts: dict[str, Any],
+    evidence: list[str],
+    detector: str,
+) -> list[Candidate]:
+    if coverage(index, view.prefix) < MIN_COVERAGE:
+        return []
+    facts.update(architecture=architecture, scale=scale)
+    if view.prefix:
+        facts["key_prefix"] = view.prefix
+    variant = f"{architecture} x{scale}" if scale else architecture
+    return [_cand("any", "upscaler", 0.95 if scale else 0.6, evidence, facts, detector, variant)]
+
+
+def _esrgan_new(index: TensorIndex, names: set[str], detector: str) -> list[Candidate]:
+    prefix = _wrapped_prefix(names, ("conv_first.weight", "conv_body.weight", "conv_last.weight"))
+    if prefix is None:
+        return []
+    view = KeyView.of(index, prefix)
+    if not view.has_prefix("body.0.rdb1.") or "conv_body.weight" not in view:
+        return []
+    ups = sorted(n for n in view.tensors if re.fullmatch(r"conv_up\d+\.weight", n))
+    first = view.shape("conv_first.weight") or (0, 0)
+    last = view.shape("conv_last.weight") or (0, 0)
+    unshuffle = _unshuffle(first[1], last[0])
+    scale = 2 ** len(ups) // unshuffle
+    blocks = view.count_blocks("body.")
+    facts: dict[str, Any] = {"num_blocks": blocks, "num_features": first[0], "naming": "basicsr"}
+    evidence = [
+        f"{view.says('conv_first.weight')} + body.N.rdb1..rdb3 ({blocks} RRDB blocks): "
+        "ESRGAN/Real-ESRGAN RRDBNet (BasicSR naming)",
+        f"{len(ups)} nearest+conv upsampling layers ({', '.join(view.full(u) for u in ups)})"
+        + (f", input pixel-unshuffled by {unshuffle}" if unshuffle > 1 else "")
+        + f": x{scale}",
+    ]
+    return _upscaler(index, view, "esrgan", scale, facts, evidence, detector)
+
+
+def _esrgan_old(index: TensorIndex, names: set[str], detector: str) -> list[Candidate]:
+    if "model.0.weight" not in names or not any(n.startswith("model.1.sub.0.RDB1.") for n in names):
+        return []
+    view = KeyView.of(index, "")
+    convs = sorted(
+        int(m.group(1))
+        for n in names
+        if (m := _OLD_ESRGAN.match(n)) and len(view.shape(n) or ()) == 4 and int(m.group(1)) > 1
+    )
+    ups = max(0, len(convs) - 2)  # the last two are HRconv and conv_last
+    first = view.shape("model.0.weight") or (0, 0)
+    last = view.shape(f"model.{convs[-1]}.weight") if convs else None
+    unshuffle = _unshuffle(first[1], last[0] if last else 3)
+    scale = 2**ups // unshuffle
+    blocks = view.count_blocks("model.1.sub.") - 1
+    facts: dict[str, Any] = {"num_blocks": blocks, "num_features": first[0], "naming": "esrgan-old"}
+    evidence = [
+        f"{view.says('model.0.weight')} + model.1.sub.N.RDB1..RDB3 ({blocks} RRDB blocks): "
+        "ESRGAN (original naming)",
+        f"{ups} upconv layers (model.{', model.'.join(str(c) for c in convs[:ups])})"
+        + (f", input pixel-unshuffled by {unshuffle}" if unshuffle > 1 else "")
+        + f": x{scale}",
+    ]
+    return _upscaler(index, view, "esrgan", scale, facts, evidence, detector)
+
+
+def _compact(index: TensorIndex, names: set[str], detector: str) -> list[Candidate]:
+    prefix = _wrapped_prefix(names, ("body.0.weight", "body.1.weight"))
+    if prefix is None:
+        return []
+    view = KeyView.of(index, prefix)
+    if set(n.split(".", 1)[0] for n in view.tensors) != {"body"}:
+        return []
+    last_index = view.count_blocks("body.") - 1
+    first = view.shape("body.0.weight") or ()
+    last = view.shape(f"body.{last_index}.weight") or ()
+    prelu = view.shape("body.1.weight") or ()
+    if len(first) != 4 or len(last) != 4 or len(prelu) != 1:
+        return []
+    in_ch = first[1]
+    ratio = last[0] // in_ch if in_ch else 0
+    root = math.isqrt(ratio)
+    scale = root if root * root == ratio and root > 0 else None
+    convs = sum(1 for n, t in view.tensors.items() if n.endswith(".weight") and len(t.shape) == 4)
+    facts: dict[str, Any] = {"num_conv": convs - 2, "num_features": first[0], "naming": "srvgg"}
+    evidence = [
+        f"{view.says('body.0.weight')} + PReLU {view.says('body.1.weight')}: SRVGGNetCompact "
+        f"(Real-ESRGAN compact), {convs} convs",
+        f"{view.says(f'body.{last_index}.weight')}: {last[0]} = {in_ch} x {ratio} "
+        f"pixel-shuffle outputs" + (f": x{scale}" if scale else ""),
+    ]
+    return _upscaler(index, view, "real-esrgan-compact", scale, facts, evidence, detector)
+
+
+def _swinir(index: TensorIndex, names: set[str], detector: str) -> list[Candidate]:
+    prefix = _wrapped_prefix(
+        names, ("conv_first.weight", "conv_after_body.weight", "conv_last.weight")
+    )
+    if prefix is None:
+        return []
+    view = KeyView.of(index, prefix)
+    if not view.has_prefix("layers.0.residual_group.blocks.0."):
+        return []
+    embed = view.dim("conv_first.weight", 0) or 0
+    scale: int | None = 1
+    how = ""
+    ups = sorted(n for n in view.tensors if re.fullmatch(r"upsample\.\d+\.weight", n))
+    conv_ups = sorted(n for n in view.tensors if re.fullmatch(r"conv_up\d+\.weight", n))
+    if conv_ups:
+        scale, how = 2 ** len(conv_ups), f"{len(conv_ups)} nearest+conv layers"
+    elif ups:
+        shapes = [view.shape(u) or (0, 0) for u in ups]
+        scale, how = (
+            1,
+            f"{len(ups)} pixel-shuffle convs ({', '.join(shape_text(s) for s in shapes)})",
+        )
+        for out, inp, *_ in shapes:
+            step = {4: 2, 9: 3}.get(out // inp if inp and out % inp == 0 else 0)
+            root = math.isqrt(out // 3)
+            if step is None and len(shapes) == 1 and 3 * root * root == out:
+                step, how = root, f"pixel-shuffle-direct conv {shape_text(shapes[0])}"
+            if step is None:
+                scale, how = None, f"upsampler convs {', '.join(shape_text(s) for s in shapes)}"
+                break
+            scale *= step
+    layers = view.count_blocks("layers.")
+    facts: dict[str, Any] = {"embed_dim": embed, "num_layers": layers, "naming": "swinir"}
+    evidence = [
+        f"{view.says('conv_first.weight')} + {view.full('layers.0.residual_group.blocks.0.')}* "
+        f"({layers} residual Swin groups, embed {embed}): SwinIR",
+        f"{how or 'no upsampler'}: " + (f"x{scale}" if scale else "scale unknown"),
+    ]
+    return _upscaler(index, view, "swinir", scale, facts, evidence, detector)

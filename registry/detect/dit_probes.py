@@ -1,0 +1,326 @@
+"""Probes for the transformer (DiT/MMDiT) families: sd3, sd3.5, flux1, chroma, z-image,
+qwen-image, hidream, in their original single-file naming and in diffusers naming.
+
+Decisive facts (public layouts of the released models):
+
+- Flux.1 (BFL naming ``double_blocks``/``single_blocks``, diffusers ``transformer_blocks``/
+  ``single_transformer_blocks``): 19 double + 38 single blocks at width 3072; ``guidance_in``
+  (diffusers ``time_text_embed.guidance_embedder``) only in guidance-distilled dev, not schnell;
+  ``img_in`` input 384 = Fill, 128 = Depth/Canny.
+- Chroma: the Flux layout without ``time_in``/``vector_in``/``guidance_in`` and per-block
+  modulation, with a ``distilled_guidance_layer`` (approximator) instead.
+- SD3/3.5 (SAI ``joint_blocks``, diffusers ``transformer_blocks`` + ``pos_embed.proj``):
+  SD3 medium 24 blocks at 1536; SD3.5 medium adds ``attn2`` (MMDiT-X) and a 384x384 position
+  table; SD3.5 large 38 blocks at 2432.
+- Z-Image (S3-DiT): ``noise_refiner``/``context_refiner``/``layers``, width 3840, caption
+  features 2560 (Qwen3-4B); Lumina-2 has the same names with 2304 (Gemma-2).
+- Qwen-Image: ``transformer_blocks.N.img_mod``/``txt_mod``, ``txt_in`` 3584 (Qwen2.5-VL), 60 blocks.
+- HiDream-I1: ``double_stream_blocks``/``single_stream_blocks`` with MoE feed-forwards.
+"""
+
+from __future__ import annotations
+
+from modelsafe.registry.detect.prefixes import KeyView
+from modelsafe.registry.detect.probe import Hints, Match, Probe
+
+_FLOW = "flow"
+
+
+def _flow(match: Match, hints: Hints) -> Match:
+    hinted = hints.prediction_type()
+    if hinted is not None and hinted[0] != _FLOW:
+        match.evidence.append(f"note: {hinted[1]} although {match.family} is a flow model")
+    match.evidence.append(f"{match.family} is a rectified-flow model: prediction type flow")
+    return match
+
+
+def _flux_like(
+    view: KeyView,
+    hints: Hints,
+    *,
+    double: str,
+    single: str,
+    img_in: str,
+    txt_in: str,
+    guidance: str,
+    vector: str,
+    modulation: str,
+) -> list[Match]:
+    img = view.shape(img_in)
+    if img is None or len(img) != 2 or view.count_blocks(double) == 0:
+        return []
+    if view.count_blocks(single) == 0:
+        return []
+    hidden, in_features = img
+    depth, depth_single = view.count_blocks(double), view.count_blocks(single)
+    facts: dict[str, object] = {
+        "hidden_size": hidden,
+        "depth": depth,
+        "num_layers": depth,
+        "depth_single_blocks": depth_single,
+        "num_single_layers": depth_single,
+        "in_channels": in_features,
+        "latent_channels": 16,
+        "context_dim": view.dim(txt_in, 1),
+    }
+    blocks = f"{depth} double + {depth_single} single blocks at width {hidden}"
+    evidence = [f"{view.says(img_in)}; {blocks}"]
+    approximator = "distilled_guidance_layer.in_proj.weight"
+    if approximator in view:
+        evidence.insert(
+            0,
+            f"{view.says(approximator)}: Chroma's distilled guidance approximator; "
+            f"{view.full(vector)} and {view.full(guidance)} absent",
+        )
+        facts["guidance_embed"] = False
+        score = 0.95 if vector not in view else 0.7
+        return [_flow(Match("chroma", score, evidence, None, _FLOW, facts), hints)]
+    if vector not in view or view.first(modulation) is None:
+        evidence.insert(0, f"Flux-like blocks but no {view.full(vector)} / per-block modulation")
+        return [_flow(Match("flux1", 0.25, evidence, None, _FLOW, facts), hints)]
+    facts["pooled_projection_dim"] = view.dim(vector, 1)
+    dev = guidance in view
+    facts["guidance_embed"] = dev
+    variant = "dev" if dev else "schnell"
+    evidence.insert(
+        0,
+        f"{view.says(guidance)}: guidance-distilled Flux.1 dev"
+        if dev
+        else f"{view.full(guidance)} is absent: timestep-distilled Flux.1 schnell",
+    )
+    if in_features == 384:
+        variant = "fill"
+        evidence.append(f"img_in input {in_features} (latent + mask channels): Flux.1 Fill")
+    elif in_features == 128:
+        variant = "depth-canny"
+        evidence.append(f"img_in input {in_features} (latent + control): Flux.1 Depth/Canny")
+    elif dev:
+        evidence.append("Flux.1 Kontext dev shares this layout")
+    score = 0.95 if (hidden, depth, depth_single) == (3072, 19, 38) else 0.75
+    return [_flow(Match("flux1", score, evidence, variant, _FLOW, facts), hints)]
+
+
+def _flux_bfl(view: KeyView, hints: Hints) -> list[Match]:
+    return _flux_like(
+        view,
+        hints,
+        double="double_blocks.",
+        single="single_blocks.",
+        img_in="img_in.weight",
+        txt_in="txt_in.weight",
+        guidance="guidance_in.in_layer.weight",
+        vector="vector_in.in_layer.weight",
+        modulation="img_mod.lin.bias",
+    )
+
+
+def _flux_diffusers(view: KeyView, hints: Hints) -> list[Match]:
+    return _flux_like(
+        view,
+        hints,
+        double="transformer_blocks.",
+        single="single_transformer_blocks.",
+        img_in="x_embedder.weight",
+        txt_in="context_embedder.weight",
+        guidance="time_text_embed.guidance_embedder.linear_1.weight",
+        vector="time_text_embed.text_embedder.linear_1.weight",
+        modulation="norm1.linear.bias",
+    )
+
+
+def _sd3_like(
+    view: KeyView, hints: Hints, *, blocks: str, x_embed: str, pos: str, attn2: str, qk_norm: str
+) -> list[Match]:
+    x = view.shape(x_embed)
+    depth = view.count_blocks(blocks)
+    if x is None or len(x) != 4 or depth == 0:
+        return []
+    hidden = x[0]
+    pos_shape = view.shape(pos)
+    positions = pos_shape[1] if pos_shape is not None and len(pos_shape) == 3 else None
+    has_attn2 = view.first(attn2) is not None
+    has_qk = view.first(qk_norm) is not None
+    facts: dict[str, object] = {
+        "hidden_size": hidden,
+        "depth": depth,
+        "num_layers": depth,
+        "in_channels": x[1],
+        "latent_channels": x[1],
+        "context_dim": view.dim("context_embedder.weight", 1),
+        "pos_embed_positions": positions,
+    }
+    evidence = [f"{view.says(x_embed)}: MMDiT, {depth} joint blocks at width {hidden}"]
+    if positions is not None:
+        evidence.append(f"{view.says(pos)}: {positions} positions")
+    if depth == 38 and hidden == 2432:
+        family, variant = "sd3.5", "large"
+        evidence.append("38 blocks at 2432 = SD3.5 large (Large Turbo shares this layout)")
+    elif has_attn2:
+        family, variant = "sd3.5", "medium"
+        evidence.append(
+            f"{view.full(view.first(attn2) or attn2)} present: MMDiT-X self-attention "
+            "blocks = SD3.5 medium"
+        )
+    elif depth == 24 and hidden == 1536 and not has_qk:
+        family, variant = "sd3", "medium"
+        evidence.append("24 blocks at 1536 without attn2 or q/k norms = SD3 medium")
+    else:
+        evidence.append(f"{depth} blocks at {hidden}: no released SD3/3.5 model")
+        return [_flow(Match("sd3", 0.4, evidence, None, _FLOW, facts), hints)]
+    return [_flow(Match(family, 0.95, evidence, variant, _FLOW, facts), hints)]
+
+
+def _sd3_sai(view: KeyView, hints: Hints) -> list[Match]:
+    return _sd3_like(
+        view,
+        hints,
+        blocks="joint_blocks.",
+        x_embed="x_embedder.proj.weight",
+        pos="pos_embed",
+        attn2="x_block.attn2.qkv.weight",
+        qk_norm="x_block.attn.ln_q.weight",
+    )
+
+
+def _sd3_diffusers(view: KeyView, hints: Hints) -> list[Match]:
+    if "time_text_embed.text_embedder.linear_1.weight" not in view:
+        return []
+    return _sd3_like(
+        view,
+        hints,
+        blocks="transformer_blocks.",
+        x_embed="pos_embed.proj.weight",
+        pos="pos_embed.pos_embed",
+        attn2=".attn2.to_q.weight",
+        qk_norm=".attn.norm_q.weight",
+    )
+
+
+def _z_image(view: KeyView, hints: Hints) -> list[Match]:
+    cap = view.shape("cap_embedder.1.weight")
+    layers = view.count_blocks("layers.")
+    if cap is None or len(cap) != 2 or layers == 0 or not view.has_prefix("noise_refiner."):
+        return []
+    hidden, caption = cap
+    x_key = "x_embedder.weight" if "x_embedder.weight" in view else "all_x_embedder.2-1.weight"
+    facts: dict[str, object] = {
+        "hidden_size": hidden,
+        "depth": layers,
+        "num_layers": layers,
+        "context_dim": caption,
+        "in_channels": view.dim(x_key, 1),
+        "latent_channels": 16,
+    }
+    evidence = [
+        f"{view.says('cap_embedder.1.weight')}: caption features {caption} into width {hidden}",
+        f"noise_refiner/context_refiner + {layers} main layers (S3-DiT / NextDiT layout)",
+    ]
+    if caption == 2560:
+        evidence.append("caption width 2560 = Qwen3-4B text encoder: Z-Image")
+        evidence.append("Z-Image base and Turbo share this layout")
+        return [_flow(Match("z-image", 0.95, evidence, None, _FLOW, facts), hints)]
+    evidence.append(f"caption width {caption}: Lumina-2 style, not Z-Image (2560)")
+    return [_flow(Match("z-image", 0.25, evidence, None, _FLOW, facts), hints)]
+
+
+def _qwen_image(view: KeyView, hints: Hints) -> list[Match]:
+    txt = view.shape("txt_in.weight")
+    layers = view.count_blocks("transformer_blocks.")
+    if txt is None or layers == 0 or view.first("img_mod.1.weight") is None:
+        return []
+    hidden, joint = txt
+    facts: dict[str, object] = {
+        "hidden_size": hidden,
+        "depth": layers,
+        "num_layers": layers,
+        "context_dim": joint,
+        "in_channels": view.dim("img_in.weight", 1),
+        "latent_channels": 16,
+    }
+    evidence = [
+        f"{view.says('txt_in.weight')}: text features {joint} (Qwen2.5-VL) into width {hidden}",
+        f"{view.full('transformer_blocks.0.img_mod.1.weight')} + txt_mod: "
+        f"{layers} dual-stream MMDiT blocks",
+        "Qwen-Image and Qwen-Image-Edit share this layout",
+    ]
+    score = 0.95 if joint == 3584 else 0.5
+    return [_flow(Match("qwen-image", score, evidence, None, _FLOW, facts), hints)]
+
+
+def _hidream(view: KeyView, hints: Hints) -> list[Match]:
+    double = view.count_blocks("double_stream_blocks.")
+    single = view.count_blocks("single_stream_blocks.")
+    x = view.shape("x_embedder.proj.weight")
+    if double == 0 or x is None:
+        return []
+    experts = view.count_blocks("double_stream_blocks.0.block.ff_i.experts.")
+    facts: dict[str, object] = {
+        "hidden_size": x[0],
+        "depth": double,
+        "num_layers": double,
+        "num_single_layers": single,
+        "in_channels": x[1] // 4,
+        "latent_channels": 16,
+        "num_routed_experts": experts,
+    }
+    evidence = [
+        f"{view.says('x_embedder.proj.weight')}: {double} double-stream + {single} "
+        f"single-stream blocks at width {x[0]}",
+        f"{experts} routed experts per feed-forward (MoE): HiDream-I1",
+        "HiDream-I1 full, dev and fast share this layout",
+    ]
+    return [_flow(Match("hidream", 0.95, evidence, None, _FLOW, facts), hints)]
+
+
+PROBES: tuple[Probe, ...] = (
+    Probe(
+        "bfl",
+        "transformer",
+        ("double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight", "img_in.weight"),
+        _flux_bfl,
+    ),
+    Probe(
+        "diffusers-flux",
+        "transformer",
+        (
+            "single_transformer_blocks.0.proj_out.weight",
+            "x_embedder.weight",
+            "context_embedder.weight",
+        ),
+        _flux_diffusers,
+    ),
+    Probe(
+        "sai-mmdit",
+        "transformer",
+        ("joint_blocks.0.x_block.attn.qkv.weight", "x_embedder.proj.weight", "pos_embed"),
+        _sd3_sai,
+    ),
+    Probe(
+        "diffusers-sd3",
+        "transformer",
+        ("pos_embed.proj.weight", "pos_embed.pos_embed", "context_embedder.weight"),
+        _sd3_diffusers,
+    ),
+    Probe(
+        "z-image",
+        "transformer",
+        ("cap_embedder.1.weight", "noise_refiner.0.ffn_norm1.weight", "layers.0.ffn_norm1.weight"),
+        _z_image,
+    ),
+    Probe(
+        "qwen-image",
+        "transformer",
+        ("transformer_blocks.0.img_mod.1.weight", "txt_in.weight", "txt_norm.weight"),
+        _qwen_image,
+    ),
+    Probe(
+        "hidream",
+        "transformer",
+        (
+            "double_stream_blocks.0.block.adaLN_modulation.1.bias",
+            "x_embedder.proj.weight",
+            "caption_projection.0.linear.weight",
+        ),
+        _hidream,
+    ),
+)

@@ -1,0 +1,369 @@
+"""LoRA and LyCORIS files: kind, variant and the base family they are *for*, with evidence.
+
+The base is read off the layers a LoRA patches (public layouts of the base models):
+
+- SD-style UNets: the cross-attention ``attn2.to_k``/``to_v`` input width is the text context,
+  768 SD1, 1024 SD2, 2048 SDXL, 1280 SDXL refiner (InvokeAI's ``lora_token_vector_length``);
+  without attn2 layers, the attention widths (320/640/1280 SD1/SD2, 640/1280 SDXL) and the text
+  encoder widths (768 CLIP-L, 1024 OpenCLIP-H, CLIP-L + 1280 bigG for SDXL) decide;
+- transformers by their block names: Flux ``double_blocks``/``single_blocks`` (BFL) or
+  ``single_transformer_blocks`` (diffusers), SD3 ``joint_blocks`` (SAI) or ``transformer_blocks``
+  with ``add_q_proj`` and no single blocks (diffusers), HiDream ``double_stream_blocks``,
+  Qwen-Image ``img_mlp``/``txt_mlp``, Z-Image ``layers.N.attention`` plus refiners; widths check.
+
+Metadata (``ss_base_model_version``, ``modelspec.architecture``, ``ss_network_module``) supports or
+is noted against the keys; it decides only when the keys cannot.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelsafe.registry.detect.lora_keys import LoraModule, group_modules, lycoris_algorithms
+from modelsafe.registry.detect.metadata_family import weigh_metadata
+from modelsafe.types import Candidate, TensorIndex, TensorInfo
+
+UNET_CONTEXT: dict[int, str] = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}
+TEXT_WIDTH_FAMILY: dict[int, str] = {768: "sd1", 1024: "sd2"}
+UNET_FAMILIES = frozenset({"sd1", "sd2", "sdxl", "sdxl_refiner"})
+# At most this share of a file's tensors may be something other than LoRA parts.
+MAX_FOREIGN_SHARE = 0.1
+
+_ATTN2_KV = re.compile(r"attn2_to_[kv]$")
+_ATTN1_Q = re.compile(r"attn1_to_q$")
+_TE_Q = re.compile(r"self_attn_q_proj$|attn_in_proj$|SelfAttention_q$")
+
+
+@dataclass(frozen=True)
+class _DiT:
+    family: str
+    pattern: re.Pattern[str]
+    width_key: re.Pattern[str]  # a layer whose input width is the model width
+    widths: tuple[int, ...]
+    what: str
+
+
+_DITS: tuple[_DiT, ...] = (
+    _DiT(
+        "flux1",
+        re.compile(r"(?:^|_)(?:double_blocks_\d+_(?:img|txt)_|single_blocks_\d+_linear)"),
+        re.compile(r"double_blocks_\d+_img_attn_qkv$|single_blocks_\d+_linear1$"),
+        (3072,),
+        "Flux double_blocks/single_blocks (BFL naming)",
+    ),
+    _DiT(
+        "flux1",
+        re.compile(r"(?:^|_)single_transformer_blocks_\d+_"),
+        re.compile(r"transformer_blocks_\d+_attn_to_q$|single_transformer_blocks_\d+_proj_mlp$"),
+        (3072,),
+        "Flux single_transformer_blocks (diffusers naming)",
+    ),
+    _DiT(
+        "hidream",
+        re.compile(r"(?:^|_)(?:double|single)_stream_blocks_\d+_"),
+        re.compile(r"stream_blocks_\d+_block_attn1_to_q$"),
+        (2560,),
+        "HiDream double_stream_blocks/single_stream_blocks",
+    ),
+    _DiT(
+        "qwen-image",
+        re.compile(r"(?:^|_)transformer_blocks_\d+_(?:img_mlp|txt_mlp|img_mod|txt_mod)"),
+        re.compile(r"transformer_blocks_\d+_attn_to_q$"),
+        (3072,),
+        "Qwen-Image transformer_blocks with img_mlp/txt_mlp",
+    ),
+    _DiT(
+        "z-image",
+        re.compile(
+            r"(?:^|_)(?:layers|noise_refiner|context_refiner)_\d+_(?:attention|feed_forward)"
+        ),
+        re.compile(r"layers_\d+_attention_(?:qkv|to_q)$"),
+        (3840,),
+        "Z-Image layers/noise_refiner/context_refiner (S3-DiT)",
+    ),
+    _DiT(
+        "sd3",
+        re.compile(r"(?:^|_)joint_blocks_\d+_(?:x|context)_block_"),
+        re.compile(r"joint_blocks_\d+_x_block_attn_qkv$"),
+        (1536, 2432),
+        "SD3 joint_blocks (SAI MMDiT naming)",
+    ),
+    _DiT(
+        "sd3",
+        re.compile(r"(?:^|_)transformer_blocks_\d+_attn_add_[qkv]_proj$"),
+        re.compile(r"transformer_blocks_\d+_attn_to_q$"),
+        (1536, 2432),
+        "MMDiT transformer_blocks with add_q/k/v_proj and no single blocks (diffusers SD3)",
+    ),
+)
+
+
+def analyse_lora(index: TensorIndex, detector: str) -> list[Candidate]:
+    """A LoRA/LyCORIS candidate for ``index``, or [] when it holds no LoRA layout."""
+    if index.components or not index.tensors:
+        return []
+    modules, others = group_modules(index.tensors)
+    patching = [m for m in modules if _has_delta(m)]
+    if not patching:
+        return []
+    foreign = [n for n in others if not n.endswith((".scale_weight", "scaled_fp8"))]
+    if len(foreign) > MAX_FOREIGN_SHARE * len(index.tensors):
+        return []  # LoRA-like keys inside something else (a merged checkpoint?): not ours
+    evidence: list[str] = []
+    kind, variant = _kind(patching, index.metadata, evidence)
+    facts: dict[str, Any] = {"lora_format": "lycoris" if kind == "lycoris" else _naming(modules)}
+    facts["naming"] = _naming(modules)
+    ranks = Counter(r for r in (m.rank() for m in patching) if r is not None)
+    if ranks:
+        facts["rank"] = ranks.most_common(1)[0][0]
+        if len(ranks) > 1:
+            facts["ranks"] = sorted(ranks)
+    facts["modules"] = len(patching)
+    family, score = _family(patching, evidence, facts)
+    family, score = weigh_metadata(family, score, index.metadata, evidence)
+    facts["targets"] = _targets(patching, family)
+    alpha = _alpha(index, modules)
+    if alpha is not None:
+        facts["alpha"] = alpha
+    if any("dora_scale" in m.parts for m in modules):
+        facts["dora"] = True
+        evidence.append("dora_scale tensors: weight-decomposed LoRA (DoRA)")
+    if others:
+        evidence.append(f"{len(others)} other tensors beside the LoRA parts (e.g. {others[0]!r})")
+    return [
+        Candidate(
+            family=family or "unknown",
+            kind=kind,
+            score=round(score if family else 0.5, 3),
+            evidence=tuple(evidence),
+            variant=variant,
+            detector=detector,
+            facts=facts,
+        )
+    ]
+
+
+def _has_delta(m: LoraModule) -> bool:
+    return any(
+        p in m.parts
+        for p in ("down", "hada_w1_a", "lokr_w1", "lokr_w1_a", "diff", "oft_blocks", "glora_a1")
+    )
+
+
+def _naming(modules: list[LoraModule]) -> str:
+    counts = Counter(m.naming for m in modules)
+    return counts.most_common(1)[0][0]
+
+
+def _kind(
+    modules: list[LoraModule], metadata: Mapping[str, str], evidence: list[str]
+) -> tuple[str, str | None]:
+    algos = lycoris_algorithms(modules)
+    example = next(iter(modules))
+    module_meta = metadata.get("ss_network_module", "")
+    if algos:
+        variant = next(a for a in ("loha", "lokr", "oft", "glora", "full", "locon") if a in algos)
+        parts = sorted({p for m in modules for p in m.parts})
+        evidence.insert(
+            0,
+            f"LyCORIS {variant}: parts {', '.join(parts[:6])} (e.g. {example.flat!r})",
+        )
+        if module_meta:
+            evidence.append(f"metadata ss_network_module={module_meta!r}")
+        return "lycoris", variant
+    convs = sum(m.is_conv() for m in modules)
+    naming = _naming(modules)
+    evidence.insert(
+        0,
+        f"{len(modules)} layers with low-rank down/up pairs ({naming} naming), "
+        f"e.g. {example.flat!r}",
+    )
+    if "lycoris" in module_meta:
+        algo = _algo_from_args(metadata.get("ss_network_args", ""))
+        evidence.append(
+            f"metadata ss_network_module={module_meta!r}"
+            + (f", algo {algo!r}" if algo else "")
+            + ": LyCORIS with plain down/up parts"
+        )
+        return "lycoris", algo or "locon"
+    if convs:
+        evidence.append(
+            f"{convs} spatial conv layers adapted (LoCon / LoRA-C3Lier): the keys cannot tell "
+            "which trainer; metadata names none"
+        )
+    return "lora", None
+
+
+def _algo_from_args(raw: str) -> str | None:
+    m = re.search(r'"algo"\s*:\s*"([a-z_]+)"', raw)
+    return m.group(1) if m else None
+
+
+def _family(
+    modules: list[LoraModule], evidence: list[str], facts: dict[str, Any]
+) -> tuple[str | None, float]:
+    denoiser = [m for m in modules if m.target == "denoiser"]
+    te_family, te_why = _text_encoder_family(modules, facts)
+    for dit in _DITS:
+        hits = [m for m in denoiser if dit.pattern.search(m.flat)]
+        if hits:
+            return _dit_family(dit, denoiser, hits, evidence, facts)
+    kv = [m for m in denoiser if _ATTN2_KV.search(m.flat) and m.in_features()]
+    if kv:
+        widths = Counter(m.in_features() for m in kv)
+        ctx = widths.most_common(1)[0][0] or 0
+        facts["context_dim"] = ctx
+        family = UNET_CONTEXT.get(ctx)
+        example = kv[0]
+        evidence.append(
+            f"{example.says()}: input width {ctx} (cross-attention context)"
+            + (f" = {family}" if family else ": no known UNet family")
+        )
+        if te_why:
+            evidence.append(te_why + (" agrees" if te_family in (family, None) else ""))
+        return (family, 0.95) if family else (None, 0.5)
+    if denoiser:
+        family = _unet_by_widths(denoiser, evidence)
+        if family == "sd1/sd2":
+            if te_family in ("sd1", "sd2"):
+                evidence.append(te_why)
+                return te_family, 0.85
+            evidence.append(
+                "SD1 and SD2 share these widths; no attn2 or text-encoder layer decides"
+            )
+            return None, 0.5
+        if family is not None:
+            return family, 0.85
+    if te_family:
+        evidence.append(te_why + ("" if denoiser else "; text-encoder-only LoRA"))
+        return te_family, 0.85
+    return None, 0.5
+
+
+def _dit_family(
+    dit: _DiT,
+    denoiser: list[LoraModule],
+    hits: list[LoraModule],
+    evidence: list[str],
+    facts: dict[str, Any],
+) -> tuple[str | None, float]:
+    evidence.append(f"{dit.what}: e.g. {hits[0].flat!r}")
+    sized = [m for m in denoiser if dit.width_key.search(m.flat) and m.in_features()]
+    width = sized[0].in_features() if sized else None
+    if sized:
+        evidence.append(f"{sized[0].says()}: input width {width}")
+    if width is not None:
+        facts["hidden_size"] = width
+    family, score = dit.family, 0.9
+    if dit.family == "sd3":
+        has_attn2 = any(re.search(r"attn2_", m.flat) for m in hits)
+        if width == 3072:
+            family = "flux1"
+            evidence.append(
+                "model width 3072 = Flux.1 (diffusers naming; only its double blocks are patched)"
+            )
+        elif width == 2432:
+            family = "sd3.5"
+            evidence.append(f"model width {width} = SD3.5 large")
+        elif has_attn2:
+            family = "sd3.5"
+            evidence.append("x_block attn2 layers (MMDiT-X) = SD3.5 medium")
+        elif width == 1536:
+            evidence.append(
+                "model width 1536: SD3 medium (SD3.5 medium shares the width; its attn2 layers "
+                "are not patched here)"
+            )
+            score = 0.85
+    elif width is not None and width not in dit.widths:
+        evidence.append(f"model width {width}, expected {dit.widths[0]}: unusual for {family}")
+        score = 0.6
+    elif width is not None:
+        evidence.append(f"model width {width} = {family}")
+    if dit.family == "flux1":
+        evidence.append("Chroma (derived from Flux.1) shares these block names")
+    return family, score
+
+
+def _unet_by_widths(denoiser: list[LoraModule], evidence: list[str]) -> str | None:
+    attn = [m for m in denoiser if _ATTN1_Q.search(m.flat) and m.in_features()]
+    widths = sorted({m.in_features() or 0 for m in attn})
+    if not widths:
+        return None
+    narrowest = widths[0]
+    first = min(attn, key=lambda m: m.in_features() or 0)
+    evidence.append(f"self-attention widths {widths}, e.g. {first.says()} (no attn2 patched)")
+    return {320: "sd1/sd2", 640: "sdxl", 768: "sdxl_refiner"}.get(narrowest)
+
+
+def _text_encoder_family(
+    modules: list[LoraModule], facts: dict[str, Any]
+) -> tuple[str | None, str]:
+    widths: dict[str, int] = {}
+    shown: dict[str, str] = {}
+    for m in modules:
+        if m.target.startswith("text_encoder") and _TE_Q.search(m.flat):
+            w = m.in_features()
+            if w and m.target not in widths:
+                widths[m.target], shown[m.target] = w, m.says()
+    if not widths:
+        return None, ""
+    facts["text_encoder_widths"] = dict(sorted(widths.items()))
+    desc = ", ".join(f"{shown[t]} ({t} width {w})" for t, w in sorted(widths.items()))
+    if widths.get("text_encoder_2") == 1280:
+        return "sdxl", f"text-encoder layers: {desc} (CLIP-L + bigG) = sdxl"
+    family = TEXT_WIDTH_FAMILY.get(widths.get("text_encoder", 0))
+    return family, f"text-encoder layers: {desc}" + (f" = {family}" if family else "")
+
+
+def _targets(modules: list[LoraModule], family: str | None) -> list[str]:
+    dit = family is not None and family not in UNET_FAMILIES
+    names = {
+        ("transformer" if dit else "unet") if m.target == "denoiser" else m.target for m in modules
+    }
+    order = ["unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3"]
+    return sorted(names, key=order.index)
+
+
+_SCALAR_FORMATS = {"F32": "<f", "F16": "<e", "F64": "<d"}
+
+
+def _alpha(index: TensorIndex, modules: list[LoraModule]) -> float | None:
+    """The network alpha: from metadata, else the first stored ``.alpha`` scalar (a few bytes)."""
+    raw = index.metadata.get("ss_network_alpha")
+    if raw:
+        try:
+            return float(raw)
+        except ValueError:
+            pass
+    if not any("alpha" in m.parts for m in modules):
+        return None
+    first = next((t for t in index.tensors if t.name.endswith(".alpha")), None)
+    return _read_scalar(index, first) if first is not None else None
+
+
+def _read_scalar(index: TensorIndex, t: TensorInfo) -> float | None:
+    if t.offset < 0 or t.source or t.numel != 1:
+        return None
+    if t.dtype == "BF16":
+        fmt, size = "<f", 2
+    elif t.dtype in _SCALAR_FORMATS:
+        fmt, size = _SCALAR_FORMATS[t.dtype], struct.calcsize(_SCALAR_FORMATS[t.dtype])
+    else:
+        return None
+    try:
+        with open(index.path, "rb") as fh:
+            fh.seek(t.offset)
+            data = fh.read(size)
+    except OSError:
+        return None
+    if len(data) != size:
+        return None
+    if t.dtype == "BF16":
+        data = b"\x00\x00" + data
+    value = float(struct.unpack(fmt, data)[0])
+    return round(value, 4) if value == value else None  # NaN -> None

@@ -1,0 +1,273 @@
+"""The shared flow of the base-model detectors: find the denoiser, judge it, say what kind.
+
+A *probe* knows one naming of one kind of denoiser (LDM UNet, diffusers UNet, BFL Flux, ...):
+the anchor suffixes that find its key prefix, and an ``analyse`` function that reads shapes off
+a :class:`~modelsafe.registry.detect.prefixes.KeyView` and returns :class:`Match` objects.
+:func:`run_probes` turns matches into Candidates for a single file (``checkpoint`` when a VAE or
+text encoder sits beside the denoiser, else ``unet``/``transformer``) or a diffusers folder
+(``pipeline``), adding the facts every detector shares (key prefix, components, quantisation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelsafe.registry.detect.prefixes import (
+    TEXT_ENCODER_PREFIXES,
+    VAE_PREFIXES,
+    KeyView,
+    find_prefix,
+    prefixes_present,
+    scaled_fp8_markers,
+)
+from modelsafe.types import DTYPE_SIZES, Candidate, TensorIndex
+
+# Diffusers folder component names that hold the denoiser, in the order they are tried.
+DENOISER_COMPONENTS = ("unet", "transformer", "prior", "decoder")
+# How far below the main answer the alternatives a layout cannot rule out are scored.
+_ALTERNATIVE_GAP = 0.05
+
+
+@dataclass
+class Match:
+    """What a probe read off a denoiser: family, variant, how sure, and why."""
+
+    family: str
+    score: float
+    evidence: list[str]
+    variant: str | None = None
+    prediction_type: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    # Other (variant, prediction_type, why) readings the layout cannot rule out.
+    alternatives: list[tuple[str | None, str | None, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Hints:
+    """Metadata and configs that may decide what the layout cannot (prediction type, variant)."""
+
+    metadata: Mapping[str, str]
+    config: Mapping[str, Any]  # flat ``component.key`` facts of a diffusers folder
+    names: frozenset[str]
+
+    def prediction_type(self) -> tuple[str, str] | None:
+        """(prediction type, evidence) from metadata, configs or marker keys; None if silent."""
+        for key in ("modelspec.prediction_type", "prediction_type", "ss_prediction_type"):
+            value = self.metadata.get(key)
+            if value:
+                return _normal_prediction(value), f"metadata {key}={value!r}"
+        if self.metadata.get("ss_v_parameterization") in ("True", "true"):
+            return "v_prediction", "metadata ss_v_parameterization=True"
+        arch = self.metadata.get("modelspec.architecture", "")
+        if arch.endswith("-v") or "768-v" in arch:
+            return "v_prediction", f"metadata modelspec.architecture={arch!r}"
+        for key, value in self.config.items():
+            if key.endswith("prediction_type") and isinstance(value, str):
+                return _normal_prediction(value), f"config {key}={value!r}"
+        for name in self.names:
+            if name == "v_pred" or name.endswith(".v_pred"):
+                return "v_prediction", f"marker tensor {name!r} (v-prediction model)"
+        return None
+
+
+def _normal_prediction(value: str) -> str:
+    value = value.strip().lower()
+    if value in ("v", "v_prediction", "v-prediction", "vpred", "v_pred"):
+        return "v_prediction"
+    if value in ("eps", "epsilon", "noise"):
+        return "epsilon"
+    if value in ("flow", "rectified_flow", "flow_matching"):
+        return "flow"
+    return value
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One naming of one denoiser architecture."""
+
+    name: str
+    model: str  # "unet" | "transformer": the kind of a denoiser-only file
+    anchors: tuple[str, ...]
+    analyse: Callable[[KeyView, Hints], list[Match]]
+
+
+def run_probes(index: TensorIndex, probes: tuple[Probe, ...], detector: str) -> list[Candidate]:
+    """Every candidate ``probes`` find in ``index`` (a single file or a diffusers folder)."""
+    if index.components:
+        return _pipeline_candidates(index, probes, detector)
+    names = index.names()
+    config = index.extra.get("config") if isinstance(index.extra, Mapping) else None
+    hints = Hints(
+        metadata=index.metadata,
+        config=_flat(config) if isinstance(config, Mapping) else {},
+        names=frozenset(names),
+    )
+    out: list[Candidate] = []
+    for probe in probes:
+        prefix = find_prefix(names, probe.anchors)
+        if prefix is None:
+            continue
+        view = KeyView.of(index, prefix)
+        matches = probe.analyse(view, hints)
+        if not matches:
+            continue
+        parts = parts_beside(names, prefix)
+        kind = "checkpoint" if parts else probe.model
+        common: dict[str, Any] = {
+            "key_prefix": prefix,
+            "components_present": [probe.model, *parts],
+            "naming": probe.name,
+        }
+        extra_evidence = [_kind_evidence(kind, prefix, parts, probe)]
+        extra_evidence += _quantisation(index, common)
+        out += _candidates(matches, kind, common, extra_evidence, detector)
+    return out
+
+
+def _pipeline_candidates(
+    index: TensorIndex, probes: tuple[Probe, ...], detector: str
+) -> list[Candidate]:
+    extra = index.extra if isinstance(index.extra, Mapping) else {}
+    flat = extra.get("facts")
+    hints = Hints(metadata={}, config=flat if isinstance(flat, Mapping) else {}, names=frozenset())
+    out: list[Candidate] = []
+    for component in DENOISER_COMPONENTS:
+        sub = index.components.get(component)
+        if sub is None:
+            continue
+        names = sub.names()
+        for probe in probes:
+            prefix = find_prefix(names, probe.anchors)
+            if prefix is None:
+                continue
+            view = KeyView.of(sub, prefix)
+            matches = probe.analyse(view, hints)
+            if not matches:
+                continue
+            common: dict[str, Any] = {
+                "key_prefix": prefix,
+                "components_present": sorted(index.components),
+                "naming": probe.name,
+                "denoiser_component": component,
+            }
+            pipeline_class = extra.get("pipeline_class")
+            evidence = [
+                f"diffusers folder ({pipeline_class or 'no _class_name'}); denoiser in "
+                f"{component}/, components: {', '.join(sorted(index.components))}"
+            ]
+            evidence += _quantisation(sub, common)
+            out += _candidates(matches, "pipeline", common, evidence, detector)
+    return out
+
+
+def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"config.{k}": v for k, v in config.items() if not isinstance(v, (dict, list))}
+
+
+def _candidates(
+    matches: list[Match],
+    kind: str,
+    common: dict[str, Any],
+    extra_evidence: list[str],
+    detector: str,
+) -> list[Candidate]:
+    out: list[Candidate] = []
+    for m in matches:
+        facts = {**common, **m.facts}
+        evidence = tuple(m.evidence + extra_evidence)
+        out.append(
+            Candidate(
+                family=m.family,
+                kind=kind,
+                score=round(max(0.0, min(1.0, m.score)), 3),
+                evidence=evidence,
+                variant=m.variant,
+                prediction_type=m.prediction_type,
+                detector=detector,
+                facts=facts,
+            )
+        )
+        for variant, prediction, why in m.alternatives:
+            out.append(
+                Candidate(
+                    family=m.family,
+                    kind=kind,
+                    score=round(max(0.0, m.score - _ALTERNATIVE_GAP), 3),
+                    evidence=(why, *evidence),
+                    variant=variant,
+                    prediction_type=prediction,
+                    detector=detector,
+                    facts=facts,
+                )
+            )
+    return out
+
+
+def parts_beside(names: set[str] | frozenset[str], denoiser_prefix: str) -> list[str]:
+    """Diffusers component names of the VAE/text encoders stored beside the denoiser."""
+    others = [n for n in names if not n.startswith(denoiser_prefix)] if denoiser_prefix else []
+    if not denoiser_prefix:
+        # Unprefixed denoiser: other parts can only be told by their own prefixes.
+        others = list(names)
+    found = prefixes_present(others, (*VAE_PREFIXES, *TEXT_ENCODER_PREFIXES))
+    parts: list[str] = []
+    if any(p in found for p in VAE_PREFIXES):
+        parts.append("vae")
+    has = found.__contains__
+    openclip_only = has("conditioner.embedders.0.") and not has("conditioner.embedders.1.")
+    bigg_first = openclip_only and any(
+        n.startswith("conditioner.embedders.0.model.") for n in others
+    )
+    if (
+        has("cond_stage_model.")
+        or has("text_encoders.clip_l.")
+        or has("text_encoder.")
+        or has("text_encoders.qwen25_7b.")
+        or has("text_encoders.qwen3_4b.")
+        or has("text_encoders.llama.")
+        or (has("conditioner.embedders.0.") and not bigg_first)
+    ):
+        parts.append("text_encoder")
+    if (
+        has("conditioner.embedders.1.")
+        or bigg_first
+        or has("text_encoders.clip_g.")
+        or has("text_encoder_2.")
+    ):
+        parts.append("text_encoder_2")
+    if has("text_encoders.t5xxl."):
+        # SD3 keeps T5 third (after CLIP-L and CLIP-G); Flux has CLIP-L + T5 only.
+        slot = "text_encoder_3" if "text_encoder_2" in parts else "text_encoder_2"
+        parts.append(slot)
+    if has("text_encoder_3."):
+        parts.append("text_encoder_3")
+    return parts
+
+
+def _kind_evidence(kind: str, prefix: str, parts: list[str], probe: Probe) -> str:
+    where = f"under {prefix!r}" if prefix else "unprefixed"
+    if kind == "checkpoint":
+        return f"{probe.model} weights {where} with {', '.join(parts)} beside it: full checkpoint"
+    return f"{probe.model} weights {where}, no VAE or text encoder in the file: {probe.model}-only"
+
+
+def _quantisation(index: TensorIndex, facts: dict[str, Any]) -> list[str]:
+    """Evidence and facts for fp8 (incl. ComfyUI scaled fp8) and GGUF quantised weights."""
+    evidence: list[str] = []
+    marker, scales = scaled_fp8_markers(index.names())
+    if marker is not None or scales:
+        facts["quantization"] = "comfy-scaled-fp8"
+        evidence.append(
+            f"ComfyUI scaled fp8: marker {marker or '(none)'} and {scales} "
+            "*.scale_weight/*.scale_input tensors (ignored for identification)"
+        )
+    quant = sorted({t.dtype for t in index.tensors if t.dtype not in DTYPE_SIZES})
+    if quant:
+        facts["quantization"] = "gguf"
+        facts["quant_types"] = quant
+        evidence.append(
+            f"GGUF quantised weights ({', '.join(quant)}); shapes read as logical shapes"
+        )
+    return evidence

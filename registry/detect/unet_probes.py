@@ -1,0 +1,231 @@
+"""Probes for the UNet families: sd1, sd2, sdxl, sdxl_refiner (LDM and diffusers naming) and
+Stable Cascade (Würstchen stages C and B).
+
+The decisive shapes (all public facts of the released models):
+
+- cross-attention context width, the second dim of ``attn2.to_k``: 768 SD1 (CLIP-L),
+  1024 SD2 (OpenCLIP-H), 2048 SDXL base (CLIP-L + bigG), 1280 SDXL refiner (bigG);
+- base channels (``conv_in`` out): 320, refiner 384; ``conv_in`` in: 4 normal, 9 inpaint,
+  8 instruct-pix2pix, 5 SD2 depth;
+- the ADM (``label_emb``/``add_embedding``) input: 2816 SDXL base, 2560 refiner, absent SD1/SD2.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from modelsafe.registry.detect.prefixes import KeyView
+from modelsafe.registry.detect.probe import Hints, Match, Probe
+
+
+@dataclass(frozen=True)
+class _UNetNames:
+    """Where the decisive tensors live in one naming."""
+
+    naming: str
+    conv_in: str
+    time: str
+    adm: str
+    conv_out: str
+    blocks: str  # the numbered down-path container
+
+
+LDM = _UNetNames(
+    "ldm",
+    "input_blocks.0.0.weight",
+    "time_embed.0.weight",
+    "label_emb.0.0.weight",
+    "out.2.weight",
+    "input_blocks.",
+)
+DIFFUSERS = _UNetNames(
+    "diffusers",
+    "conv_in.weight",
+    "time_embedding.linear_1.weight",
+    "add_embedding.linear_1.weight",
+    "conv_out.weight",
+    "down_blocks.",
+)
+
+_DEPTH = re.compile(r"^(.*)\.transformer_blocks\.(\d+)\.")
+
+# (family, context width, base channels, adm width or None)
+_SIGNATURES: tuple[tuple[str, int, int, int | None], ...] = (
+    ("sd1", 768, 320, None),
+    ("sd2", 1024, 320, None),
+    ("sdxl", 2048, 320, 2816),
+    ("sdxl_refiner", 1280, 384, 2560),
+)
+_VARIANTS: dict[str, dict[int, str]] = {
+    "sd1": {4: "normal", 9: "inpaint", 8: "instruct-pix2pix"},
+    "sd2": {9: "inpaint", 5: "depth"},
+    "sdxl": {4: "base", 9: "inpaint"},
+    "sdxl_refiner": {},
+}
+
+
+def _transformer_depth(view: KeyView) -> int:
+    """The most transformer blocks any one attention stack has (SDXL 10, refiner 4, SD 1)."""
+    depth: dict[str, int] = {}
+    for name in view.tensors:
+        m = _DEPTH.match(name)
+        if m:
+            depth[m[1]] = max(depth.get(m[1], 0), int(m[2]) + 1)
+    return max(depth.values(), default=0)
+
+
+def analyse_unet(view: KeyView, hints: Hints, names: _UNetNames) -> list[Match]:
+    """Family, variant and prediction type of a text-conditioned SD-style UNet."""
+    conv_in = view.shape(names.conv_in)
+    conv_out = view.shape(names.conv_out)
+    ctx_key = view.first("transformer_blocks.0.attn2.to_k.weight")
+    if (
+        conv_in is None
+        or len(conv_in) != 4
+        or conv_out is None
+        or names.time not in view
+        or ctx_key is None
+    ):
+        return []
+    ctx = view.dim(ctx_key, 1) or 0
+    channels, in_ch = conv_in[0], conv_in[1]
+    adm_shape = view.shape(names.adm)
+    adm = adm_shape[1] if adm_shape is not None and len(adm_shape) == 2 else None
+    proj = view.first(".proj_in.weight")
+    proj_shape = view.shape(proj) if proj else None
+    linear = proj_shape is not None and len(proj_shape) == 2
+    depth = _transformer_depth(view)
+    facts: dict[str, object] = {
+        "context_dim": ctx,
+        "in_channels": in_ch,
+        "out_channels": conv_out[0],
+        "latent_channels": conv_out[0],
+        "model_channels": channels,
+        "transformer_depth": depth,
+        "linear_projection": linear,
+    }
+    if adm is not None:
+        facts["adm_in_channels"] = adm
+    signature = next((s for s in _SIGNATURES if s[1] == ctx), None)
+    evidence = [
+        f"{view.says(ctx_key)}: cross-attention context {ctx}"
+        + (f" = {signature[0]}" if signature else ""),
+        f"{view.says(names.conv_in)}: {channels} base channels, {in_ch} input channels",
+    ]
+    if signature is None:
+        closest = min(_SIGNATURES, key=lambda s: abs(s[1] - ctx))
+        known = ", ".join(f"{s[0]} {s[1]}" for s in _SIGNATURES)
+        evidence.insert(0, f"context width {ctx} matches no known UNet family ({known})")
+        return [Match(closest[0], 0.2, evidence, facts=facts)]
+    family, _, want_channels, want_adm = signature
+    checks = [
+        (channels == want_channels, f"base channels {channels} (expected {want_channels})"),
+        (
+            adm == want_adm,
+            f"{view.says(names.adm)}: ADM (size/pooled-text) input {adm}"
+            if adm
+            else f"no {names.adm}: no ADM input",
+        ),
+        (linear == (family != "sd1"), "linear proj_in" if linear else "1x1-conv proj_in"),
+    ]
+    passed = sum(ok for ok, _ in checks)
+    evidence += [why + ("" if ok else f": unusual for {family}") for ok, why in checks]
+    score = 0.6 + 0.35 * passed / len(checks)
+    match = Match(family, score, evidence, facts=facts)
+    _variant_and_prediction(match, in_ch, hints, view, names)
+    return [match]
+
+
+def _variant_and_prediction(
+    match: Match, in_ch: int, hints: Hints, view: KeyView, names: _UNetNames
+) -> None:
+    family = match.family
+    known = _VARIANTS[family]
+    if in_ch in known:
+        match.variant = known[in_ch]
+        if in_ch != 4:
+            match.evidence.append(f"{in_ch} input channels = {family} {known[in_ch]}")
+    elif in_ch != 4:
+        match.score -= 0.15
+        match.evidence.append(f"{in_ch} input channels: not a released {family} variant")
+    hinted = hints.prediction_type()
+    if hinted is not None:
+        match.prediction_type, why = hinted
+        match.evidence.append(f"prediction type {match.prediction_type} from {why}")
+    elif family == "sd2" and in_ch == 4:
+        match.prediction_type = "ambiguous"
+        why = (
+            "SD2 512-base (epsilon) and 768-v (v_prediction) have identical layouts and no "
+            "metadata, config or v_pred key says which this is"
+        )
+        match.evidence.append(why)
+        match.alternatives = [
+            ("512-base", "epsilon", "if trained as 512-base: epsilon prediction"),
+            ("768-v", "v_prediction", "if trained as 768-v: v-prediction"),
+        ]
+        return
+    else:
+        match.prediction_type = "epsilon"
+        match.evidence.append(f"{family} layout: epsilon prediction (no metadata says otherwise)")
+    if family == "sd2" and in_ch == 4:
+        match.variant = "768-v" if match.prediction_type == "v_prediction" else "512-base"
+
+
+def _ldm(view: KeyView, hints: Hints) -> list[Match]:
+    return analyse_unet(view, hints, LDM)
+
+
+def _diffusers(view: KeyView, hints: Hints) -> list[Match]:
+    return analyse_unet(view, hints, DIFFUSERS)
+
+
+def _cascade(view: KeyView, hints: Hints) -> list[Match]:
+    """Stable Cascade stage C (prior) or stage B (decoder), original or diffusers naming."""
+    embed = view.shape("embedding.1.weight")
+    if embed is None or not view.has_prefix("down_blocks.0.0.channelwise."):
+        return []
+    facts: dict[str, object] = {"in_channels": embed[1], "latent_channels": embed[1]}
+    txt = view.shape("clip_txt_mapper.weight")
+    evidence: list[str] = []
+    if txt is not None:
+        width = txt[0]
+        variant = {2048: "stage_c", 1536: "stage_c_lite"}.get(width)
+        facts.update(context_dim=txt[1], hidden_size=width)
+        evidence.append(f"{view.says('clip_txt_mapper.weight')}: Stable Cascade stage C (prior)")
+    elif "effnet_mapper.0.weight" in view:
+        key = "down_blocks.1.0.channelwise.0.weight"
+        width = view.dim(key, -1) or 0
+        variant = {640: "stage_b", 576: "stage_b_lite"}.get(width)
+        facts.update(hidden_size=width)
+        evidence.append(
+            f"{view.says('effnet_mapper.0.weight')}: Stable Cascade stage B (decoder); "
+            f"{view.says(key)}"
+        )
+    else:
+        return []
+    evidence.append(view.says("embedding.1.weight") + f": {embed[1]} latent channels")
+    score = 0.95 if variant else 0.6
+    if variant is None:
+        evidence.append(f"width {width} is not a released stage (full or lite)")
+    else:
+        evidence.append(f"width {width} = {variant}")
+    evidence.append("Würstchen stages predict noise: epsilon")
+    return [Match("stable-cascade", score, evidence, variant, "epsilon", facts)]
+
+
+PROBES: tuple[Probe, ...] = (
+    Probe("ldm", "unet", ("input_blocks.0.0.weight", "time_embed.0.weight", "out.2.weight"), _ldm),
+    Probe(
+        "diffusers",
+        "unet",
+        ("conv_in.weight", "time_embedding.linear_1.weight", "conv_out.weight"),
+        _diffusers,
+    ),
+    Probe(
+        "stable-cascade",
+        "unet",
+        ("clip_txt_mapper.weight", "effnet_mapper.0.weight", "embedding.1.weight"),
+        _cascade,
+    ),
+)

@@ -1,0 +1,219 @@
+"""The folder conventions of ComfyUI, AUTOMATIC1111/Forge and InvokeAI, and files in the wrong one.
+
+A folder name says what the apps expect inside it (``loras/`` holds LoRAs, ``models/sdxl/vae``
+holds SDXL VAEs). :func:`convention_of` reads that expectation off a path; :func:`folder_report`
+says, in words, where a file contradicts it: an SDXL LoRA under an ``SD1.5`` folder, a LoRA in
+``checkpoints/``. Names are compared case-insensitively.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePath
+
+_LORA = frozenset({"lora", "lycoris"})
+_CONTROL = frozenset({"controlnet", "t2i_adapter"})
+_DIFFUSION = frozenset({"unet", "transformer"})
+
+# folder name (lower case) -> (kinds the apps put there, which apps use the name, the folder a
+# user of those apps keeps each kind in).
+_FOLDERS: dict[str, tuple[frozenset[str], str]] = {
+    # ComfyUI: ComfyUI/models/<name>/ (folder_paths.py)
+    "checkpoints": (frozenset({"checkpoint"}), "ComfyUI"),
+    "loras": (_LORA, "ComfyUI"),
+    "vae": (frozenset({"vae"}), "ComfyUI/A1111"),
+    "vae_approx": (frozenset({"vae"}), "ComfyUI"),
+    "controlnet": (_CONTROL, "ComfyUI/A1111"),
+    "t2i_adapter": (_CONTROL, "ComfyUI"),
+    "embeddings": (frozenset({"embedding"}), "ComfyUI/A1111"),
+    "upscale_models": (frozenset({"upscaler"}), "ComfyUI"),
+    "clip": (frozenset({"text_encoder"}), "ComfyUI"),
+    "text_encoders": (frozenset({"text_encoder"}), "ComfyUI"),
+    "unet": (_DIFFUSION, "ComfyUI"),
+    "diffusion_models": (_DIFFUSION, "ComfyUI"),
+    "ipadapter": (frozenset({"ip_adapter"}), "ComfyUI"),
+    "diffusers": (frozenset({"pipeline"}), "ComfyUI"),
+    # AUTOMATIC1111 / Forge: stable-diffusion-webui/models/<name>/
+    "stable-diffusion": (frozenset({"checkpoint", "unet", "transformer"}), "A1111/Forge"),
+    "lora": (_LORA, "A1111/Forge"),
+    "lycoris": (_LORA, "A1111/Forge"),
+    "vae-approx": (frozenset({"vae"}), "A1111/Forge"),
+    "esrgan": (frozenset({"upscaler"}), "A1111/Forge"),
+    "realesrgan": (frozenset({"upscaler"}), "A1111/Forge"),
+    "swinir": (frozenset({"upscaler"}), "A1111/Forge"),
+    "text_encoder": (frozenset({"text_encoder"}), "Forge"),
+}
+
+# Where each app keeps a kind (for the hint in a report).
+_HOME: dict[str, dict[str, str]] = {
+    "ComfyUI": {
+        "checkpoint": "checkpoints/",
+        "lora": "loras/",
+        "lycoris": "loras/",
+        "vae": "vae/",
+        "controlnet": "controlnet/",
+        "t2i_adapter": "controlnet/",
+        "embedding": "embeddings/",
+        "upscaler": "upscale_models/",
+        "text_encoder": "text_encoders/ (or clip/)",
+        "unet": "diffusion_models/ (or unet/)",
+        "transformer": "diffusion_models/ (or unet/)",
+        "ip_adapter": "ipadapter/",
+        "pipeline": "diffusers/",
+    },
+    "A1111/Forge": {
+        "checkpoint": "Stable-diffusion/",
+        "unet": "Stable-diffusion/",
+        "transformer": "Stable-diffusion/",
+        "lora": "Lora/",
+        "lycoris": "Lora/",
+        "vae": "VAE/",
+        "controlnet": "ControlNet/",
+        "embedding": "embeddings/",
+        "upscaler": "ESRGAN/",
+        "text_encoder": "text_encoder/",
+    },
+}
+
+# InvokeAI: models/<base>/<type>/<model>
+_INVOKE_BASES = {
+    "sd-1": "sd1",
+    "sd-2": "sd2",
+    "sdxl": "sdxl",
+    "sdxl-refiner": "sdxl_refiner",
+    "sd-3": "sd3",
+    "flux": "flux1",
+    "cogview4": "cogview4",
+    "any": "any",
+}
+_INVOKE_TYPES: dict[str, frozenset[str]] = {
+    "main": frozenset({"checkpoint", "pipeline", "unet", "transformer"}),
+    "lora": _LORA,
+    "vae": frozenset({"vae"}),
+    "controlnet": frozenset({"controlnet"}),
+    "t2i_adapter": frozenset({"t2i_adapter"}),
+    "embedding": frozenset({"embedding"}),
+    "ip_adapter": frozenset({"ip_adapter"}),
+    "clip_vision": frozenset({"text_encoder"}),
+    "clip_embed": frozenset({"text_encoder"}),
+    "t5_encoder": frozenset({"text_encoder"}),
+    "spandrel_image_to_image": frozenset({"upscaler"}),
+}
+
+# Family a folder name points at, first match wins (people write SD1.5, sd15, SDXL, Pony, ...).
+_FAMILY_HINTS: list[tuple[str, re.Pattern[str]]] = [
+    (family, re.compile(pattern))
+    for family, pattern in [
+        ("sdxl_refiner", r"(sdxl|\bxl)[-_ ]?refiner"),
+        ("sdxl", r"sdxl|(^|[^a-z])xl([^a-z]|$)|pony|illustrious|noobai"),
+        ("sd3.5", r"sd[-_ ]?3\.?5"),
+        ("sd3", r"sd[-_ ]?3([^0-9.]|$)"),
+        ("sd2", r"sd[-_ ]?v?2(\.?[01x])?([^0-9.]|$)"),
+        ("sd1", r"sd[-_ ]?v?1(\.?[45x])?([^0-9.]|$)"),
+        ("flux1", r"flux"),
+        ("chroma", r"chroma"),
+        ("hidream", r"hidream"),
+        ("qwen-image", r"qwen"),
+        ("z-image", r"z[-_ ]?image"),
+        ("stable-cascade", r"cascade"),
+    ]
+]
+# Families that are one family for the purpose of "is it in the right folder".
+_SAME = {"sd3.5": "sd3", "sdxl_refiner": "sdxl"}
+
+
+@dataclass(frozen=True)
+class Convention:
+    """What the folders above a file say it should be."""
+
+    app: str  # ComfyUI, A1111/Forge, InvokeAI, ...
+    folder: str  # the folder name that set the expectation (as written on disk)
+    kinds: frozenset[str]
+    family: str | None = None  # family a folder name points at
+    family_folder: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "app": self.app,
+            "folder": self.folder,
+            "kinds": sorted(self.kinds),
+            "family": self.family,
+            "family_folder": self.family_folder,
+        }
+
+
+def family_hint(name: str) -> str | None:
+    """The family a folder name points at (``SD1.5`` -> ``sd1``), or None."""
+    lowered = name.lower()
+    for family, pattern in _FAMILY_HINTS:
+        if pattern.search(lowered):
+            return family
+    return None
+
+
+def convention_of(path: str | PurePath) -> Convention | None:
+    """The expectation the folders above ``path`` set, or None outside any known layout."""
+    parents = list(PurePath(path).parts[:-1])
+    lowered = [p.lower() for p in parents]
+    for i in range(len(parents) - 1, -1, -1):
+        name = lowered[i]
+        if name in _INVOKE_TYPES and i > 0 and lowered[i - 1] in _INVOKE_BASES:
+            base = _INVOKE_BASES[lowered[i - 1]]
+            return Convention(
+                "InvokeAI",
+                parents[i],
+                _INVOKE_TYPES[name],
+                None if base == "any" else base,
+                parents[i - 1],
+            )
+        if name in _FOLDERS:
+            kinds, app = _FOLDERS[name]
+            family, family_folder = None, None
+            for below in reversed(parents[i + 1 :]):
+                hint = family_hint(below)
+                if hint:
+                    family, family_folder = hint, below
+                    break
+            return Convention(app, parents[i], kinds, family, family_folder)
+    if parents:
+        hint = family_hint(parents[-1])
+        if hint:
+            return Convention("", parents[-1], frozenset(), hint, parents[-1])
+    return None
+
+
+def folder_report(path: str | PurePath, family: str, kind: str) -> list[str]:
+    """Sentences saying how ``path``'s folder contradicts a file of ``family``/``kind``."""
+    conv = convention_of(path)
+    if conv is None:
+        return []
+    problems = []
+    if conv.kinds and kind not in ("unknown", "") and kind not in conv.kinds:
+        home = _home_for(conv.app, kind)
+        where = f" ({conv.app} keeps a {kind} in {home})" if home else ""
+        problems.append(f"wrong folder: a {kind} in {conv.folder}/{where}")
+    if (
+        conv.family
+        and family not in ("unknown", "any", "")
+        and not _same_family(family, conv.family)
+    ):
+        problems.append(
+            f"wrong folder: a {family} {kind} in {conv.family_folder}/ "
+            f"(the folder name says {conv.family})"
+        )
+    return problems
+
+
+def _same_family(a: str, b: str) -> bool:
+    return _SAME.get(a, a) == _SAME.get(b, b)
+
+
+def _home_for(app: str, kind: str) -> str | None:
+    if app == "InvokeAI":
+        return None
+    for name, homes in _HOME.items():
+        if name in app or app in name:
+            if kind in homes:
+                return homes[kind]
+    return _HOME["ComfyUI"].get(kind)

@@ -1,0 +1,334 @@
+"""Read a diffusers folder (a pipeline, or one component such as a ControlNet or VAE): headers only.
+
+- Pipeline: ``model_index.json`` names the pipeline class and its components; each component
+  folder with weights becomes a TensorIndex in ``TensorIndex.components``; the top-level tensors
+  are all components' tensors named ``<component>.<tensor>``, with ``source`` the weights file
+  relative to the folder.
+- Component: a folder with ``config.json`` and weights (``diffusion_pytorch_model*.safetensors``,
+  ``model*.safetensors``, a sharded ``*.safetensors.index*.json``, or a torch ``.bin``).
+- Variants (``.fp16.``, ``.bf16.``, ...): one per component is read, the full-precision file when
+  present (else fp16, bf16, then by name); every variant found is listed in ``extra``.
+- Configs go to ``extra`` so detectors can use them: a component's ``extra["config"]``; the
+  pipeline's ``extra["configs"]`` (every component, incl. scheduler) and flat ``extra["facts"]``
+  such as ``unet.cross_attention_dim``, ``vae.latent_channels``, ``scheduler.prediction_type``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelsafe.errors import FileReadError, MalformedFileError
+from modelsafe.registry.formats.safetensors_reader import read_safetensors_index
+from modelsafe.types import Format, TensorIndex, TensorInfo
+
+MAX_JSON_BYTES = 16 << 20  # configs and shard indexes are kilobytes; refuse absurd ones
+_WEIGHT_BASES = ("diffusion_pytorch_model", "model", "pytorch_model")
+# <base>[.<variant>].safetensors|bin, and <base>.safetensors.index[.<variant>].json
+_SINGLE = re.compile(r"^(?P<base>[\w-]+?)(?:\.(?P<variant>[\w-]+))?\.(?P<ext>safetensors|bin)$")
+_SHARDED = re.compile(
+    r"^(?P<base>[\w-]+?)\.(?P<ext>safetensors|bin)\.index(?:\.(?P<variant>[\w-]+))?\.json$"
+)
+_VARIANT_ORDER = ("", "fp32", "fp16", "bf16")
+_SHARD_NAME = re.compile(r"-\d{5}-of-\d{5}$")
+# Config keys copied into the flat ``facts`` of a pipeline (component.key).
+FACT_KEYS = (
+    "_class_name",
+    "cross_attention_dim",
+    "in_channels",
+    "out_channels",
+    "sample_size",
+    "latent_channels",
+    "prediction_type",
+    "num_layers",
+    "num_single_layers",
+    "joint_attention_dim",
+    "pooled_projection_dim",
+    "guidance_embeds",
+    "addition_embed_type",
+    "projection_class_embeddings_input_dim",
+    "attention_head_dim",
+    "upcast_attention",
+    "hidden_size",
+    "projection_dim",
+    "d_model",
+    "architectures",
+    "model_type",
+    "scaling_factor",
+    "shift_factor",
+)
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """The weights file (or shard index) picked for a component, and the others seen."""
+
+    path: Path
+    variant: str  # "" for the full-precision file
+    sharded: bool
+    variants: tuple[str, ...]
+
+
+def is_diffusers_dir(path: Path) -> bool:
+    return (path / "model_index.json").is_file() or (path / "config.json").is_file()
+
+
+def load_json(path: Path, where: str) -> Any:
+    """A small JSON file, refused with a clear error when too big, unreadable or invalid."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise MalformedFileError(
+                f"{where}: {path.name} is {size:,} bytes, more than any real config",
+                hint="the folder is damaged; download it again",
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FileReadError(
+            f"cannot read {path}: {exc.strerror or exc}", hint="check the path"
+        ) from exc
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedFileError(
+            f"{path}: not valid JSON ({exc})", hint="the folder is damaged; download it again"
+        ) from None
+
+
+def find_weights(folder: Path) -> WeightsChoice | None:
+    """Pick one weights file (or shard index) in a component folder; None when there is none."""
+    found: dict[tuple[str, str], tuple[Path, bool]] = {}
+    try:
+        names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    except OSError:
+        return None
+    for name in names:
+        sharded = _SHARDED.match(name)
+        single = None if sharded else _SINGLE.match(name)
+        match = sharded or single
+        if match is None or match["base"] not in _WEIGHT_BASES:
+            continue
+        variant = match["variant"] or ""
+        if single and _SHARD_NAME.search(variant):
+            continue  # one shard of a variant (``model.fp16-00001-of-00002``); its index is read
+        key = (variant, match["ext"])
+        if key not in found or sharded:
+            found[key] = (folder / name, bool(sharded))
+    if not found:
+        return None
+    variants = tuple(sorted({v for v, _ in found}, key=_variant_rank))
+    best_variant = variants[0]
+    ext = "safetensors" if (best_variant, "safetensors") in found else "bin"
+    path, sharded_flag = found[(best_variant, ext)]
+    return WeightsChoice(path, best_variant, sharded_flag, variants)
+
+
+def _variant_rank(variant: str) -> tuple[int, str]:
+    rank = _VARIANT_ORDER.index(variant) if variant in _VARIANT_ORDER else len(_VARIANT_ORDER)
+    return rank, variant
+
+
+def _read_file(path: Path) -> TensorIndex:
+    if path.suffix == ".safetensors":
+        return read_safetensors_index(path)
+    from modelsafe.registry.read import read_index
+
+    return read_index(path)  # torch .bin through the torch-zip / legacy readers
+
+
+def _with_source(
+    tensors: tuple[TensorInfo, ...], source: str, prefix: str = "", folder: str = ""
+) -> list[TensorInfo]:
+    """Tensors renamed ``prefix + name``; ``source`` fills an empty source, ``folder/`` is put
+    before every source."""
+    return [
+        TensorInfo(
+            prefix + t.name,
+            t.dtype,
+            t.shape,
+            t.offset,
+            t.nbytes,
+            (folder + "/" if folder else "") + (t.source or source),
+        )
+        for t in tensors
+    ]
+
+
+def _read_sharded(
+    index_path: Path, root: Path
+) -> tuple[list[TensorInfo], dict[str, str], list[str]]:
+    where = str(index_path)
+    data = load_json(index_path, where)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise MalformedFileError(f"{where}: no weight_map of tensor -> shard file", "re-download")
+    tensors: list[TensorInfo] = []
+    metadata: dict[str, str] = {}
+    warnings: list[str] = []
+    folder = index_path.parent
+    for shard in sorted(set(weight_map.values())):
+        shard_path = (folder / shard).resolve()
+        if folder.resolve() not in shard_path.parents:
+            raise MalformedFileError(
+                f"{where}: shard {shard!r} lies outside the folder", "re-download"
+            )
+        if not shard_path.is_file():
+            raise MalformedFileError(
+                f"{where}: shard {shard!r} is missing",
+                hint="the download is incomplete; fetch the missing shard",
+            )
+        sub = _read_file(shard_path)
+        expected = {k for k, v in weight_map.items() if v == shard}
+        have = sub.names()
+        if expected - have:
+            missing = sorted(expected - have)
+            raise MalformedFileError(
+                f"{where}: {len(missing)} tensors listed for {shard} are not in it "
+                f"(e.g. {missing[0]!r})",
+                hint="the shard and its index do not belong together; download both again",
+            )
+        if have - expected:
+            warnings.append(
+                f"{shard}: {len(have - expected)} tensors not listed in {index_path.name}"
+            )
+        tensors += _with_source(sub.tensors, str(shard_path.relative_to(root.resolve())))
+        metadata.update(sub.metadata)
+        warnings += [f"{shard}: {w}" for w in sub.warnings]
+    return tensors, metadata, warnings
+
+
+def read_component(folder: Path) -> TensorIndex | None:
+    """The TensorIndex of one component folder, or None when it holds no weights.
+
+    Each tensor's ``source`` is its weights file relative to ``folder``.
+    """
+    root = folder
+    choice = find_weights(folder)
+    if choice is None:
+        return None
+    config_path = folder / "config.json"
+    config = load_json(config_path, str(folder)) if config_path.is_file() else {}
+    warnings: list[str] = []
+    if choice.sharded:
+        tensors, metadata, warnings = _read_sharded(choice.path, root)
+    else:
+        sub = _read_file(choice.path)
+        rel = str(choice.path.resolve().relative_to(root.resolve()))
+        tensors = _with_source(sub.tensors, rel)
+        metadata, warnings = dict(sub.metadata), list(sub.warnings)
+    if len(choice.variants) > 1:
+        picked = choice.variant or "full"
+        warnings.append(
+            f"{folder.name}: variants {', '.join(v or 'full' for v in choice.variants)}; "
+            f"read {picked}"
+        )
+    return TensorIndex(
+        path=folder,
+        format=Format.DIFFUSERS_DIR.value,
+        tensors=tuple(tensors),
+        metadata=metadata,
+        warnings=tuple(warnings),
+        extra={
+            "config": config if isinstance(config, dict) else {},
+            "class_name": config.get("_class_name") if isinstance(config, dict) else None,
+            "weights": str(choice.path.relative_to(folder)),
+            "variant": choice.variant or None,
+            "variants": [v or "full" for v in choice.variants],
+            "sharded": choice.sharded,
+        },
+    )
+
+
+def _facts(configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        f"{component}.{key}": config[key]
+        for component, config in configs.items()
+        for key in FACT_KEYS
+        if key in config
+    }
+
+
+def _component_config(folder: Path) -> dict[str, Any]:
+    for name in ("config.json", "scheduler_config.json"):
+        path = folder / name
+        if path.is_file():
+            value = load_json(path, str(folder))
+            return value if isinstance(value, dict) else {}
+    return {}
+
+
+def read_pipeline(root: Path) -> TensorIndex:
+    """The TensorIndex of a diffusers pipeline folder (it has model_index.json)."""
+    where = str(root / "model_index.json")
+    index = load_json(root / "model_index.json", where)
+    if not isinstance(index, dict):
+        raise MalformedFileError(f"{where}: not a JSON object", hint="download it again")
+    declared = {
+        name: value
+        for name, value in index.items()
+        if not name.startswith("_") and isinstance(value, list) and len(value) == 2
+    }
+    components: dict[str, TensorIndex] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
+    tensors: list[TensorInfo] = []
+    for name, (library, class_name) in declared.items():
+        if library is None and class_name is None:
+            continue  # e.g. safety_checker: [null, null]
+        folder = root / name
+        if not folder.is_dir():
+            warnings.append(
+                f"component {name} ({class_name}) is declared but its folder is missing"
+            )
+            continue
+        configs[name] = _component_config(folder)
+        component = read_component(folder)
+        if component is None:
+            if (folder / "config.json").is_file() and library in ("diffusers", "transformers"):
+                if "Tokenizer" not in str(class_name) and "Scheduler" not in str(class_name):
+                    warnings.append(f"component {name} ({class_name}) has a config but no weights")
+            continue
+        components[name] = component
+        warnings += [f"{name}: {w}" for w in component.warnings]
+        tensors += _with_source(component.tensors, "", prefix=f"{name}.", folder=name)
+    if not components:
+        raise MalformedFileError(
+            f"{root}: model_index.json declares no component with weights",
+            hint="the download is incomplete: fetch the component folders' weights files",
+        )
+    return TensorIndex(
+        path=root,
+        format=Format.DIFFUSERS_DIR.value,
+        tensors=tuple(tensors),
+        metadata={},
+        warnings=tuple(warnings),
+        components=components,
+        extra={
+            "pipeline_class": index.get("_class_name"),
+            "diffusers_version": index.get("_diffusers_version"),
+            "declared_components": {k: list(v) for k, v in declared.items()},
+            "configs": configs,
+            "facts": _facts(configs),
+        },
+    )
+
+
+def read_diffusers_dir(path: Path) -> TensorIndex | None:
+    """A pipeline or single-component folder's index; None when the folder is neither."""
+    if (path / "model_index.json").is_file():
+        return read_pipeline(path)
+    if not (path / "config.json").is_file():
+        return None
+    component = read_component(path)
+    if component is None:
+        raise MalformedFileError(
+            f"{path}: config.json but no weights file (diffusion_pytorch_model.safetensors, "
+            "model.safetensors, a *.safetensors.index.json or a .bin)",
+            hint="the download is incomplete; fetch the weights file",
+        )
+    return component

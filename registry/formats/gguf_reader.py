@@ -1,0 +1,240 @@
+"""A bounded GGUF header reader: key/values and the tensor table, never tensor data.
+
+The file is memory-mapped and walked with a cursor that checks every length against the bytes
+left, so a lying count or string length is a :class:`MalformedFileError`, never a huge
+allocation. Quant types and their block sizes come from the ``gguf`` package's constants
+(``GGML_QUANT_SIZES``), so new types are known as soon as the package knows them.
+
+Shapes are reported in PyTorch order (GGUF stores ``ne[0]``, the fastest-moving dimension,
+first); offsets are absolute; ``nbytes`` is ``elements / block_size * type_size``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from pathlib import Path
+from typing import Any
+
+from modelsafe.errors import FileReadError, MalformedFileError
+from modelsafe.types import Format, TensorIndex, TensorInfo
+
+DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 8  # GGML uses 4; anything above 8 is not a real tensor
+KEEP_ARRAY_ITEMS = 64  # arrays longer than this are summarised in ``extra``, not copied
+_HINT = "the file is damaged or is not a GGUF file; download it again"
+
+# GGUF value type id -> struct format of a scalar (8: string, 9: array are handled apart).
+_SCALARS: dict[int, str] = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_STRING, _ARRAY = 8, 9
+
+
+class _Cursor:
+    """Reads little-endian values from a buffer, refusing to read past its end."""
+
+    def __init__(self, buf: Any, size: int, where: str, wide: bool) -> None:
+        self.buf, self.size, self.where, self.pos = buf, size, where, 0
+        self.count_format = "<Q" if wide else "<I"
+
+    def fail(self, problem: str) -> MalformedFileError:
+        return MalformedFileError(f"{self.where}: {problem} (at byte {self.pos:,})", hint=_HINT)
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > self.size:
+            raise self.fail(f"truncated: {what} needs {n:,} bytes, {self.size - self.pos:,} left")
+        data = bytes(self.buf[self.pos : self.pos + n])
+        self.pos += n
+        return data
+
+    def unpack(self, fmt: str, what: str) -> Any:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))[0]
+
+    def count(self, what: str, min_item_bytes: int) -> int:
+        value = int(self.unpack(self.count_format, what))
+        if value * min_item_bytes > self.size - self.pos:
+            raise self.fail(
+                f"{what} {value:,} cannot fit in the {self.size - self.pos:,} bytes left"
+            )
+        return value
+
+    def text(self, what: str) -> str:
+        raw = self.take(self.count(f"{what} length", 1), what)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.fail(f"{what} is not valid UTF-8") from None
+
+    def value(self, vtype: int, what: str, depth: int = 0) -> Any:
+        if vtype in _SCALARS:
+            return self.unpack(_SCALARS[vtype], what)
+        if vtype == _STRING:
+            return self.text(what)
+        if vtype == _ARRAY and depth == 0:
+            item_type = int(self.unpack("<I", f"{what} item type"))
+            n = self.count(f"{what} item count", _min_bytes(item_type))
+            items = [self.value(item_type, what, depth + 1) for _ in range(n)]
+            if n <= KEEP_ARRAY_ITEMS:
+                return items
+            return {"array_of": _type_name(item_type), "length": n}
+        raise self.fail(f"{what} has an unknown value type {vtype}")
+
+
+def _min_bytes(vtype: int) -> int:
+    if vtype in _SCALARS:
+        return struct.calcsize(_SCALARS[vtype])
+    return 4  # a string's length prefix (u32 in GGUF v1); nested arrays are refused
+
+
+def _type_name(vtype: int) -> str:
+    names = {0: "u8", 1: "i8", 2: "u16", 3: "i16", 4: "u32", 5: "i32", 6: "f32", 7: "bool"}
+    names.update({8: "string", 9: "array", 10: "u64", 11: "i64", 12: "f64"})
+    return names.get(vtype, str(vtype))
+
+
+def _quant(type_id: int, name: str, cur: _Cursor) -> tuple[str, int, int]:
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    try:
+        qtype = GGMLQuantizationType(type_id)
+        block, type_size = GGML_QUANT_SIZES[qtype]
+    except (ValueError, KeyError):
+        raise cur.fail(f"tensor {name!r} has an unknown GGML type id {type_id}") from None
+    return qtype.name, block, type_size
+
+
+def read_gguf_index(path: Path) -> TensorIndex:
+    """The TensorIndex of a GGUF file: tensors, quant types, key/values (headers only)."""
+    where = str(path)
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            if size < 16:
+                raise MalformedFileError(f"{where}: truncated GGUF header ({size} bytes)", _HINT)
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                return _parse(mm, size, path)
+    except OSError as exc:
+        raise FileReadError(
+            f"cannot read {path}: {exc.strerror or exc}", hint="check the path and permissions"
+        ) from exc
+
+
+def _parse(buf: Any, size: int, path: Path) -> TensorIndex:
+    where = str(path)
+    if bytes(buf[:4]) != b"GGUF":
+        raise MalformedFileError(f"{where}: no GGUF magic", _HINT)
+    (version,) = struct.unpack("<I", bytes(buf[4:8]))
+    if version not in (1, 2, 3):
+        raise MalformedFileError(
+            f"{where}: GGUF version {version} is not one modelsafe reads (1-3)",
+            hint="a byte-swapped (big-endian) or newer GGUF file; convert it with llama.cpp tools",
+        )
+    cur = _Cursor(buf, size, where, wide=version >= 2)
+    cur.pos = 8
+    n_tensors = cur.count("tensor count", 8 + 4 + 4 + 8)
+    n_kv = cur.count("key/value count", 8 + 4 + 1)
+    kv: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key = cur.text("key")
+        vtype = int(cur.unpack("<I", f"type of {key!r}"))
+        if key in kv:
+            raise cur.fail(f"key {key!r} appears twice")
+        kv[key] = cur.value(vtype, f"value of {key!r}")
+    infos = []
+    for _ in range(n_tensors):
+        name = cur.text("tensor name")
+        n_dims = int(cur.unpack("<I", f"dimension count of {name!r}"))
+        if n_dims > MAX_DIMS:
+            raise cur.fail(f"tensor {name!r} claims {n_dims} dimensions")
+        dims = [int(cur.unpack(cur.count_format, f"dimension of {name!r}")) for _ in range(n_dims)]
+        type_id = int(cur.unpack("<I", f"type of {name!r}"))
+        offset = int(cur.unpack("<Q", f"offset of {name!r}"))
+        infos.append((name, dims, type_id, offset))
+    alignment = kv.get("general.alignment", DEFAULT_ALIGNMENT)
+    if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+        raise cur.fail(f"general.alignment {alignment!r} is not a power of two")
+    data_start = -(-cur.pos // alignment) * alignment
+    tensors = _tensors(infos, data_start, size, alignment, cur)
+    return TensorIndex(
+        path=path,
+        format=Format.GGUF.value,
+        tensors=tuple(tensors),
+        metadata={k: _as_text(v) for k, v in kv.items()},
+        warnings=_warnings(tensors, data_start, size),
+        extra={
+            "gguf_version": version,
+            "architecture": kv.get("general.architecture"),
+            "alignment": alignment,
+            "data_start": data_start,
+            "kv": kv,
+        },
+    )
+
+
+def _tensors(
+    infos: list[tuple[str, list[int], int, int]],
+    data_start: int,
+    size: int,
+    alignment: int,
+    cur: _Cursor,
+) -> list[TensorInfo]:
+    tensors, seen = [], set()
+    for name, dims, type_id, rel in infos:
+        if name in seen:
+            raise cur.fail(f"tensor {name!r} appears twice")
+        seen.add(name)
+        dtype, block, type_size = _quant(type_id, name, cur)
+        numel = 1
+        for d in dims:
+            numel *= d
+        if dims and dims[0] % block:
+            raise cur.fail(
+                f"tensor {name!r}: first dimension {dims[0]} is not a multiple of the "
+                f"{dtype} block size {block}"
+            )
+        nbytes = numel // block * type_size
+        if rel % alignment:
+            raise cur.fail(f"tensor {name!r}: offset {rel} is not aligned to {alignment}")
+        if data_start + rel + nbytes > size:
+            raise MalformedFileError(
+                f"{cur.where}: tensor {name!r} ends at byte {data_start + rel + nbytes:,}, "
+                f"past the end of the file ({size:,} bytes): the file is truncated",
+                hint="the download was cut short; download it again",
+            )
+        tensors.append(TensorInfo(name, dtype, tuple(reversed(dims)), data_start + rel, nbytes))
+    ordered = sorted(tensors, key=lambda t: (t.offset, t.nbytes))
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        if b.nbytes and a.offset + a.nbytes > b.offset:
+            raise MalformedFileError(
+                f"{cur.where}: tensors {a.name!r} and {b.name!r} overlap",
+                hint="a file whose tensors share bytes is damaged or crafted; download it again",
+            )
+    return tensors
+
+
+def _warnings(tensors: list[TensorInfo], data_start: int, size: int) -> tuple[str, ...]:
+    end = max((t.offset + t.nbytes for t in tensors), default=data_start)
+    trailing = size - end
+    # llama.cpp pads the last tensor to the alignment; more than a page is worth a word.
+    if trailing > 4096:
+        return (f"{trailing:,} bytes after the last tensor belong to no tensor",)
+    return ()
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

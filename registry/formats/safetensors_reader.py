@@ -1,0 +1,301 @@
+"""A strict, bounded reader of safetensors headers: the tensor table without reading tensor data.
+
+The file is ``u64 little-endian N`` + ``N`` bytes of UTF-8 JSON + the data region. The reader
+refuses, with a :class:`MalformedFileError` that names the problem:
+
+- a header length over 100,000,000 bytes (the safetensors library's own limit) or past the end of
+  the file; nothing is allocated before these checks, so a lying length costs no memory;
+- a header that is not UTF-8, not JSON, has a duplicate key, NaN/Infinity, or is built of so many
+  tiny containers that parsing it would take many times its size in memory;
+- unknown dtypes, malformed shapes or offsets, a byte count that does not match shape x dtype,
+  overlapping ranges, and ranges past the end of the data region (a truncated file).
+
+Holes between tensors and bytes after the last tensor are readable, so they are warnings (the
+safetensors library itself refuses such files; the warning says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelsafe.errors import FileReadError, MalformedFileError
+from modelsafe.types import DTYPE_SIZES, Format, TensorIndex, TensorInfo
+
+MAX_HEADER_BYTES = 100_000_000  # the safetensors library's MAX_HEADER_SIZE
+# Headers larger than this get a structural pre-check before json.loads (see _check_skeleton).
+_SKELETON_CHECK_FROM = 1 << 20
+# A real header spends ~50+ bytes per tensor entry on 3 containers and ~5 commas; far denser
+# structure can only be an attempt to make the parser allocate many small objects.
+_MIN_BYTES_PER_CONTAINER = 16
+_MIN_BYTES_PER_COMMA = 4
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_HINT = "the file is damaged or is not a safetensors file; download it again"
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """A parsed, validated header."""
+
+    header_length: int  # N, the JSON's length in bytes
+    tensors: tuple[TensorInfo, ...]  # in file order, offsets absolute
+    metadata: dict[str, str]
+    warnings: tuple[str, ...]
+
+    @property
+    def data_start(self) -> int:
+        return 8 + self.header_length
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _malformed(where: str, problem: str, hint: str = _HINT) -> MalformedFileError:
+    return MalformedFileError(f"{where}: {problem}", hint=hint)
+
+
+def read_header_length(prefix: bytes, file_size: int, where: str) -> int:
+    """Validate the 8-byte length prefix against the limit and the file size; return N."""
+    if len(prefix) < 8:
+        raise _malformed(where, f"truncated: {len(prefix)} bytes, shorter than the 8-byte prefix")
+    (length,) = struct.unpack("<Q", prefix[:8])
+    if length > MAX_HEADER_BYTES:
+        raise _malformed(
+            where,
+            f"header length {length:,} bytes exceeds the {MAX_HEADER_BYTES:,}-byte limit of the "
+            "safetensors format",
+            hint="no real model has such a header; the file is damaged or built to exhaust memory",
+        )
+    if length > file_size - 8:
+        raise _malformed(
+            where,
+            f"header length {length:,} bytes runs past the end of the file ({file_size:,} bytes): "
+            "the file is truncated or not a safetensors file",
+        )
+    if length < 2:
+        raise _malformed(where, f"header length {length} is too short for a JSON object")
+    return length
+
+
+def parse_header(raw: bytes, file_size: int, where: str = "<safetensors>") -> SafetensorsHeader:
+    """Validate the ``N`` header bytes of a file of ``file_size`` bytes (pure: no I/O).
+
+    Raises :class:`MalformedFileError` for every problem; never anything else.
+    """
+    length = len(raw)
+    data_size = file_size - 8 - length
+    if data_size < 0:
+        raise _malformed(where, "header runs past the end of the file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _malformed(
+            where, f"header is not valid UTF-8 (bad byte at position {exc.start})"
+        ) from None
+    stripped = text.rstrip(" \x00")
+    if not stripped.lstrip().startswith("{"):
+        raise _malformed(where, "header is not a JSON object")
+    if length > _SKELETON_CHECK_FROM:
+        _check_skeleton(raw, where)
+    try:
+        header = json.loads(
+            stripped, object_pairs_hook=_unique_object, parse_constant=_reject_constant
+        )
+    except _DuplicateKeyError as exc:
+        raise _malformed(
+            where,
+            f"header has the key {exc.args[0]!r} twice; two parsers could read it two ways",
+        ) from None
+    except RecursionError:
+        raise _malformed(where, "header JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise _malformed(where, f"header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise _malformed(where, "header is not a JSON object")
+    warnings: list[str] = []
+    if len(stripped) != len(text) and "\x00" in text[len(stripped) :]:
+        warnings.append("header is padded with NUL bytes (the format pads with spaces)")
+    metadata = _metadata(header.pop("__metadata__", None), where)
+    tensors = [_tensor(name, entry, length, where) for name, entry in header.items()]
+    tensors.sort(key=lambda t: (t.offset, t.nbytes))
+    warnings.extend(_check_ranges(tensors, 8 + length, data_size, where))
+    return SafetensorsHeader(length, tuple(tensors), metadata, tuple(warnings))
+
+
+def _check_skeleton(raw: bytes, where: str) -> None:
+    skeleton = _STRING.sub(b'""', raw)
+    containers = skeleton.count(b"{") + skeleton.count(b"[")
+    commas = skeleton.count(b",")
+    if containers * _MIN_BYTES_PER_CONTAINER > len(raw) or commas * _MIN_BYTES_PER_COMMA > len(raw):
+        raise _malformed(
+            where,
+            f"header of {len(raw):,} bytes holds {containers:,} JSON containers and "
+            f"{commas:,} items: far denser than any real tensor table",
+            hint="the file is damaged or built to exhaust the reader's memory",
+        )
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _DuplicateKeyError(key)
+            seen.add(key)
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _check_utf8(name: str, where: str, what: str) -> None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _malformed(where, f"{what} {name!r} is not valid UTF-8 (a lone surrogate)") from None
+
+
+def _metadata(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _malformed(where, "__metadata__ is not a JSON object of strings")
+    for key, item in value.items():
+        _check_utf8(key, where, "metadata key")
+        if not isinstance(item, str):
+            raise _malformed(
+                where,
+                f"__metadata__[{key!r}] is {type(item).__name__}, the format allows only strings",
+            )
+        _check_utf8(item, where, f"metadata value of {key!r}:")
+    return dict(value)
+
+
+_BITS = {name: int(size * 8) for name, size in DTYPE_SIZES.items()}
+
+
+def _tensor(name: str, entry: Any, header_length: int, where: str) -> TensorInfo:
+    # Written for speed (an SDXL checkpoint has 2,500 entries): exact type checks, one loop.
+    if not name.isascii():
+        _check_utf8(name, where, "tensor name")
+    if type(entry) is not dict:
+        raise _malformed(where, f"tensor {name!r}: entry is not a JSON object")
+    dtype = entry.get("dtype")
+    bits = _BITS.get(dtype) if type(dtype) is str else None
+    if bits is None:
+        if type(dtype) is not str:
+            raise _malformed(where, f"tensor {name!r}: no dtype")
+        raise _malformed(
+            where,
+            f"tensor {name!r}: unknown dtype {dtype!r}",
+            hint="known: " + ", ".join(DTYPE_SIZES) + "; a newer safetensors writer may have "
+            "made it (then upgrade modelsafe), else the file is damaged",
+        )
+    shape = entry.get("shape")
+    numel = 1
+    if type(shape) is list:
+        for d in shape:
+            if type(d) is not int or d < 0:
+                numel = -1
+                break
+            numel *= d
+    if type(shape) is not list or numel < 0:
+        raise _malformed(where, f"tensor {name!r}: shape {shape!r} is not a list of sizes >= 0")
+    offsets = entry.get("data_offsets")
+    if (
+        type(offsets) is not list
+        or len(offsets) != 2
+        or type(offsets[0]) is not int
+        or type(offsets[1]) is not int
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise _malformed(
+            where, f"tensor {name!r}: data_offsets {offsets!r} is not [begin, end] with begin<=end"
+        )
+    begin, end = offsets
+    bits *= numel
+    if bits % 8 or bits // 8 != end - begin:
+        raise _malformed(
+            where,
+            f"tensor {name!r}: shape {shape} of {dtype} needs {bits / 8:g} bytes but data_offsets "
+            f"[{begin}, {end}] hold {end - begin}",
+        )
+    return TensorInfo(name, str(dtype), tuple(shape), 8 + header_length + begin, end - begin)
+
+
+def _check_ranges(
+    tensors: list[TensorInfo], data_start: int, data_size: int, where: str
+) -> list[str]:
+    warnings: list[str] = []
+    holes = 0
+    reach = data_start
+    previous: TensorInfo | None = None
+    for t in tensors:
+        if t.offset < reach and t.nbytes and previous is not None:
+            raise _malformed(
+                where,
+                f"tensors {previous.name!r} and {t.name!r} overlap (bytes "
+                f"{t.offset - data_start}..{reach - data_start} of the data region)",
+                hint="a file whose tensors share bytes is damaged or crafted; download it again",
+            )
+        holes += max(0, t.offset - reach)
+        if t.offset + t.nbytes >= reach:
+            reach, previous = t.offset + t.nbytes, t
+    end = reach - data_start
+    if end > data_size:
+        name = previous.name if previous else "?"
+        raise _malformed(
+            where,
+            f"tensor {name!r} ends at byte {end:,} of the data region but only {data_size:,} "
+            "bytes follow the header: the file is truncated",
+            hint="the download was cut short; download it again",
+        )
+    if holes:
+        warnings.append(
+            f"{holes:,} bytes between tensors belong to no tensor "
+            "(the safetensors library refuses such files)"
+        )
+    if data_size > end:
+        warnings.append(
+            f"{data_size - end:,} bytes after the last tensor belong to no tensor "
+            "(the safetensors library refuses such files)"
+        )
+    return warnings
+
+
+def read_safetensors_header(path: Path) -> SafetensorsHeader:
+    """Read and validate the header of the safetensors file at ``path``."""
+    where = str(path)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            length = read_header_length(fh.read(8), size, where)
+            raw = fh.read(length)
+    except OSError as exc:
+        raise FileReadError(
+            f"cannot read {path}: {exc.strerror or exc}", hint="check the path and permissions"
+        ) from exc
+    if len(raw) != length:
+        raise _malformed(where, "the file shrank while its header was read")
+    return parse_header(raw, size, where)
+
+
+def read_safetensors_index(path: Path) -> TensorIndex:
+    """The TensorIndex of a safetensors file: tensors in file order, metadata, header facts."""
+    header = read_safetensors_header(path)
+    return TensorIndex(
+        path=path,
+        format=Format.SAFETENSORS.value,
+        tensors=header.tensors,
+        metadata=header.metadata,
+        warnings=header.warnings,
+        extra={"header_length": header.header_length, "data_start": header.data_start},
+    )

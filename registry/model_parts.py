@@ -1,0 +1,272 @@
+"""Which component each tensor of a model belongs to, and the facts its shapes give away.
+
+A single-file checkpoint holds several models under key prefixes (``model.diffusion_model.`` for
+the UNet/transformer, ``first_stage_model.`` for the VAE, ``cond_stage_model.`` or
+``conditioner.embedders.N.`` for text encoders); a diffusers folder holds them as components.
+This module splits either into named components and reads the shapes that decide compatibility
+(cross-attention width, latent channels, text-encoder width). Headers only; no tensor data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelsafe.types import TensorIndex, TensorInfo
+
+# Families whose denoiser is a transformer (DiT/MMDiT) rather than a UNet.
+TRANSFORMER_FAMILIES = frozenset(
+    {"sd3", "sd3.5", "flux1", "chroma", "z-image", "qwen-image", "hidream"}
+)
+
+# Text-encoder width (hidden size) -> the name the ecosystem uses for it.
+TEXT_ENCODER_BY_WIDTH: dict[int, str] = {
+    768: "clip_l",
+    1024: "openclip_h",
+    1280: "clip_g",
+    4096: "t5xxl",
+}
+
+# Key prefix in single-file checkpoints -> (component name, role). Longest prefixes first.
+_PREFIXES: tuple[tuple[str, str, str], ...] = (
+    ("model.diffusion_model.", "denoiser", "denoiser"),
+    ("first_stage_model.", "vae", "vae"),
+    ("conditioner.embedders.0.", "text_encoder.0", "text_encoder"),
+    ("conditioner.embedders.1.", "text_encoder.1", "text_encoder"),
+    ("cond_stage_model.", "text_encoder.0", "text_encoder"),
+    ("text_encoders.clip_l.", "text_encoder.clip_l", "text_encoder"),
+    ("text_encoders.clip_g.", "text_encoder.clip_g", "text_encoder"),
+    ("text_encoders.t5xxl.", "text_encoder.t5xxl", "text_encoder"),
+    ("model_ema.", "ema", "other"),
+    ("vae.", "vae", "vae"),
+)
+
+_DIFFUSERS_ROLES = {
+    "unet": "denoiser",
+    "transformer": "denoiser",
+    "prior": "denoiser",
+    "decoder": "denoiser",
+    "vae": "vae",
+    "text_encoder": "text_encoder",
+    "text_encoder_2": "text_encoder",
+    "text_encoder_3": "text_encoder",
+    "controlnet": "controlnet",
+}
+
+
+@dataclass(frozen=True)
+class Component:
+    """The tensors of one model inside a file or folder; names have ``prefix`` removed."""
+
+    name: str  # unet | transformer | vae | text_encoder.clip_l | ... | ema | other
+    role: str  # denoiser | vae | text_encoder | controlnet | adapter | other
+    prefix: str
+    tensors: tuple[TensorInfo, ...]
+
+    def names(self) -> set[str]:
+        return {t.name for t in self.tensors}
+
+
+def _strip(tensors: Iterable[TensorInfo], prefix: str) -> tuple[TensorInfo, ...]:
+    from dataclasses import replace
+
+    return tuple(replace(t, name=t.name[len(prefix) :]) for t in tensors)
+
+
+def text_encoder_width(tensors: Iterable[TensorInfo]) -> int | None:
+    """Hidden size of a text encoder, read off its token-embedding table (or final norm)."""
+    fallback = None
+    for t in tensors:
+        name = t.name
+        if len(t.shape) == 2 and name.endswith(
+            ("token_embedding.weight", "embed_tokens.weight", "shared.weight")
+        ):
+            return t.shape[1]
+        if len(t.shape) == 1 and name.endswith(("final_layer_norm.weight", "ln_final.weight")):
+            fallback = t.shape[0]
+    return fallback
+
+
+def _denoiser_name(family: str, kind: str) -> str:
+    if kind in ("unet", "transformer", "controlnet"):
+        return kind
+    return "transformer" if family in TRANSFORMER_FAMILIES else "unet"
+
+
+def _role_of_kind(kind: str) -> str:
+    return {
+        "checkpoint": "denoiser",
+        "unet": "denoiser",
+        "transformer": "denoiser",
+        "vae": "vae",
+        "text_encoder": "text_encoder",
+        "controlnet": "controlnet",
+    }.get(kind, "adapter" if kind in ("lora", "lycoris", "embedding", "ip_adapter") else "other")
+
+
+def split_components(
+    index: TensorIndex, family: str = "unknown", kind: str = "unknown"
+) -> list[Component]:
+    """The components of ``index``: a diffusers folder's parts, or a single file split by prefix."""
+    if index.components:
+        found = []
+        for name, sub in index.components.items():
+            role = _DIFFUSERS_ROLES.get(name, "other")
+            if role == "text_encoder":
+                width = text_encoder_width(sub.tensors)
+                name = f"text_encoder.{TEXT_ENCODER_BY_WIDTH.get(width or 0, name)}"
+            found.append(Component(name, role, "", tuple(sub.tensors)))
+        return found
+    groups: dict[str, list[TensorInfo]] = {}
+    meta: dict[str, tuple[str, str]] = {}
+    rest: list[TensorInfo] = []
+    for t in index.tensors:
+        for prefix, name, role in _PREFIXES:
+            if t.name.startswith(prefix):
+                groups.setdefault(prefix, []).append(t)
+                meta[prefix] = (name, role)
+                break
+        else:
+            rest.append(t)
+    whole_file = not groups or (kind not in ("checkpoint", "pipeline") and len(rest) > 0)
+    if whole_file:
+        # A UNet-only / VAE-only / LoRA file: the whole index is one component of its kind.
+        role = _role_of_kind(kind)
+        name = _denoiser_name(family, kind) if role in ("denoiser", "controlnet") else kind
+        if role == "text_encoder":
+            width = text_encoder_width(index.tensors)
+            name = f"text_encoder.{TEXT_ENCODER_BY_WIDTH.get(width or 0, 'unknown')}"
+        return [Component(name, role, "", tuple(index.tensors))]
+    out = []
+    for prefix, tensors in groups.items():
+        name, role = meta[prefix]
+        stripped = _strip(tensors, prefix)
+        if name == "denoiser":
+            name = _denoiser_name(family, kind)
+        elif role == "text_encoder" and not name.endswith(("clip_l", "clip_g", "t5xxl")):
+            width = text_encoder_width(stripped)
+            name = f"text_encoder.{TEXT_ENCODER_BY_WIDTH.get(width or 0, name.split('.')[-1])}"
+        out.append(Component(name, role, prefix, stripped))
+    if rest:
+        # Unprefixed tensors beside prefixed ones: a bare transformer in a ComfyUI file, or the
+        # scheduler buffers (betas, alphas_cumprod, ...) of an LDM checkpoint.
+        if any(c.role == "denoiser" for c in out):
+            out.append(Component("other", "other", "", tuple(rest)))
+        else:
+            out.append(Component(_denoiser_name(family, kind), "denoiser", "", tuple(rest)))
+    return out
+
+
+def denoiser_of(components: Iterable[Component]) -> Component | None:
+    for c in components:
+        if c.role in ("denoiser", "controlnet"):
+            return c
+    return None
+
+
+# -- facts read off shapes ---------------------------------------------------------------------
+
+
+def _first(tensors: Mapping[str, TensorInfo], *suffixes: str) -> TensorInfo | None:
+    for name, t in tensors.items():
+        if name.endswith(suffixes):
+            return t
+    return None
+
+
+def cross_attention_width(tensors: Iterable[TensorInfo]) -> int | None:
+    """Cross-attention context width of a UNet/ControlNet (``attn2.to_k`` input features)."""
+    for t in tensors:
+        if t.name.endswith("attn2.to_k.weight") and len(t.shape) == 2:
+            return t.shape[1]
+    return None
+
+
+def latent_channels_of(component: Component) -> int | None:
+    """Latent channels a denoiser or VAE works in (4 for SD1/SD2/SDXL, 16 for SD3/Flux)."""
+    by_name = {t.name: t for t in component.tensors}
+    if component.role == "vae":
+        t = by_name.get("post_quant_conv.weight") or by_name.get("decoder.conv_in.weight")
+        return t.shape[1] if t is not None and len(t.shape) >= 2 else None
+    t = by_name.get("img_in.weight") or by_name.get("x_embedder.weight")
+    if t is not None and len(t.shape) == 2:
+        return t.shape[1] // 4  # Flux packs 2x2 latent patches into each token
+    t = by_name.get("x_embedder.proj.weight") or by_name.get("pos_embed.proj.weight")
+    if t is not None and len(t.shape) == 4:
+        return t.shape[1]  # SD3 patch embedding convolution
+    t = by_name.get("input_blocks.0.0.weight") or by_name.get("conv_in.weight")
+    if t is not None and len(t.shape) == 4:
+        # Inpainting UNets take latents + mask + masked latents (9 = 4 + 1 + 4).
+        return 4 if t.shape[1] == 9 else t.shape[1]
+    return None
+
+
+def lora_context_width(tensors: Iterable[TensorInfo]) -> int | None:
+    """Cross-attention width a LoRA was trained against (input features of its attn2 to_k)."""
+    for t in tensors:
+        name = t.name
+        if ("attn2.to_k" in name or "attn2_to_k" in name) and len(t.shape) >= 2:
+            if any(p in name for p in ("lora_down", "lora_A", "lora.down", "hada_w1_b")):
+                return t.shape[1]
+    return None
+
+
+def embedding_widths(tensors: Iterable[TensorInfo]) -> dict[str, int]:
+    """Token widths of a textual-inversion embedding: {"clip_l": 768, "clip_g": 1280} or
+    {"emb_params": 768} for a single-encoder one."""
+    found: dict[str, int] = {}
+    for t in tensors:
+        if len(t.shape) != 2:
+            continue
+        leaf = t.name.rsplit(".", 1)[-1]
+        if t.name in ("clip_l", "clip_g", "t5", "emb_params") or t.name.startswith(
+            "string_to_param"
+        ):
+            found[t.name if t.name in ("clip_l", "clip_g", "t5") else "emb_params"] = t.shape[1]
+        elif leaf in ("clip_l", "clip_g"):
+            found[leaf] = t.shape[1]
+    return found
+
+
+def derived_facts(
+    index: TensorIndex, family: str = "unknown", kind: str = "unknown"
+) -> dict[str, Any]:
+    """Facts about ``index`` computed here from shapes, for when a detector did not supply them."""
+    if kind in ("lora", "lycoris"):
+        ctx = lora_context_width(index.tensors)
+        return {"context_dim": ctx} if ctx else {}
+    if kind == "embedding":
+        widths = embedding_widths(index.tensors)
+        return {"token_widths": widths} if widths else {}
+    comps = split_components(index, family, kind)
+    facts: dict[str, Any] = {
+        "parts_present": sorted({_short(c.name) for c in comps if c.role != "other"})
+    }
+    den = denoiser_of(comps)
+    if den is not None:
+        ctx = cross_attention_width(den.tensors)
+        if ctx:
+            facts["context_dim"] = ctx
+        lat = latent_channels_of(den)
+        if lat:
+            facts["latent_channels"] = lat
+    vae = next((c for c in comps if c.role == "vae"), None)
+    if vae is not None:
+        lat = latent_channels_of(vae)
+        if lat:
+            facts["vae_latent_channels"] = lat
+            facts.setdefault("latent_channels", lat)
+    te_widths: dict[str, int | None] = {
+        c.name.split(".", 1)[1]: text_encoder_width(c.tensors)
+        for c in comps
+        if c.role == "text_encoder"
+    }
+    if te_widths:
+        facts["text_encoder_widths"] = {k: v for k, v in te_widths.items() if v}
+    return facts
+
+
+def _short(name: str) -> str:
+    """``text_encoder.clip_l`` -> ``clip_l``; ``unet`` stays ``unet``."""
+    return name.split(".", 1)[1] if name.startswith("text_encoder.") else name

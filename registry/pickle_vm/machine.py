@@ -1,0 +1,563 @@
+"""The pickle virtual machine: runs an opcode stream against a symbolic stack and memo.
+
+It never imports a module and never calls anything: GLOBAL pushes a :class:`Global` (a name),
+REDUCE pushes a :class:`Call` (a record). Every reference to a callable is checked against the
+allow-list where it appears; anything two unpicklers could read differently (frames that disagree
+with opcodes, memo slots written twice) is a finding. Malformed input ends the run with an error
+finding, never an exception; the findings gathered before the error are kept, because
+``pickle.load`` would already have executed those opcodes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import struct
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelsafe.registry.pickle_vm.allowlist import is_allowed
+from modelsafe.registry.pickle_vm.limits import DEFAULT_LIMITS, Limits
+from modelsafe.registry.pickle_vm.opcodes import HIGHEST_PROTOCOL, OPCODES, Opcode
+from modelsafe.registry.pickle_vm.symbols import (
+    Buffer,
+    Call,
+    Global,
+    LargeBytes,
+    PersistentRef,
+    SymDict,
+    SymSet,
+    describe,
+)
+from modelsafe.types import Finding
+
+
+@dataclass(frozen=True)
+class GlobalSeen:
+    """One reference to a callable in the stream, and whether the allow-list accepts it."""
+
+    dotted: str
+    opcode: str
+    pos: int
+    allowed: bool
+
+
+@dataclass
+class VMResult:
+    """Everything one pickle run found. ``root`` is None when the stream could not be finished."""
+
+    root: Any = None
+    completed: bool = False
+    protocol: int = 0
+    start: int = 0
+    end: int = 0  # offset just after STOP (or where the run stopped)
+    opcodes: int = 0
+    globals: list[GlobalSeen] = field(default_factory=list)
+    calls: list[tuple[str, str, int]] = field(default_factory=list)  # (callable, opcode, pos)
+    persistent_ids: list[PersistentRef] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def unsafe(self) -> bool:
+        return any(f.severity == "unsafe" for f in self.findings)
+
+
+class _Stop(Exception):
+    """Ends a run: an error finding has been recorded."""
+
+
+class _Machine:
+    def __init__(self, data: Any, start: int, limits: Limits, label: str, base: int) -> None:
+        self.raw = data if hasattr(data, "find") else bytes(data)
+        self.buf = memoryview(self.raw)
+        self.n = len(self.buf)
+        self.pos = start
+        self.limits = limits
+        self.label = label
+        self.base = base
+        self.stack: list[Any] = []
+        self.marks: list[list[Any]] = []
+        self.memo: dict[int, Any] = {}
+        self.frame_end = -1
+        self.result = VMResult(start=start)
+
+    # -- findings -----------------------------------------------------------------------------
+
+    def where(self, pos: int) -> str:
+        return f"{self.label} @ byte {self.base + pos}"
+
+    def finding(self, severity: str, code: str, message: str, pos: int) -> None:
+        self.result.findings.append(Finding(severity, code, message, self.where(pos)))
+
+    def fail(self, code: str, message: str, pos: int) -> _Stop:
+        self.finding("error", code, message, pos)
+        return _Stop()
+
+    # -- reading arguments ----------------------------------------------------------------------
+
+    def take(self, size: int, op_pos: int) -> memoryview:
+        if size < 0 or self.pos + size > self.n:
+            raise self.fail("truncated", "the pickle ends in the middle of an opcode", op_pos)
+        chunk = self.buf[self.pos : self.pos + size]
+        self.pos += size
+        return chunk
+
+    def line(self, op_pos: int) -> bytes:
+        stop = min(self.n, self.pos + self.limits.max_line)
+        end = self.raw.find(b"\n", self.pos, stop) - self.pos
+        if end < 0:
+            if self.n - self.pos >= self.limits.max_line:
+                raise self.fail("limit", "a text argument is longer than the limit", op_pos)
+            raise self.fail("truncated", "the pickle ends inside a text argument", op_pos)
+        text = bytes(self.buf[self.pos : self.pos + end])
+        self.pos += end + 1
+        return text
+
+    def sized(self, size: int, op_pos: int, text: bool) -> Any:
+        if size < 0:
+            raise self.fail("bad-argument", "negative length", op_pos)
+        if self.pos + size > self.n:
+            raise self.fail("truncated", "the pickle ends inside a string argument", op_pos)
+        if size > self.limits.inline_bytes:
+            big = LargeBytes(self.base + self.pos, size, text)
+            self.pos += size
+            return big
+        raw = bytes(self.take(size, op_pos))
+        if not text:
+            return raw
+        try:
+            return raw.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            raise self.fail("bad-argument", "a string is not valid UTF-8", op_pos) from None
+
+    def read_arg(self, op: Opcode, op_pos: int) -> Any:
+        kind = op.arg
+        if kind == "none":
+            return None
+        if kind == "u1":
+            return self.take(1, op_pos)[0]
+        if kind == "u2":
+            return int.from_bytes(self.take(2, op_pos), "little")
+        if kind == "u4":
+            return int.from_bytes(self.take(4, op_pos), "little")
+        if kind == "i4":
+            return int.from_bytes(self.take(4, op_pos), "little", signed=True)
+        if kind == "u8":
+            return int.from_bytes(self.take(8, op_pos), "little")
+        if kind == "f8":
+            return struct.unpack(">d", self.take(8, op_pos))[0]
+        if kind == "line":
+            return self.line(op_pos)
+        if kind == "line2":
+            return self.line(op_pos), self.line(op_pos)
+        if kind == "len1":
+            return self.take(1, op_pos)[0]
+        if kind == "len4":
+            return int.from_bytes(self.take(4, op_pos), "little")
+        if kind == "slen4":
+            return int.from_bytes(self.take(4, op_pos), "little", signed=True)
+        return int.from_bytes(self.take(8, op_pos), "little")  # len8
+
+    # -- stack helpers --------------------------------------------------------------------------
+
+    def push(self, value: Any, pos: int) -> None:
+        if len(self.stack) >= self.limits.max_stack:
+            raise self.fail("limit", "the pickle stack grows past the limit", pos)
+        self.stack.append(value)
+
+    def pop(self, pos: int) -> Any:
+        if not self.stack:
+            raise self.fail("stack-underflow", "an opcode pops from an empty stack", pos)
+        return self.stack.pop()
+
+    def top(self, pos: int) -> Any:
+        if not self.stack:
+            raise self.fail("stack-underflow", "an opcode needs a value on an empty stack", pos)
+        return self.stack[-1]
+
+    def pop_mark(self, pos: int) -> list[Any]:
+        if not self.marks:
+            raise self.fail("no-mark", "an opcode needs a MARK that was never pushed", pos)
+        items = self.stack
+        self.stack = self.marks.pop()
+        return items
+
+    # -- globals and calls ----------------------------------------------------------------------
+
+    def make_global(self, module: Any, name: Any, opcode: str, pos: int) -> Global:
+        if not isinstance(module, str) or not isinstance(name, str):
+            self.finding(
+                "unsafe",
+                "dynamic-global",
+                f"{opcode} takes its module/name from computed values "
+                f"({describe(module)}, {describe(name)}): the callable cannot be known",
+                pos,
+            )
+            return Global(str(describe(module)), str(describe(name)), pos)
+        if self.result.protocol < 3:
+            if (module, name) in NAME_MAPPING:
+                module, name = NAME_MAPPING[(module, name)]
+            elif module in IMPORT_MAPPING:
+                module = IMPORT_MAPPING[module]
+        allowed = is_allowed(module, name)
+        dotted = f"{module}.{name}"
+        self.result.globals.append(GlobalSeen(dotted, opcode, self.base + pos, allowed))
+        if not allowed:
+            self.finding(
+                "unsafe",
+                "global",
+                f"{dotted} ({opcode}) is not in the allow-list: loading the file would "
+                f"import it and may call it",
+                pos,
+            )
+        return Global(module, name, pos)
+
+    def call(self, func: Any, args: Any, kwargs: Any, opcode: str, pos: int) -> Call:
+        label = describe(func)
+        self.result.calls.append((label, opcode, self.base + pos))
+        if not isinstance(func, Global):
+            self.finding(
+                "unsafe",
+                "call",
+                f"{opcode} calls {label}, which is not a named callable from the allow-list",
+                pos,
+            )
+        if not isinstance(args, tuple):
+            self.finding(
+                "unsafe", "call", f"{opcode} on {label} with arguments that are not a tuple", pos
+            )
+            args = (args,)
+        return Call(func, args, kwargs, opcode, pos)
+
+    def build(self, state: Any, pos: int) -> None:
+        inst = self.top(pos)
+        self.result.calls.append((f"BUILD on {describe(inst)}", "BUILD", self.base + pos))
+        if isinstance(inst, Call) and isinstance(inst.func, Global):
+            inst.state = state if inst.state is None else (inst.state, state)
+            return
+        self.finding(
+            "unsafe",
+            "build",
+            f"BUILD sets state on {describe(inst)}; only objects built by allow-listed "
+            "callables (tensors, parameters, OrderedDict) may receive state",
+            pos,
+        )
+
+    def frame_check(self, op_pos: int) -> None:
+        if self.frame_end >= 0 and op_pos < self.frame_end < self.pos:
+            self.finding(
+                "unsafe",
+                "ambiguous-frame",
+                "an opcode crosses the end of its FRAME: the C and Python unpicklers disagree",
+                op_pos,
+            )
+            self.frame_end = -1
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> VMResult:
+        try:
+            self._loop()
+        except _Stop:
+            pass
+        except RecursionError:
+            self.finding("error", "limit", "the pickle nests too deeply", self.pos)
+        self.result.end = self.pos
+        try:
+            self.buf.release()
+        except BufferError:  # a slice is still referenced; it is freed with it
+            pass
+        return self.result
+
+    def _loop(self) -> None:
+        limit = self.limits.max_opcodes
+        while True:
+            op_pos = self.pos
+            if op_pos >= self.n:
+                raise self.fail("truncated", "the pickle ends before its STOP opcode", op_pos)
+            self.result.opcodes += 1
+            if self.result.opcodes > limit:
+                raise self.fail("limit", f"more than {limit} opcodes", op_pos)
+            code = self.buf[op_pos]
+            op = OPCODES.get(code)
+            if op is None:
+                raise self.fail("bad-opcode", f"unknown opcode 0x{code:02x}: not a pickle", op_pos)
+            self.pos += 1
+            arg = self.read_arg(op, op_pos)
+            self.frame_check(op_pos)
+            if op.name == "STOP":
+                self.result.root = self.pop(op_pos)
+                self.result.completed = True
+                return
+            self.execute(op, arg, op_pos)
+
+    def execute(self, op: Opcode, arg: Any, pos: int) -> None:  # noqa: C901 - one branch per op
+        name = op.name
+        push = self.push
+        if name == "PROTO":
+            if arg > HIGHEST_PROTOCOL:
+                raise self.fail("protocol", f"unsupported pickle protocol {arg}", pos)
+            self.result.protocol = max(self.result.protocol, arg)
+        elif name == "FRAME":
+            if self.frame_end >= 0 and pos < self.frame_end:
+                self.finding(
+                    "unsafe",
+                    "ambiguous-frame",
+                    "a FRAME starts before the previous frame ends",
+                    pos,
+                )
+            if self.pos + arg > self.n:
+                raise self.fail("truncated", "a FRAME is longer than the data left", pos)
+            self.frame_end = self.pos + arg
+        elif name == "MARK":
+            if len(self.marks) >= self.limits.max_marks:
+                raise self.fail("limit", "too many nested MARKs", pos)
+            self.marks.append(self.stack)
+            self.stack = []
+        elif name == "POP":
+            if self.stack:
+                self.stack.pop()
+            else:
+                self.pop_mark(pos)
+        elif name == "POP_MARK":
+            self.pop_mark(pos)
+        elif name == "DUP":
+            push(self.top(pos), pos)
+        elif name in ("NONE",):
+            push(None, pos)
+        elif name == "NEWTRUE":
+            push(True, pos)
+        elif name == "NEWFALSE":
+            push(False, pos)
+        elif name in ("BININT", "BININT1", "BININT2"):
+            push(arg, pos)
+        elif name == "INT":
+            push(self._text_int(arg, pos), pos)
+        elif name == "LONG":
+            push(self._text_int(arg.rstrip(b"L"), pos), pos)
+        elif name in ("LONG1", "LONG4"):
+            push(self._long(arg, pos), pos)
+        elif name == "FLOAT":
+            try:
+                push(float(arg), pos)
+            except ValueError:
+                raise self.fail("bad-argument", "FLOAT argument is not a number", pos) from None
+        elif name == "BINFLOAT":
+            push(arg, pos)
+        elif name in ("BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"):
+            push(self.sized(arg, pos, text=True), pos)
+        elif name in ("BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"):
+            push(self.sized(arg, pos, text=False), pos)
+        elif name in ("BINSTRING", "SHORT_BINSTRING"):
+            value = self.sized(arg, pos, text=False)
+            push(self._py2_str(value), pos)
+        elif name == "STRING":
+            push(self._quoted(arg, pos), pos)
+        elif name == "UNICODE":
+            try:
+                push(arg.decode("raw-unicode-escape"), pos)
+            except UnicodeDecodeError:
+                raise self.fail("bad-argument", "UNICODE argument cannot be decoded", pos) from None
+        elif name == "EMPTY_TUPLE":
+            push((), pos)
+        elif name == "TUPLE":
+            push(tuple(self.pop_mark(pos)), pos)
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            count = int(name[-1])
+            if len(self.stack) < count:
+                raise self.fail("stack-underflow", f"{name} needs {count} values", pos)
+            popped = tuple(self.stack[-count:])
+            del self.stack[-count:]
+            push(popped, pos)
+        elif name == "EMPTY_LIST":
+            push([], pos)
+        elif name == "LIST":
+            push(list(self.pop_mark(pos)), pos)
+        elif name == "EMPTY_DICT":
+            push(SymDict(), pos)
+        elif name == "DICT":
+            items = self.pop_mark(pos)
+            push(SymDict(self._pairs(items, pos)), pos)
+        elif name == "EMPTY_SET":
+            push(SymSet(), pos)
+        elif name == "FROZENSET":
+            push(SymSet(self.pop_mark(pos), frozen=True), pos)
+        elif name == "ADDITEMS":
+            items = self.pop_mark(pos)
+            target = self.top(pos)
+            if not isinstance(target, SymSet):
+                raise self.fail("bad-target", f"ADDITEMS on {describe(target)}", pos)
+            target.items.extend(items)
+        elif name == "APPEND":
+            item = self.pop(pos)
+            self._append(self.top(pos), [item], pos)
+        elif name == "APPENDS":
+            items = self.pop_mark(pos)
+            self._append(self.top(pos), items, pos)
+        elif name == "SETITEM":
+            value = self.pop(pos)
+            key = self.pop(pos)
+            self._setitems(self.top(pos), [(key, value)], pos)
+        elif name == "SETITEMS":
+            items = self.pop_mark(pos)
+            self._setitems(self.top(pos), self._pairs(items, pos), pos)
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            key = self._text_int(arg, pos) if name == "GET" else arg
+            if key not in self.memo:
+                raise self.fail("memo-missing", f"{name} reads memo slot {key}, never written", pos)
+            push(self.memo[key], pos)
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            key = len(self.memo) if name == "MEMOIZE" else arg
+            if name == "PUT":
+                key = self._text_int(arg, pos)
+            if key in self.memo:
+                self.finding(
+                    "unsafe",
+                    "memo-overwrite",
+                    f"{name} overwrites memo slot {key}: readers that track the memo differently "
+                    "see different objects",
+                    pos,
+                )
+            elif len(self.memo) >= self.limits.max_memo:
+                raise self.fail("limit", "the memo grows past the limit", pos)
+            self.memo[key] = self.top(pos)
+        elif name == "GLOBAL":
+            module, attr = (self._utf8(part, pos) for part in arg)
+            push(self.make_global(module, attr, name, pos), pos)
+        elif name == "STACK_GLOBAL":
+            attr_value = self.pop(pos)
+            module_value = self.pop(pos)
+            push(self.make_global(module_value, attr_value, name, pos), pos)
+        elif name == "INST":
+            module, attr = (self._utf8(part, pos) for part in arg)
+            cls = self.make_global(module, attr, name, pos)
+            push(self.call(cls, tuple(self.pop_mark(pos)), None, name, pos), pos)
+        elif name == "OBJ":
+            items = self.pop_mark(pos)
+            if not items:
+                raise self.fail("stack-underflow", "OBJ without a class", pos)
+            push(self.call(items[0], tuple(items[1:]), None, name, pos), pos)
+        elif name == "REDUCE":
+            args = self.pop(pos)
+            func = self.pop(pos)
+            push(self.call(func, args, None, name, pos), pos)
+        elif name == "NEWOBJ":
+            args = self.pop(pos)
+            cls = self.pop(pos)
+            push(self.call(cls, args, None, name, pos), pos)
+        elif name == "NEWOBJ_EX":
+            kwargs = self.pop(pos)
+            args = self.pop(pos)
+            cls = self.pop(pos)
+            push(self.call(cls, args, kwargs, name, pos), pos)
+        elif name == "BUILD":
+            self.build(self.pop(pos), pos)
+        elif name in ("EXT1", "EXT2", "EXT4"):
+            self.finding(
+                "unsafe",
+                "extension",
+                f"{name} loads extension code {arg} from copyreg's registry: "
+                "an unnamed callable chosen at load time",
+                pos,
+            )
+            push(Global("<copyreg extension>", str(arg), pos), pos)
+        elif name in ("PERSID", "BINPERSID"):
+            pid = self._utf8(arg, pos) if name == "PERSID" else self.pop(pos)
+            ref = PersistentRef(pid, self.base + pos)
+            self.result.persistent_ids.append(ref)
+            push(ref, pos)
+        elif name in ("NEXT_BUFFER", "READONLY_BUFFER"):
+            if name == "NEXT_BUFFER":
+                push(Buffer(), pos)
+            else:
+                self.top(pos)
+            self.finding(
+                "error",
+                "out-of-band",
+                "the pickle needs out-of-band buffers that are not in the file",
+                pos,
+            )
+        else:  # pragma: no cover - the table and this dispatch list the same names
+            raise self.fail("bad-opcode", f"opcode {name} is not handled", pos)
+
+    # -- value helpers --------------------------------------------------------------------------
+
+    def _append(self, target: Any, items: list[Any], pos: int) -> None:
+        if isinstance(target, list):
+            target.extend(items)
+        elif isinstance(target, Call):
+            target.listitems.extend(items)
+        else:
+            raise self.fail("bad-target", f"APPEND(S) on {describe(target)}", pos)
+
+    def _setitems(self, target: Any, pairs: list[tuple[Any, Any]], pos: int) -> None:
+        if isinstance(target, SymDict):
+            target.items.extend(pairs)
+        elif isinstance(target, Call):
+            target.dictitems.extend(pairs)
+        else:
+            raise self.fail("bad-target", f"SETITEM(S) on {describe(target)}", pos)
+
+    def _pairs(self, items: list[Any], pos: int) -> list[tuple[Any, Any]]:
+        if len(items) % 2:
+            raise self.fail("bad-argument", "an odd number of items for a dict", pos)
+        return list(zip(items[::2], items[1::2], strict=True))
+
+    def _text_int(self, raw: bytes, pos: int) -> int | bool:
+        if raw == b"01":
+            return True
+        if raw == b"00":
+            return False
+        if len(raw) > 64:
+            raise self.fail("bad-argument", "a text integer is too long", pos)
+        try:
+            return int(raw)
+        except ValueError:
+            raise self.fail("bad-argument", "a text integer is not a number", pos) from None
+
+    def _long(self, size: int, pos: int) -> Any:
+        if size < 0:
+            raise self.fail("bad-argument", "LONG4 with a negative length", pos)
+        if size > 64:
+            self.take(size, pos)
+            return LargeBytes(self.base + self.pos - size, size, False)
+        return int.from_bytes(self.take(size, pos), "little", signed=True)
+
+    def _utf8(self, raw: Any, pos: int) -> str:
+        try:
+            return bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.fail("bad-argument", "a name is not valid UTF-8", pos) from None
+
+    def _quoted(self, raw: bytes, pos: int) -> Any:
+        if len(raw) >= 2 and raw[0] == raw[-1] and raw[:1] in (b"'", b'"'):
+            try:
+                return self._py2_str(codecs.escape_decode(raw[1:-1])[0])
+            except ValueError:
+                pass
+        raise self.fail("bad-argument", "STRING argument is not a quoted string", pos)
+
+    @staticmethod
+    def _py2_str(value: Any) -> Any:
+        if isinstance(value, bytes):
+            try:
+                return value.decode("ascii")
+            except UnicodeDecodeError:
+                return value
+        return value
+
+
+def run_pickle(
+    data: Any,
+    start: int = 0,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    label: str = "pickle",
+    base: int = 0,
+) -> VMResult:
+    """Run the pickle that begins at ``data[start]`` symbolically; never raises on bad input.
+
+    ``label`` names the stream in finding locations and ``base`` is added to byte positions
+    (so a pickle inside a larger file reports file offsets).
+    """
+    return _Machine(data, start, limits, label, base).run()

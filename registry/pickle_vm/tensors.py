@@ -1,0 +1,416 @@
+"""Read torch's tensor records out of a symbolic pickle result, the way torch.load would build them.
+
+The VM leaves ``Call(torch._utils._rebuild_tensor_v2, (PersistentRef(...), offset, size, stride,
+...))`` records on its result; this module turns them into :class:`TensorRecord` values (storage
+key, dtype, shape, stride, storage offset) named by their flattened state-dict key, and keeps the
+plain values (numbers, strings) it meets on the way. Nothing is imported or called.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelsafe.registry.pickle_vm.limits import DEFAULT_LIMITS, Limits
+from modelsafe.registry.pickle_vm.symbols import (
+    Call,
+    Global,
+    LargeBytes,
+    PersistentRef,
+    SymDict,
+    SymSet,
+    describe,
+)
+from modelsafe.types import DTYPE_SIZES, Finding
+
+# torch storage class -> safetensors dtype name.
+STORAGE_DTYPES: dict[str, str] = {
+    "DoubleStorage": "F64",
+    "FloatStorage": "F32",
+    "HalfStorage": "F16",
+    "BFloat16Storage": "BF16",
+    "LongStorage": "I64",
+    "IntStorage": "I32",
+    "ShortStorage": "I16",
+    "CharStorage": "I8",
+    "ByteStorage": "U8",
+    "BoolStorage": "BOOL",
+    "ComplexFloatStorage": "C64",
+    "ComplexDoubleStorage": "C128",
+}
+
+# torch dtype attribute name -> safetensors dtype name.
+TORCH_DTYPES: dict[str, str] = {
+    "float64": "F64",
+    "double": "F64",
+    "float32": "F32",
+    "float": "F32",
+    "float16": "F16",
+    "half": "F16",
+    "bfloat16": "BF16",
+    "int64": "I64",
+    "long": "I64",
+    "int32": "I32",
+    "int": "I32",
+    "int16": "I16",
+    "short": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "uint16": "U16",
+    "uint32": "U32",
+    "uint64": "U64",
+    "bool": "BOOL",
+    "complex64": "C64",
+    "cfloat": "C64",
+    "complex128": "C128",
+    "cdouble": "C128",
+    "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2": "F8_E5M2",
+    "float8_e8m0fnu": "F8_E8M0",
+}
+
+_PLAIN_REBUILD = {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3"}
+_PARAMETER = {"_rebuild_parameter", "_rebuild_parameter_with_state"}
+_MAX_VALUES = 1000
+_MAX_TEXT = 4096
+
+
+@dataclass(frozen=True)
+class StorageRef:
+    """One storage as a persistent id names it. ``numel`` counts elements of ``itemsize`` bytes."""
+
+    key: str
+    dtype: str  # safetensors dtype name, "" when the storage is untyped
+    numel: int
+    location: str
+    view: tuple[str, int, int] | None = None  # legacy storage views: (view key, offset, size)
+
+
+@dataclass(frozen=True)
+class TensorRecord:
+    """One tensor as torch.load would rebuild it (no data)."""
+
+    name: str
+    storage: StorageRef
+    dtype: str
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    storage_offset: int  # in elements
+    parameter: bool = False
+
+    @property
+    def itemsize(self) -> int:
+        return int(DTYPE_SIZES[self.dtype])
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.itemsize
+
+    @property
+    def contiguous(self) -> bool:
+        if self.numel == 0:
+            return True
+        expected = 1
+        for size, stride in zip(reversed(self.shape), reversed(self.stride), strict=True):
+            if size != 1 and stride != expected:
+                return False
+            expected *= size
+        return True
+
+
+@dataclass
+class Interpretation:
+    """The tensors and plain values a torch pickle holds, and what was odd about it."""
+
+    tensors: list[TensorRecord] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)  # tensors modelsafe cannot rebuild
+    dropped: list[str] = field(default_factory=list)  # tensors outside the unwrapped state_dict
+    unwrapped: str = ""  # the top-level key whose dict became the state dict ("" = none)
+    storages: dict[str, StorageRef] = field(default_factory=dict)
+
+
+class _Walker:
+    def __init__(self, label: str, limits: Limits) -> None:
+        self.out = Interpretation()
+        self.label = label
+        self.budget = limits.max_walk_nodes
+        self.active: set[int] = set()
+
+    def finding(self, severity: str, code: str, message: str, where: str = "") -> None:
+        self.out.findings.append(Finding(severity, code, message, where or self.label))
+
+    # -- structure ------------------------------------------------------------------------------
+
+    def walk(self, value: Any, path: str, keep: bool) -> None:
+        self.budget -= 1
+        if self.budget < 0:
+            if self.budget == -1:
+                self.finding("error", "limit", "the pickle's object graph is too large to walk")
+            return
+        if id(value) in self.active:
+            return  # a container that holds itself: pickle allows it, tensors never need it
+        tensor = self.tensor(value, path)
+        if tensor is not None:
+            if keep:
+                self.out.tensors.append(tensor)
+            else:
+                self.out.dropped.append(tensor.name)
+            return
+        children = self.children(value)
+        if children is None:
+            self.leaf(value, path)
+            return
+        self.active.add(id(value))
+        try:
+            for key, child in children:
+                self.walk(child, f"{path}.{key}" if path else str(key), keep)
+        finally:
+            self.active.discard(id(value))
+
+    def children(self, value: Any) -> list[tuple[str, Any]] | None:
+        if isinstance(value, SymDict):
+            return [(self.key(k), v) for k, v in value.items]
+        if isinstance(value, (list, tuple)):
+            return [(str(i), v) for i, v in enumerate(value)]
+        if isinstance(value, Call) and _is(value.func, "collections", "OrderedDict", "Counter"):
+            pairs: list[tuple[str, Any]] = []
+            if value.args and isinstance(value.args[0], (list, tuple)):
+                for item in value.args[0]:
+                    if isinstance(item, (list, tuple)) and len(item) == 2:
+                        pairs.append((self.key(item[0]), item[1]))
+            pairs.extend((self.key(k), v) for k, v in value.dictitems)
+            return pairs
+        return None
+
+    def key(self, key: Any) -> str:
+        if isinstance(key, (str, int, float, bool)) or key is None:
+            return str(key)
+        return describe(key)
+
+    def leaf(self, value: Any, path: str) -> None:
+        if len(self.out.values) >= _MAX_VALUES:
+            return
+        if isinstance(value, bool) or value is None or isinstance(value, float):
+            self.out.values[path] = value
+        elif isinstance(value, int):
+            self.out.values[path] = value if abs(value) < 1 << 63 else str(value)
+        elif isinstance(value, str):
+            self.out.values[path] = value[:_MAX_TEXT]
+        elif isinstance(value, (bytes, LargeBytes)):
+            size = value.length if isinstance(value, LargeBytes) else len(value)
+            self.out.values[path] = f"<{size} bytes>"
+        elif isinstance(value, SymSet):
+            self.out.values[path] = f"<set of {len(value.items)}>"
+        elif isinstance(value, Call) and _is(value.func, "torch", "Size") and value.args:
+            self.out.values[path] = [v for v in _ints(value.args[0]) or []]
+        elif isinstance(value, Call):
+            self.out.values[path] = f"<{describe(value.func)}>"
+        elif isinstance(value, Global):
+            self.out.values[path] = f"<{value.dotted}>"
+
+    # -- tensors --------------------------------------------------------------------------------
+
+    def tensor(self, value: Any, name: str) -> TensorRecord | None:
+        if not isinstance(value, Call) or not isinstance(value.func, Global):
+            return None
+        func = value.func
+        args = value.args
+        if func.module == "torch._utils" and func.name in _PARAMETER:
+            inner = self.tensor(args[0], name) if args else None
+            if inner is None:
+                self.finding("error", "bad-tensor", f"{name}: a parameter without tensor data")
+                return None
+            return TensorRecord(
+                inner.name,
+                inner.storage,
+                inner.dtype,
+                inner.shape,
+                inner.stride,
+                inner.storage_offset,
+                parameter=True,
+            )
+        if _is(func, "torch.nn.parameter", "Parameter"):
+            inner = self.tensor(args[0], name) if args else None
+            return inner
+        if _is(func, "torch._tensor", "_rebuild_from_type_v2"):
+            if len(args) >= 3 and isinstance(args[2], tuple):
+                return self.tensor(Call(args[0], args[2], None, "REDUCE", value.pos), name)
+            return None
+        if func.module == "torch._utils" and func.name in _PLAIN_REBUILD:
+            return self.plain(func.name, args, name)
+        if func.module == "torch._utils" and func.name.startswith("_rebuild_"):
+            self.out.unsupported.append(f"{name} ({func.name})")
+            return None
+        return None
+
+    def plain(self, kind: str, args: tuple[Any, ...], name: str) -> TensorRecord | None:
+        need = {"_rebuild_tensor": 4, "_rebuild_tensor_v2": 6, "_rebuild_tensor_v3": 7}[kind]
+        if len(args) < need:
+            self.finding("error", "bad-tensor", f"{name}: {kind} with {len(args)} arguments")
+            return None
+        storage = self.storage(args[0], name)
+        offset, shape, stride = args[1], _ints(args[2]), _ints(args[3])
+        if storage is None:
+            return None
+        if not isinstance(offset, int) or offset < 0 or shape is None or stride is None:
+            self.finding("error", "bad-tensor", f"{name}: offset/size/stride are not integers")
+            return None
+        if len(shape) != len(stride) or any(s < 0 for s in shape + stride):
+            self.finding("error", "bad-tensor", f"{name}: size and stride do not match")
+            return None
+        dtype = storage.dtype
+        if kind == "_rebuild_tensor_v3":
+            dtype = self.dtype(args[6], name) or ""
+        if not dtype:
+            if kind == "_rebuild_tensor_v3":
+                return None
+            self.finding("error", "bad-tensor", f"{name}: untyped storage without a dtype")
+            return None
+        record = TensorRecord(name, storage, dtype, shape, stride, offset)
+        storage_bytes = storage.numel * (int(DTYPE_SIZES[storage.dtype]) if storage.dtype else 1)
+        if record.numel:
+            last = offset + sum((s - 1) * st for s, st in zip(shape, stride, strict=True))
+            if (last + 1) * record.itemsize > storage_bytes:
+                self.finding(
+                    "error",
+                    "bad-tensor",
+                    f"{name}: size/stride/offset read past the end of storage {storage.key!r}",
+                )
+                return None
+        return record
+
+    def dtype(self, value: Any, name: str) -> str | None:
+        if isinstance(value, Global) and value.module == "torch":
+            found = TORCH_DTYPES.get(value.name)
+            if found:
+                return found
+            self.out.unsupported.append(f"{name} (dtype torch.{value.name})")
+            return None
+        self.finding("error", "bad-tensor", f"{name}: dtype is {describe(value)}")
+        return None
+
+    def storage(self, value: Any, name: str) -> StorageRef | None:
+        if not isinstance(value, PersistentRef):
+            self.finding("error", "bad-tensor", f"{name}: storage is {describe(value)}")
+            return None
+        pid = value.pid
+        where = f"{self.label} @ byte {value.pos}"
+        if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
+            self.finding(
+                "unsafe",
+                "persistent-id",
+                f"{name}: a persistent id that is not a torch storage ({describe(pid)}); "
+                "only a custom loader could resolve it",
+                where,
+            )
+            return None
+        if len(pid) not in (5, 6) or not isinstance(pid[1], Global):
+            self.finding("error", "bad-storage", f"{name}: malformed storage reference", where)
+            return None
+        cls, key, location, numel = pid[1], pid[2], pid[3], pid[4]
+        if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
+            self.finding("error", "bad-storage", f"{name}: malformed storage reference", where)
+            return None
+        if cls.name in ("UntypedStorage", "TypedStorage"):
+            dtype = ""
+        elif cls.name in STORAGE_DTYPES:
+            dtype = STORAGE_DTYPES[cls.name]
+        else:
+            self.out.unsupported.append(f"{name} (storage {cls.dotted})")
+            return None
+        view = None
+        if len(pid) == 6 and pid[5] is not None:
+            meta = pid[5]
+            if not (
+                isinstance(meta, tuple)
+                and len(meta) == 3
+                and isinstance(meta[0], str)
+                and isinstance(meta[1], int)
+                and isinstance(meta[2], int)
+            ):
+                self.finding("error", "bad-storage", f"{name}: malformed storage view", where)
+                return None
+            view = (meta[0], meta[1], meta[2])
+        ref = StorageRef(key, dtype, numel, str(location), view)
+        known = self.out.storages.get(key)
+        if known is not None and (known.dtype, known.numel) != (ref.dtype, ref.numel):
+            self.finding(
+                "unsafe",
+                "ambiguous-storage",
+                f"storage {key!r} is declared twice with different types or sizes",
+                where,
+            )
+        self.out.storages.setdefault(key, ref)
+        if view is not None:
+            dtype_size = int(DTYPE_SIZES[dtype]) if dtype else 1
+            if view[1] < 0 or view[2] < 0 or view[1] + view[2] > numel:
+                self.finding("error", "bad-storage", f"{name}: storage view out of range", where)
+                return None
+            return StorageRef(key, dtype, view[2], ref.location, view) if dtype_size else None
+        return ref
+
+
+def _is(value: Any, module: str, *names: str) -> bool:
+    return isinstance(value, Global) and value.module == module and value.name in names
+
+
+def _ints(value: Any) -> tuple[int, ...] | None:
+    if isinstance(value, Call) and _is(value.func, "torch", "Size") and value.args:
+        value = value.args[0]
+    if isinstance(value, (tuple, list)) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return tuple(value)
+    return None
+
+
+def interpret(
+    root: Any, label: str = "data.pkl", limits: Limits = DEFAULT_LIMITS
+) -> Interpretation:
+    """The tensors (named by flattened key) and plain values in a torch pickle's result.
+
+    A top-level ``state_dict`` wrapper (Lightning, original SD checkpoints) is unwrapped: its
+    tensors keep their own names, tensors elsewhere (optimizer states) are listed as dropped.
+    Other nesting is joined with ``.``.
+    """
+    walker = _Walker(label, limits)
+    wrapper = _state_dict_wrapper(root)
+    if wrapper is None:
+        walker.walk(root, "", keep=True)
+    else:
+        walker.out.unwrapped = "state_dict"
+        for key, child in walker.children(root) or []:
+            if key == "state_dict" and child is wrapper:
+                walker.walk(child, "", keep=True)
+            else:
+                walker.walk(child, key, keep=False)
+    seen: set[str] = set()
+    for record in walker.out.tensors:
+        if record.name in seen:
+            walker.finding(
+                "error", "duplicate-name", f"two tensors flatten to the same name {record.name!r}"
+            )
+        seen.add(record.name)
+    return walker.out
+
+
+def _state_dict_wrapper(root: Any) -> Any:
+    pairs: list[tuple[Any, Any]] = []
+    if isinstance(root, SymDict):
+        pairs = root.items
+    elif isinstance(root, Call) and _is(root.func, "collections", "OrderedDict"):
+        pairs = root.dictitems
+    for key, value in pairs:
+        if key == "state_dict" and (
+            isinstance(value, SymDict)
+            or (isinstance(value, Call) and _is(value.func, "collections", "OrderedDict"))
+        ):
+            return value
+    return None

@@ -1,0 +1,664 @@
+"""Read torch checkpoint structure without torch: zip archives, legacy (pre-1.6) files, pickles.
+
+Members are resolved the way ``torch.load`` resolves them (PyTorchFileReader over miniz): the
+archive folder is the part before the first ``/`` of the *first* central-directory entry, lookups
+are case-insensitive, data offsets come from the central directory's local-header offsets taken
+literally. Python's ``zipfile`` reads some archives differently (it forgives a prefix, compares
+names exactly); every such disagreement is reported as an ``unsafe`` finding, because a file built
+to be read two ways is built to fool a scanner.
+
+Legacy files are five pickles in a row (magic number, protocol, sys info, the object, the storage
+keys) followed by each storage as an 8-byte element count and its raw bytes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelsafe.errors import FileReadError, MalformedFileError
+from modelsafe.registry.pickle_vm.machine import VMResult, run_pickle
+from modelsafe.registry.pickle_vm.symbols import SymDict
+from modelsafe.registry.pickle_vm.tensors import Interpretation, TensorRecord, interpret
+from modelsafe.types import DTYPE_SIZES, Finding, TensorIndex, TensorInfo
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+MAX_MEMBERS = 1_000_000
+MAX_PICKLE_BYTES = 1 << 31  # a data.pkl larger than this is refused
+BOMB_RATIO = 100
+_EOCD = b"PK\x05\x06"
+_EOCD64_LOCATOR = b"PK\x06\x07"
+_EOCD64 = b"PK\x06\x06"
+_CENTRAL = b"PK\x01\x02"
+_LOCAL = b"PK\x03\x04"
+
+
+@dataclass(frozen=True)
+class ZipMember:
+    """One central-directory entry, with where its data really starts (from the local header)."""
+
+    name: str
+    index: int
+    method: int
+    flags: int
+    crc: int
+    csize: int
+    usize: int
+    header_offset: int
+    data_offset: int
+
+
+@dataclass(frozen=True)
+class StorageBlob:
+    """Where one storage's bytes lie in the file."""
+
+    key: str
+    offset: int  # absolute file offset of the first byte
+    nbytes: int
+    member: str = ""  # zip member name ("" for legacy files)
+    compressed: bool = False
+    crc: int | None = None
+
+
+@dataclass
+class TorchFile:
+    """What a torch checkpoint (or plain pickle) holds, read without executing anything."""
+
+    path: Path
+    format: str
+    findings: list[Finding] = field(default_factory=list)
+    vm: VMResult | None = None
+    content: Interpretation | None = None
+    storages: dict[str, StorageBlob] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    pickle_label: str = ""
+
+    def add(self, severity: str, code: str, message: str, location: str = "") -> None:
+        self.findings.append(Finding(severity, code, message, location))
+
+    @property
+    def status(self) -> str:
+        severities = {f.severity for f in self.findings}
+        return "unsafe" if "unsafe" in severities else "error" if "error" in severities else "safe"
+
+    def tensor_offset(self, record: TensorRecord) -> int:
+        """Absolute file offset of a contiguous tensor's first byte, or -1."""
+        blob = self.storages.get(record.storage.key)
+        if blob is None or blob.compressed or not record.contiguous:
+            return -1
+        view = record.storage.view[1] * record.itemsize if record.storage.view else 0
+        return blob.offset + view + record.storage_offset * record.itemsize
+
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+
+@contextmanager
+def _mapped(path: Path) -> Iterator[Any]:
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                yield b""
+                return
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                yield mm
+    except OSError as exc:
+        raise FileReadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def read_torch_file(path: Path | str, fmt: str) -> TorchFile:
+    """Read ``path`` as the sniffed ``fmt`` (zip, legacy-torch or pickle); never executes it.
+
+    Problems are findings on the result; only an unreadable path raises FileReadError.
+    """
+    path = Path(path)
+    with _mapped(path) as data:
+        if fmt == "zip":
+            return _read_zip(path, data)
+        if fmt == "legacy-torch" or (fmt == "pickle" and _starts_like_legacy(data)):
+            return _read_legacy(path, data)
+        if _shaped_like_legacy(data):
+            return _read_legacy(path, data)
+        return _read_plain_pickle(path, data)
+
+
+def _shaped_like_legacy(data: Any) -> bool:
+    """An int pickle followed by a 1001 pickle: a legacy file, whatever its magic says."""
+    first = run_pickle(data, 0, label="probe")
+    if not first.completed or not isinstance(first.root, int) or first.end >= len(data):
+        return False
+    second = run_pickle(data, first.end, label="probe")
+    return second.completed and second.root == LEGACY_PROTOCOL
+
+
+# -- zip ----------------------------------------------------------------------------------------
+
+
+def _read_zip(path: Path, data: Any) -> TorchFile:
+    out = TorchFile(path, "torch-zip")
+    members = _zip_members(out, data)
+    if members is None:
+        return out
+    if not members:
+        out.add("error", "not-a-checkpoint", "the zip archive is empty")
+        return out
+    first = members[0].name
+    if "/" not in first:
+        out.add(
+            "error",
+            "not-a-checkpoint",
+            f"a zip archive whose first member {first!r} is not in a folder: not a torch "
+            "checkpoint (torch.load refuses it)",
+        )
+        return out
+    folder = first.split("/", 1)[0] + "/"
+    out.extra["archive_folder"] = folder[:-1]
+    lookup: dict[str, ZipMember] = {}
+    for m in members:
+        lowered = m.name.lower()
+        if lowered in lookup:
+            same = lookup[lowered].name == m.name
+            out.add(
+                "unsafe",
+                "duplicate-member" if same else "case-collision",
+                f"zip members {lookup[lowered].name!r} and {m.name!r} "
+                + ("have the same name" if same else "differ only in case")
+                + ": torch (case-insensitive binary search) and zipfile pick different ones",
+                f"zip entry {m.index}",
+            )
+            continue
+        lookup[lowered] = m
+        if not m.name.lower().startswith(folder.lower()):
+            out.add(
+                "unsafe",
+                "outside-member",
+                f"zip member {m.name!r} is outside the archive folder {folder!r} that torch "
+                "reads: another loader may read it instead",
+                f"zip entry {m.index}",
+            )
+
+    def member(rel: str) -> ZipMember | None:
+        return lookup.get((folder + rel).lower())
+
+    if member("constants.pkl") is not None or any(
+        m.name.lower().startswith((folder + "code/").lower()) for m in members
+    ):
+        out.add(
+            "unsafe",
+            "torchscript",
+            "a TorchScript archive (constants.pkl / code/): torch.load hands it to "
+            "torch.jit.load, which runs the code it contains",
+        )
+    pkl = member("data.pkl")
+    if pkl is None:
+        out.add(
+            "error",
+            "not-a-checkpoint",
+            f"the zip has no {folder}data.pkl: not a torch checkpoint",
+        )
+        return out
+    if pkl.name != folder + "data.pkl":
+        out.add("unsafe", "case-collision", f"the pickle member is spelled {pkl.name!r}")
+    pickle_bytes = _member_bytes(out, data, pkl)
+    if pickle_bytes is None:
+        return out
+    out.pickle_label = pkl.name
+    _run_main_pickle(out, pickle_bytes, pkl.name, base=pkl.data_offset, end=len(pickle_bytes))
+    for m in members:
+        rel = m.name[len(folder) :] if m.name.lower().startswith(folder.lower()) else m.name
+        if m is not pkl and m.name.lower().endswith(".pkl") and rel.lower() != "constants.pkl":
+            extra = _member_bytes(out, data, m)
+            if extra is not None:
+                second = run_pickle(extra, label=m.name, base=m.data_offset)
+                out.findings.extend(f for f in second.findings if f.severity == "unsafe")
+                out.add(
+                    "unsafe",
+                    "second-pickle",
+                    f"a second pickle member {m.name!r} that torch.load does not read",
+                )
+    byteorder = member("byteorder")
+    if byteorder is not None:
+        order = _member_bytes(out, data, byteorder)
+        out.extra["byteorder"] = (order or b"").decode("ascii", "replace")
+    _resolve_zip_storages(out, member)
+    return out
+
+
+def _resolve_zip_storages(out: TorchFile, member: Any) -> None:
+    if out.content is None:
+        return
+    for key, ref in out.content.storages.items():
+        m = member(f"data/{key}")
+        if m is None:
+            out.add("error", "missing-storage", f"storage {key!r} has no member data/{key}")
+            continue
+        size = ref.numel * (int(DTYPE_SIZES[ref.dtype]) if ref.dtype else 1)
+        if m.usize != size:
+            out.add(
+                "error",
+                "storage-size",
+                f"member {m.name!r} holds {m.usize} bytes, the pickle says {size}",
+            )
+            continue
+        out.storages[key] = StorageBlob(
+            key, m.data_offset, size, m.name, compressed=m.method != 0, crc=m.crc
+        )
+
+
+def _member_bytes(out: TorchFile, data: Any, m: ZipMember) -> bytes | None:
+    if m.usize > MAX_PICKLE_BYTES:
+        out.add("error", "limit", f"member {m.name!r} is larger than modelsafe reads ({m.usize})")
+        return None
+    raw = data[m.data_offset : m.data_offset + m.csize]
+    if m.method == 8:
+        inflater = zlib.decompressobj(-15)
+        try:
+            raw = inflater.decompress(raw, m.usize + 1)
+        except zlib.error as exc:
+            out.add("error", "bad-member", f"member {m.name!r} does not inflate: {exc}")
+            return None
+    if len(raw) != m.usize:
+        out.add("error", "bad-member", f"member {m.name!r} is not {m.usize} bytes long")
+        return None
+    if zlib.crc32(raw) != m.crc:
+        out.add("error", "crc", f"member {m.name!r} fails its CRC-32 check (corrupt file)")
+        return None
+    return bytes(raw)
+
+
+def _zip_members(out: TorchFile, data: Any) -> list[ZipMember] | None:  # noqa: C901
+    size = len(data)
+    tail_start = max(0, size - (1 << 16) - 22)
+    eocd = data.rfind(_EOCD, tail_start)
+    if eocd < 0 or eocd + 22 > size:
+        out.add("error", "bad-zip", "no zip end-of-central-directory record: truncated archive")
+        return None
+    (_, _, _, _, total, cd_size, cd_offset, comment_len) = struct.unpack(
+        "<IHHHHIIH", data[eocd : eocd + 22]
+    )
+    if eocd + 22 + comment_len != size:
+        out.add(
+            "unsafe",
+            "trailing-data",
+            f"{size - eocd - 22 - comment_len} bytes after the zip's end record",
+            f"byte {eocd}",
+        )
+    cd_end = eocd
+    loc = eocd - 20
+    has_locator = loc >= 0 and data[loc : loc + 4] == _EOCD64_LOCATOR
+    if has_locator or total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
+        if not has_locator:
+            out.add("error", "bad-zip", "zip64 archive without its locator record")
+            return None
+        (rec_offset,) = struct.unpack("<Q", data[loc + 8 : loc + 16])
+        if rec_offset + 56 > size or data[rec_offset : rec_offset + 4] != _EOCD64:
+            out.add("error", "bad-zip", "zip64 end record missing or out of range")
+            return None
+        total, cd_size, cd_offset = struct.unpack("<QQQ", data[rec_offset + 32 : rec_offset + 56])
+        cd_end = rec_offset
+    if total > MAX_MEMBERS:
+        out.add("error", "limit", f"the zip claims {total} members")
+        return None
+    if cd_offset + cd_size > cd_end:
+        out.add("error", "bad-zip", "the central directory lies outside the file (truncated?)")
+        return None
+    if cd_offset + cd_size < cd_end:
+        out.add(
+            "unsafe",
+            "polyglot",
+            f"{cd_end - cd_offset - cd_size} bytes sit between the central directory and its end "
+            "record: zipfile shifts every offset (prefix/polyglot), torch does not",
+            f"byte {cd_offset}",
+        )
+    members: list[ZipMember] = []
+    pos = cd_offset
+    for index in range(total):
+        if data[pos : pos + 4] != _CENTRAL or pos + 46 > cd_offset + cd_size:
+            out.add("error", "bad-zip", "the central directory is corrupt", f"byte {pos}")
+            return None
+        fields = struct.unpack("<IHHHHHHIIIHHHHHII", data[pos : pos + 46])
+        flags, method, crc, csize, usize = fields[3], fields[4], fields[7], fields[8], fields[9]
+        name_len, extra_len, comment_len, header = fields[10], fields[11], fields[12], fields[16]
+        raw_name = bytes(data[pos + 46 : pos + 46 + name_len])
+        extra = bytes(data[pos + 46 + name_len : pos + 46 + name_len + extra_len])
+        usize, csize, header = _zip64_extra(extra, usize, csize, header)
+        pos += 46 + name_len + extra_len + comment_len
+        name = raw_name.decode("utf-8", "replace")
+        member = _local(out, data, index, name, raw_name, flags, method, crc, csize, usize, header)
+        if member is None:
+            return None
+        members.append(member)
+    if pos != cd_offset + cd_size:
+        out.add("unsafe", "ambiguous-zip", "the central directory size disagrees with its entries")
+    if members and min(m.header_offset for m in members) > 0:
+        first = min(m.header_offset for m in members)
+        out.add(
+            "unsafe",
+            "polyglot",
+            f"{first} bytes before the first zip member: the file is something else too",
+            "byte 0",
+        )
+    _check_overlaps(out, members, cd_offset)
+    _check_names(out, members)
+    if _is_bomb(out, members, size):
+        return None
+    return members
+
+
+def _zip64_extra(extra: bytes, usize: int, csize: int, header: int) -> tuple[int, int, int]:
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack("<HH", extra[pos : pos + 4])
+        body = extra[pos + 4 : pos + 4 + length]
+        if tag == 1:
+            values = [int.from_bytes(body[i : i + 8], "little") for i in range(0, len(body) - 7, 8)]
+            if usize == 0xFFFFFFFF and values:
+                usize = values.pop(0)
+            if csize == 0xFFFFFFFF and values:
+                csize = values.pop(0)
+            if header == 0xFFFFFFFF and values:
+                header = values.pop(0)
+        pos += 4 + length
+    return usize, csize, header
+
+
+def _local(
+    out: TorchFile,
+    data: Any,
+    index: int,
+    name: str,
+    raw_name: bytes,
+    flags: int,
+    method: int,
+    crc: int,
+    csize: int,
+    usize: int,
+    header: int,
+) -> ZipMember | None:
+    where = f"zip entry {index} ({name!r})"
+    if data[header : header + 4] != _LOCAL or header + 30 > len(data):
+        out.add("error", "bad-zip", "a member's local header is missing (corrupt file)", where)
+        return None
+    name_len, extra_len = struct.unpack("<HH", data[header + 26 : header + 30])
+    local_name = bytes(data[header + 30 : header + 30 + name_len])
+    if local_name != raw_name:
+        out.add(
+            "unsafe",
+            "ambiguous-member",
+            f"the local header names {local_name!r}, the central directory {raw_name!r}",
+            where,
+        )
+    if flags & 1:
+        out.add("error", "encrypted", "an encrypted zip member", where)
+        return None
+    if method not in (0, 8):
+        out.add("error", "bad-zip", f"compression method {method} (torch reads 0 and 8)", where)
+        return None
+    if method == 0 and csize != usize:
+        out.add("unsafe", "ambiguous-member", "a stored member whose sizes disagree", where)
+    data_offset = header + 30 + name_len + extra_len
+    if data_offset + csize > len(data):
+        out.add("error", "truncated", "a member's data runs past the end of the file", where)
+        return None
+    return ZipMember(name, index, method, flags, crc, csize, usize, header, data_offset)
+
+
+def _check_overlaps(out: TorchFile, members: list[ZipMember], cd_offset: int) -> None:
+    spans = sorted((m.header_offset, m.data_offset + m.csize, m) for m in members)
+    for (_, end, m), (start, _, nxt) in zip(spans, spans[1:], strict=False):
+        if start < end:
+            out.add(
+                "unsafe",
+                "overlapping-members",
+                f"zip members {m.name!r} and {nxt.name!r} share bytes",
+                f"byte {start}",
+            )
+            return
+    if spans and spans[-1][1] > cd_offset:
+        out.add("unsafe", "overlapping-members", "a member's data overlaps the central directory")
+
+
+def _check_names(out: TorchFile, members: list[ZipMember]) -> None:
+    for m in members:
+        parts = m.name.split("/")
+        tricky = (
+            m.name.startswith("/")
+            or "\\" in m.name
+            or "\x00" in m.name
+            or any(p in ("", ".", "..") for p in parts[:-1])
+            or parts[-1] in (".", "..")
+            or "\ufffd" in m.name
+        )
+        if tricky:
+            out.add(
+                "unsafe",
+                "path-trick",
+                f"zip member name {m.name!r} uses path tricks (absolute, '..', '\\\\', "
+                "empty parts): readers resolve it differently",
+                f"zip entry {m.index}",
+            )
+
+
+def _is_bomb(out: TorchFile, members: list[ZipMember], size: int) -> bool:
+    total = sum(m.usize for m in members)
+    if not members or total <= BOMB_RATIO * max(size, 1) or total <= (1 << 26):
+        return False
+    worst = max(members, key=lambda m: m.usize / max(m.csize, 1))
+    out.add(
+        "error",
+        "zip-bomb",
+        f"a zip bomb: {size} bytes claim to expand to {total} bytes "
+        f"(member {worst.name!r}); not a model",
+    )
+    return True
+
+
+# -- legacy -------------------------------------------------------------------------------------
+
+
+def _starts_like_legacy(data: Any) -> bool:
+    head = bytes(data[:32])
+    return b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little") in head
+
+
+def _read_legacy(path: Path, data: Any) -> TorchFile:
+    out = TorchFile(path, "legacy-torch")
+    pos = 0
+    header: list[Any] = []
+    for what in ("magic number", "protocol version", "sys info"):
+        result = run_pickle(data, pos, label=f"legacy {what}")
+        out.findings.extend(result.findings)
+        if not result.completed:
+            out.add("error", "bad-legacy", f"the legacy {what} pickle cannot be read")
+            return out
+        header.append(result.root)
+        pos = result.end
+    magic, protocol, sys_info = header
+    if magic != LEGACY_MAGIC:
+        out.add("error", "wrong-magic", "wrong magic number: not a legacy torch file (corrupt?)")
+        return out
+    if protocol != LEGACY_PROTOCOL:
+        out.add("error", "bad-legacy", f"legacy protocol {protocol!r}, torch expects 1001")
+        return out
+    out.extra["sys_info"] = _sys_info(sys_info)
+    start = pos
+    result = _run_main_pickle(out, data, "legacy pickle", base=0, start=pos, end=None)
+    if not result.completed:
+        return out
+    out.pickle_label = "legacy pickle"
+    keys_result = run_pickle(data, result.end, label="legacy storage keys")
+    out.findings.extend(keys_result.findings)
+    keys = keys_result.root
+    if not keys_result.completed or not isinstance(keys, list):
+        out.add("error", "bad-legacy", "the legacy storage-key list cannot be read")
+        return out
+    out.extra["pickle_bytes"] = result.end - start
+    _legacy_storages(out, data, keys, keys_result.end)
+    return out
+
+
+def _sys_info(value: Any) -> dict[str, Any]:
+    if not isinstance(value, SymDict):
+        return {}
+    info: dict[str, Any] = {}
+    for key, item in value.items:
+        if isinstance(key, str) and isinstance(item, (bool, int, str)):
+            info[key] = item
+        elif key == "type_sizes" and isinstance(item, SymDict):
+            info[key] = {k: v for k, v in item.items if isinstance(k, str) and isinstance(v, int)}
+    return info
+
+
+def _legacy_storages(out: TorchFile, data: Any, keys: list[Any], pos: int) -> None:
+    refs = out.content.storages if out.content else {}
+    if len(set(map(str, keys))) != len(keys):
+        out.add(
+            "unsafe", "ambiguous-storage", "a storage key is listed twice: its bytes are read twice"
+        )
+    for key in keys:
+        ref = refs.get(key) if isinstance(key, str) else None
+        if ref is None:
+            out.add("error", "bad-legacy", f"storage key {key!r} is not used by the pickle")
+            return
+        itemsize = int(DTYPE_SIZES[ref.dtype]) if ref.dtype else 1
+        if pos + 8 > len(data):
+            out.add("error", "truncated", f"the file ends before storage {key!r}")
+            return
+        (count,) = struct.unpack("<q", data[pos : pos + 8])
+        if count != ref.numel:
+            out.add(
+                "error",
+                "storage-size",
+                f"storage {key!r} holds {count} elements, the pickle says {ref.numel}",
+                f"byte {pos}",
+            )
+            return
+        nbytes = count * itemsize
+        if pos + 8 + nbytes > len(data):
+            out.add("error", "truncated", f"the file ends inside storage {key!r}", f"byte {pos}")
+            return
+        out.storages[key] = StorageBlob(key, pos + 8, nbytes)
+        pos += 8 + nbytes
+    missing = set(refs) - set(out.storages)
+    if missing:
+        out.add("error", "missing-storage", f"storages {sorted(missing)[:5]} are not in the file")
+    if pos != len(data):
+        _after_end(out, data, pos)
+
+
+# -- plain pickles and shared helpers -----------------------------------------------------------
+
+
+def _read_plain_pickle(path: Path, data: Any) -> TorchFile:
+    out = TorchFile(path, "pickle")
+    out.pickle_label = "pickle"
+    _run_main_pickle(out, data, "pickle", base=0, start=0, end=len(data))
+    return out
+
+
+def _run_main_pickle(
+    out: TorchFile, data: Any, label: str, base: int, start: int = 0, end: int | None = None
+) -> VMResult:
+    result = run_pickle(data, start, label=label, base=base)
+    out.vm = result
+    out.findings.extend(result.findings)
+    out.extra["pickle_protocol"] = result.protocol
+    out.extra["globals"] = sorted({g.dotted for g in result.globals})
+    if result.completed:
+        content = interpret(result.root, label)
+        out.content = content
+        out.findings.extend(content.findings)
+        if end is not None and result.end != end:
+            _after_end(out, data, result.end, label, base)
+    elif not any(f.severity == "error" for f in result.findings):
+        out.add("error", "bad-pickle", "the pickle could not be read to its end")
+    return result
+
+
+def _after_end(out: TorchFile, data: Any, pos: int, label: str = "file", base: int = 0) -> None:
+    """Bytes after the last thing a loader reads: report them, and any pickle hidden there."""
+    rest = len(data) - pos
+    out.add(
+        "unsafe",
+        "trailing-data",
+        f"{rest} bytes after the end of the {label} that torch.load never reads; "
+        "another reader may",
+        f"{label} @ byte {base + pos}",
+    )
+    for _ in range(16):
+        if pos >= len(data):
+            break
+        hidden = run_pickle(data, pos, label=f"{label} (after end)", base=base)
+        if not hidden.completed or hidden.end <= pos:
+            break
+        if hidden.globals or hidden.persistent_ids:
+            out.add(
+                "unsafe",
+                "second-pickle",
+                "another pickle follows the end of the stream",
+                f"{label} @ byte {base + pos}",
+            )
+        out.findings.extend(f for f in hidden.findings if f.severity == "unsafe")
+        pos = hidden.end
+
+
+# -- the TensorIndex contract -------------------------------------------------------------------
+
+
+def build_index(tf: TorchFile) -> TensorIndex:
+    """The TensorIndex of a torch file read by :func:`read_torch_file` (raises when unreadable).
+
+    Offsets are absolute file offsets of contiguous tensors (-1 otherwise), ``source`` the zip
+    member holding the storage. VM facts (protocol, globals, plain values) go in ``extra``.
+    """
+    errors = tf.errors()
+    if errors or tf.content is None:
+        first = errors[0] if errors else Finding("error", "bad-pickle", "no pickle content")
+        where = f" ({first.location})" if first.location else ""
+        raise MalformedFileError(
+            f"{tf.path}: {first.message}{where}",
+            hint="the file is damaged or is not a torch checkpoint; `modelsafe audit` says more",
+        )
+    tensors = []
+    for record in tf.content.tensors:
+        blob = tf.storages.get(record.storage.key)
+        tensors.append(
+            TensorInfo(
+                name=record.name,
+                dtype=record.dtype,
+                shape=record.shape,
+                offset=tf.tensor_offset(record),
+                nbytes=record.nbytes,
+                source=blob.member if blob else "",
+            )
+        )
+    unsafe = sorted({f.message for f in tf.findings if f.severity == "unsafe"})
+    warnings = tuple(f"unsafe: {m}" for m in unsafe[:20])
+    if tf.content.unsupported:
+        warnings += (f"{len(tf.content.unsupported)} tensors of a kind modelsafe cannot rebuild",)
+    extra: dict[str, Any] = dict(tf.extra)
+    extra.update(
+        audit=tf.status,
+        values=tf.content.values,
+        unsupported_tensors=tf.content.unsupported[:100],
+        dropped_tensors=len(tf.content.dropped),
+        unwrapped=tf.content.unwrapped,
+        storages=len(tf.storages),
+    )
+    return TensorIndex(
+        path=tf.path,
+        format=tf.format,
+        tensors=tuple(tensors),
+        metadata={},
+        warnings=warnings,
+        extra=extra,
+    )

@@ -1,0 +1,51 @@
+"""Find generation backends through the ``modelsafe_backends`` plugin hook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from modelsafe.errors import BackendError
+
+if TYPE_CHECKING:
+    from modelsafe.plugin_manager import ModelsafePluginManager
+    from modelsafe.runtime.generate import GenerateRequest
+
+DEFAULT_BACKEND = "diffusers"
+
+Progress = Callable[[int, int], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a backend plugin returns from ``modelsafe_backends``."""
+
+    name: str
+
+    def generate(self, request: GenerateRequest, progress: Progress | None = None) -> list[Any]:
+        """One PIL image per seed of ``request.image_seeds()``, in order."""
+
+
+def available_backends(pm: ModelsafePluginManager | None = None) -> dict[str, tuple[str, Backend]]:
+    """Backend name -> (plugin name, backend), first registered wins on a name clash."""
+    from modelsafe.plugin_manager import get_plugin_manager
+
+    pm = pm or get_plugin_manager()
+    found: dict[str, tuple[str, Backend]] = {}
+    for plugin, result in pm.call_each("modelsafe_backends"):
+        for backend in result if isinstance(result, (list, tuple)) else [result]:
+            if isinstance(backend, Backend) and backend.name not in found:
+                found[backend.name] = (plugin, backend)
+    return found
+
+
+def get_backend(name: str = DEFAULT_BACKEND, pm: ModelsafePluginManager | None = None) -> Backend:
+    """The backend called ``name``; a clear error lists the ones there are."""
+    found = available_backends(pm)
+    if name in found:
+        return found[name][1]
+    names = ", ".join(sorted(found)) or "none"
+    raise BackendError(
+        f"no generation backend called {name!r} (available: {names})",
+        hint="install the plugin that provides it, or check `modelsafe plugins` for broken ones",
+    )

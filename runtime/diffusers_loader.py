@@ -1,0 +1,642 @@
+"""Load diffusers pipelines from local files only: single files, component files, folders.
+
+Nothing is fetched from the network. The configs a family needs ship with modelsafe as small
+JSON files in ``modelsafe.runtime.configs`` (``<family>[-<variant>].<component>.json``); they are
+laid out as a diffusers config folder in a temporary directory for each load. Tokenizers come from
+``--tokenizers DIR`` (``MODELSAFE_TOKENIZERS``), the model's own folder, or the user's Hugging Face
+cache (offline). Anything missing is a :class:`BackendError` that names what to get.
+
+Every file handed to this module must have been audited safe before (``refuse_unsafe``); pickled
+weights are only ever read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from modelsafe.errors import BackendError
+
+TOKENIZERS_ENV = "MODELSAFE_TOKENIZERS"
+
+# Where each family's tokenizers are found in a Hugging Face cache: (repo, subfolder), in order.
+TOKENIZER_REPOS: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
+    "sd1": {
+        "tokenizer": (
+            ("stable-diffusion-v1-5/stable-diffusion-v1-5", "tokenizer"),
+            ("runwayml/stable-diffusion-v1-5", "tokenizer"),
+            ("openai/clip-vit-large-patch14", ""),
+        )
+    },
+    "sd2": {
+        "tokenizer": (
+            ("stabilityai/stable-diffusion-2-1", "tokenizer"),
+            ("stabilityai/stable-diffusion-2-1-base", "tokenizer"),
+        )
+    },
+    "sdxl": {
+        "tokenizer": (
+            ("stabilityai/stable-diffusion-xl-base-1.0", "tokenizer"),
+            ("openai/clip-vit-large-patch14", ""),
+        ),
+        "tokenizer_2": (("stabilityai/stable-diffusion-xl-base-1.0", "tokenizer_2"),),
+    },
+    "sdxl_refiner": {
+        "tokenizer_2": (
+            ("stabilityai/stable-diffusion-xl-refiner-1.0", "tokenizer_2"),
+            ("stabilityai/stable-diffusion-xl-base-1.0", "tokenizer_2"),
+        ),
+    },
+    "sd3": {
+        name: tuple(
+            (repo, name)
+            for repo in (
+                "stabilityai/stable-diffusion-3-medium-diffusers",
+                "stabilityai/stable-diffusion-3.5-large",
+                "stabilityai/stable-diffusion-3.5-medium",
+            )
+        )
+        for name in ("tokenizer", "tokenizer_2", "tokenizer_3")
+    },
+    "flux1": {
+        name: tuple(
+            (repo, name)
+            for repo in ("black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.1-schnell")
+        )
+        for name in ("tokenizer", "tokenizer_2")
+    },
+}
+TOKENIZER_REPOS["sd3.5"] = TOKENIZER_REPOS["sd3"]
+
+# Key prefixes that show a component is inside an original-format (single file) checkpoint.
+CHECKPOINT_PREFIXES: dict[str, dict[str, tuple[str, ...]]] = {
+    "sd1": {
+        "unet": ("model.diffusion_model.",),
+        "vae": ("first_stage_model.",),
+        "text_encoder": ("cond_stage_model.transformer.",),
+    },
+    "sd2": {
+        "unet": ("model.diffusion_model.",),
+        "vae": ("first_stage_model.",),
+        "text_encoder": ("cond_stage_model.model.", "cond_stage_model.transformer."),
+    },
+    "sdxl": {
+        "unet": ("model.diffusion_model.",),
+        "vae": ("first_stage_model.",),
+        "text_encoder": ("conditioner.embedders.0.transformer.",),
+        "text_encoder_2": ("conditioner.embedders.1.model.",),
+    },
+    "sdxl_refiner": {
+        "unet": ("model.diffusion_model.",),
+        "vae": ("first_stage_model.",),
+        "text_encoder_2": ("conditioner.embedders.0.model.",),
+    },
+    "sd3": {
+        "transformer": ("model.diffusion_model.",),
+        "vae": ("first_stage_model.",),
+        "text_encoder": ("text_encoders.clip_l.",),
+        "text_encoder_2": ("text_encoders.clip_g.",),
+        "text_encoder_3": ("text_encoders.t5xxl.",),
+    },
+    "flux1": {
+        "transformer": ("model.diffusion_model.", "double_blocks.", "transformer_blocks."),
+        "vae": ("vae.", "first_stage_model."),
+        "text_encoder": ("text_encoders.clip_l.",),
+        "text_encoder_2": ("text_encoders.t5xxl.",),
+    },
+}
+CHECKPOINT_PREFIXES["sd3.5"] = CHECKPOINT_PREFIXES["sd3"]
+
+# Components a pipeline runs without (the prompt is then encoded without them).
+OPTIONAL_COMPONENTS = {"sd3": ("text_encoder_3",), "sd3.5": ("text_encoder_3",)}
+
+# What to tell the user to get for a missing component.
+COMPONENT_HINTS = {
+    "text_encoder": "the CLIP-L text encoder (e.g. clip_l.safetensors)",
+    "text_encoder_2": "the second text encoder (CLIP-G clip_g.safetensors for SDXL/SD3, "
+    "T5-XXL t5xxl_fp16.safetensors for Flux)",
+    "text_encoder_3": "the T5-XXL text encoder (t5xxl_fp16.safetensors)",
+    "vae": "the VAE (e.g. ae.safetensors for Flux, or the family's VAE file)",
+}
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What to load; all paths were audited safe before."""
+
+    family: str
+    path: Path
+    kind: str = "checkpoint"  # checkpoint | unet | transformer | pipeline
+    variant: str | None = None
+    vae: Path | None = None
+    text_encoders: Mapping[str, Path] | None = None
+    tokenizers: Path | None = None
+    config_dir: Path | None = None
+    dtype: str = "fp32"
+
+
+# -- configs ---------------------------------------------------------------------------------
+
+
+def config_names(family: str, variant: str | None) -> list[str]:
+    """Config file stems to try, most specific first (``sd3.5-large``, ``sd3.5``, ``sd3``)."""
+    names = [f"{family}-{variant}"] if variant else []
+    names.append(family)
+    if family == "sd3.5":
+        names.append("sd3")
+    return names
+
+
+def read_config(
+    family: str, variant: str | None, component: str, config_dir: Path | None = None
+) -> dict[str, Any] | None:
+    """The JSON config of ``component`` (``config_dir`` first, then the shipped ones)."""
+    stems = config_names(family, variant)
+    for stem in stems if config_dir is not None else ():
+        assert config_dir is not None
+        if (config_dir / f"{stem}.{component}.json").is_file():
+            text = (config_dir / f"{stem}.{component}.json").read_text(encoding="utf-8")
+            return dict(json.loads(text))
+    for stem in stems:
+        name = f"{stem}.{component}.json"
+        shipped = resources.files("modelsafe.runtime.configs").joinpath(name)
+        if shipped.is_file():
+            return dict(json.loads(shipped.read_text(encoding="utf-8")))
+    return None
+
+
+@contextlib.contextmanager
+def config_folder(
+    family: str, variant: str | None, config_dir: Path | None = None
+) -> Iterator[Path]:
+    """A temporary diffusers config folder (model_index.json + one config per component)."""
+    index = read_config(family, variant, "model_index", config_dir)
+    if index is None:
+        raise BackendError(
+            f"modelsafe has no configs for family {family!r}",
+            hint="pass the model as a diffusers folder, or --family with a supported family",
+        )
+    with tempfile.TemporaryDirectory(prefix="modelsafe-config-") as tmp:
+        root = Path(tmp)
+        (root / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
+        for component, spec in index.items():
+            if component.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+                continue
+            if component.startswith("tokenizer"):
+                continue
+            config = read_config(family, variant, component, config_dir)
+            if config is None:
+                continue
+            folder = root / component
+            folder.mkdir()
+            filename = "scheduler_config.json" if component == "scheduler" else "config.json"
+            (folder / filename).write_text(json.dumps(config), encoding="utf-8")
+        yield root
+
+
+def model_index(family: str, variant: str | None, config_dir: Path | None) -> dict[str, Any]:
+    index = read_config(family, variant, "model_index", config_dir)
+    if index is None:
+        raise BackendError(f"modelsafe has no configs for family {family!r}")
+    return index
+
+
+# -- reading weights (only after the audit) -----------------------------------------------------
+
+
+def load_state_dict(path: Path) -> dict[str, Any]:
+    """Tensors of an audited file: safetensors directly, pickles only with ``weights_only``."""
+    import torch
+
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if path.suffix.lower() == ".safetensors" or (len(head) > 9 and head[8:9] == b"{"):
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(path), device="cpu"))
+    loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise BackendError(f"{path} holds no tensor dictionary")
+    return dict(loaded)
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the tensors in a single file, from its header (no tensor data read).
+
+    Uses the registry's format readers; a safetensors header is parsed here when no reader
+    plugin answers (this is the one place generation depends on the readers).
+    """
+    from modelsafe.errors import ModelsafeError
+    from modelsafe.registry.read import read_index
+
+    try:
+        return {t.name: tuple(t.shape) for t in read_index(path).tensors}
+    except ModelsafeError:
+        header = _safetensors_header(path)
+        if header is None:
+            raise
+        return {
+            name: tuple(int(d) for d in info["shape"])
+            for name, info in header.items()
+            if name != "__metadata__" and isinstance(info, dict)
+        }
+
+
+def _safetensors_header(path: Path) -> dict[str, Any] | None:
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            return None
+        size = int.from_bytes(raw, "little")
+        if size <= 0 or size > 100_000_000:
+            return None
+        try:
+            header = json.loads(fh.read(size))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return None
+    return header if isinstance(header, dict) else None
+
+
+# -- identity of a model the detectors could not place ------------------------------------------
+
+
+_PIPELINE_FAMILIES = {
+    "StableDiffusionPipeline": "sd1",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusionXLImg2ImgPipeline": "sdxl_refiner",
+    "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux1",
+}
+
+
+def guess_identity(path: Path) -> tuple[str, str, str | None, str | None]:
+    """(family, kind, variant, prediction_type) from a folder's model_index.json or a file's
+    tensor layout. Raises a BackendError when the model is none of the families generate knows."""
+    if path.is_dir():
+        return _guess_folder(path)
+    found = _guess_layout(tensor_shapes(path))
+    if found is None:
+        raise BackendError(
+            f"cannot tell which model family {path.name} is",
+            hint="pass --family (sd1, sd2, sdxl, sd3, sd3.5, flux1)",
+        )
+    return found
+
+
+def guess_variant(path: Path, family: str) -> tuple[str | None, str | None]:
+    """(variant, prediction_type) of a model already known to be ``family``, when its layout
+    or folder says (Flux dev/schnell, SD3.5 large/medium, SD2 v/epsilon)."""
+    try:
+        found, _kind, variant, prediction = guess_identity(path)
+    except BackendError:
+        return None, None
+    return (variant, prediction) if found == family else (None, None)
+
+
+def guess_kind(path: Path, family: str) -> str:
+    """``pipeline`` for a folder, ``checkpoint`` for a file with a VAE inside, else the bare
+    denoiser (``unet`` or ``transformer``)."""
+    if path.is_dir():
+        return "pipeline"
+    vae = CHECKPOINT_PREFIXES.get(family, {}).get("vae", ("first_stage_model.",))
+    if any(name.startswith(vae) for name in tensor_shapes(path)):
+        return "checkpoint"
+    return "transformer" if family in ("sd3", "sd3.5", "flux1") else "unet"
+
+
+def _guess_folder(path: Path) -> tuple[str, str, str | None, str | None]:
+    index_file = path / "model_index.json"
+    if not index_file.is_file():
+        raise BackendError(
+            f"{path} is a folder without model_index.json",
+            hint="point --checkpoint at a diffusers pipeline folder or a single model file",
+        )
+    index = json.loads(index_file.read_text(encoding="utf-8"))
+    family = _PIPELINE_FAMILIES.get(str(index.get("_class_name", "")))
+    if family is None:
+        raise BackendError(f"{path}: pipeline {index.get('_class_name')!r} is not supported")
+
+    def sub(component: str, name: str) -> dict[str, Any]:
+        file = path / component / name
+        return dict(json.loads(file.read_text(encoding="utf-8"))) if file.is_file() else {}
+
+    prediction = sub("scheduler", "scheduler_config.json").get("prediction_type")
+    variant: str | None = None
+    if family == "sd1" and sub("unet", "config.json").get("cross_attention_dim") == 1024:
+        family = "sd2"
+        variant = "768-v" if prediction == "v_prediction" else "512-base"
+    elif family == "sd3" and sub("transformer", "config.json").get("qk_norm"):
+        family = "sd3.5"
+        dual = sub("transformer", "config.json").get("dual_attention_layers")
+        variant = "medium" if dual else "large"
+    elif family == "flux1":
+        guidance = sub("transformer", "config.json").get("guidance_embeds", True)
+        variant = "dev" if guidance else "schnell"
+    return family, "pipeline", variant, prediction
+
+
+# UNet cross-attention width (attn2.to_k input features) -> family.
+_CONTEXT_WIDTHS = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}
+
+
+def _guess_layout(
+    shapes: Mapping[str, tuple[int, ...]],
+) -> tuple[str, str, str | None, str | None] | None:
+    names = shapes.keys()
+
+    def has(fragment: str) -> bool:
+        return any(fragment in n for n in names)
+
+    full = any(n.startswith(("first_stage_model.", "vae.")) for n in names)
+    if has("double_blocks.") or has("single_transformer_blocks."):
+        dev = has("guidance_in.") or has("guidance_embedder.")
+        return "flux1", "checkpoint" if full else "transformer", "dev" if dev else "schnell", None
+    if has("joint_blocks.") or (has("transformer_blocks.") and has("context_embedder.")):
+        kind = "checkpoint" if full else "transformer"
+        if has(".ln_q.") or has(".norm_q."):
+            medium = has(".attn2.")
+            return "sd3.5", kind, "medium" if medium else "large", None
+        return "sd3", kind, None, None
+    for name, shape in shapes.items():
+        if name.endswith("attn2.to_k.weight") and len(shape) == 2 and "control" not in name:
+            family = _CONTEXT_WIDTHS.get(shape[1])
+            if family is not None:
+                return family, "checkpoint" if full else "unet", None, None
+    return None
+
+
+# -- tokenizers ------------------------------------------------------------------------------
+
+
+def load_tokenizer(family: str, component: str, cls_name: str, sources: list[Path]) -> Any:
+    """The tokenizer ``component`` from the first source that has it (then the HF cache)."""
+    import transformers
+
+    cls = getattr(transformers, cls_name, None) or transformers.AutoTokenizer
+    tried: list[str] = []
+    for source in sources:
+        # A bare tokenizer folder serves as the first (CLIP) tokenizer.
+        for folder in (
+            (source / component, source) if component == "tokenizer" else (source / component,)
+        ):
+            if _has_tokenizer_files(folder):
+                return cls.from_pretrained(str(folder), local_files_only=True)
+            tried.append(str(folder))
+    repos = TOKENIZER_REPOS.get(family, {}).get(component, ())
+    for repo, subfolder in repos:
+        snapshot = _cached_snapshot(repo)
+        if snapshot is not None and _has_tokenizer_files(snapshot / subfolder):
+            return cls.from_pretrained(str(snapshot / subfolder), local_files_only=True)
+        tried.append(f"HF cache {repo}/{subfolder}".rstrip("/"))
+    first = repos[0] if repos else ("<the model's diffusers repo>", component)
+    raise BackendError(
+        f"no {component} for {family} ({cls_name}) on this machine; looked in: " + ", ".join(tried),
+        hint=f"pass --tokenizers DIR (DIR/{component}/ holding vocab.json + merges.txt or "
+        f"tokenizer.json), or fetch it once: hf download {first[0]} "
+        f"--include '{first[1] + '/' if first[1] else ''}*'",
+    )
+
+
+def _has_tokenizer_files(folder: Path) -> bool:
+    return folder.is_dir() and any(
+        (folder / name).is_file()
+        for name in ("vocab.json", "tokenizer.json", "spiece.model", "tokenizer_config.json")
+    )
+
+
+def _cached_snapshot(repo: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (or no cache at all)
+        return None
+
+
+# -- components from separate files --------------------------------------------------------------
+
+
+def load_transformers_model(cls_name: str, config: dict[str, Any], path: Path, dtype: Any) -> Any:
+    """A text encoder from a folder (``from_pretrained``) or an HF-format single file."""
+    import torch
+    import transformers
+
+    cls = getattr(transformers, cls_name)
+    if path.is_dir():
+        return cls.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype)
+    state = load_state_dict(path)
+    state = _strip_prefixes(state, ("text_model.", "encoder.", "shared.", "text_projection."))
+    config_cls = cls.config_class
+    cfg = config_cls.from_dict({k: v for k, v in config.items() if k != "architectures"})
+    with torch.device("meta"):
+        model = cls(cfg)
+    state = _fit_keys(state, set(model.state_dict()))
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    real_missing = [
+        k for k in missing if not k.endswith("position_ids") and k != "encoder.embed_tokens.weight"
+    ]
+    if real_missing:
+        raise BackendError(
+            f"{path.name} is not a {cls_name} for this model: {len(real_missing)} tensors "
+            f"missing (e.g. {real_missing[0]})",
+            hint="pass the text encoder that belongs to this family",
+        )
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    for name, buffer in list(model.named_buffers()):
+        if buffer.is_meta:
+            _materialize_buffer(model, name, cfg)
+    return model.to(dtype).eval()
+
+
+def _strip_prefixes(state: dict[str, Any], roots: tuple[str, ...]) -> dict[str, Any]:
+    """Drop a wrapper prefix (e.g. ``text_encoders.clip_l.transformer.``) before the HF names."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        for root in roots:
+            at = key.find(root)
+            if at > 0 and key[at - 1] == ".":
+                key = key[at:]
+                break
+        out[key] = value
+    return out
+
+
+def _fit_keys(state: dict[str, Any], expected: set[str]) -> dict[str, Any]:
+    """Add or drop a ``text_model.`` level so the file's names match the model's (transformers
+    5.6 flattened CLIPTextModel; files keep the original names)."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        for candidate in (key, "text_model." + key, key.removeprefix("text_model.")):
+            if candidate in expected:
+                key = candidate
+                break
+        out[key] = value
+    return out
+
+
+def _materialize_buffer(model: Any, name: str, cfg: Any) -> None:
+    import torch
+
+    module_name, _, attr = name.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    if attr == "position_ids":
+        size = int(getattr(cfg, "max_position_embeddings", 77))
+        module.register_buffer(attr, torch.arange(size).expand((1, -1)), persistent=False)
+    else:
+        old = getattr(module, attr)
+        module.register_buffer(attr, torch.zeros(old.shape, dtype=old.dtype), persistent=False)
+
+
+def load_vae(path: Path, family: str, variant: str | None, config_root: Path, dtype: Any) -> Any:
+    from diffusers import AutoencoderKL
+
+    if path.is_dir():
+        return AutoencoderKL.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype)
+    return AutoencoderKL.from_single_file(
+        str(path),
+        config=str(config_root),
+        subfolder="vae",
+        local_files_only=True,
+        torch_dtype=dtype,
+    )
+
+
+# -- pipelines -------------------------------------------------------------------------------
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    if name not in DTYPES:
+        raise BackendError(f"unknown dtype {name!r}", hint=f"one of {', '.join(DTYPES)}")
+    return getattr(torch, DTYPES[name])
+
+
+def load_pipeline(req: LoadRequest, components: Mapping[str, Any] | None = None) -> Any:
+    """The diffusers pipeline for ``req``, loaded from local files only; ``components`` are
+    ready objects to use instead of loading those parts (e.g. a refiner sharing the VAE)."""
+    import diffusers
+
+    dtype = torch_dtype(req.dtype)
+    index = model_index(req.family, req.variant, req.config_dir)
+    pipeline_cls = getattr(diffusers, str(index["_class_name"]))
+    with config_folder(req.family, req.variant, req.config_dir) as config_root, _quiet():
+        given = _given_components(req, index, config_root, dtype, dict(components or {}))
+        try:
+            if req.kind == "pipeline":
+                pipe = pipeline_cls.from_pretrained(
+                    str(req.path), local_files_only=True, torch_dtype=dtype, **given
+                )
+            else:
+                pipe = pipeline_cls.from_single_file(
+                    str(req.path),
+                    config=str(config_root),
+                    local_files_only=True,
+                    torch_dtype=dtype,
+                    **given,
+                )
+        except BackendError:
+            raise
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise BackendError(
+                f"diffusers could not load {req.path.name} as {req.family}: {exc}",
+                hint="check --family/--kind, or pass the missing component files",
+            ) from exc
+    return pipe
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No diffusers/transformers loading bars or deprecation chatter (modelsafe shows its own)."""
+    import warnings
+
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    levels = dlog.get_verbosity(), tlog.get_verbosity()
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            yield
+        finally:
+            dlog.enable_progress_bar()
+            tlog.enable_progress_bar()
+            dlog.set_verbosity(levels[0])
+            tlog.set_verbosity(levels[1])
+
+
+def _given_components(
+    req: LoadRequest,
+    index: dict[str, Any],
+    config_root: Path,
+    dtype: Any,
+    given: dict[str, Any],
+) -> dict[str, Any]:
+    """Components loaded here (tokenizers, separate files) and passed to diffusers as objects."""
+    components = {
+        name: spec
+        for name, spec in index.items()
+        if not name.startswith("_")
+        and isinstance(spec, list)
+        and spec[0] is not None
+        and name not in given
+    }
+    if req.kind == "pipeline":
+        for name in ("safety_checker", "feature_extractor"):
+            if name in index:
+                given[name] = None
+    sources = [p for p in (req.tokenizers, _env_tokenizers()) if p is not None]
+    if req.kind == "pipeline":
+        sources.append(req.path)
+    names = set() if req.kind == "pipeline" else set(tensor_shapes(req.path))
+    prefixes = CHECKPOINT_PREFIXES.get(req.family, {})
+    optional = OPTIONAL_COMPONENTS.get(req.family, ())
+    text_files = dict(req.text_encoders or {})
+    for name, (_library, cls_name) in components.items():
+        if name.startswith("tokenizer"):
+            continue
+        if name == "vae" and req.vae is not None:
+            given["vae"] = load_vae(req.vae, req.family, req.variant, config_root, dtype)
+        elif name in text_files:
+            config = read_config(req.family, req.variant, name, req.config_dir) or {}
+            given[name] = load_transformers_model(cls_name, config, text_files[name], dtype)
+        elif req.kind != "pipeline" and name in prefixes:
+            inside = any(n.startswith(prefixes[name]) for n in names)
+            bare_denoiser = name in ("unet", "transformer") and req.kind in ("unet", "transformer")
+            if not inside and not bare_denoiser:
+                if name in optional:
+                    given[name] = None
+                    given["tokenizer" + name[len("text_encoder") :]] = None
+                    continue
+                raise BackendError(
+                    f"{req.path.name} has no {name} ({cls_name}) and none was given",
+                    hint=f"get {COMPONENT_HINTS.get(name, 'that component')} and pass it with "
+                    + ("--vae PATH" if name == "vae" else f"--text-encoder {name}=PATH"),
+                )
+    for name, (_library, cls_name) in components.items():
+        if name.startswith("tokenizer") and name not in given:
+            if req.kind == "pipeline" and _has_tokenizer_files(req.path / name):
+                continue
+            given[name] = load_tokenizer(req.family, name, cls_name, sources)
+    return given
+
+
+def _env_tokenizers() -> Path | None:
+    value = os.environ.get(TOKENIZERS_ENV)
+    return Path(value) if value else None

@@ -1,0 +1,74 @@
+"""What each model family is made of: names, cross-attention widths, text encoders, latents.
+
+Sources: the model configs shipped with diffusers pipelines (``unet/config.json``
+``cross_attention_dim``, ``vae/config.json`` ``latent_channels``), ComfyUI ``supported_models.py``
+(which text encoders each family loads), and the model cards of each family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LABELS: dict[str, str] = {
+    "sd1": "SD1",
+    "sd2": "SD2",
+    "sdxl": "SDXL",
+    "sdxl_refiner": "SDXL refiner",
+    "sd3": "SD3",
+    "sd3.5": "SD3.5",
+    "flux1": "Flux.1",
+    "chroma": "Chroma",
+    "z-image": "Z-Image",
+    "qwen-image": "Qwen-Image",
+    "hidream": "HiDream",
+    "stable-cascade": "Stable Cascade",
+    "any": "any family",
+    "unknown": "an unknown family",
+}
+
+# UNet cross-attention width (text-encoder output the UNet attends to).
+CONTEXT_DIM: dict[str, int] = {"sd1": 768, "sd2": 1024, "sdxl": 2048, "sdxl_refiner": 1280}
+
+TEXT_ENCODER_WIDTHS: dict[str, int] = {
+    "clip_l": 768,
+    "openclip_h": 1024,
+    "clip_g": 1280,
+    "t5xxl": 4096,
+}
+
+
+@dataclass(frozen=True)
+class FamilyNeeds:
+    """The text encoders and VAE a family's denoiser needs to generate anything."""
+
+    text_encoders: tuple[str, ...]
+    optional_text_encoders: tuple[str, ...] = ()
+    latent_channels: int = 4
+    vae_name: str = "VAE"
+
+
+NEEDS: dict[str, FamilyNeeds] = {
+    "sd1": FamilyNeeds(("clip_l",)),
+    "sd2": FamilyNeeds(("openclip_h",)),
+    "sdxl": FamilyNeeds(("clip_l", "clip_g")),
+    "sdxl_refiner": FamilyNeeds(("clip_g",)),
+    "sd3": FamilyNeeds(("clip_l", "clip_g"), ("t5xxl",), 16),
+    "sd3.5": FamilyNeeds(("clip_l", "clip_g", "t5xxl"), (), 16),
+    "flux1": FamilyNeeds(("clip_l", "t5xxl"), (), 16, "ae (Flux VAE)"),
+    "chroma": FamilyNeeds(("t5xxl",), (), 16, "ae (Flux VAE)"),
+}
+
+# Families whose add-ons partly load onto another (derived weights share layer names).
+RELATED: dict[str, set[str]] = {"chroma": {"flux1"}, "sd3.5": set(), "sd3": set()}
+
+
+def label(family: str) -> str:
+    return LABELS.get(family, family)
+
+
+def same_base(base: str, part: str) -> bool:
+    return base == part
+
+
+def related(base: str, part: str) -> bool:
+    return part in RELATED.get(base, set())

@@ -1,0 +1,618 @@
+"""Generation requests and results, seeds, recipes, and the run itself.
+
+:func:`generate` is the whole path: audit every input (an unsafe or unreadable file is refused
+before anything loads it), identify the checkpoint's family, fill the family's defaults, hash the
+inputs, run the backend (a plugin; diffusers is built in), pass each image through the
+post-processor plugins, save PNGs and record each output with its recipe in the catalog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelsafe.errors import FileReadError, UnsafeFileError, UsageError
+from modelsafe.runtime.recipe import ModelRef, Recipe
+
+if TYPE_CHECKING:
+    from modelsafe.plugin_manager import ModelsafePluginManager
+    from modelsafe.registry.catalog import Catalog
+
+MAX_SEED = 2**32 - 1
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class FamilyDefaults:
+    width: int
+    height: int
+    steps: int
+    cfg: float
+    scheduler: str
+
+
+# Defaults per family (and "family:variant"), from each model's published inference settings.
+FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {
+    "sd1": FamilyDefaults(512, 512, 25, 7.0, "euler"),
+    "sd2": FamilyDefaults(768, 768, 25, 7.0, "euler"),
+    "sd2:512-base": FamilyDefaults(512, 512, 25, 7.0, "euler"),
+    "sdxl": FamilyDefaults(1024, 1024, 30, 7.0, "euler"),
+    "sd3": FamilyDefaults(1024, 1024, 28, 7.0, "flow_euler"),
+    "sd3.5": FamilyDefaults(1024, 1024, 28, 4.5, "flow_euler"),
+    "flux1": FamilyDefaults(1024, 1024, 28, 3.5, "flow_euler"),
+    "flux1:schnell": FamilyDefaults(1024, 1024, 4, 0.0, "flow_euler"),
+}
+FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "sd3.5", "flux1")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    path: Path
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    path: Path
+    token: str
+
+
+@dataclass(frozen=True)
+class ControlNetSpec:
+    path: Path
+    image: Path
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """What to generate. ``None`` settings take the family's defaults (see FAMILY_DEFAULTS).
+
+    ``plan`` holds how to run it: ``device`` (cpu/cuda), ``dtype`` (fp32/fp16/bf16), ``offload``
+    (none/model/sequential), ``vae_tiling`` and ``attention_slicing`` (booleans).
+    """
+
+    checkpoint: Path
+    prompt: str
+    negative_prompt: str = ""
+    seed: int | None = None
+    seeds: tuple[int, ...] = ()  # explicit per-image seeds (override seed + batch_size)
+    batch_size: int = 1
+    steps: int | None = None
+    cfg: float | None = None
+    width: int | None = None
+    height: int | None = None
+    scheduler: str | None = None
+    family: str | None = None
+    variant: str | None = None
+    kind: str | None = None  # checkpoint | unet | transformer | pipeline (None: detected)
+    prediction_type: str | None = None
+    loras: tuple[LoraSpec, ...] = ()
+    vae: Path | None = None
+    text_encoders: Mapping[str, Path] = field(default_factory=dict)
+    embeddings: tuple[EmbeddingSpec, ...] = ()
+    controlnet: ControlNetSpec | None = None
+    refiner: Path | None = None
+    refiner_switch: float = 0.8
+    tokenizers: Path | None = None
+    config_dir: Path | None = None  # family configs to use instead of the shipped ones
+    plan: Mapping[str, Any] = field(default_factory=dict)
+    backend: str = "diffusers"
+
+    def image_seeds(self) -> list[int]:
+        """One seed per image: ``seeds`` if given, else ``seed``, ``seed+1``, ... (A1111 style)."""
+        if self.seeds:
+            return [int(s) for s in self.seeds]
+        if self.seed is None:
+            raise UsageError("no seed chosen yet", hint="call with_defaults() first")
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.batch_size)]
+
+    def input_files(self) -> list[Path]:
+        """Every file or folder the request will load."""
+        paths = [self.checkpoint, *(lo.path for lo in self.loras), *self.text_encoders.values()]
+        paths += [e.path for e in self.embeddings]
+        for extra in (self.vae, self.refiner, self.controlnet and self.controlnet.path):
+            if extra:
+                paths.append(extra)
+        return paths
+
+    @property
+    def device(self) -> str:
+        return str(self.plan.get("device", "cpu"))
+
+    @property
+    def dtype(self) -> str:
+        return str(self.plan.get("dtype", "fp32"))
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    path: Path
+    seed: int
+    sha256: str
+    recipe: Recipe
+    output_id: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    images: tuple[GeneratedImage, ...]
+    request: GenerateRequest
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "images": [
+                {
+                    "path": str(i.path),
+                    "seed": i.seed,
+                    "sha256": i.sha256,
+                    "output_id": i.output_id,
+                    "recipe": i.recipe.to_json(),
+                }
+                for i in self.images
+            ],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# -- seeds and defaults -------------------------------------------------------------------------
+
+
+def random_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+def family_defaults(family: str, variant: str | None = None) -> FamilyDefaults:
+    found = FAMILY_DEFAULTS.get(f"{family}:{variant}") or FAMILY_DEFAULTS.get(family)
+    if found is None:
+        raise UsageError(
+            f"cannot generate with a {family!r} model",
+            hint=f"families modelsafe generates with: {', '.join(FAMILIES)}",
+        )
+    return found
+
+
+def with_defaults(request: GenerateRequest) -> GenerateRequest:
+    """``request`` with its family identified, seeds chosen and every None setting filled."""
+    if request.batch_size < 1:
+        raise UsageError("batch size must be at least 1")
+    family, variant, kind, prediction = request.family, request.variant, request.kind, None
+    if family is not None:
+        from modelsafe.runtime.diffusers_loader import guess_kind, guess_variant
+
+        kind = kind or guess_kind(request.checkpoint, family)
+        if variant is None:
+            variant, prediction = guess_variant(request.checkpoint, family)
+    if family is None or kind is None:
+        found = identify_model(request.checkpoint)
+        family = family or found.family
+        variant = variant or found.variant
+        kind = kind or found.kind
+        prediction = found.prediction_type
+    if family == "sd2" and variant is None:
+        variant = "512-base" if (request.prediction_type or prediction) == "epsilon" else None
+    base = family_defaults(family, variant)
+    if family == "sd2" and variant != "512-base" and request.prediction_type is None:
+        prediction = prediction or "v_prediction"
+    request = replace(
+        request,
+        family=family,
+        variant=variant,
+        kind=kind,
+        prediction_type=request.prediction_type or prediction,
+        seed=request.seed if request.seed is not None else random_seed(),
+        steps=request.steps or base.steps,
+        cfg=base.cfg if request.cfg is None else request.cfg,
+        width=request.width or base.width,
+        height=request.height or base.height,
+        scheduler=request.scheduler or base.scheduler,
+    )
+    for size in (request.width, request.height):
+        if size is None or size % 8:
+            raise UsageError(f"image size {size} is not a multiple of 8")
+    return request
+
+
+# -- the inputs: audit, identity, hashes ---------------------------------------------------------
+
+
+def refuse_unsafe(paths: Iterable[Path]) -> None:
+    """Audit every input; anything not ``safe`` is refused before anything loads it."""
+    from modelsafe.registry.audit import audit_path
+
+    for path in paths:
+        if not path.exists():
+            raise FileReadError(f"{path} does not exist", hint="check the path")
+        key = _stat_key(path)
+        if _AUDITED_SAFE.get(str(path.resolve())) == key:
+            continue
+        verdict = audit_path(path)
+        if verdict.status == "safe":
+            if _stat_key(path) == key:  # unchanged while it was read
+                _AUDITED_SAFE[str(path.resolve())] = key
+            continue
+        detail = "; ".join(f.message for f in verdict.findings[:3])
+        if verdict.status == "unsafe":
+            raise UnsafeFileError(
+                f"refusing to load {path}: it can run code when loaded ({detail})",
+                hint=f"see `modelsafe audit {path}`; use a safetensors copy of the model",
+            )
+        raise FileReadError(
+            f"refusing to load {path}: it could not be audited ({detail})",
+            hint=f"see `modelsafe audit {path}`",
+        )
+
+
+# path -> stat key of the files found safe in this process (a changed file is audited again).
+_AUDITED_SAFE: dict[str, tuple[Any, ...]] = {}
+
+
+def _stat_key(path: Path) -> tuple[Any, ...]:
+    if path.is_dir():
+        return tuple(
+            (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(path.rglob("*"))
+            if p.is_file()
+        )
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    family: str
+    kind: str
+    variant: str | None = None
+    prediction_type: str | None = None
+
+
+def identify_model(path: Path) -> ModelIdentity:
+    """What the checkpoint is. Asks the registry's detectors, then the loader's layout check.
+
+    (This is the one place generation depends on identification.)
+    """
+    try:
+        from modelsafe.registry.inspect import inspect_path
+
+        report = inspect_path(path)
+        if report.family in FAMILIES and report.kind in ("checkpoint", "unet", "transformer"):
+            return ModelIdentity(report.family, report.kind, report.variant, report.prediction_type)
+        if report.family in FAMILIES and report.kind == "pipeline":
+            return ModelIdentity(report.family, "pipeline", report.variant, report.prediction_type)
+    except Exception:  # noqa: BLE001 - a detector gap falls back to the loader's own check
+        pass
+    from modelsafe.runtime.diffusers_loader import guess_identity
+
+    family, kind, variant, prediction = guess_identity(path)
+    return ModelIdentity(family, kind, variant, prediction)
+
+
+def model_ref(
+    path: Path,
+    catalog: Catalog | None = None,
+    *,
+    weight: float | None = None,
+    token: str | None = None,
+) -> ModelRef:
+    """A recipe's reference to ``path``: name, path and hashes (from the catalog when current)."""
+    hashes = known_hashes(path, catalog)
+    return ModelRef(
+        name=path.stem if path.is_file() else path.name,
+        path=str(path.resolve()),
+        sha256=hashes.get("sha256"),
+        autov2=hashes.get("autov2"),
+        weight=weight,
+        token=token,
+    )
+
+
+def known_hashes(path: Path, catalog: Catalog | None) -> dict[str, Any]:
+    """sha256/autov2 (+ catalog ``model_id``): the catalog's values when the file is unchanged,
+    else computed (files only; a folder's hashes come from the catalog or stay unknown)."""
+    if catalog is not None:
+        found = _catalog_hashes(path, catalog)
+        if found:
+            return found
+    if path.is_file():
+        from modelsafe.registry.hashing import hash_file
+
+        hashes = hash_file(path)
+        return {"sha256": hashes.get("sha256"), "autov2": hashes.get("autov2")}
+    return {}
+
+
+def _catalog_hashes(path: Path, catalog: Catalog) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from modelsafe.registry.catalog.models import Location
+
+    resolved = path.resolve()
+    stat = resolved.stat()
+    with catalog.session() as session:
+        loc = session.scalars(select(Location).where(Location.path == str(resolved))).first()
+        if loc is None or loc.model is None:
+            return {}
+        if path.is_file() and (loc.size != stat.st_size or loc.mtime_ns != stat.st_mtime_ns):
+            return {}
+        model = loc.model
+        if path.is_file() and not model.sha256:
+            return {}
+        return {"sha256": model.sha256, "autov2": model.autov2, "model_id": model.id}
+
+
+# -- recipes -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputRefs:
+    checkpoint: ModelRef
+    loras: tuple[ModelRef, ...] = ()
+    vae: ModelRef | None = None
+    text_encoders: tuple[ModelRef, ...] = ()
+    embeddings: tuple[ModelRef, ...] = ()
+    controlnet: ModelRef | None = None
+    refiner: ModelRef | None = None
+
+
+def input_refs(request: GenerateRequest, catalog: Catalog | None = None) -> InputRefs:
+    def one(path: Path | None) -> ModelRef | None:
+        return None if path is None else model_ref(path, catalog)
+
+    return InputRefs(
+        checkpoint=model_ref(request.checkpoint, catalog),
+        loras=tuple(model_ref(lo.path, catalog, weight=lo.weight) for lo in request.loras),
+        vae=one(request.vae),
+        text_encoders=tuple(
+            replace(model_ref(p, catalog), token=name)
+            for name, p in sorted(request.text_encoders.items())
+        ),
+        embeddings=tuple(model_ref(e.path, catalog, token=e.token) for e in request.embeddings),
+        controlnet=one(request.controlnet.path if request.controlnet else None),
+        refiner=one(request.refiner),
+    )
+
+
+def build_recipe(request: GenerateRequest, seed: int, refs: InputRefs) -> Recipe:
+    """The recipe of the image made with ``seed`` (``request`` already has its defaults)."""
+    from modelsafe import __version__
+
+    assert request.steps is not None and request.cfg is not None
+    assert request.width is not None and request.height is not None
+    return Recipe(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        seed=seed,
+        steps=request.steps,
+        cfg=request.cfg,
+        width=request.width,
+        height=request.height,
+        scheduler=request.scheduler or "",
+        checkpoint=refs.checkpoint,
+        family=request.family or "",
+        variant=request.variant,
+        prediction_type=request.prediction_type,
+        loras=refs.loras,
+        vae=refs.vae,
+        text_encoders=refs.text_encoders,
+        embeddings=refs.embeddings,
+        controlnet=refs.controlnet,
+        control_image=str(request.controlnet.image.resolve()) if request.controlnet else None,
+        control_scale=request.controlnet.scale if request.controlnet else 1.0,
+        refiner=refs.refiner,
+        refiner_switch=request.refiner_switch,
+        backend=request.backend,
+        dtype=request.dtype,
+        device=request.device,
+        modelsafe_version=__version__,
+        extra={
+            name: str(value.resolve())
+            for name, value in (
+                ("tokenizers", request.tokenizers),
+                ("config_dir", request.config_dir),
+            )
+            if value is not None
+        },
+    )
+
+
+def request_from_recipe(recipe: Recipe, catalog: Catalog | None = None) -> GenerateRequest:
+    """A request that makes ``recipe``'s image again; each model is found by path, else by hash
+    in the catalog, and a file whose hash changed is refused."""
+
+    def find(ref: ModelRef, what: str) -> Path:
+        return _find_model(ref, what, catalog)
+
+    control = None
+    if recipe.controlnet is not None:
+        if not recipe.control_image:
+            raise UsageError("the recipe names a ControlNet but no control image")
+        control = ControlNetSpec(
+            find(recipe.controlnet, "ControlNet"),
+            Path(recipe.control_image),
+            recipe.control_scale,
+        )
+    return GenerateRequest(
+        checkpoint=find(recipe.checkpoint, "checkpoint"),
+        prompt=recipe.prompt,
+        negative_prompt=recipe.negative_prompt,
+        seed=recipe.seed,
+        steps=recipe.steps,
+        cfg=recipe.cfg,
+        width=recipe.width,
+        height=recipe.height,
+        scheduler=recipe.scheduler,
+        family=recipe.family or None,
+        variant=recipe.variant,
+        prediction_type=recipe.prediction_type,
+        loras=tuple(LoraSpec(find(lo, "LoRA"), lo.weight or 0.0) for lo in recipe.loras),
+        vae=find(recipe.vae, "VAE") if recipe.vae else None,
+        text_encoders={
+            (te.token or te.name): find(te, "text encoder") for te in recipe.text_encoders
+        },
+        embeddings=tuple(
+            EmbeddingSpec(find(e, "embedding"), e.token or e.name) for e in recipe.embeddings
+        ),
+        controlnet=control,
+        refiner=find(recipe.refiner, "refiner") if recipe.refiner else None,
+        refiner_switch=recipe.refiner_switch,
+        plan={"device": recipe.device, "dtype": recipe.dtype},
+        backend=recipe.backend,
+        tokenizers=_existing(recipe.extra.get("tokenizers")),
+        config_dir=_existing(recipe.extra.get("config_dir")),
+    )
+
+
+def _existing(path: Any) -> Path | None:
+    return Path(path) if isinstance(path, str) and Path(path).is_dir() else None
+
+
+def _find_model(ref: ModelRef, what: str, catalog: Catalog | None) -> Path:
+    if ref.path and Path(ref.path).exists():
+        path = Path(ref.path)
+        if ref.sha256 and path.is_file():
+            actual = known_hashes(path, catalog).get("sha256")
+            if actual != ref.sha256:
+                raise UsageError(
+                    f"the {what} {path} changed since the image was made "
+                    f"(sha256 {str(actual)[:12]}..., recipe says {ref.sha256[:12]}...)",
+                    hint="restore the original file, or generate anew without --from-image",
+                )
+        return path
+    digest = ref.sha256 or ref.autov2
+    if catalog is not None and digest:
+        from modelsafe.registry.catalog import queries
+
+        try:
+            with catalog.session() as session:
+                model = queries.find_model(session, digest)
+                for loc in model.locations:
+                    if loc.status == "present" and Path(loc.path).exists():
+                        return Path(loc.path)
+        except Exception:  # noqa: BLE001 - not found is reported below
+            pass
+    raise UsageError(
+        f"the {what} {ref.name!r} ({ref.path or 'no path'}, hash {digest or 'unknown'}) "
+        "is not on this machine",
+        hint="put the file back, or `modelsafe scan` the folder that holds it",
+    )
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def generate(
+    request: GenerateRequest,
+    out_dir: Path | None = None,
+    *,
+    progress: Progress | None = None,
+    catalog: Catalog | None = None,
+    pm: ModelsafePluginManager | None = None,
+) -> GenerateResult:
+    """Run ``request``; save PNGs under ``out_dir`` and record them in ``catalog`` (if given)."""
+    import time
+
+    from modelsafe.plugin_manager import get_plugin_manager
+    from modelsafe.runtime.backends import get_backend
+
+    started = time.perf_counter()
+    pm = pm or get_plugin_manager()
+    refuse_unsafe(request.input_files())
+    if request.controlnet is not None and not request.controlnet.image.is_file():
+        raise FileReadError(f"control image {request.controlnet.image} does not exist")
+    request = with_defaults(request)
+    backend = get_backend(request.backend, pm)
+    refs = input_refs(request, catalog)
+    seeds = request.image_seeds()
+    images = backend.generate(request, progress)
+    if len(images) != len(seeds):
+        from modelsafe.errors import BackendError
+
+        raise BackendError(
+            f"backend {backend.name!r} returned {len(images)} images for {len(seeds)} seeds"
+        )
+    out_dir = out_dir or Path("outputs")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[GeneratedImage] = []
+    number = _next_number(out_dir)
+    for offset, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+        recipe = build_recipe(request, seed, refs)
+        image = postprocess(image, recipe, request, pm)
+        path = out_dir / f"{number + offset:05d}-{seed}.png"
+        digest = save_png(image, path)
+        results.append(GeneratedImage(path, seed, digest, recipe))
+    if catalog is not None:
+        results = record_outputs(catalog, results, refs)
+    return GenerateResult(tuple(results), request, time.perf_counter() - started)
+
+
+def postprocess(image: Any, recipe: Recipe, request: GenerateRequest, pm: Any) -> Any:
+    """Pass ``image`` through every ``modelsafe_postprocess`` plugin, in turn (each sees the
+    image the one before returned; one that raises is recorded and skipped)."""
+    from modelsafe.errors import ModelsafeError
+    from modelsafe.plugin_manager import HookFailure
+
+    for impl in pm._impls("modelsafe_postprocess"):
+        values = {"image": image, "recipe": recipe, "request": request}
+        try:
+            replaced = impl.function(**{n: values[n] for n in impl.argnames if n in values})
+        except ModelsafeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken plugin never loses the image
+            pm.failures.append(
+                HookFailure(
+                    impl.plugin_name, "modelsafe_postprocess", f"{type(exc).__name__}: {exc}"
+                )
+            )
+            continue
+        if replaced is not None:
+            image = replaced
+    return image
+
+
+def save_png(image: Any, path: Path) -> str:
+    """Write ``image`` as PNG with its text ``info`` entries as chunks; return the file's sha256."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in image.info.items():
+        if isinstance(key, str) and isinstance(value, str):
+            info.add_text(key, value)
+    tmp = path.with_name(path.name + ".part")
+    image.save(tmp, format="PNG", pnginfo=info)
+    tmp.replace(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _next_number(out_dir: Path) -> int:
+    numbers = [int(p.name[:5]) for p in out_dir.glob("*.png") if p.name[:5].isdigit()]
+    return max(numbers, default=-1) + 1
+
+
+def record_outputs(
+    catalog: Catalog, images: list[GeneratedImage], refs: InputRefs
+) -> list[GeneratedImage]:
+    """One ``outputs`` row per image (path, sha256, recipe, the checkpoint's catalog id)."""
+    from modelsafe.registry.catalog.models import Output
+
+    checkpoint = Path(refs.checkpoint.path)
+    model_id = _catalog_hashes(checkpoint, catalog).get("model_id") if checkpoint.exists() else None
+    done: list[GeneratedImage] = []
+    with catalog.session() as session:
+        rows = []
+        for image in images:
+            row = Output(
+                path=str(image.path.resolve()),
+                sha256=image.sha256,
+                checkpoint_id=model_id,
+                recipe=image.recipe.to_json(),
+            )
+            session.add(row)
+            rows.append(row)
+        session.flush()
+        done = [replace(img, output_id=row.id) for img, row in zip(images, rows, strict=True)]
+    return done

@@ -1,0 +1,526 @@
+"""Map a LoRA's keys onto a checkpoint's modules and say how many land (and why the rest don't).
+
+LoRA files name the layers they patch in several conventions:
+
+- kohya / LyCORIS: ``lora_unet_<module with _ for .>.lora_down.weight``, ``lora_te1_...``,
+  ``.hada_w1_a`` (LoHa), ``.lokr_w1`` (LoKr), ``.alpha``;
+- PEFT / diffusers: ``unet.<module>.lora_A.weight`` / ``transformer.<module>.lora_B.weight``,
+  older ``...attn1.processor.to_q_lora.down.weight``; ComfyUI ``diffusion_model.<module>...``.
+
+And checkpoints name their layers in their own convention: original LDM/SGM (``input_blocks.4.1``),
+diffusers (``down_blocks.1.attentions.0``), BFL Flux (``double_blocks.0.img_attn.qkv``), diffusers
+Flux (``transformer_blocks.0.attn.to_q``), OpenCLIP (``resblocks.0.attn.in_proj_weight``), HF CLIP
+(``encoder.layers.0.self_attn.q_proj``). For every checkpoint component we build a table of its
+module names in each convention it can be addressed by (aliases computed from block arithmetic,
+the same correspondences as diffusers' single-file converters), then look every LoRA key up and
+check its shapes against the module it would patch.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from modelsafe.registry.model_parts import Component
+from modelsafe.types import TensorIndex, TensorInfo
+
+# -- the checkpoint side -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """The checkpoint module(s) a LoRA module patches, and the shape its delta must have."""
+
+    modules: tuple[str, ...]
+    out_features: int
+    in_features: int
+    in_flat: int  # in_features * kernel size (LoHa/LoKr store conv deltas flattened)
+
+
+@dataclass
+class ModuleTable:
+    """One checkpoint component's modules under every name a LoRA may use for them."""
+
+    component: str
+    dotted: dict[str, Target] = field(default_factory=dict)
+    flat: dict[str, Target] = field(default_factory=dict)
+
+    def add(self, name: str, target: Target) -> None:
+        self.dotted.setdefault(name, target)
+        self.flat.setdefault(name.replace(".", "_"), target)
+
+
+def _module_of(name: str) -> tuple[str, str]:
+    if name.endswith(("in_proj_weight", "in_proj_bias")):
+        head, _, param = name.rpartition("_")
+        return head, param  # OpenCLIP fused attention: module "...attn.in_proj"
+    module, _, param = name.rpartition(".")
+    return module, param
+
+
+def _native_modules(tensors: Iterable[TensorInfo]) -> dict[str, tuple[int, ...]]:
+    """Module name -> weight shape, for every module with a weight of 2+ dimensions."""
+    found: dict[str, tuple[int, ...]] = {}
+    for t in tensors:
+        module, param = _module_of(t.name)
+        if param == "weight" and len(t.shape) >= 2:
+            found[module] = t.shape
+    return found
+
+
+def _target(module: str, shape: tuple[int, ...], out: int | None = None) -> Target:
+    return Target((module,), out or shape[0], shape[1], math.prod(shape[1:]))
+
+
+_RESNET_LDM_TO_DIFFUSERS = {
+    "in_layers.0": "norm1",
+    "in_layers.2": "conv1",
+    "emb_layers.1": "time_emb_proj",
+    "out_layers.0": "norm2",
+    "out_layers.3": "conv2",
+    "skip_connection": "conv_shortcut",
+}
+_RESNET_DIFFUSERS_TO_LDM = {v: k for k, v in _RESNET_LDM_TO_DIFFUSERS.items()}
+_UNET_TOP_LDM_TO_DIFFUSERS = {
+    "time_embed.0": "time_embedding.linear_1",
+    "time_embed.2": "time_embedding.linear_2",
+    "label_emb.0.0": "add_embedding.linear_1",
+    "label_emb.0.2": "add_embedding.linear_2",
+    "input_blocks.0.0": "conv_in",
+    "out.0": "conv_norm_out",
+    "out.2": "conv_out",
+}
+_UNET_TOP_DIFFUSERS_TO_LDM = {v: k for k, v in _UNET_TOP_LDM_TO_DIFFUSERS.items()}
+LAYERS_PER_BLOCK = 2  # SD1, SD2, SDXL and the SDXL refiner all use two resnets per level
+
+
+def _resnet(rest: str, table: dict[str, str]) -> str:
+    for old, new in table.items():
+        if rest == old or rest.startswith(old + "."):
+            return new + rest[len(old) :]
+    return rest
+
+
+def ldm_unet_to_diffusers(name: str) -> str | None:
+    """``input_blocks.4.1.transformer_blocks.0.attn1.to_q`` -> ``down_blocks.1.attentions.0...``."""
+    if name in _UNET_TOP_LDM_TO_DIFFUSERS:
+        return _UNET_TOP_LDM_TO_DIFFUSERS[name]
+    per = LAYERS_PER_BLOCK + 1
+    m = re.match(r"input_blocks\.(\d+)\.(\d+)(?:\.(.*))?$", name)
+    if m:
+        n, sub, rest = int(m.group(1)), m.group(2), m.group(3) or ""
+        level, j = (n - 1) // per, (n - 1) % per
+        if j == LAYERS_PER_BLOCK:
+            return f"down_blocks.{level}.downsamplers.0.conv" if rest == "op" else None
+        if sub == "0":
+            return f"down_blocks.{level}.resnets.{j}.{_resnet(rest, _RESNET_LDM_TO_DIFFUSERS)}"
+        return f"down_blocks.{level}.attentions.{j}.{rest}"
+    m = re.match(r"middle_block\.(\d)\.(.*)$", name)
+    if m:
+        sub, rest = m.group(1), m.group(2)
+        if sub == "1":
+            return f"mid_block.attentions.0.{rest}"
+        resnet = 0 if sub == "0" else 1
+        return f"mid_block.resnets.{resnet}.{_resnet(rest, _RESNET_LDM_TO_DIFFUSERS)}"
+    m = re.match(r"output_blocks\.(\d+)\.(\d+)\.(.*)$", name)
+    if m:
+        n, sub, rest = int(m.group(1)), m.group(2), m.group(3)
+        level, j = n // per, n % per
+        if sub == "0":
+            return f"up_blocks.{level}.resnets.{j}.{_resnet(rest, _RESNET_LDM_TO_DIFFUSERS)}"
+        if rest == "conv":
+            return f"up_blocks.{level}.upsamplers.0.conv"
+        return f"up_blocks.{level}.attentions.{j}.{rest}"
+    return None
+
+
+def diffusers_unet_to_ldm(name: str, up_levels_with_attention: set[int]) -> str | None:
+    """The inverse of :func:`ldm_unet_to_diffusers`."""
+    if name in _UNET_TOP_DIFFUSERS_TO_LDM:
+        return _UNET_TOP_DIFFUSERS_TO_LDM[name]
+    per = LAYERS_PER_BLOCK + 1
+    m = re.match(r"down_blocks\.(\d+)\.(resnets|attentions|downsamplers)\.(\d+)\.(.*)$", name)
+    if m:
+        level, what, j, rest = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
+        if what == "downsamplers":
+            return f"input_blocks.{level * per + per}.0.op" if rest == "conv" else None
+        n = level * per + j + 1
+        if what == "resnets":
+            return f"input_blocks.{n}.0.{_resnet(rest, _RESNET_DIFFUSERS_TO_LDM)}"
+        return f"input_blocks.{n}.1.{rest}"
+    m = re.match(r"mid_block\.(resnets|attentions)\.(\d)\.(.*)$", name)
+    if m:
+        what, index, rest = m.group(1), m.group(2), m.group(3)
+        if what == "attentions":
+            return f"middle_block.1.{rest}"
+        sub = 0 if index == "0" else 2
+        return f"middle_block.{sub}.{_resnet(rest, _RESNET_DIFFUSERS_TO_LDM)}"
+    m = re.match(r"up_blocks\.(\d+)\.(resnets|attentions|upsamplers)\.(\d+)\.(.*)$", name)
+    if m:
+        level, what, j, rest = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
+        if what == "upsamplers":
+            sub = 2 if level in up_levels_with_attention else 1
+            return f"output_blocks.{level * per + LAYERS_PER_BLOCK}.{sub}.conv"
+        n = level * per + j
+        if what == "resnets":
+            return f"output_blocks.{n}.0.{_resnet(rest, _RESNET_DIFFUSERS_TO_LDM)}"
+        return f"output_blocks.{n}.1.{rest}"
+    return None
+
+
+# BFL Flux module -> diffusers Flux module(s); "{i}" is a block number. Fused BFL layers (qkv,
+# linear1) split into several diffusers layers: their output rows are shared in order.
+_FLUX_PAIRS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "double_blocks.{i}.img_attn.qkv",
+        (
+            "transformer_blocks.{i}.attn.to_q",
+            "transformer_blocks.{i}.attn.to_k",
+            "transformer_blocks.{i}.attn.to_v",
+        ),
+    ),
+    ("double_blocks.{i}.img_attn.proj", ("transformer_blocks.{i}.attn.to_out.0",)),
+    (
+        "double_blocks.{i}.txt_attn.qkv",
+        (
+            "transformer_blocks.{i}.attn.add_q_proj",
+            "transformer_blocks.{i}.attn.add_k_proj",
+            "transformer_blocks.{i}.attn.add_v_proj",
+        ),
+    ),
+    ("double_blocks.{i}.txt_attn.proj", ("transformer_blocks.{i}.attn.to_add_out",)),
+    ("double_blocks.{i}.img_mlp.0", ("transformer_blocks.{i}.ff.net.0.proj",)),
+    ("double_blocks.{i}.img_mlp.2", ("transformer_blocks.{i}.ff.net.2",)),
+    ("double_blocks.{i}.txt_mlp.0", ("transformer_blocks.{i}.ff_context.net.0.proj",)),
+    ("double_blocks.{i}.txt_mlp.2", ("transformer_blocks.{i}.ff_context.net.2",)),
+    ("double_blocks.{i}.img_mod.lin", ("transformer_blocks.{i}.norm1.linear",)),
+    ("double_blocks.{i}.txt_mod.lin", ("transformer_blocks.{i}.norm1_context.linear",)),
+    (
+        "single_blocks.{i}.linear1",
+        (
+            "single_transformer_blocks.{i}.attn.to_q",
+            "single_transformer_blocks.{i}.attn.to_k",
+            "single_transformer_blocks.{i}.attn.to_v",
+            "single_transformer_blocks.{i}.proj_mlp",
+        ),
+    ),
+    ("single_blocks.{i}.linear2", ("single_transformer_blocks.{i}.proj_out",)),
+    ("single_blocks.{i}.modulation.lin", ("single_transformer_blocks.{i}.norm.linear",)),
+    ("img_in", ("x_embedder",)),
+    ("txt_in", ("context_embedder",)),
+    ("time_in.in_layer", ("time_text_embed.timestep_embedder.linear_1",)),
+    ("time_in.out_layer", ("time_text_embed.timestep_embedder.linear_2",)),
+    ("vector_in.in_layer", ("time_text_embed.text_embedder.linear_1",)),
+    ("vector_in.out_layer", ("time_text_embed.text_embedder.linear_2",)),
+    ("guidance_in.in_layer", ("time_text_embed.guidance_embedder.linear_1",)),
+    ("guidance_in.out_layer", ("time_text_embed.guidance_embedder.linear_2",)),
+    ("final_layer.linear", ("proj_out",)),
+    ("final_layer.adaLN_modulation.1", ("norm_out.linear",)),
+)
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    return re.compile("^" + re.escape(template).replace(r"\{i\}", r"(\d+)") + "$")
+
+
+def _flux_aliases(native: dict[str, tuple[int, ...]], table: ModuleTable) -> None:
+    bfl_native = any(n.startswith(("double_blocks.", "single_blocks.")) for n in native)
+    for bfl, diff in _FLUX_PAIRS:
+        if bfl_native:
+            rx = _template_regex(bfl)
+            for name, shape in native.items():
+                m = rx.match(name)
+                if not m:
+                    continue
+                parts = [d.replace("{i}", m.group(1)) if m.groups() else d for d in diff]
+                width = shape[1]
+                for k, part in enumerate(parts):
+                    # q/k/v parts are as wide as the hidden size; linear1's MLP part is the rest.
+                    out = width if k < 3 and len(parts) > 1 else shape[0] - width * (len(parts) - 1)
+                    table.add(part, _target(name, shape, out if len(parts) > 1 else None))
+        else:
+            rx = _template_regex(diff[0])
+            for name in list(native):
+                m = rx.match(name)
+                if not m:
+                    continue
+                idx = m.group(1) if m.groups() else ""
+                parts = [d.replace("{i}", idx) for d in diff]
+                if not all(p in native for p in parts):
+                    continue
+                first = native[parts[0]]
+                out = sum(native[p][0] for p in parts)
+                target = Target(tuple(parts), out, first[1], math.prod(first[1:]))
+                table.add(bfl.replace("{i}", idx), target)
+
+
+_OPENCLIP_TO_HF = (
+    (r"resblocks\.(\d+)\.attn\.out_proj$", "text_model.encoder.layers.{}.self_attn.out_proj"),
+    (r"resblocks\.(\d+)\.mlp\.c_fc$", "text_model.encoder.layers.{}.mlp.fc1"),
+    (r"resblocks\.(\d+)\.mlp\.c_proj$", "text_model.encoder.layers.{}.mlp.fc2"),
+)
+
+
+def _text_encoder_aliases(native: dict[str, tuple[int, ...]], table: ModuleTable) -> None:
+    for name, shape in native.items():
+        for wrapper in ("transformer.", "model.transformer.", "model."):
+            if name.startswith(wrapper):
+                table.add(name[len(wrapper) :], _target(name, shape))
+        m = re.search(r"resblocks\.(\d+)\.attn\.in_proj$", name)
+        if m:
+            width = shape[1]
+            for proj in ("q_proj", "k_proj", "v_proj"):
+                alias = f"text_model.encoder.layers.{m.group(1)}.self_attn.{proj}"
+                table.add(alias, Target((name,), width, width, width))
+            continue
+        for pattern, template in _OPENCLIP_TO_HF:
+            m = re.search(pattern, name)
+            if m:
+                table.add(template.format(m.group(1)), _target(name, shape))
+
+
+def build_table(component: Component) -> ModuleTable:
+    """Every name a LoRA can use for the modules of ``component``."""
+    native = _native_modules(component.tensors)
+    table = ModuleTable(component.name)
+    for name, shape in native.items():
+        table.add(name, _target(name, shape))
+    if component.role == "text_encoder":
+        _text_encoder_aliases(native, table)
+        return table
+    if any(n.startswith(("input_blocks.", "middle_block.", "output_blocks.")) for n in native):
+        for name, shape in native.items():
+            alias = ldm_unet_to_diffusers(name)
+            if alias:
+                table.add(alias, _target(name, shape))
+    elif any(n.startswith(("down_blocks.", "mid_block.", "up_blocks.")) for n in native):
+        with_attention = {
+            int(m.group(1)) for n in native if (m := re.match(r"up_blocks\.(\d+)\.attentions", n))
+        }
+        for name, shape in native.items():
+            alias = diffusers_unet_to_ldm(name, with_attention)
+            if alias:
+                table.add(alias, _target(name, shape))
+    if any(
+        n.startswith(("double_blocks.", "single_blocks.", "transformer_blocks.")) for n in native
+    ):
+        _flux_aliases(native, table)
+    return table
+
+
+# -- the LoRA side -------------------------------------------------------------------------------
+
+_KOHYA = re.compile(r"^(lora_unet|lora_transformer|lycoris|lora_te\d?)_([^.]+)\.(.+)$")
+# Markers that end the module path in dotted (PEFT/diffusers/ComfyUI) keys.
+_DOTTED_MARKERS = re.compile(
+    r"\.(lora_A|lora_B|lora_down|lora_up|lora_mid|lora\.down|lora\.up|lora_linear_layer"
+    r"|hada_\w+|lokr_\w+|dora_scale|lora_magnitude_vector|diff|diff_b|w_norm|b_norm|alpha)"
+    r"(\.|$)"
+)
+_ATTN_PROCESSOR = re.compile(r"^(.*)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
+_COMPONENT_PREFIXES = (
+    ("base_model.model.", "denoiser"),
+    ("unet.", "denoiser"),
+    ("transformer.", "denoiser"),
+    ("diffusion_model.", "denoiser"),
+    ("model.diffusion_model.", "denoiser"),
+    ("text_encoder_3.", "te2"),
+    ("text_encoder_2.", "te1"),
+    ("text_encoder.", "te0"),
+)
+_KOHYA_COMPONENTS = {
+    "lora_unet": "denoiser",
+    "lora_transformer": "denoiser",
+    "lycoris": "denoiser",
+    "lora_te": "te0",
+    "lora_te1": "te0",
+    "lora_te2": "te1",
+    "lora_te3": "te2",
+}
+
+
+@dataclass(frozen=True)
+class LoraKey:
+    key: str
+    component: str  # denoiser | te0 | te1 | te2 | unknown
+    module: str  # dotted module path, or the kohya flat name
+    flat: bool
+    part: str  # lora_down.weight, lora_A.weight, hada_w1_a, alpha, ...
+    style: str  # kohya | peft | diffusers-attn-processor
+
+
+def parse_lora_key(key: str) -> LoraKey | None:
+    """Split a LoRA tensor name into (component, module, part); None if it names no module."""
+    m = _KOHYA.match(key)
+    if m:
+        return LoraKey(
+            key, _KOHYA_COMPONENTS.get(m.group(1), "unknown"), m.group(2), True, m.group(3), "kohya"
+        )
+    m = _ATTN_PROCESSOR.match(key)
+    if m:
+        module = f"{m.group(1)}.{m.group(2)}" + (".0" if m.group(2) == "to_out" else "")
+        comp, module = _component_of(module)
+        part = "lora_down.weight" if m.group(3) == "down" else "lora_up.weight"
+        return LoraKey(key, comp, module, False, part, "diffusers-attn-processor")
+    m = _DOTTED_MARKERS.search(key)
+    if m:
+        comp, module = _component_of(key[: m.start()])
+        part = key[m.start() + 1 :]
+        return LoraKey(key, comp, module, False, part, "peft")
+    return None
+
+
+def _component_of(module: str) -> tuple[str, str]:
+    for prefix, comp in _COMPONENT_PREFIXES:
+        if module.startswith(prefix):
+            rest = module[len(prefix) :]
+            if comp == "denoiser" and rest.startswith(("unet.", "transformer.")):
+                rest = rest.split(".", 1)[1]
+            return comp, rest
+    return "denoiser", module
+
+
+def _delta_shape(part_shapes: dict[str, tuple[int, ...]]) -> tuple[int | None, int | None, bool]:
+    """(out, in, in_is_flattened) of the weight delta a LoRA module's tensors describe."""
+
+    def get(*names: str) -> tuple[int, ...] | None:
+        for n in names:
+            for part, shape in part_shapes.items():
+                if part == n or part.startswith(n + "."):
+                    return shape
+        return None
+
+    down = get("lora_down", "lora_A", "lora.down", "lora_linear_layer.down")
+    up = get("lora_up", "lora_B", "lora.up", "lora_linear_layer.up")
+    if down or up:
+        return (up[0] if up else None), (down[1] if down and len(down) > 1 else None), False
+    w1a, w1b = get("hada_w1_a"), get("hada_w1_b")
+    if w1a or w1b:
+        return (w1a[0] if w1a else None), (w1b[1] if w1b else None), True
+    k1, k2 = get("lokr_w1"), get("lokr_w2")
+    k1a, k1b, k2a, k2b = get("lokr_w1_a"), get("lokr_w1_b"), get("lokr_w2_a"), get("lokr_w2_b")
+    w1 = k1 or ((k1a[0], k1b[1]) if k1a and k1b else None)
+    w2 = k2 or ((k2a[0], k2b[1]) if k2a and k2b else None)
+    if w1 and w2:
+        return w1[0] * w2[0], w1[1] * math.prod(w2[1:]), True
+    diff = get("diff")
+    if diff and len(diff) >= 2:
+        return diff[0], diff[1], False
+    return None, None, False
+
+
+# -- coverage ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoraCoverage:
+    """How a LoRA's keys land on a checkpoint's modules."""
+
+    lora_keys: int
+    mapped_keys: int
+    modules: int
+    mapped_modules: int
+    by_component: dict[str, tuple[int, int]]  # component -> (mapped keys, keys)
+    lora_format: str
+    unmapped: tuple[str, ...] = ()  # example keys with no module to land on
+    shape_mismatches: tuple[str, ...] = ()  # "module: LoRA in 2048, checkpoint 768"
+    absent_components: tuple[str, ...] = ()  # targeted parts the checkpoint does not contain
+    absent_keys: int = 0  # keys for those parts
+
+    @property
+    def ratio(self) -> float:
+        return self.mapped_keys / self.lora_keys if self.lora_keys else 0.0
+
+
+def _text_encoder_order(components: Iterable[Component]) -> list[Component]:
+    order = ["clip_l", "openclip_h", "clip_g", "t5xxl"]
+
+    def rank(c: Component) -> int:
+        short = c.name.split(".", 1)[-1]
+        return order.index(short) if short in order else len(order)
+
+    return sorted((c for c in components if c.role == "text_encoder"), key=rank)
+
+
+_COMPONENT_LABEL = {
+    "denoiser": "UNet/transformer",
+    "te0": "text encoder 1",
+    "te1": "text encoder 2",
+    "te2": "text encoder 3",
+}
+
+
+def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
+    """Look every key of ``lora`` up in the checkpoint ``components`` and check its shapes."""
+    denoiser = next((c for c in components if c.role in ("denoiser", "controlnet")), None)
+    encoders = _text_encoder_order(components)
+    tables: dict[str, ModuleTable | None] = {
+        "denoiser": build_table(denoiser) if denoiser else None
+    }
+    for i, enc in enumerate(encoders[:3]):
+        tables[f"te{i}"] = build_table(enc)
+    groups: dict[tuple[str, str, bool], dict[str, tuple[int, ...]]] = {}
+    keys_of: dict[tuple[str, str, bool], list[str]] = {}
+    unparsed: list[str] = []
+    styles: set[str] = set()
+    for t in lora.tensors:
+        parsed = parse_lora_key(t.name)
+        if parsed is None:
+            unparsed.append(t.name)
+            continue
+        styles.add(parsed.style)
+        gk = (parsed.component, parsed.module, parsed.flat)
+        groups.setdefault(gk, {})[parsed.part] = t.shape
+        keys_of.setdefault(gk, []).append(t.name)
+    mapped_keys = mapped_modules = 0
+    unmapped: list[str] = list(unparsed)
+    mismatches: list[str] = []
+    absent: set[str] = set()
+    absent_keys = 0
+    per_comp: dict[str, list[int]] = {}
+    for (comp, module, flat), parts in groups.items():
+        keys = keys_of[(comp, module, flat)]
+        table = tables.get(comp)
+        label = table.component if table else _COMPONENT_LABEL.get(comp, comp)
+        counts = per_comp.setdefault(label, [0, 0])
+        counts[1] += len(keys)
+        if table is None:
+            absent.add(_COMPONENT_LABEL.get(comp, comp))
+            absent_keys += len(keys)
+            unmapped.extend(keys)
+            continue
+        target = (table.flat if flat else table.dotted).get(module)
+        if target is None:
+            unmapped.extend(keys)
+            continue
+        out, inn, flat_in = _delta_shape(parts)
+        want_in = target.in_flat if flat_in else target.in_features
+        bad_out = out is not None and out != target.out_features
+        bad_in = inn is not None and inn not in (want_in, target.in_features)
+        if bad_out or bad_in:
+            mismatches.append(
+                f"{target.modules[0]}: LoRA delta {out}x{inn}, checkpoint layer "
+                f"{target.out_features}x{target.in_features}"
+            )
+            continue
+        mapped_keys += len(keys)
+        mapped_modules += 1
+        counts[0] += len(keys)
+    total = len(lora.tensors)
+    fmt = "kohya" if "kohya" in styles else ("peft" if styles else "unknown")
+    if any(k.endswith(("hada_w1_a", "lokr_w1", "lokr_w1_a")) for k in lora.names()):
+        fmt = "lycoris"
+    return LoraCoverage(
+        lora_keys=total,
+        mapped_keys=mapped_keys,
+        modules=len(groups),
+        mapped_modules=mapped_modules,
+        by_component={k: (v[0], v[1]) for k, v in sorted(per_comp.items())},
+        lora_format=fmt,
+        unmapped=tuple(unmapped[:10]),
+        shape_mismatches=tuple(mismatches[:10]),
+        absent_components=tuple(sorted(absent)),
+        absent_keys=absent_keys,
+    )

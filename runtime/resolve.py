@@ -1,0 +1,512 @@
+"""``resolve``: check every part of a set (LoRAs, VAE, embeddings, ControlNets, text encoders)
+against a checkpoint, with a reason for each accept and reject, and name what is missing.
+
+Each part is given as a path, a catalog name or a hash prefix. The checks are the
+``modelsafe_check_compatibility`` plugins (built-ins in ``plugins/builtin/compatibility_rules.py``);
+:func:`compatible_models` runs the same rules over catalog rows only, without opening a file.
+
+``modelsafe.runtime.resolve(...)`` works both as the function and through this module (the
+module object is callable), so ``from modelsafe.runtime import resolve`` and
+``import modelsafe.runtime; modelsafe.runtime.resolve(...)`` behave the same.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelsafe.errors import FileReadError, UsageError
+from modelsafe.types import Compatibility, Part, to_jsonable
+
+if TYPE_CHECKING:
+    from modelsafe.registry.catalog.db import Catalog
+    from modelsafe.registry.catalog.models import Model
+
+ROLES = ("checkpoint", "lora", "vae", "embedding", "controlnet", "text_encoder")
+BASE_KINDS = ("checkpoint", "unet", "transformer", "pipeline")
+ADDON_KINDS = (
+    "lora",
+    "lycoris",
+    "vae",
+    "embedding",
+    "controlnet",
+    "t2i_adapter",
+    "ip_adapter",
+    "text_encoder",
+)
+ROLE_OF_KIND = {
+    "lora": "lora",
+    "lycoris": "lora",
+    "vae": "vae",
+    "embedding": "embedding",
+    "controlnet": "controlnet",
+    "t2i_adapter": "controlnet",
+    "ip_adapter": "controlnet",
+    "text_encoder": "text_encoder",
+}
+# What a part given under a role may be.
+KINDS_OF_ROLE = {
+    "lora": ("lora", "lycoris"),
+    "vae": ("vae",),
+    "embedding": ("embedding",),
+    "controlnet": ("controlnet", "t2i_adapter", "ip_adapter"),
+    "text_encoder": ("text_encoder",),
+}
+
+
+@dataclass(frozen=True)
+class PartResult:
+    """The answer for one part: ``accepted``, ``rejected`` or ``unchecked``, and why."""
+
+    role: str
+    ref: str
+    path: str | None
+    family: str
+    kind: str
+    variant: str | None
+    status: str
+    reasons: tuple[Compatibility, ...] = ()
+    weight: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        value = to_jsonable(self)
+        assert isinstance(value, dict)
+        return value
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A catalog entry that would fill a missing part."""
+
+    name: str
+    ref: str  # a hash prefix or path to pass back to resolve
+    path: str | None
+    family: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class MissingPart:
+    """Something the checkpoint's family needs that neither the file nor the set provides."""
+
+    slot: str  # clip_l | clip_g | t5xxl | openclip_h | vae
+    kind: str  # text_encoder | vae
+    why: str
+    candidates: tuple[Candidate, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResolveResult:
+    """``modelsafe resolve``'s answer; :meth:`as_json` is the ``--json`` contract."""
+
+    checkpoint: PartResult
+    parts: tuple[PartResult, ...]
+    missing: tuple[MissingPart, ...]
+    loaded: tuple[Part, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def compatible(self) -> bool:
+        statuses = [self.checkpoint.status, *(p.status for p in self.parts)]
+        return "rejected" not in statuses and not self.missing
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.compatible else 1
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "compatible": self.compatible,
+            "checkpoint": self.checkpoint.as_json(),
+            "parts": [p.as_json() for p in self.parts],
+            "missing": to_jsonable(list(self.missing)),
+        }
+
+
+# -- loading parts ------------------------------------------------------------------------------
+
+
+def parse_weighted(ref: str) -> tuple[str, float]:
+    """``path:0.8`` -> (path, 0.8); a path that exists as given keeps its colons."""
+    if os.path.exists(os.path.expanduser(ref)) or ":" not in ref:
+        return ref, 1.0
+    head, _, tail = ref.rpartition(":")
+    try:
+        return head, float(tail)
+    except ValueError:
+        return ref, 1.0
+
+
+def _facts_from_report(report: dict[str, Any]) -> dict[str, Any]:
+    """Facts a catalog row's stored inspect report gives without reading the file."""
+    facts: dict[str, Any] = {}
+    comps = (report.get("vram") or {}).get("components") or {}
+    if isinstance(comps, dict) and comps:
+        facts["parts_present"] = sorted(
+            n.split(".", 1)[1] if n.startswith("text_encoder.") else n for n in comps
+        )
+    return facts
+
+
+def part_from_index(
+    index: Any, report: dict[str, Any], role: str, ref: str, weight: float = 1.0
+) -> Part:
+    from modelsafe.registry.model_parts import derived_facts
+
+    family, kind = str(report.get("family", "unknown")), str(report.get("kind", "unknown"))
+    facts = {**_facts_from_report(report), **derived_facts(index, family, kind)}
+    facts.update(report.get("facts") or {})
+    return Part(
+        role=role,
+        ref=ref,
+        family=family,
+        kind=kind,
+        variant=report.get("variant"),
+        facts=facts,
+        index=index,
+        path=str(index.path),
+        weight=weight,
+        report=report,
+    )
+
+
+def part_from_model(model: Model, role: str | None = None, *, read: bool = False) -> Part:
+    """A Part from a catalog row; with ``read`` the file at a present location is read too."""
+    report = dict((model.details or {}).get("inspect") or {})
+    report.update(family=model.family, kind=model.kind, variant=model.variant)
+    paths = [loc.path for loc in model.locations if loc.status == "present"]
+    role = role or ROLE_OF_KIND.get(model.kind, "checkpoint")
+    ref = model.autov2 or model.sha256 or model.name
+    if read:
+        for path in paths:
+            if os.path.exists(path):
+                from modelsafe.registry.read import read_index
+
+                return part_from_index(read_index(path), report, role, ref)
+    facts = {**_facts_from_report(report), **(report.get("facts") or {})}
+    return Part(
+        role=role,
+        ref=ref,
+        family=model.family,
+        kind=model.kind,
+        variant=model.variant,
+        facts=facts,
+        index=None,
+        path=paths[0] if paths else None,
+        report=report,
+    )
+
+
+def load_part(ref: str, role: str, *, catalog: Catalog | None = None, weight: float = 1.0) -> Part:
+    """Read ``ref`` (a path) or find it in ``catalog`` (a name or hash prefix)."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        from modelsafe.registry.inspect import inspect_index
+        from modelsafe.registry.read import read_index
+
+        index = read_index(path)
+        report = to_jsonable(inspect_index(index))
+        return part_from_index(index, report, role, ref, weight)
+    if catalog is None:
+        raise FileReadError(
+            f"{ref} does not exist, and there is no catalog to look it up in",
+            hint="give a path, or `modelsafe scan DIR` first to use names and hash prefixes",
+        )
+    from dataclasses import replace
+
+    from modelsafe.registry.catalog.queries import find_model
+
+    with catalog.session() as session:
+        model = find_model(session, ref)
+        part = part_from_model(model, role, read=True)
+    return replace(part, ref=ref, weight=weight)
+
+
+# -- checking -----------------------------------------------------------------------------------
+
+
+def check_part(base: Part, part: Part) -> tuple[str, tuple[Compatibility, ...]]:
+    """Ask every compatibility rule about ``part``; ``rejected`` if any rejects."""
+    from modelsafe.plugin_manager import get_plugin_manager
+
+    found: list[Compatibility] = []
+    expected = KINDS_OF_ROLE.get(part.role)
+    if expected and part.kind not in expected:
+        if part.kind == "unknown":
+            found.append(
+                Compatibility(
+                    "role",
+                    "warn",
+                    f"could not tell what this file is (given as --{part.role.replace('_', '-')})",
+                )
+            )
+        else:
+            found.append(
+                Compatibility(
+                    "role",
+                    "reject",
+                    f"given as --{part.role.replace('_', '-')} but it is a {part.kind} "
+                    f"({part.family})",
+                )
+            )
+            return "rejected", tuple(found)
+    for _plugin, result in get_plugin_manager().call_each(
+        "modelsafe_check_compatibility", base=base, part=part
+    ):
+        items = result if isinstance(result, (list, tuple)) else [result]
+        found.extend(r for r in items if isinstance(r, Compatibility))
+    statuses = {r.status for r in found}
+    if "reject" in statuses:
+        return "rejected", tuple(found)
+    if statuses & {"accept", "warn"} and "accept" in statuses:
+        return "accepted", tuple(found)
+    return ("accepted" if found else "unchecked"), tuple(found)
+
+
+def _base_result(base: Part) -> PartResult:
+    from modelsafe.runtime.family_needs import label
+
+    reasons: list[Compatibility] = []
+    status = "accepted"
+    if base.kind not in BASE_KINDS:
+        status = "rejected"
+        reasons.append(
+            Compatibility(
+                "base",
+                "reject",
+                f"{base.ref} is a {base.kind} ({label(base.family)}), not a checkpoint, UNet, "
+                "transformer or diffusers pipeline",
+            )
+        )
+    elif base.family in ("unknown", "any"):
+        reasons.append(Compatibility("base", "warn", "the checkpoint's family is unknown"))
+    else:
+        ctx = base.facts.get("context_dim")
+        extra = f", cross-attention context {ctx}" if ctx else ""
+        reasons.append(Compatibility("base", "accept", f"{label(base.family)} {base.kind}{extra}"))
+    return _result(base, status, tuple(reasons))
+
+
+def _result(part: Part, status: str, reasons: tuple[Compatibility, ...]) -> PartResult:
+    return PartResult(
+        role=part.role,
+        ref=part.ref,
+        path=part.path,
+        family=part.family,
+        kind=part.kind,
+        variant=part.variant,
+        status=status,
+        reasons=reasons,
+        weight=part.weight if part.role == "lora" else None,
+    )
+
+
+def missing_parts(
+    base: Part, accepted: Iterable[Part], catalog: Catalog | None = None
+) -> list[MissingPart]:
+    """Text encoders and VAE the base's family needs that neither it nor ``accepted`` holds."""
+    from modelsafe.runtime.family_needs import NEEDS, TEXT_ENCODER_WIDTHS, label
+
+    needs = NEEDS.get(base.family)
+    if needs is None or base.kind not in BASE_KINDS:
+        return []
+    present = set(base.facts.get("parts_present") or [])
+    accepted = list(accepted)
+    for p in accepted:
+        if p.kind == "text_encoder":
+            width = p.facts.get("hidden_size")
+            present.add(p.variant or "")
+            present.update(n for n, w in TEXT_ENCODER_WIDTHS.items() if w == width)
+        if p.kind == "vae":
+            present.add("vae")
+    missing: list[MissingPart] = []
+    fam = label(base.family)
+    for slot in needs.text_encoders:
+        if slot not in present:
+            why = f"{fam} needs the {slot} text encoder and the checkpoint does not contain it"
+            missing.append(MissingPart(slot, "text_encoder", why))
+    if "vae" not in present:
+        why = (
+            f"{fam} needs a {needs.latent_channels}-channel {needs.vae_name} and the checkpoint "
+            "does not contain one"
+        )
+        missing.append(MissingPart("vae", "vae", why))
+    if catalog is not None and missing:
+        missing = [_with_candidates(m, base, catalog) for m in missing]
+    return missing
+
+
+def _with_candidates(missing: MissingPart, base: Part, catalog: Catalog) -> MissingPart:
+    from dataclasses import replace
+
+    from modelsafe.registry.catalog.queries import list_models
+
+    found: list[Candidate] = []
+    with catalog.session() as session:
+        for model in list_models(session, kind=missing.kind):
+            part = part_from_model(model)
+            if missing.kind == "text_encoder":
+                part = replace(part, variant=part.variant or model.variant)
+                if (part.variant or "") != missing.slot and part.facts.get("hidden_size") != _width(
+                    missing.slot
+                ):
+                    continue
+            status, reasons = check_part(base, part)
+            if status != "accepted":
+                continue
+            why = "; ".join(r.reason for r in reasons if r.status == "accept") or "fits"
+            found.append(Candidate(model.name, part.ref, part.path, model.family, why))
+            if len(found) >= 5:
+                break
+    return replace(missing, candidates=tuple(found))
+
+
+def _width(slot: str) -> int | None:
+    from modelsafe.runtime.family_needs import TEXT_ENCODER_WIDTHS
+
+    return TEXT_ENCODER_WIDTHS.get(slot)
+
+
+def resolve_parts(
+    base: Part, parts: Sequence[Part], catalog: Catalog | None = None
+) -> ResolveResult:
+    """Check already loaded ``parts`` against ``base`` (no file is opened here)."""
+    base_result = _base_result(base)
+    results = []
+    accepted = []
+    for part in parts:
+        status, reasons = check_part(base, part)
+        results.append(_result(part, status, reasons))
+        if status == "accepted":
+            accepted.append(part)
+    return ResolveResult(
+        base_result,
+        tuple(results),
+        tuple(missing_parts(base, accepted, catalog)),
+        (base, *parts),
+    )
+
+
+def open_catalog_if_present(value: str | None = None) -> Catalog | None:
+    """The configured catalog if it exists (resolve never creates an empty one)."""
+    from modelsafe.config import load_config
+    from modelsafe.registry.catalog import open_catalog
+    from modelsafe.registry.catalog.db import catalog_url
+
+    url = catalog_url(load_config({"catalog": value}).catalog)
+    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :]):
+        return None
+    return open_catalog(url)
+
+
+def resolve(
+    checkpoint: str | os.PathLike[str],
+    *,
+    loras: Iterable[str | tuple[str, float]] = (),
+    vae: str | os.PathLike[str] | None = None,
+    embeddings: Iterable[str | os.PathLike[str]] = (),
+    controlnets: Iterable[str | os.PathLike[str]] = (),
+    text_encoders: Iterable[str | os.PathLike[str]] = (),
+    catalog: Catalog | str | None = None,
+) -> ResolveResult:
+    """Check a set against ``checkpoint``; every argument is a path, catalog name or hash prefix.
+
+    ``loras`` items are ``"path"``, ``"path:0.8"`` or ``("path", 0.8)``. ``catalog`` is a Catalog,
+    a URL/path, or None for the configured one (used when it exists).
+    """
+    from modelsafe.registry.catalog.db import Catalog as CatalogType
+
+    opened = None
+    if isinstance(catalog, CatalogType):
+        cat: Catalog | None = catalog
+    else:
+        cat = opened = open_catalog_if_present(catalog)
+    try:
+        base = load_part(os.fspath(checkpoint), "checkpoint", catalog=cat)
+        parts: list[Part] = []
+        for item in loras:
+            ref, weight = item if isinstance(item, tuple) else parse_weighted(os.fspath(item))
+            parts.append(load_part(ref, "lora", catalog=cat, weight=weight))
+        if vae is not None:
+            parts.append(load_part(os.fspath(vae), "vae", catalog=cat))
+        for role, refs in (
+            ("embedding", embeddings),
+            ("controlnet", controlnets),
+            ("text_encoder", text_encoders),
+        ):
+            for r in refs:
+                parts.append(load_part(os.fspath(r), role, catalog=cat))
+        return resolve_parts(base, parts, cat)
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+# -- catalog only -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompatibleModel:
+    """One catalog model that fits a checkpoint, and the reasons."""
+
+    model: dict[str, Any]  # queries.model_json(row)
+    status: str
+    reasons: tuple[Compatibility, ...]
+
+
+def compatible_models(
+    catalog: Catalog | str,
+    checkpoint: str | Model,
+    kind: str | None = None,
+    *,
+    include_rejected: bool = False,
+) -> list[CompatibleModel]:
+    """What in the catalog fits ``checkpoint`` (a Model row, name, path or hash prefix).
+
+    Answered from catalog rows only (stored inspect facts): no model file is opened, so rules that
+    need tensor names (LoRA key coverage) do not run here; `resolve` runs them.
+    """
+    from modelsafe.registry.catalog import open_catalog
+    from modelsafe.registry.catalog.models import Model as ModelRow
+    from modelsafe.registry.catalog.queries import find_model, list_models, model_json
+
+    if kind is not None and kind not in ADDON_KINDS:
+        raise UsageError(
+            f"--kind {kind} cannot be checked against a checkpoint",
+            hint=f"one of: {', '.join(ADDON_KINDS)}",
+        )
+    cat = open_catalog(catalog) if isinstance(catalog, str) else catalog
+    try:
+        with cat.session() as session:
+            row = (
+                checkpoint if isinstance(checkpoint, ModelRow) else find_model(session, checkpoint)
+            )
+            base = part_from_model(row, "checkpoint")
+            found = []
+            for model in list_models(session, kind=kind):
+                if model.id == row.id or model.kind not in ADDON_KINDS:
+                    continue
+                part = part_from_model(model)
+                status, reasons = check_part(base, part)
+                if status == "rejected" and not include_rejected:
+                    continue
+                found.append(CompatibleModel(model_json(model), status, reasons))
+            return found
+    finally:
+        if isinstance(catalog, str):
+            cat.close()
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``modelsafe.runtime.resolve(...)`` call :func:`resolve` even after this module was
+    imported (the import system then binds the module, not the function, on the package)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ResolveResult:
+        return resolve(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,268 @@
+"""``modelsafe generate``: make images with a checked set, record each with its full recipe."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from modelsafe.errors import UsageError
+
+SCHEDULER_CHOICES = (
+    "euler",
+    "euler_a",
+    "heun",
+    "lms",
+    "ddim",
+    "pndm",
+    "unipc",
+    "dpmpp_2m",
+    "dpmpp_2m_karras",
+    "flow_euler",
+)
+
+
+def parse_lora(text: str) -> tuple[Path, float]:
+    """``PATH[:WEIGHT]`` (weight 1.0 when left out)."""
+    path, sep, tail = text.rpartition(":")
+    if sep:
+        try:
+            return Path(path), float(tail)
+        except ValueError:
+            pass
+    return Path(text), 1.0
+
+
+def parse_embedding(text: str) -> tuple[Path, str]:
+    """``PATH[:TOKEN]`` (the token is the file's stem when left out)."""
+    path, sep, token = text.rpartition(":")
+    if sep and token and "/" not in token and "\\" not in token:
+        return Path(path), token
+    return Path(text), Path(text).stem
+
+
+def parse_text_encoder(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name.startswith("text_encoder"):
+        raise UsageError(
+            f"--text-encoder {text!r} is not NAME=PATH",
+            hint="e.g. --text-encoder text_encoder_2=t5xxl_fp16.safetensors",
+        )
+    return name, Path(path)
+
+
+@click.command()
+@click.option(
+    "--checkpoint", type=click.Path(path_type=Path), help="Model file or diffusers folder."
+)
+@click.option("--prompt", default=None, help="What to draw.")
+@click.option("--negative", "negative_prompt", default=None, help="Negative prompt.")
+@click.option("--seed", type=int, default=None, help="Seed of the first image [random].")
+@click.option("--seeds", default=None, metavar="S1,S2,..", help="One seed per image.")
+@click.option("--batch", "batch_size", type=int, default=None, help="Images (seed, seed+1, ...).")
+@click.option("--steps", type=int, default=None, help="Denoising steps [family default].")
+@click.option("--cfg", type=float, default=None, help="Guidance scale [family default].")
+@click.option("--width", type=int, default=None, help="Width in pixels [family default].")
+@click.option("--height", type=int, default=None, help="Height in pixels [family default].")
+@click.option("--scheduler", type=click.Choice(SCHEDULER_CHOICES), default=None)
+@click.option("--lora", "loras", multiple=True, metavar="PATH[:WEIGHT]", help="Repeatable.")
+@click.option("--vae", type=click.Path(path_type=Path), default=None, help="VAE override.")
+@click.option(
+    "--text-encoder", "text_encoders", multiple=True, metavar="NAME=PATH", help="Repeatable."
+)
+@click.option("--embedding", "embeddings", multiple=True, metavar="PATH[:TOKEN]")
+@click.option("--controlnet", type=click.Path(path_type=Path), default=None)
+@click.option("--control-image", type=click.Path(path_type=Path), default=None)
+@click.option("--control-scale", type=float, default=None)
+@click.option("--refiner", type=click.Path(path_type=Path), default=None, help="SDXL refiner.")
+@click.option("--refiner-switch", type=float, default=None, help="Fraction of steps [0.8].")
+@click.option("--family", default=None, help="Override the detected family.")
+@click.option("--variant", default=None, help="e.g. dev/schnell (flux1), 512-base (sd2).")
+@click.option("--prediction-type", type=click.Choice(("epsilon", "v_prediction")), default=None)
+@click.option(
+    "--tokenizers",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder with tokenizer/, tokenizer_2/... [env MODELSAFE_TOKENIZERS].",
+)
+@click.option(
+    "--config-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Family configs (<family>.<component>.json) to use instead of the shipped ones.",
+)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1, mps [cpu].")
+@click.option("--dtype", type=click.Choice(("fp32", "fp16", "bf16")), default=None)
+@click.option("--offload", type=click.Choice(("none", "model", "sequential")), default=None)
+@click.option("--vae-tiling/--no-vae-tiling", default=None)
+@click.option("--attention-slicing/--no-attention-slicing", default=None)
+@click.option("--backend", default=None, help="Backend plugin [diffusers].")
+@click.option(
+    "--out", "out_dir", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True
+)
+@click.option(
+    "--from-image",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Make OLD.png again from its recipe (flags given override it).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.pass_context
+def generate(ctx: click.Context, **opts: Any) -> int:
+    """Generate images with a checkpoint (and LoRAs, VAE, embeddings, ControlNet, refiner).
+
+    Every input is audited first and refused unless safe. Each PNG carries its recipe (A1111
+    "parameters" text + "modelsafe" JSON) and is recorded in the catalog.
+
+    \b
+    Example:
+      modelsafe generate --checkpoint sd15.safetensors --lora style.safetensors:0.8 \\
+          --prompt "a lighthouse" --seed 42 --steps 25 --out out/
+
+    Exit codes: 0 images written, 1 an input is unsafe, 2 bad input or the backend failed.
+    """
+    from modelsafe.commands.catalog_option import open_cli_catalog
+    from modelsafe.runtime.generate import generate as run_generate
+
+    catalog = open_cli_catalog(ctx)
+    try:
+        request, old_image = _request(ctx, opts, catalog)
+        with _progress(not opts["as_json"]) as progress:
+            result = run_generate(request, opts["out_dir"], progress=progress, catalog=catalog)
+    finally:
+        catalog.close()
+    same = _same_pixels(old_image, result.images[0].path) if old_image else None
+    if opts["as_json"]:
+        from modelsafe.output import emit_json
+
+        value = result.to_json()
+        if old_image is not None:
+            value["reproduces"] = {"image": str(old_image), "identical_pixels": same}
+        emit_json(value)
+    else:
+        for image in result.images:
+            click.echo(f"{image.path}  seed {image.seed}  sha256 {image.sha256[:12]}")
+        if old_image is not None:
+            word = "identical pixels" if same else "pixels differ (other device or versions?)"
+            click.echo(f"reproduces {old_image}: {word}")
+    return 0
+
+
+def _request(ctx: click.Context, opts: dict[str, Any], catalog: Any) -> tuple[Any, Path | None]:
+    from modelsafe.runtime.generate import (
+        ControlNetSpec,
+        EmbeddingSpec,
+        GenerateRequest,
+        LoraSpec,
+        request_from_recipe,
+    )
+
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name == "COMMANDLINE"
+
+    old = opts["from_image"]
+    if old is not None:
+        from modelsafe.runtime.recipe import recipe_from_png
+
+        base = request_from_recipe(recipe_from_png(old), catalog)
+    else:
+        if opts["checkpoint"] is None or opts["prompt"] is None:
+            raise UsageError(
+                "--checkpoint and --prompt are needed (or --from-image OLD.png)",
+                hint="modelsafe generate --checkpoint MODEL --prompt 'a cat' --seed 42",
+            )
+        base = GenerateRequest(checkpoint=opts["checkpoint"], prompt=opts["prompt"])
+    changes: dict[str, Any] = {}
+    for name in (
+        "checkpoint",
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "batch_size",
+        "steps",
+        "cfg",
+        "width",
+        "height",
+        "scheduler",
+        "vae",
+        "refiner",
+        "refiner_switch",
+        "family",
+        "variant",
+        "prediction_type",
+        "tokenizers",
+        "config_dir",
+        "backend",
+    ):
+        if opts[name] is not None and (old is None or given(name)):
+            changes[name] = opts[name]
+    if opts["seeds"]:
+        try:
+            changes["seeds"] = tuple(int(s) for s in opts["seeds"].split(",") if s.strip())
+        except ValueError as exc:
+            raise UsageError(f"--seeds {opts['seeds']!r} is not a list of numbers") from exc
+    if opts["loras"]:
+        changes["loras"] = tuple(LoraSpec(*parse_lora(text)) for text in opts["loras"])
+    if opts["embeddings"]:
+        changes["embeddings"] = tuple(
+            EmbeddingSpec(*parse_embedding(text)) for text in opts["embeddings"]
+        )
+    if opts["text_encoders"]:
+        changes["text_encoders"] = dict(parse_text_encoder(t) for t in opts["text_encoders"])
+    if opts["controlnet"] is not None or opts["control_image"] is not None:
+        if opts["controlnet"] is None or opts["control_image"] is None:
+            raise UsageError("--controlnet and --control-image go together")
+        scale = 1.0 if opts["control_scale"] is None else opts["control_scale"]
+        changes["controlnet"] = ControlNetSpec(opts["controlnet"], opts["control_image"], scale)
+    plan = dict(base.plan)
+    for name in ("device", "dtype", "offload", "vae_tiling", "attention_slicing"):
+        if opts[name] is not None:
+            plan[name] = opts[name]
+    changes["plan"] = plan
+    return replace(base, **changes), old
+
+
+class _progress:
+    """A step progress bar on stderr (hidden when stderr is not a terminal or for --json)."""
+
+    def __init__(self, wanted: bool) -> None:
+        self.enabled = wanted and sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("denoising", total=None)
+
+        def update(step: int, total: int) -> None:
+            self._bar.update(self._task, completed=step, total=total or None)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _same_pixels(old: Path, new: Path) -> bool:
+    from PIL import Image
+
+    with Image.open(old) as a, Image.open(new) as b:
+        return a.size == b.size and a.convert("RGB").tobytes() == b.convert("RGB").tobytes()

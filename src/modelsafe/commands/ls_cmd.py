@@ -1,0 +1,118 @@
+"""``modelsafe ls``: list the catalog, filtered; ``--duplicates`` shows what can be reclaimed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from modelsafe.output import emit_json
+
+
+@click.command("ls")
+@click.option("--family", "-f", default=None, help="Only this family (sd1, sdxl, flux1, ...).")
+@click.option("--kind", "-k", default=None, help="Only this kind (checkpoint, lora, vae, ...).")
+@click.option("--unsafe", is_flag=True, help="Only files whose audit found code that would run.")
+@click.option("--missing", is_flag=True, help="Only models with no copy left on disk.")
+@click.option(
+    "--duplicates", is_flag=True, help="Models stored more than once, with reclaimable bytes."
+)
+@click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout.")
+@click.pass_context
+def ls(
+    ctx: click.Context,
+    family: str | None,
+    kind: str | None,
+    unsafe: bool,
+    missing: bool,
+    duplicates: bool,
+    as_json: bool,
+) -> int:
+    """List the models in the catalog (read from the catalog only; no file is opened).
+
+    A user's correction (`modelsafe set`) is shown with a `*` after the overridden value.
+
+    Exit codes: 0 listed (even when nothing matches), 2 the catalog could not be read.
+    """
+    from modelsafe.commands.catalog_option import open_cli_catalog
+    from modelsafe.registry.catalog import queries
+
+    catalog = open_cli_catalog(ctx)
+    try:
+        with catalog.session() as session:
+            if duplicates:
+                groups = queries.duplicates(session)
+                _show_duplicates(groups, as_json)
+                return 0
+            models = queries.list_models(
+                session, family=family, kind=kind, unsafe=unsafe, missing=missing
+            )
+            if as_json:
+                emit_json([queries.model_json(m) for m in models])
+            else:
+                _show_table([queries.model_json(m) for m in models])
+    finally:
+        catalog.close()
+    return 0
+
+
+def _mark(row: dict[str, Any], name: str) -> str:
+    value = row.get(name) or "-"
+    return f"{value}*" if name in row["overrides"] else str(value)
+
+
+def _show_table(rows: list[dict[str, Any]]) -> None:
+    from modelsafe.units import format_size
+
+    if not rows:
+        click.echo("no models match (run `modelsafe scan PATH` to fill the catalog)", err=True)
+        return
+    header = ("STATUS", "AUDIT", "FAMILY", "KIND", "PRECISION", "SIZE", "AUTOV2", "NAME")
+    table = [header]
+    for r in rows:
+        table.append(
+            (
+                r["status"],
+                r["audit"] or "-",
+                _mark(r, "family"),
+                _mark(r, "kind"),
+                r["precision"] or "-",
+                format_size(r["size"]),
+                r["autov2"] or "-",
+                r["name"],
+            )
+        )
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
+        click.echo("  ".join([*cells, str(row[-1])]))
+
+
+def _show_duplicates(groups: list[Any], as_json: bool) -> None:
+    from modelsafe.units import format_size
+
+    total = sum(g.reclaimable for g in groups)
+    if as_json:
+        emit_json(
+            {
+                "reclaimable": total,
+                "groups": [
+                    {
+                        "id": g.model.id,
+                        "name": g.model.name,
+                        "content_key": g.model.content_key,
+                        "keep": g.keep.path,
+                        "others": [o.path for o in g.others],
+                        "reclaimable": g.reclaimable,
+                    }
+                    for g in groups
+                ],
+            }
+        )
+        return
+    for g in groups:
+        click.echo(f"{g.model.name}  ({format_size(g.reclaimable)} reclaimable)")
+        click.echo(f"  keep    {g.keep.path}")
+        for other in g.others:
+            click.echo(f"  also    {other.path}")
+    click.echo(f"{len(groups)} models stored more than once; {format_size(total)} reclaimable")

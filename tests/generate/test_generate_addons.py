@@ -1,0 +1,93 @@
+"""LoRAs (with weights), textual-inversion tokens, VAE override, ControlNet and the SDXL refiner
+change the image the way they should, and land in the recipe."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from generate_tiny import Tiny, save_tensors, tiny_lora_kohya
+from PIL import Image
+from test_generate_families import pixels, request_for
+
+from modelsafe.runtime.generate import (
+    ControlNetSpec,
+    EmbeddingSpec,
+    LoraSpec,
+    generate,
+)
+
+
+def test_lora_weight_changes_the_image_and_zero_does_not(
+    tiny: Callable[[str], Tiny], tmp_path: Path
+) -> None:
+    t = tiny("sd1")
+    lora = tiny_lora_kohya(t.pipe.unet, tmp_path / "style.safetensors")
+    plain = pixels(generate(request_for(t, t.single), tmp_path / "plain").images[0].path)
+    zero = generate(
+        request_for(t, t.single, loras=(LoraSpec(lora, 0.0),)), tmp_path / "zero"
+    ).images[0]
+    full = generate(
+        request_for(t, t.single, loras=(LoraSpec(lora, 0.8),)), tmp_path / "full"
+    ).images[0]
+    assert np.array_equal(plain, pixels(zero.path))
+    assert np.abs(plain - pixels(full.path)).mean() > 1
+    assert [(lo.name, lo.weight) for lo in full.recipe.loras] == [("style", 0.8)]
+    assert "<lora:style:0.8>" in full.recipe.to_parameters()
+
+
+def test_embedding_vae_override_and_controlnet(tiny: Callable[[str], Tiny], tmp_path: Path) -> None:
+    from diffusers import ControlNetModel
+
+    t = tiny("sd1")
+    base = pixels(generate(request_for(t, t.folder, prompt="a zq"), tmp_path / "0").images[0].path)
+
+    gen = torch.Generator().manual_seed(3)
+    emb = save_tensors(
+        tmp_path / "zq.safetensors", {"emb_params": torch.randn(2, 32, generator=gen)}
+    )
+    with_emb = generate(
+        request_for(t, t.folder, prompt="a zq", embeddings=(EmbeddingSpec(emb, "zq"),)),
+        tmp_path / "1",
+    ).images[0]
+    assert not np.array_equal(base, pixels(with_emb.path))
+    assert with_emb.recipe.embeddings[0].token == "zq"
+
+    vae_state = {
+        k: v + 0.05 * torch.randn(v.shape, generator=gen)
+        for k, v in t.pipe.vae.state_dict().items()
+    }
+    vae = save_tensors(tmp_path / "other-vae.safetensors", vae_state)
+    with_vae = generate(request_for(t, t.folder, prompt="a zq", vae=vae), tmp_path / "2").images[0]
+    assert not np.array_equal(base, pixels(with_vae.path))
+    assert with_vae.recipe.vae is not None and with_vae.recipe.vae.name == "other-vae"
+
+    torch.manual_seed(5)
+    controlnet = ControlNetModel.from_unet(
+        t.pipe.unet, conditioning_embedding_out_channels=(16, 32)
+    )
+    for p in controlnet.controlnet_down_blocks.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    controlnet.save_pretrained(str(tmp_path / "cn"))
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(tmp_path / "edges.png")
+    spec = ControlNetSpec(tmp_path / "cn", tmp_path / "edges.png", 1.0)
+    with_cn = generate(
+        request_for(t, t.folder, prompt="a zq", controlnet=spec), tmp_path / "3"
+    ).images[0]
+    assert not np.array_equal(base, pixels(with_cn.path))
+    assert with_cn.recipe.control_image == str((tmp_path / "edges.png").resolve())
+
+
+def test_sdxl_refiner(tiny: Callable[[str], Tiny], tmp_path: Path) -> None:
+    base_model, refiner = tiny("sdxl"), tiny("sdxl_refiner")
+    plain = generate(request_for(base_model, base_model.folder, steps=4), tmp_path / "a").images[0]
+    refined = generate(
+        request_for(
+            base_model, base_model.folder, steps=4, refiner=refiner.folder, config_dir=None
+        ),
+        tmp_path / "b",
+    ).images[0]
+    assert refined.recipe.refiner is not None and refined.recipe.refiner_switch == 0.8
+    assert not np.array_equal(pixels(plain.path), pixels(refined.path))
