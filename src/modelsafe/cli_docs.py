@@ -5,6 +5,8 @@ Regenerate with ``python -m modelsafe.cli_docs > docs/cli.md``; a test fails whe
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 HEADER = """# CLI reference
@@ -18,10 +20,14 @@ internal error (a bug: run with `MODELSAFE_DEBUG=1` for the traceback), 130 inte
 """
 
 
+# The same help options the CLI uses (click caches a command's help option on first use).
+HELP_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
+
 def _walk(command: click.Command, path: list[str]) -> list[tuple[list[str], click.Command]]:
     found = [(path, command)]
     if isinstance(command, click.Group):
-        ctx = click.Context(command, info_name=path[-1])
+        ctx = click.Context(command, info_name=path[-1], **HELP_SETTINGS)
         for name in command.list_commands(ctx):
             sub = command.get_command(ctx, name)
             if sub is not None and not sub.hidden:
@@ -37,8 +43,12 @@ def render_cli_reference() -> str:
         title = " ".join(path)
         parent: click.Context | None = None
         for i, name in enumerate(path):
-            parent = click.Context(cli if i == 0 else command, info_name=name, parent=parent)
-        ctx = click.Context(command, info_name=path[-1], parent=parent.parent if parent else None)
+            parent = click.Context(
+                cli if i == 0 else command, info_name=name, parent=parent, **HELP_SETTINGS
+            )
+        ctx = click.Context(
+            command, info_name=path[-1], parent=parent.parent if parent else None, **HELP_SETTINGS
+        )
         with ctx:
             formatter = ctx.make_formatter()
             formatter.width = 100
