@@ -7,14 +7,11 @@ pickle whose payload never runs, and broken downloads.
 
 from __future__ import annotations
 
-import pickle
-import struct
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelsafe.testing.safetensors_writer import TensorSpec, write_safetensors
+from modelsafe.testing.safetensors_writer import write_safetensors
 
 
 @dataclass(frozen=True)
@@ -47,23 +44,13 @@ def _write_legacy_pickle(path: Path) -> bool:
     return True
 
 
-def _layout(module: str, name: str, *args: object) -> list[TensorSpec] | None:
-    """A layout from ``modelsafe.testing.layouts.<module>.<name>(*args)``, if that exists."""
-    import importlib
-
-    try:
-        mod = importlib.import_module(f"modelsafe.testing.layouts.{module}")
-    except ImportError:
-        return None
-    factory: Callable[..., list[TensorSpec]] | None = getattr(mod, name, None)
-    return factory(*args) if factory is not None else None
-
-
 def build_library(root: Path) -> list[DemoFile]:
     """Write the sample library under ``root`` (ComfyUI-style folders) and list what it holds."""
+    from modelsafe.testing.layouts import adapters, base_models, components
+
     files: list[DemoFile] = []
     models = root / "models"
-    for folder in ("checkpoints", "loras", "vae", "embeddings", "controlnet", "downloads"):
+    for folder in ("checkpoints", "loras/sd15", "vae", "embeddings", "clip", "downloads"):
         (models / folder).mkdir(parents=True, exist_ok=True)
 
     def add(rel: str, what: str) -> Path:
@@ -71,10 +58,31 @@ def build_library(root: Path) -> list[DemoFile]:
         files.append(DemoFile(path, what))
         return path
 
-    # A small safetensors file with SD-style keys (stands in until layouts land).
+    # Full-size layouts of real models, written sparse: a 2 GB checkpoint costs no disk.
+    write_safetensors(
+        add("checkpoints/sd15-base.safetensors", "an SD1.5 checkpoint (full size, sparse)"),
+        base_models.unet_checkpoint("sd1"),
+    )
+    write_safetensors(
+        add("loras/sd15-style.safetensors", "a kohya LoRA for SD1.5"),
+        adapters.kohya_lora(
+            [("lora_unet_", adapters.sd1_unet_modules()), ("lora_te_", adapters.clip_modules())],
+            rank=8,
+        ),
+        metadata={"ss_network_module": "networks.lora", "ss_network_dim": "8"},
+    )
+    # The same LoRA by mistake in an SD1.5 folder, but made for SDXL: the scan says so.
+    write_safetensors(
+        add("loras/sd15/xl-detail.safetensors", "a kohya LoRA for SDXL in an SD1.5 folder"),
+        adapters.kohya_lora([("lora_unet_", adapters.sdxl_unet_modules("sgm"))], rank=4),
+    )
+    write_safetensors(
+        add("vae/ft-mse.safetensors", "an SD VAE (4 latent channels)"), base_models.ldm_vae()
+    )
+    write_safetensors(add("clip/clip_l.safetensors", "a CLIP-L text encoder"), components.clip_l())
     write_safetensors(
         add("embeddings/demo-embedding.safetensors", "an embedding for SD1 (768-wide)"),
-        [("emb_params", "F32", (4, 768))],
+        adapters.embedding("sd1", vectors=4),
         data="random",
     )
     # A legacy (pre-1.6) torch pickle.
@@ -99,5 +107,4 @@ def build_library(root: Path) -> list[DemoFile]:
     add("loras/pointer.safetensors", "a git-lfs pointer, not the data").write_text(
         "version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 151108832\n"
     )
-    _ = (pickle, struct)  # formats the demo writes by hand
     return files

@@ -1,0 +1,25 @@
+"""`modelsafe demo` builds a sample library, scans it and reports each file as expected."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def test_demo_scans_the_sample_library(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = run_cli("demo", "--keep", str(tmp_path / "lib"), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    rows = {Path(r["file"]).name: r for r in result["files"]}
+    assert rows["free-model.ckpt"]["audit"] == "unsafe"
+    assert any("os.system" in n for n in rows["free-model.ckpt"]["notes"])
+    assert rows["sd15-base.safetensors"]["identified"].startswith("sd1/checkpoint")
+    assert rows["sd15-style.safetensors"]["identified"] == "sd1/lora"
+    assert rows["xl-detail.safetensors"]["identified"] == "sdxl/lora"
+    assert rows["legacy-embedding.pt"]["audit"] == "safe"
+    for broken in ("truncated.safetensors", "model.safetensors", "pointer.safetensors"):
+        assert rows[broken]["identified"] == "unreadable"
+    assert "git-lfs pointer" in rows["pointer.safetensors"]["notes"][0]
+    assert any("xl-detail" in w["path"] for w in result["wrong_folder"])
+    assert result["summary"]["unsafe"] == 1 and result["summary"]["errors"] == 3
+    assert (tmp_path / "lib" / "catalog.db").is_file()
