@@ -23,3 +23,17 @@ def test_demo_scans_the_sample_library(run_cli, tmp_path: Path) -> None:  # type
     assert any("xl-detail" in w["path"] for w in result["wrong_folder"])
     assert result["summary"]["unsafe"] == 1 and result["summary"]["errors"] == 3
     assert (tmp_path / "lib" / "catalog.db").is_file()
+
+
+def test_ls_compatible_with_answers_from_the_catalog(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    lib = tmp_path / "lib"
+    code, _, err = run_cli("demo", "--keep", str(lib), "--json")
+    assert code == 0, err
+    catalog = str(lib / "catalog.db")
+    code, out, err = run_cli(
+        "--catalog", catalog, "ls", "--compatible-with", "sd15-base", "--kind", "lora", "--json"
+    )
+    assert code == 0, err
+    fits = {Path(f["model"]["name"]).name: f for f in json.loads(out)}
+    assert any("sd15-style" in name for name in fits), fits.keys()
+    assert not any("xl-detail" in name for name in fits), "an SDXL LoRA must not fit SD1.5"

@@ -17,6 +17,13 @@ from modelsafe.output import emit_json
 @click.option(
     "--duplicates", is_flag=True, help="Models stored more than once, with reclaimable bytes."
 )
+@click.option(
+    "--compatible-with",
+    "compatible_with",
+    metavar="CHECKPOINT",
+    default=None,
+    help="Only models that fit this checkpoint (name, path or hash prefix), with the reasons.",
+)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout.")
 @click.pass_context
 def ls(
@@ -26,6 +33,7 @@ def ls(
     unsafe: bool,
     missing: bool,
     duplicates: bool,
+    compatible_with: str | None,
     as_json: bool,
 ) -> int:
     """List the models in the catalog (read from the catalog only; no file is opened).
@@ -40,6 +48,8 @@ def ls(
     catalog = open_cli_catalog(ctx)
     try:
         with catalog.session() as session:
+            if compatible_with:
+                return _show_compatible(catalog, compatible_with, kind, as_json)
             if duplicates:
                 groups = queries.duplicates(session)
                 _show_duplicates(groups, as_json)
@@ -53,6 +63,24 @@ def ls(
                 _show_table([queries.model_json(m) for m in models])
     finally:
         catalog.close()
+    return 0
+
+
+def _show_compatible(catalog: Any, checkpoint: str, kind: str | None, as_json: bool) -> int:
+    """Catalog models that fit ``checkpoint``, answered from stored facts (no file reads)."""
+    from modelsafe.runtime.resolve import compatible_models
+
+    fits = compatible_models(catalog, checkpoint, kind)
+    if as_json:
+        emit_json([{"model": f.model, "status": f.status, "reasons": f.reasons} for f in fits])
+        return 0
+    if not fits:
+        click.echo(f"nothing in the catalog fits {checkpoint}", err=True)
+    for f in fits:
+        model = f.model
+        click.echo(f"{model.get('family')}/{model.get('kind')}  {model.get('name')}")
+        for reason in f.reasons:
+            click.echo(f"    {reason.status}: {reason.reason}")
     return 0
 
 
