@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "generate"))
-
 
 def _sd1_small(tokenizers: Path) -> Any:
     import diffusers
     import torch
-    from generate_tiny import _clip, _euler
     from transformers import CLIPTokenizer
+
+    from modelsafe.testing.tiny_models import _clip, _euler
 
     torch.manual_seed(0)
     unet = diffusers.UNet2DConditionModel(
@@ -109,10 +107,10 @@ def _modelsafe(
 def bench_cpu(rounds: int, steps: int) -> None:
     import numpy as np
     import torch
-    from generate_tiny import tokenizer_dir
     from PIL import Image
 
     from modelsafe.registry.catalog import open_catalog
+    from modelsafe.testing.tiny_models import tokenizer_dir
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,10 +163,10 @@ def bench_cuda(steps: int) -> None:
     import diffusers
     import torch
     import transformers
-    from generate_tiny import tokenizer_dir
     from transformers import CLIPTokenizer
 
     from modelsafe.runtime.diffusers_loader import read_config
+    from modelsafe.testing.tiny_models import tokenizer_dir
 
     dtype = torch.float16
     with tempfile.TemporaryDirectory(dir=".") as tmp:

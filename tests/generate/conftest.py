@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from generate_tiny import Tiny, build, tokenizer_dir  # noqa: E402
+from modelsafe.testing.tiny_models import Tiny, build, tokenizer_dir
 
 
 @pytest.fixture(scope="session")

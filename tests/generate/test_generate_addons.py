@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from generate_tiny import Tiny, save_tensors, tiny_lora_kohya
 from PIL import Image
 from test_generate_families import pixels, request_for
 
@@ -18,6 +17,7 @@ from modelsafe.runtime.generate import (
     LoraSpec,
     generate,
 )
+from modelsafe.testing.tiny_models import Tiny, save_tensors, tiny_lora_kohya
 
 
 def test_lora_weight_changes_the_image_and_zero_does_not(

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import torch
-from generate_tiny import Tiny, tiny_lora_kohya
+
+from modelsafe.testing.tiny_models import Tiny, tiny_lora_kohya
 
 
 def _args(t: Tiny, db: Path, out: Path, *extra: str) -> list[str]:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from generate_tiny import Tiny
 from PIL import Image
 
 from modelsafe.runtime.generate import GenerateRequest, generate
+from modelsafe.testing.tiny_models import Tiny
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -21,7 +21,7 @@ def pixels(path: Path) -> np.ndarray:
 
 
 def request_for(t: Tiny, path: Path, **changes: object) -> GenerateRequest:
-    family = t.family.replace("-schnell", "")
+    family = t.base_family
     parts = {} if path.is_dir() else {k: v for k, v in t.parts.items() if k != "vae"}
     base = GenerateRequest(
         checkpoint=path,
@@ -39,7 +39,9 @@ def request_for(t: Tiny, path: Path, **changes: object) -> GenerateRequest:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl", "sd3", "flux1", "flux1-schnell"])
+@pytest.mark.parametrize(
+    "family", ["sd1", "sd2", "sdxl", "sd3", "sd3.5-large", "sd3.5-medium", "flux1", "flux1-schnell"]
+)
 def test_family_folder_and_single_file_agree(
     family: str, tiny: Callable[[str], Tiny], tmp_path: Path
 ) -> None:
@@ -50,10 +52,12 @@ def test_family_folder_and_single_file_agree(
     assert a.shape == (32, 32, 3) and a.std() > 1  # a real image, not a blank
     assert np.array_equal(a, b)
     recipe = from_file.recipe
-    assert recipe.family == family.replace("-schnell", "")
+    assert recipe.family == t.base_family
     assert recipe.checkpoint.sha256 and recipe.checkpoint.autov2 == recipe.checkpoint.sha256[:10]
     if family == "flux1-schnell":
         assert (recipe.variant, recipe.cfg) == ("schnell", 0.0)
+    if t.base_family == "sd3.5":
+        assert recipe.variant == t.variant  # large / medium told apart from the weights
     if family == "sd2":
         assert recipe.prediction_type == "v_prediction"
 

@@ -4,6 +4,9 @@
   with extra plugin objects registered), installed as the process-wide one while in use.
 - :func:`write_safetensors`: a real safetensors file from (name, dtype, shape) specs, with zero,
   random or sparse (no disk used) data, so layouts can be tested at full size.
+- :func:`modelsafe.testing.tiny_models.tiny_model`: a tiny real diffusers pipeline of a family
+  (random weights) as a folder, a single file, configs and tokenizers, for generation tests
+  (imported on its own because it needs torch and diffusers).
 """
 
 from __future__ import annotations

@@ -1,5 +1,14 @@
-"""Tiny real diffusers pipelines (random weights) for the generate tests, written to disk as
-diffusers folders and as single files, with tiny local tokenizers and tiny family configs."""
+"""Tiny real diffusers pipelines (random weights, a few hundred KB each), written to disk as
+diffusers folders and as single files, with tiny local tokenizers and tiny family configs.
+
+A plugin author's (and modelsafe's own) tests use :func:`tiny_model`::
+
+    from modelsafe.testing.tiny_models import tiny_model
+    t = tiny_model("sd1", tmp_path)   # t.folder, t.single, t.configs, t.tokenizers, t.parts
+
+Families: sd1, sd2, sdxl, sdxl_refiner, sd3, sd3.5-large, sd3.5-medium, flux1, flux1-schnell.
+Needs the ``runtime`` extra (torch, diffusers, transformers).
+"""
 
 from __future__ import annotations
 
@@ -13,15 +22,38 @@ import torch
 CHARS = "abcdefghijklmnopqrstuvwxyz"
 
 
+FAMILIES = (
+    "sd1",
+    "sd2",
+    "sdxl",
+    "sdxl_refiner",
+    "sd3",
+    "sd3.5-large",
+    "sd3.5-medium",
+    "flux1",
+    "flux1-schnell",
+)
+
+
 @dataclass
 class Tiny:
-    family: str
+    family: str  # the factory's name: sd1, ..., sd3.5-large, flux1-schnell
     folder: Path  # diffusers pipeline folder
     single: Path  # single file (full ldm checkpoint for sd1, else the bare denoiser)
     configs: Path  # <family>.<component>.json files
     tokenizers: Path  # <tokenizer component>/ folders
     parts: dict[str, Path] = field(default_factory=dict)  # vae / text encoder single files
     pipe: Any = None
+
+    @property
+    def base_family(self) -> str:
+        """The modelsafe family (``sd3.5`` for ``sd3.5-large``, ``flux1`` for ``flux1-schnell``)."""
+        return self.family.split("-")[0]
+
+    @property
+    def variant(self) -> str | None:
+        head, _, tail = self.family.partition("-")
+        return tail or None
 
 
 def write_clip_tokenizer(folder: Path) -> None:
@@ -41,7 +73,7 @@ def write_clip_tokenizer(folder: Path) -> None:
 
 def write_t5_tokenizer(folder: Path) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
+    from transformers import T5TokenizerFast  # type: ignore[attr-defined]
 
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
     vocab += [(ch, -1.0) for ch in "\u2581" + CHARS]
@@ -81,7 +113,7 @@ def _clip(projection: bool = False, hidden: int = 32) -> Any:
 def _t5() -> Any:
     from transformers import T5Config, T5EncoderModel
 
-    config = T5Config(
+    config = T5Config(  # type: ignore[call-arg]
         vocab_size=64,
         d_model=32,
         d_kv=8,
@@ -163,7 +195,7 @@ def _euler(prediction: str = "epsilon") -> Any:
 
 def build_pipeline(family: str, tokenizers: Path) -> Any:
     import diffusers
-    from transformers import CLIPTokenizer, T5TokenizerFast
+    from transformers import CLIPTokenizer, T5TokenizerFast  # type: ignore[attr-defined]
 
     clip_tok = CLIPTokenizer.from_pretrained(str(tokenizers / "tokenizer"))
     t5_tok = T5TokenizerFast.from_pretrained(str(tokenizers / "t5"))
@@ -213,9 +245,13 @@ def build_pipeline(family: str, tokenizers: Path) -> Any:
             scheduler=_euler(),
             requires_aesthetics_score=True,
         )
-    if family == "sd3":
+    if family in ("sd3", "sd3.5-large", "sd3.5-medium"):
+        # SD3.5 adds q/k RMS norms; Medium (MMDiT-X) also a second attention in early blocks.
+        sd35: dict[str, Any] = {} if family == "sd3" else {"qk_norm": "rms_norm"}
+        if family == "sd3.5-medium":
+            sd35["dual_attention_layers"] = (0,)
         torch.manual_seed(0)
-        transformer = diffusers.SD3Transformer2DModel(
+        transformer: Any = diffusers.SD3Transformer2DModel(
             sample_size=32,
             patch_size=1,
             in_channels=4,
@@ -226,6 +262,7 @@ def build_pipeline(family: str, tokenizers: Path) -> Any:
             joint_attention_dim=32,
             pooled_projection_dim=64,
             out_channels=4,
+            **sd35,
         )
         return diffusers.StableDiffusion3Pipeline(
             transformer=transformer,
@@ -286,14 +323,14 @@ def save_tensors(path: Path, state: dict[str, torch.Tensor]) -> Path:
 def build(family: str, root: Path, tokenizers: Path) -> Tiny:
     """Write the tiny ``family`` model under ``root`` in every form the tests load."""
     pipe = build_pipeline(family, tokenizers)
-    name = family.replace("-schnell", "")
+    name = family.replace("-schnell", "")  # configs are looked up as <family>[-<variant>]
     folder = root / f"{family}-diffusers"
     pipe.save_pretrained(str(folder))
     configs = root / f"{family}-configs"
     write_configs(folder, name, configs)
     parts: dict[str, Path] = {}
     if family in ("sd1", "sd2"):
-        from ldm_layout import to_ldm_checkpoint
+        from modelsafe.testing.ldm_layout import to_ldm_checkpoint
 
         single = save_tensors(root / f"{family}.safetensors", to_ldm_checkpoint(pipe))
     else:
@@ -338,3 +375,14 @@ def tiny_lora_kohya(unet: Any, path: Path, rank: int = 2, scale: float = 0.5) ->
             )
             state[key + ".alpha"] = torch.tensor(float(rank))
     return save_tensors(path, state)
+
+
+def tiny_model(family: str, root: Path) -> Tiny:
+    """Build the tiny ``family`` model (see :data:`FAMILIES`) with its own tokenizers under
+    ``root``: a diffusers folder, a single file, the family configs and part files."""
+    if family not in FAMILIES:
+        raise ValueError(f"no tiny model for {family!r}; choose one of {', '.join(FAMILIES)}")
+    root.mkdir(parents=True, exist_ok=True)
+    flux = family.startswith("flux1")
+    tokenizers = tokenizer_dir(root / ("tokenizers-flux" if flux else "tokenizers"), flux=flux)
+    return build(family, root, tokenizers)
