@@ -20,6 +20,12 @@ TRANSFORMER_FAMILIES = frozenset(
     {"sd3", "sd3.5", "flux1", "chroma", "z-image", "qwen-image", "hidream"}
 )
 
+# Every model family modelsafe's built-in detectors know; a family outside this set comes from a
+# plugin, and built-in rules that need a family's module layout leave such a model to its plugin.
+BUILTIN_FAMILIES = frozenset(
+    {"sd1", "sd2", "sdxl", "sdxl_refiner", "stable-cascade", *TRANSFORMER_FAMILIES}
+)
+
 # Text-encoder width (hidden size) -> the name the ecosystem uses for it.
 TEXT_ENCODER_BY_WIDTH: dict[int, str] = {
     768: "clip_l",

@@ -278,8 +278,8 @@ def _base_result(base: Part) -> PartResult:
             Compatibility(
                 "base",
                 "reject",
-                f"{base.ref} is a {base.kind} ({label(base.family)}), not a checkpoint, UNet, "
-                "transformer or diffusers pipeline",
+                f"{base.ref} is {_a_kind(base.kind)} ({label(base.family)}), not a checkpoint, "
+                "UNet, transformer or diffusers pipeline",
             )
         )
     elif base.family in ("unknown", "any"):
@@ -289,6 +289,12 @@ def _base_result(base: Part) -> PartResult:
         extra = f", cross-attention context {ctx}" if ctx else ""
         reasons.append(Compatibility("base", "accept", f"{label(base.family)} {base.kind}{extra}"))
     return _result(base, status, tuple(reasons))
+
+
+def _a_kind(kind: str) -> str:
+    if kind == "unknown":
+        return "a file of unknown kind"
+    return ("an " if kind[:1] in "aeiou" else "a ") + kind
 
 
 def _result(part: Part, status: str, reasons: tuple[Compatibility, ...]) -> PartResult:

@@ -87,9 +87,11 @@ def family_rule(base: Part, part: Part) -> Compatibility | None:
 def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
     if part.kind not in ("lora", "lycoris") or part.index is None or base.index is None:
         return None
-    from modelsafe.registry.model_parts import split_components
+    from modelsafe.registry.model_parts import BUILTIN_FAMILIES, split_components
     from modelsafe.runtime.lora_mapping import map_lora
 
+    if base.family not in BUILTIN_FAMILIES | {"unknown", "any"}:
+        return None  # a family taught by a plugin: its module layout is that plugin's to judge
     comps = split_components(base.index, base.family, base.kind)
     cov = map_lora(part.index, comps)
     names = {c.name for c in comps}

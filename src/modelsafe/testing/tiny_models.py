@@ -1,4 +1,4 @@
-"""Tiny real diffusers pipelines (random weights, a few hundred KB each), written to disk as
+"""Tiny real diffusers pipelines (random weights, a few MB each), written to disk as
 diffusers folders and as single files, with tiny local tokenizers and tiny family configs.
 
 A plugin author's (and modelsafe's own) tests use :func:`tiny_model`::
