@@ -201,9 +201,10 @@ def _dtypes(family: str, weights: list[Weights], opts: Options, bf16: bool) -> d
         elif w.role == "text_encoder":
             out[w.name] = "fp8" if opts.text_encoder_fp8 and w.name == "t5xxl" else compute
         elif w.role == "vae":
-            # SDXL's VAE overflows in fp16 (diffusers keeps it in fp32: force_upcast).
+            # SDXL's VAE overflows in fp16: diffusers' SDXL pipelines see `force_upcast` in its
+            # config and decode in fp32 (measured: docs/benchmarks.md, H100 SDXL check).
             if family in ("sdxl", "sdxl_refiner"):
-                out[w.name] = "bf16" if bf16 else "fp32"
+                out[w.name] = "fp32"
             else:
                 out[w.name] = "bf16" if compute == "bf16" else "fp16"
         else:
@@ -402,7 +403,7 @@ def _explain(
             choices.append(Choice(f"dtype {w.name}", d, why))
         elif w.role == "vae":
             why = (
-                "SDXL's VAE overflows in fp16 (diffusers upcasts it)"
+                "SDXL's VAE overflows in fp16: diffusers upcasts it and decodes in fp32"
                 if family.startswith("sdxl")
                 else "matches the denoiser"
             )
