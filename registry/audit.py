@@ -22,7 +22,7 @@ def verdict_status(findings: list[Finding]) -> str:
 def audit_path(path: Path | str) -> Verdict:
     """The verdict for one file; unreadable input is an ``error`` verdict, never an exception."""
     from modelsafe.plugin_manager import get_plugin_manager
-    from modelsafe.registry.read import _NOT_A_MODEL
+    from modelsafe.registry.sniff import not_a_model
 
     path = Path(path)
     try:
@@ -59,7 +59,8 @@ def audit_path(path: Path | str) -> Verdict:
             )
             handled = True
     if not handled:
-        reason = _NOT_A_MODEL.get(fmt, (f"no scanner reads this format ({fmt})", ""))[0]
+        what = not_a_model(fmt, path.stat().st_size)
+        reason = what.reason if what else f"no scanner reads this format ({fmt})"
         findings.append(Finding("error", "not-a-model", reason))
     return Verdict(path, verdict_status(findings), fmt, tuple(findings))
 

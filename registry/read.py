@@ -6,26 +6,8 @@ import os
 from pathlib import Path
 
 from modelsafe.errors import FileReadError, UnsupportedFormatError
-from modelsafe.registry.sniff import extension_lies, read_head, sniff
+from modelsafe.registry.sniff import extension_lies, not_a_model, read_head, sniff
 from modelsafe.types import Format, TensorIndex
-
-# What a file that no reader takes really is, and what the user can do about it.
-_NOT_A_MODEL: dict[str, tuple[str, str]] = {
-    Format.EMPTY.value: ("the file is empty (0 bytes)", "download it again"),
-    Format.LFS_POINTER.value: (
-        "the file is a git-lfs pointer, not the model's data",
-        "run `git lfs pull` in the repository, or download the file itself",
-    ),
-    Format.HTML.value: (
-        "the file is an HTML page (a login or error page saved instead of the model)",
-        "download it again; some sites need you to log in or accept a licence first",
-    ),
-    Format.JSON.value: (
-        "the file is JSON, not model weights",
-        "look for the weights file beside it",
-    ),
-    Format.TEXT.value: ("the file is plain text, not model weights", "download it again"),
-}
 
 
 def open_error(path: Path, exc: OSError) -> FileReadError:
@@ -76,10 +58,10 @@ def _unsupported(path: Path, fmt: str, is_dir: bool) -> UnsupportedFormatError:
             f"{path} is a folder without model_index.json or a model config",
             hint="point at a model file, or at a diffusers folder (it has model_index.json)",
         )
-    if fmt in _NOT_A_MODEL:
-        reason, hint = _NOT_A_MODEL[fmt]
-        return UnsupportedFormatError(f"{path}: {reason}", hint=hint)
     size = os.path.getsize(path)
+    what = not_a_model(fmt, size)
+    if what is not None:
+        return UnsupportedFormatError(f"{path}: {what.reason}", hint=what.hint)
     return UnsupportedFormatError(
         f"{path}: not a model format modelsafe reads (looks like {fmt}, {size} bytes)",
         hint="supported: safetensors, torch .ckpt/.pt/.bin (zip or legacy), GGUF, diffusers "

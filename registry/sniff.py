@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from modelsafe.types import Format
@@ -25,6 +26,50 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     Format.GGUF.value: (".gguf",),
     Format.NUMPY.value: (".npy",),
 }
+
+
+@dataclass(frozen=True)
+class NotAModel:
+    """What a file that is not a model really is: a finding code, the reason and what to do."""
+
+    code: str
+    reason: str
+    hint: str
+
+
+# The one table `inspect` (as an error) and `audit` (as an `error` verdict) both say.
+_NOT_A_MODEL: dict[str, NotAModel] = {
+    Format.EMPTY.value: NotAModel(
+        "empty", "the file is empty (0 bytes): an interrupted download", "download it again"
+    ),
+    Format.LFS_POINTER.value: NotAModel(
+        "git-lfs-pointer",
+        "the file is a git-lfs pointer (a {size}-byte text stub), not the model's data",
+        "run `git lfs pull` in the repository, or download the file itself",
+    ),
+    Format.HTML.value: NotAModel(
+        "html",
+        "the file is an HTML page (a login or error page saved instead of the model)",
+        "download it again; some sites need you to log in or accept a licence first",
+    ),
+    Format.JSON.value: NotAModel(
+        "json",
+        "the file is JSON (a config or an API error), not model weights",
+        "look for the weights file beside it",
+    ),
+    Format.TEXT.value: NotAModel(
+        "text", "the file is plain text, not model weights", "download it again"
+    ),
+}
+
+
+def not_a_model(fmt: str, size: int) -> NotAModel | None:
+    """What a file of sniffed format ``fmt`` really is, when that is not a model at all."""
+    found = _NOT_A_MODEL.get(fmt)
+    if found is None:
+        return None
+    return NotAModel(found.code, found.reason.format(size=size), found.hint)
+
 
 MODEL_EXTENSIONS = frozenset(
     {".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".pkl", ".pickle", ".npy"}

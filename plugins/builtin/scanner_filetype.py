@@ -12,22 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from modelsafe.plugins.hookspecs import hookimpl
+from modelsafe.registry.sniff import not_a_model
 from modelsafe.types import Finding, Format
-
-_WHAT: dict[str, tuple[str, str]] = {
-    Format.EMPTY.value: ("empty", "the file is empty (0 bytes): an interrupted download"),
-    Format.LFS_POINTER.value: (
-        "git-lfs-pointer",
-        "the file is a git-lfs pointer (a {size}-byte text stub), not the model: run "
-        "`git lfs pull` or download the file itself",
-    ),
-    Format.HTML.value: (
-        "html",
-        "the file is an HTML page (a login or error page saved instead of the model)",
-    ),
-    Format.JSON.value: ("json", "the file is JSON (a config or an API error), not model weights"),
-    Format.TEXT.value: ("text", "the file is plain text, not model weights"),
-}
 
 
 @hookimpl
@@ -36,10 +22,9 @@ def modelsafe_audit(path: Path, head: bytes, fmt: str) -> list[Finding] | None:
         from modelsafe.registry.torch_archive import read_torch_file
 
         return list(read_torch_file(path, Format.PICKLE.value).findings)
-    if fmt in _WHAT:
-        code, message = _WHAT[fmt]
-        size = path.stat().st_size
-        return [Finding("error", f"not-a-model:{code}", message.format(size=size))]
+    what = not_a_model(fmt, path.stat().st_size)
+    if what is not None:
+        return [Finding("error", f"not-a-model:{what.code}", f"{what.reason}; {what.hint}")]
     if fmt == Format.UNKNOWN.value:
         hidden = _hidden_zip(path)
         if hidden:
