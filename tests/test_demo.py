@@ -37,3 +37,14 @@ def test_ls_compatible_with_answers_from_the_catalog(run_cli, tmp_path: Path) ->
     fits = {Path(f["model"]["name"]).name: f for f in json.loads(out)}
     assert any("sd15-style" in name for name in fits), fits.keys()
     assert not any("xl-detail" in name for name in fits), "an SDXL LoRA must not fit SD1.5"
+
+
+def test_demo_keeps_a_relative_folder_and_says_where(  # type: ignore[no-untyped-def]
+    run_cli, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("demo", "--keep", "lib")
+    assert code == 0, err
+    assert "The library and its catalog are in lib" in out
+    assert (tmp_path / "lib" / "catalog.db").is_file()
+    assert (tmp_path / "lib" / "models" / "checkpoints" / "sd15-base.safetensors").is_file()

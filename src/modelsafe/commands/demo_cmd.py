@@ -30,7 +30,7 @@ def demo(keep: Path | None, as_json: bool) -> int:
     from modelsafe.registry.scan import scan
 
     with tempfile.TemporaryDirectory(prefix="modelsafe-demo-") as tmp:
-        root = keep or Path(tmp)
+        root = keep.resolve() if keep is not None else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         files = build_library(root)
         catalog = open_catalog(root / "catalog.db")
@@ -58,9 +58,15 @@ def demo(keep: Path | None, as_json: bool) -> int:
         click.secho(f"{where}: {item.get('problem', '')}", fg="yellow")
     click.echo(
         f"\nscanned {counts['files']} files in {counts['seconds']:.1f} s: "
-        f"{counts['unsafe']} unsafe, {counts['errors']} unreadable. "
-        "Try `modelsafe inspect`, `audit`, `scan`, `ls` on your own models."
+        f"{counts['unsafe']} unsafe, {counts['errors']} unreadable."
     )
+    if keep is not None:
+        click.echo(f"The library and its catalog are in {keep}: `cd {keep} && modelsafe ls`.")
+    else:
+        click.echo(
+            "The library was temporary: `modelsafe demo --keep DIR` keeps it to explore with "
+            "`modelsafe ls`, `show`, `inspect`, `audit`."
+        )
     return 0
 
 

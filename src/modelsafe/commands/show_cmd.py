@@ -39,15 +39,16 @@ def _print(m: dict[str, Any]) -> None:
     from modelsafe.units import format_count, format_size
 
     def line(label: str, text: object) -> None:
-        click.echo(f"  {label:11}{text}")
+        click.echo(f"  {label:16}{text}")
 
     click.echo(f"{m['name']}  [{m['status']}]")
     detected = m.get("detected") or {}
     for name in ("family", "kind", "variant", "prediction_type"):
+        label = name.replace("_", " ")
         if name in m["overrides"]:
-            line(name, f"{m[name]}  (override; detected {detected.get(name)})")
+            line(label, f"{m[name]}  (override; detected {detected.get(name)})")
         elif m[name]:
-            line(name, m[name])
+            line(label, m[name])
     line("format", m["format"])
     if m["parameter_count"]:
         line(
