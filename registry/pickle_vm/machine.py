@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelsafe.registry.pickle_vm.allowlist import is_allowed
+from modelsafe.registry.pickle_vm.known_globals import explain
 from modelsafe.registry.pickle_vm.limits import DEFAULT_LIMITS, Limits
 from modelsafe.registry.pickle_vm.opcodes import HIGHEST_PROTOCOL, OPCODES, Opcode
 from modelsafe.registry.pickle_vm.symbols import (
@@ -206,8 +207,7 @@ class _Machine:
             self.finding(
                 "unsafe",
                 "global",
-                f"{dotted} ({opcode}) is not in the allow-list: loading the file would "
-                f"import it and may call it",
+                f"{dotted} ({opcode}) is not in the allow-list: {explain(dotted)}",
                 pos,
             )
         return Global(module, name, pos)
