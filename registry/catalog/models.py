@@ -108,3 +108,29 @@ class Output(Base):
     )
     recipe: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    """One generation job: its spec, where it stands, who runs it and what it made.
+
+    A worker claims a job with a guarded UPDATE (queued, or running with an expired lease ->
+    running for it, ``attempts`` + 1); ``attempts`` is the fencing token every later write checks.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4 hex
+    status: Mapped[str] = mapped_column(String(20), index=True)  # queued|running|done|failed
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    queue: Mapped[str | None] = mapped_column(String(80))  # the capacity tier it was routed to
+    vram_need: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    output_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,89 @@
+"""Generation jobs: submit a spec, a queue runs it, poll it. One machine or a team.
+
+``open_queue(None, ...)`` runs jobs in a background thread of this process (single machine,
+SQLite); ``open_queue("redis://...", ...)`` sends them to Celery workers (``modelsafe worker``).
+The catalog's ``jobs`` table is the truth either way. Design: docs/deploy.md.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from modelsafe.errors import ModelsafeError
+from modelsafe.runtime.jobs.errors import JobNotFoundError, QueueError
+from modelsafe.runtime.jobs.spec import MAX_SEED, validate_spec
+from modelsafe.runtime.jobs.store import STATUSES, JobInfo, get_job, list_jobs
+
+if TYPE_CHECKING:
+    from modelsafe.registry.catalog import Catalog
+
+__all__ = [
+    "STATUSES",
+    "JobInfo",
+    "JobNotFoundError",
+    "JobQueue",
+    "QueueError",
+    "get_job",
+    "list_jobs",
+    "open_queue",
+    "submit_job",
+    "validate_spec",
+]
+
+
+class JobQueue(Protocol):
+    """Where submitted jobs go: ``enqueue`` hands one over, ``close`` lets go of the queue."""
+
+    def enqueue(self, job: JobInfo) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def submit_job(catalog: Catalog, spec: Mapping[str, Any], queue: JobQueue) -> JobInfo:
+    """Check ``spec``, route it by its VRAM need, record it ``queued`` and hand it to ``queue``.
+
+    A UsageError (nothing recorded) for a bad spec, a job bigger than the largest tier, or one no
+    running worker has the budget for; a QueueError (the job is then recorded ``failed``) when
+    the queue cannot take it.
+    """
+    from modelsafe.runtime.jobs import store
+    from modelsafe.runtime.jobs.routing import job_need, queue_name, tier_for
+
+    checked = validate_spec(spec)
+    if "seed" not in checked:  # chosen now, so a re-run after a worker died makes the same images
+        checked["seed"] = secrets.randbelow(MAX_SEED + 1)
+    need = job_need(checked, catalog)
+    tier = tier_for(need)
+    check_route = getattr(queue, "check_route", None)
+    if check_route is not None:  # the queue knows its workers: refuse what none of them takes
+        check_route(queue_name(tier), need)
+    job = store.insert_job(catalog, checked, vram_need=need, queue=queue_name(tier))
+    try:
+        queue.enqueue(job)
+    except ModelsafeError as exc:
+        store.fail_unclaimed(catalog, job.id, exc)
+        raise
+    return job
+
+
+def open_queue(
+    broker_url: str | None,
+    catalog_url: str,
+    *,
+    outputs: Path,
+    vram: int | None = None,
+    device: str | None = None,
+    visibility_timeout: float | None = None,
+) -> JobQueue:
+    """``None``: an in-process queue (jobs run here, one at a time, images under ``outputs``,
+    optional ``vram`` budget and ``device``); ``redis://...``: Celery workers run them."""
+    if broker_url is None:
+        from modelsafe.runtime.jobs.inprocess import InProcessQueue
+
+        return InProcessQueue(catalog_url, outputs=outputs, vram=vram, device=device)
+    from modelsafe.runtime.jobs.celery_queue import CeleryQueue
+
+    return CeleryQueue(broker_url, visibility_timeout=visibility_timeout)

@@ -1,0 +1,102 @@
+"""The single-machine queue: jobs run one at a time in a background thread of this process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+from pathlib import Path
+
+from modelsafe.runtime.jobs import store
+from modelsafe.runtime.jobs.runner import DEFAULT_LEASE_S, WorkerSettings, run_job
+
+log = logging.getLogger("modelsafe.jobs")
+_STOP = ""
+
+
+class InProcessQueue:
+    """Runs each enqueued job in one background thread, in order. On start it takes up the jobs
+    a previous process left queued (or running, once their lease expired)."""
+
+    def __init__(
+        self,
+        catalog_url: str,
+        *,
+        outputs: Path,
+        vram: int | None = None,
+        device: str | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> None:
+        from modelsafe.registry.catalog import open_catalog
+
+        self.catalog = open_catalog(catalog_url)
+        self.settings = WorkerSettings(
+            name=f"in-process@{socket.gethostname()}:{os.getpid()}",
+            outputs=Path(outputs),
+            budget=vram,
+            device=device,
+            lease_s=lease_s,
+        )
+        self._ids: queue.Queue[str] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="modelsafe-jobs", daemon=True)
+        self._closed = False
+        store.release_stale(self.catalog)
+        for job in store.queued_jobs(self.catalog):
+            self._ids.put(job.id)
+        self._thread.start()
+
+    def enqueue(self, job: store.JobInfo) -> None:
+        if self._closed:
+            from modelsafe.errors import UsageError
+
+            raise UsageError("the job queue is closed")
+        self._ids.put(job.id)
+
+    def check_route(self, queue: str, need: int) -> None:
+        """A UsageError when this process has a VRAM budget and the job needs more."""
+        budget = self.settings.budget
+        if budget is not None and need > budget:
+            from modelsafe.errors import UsageError
+            from modelsafe.units import format_size
+
+            raise UsageError(
+                f"the job needs {format_size(need)} of VRAM; this server's budget is "
+                f"{format_size(budget)}",
+                hint="lower width/height or batch_size, or run workers with more VRAM",
+            )
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every enqueued job has run (True) or ``timeout`` seconds passed (False)."""
+        done = threading.Event()
+
+        def wait() -> None:
+            self._ids.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        """Stop after the job that is running (queued ones stay queued for the next start)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ids.put(_STOP)
+        self._thread.join()
+        self.catalog.close()
+
+    def _loop(self) -> None:
+        while True:
+            job_id = self._ids.get()
+            try:
+                if job_id == _STOP:
+                    return
+                if self._closed:
+                    continue
+                run_job(self.catalog, job_id, self.settings)
+            except Exception:  # noqa: BLE001 - one bad job never stops the queue
+                log.exception("job %s: could not be run", job_id)
+            finally:
+                self._ids.task_done()
