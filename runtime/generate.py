@@ -72,8 +72,12 @@ class ControlNetSpec:
 class GenerateRequest:
     """What to generate. ``None`` settings take the family's defaults (see FAMILY_DEFAULTS).
 
-    ``plan`` holds how to run it: ``device`` (cpu/cuda), ``dtype`` (fp32/fp16/bf16), ``offload``
-    (none/model/sequential), ``vae_tiling`` and ``attention_slicing`` (booleans).
+    ``plan`` holds the settings fixed by the caller: ``device`` (cpu/cuda), ``dtype``
+    (fp32/fp16/bf16), ``offload`` (none/model/sequential), ``vae_tiling``, ``vae_slicing``,
+    ``attention_slicing``, ``denoiser_fp8``, ``text_encoder_fp8`` (booleans). With ``vram`` (a
+    budget such as ``"8GiB"``) the VRAM planner chooses every setting not fixed there
+    (``modelsafe.runtime.generate_plan``). ``upscale`` names an ESRGAN-family upscaler (a path, a
+    catalog name or a hash prefix) that the upscale post-processor runs on each image.
     """
 
     checkpoint: Path
@@ -102,6 +106,9 @@ class GenerateRequest:
     config_dir: Path | None = None  # family configs to use instead of the shipped ones
     plan: Mapping[str, Any] = field(default_factory=dict)
     backend: str = "diffusers"
+    vram: int | str | None = None
+    upscale: Path | str | None = None
+    recipe_plan: Mapping[str, Any] = field(default_factory=dict)  # --from-image: the old record
 
     def image_seeds(self) -> list[int]:
         """One seed per image: ``seeds`` if given, else ``seed``, ``seed+1``, ... (A1111 style)."""
@@ -118,6 +125,8 @@ class GenerateRequest:
         for extra in (self.vae, self.refiner, self.controlnet and self.controlnet.path):
             if extra:
                 paths.append(extra)
+        if isinstance(self.upscale, Path):
+            paths.append(self.upscale)
         return paths
 
     @property
@@ -357,6 +366,7 @@ class InputRefs:
     embeddings: tuple[ModelRef, ...] = ()
     controlnet: ModelRef | None = None
     refiner: ModelRef | None = None
+    upscaler: ModelRef | None = None
 
 
 def input_refs(request: GenerateRequest, catalog: Catalog | None = None) -> InputRefs:
@@ -374,11 +384,19 @@ def input_refs(request: GenerateRequest, catalog: Catalog | None = None) -> Inpu
         embeddings=tuple(model_ref(e.path, catalog, token=e.token) for e in request.embeddings),
         controlnet=one(request.controlnet.path if request.controlnet else None),
         refiner=one(request.refiner),
+        upscaler=one(request.upscale if isinstance(request.upscale, Path) else None),
     )
 
 
-def build_recipe(request: GenerateRequest, seed: int, refs: InputRefs) -> Recipe:
-    """The recipe of the image made with ``seed`` (``request`` already has its defaults)."""
+def build_recipe(
+    request: GenerateRequest,
+    seed: int,
+    refs: InputRefs,
+    plan: Mapping[str, Any] | None = None,
+    upscale_scale: int | None = None,
+) -> Recipe:
+    """The recipe of the image made with ``seed`` (``request`` already has its defaults);
+    ``plan`` is the settings record (generate_plan.PlanRecord.to_json())."""
     from modelsafe import __version__
 
     assert request.steps is not None and request.cfg is not None
@@ -408,6 +426,9 @@ def build_recipe(request: GenerateRequest, seed: int, refs: InputRefs) -> Recipe
         backend=request.backend,
         dtype=request.dtype,
         device=request.device,
+        plan=dict(plan or {}),
+        upscaler=refs.upscaler,
+        upscale_scale=upscale_scale if refs.upscaler is not None else None,
         modelsafe_version=__version__,
         extra={
             name: str(value.resolve())
@@ -460,11 +481,21 @@ def request_from_recipe(recipe: Recipe, catalog: Catalog | None = None) -> Gener
         controlnet=control,
         refiner=find(recipe.refiner, "refiner") if recipe.refiner else None,
         refiner_switch=recipe.refiner_switch,
-        plan={"device": recipe.device, "dtype": recipe.dtype},
+        plan=_recipe_settings(recipe),
+        recipe_plan=dict(recipe.plan),
         backend=recipe.backend,
+        upscale=find(recipe.upscaler, "upscaler") if recipe.upscaler else None,
         tokenizers=_existing(recipe.extra.get("tokenizers")),
         config_dir=_existing(recipe.extra.get("config_dir")),
     )
+
+
+def _recipe_settings(recipe: Recipe) -> dict[str, Any]:
+    """The settings the recipe's image ran with (all of them when it records its plan)."""
+    settings = recipe.plan.get("settings") if recipe.plan else None
+    if isinstance(settings, Mapping):
+        return dict(settings)
+    return {"device": recipe.device, "dtype": recipe.dtype}
 
 
 def _existing(path: Any) -> Path | None:
@@ -518,13 +549,25 @@ def generate(
 
     from modelsafe.plugin_manager import get_plugin_manager
     from modelsafe.runtime.backends import get_backend
+    from modelsafe.runtime.generate_plan import settle
 
     started = time.perf_counter()
     pm = pm or get_plugin_manager()
+    upscaler = None
+    if request.upscale is not None:
+        from modelsafe.runtime.upscalers.select import find_upscaler
+
+        request = replace(request, upscale=find_upscaler(request.upscale, catalog))
     refuse_unsafe(request.input_files())
     if request.controlnet is not None and not request.controlnet.image.is_file():
         raise FileReadError(f"control image {request.controlnet.image} does not exist")
+    if isinstance(request.upscale, Path):
+        from modelsafe.runtime.upscalers.select import describe_upscaler
+
+        upscaler = describe_upscaler(request.upscale)
     request = with_defaults(request)
+    settled = settle(request, catalog)  # the VRAM plan: refused here, before any load
+    request = replace(request, plan=settled.settings)
     backend = get_backend(request.backend, pm)
     refs = input_refs(request, catalog)
     seeds = request.image_seeds()
@@ -540,7 +583,9 @@ def generate(
     results: list[GeneratedImage] = []
     number = _next_number(out_dir)
     for offset, (image, seed) in enumerate(zip(images, seeds, strict=True)):
-        recipe = build_recipe(request, seed, refs)
+        recipe = build_recipe(
+            request, seed, refs, settled.to_json(), upscaler.scale if upscaler else None
+        )
         image = postprocess(image, recipe, request, pm)
         path = out_dir / f"{number + offset:05d}-{seed}.png"
         digest = save_png(image, path)

@@ -87,6 +87,11 @@ class Recipe:
     backend: str = "diffusers"
     dtype: str = "fp32"
     device: str = "cpu"
+    # The settings it ran with and why: {"settings", "source", "why"[, "budget", "peak",
+    # "choices", "notes"]} (modelsafe.runtime.generate_plan.PlanRecord).
+    plan: Mapping[str, Any] = field(default_factory=dict)
+    upscaler: ModelRef | None = None  # the post-processing upscaler, if any
+    upscale_scale: int | None = None
     modelsafe_version: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -126,6 +131,7 @@ class Recipe:
                     "vae": ref(fields.get("vae")),
                     "controlnet": ref(fields.get("controlnet")),
                     "refiner": ref(fields.get("refiner")),
+                    "upscaler": ref(fields.get("upscaler")),
                 }
             )
         except (TypeError, KeyError) as exc:
@@ -169,6 +175,12 @@ class Recipe:
             pairs += [
                 ("Refiner", f"{self.refiner.name} [{self.refiner.short_hash}]"),
                 ("Refiner switch at", _num(self.refiner_switch)),
+            ]
+        if self.upscaler is not None:
+            pairs += [
+                ("Postprocess upscaler", self.upscaler.name),
+                ("Postprocess upscaler hash", self.upscaler.short_hash),
+                ("Postprocess upscale by", str(self.upscale_scale or "")),
             ]
         if self.loras:
             pairs.append(

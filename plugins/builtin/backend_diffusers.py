@@ -222,9 +222,11 @@ def load_refiner(pipe: Any, request: GenerateRequest) -> Any:
 
 
 def apply_plan(pipe: Any, request: GenerateRequest) -> None:
-    """Device, offload, VAE tiling and attention slicing from ``request.plan``."""
+    """fp8 storage, device, offload, VAE tiling/slicing and attention slicing from
+    ``request.plan`` (the settings generate_plan.settle chose)."""
     plan = request.plan
     device = request.device
+    _apply_fp8(pipe, request)
     offload = str(plan.get("offload", "none"))
     if offload == "model":
         pipe.enable_model_cpu_offload(device=device)
@@ -236,8 +238,31 @@ def apply_plan(pipe: Any, request: GenerateRequest) -> None:
         raise BackendError(f"unknown offload {offload!r}", hint="none, model or sequential")
     if plan.get("vae_tiling"):
         pipe.vae.enable_tiling()
+    if plan.get("vae_slicing"):
+        pipe.vae.enable_slicing()
     if plan.get("attention_slicing"):
         pipe.enable_attention_slicing()
+
+
+def _apply_fp8(pipe: Any, request: GenerateRequest) -> None:
+    """Store the denoiser (``denoiser_fp8``) and the T5 encoder (``text_encoder_fp8``) in fp8,
+    each layer upcast to the run's dtype when it computes (diffusers layerwise casting)."""
+    import torch
+    from diffusers.hooks import apply_layerwise_casting
+
+    from modelsafe.runtime.diffusers_loader import torch_dtype
+
+    compute = torch_dtype(request.dtype)
+    targets = []
+    if request.plan.get("denoiser_fp8"):
+        targets += [getattr(pipe, n, None) for n in ("unet", "transformer")]
+    if request.plan.get("text_encoder_fp8"):
+        targets += [getattr(pipe, "text_encoder_3", None) or getattr(pipe, "text_encoder_2", None)]
+    for module in targets:
+        if module is not None:
+            apply_layerwise_casting(
+                module, storage_dtype=torch.float8_e4m3fn, compute_dtype=compute
+            )
 
 
 def run(

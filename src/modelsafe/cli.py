@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "scan": "modelsafe.commands.scan_cmd:scan",
     "set": "modelsafe.commands.set_cmd:set_command",
     "show": "modelsafe.commands.show_cmd:show",
+    "worker": "modelsafe.commands.worker_cmd:worker",
 }
 
 EXIT_INTERNAL = 3

@@ -94,11 +94,32 @@ def parse_text_encoder(text: str) -> tuple[str, Path]:
     default=None,
     help="Family configs (<family>.<component>.json) to use instead of the shipped ones.",
 )
-@click.option("--device", default=None, help="cpu, cuda, cuda:1, mps [cpu].")
-@click.option("--dtype", type=click.Choice(("fp32", "fp16", "bf16")), default=None)
+@click.option(
+    "--vram",
+    default=None,
+    metavar="SIZE",
+    help="VRAM budget, e.g. 8GiB: the planner chooses dtype, offload, VAE tiling/slicing and "
+    "attention slicing (the flags below override it); refused before loading if nothing fits.",
+)
+@click.option(
+    "--device", default=None, help="cpu, cuda, cuda:1, mps [cpu; with --vram: cuda if present]."
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(("fp32", "fp16", "bf16")),
+    default=None,
+    help="[fp32; with --vram: the plan's, fp32 on cpu].",
+)
 @click.option("--offload", type=click.Choice(("none", "model", "sequential")), default=None)
 @click.option("--vae-tiling/--no-vae-tiling", default=None)
+@click.option("--vae-slicing/--no-vae-slicing", default=None)
 @click.option("--attention-slicing/--no-attention-slicing", default=None)
+@click.option(
+    "--upscale",
+    default=None,
+    metavar="MODEL",
+    help="Upscale each image with this ESRGAN-family model (path, catalog name or hash prefix).",
+)
 @click.option("--backend", default=None, help="Backend plugin [diffusers].")
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True
@@ -143,6 +164,7 @@ def generate(ctx: click.Context, **opts: Any) -> int:
             value["reproduces"] = {"image": str(old_image), "identical_pixels": same}
         emit_json(value)
     else:
+        _echo_plan(result.images[0].recipe.plan)
         for image in result.images:
             click.echo(f"{image.path}  seed {image.seed}  sha256 {image.sha256[:12]}")
         if old_image is not None:
@@ -197,6 +219,8 @@ def _request(ctx: click.Context, opts: dict[str, Any], catalog: Any) -> tuple[An
         "tokenizers",
         "config_dir",
         "backend",
+        "vram",
+        "upscale",
     ):
         if opts[name] is not None and (old is None or given(name)):
             changes[name] = opts[name]
@@ -218,12 +242,29 @@ def _request(ctx: click.Context, opts: dict[str, Any], catalog: Any) -> tuple[An
             raise UsageError("--controlnet and --control-image go together")
         scale = 1.0 if opts["control_scale"] is None else opts["control_scale"]
         changes["controlnet"] = ControlNetSpec(opts["controlnet"], opts["control_image"], scale)
-    plan = dict(base.plan)
-    for name in ("device", "dtype", "offload", "vae_tiling", "attention_slicing"):
+    # A new --vram re-plans: the old image's settings give way to the plan (flags still win).
+    plan = {} if opts["vram"] is not None else dict(base.plan)
+    for name in ("device", "dtype", "offload", "vae_tiling", "vae_slicing", "attention_slicing"):
         if opts[name] is not None:
             plan[name] = opts[name]
     changes["plan"] = plan
     return replace(base, **changes), old
+
+
+def _echo_plan(record: Any) -> None:
+    """The settings a planned run used and why (only when a VRAM plan was made)."""
+    if not record or "budget" not in record:
+        return
+    from modelsafe.units import format_size
+
+    click.echo(
+        f"plan: peak {format_size(record['peak'])} within {format_size(record['budget'])}",
+        err=True,
+    )
+    for key, value in record["settings"].items():
+        why = record["why"].get(key, "")
+        shown = ("on" if value else "off") if isinstance(value, bool) else str(value)
+        click.echo(f"  {key:18} {shown:9} [{record['source'][key]}] {why}", err=True)
 
 
 class _progress:
