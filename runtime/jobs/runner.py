@@ -13,7 +13,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,22 +118,8 @@ def _planned(
             f"budget of {format_size(settings.budget)}",
             hint="; ".join(result.suggestions) or "run it on a worker with a bigger --vram",
         )
-    if any(f.name == "vram" for f in fields(request)):
-        # generate() plans the run itself for a budget (runtime/generate_plan.py).
-        changes: dict[str, Any] = {"vram": settings.budget}
-        return replace(request, **changes)
-    if not request.device.startswith("cuda"):
-        return request
-    denoiser = next((w.name for w in result.weights if w.role == "denoiser"), None)
-    plan = dict(request.plan)
-    plan.update(
-        offload=result.options.offload,
-        vae_tiling=result.options.vae_tiling,
-        attention_slicing=result.options.attention_slicing,
-    )
-    if denoiser and result.dtypes.get(denoiser) in ("fp32", "fp16", "bf16"):
-        plan["dtype"] = result.dtypes[denoiser]
-    return replace(request, plan=plan)
+    # generate() plans the run itself for this budget and records why (runtime/generate_plan.py).
+    return replace(request, vram=settings.budget)
 
 
 @contextmanager
