@@ -1,15 +1,19 @@
 """Convert benchmark: ``modelsafe convert`` vs torch.load(weights_only=True) + safetensors
 save_file on a ~2 GiB torch checkpoint: wall time and peak RSS, each route in its own process.
 
-    python benchmarks/bench_convert.py [--gib 2] [--rounds 2]
+    python benchmarks/bench_convert.py [--gib 2] [--rounds 3]
 
 Goals: modelsafe's peak RSS < 100 MB whatever the size, wall time <= 0.5x the torch route.
+The routes alternate (torch, modelsafe, torch, ...) and each keeps its best time; ``os.sync()``
+runs before each, so no run pays for writing back another's dirty pages; the load average
+before and after is printed, since the ratio is only meaningful on an idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -58,11 +62,13 @@ def run(code: str, *args: str) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gib", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     ns = parser.parse_args()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(dir=Path.home() if False else None) as tmp:
         src = Path(tmp) / "model.ckpt"
         subprocess.run([sys.executable, "-c", MAKE, str(ns.gib), str(src)], check=True)
+        os.sync()  # the new checkpoint's dirty pages must not be written back during a timing
         size = src.stat().st_size
         results: dict[str, list[tuple[float, float]]] = {"torch": [], "modelsafe": []}
         for _ in range(ns.rounds):
@@ -70,6 +76,7 @@ def main() -> None:
                 dst = Path(tmp) / f"{name}.safetensors"
                 results[name].append(run(code, str(src), str(dst)))
                 dst.unlink()
+                os.sync()  # every run starts with no dirty pages (the torch route leaves 2 GiB)
         best = {k: min(v) for k, v in results.items()}
         peak = {k: max(r[1] for r in v) for k, v in results.items()}
         summary = {
@@ -79,6 +86,8 @@ def main() -> None:
             "time_ratio": round(best["modelsafe"][0] / best["torch"][0], 2),
             "torch_peak_rss_mib": round(peak["torch"], 1),
             "modelsafe_peak_rss_mib": round(peak["modelsafe"], 1),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "all_runs": results,
         }
         print(json.dumps(summary, indent=2))

@@ -2,11 +2,18 @@
 executing anything in it.
 
 Tensors are rebuilt from the pickle VM's record (storage key, dtype, shape, stride, offset) and
-streamed from the source into a temp file beside the destination in one sequential pass that also
-hashes the whole source (SHA-256, recorded in the metadata). The temp file is re-read and every
-tensor compared (BLAKE3 of the bytes written vs the bytes taken from the source), fsynced and
-atomically renamed over the destination. The source is only ever opened read-only; on any
-failure the temp file is removed and the destination is untouched.
+streamed from the source into a temp file beside the destination in one sequential pass (one
+reused buffer: read, written, BLAKE3-hashed). The temp file is then re-read and every tensor
+compared (BLAKE3 of the bytes written vs the bytes taken from the source); the final header,
+which records the source's SHA-256, is written last and re-read byte for byte; the file is
+fsynced and atomically renamed over the destination. The source is only ever opened read-only;
+on any failure the temp file is removed and the destination is untouched.
+
+For speed (docs/benchmarks.md, "Audit and convert") the work overlaps on two cores: the source's
+SHA-256, the slowest part, runs in its own thread over its own reads of the source, beside the
+copy and the verification; written data is pushed to disk (fdatasync) during the copy, so the
+final fsync has little left. Size, mtime and inode of the source are compared before and after:
+a source rewritten meanwhile is an error.
 
 Shared storages and views: safetensors forbids overlapping tensors, so every state-dict entry
 becomes its own tensor with its own copy of its bytes (a non-contiguous view is written
@@ -22,6 +29,7 @@ import math
 import mmap
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +41,9 @@ from modelsafe.registry.pickle_vm.tensors import TensorRecord
 from modelsafe.registry.torch_archive import TorchFile, read_torch_file
 
 CHUNK = 8 << 20
+# While the copy runs, written data is pushed to disk every this many seconds (fdatasync in a
+# thread), so the final fsync, which runs beside the verification, has little left to write.
+FLUSH_INTERVAL = 0.05
 _SHA_PLACEHOLDER = "0" * 64
 _MAX_VALUES_JSON = 64 * 1024
 
@@ -91,18 +102,27 @@ def convert_file(
             hint="check that the destination folder exists and is writable",
         ) from exc
     try:
-        with os.fdopen(fd, "wb") as out:
+        with (
+            _SourceSha256(src) as source_sha,  # hashes the source beside the copy and the check
+            os.fdopen(fd, "wb") as out,
+            _Flusher(out.fileno()) as flusher,
+        ):
             header, data_start = _header(tf, plan, values, _SHA_PLACEHOLDER)
             out.write(header)
-            sha = _copy(src, out, plan, data_start)
+            _copy(src, out, plan, data_start)
+            out.flush()
+            total = _verify(tmp, plan, data_start)  # every tensor, re-read from the temp file
+            sha = source_sha.result()
             final, final_start = _header(tf, plan, values, sha)
             if len(final) != len(header) or final_start != data_start:
                 raise ConversionError("internal error: the header changed size")
             out.seek(0)
             out.write(final)
             out.flush()
-            os.fsync(out.fileno())
-        total = _verify(tmp, plan, data_start)
+            flusher.start_final_fsync()
+            _verify_header(tmp, final)
+            flusher.wait()
+            source_sha.check_unchanged()
         os.replace(tmp, dst)
         _fsync_dir(dst.parent)
     except BaseException as exc:
@@ -129,6 +149,103 @@ def convert_file(
         dropped_tensors=len(tf.content.dropped) if tf.content else 0,
         seconds=time.perf_counter() - started,
     )
+
+
+class _SourceSha256:
+    """SHA-256 of the whole source, in a thread that reads the source by itself (``preadv`` into
+    one cache-sized buffer), so that it runs beside the copy and the verification on another
+    core instead of bounding the copy. ``check_unchanged`` compares the source's size, mtime and
+    inode with what they were before: a source rewritten in between is an error."""
+
+    BUFFER = 1 << 20
+
+    def __init__(self, src: Path) -> None:
+        self._fd = os.open(src, os.O_RDONLY)
+        self._before = self._identity()
+        self._hash = hashlib.sha256()
+        self._stop = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="modelsafe-source-sha", daemon=True)
+
+    def _identity(self) -> tuple[int, int, int]:
+        st = os.fstat(self._fd)
+        return st.st_size, st.st_mtime_ns, st.st_ino
+
+    def __enter__(self) -> _SourceSha256:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        view = memoryview(bytearray(self.BUFFER))
+        pos = 0
+        try:
+            while not self._stop:
+                got = os.preadv(self._fd, [view], pos)
+                if got <= 0:
+                    break
+                self._hash.update(view[:got])
+                pos += got
+        except BaseException as exc:
+            self._error = exc
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._hash.hexdigest()
+
+    def check_unchanged(self) -> None:
+        if self._identity() != self._before:
+            raise ConversionError(
+                "the source changed while it was being converted",
+                hint="nothing was written at the destination; convert it again",
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self._thread.join()
+        os.close(self._fd)
+
+
+class _Flusher:
+    """fdatasync every FLUSH_INTERVAL s in a thread while the file is written, then one final
+    fsync on request; the caller waits for it (and gets its error) before the rename."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._stop = threading.Event()
+        self._final = False
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="modelsafe-fsync", daemon=True)
+
+    def __enter__(self) -> _Flusher:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        sync_data = getattr(os, "fdatasync", os.fsync)
+        try:
+            while not self._stop.wait(FLUSH_INTERVAL):
+                sync_data(self._fd)
+            if self._final:
+                os.fsync(self._fd)
+        except OSError as exc:
+            self._error = exc
+
+    def start_final_fsync(self) -> None:
+        self._final = True
+        self._stop.set()
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if not self._final:
+            raise ConversionError("internal error: the file was never fsynced")
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -255,51 +372,40 @@ def _aliases(plan: list[_Planned]) -> dict[str, str]:
 # -- copying ------------------------------------------------------------------------------------
 
 
-def _copy(src: Path, out: Any, plan: list[_Planned], data_start: int) -> str:
-    """One sequential pass over ``src``: hash it all, copy the sequential tensors; then gather
-    the rest. Returns the source's SHA-256."""
-    from concurrent.futures import ThreadPoolExecutor
-
+def _copy(src: Path, out: Any, plan: list[_Planned], data_start: int) -> None:
+    """One sequential pass over the tensor bytes of ``src``: copy the sequential tensors (each
+    chunk read once into one reused buffer, written, and BLAKE3-hashed for the verification);
+    then gather the rest. (The source's SHA-256 is computed beside this, by _SourceSha256.)"""
     import blake3
 
-    sha = hashlib.sha256()
-    sequential = [p for p in plan if p.sequential]
+    # zero-byte tensors need no bytes: their digest is BLAKE3 of nothing
+    sequential = [p for p in plan if p.sequential and p.record.nbytes]
     hashers = {id(p): blake3.blake3() for p in plan}
-    buffers = [bytearray(CHUNK), bytearray(CHUNK)]
-    pending = None
+    view = memoryview(bytearray(CHUNK))
     index = 0
     fd = os.open(src, os.O_RDONLY)
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pos = 0
-            turn = 0
-            while True:
-                buf = buffers[turn]
-                view = memoryview(buf)
-                got = os.readv(fd, [view])
-                if got <= 0:
-                    break
-                chunk = view[:got]
-                if pending is not None:
-                    pending.result()
-                pending = pool.submit(sha.update, chunk)
-                chunk_end = pos + got
-                while index < len(sequential):
-                    item = sequential[index]
-                    begin = max(item.source_offset, pos)
-                    end = min(item.source_offset + item.record.nbytes, chunk_end)
-                    if begin < end:
-                        part = chunk[begin - pos : end - pos]
-                        out.write(part)
-                        hashers[id(item)].update(part)
-                    if item.source_offset + item.record.nbytes <= chunk_end:
-                        index += 1
-                        continue
-                    break
-                pos = chunk_end
-                turn ^= 1
-            if pending is not None:
-                pending.result()
+        pos = sequential[0].source_offset if sequential else 0
+        stop = sequential[-1].source_offset + sequential[-1].record.nbytes if sequential else 0
+        while index < len(sequential) and pos < stop:
+            got = os.preadv(fd, [view[: min(CHUNK, stop - pos)]], pos)
+            if got <= 0:
+                break
+            chunk = view[:got]
+            chunk_end = pos + got
+            while index < len(sequential):
+                item = sequential[index]
+                begin = max(item.source_offset, pos)
+                end = min(item.source_offset + item.record.nbytes, chunk_end)
+                if begin < end:
+                    part = chunk[begin - pos : end - pos]
+                    out.write(part)
+                    hashers[id(item)].update(part)
+                if item.source_offset + item.record.nbytes <= chunk_end:
+                    index += 1
+                    continue
+                break
+            pos = chunk_end
         if index != len(sequential):
             raise ConversionError(f"{src} changed or ended while it was being converted")
         for item in plan:
@@ -311,7 +417,6 @@ def _copy(src: Path, out: Any, plan: list[_Planned], data_start: int) -> str:
         os.close(fd)
     for item in plan:
         item.digest = hashers[id(item)].digest()
-    return sha.hexdigest()
 
 
 def _gather(fd: int, item: _Planned) -> Iterator[bytes]:
@@ -361,33 +466,48 @@ def _verify(path: Path, plan: list[_Planned], data_start: int) -> int:
     """Re-read the written file: header as planned, each tensor's bytes as taken from the source."""
     import blake3
 
-    with open(path, "rb") as fh:
+    view = memoryview(bytearray(CHUNK))
+    with open(path, "rb", buffering=0) as fh:
         size = os.fstat(fh.fileno()).st_size
-        length = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(length))
+        length = int.from_bytes(_read_exactly(fh, 8), "little")
         if 8 + length != data_start:
             raise ConversionError("verification failed: the header length changed")
+        header = json.loads(_read_exactly(fh, length))
         for item in sorted(plan, key=lambda p: p.out_offset):
             r = item.record
             entry = header.get(r.name)
             want = [item.out_offset, item.out_offset + r.nbytes]
             if entry != {"dtype": r.dtype, "shape": list(r.shape), "data_offsets": want}:
                 raise ConversionError(f"verification failed: header entry of {r.name} differs")
-            hasher = blake3.blake3()
+            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
             left = r.nbytes
             fh.seek(data_start + item.out_offset)
             while left:
-                piece = fh.read(min(CHUNK, left))
-                if not piece:
+                got = fh.readinto(view[: min(CHUNK, left)])
+                if not got:
                     raise ConversionError(f"verification failed: {r.name} is truncated")
-                hasher.update(piece)
-                left -= len(piece)
+                hasher.update(view[:got])
+                left -= got
             if hasher.digest() != item.digest:
                 raise ConversionError(f"verification failed: the bytes of {r.name} differ")
         total = data_start + sum(p.record.nbytes for p in plan)
         if size != total:
             raise ConversionError("verification failed: the file size is not what was planned")
     return size
+
+
+def _verify_header(path: Path, header: bytes) -> None:
+    """The final header (with the source's SHA-256), re-read: exactly the bytes meant."""
+    with open(path, "rb", buffering=0) as fh:
+        if _read_exactly(fh, len(header)) != header:
+            raise ConversionError("verification failed: the header differs from what was written")
+
+
+def _read_exactly(fh: Any, n: int) -> bytes:
+    data = b""
+    while len(data) < n and (piece := fh.read(n - len(data))):
+        data += piece
+    return data
 
 
 def _fsync_dir(folder: Path) -> None:

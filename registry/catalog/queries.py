@@ -43,6 +43,7 @@ KINDS = (
     "transformer",
     "vae",
     "text_encoder",
+    "image_encoder",
     "lora",
     "lycoris",
     "controlnet",

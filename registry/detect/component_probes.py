@@ -347,8 +347,17 @@ _OLD_ESRGAN = re.compile(r"^model\.(\d+)\.weight$")
 
 
 def upscaler(index: TensorIndex, detector: str) -> list[Candidate]:
+    from modelsafe.registry.detect.upscaler_arch_probes import more_upscalers
+
     names = index.names()
-    for read in (_esrgan_new, _esrgan_old, _swinir, _compact):
+    for read in (_esrgan_new, _esrgan_old):
+        found = read(index, names, detector)
+        if found:
+            return found
+    found = more_upscalers(index, detector)  # HAT first: it has SwinIR's residual groups too
+    if found:
+        return found
+    for read in (_swinir, _compact):
         found = read(index, names, detector)
         if found:
             return found

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "plan": "modelsafe.commands.plan_cmd:plan_command",
     "resolve": "modelsafe.commands.resolve_cmd:resolve_command",
     "scan": "modelsafe.commands.scan_cmd:scan",
+    "serve": "modelsafe.commands.serve_cmd:serve",
     "set": "modelsafe.commands.set_cmd:set_command",
     "show": "modelsafe.commands.show_cmd:show",
     "worker": "modelsafe.commands.worker_cmd:worker",
