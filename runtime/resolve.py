@@ -218,10 +218,19 @@ def load_part(ref: str, role: str, *, catalog: Catalog | None = None, weight: fl
         )
     from dataclasses import replace
 
+    from modelsafe.errors import ModelsafeError
     from modelsafe.registry.catalog.queries import find_model
 
     with catalog.session() as session:
-        model = find_model(session, ref)
+        try:
+            model = find_model(session, ref)
+        except ModelsafeError as exc:
+            if "/" in ref or path.suffix:  # meant as a path: say the file is missing
+                raise type(exc)(
+                    f"{ref} does not exist, and no model in the catalog matches it",
+                    hint="check the path, or `modelsafe ls` for the names in the catalog",
+                ) from None
+            raise
         part = part_from_model(model, role, read=True)
     return replace(part, ref=ref, weight=weight)
 
