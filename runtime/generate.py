@@ -520,10 +520,9 @@ def _find_model(ref: ModelRef, what: str, catalog: Catalog | None) -> Path:
 
         try:
             with catalog.session() as session:
-                model = queries.find_model(session, digest)
-                for loc in model.locations:
-                    if loc.status == "present" and Path(loc.path).exists():
-                        return Path(loc.path)
+                found = queries.file_on_disk(queries.find_model(session, digest))
+            if found is not None:
+                return found
         except Exception:  # noqa: BLE001 - not found is reported below
             pass
     raise UsageError(

@@ -181,12 +181,13 @@ def part_from_model(model: Model, role: str | None = None, *, read: bool = False
     paths = [loc.path for loc in model.locations if loc.status == "present"]
     role = role or ROLE_OF_KIND.get(model.kind, "checkpoint")
     ref = model.autov2 or model.sha256 or model.name
-    if read:
-        for path in paths:
-            if os.path.exists(path):
-                from modelsafe.registry.read import read_index
+    from modelsafe.registry.catalog.queries import file_on_disk
 
-                return part_from_index(read_index(path), report, role, ref)
+    on_disk = file_on_disk(model) if read else None
+    if on_disk is not None:
+        from modelsafe.registry.read import read_index
+
+        return part_from_index(read_index(on_disk), report, role, ref)
     facts = {**_facts_from_report(report), **(report.get("facts") or {})}
     return Part(
         role=role,

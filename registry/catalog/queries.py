@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -70,6 +71,14 @@ def model_status(model: Model) -> str:
 def model_size(model: Model) -> int:
     sizes = [loc.size for loc in model.locations if loc.status != "missing"]
     return max(sizes or [loc.size for loc in model.locations] or [0])
+
+
+def file_on_disk(model: Model) -> Path | None:
+    """The first location the catalog holds as present that is still on this machine."""
+    for loc in model.locations:
+        if loc.status == "present" and Path(loc.path).exists():
+            return Path(loc.path)
+    return None
 
 
 def _models() -> Any:

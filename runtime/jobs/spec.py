@@ -171,14 +171,12 @@ def find_input(ref: str, what: str, catalog: Catalog | None) -> Path:
         raise FileReadError(
             f"the {what} {ref!r} does not exist", hint="give a path or scan it into the catalog"
         )
-    from modelsafe.registry.catalog.queries import find_model
+    from modelsafe.registry.catalog.queries import file_on_disk, find_model
 
     with catalog.session() as session:
-        model = find_model(session, ref)
-        paths = [loc.path for loc in model.locations if loc.status == "present"]
-    for found in paths:
-        if Path(found).exists():
-            return Path(found)
+        found = file_on_disk(find_model(session, ref))
+    if found is not None:
+        return found
     raise FileReadError(
         f"the {what} {ref!r} is in the catalog but none of its files is on this machine",
         hint="put the file on a disk the worker reads (same path), or `modelsafe scan` it there",

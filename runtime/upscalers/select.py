@@ -48,7 +48,7 @@ def find_upscaler(ref: Path | str, catalog: Catalog | None = None) -> Path:
             "`modelsafe ls --kind upscaler`",
         )
     from modelsafe.errors import ModelNotFoundError
-    from modelsafe.registry.catalog.queries import find_model
+    from modelsafe.registry.catalog.queries import file_on_disk, find_model
 
     with catalog.session() as session:
         try:
@@ -57,16 +57,15 @@ def find_upscaler(ref: Path | str, catalog: Catalog | None = None) -> Path:
             raise ModelNotFoundError(
                 f"no upscaler {str(ref)!r}: it is not a file, and {exc.reason}", exc.hint
             ) from exc
-        present = [loc.path for loc in model.locations if loc.status == "present"]
+        found = file_on_disk(model)
         kind = model.kind
     if kind != "upscaler":
         raise UsageError(
             f"{str(ref)!r} is not an upscaler (the catalog says kind {kind})",
             hint="`modelsafe ls --kind upscaler` lists the upscalers it knows",
         )
-    for found in present:
-        if Path(found).exists():
-            return Path(found)
+    if found is not None:
+        return found
     raise UsageError(
         f"the upscaler {str(ref)!r} is in the catalog but not on disk",
         hint="put the file back, or `modelsafe scan` its folder again",
