@@ -24,12 +24,19 @@ hookimpl = pluggy.HookimplMarker("modelsafe")
 
 
 class Hasher(Protocol):
-    """One hash algorithm fed by the single streaming pass over a file."""
+    """One hash algorithm fed by the single streaming pass over a file.
+
+    An optional ``cost`` attribute (CPU per byte relative to SHA-256 = 1.0) lets the pass put
+    expensive hashers on different cores; without it a default is assumed.
+    """
 
     name: str
 
     def update(self, offset: int, data: bytes | memoryview) -> None:
-        """Feed the chunk that starts at byte ``offset`` of the file (chunks arrive in order)."""
+        """Feed the chunk that starts at byte ``offset`` of the file (chunks arrive in order).
+
+        ``data`` may be a view of a buffer the pass reuses: copy whatever must outlive the call.
+        """
 
     def hexdigest(self) -> str | None:
         """The result, or None when it does not apply to this file (e.g. AutoV3 of a pickle)."""
