@@ -335,7 +335,8 @@ def missing_parts(
     for p in accepted:
         if p.kind == "text_encoder":
             width = p.facts.get("hidden_size")
-            present.add(p.variant or "")
+            # A file holding several encoders (variant ``clip_l+t5xxl``) fills each of their slots.
+            present.update((p.variant or "").split("+"))
             present.update(n for n, w in TEXT_ENCODER_WIDTHS.items() if w == width)
         if p.kind == "vae":
             present.add("vae")
@@ -367,7 +368,8 @@ def _with_candidates(missing: MissingPart, base: Part, catalog: Catalog) -> Miss
             part = part_from_model(model)
             if missing.kind == "text_encoder":
                 part = replace(part, variant=part.variant or model.variant)
-                if (part.variant or "") != missing.slot and part.facts.get("hidden_size") != _width(
+                held = (part.variant or "").split("+")  # a multi-encoder file holds several
+                if missing.slot not in held and part.facts.get("hidden_size") != _width(
                     missing.slot
                 ):
                     continue

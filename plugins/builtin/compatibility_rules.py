@@ -3,8 +3,9 @@
 Rules: ``family`` (LoRA/LyCORIS/ControlNet/adapters are for the checkpoint's base, told by
 cross-attention width where known), ``lora_keys`` (the LoRA's keys mapped onto the checkpoint's
 modules, shapes checked), ``vae_latent`` (latent channels), ``embedding_width`` (token width vs
-the checkpoint's text encoders), ``text_encoder_slot`` (the encoder is one the family uses),
-``quantized_base`` (LoRA on a GGUF checkpoint). See docs/resolve.md.
+the checkpoint's text encoders), ``text_encoder_slot`` (the encoder is one the family uses; a file
+holding several, variant ``clip_l+clip_g+t5xxl``, when each of them is), ``quantized_base``
+(LoRA on a GGUF checkpoint). See docs/resolve.md.
 """
 
 from __future__ import annotations
@@ -178,17 +179,39 @@ def embedding_rule(base: Part, part: Part) -> Compatibility | None:
     return _ok("embedding_width", "; ".join(fits))
 
 
+def _multi_encoder_rule(base: Part, variant: str, slots: tuple[str, ...]) -> Compatibility:
+    """A file holding several encoders (``clip_l+clip_g+t5xxl``, as ``multi_encoder_probe``
+    names it): it fits when every encoder in it fills one of the family's slots."""
+    names = [n for n in variant.split("+") if n]
+    fam = label(base.family)
+    misfits = [n for n in names if n not in slots]
+    if misfits:
+        fit = [n for n in names if n in slots]
+        also = f" ({', '.join(fit)} would fit)" if fit else ""
+        return _no(
+            "text_encoder_slot",
+            f"this file holds {len(names)} text encoders ({variant}): {', '.join(misfits)} "
+            f"{'is' if len(misfits) == 1 else 'are'} not used by {fam} (needs "
+            f"{', '.join(slots)}){also}",
+        )
+    fills = [f"{n} ({TEXT_ENCODER_WIDTHS.get(n, '?')} wide) fills {fam}'s {n} slot" for n in names]
+    reason = f"this file holds {len(names)} text encoders ({variant}): " + "; ".join(fills)
+    return _ok("text_encoder_slot", reason, *fills)
+
+
 def text_encoder_rule(base: Part, part: Part) -> Compatibility | None:
     if part.kind != "text_encoder" and part.role != "text_encoder":
         return None
     variant = part.variant or ""
     width = part.facts.get("hidden_size")
-    if variant not in TEXT_ENCODER_WIDTHS and isinstance(width, int):
+    if variant not in TEXT_ENCODER_WIDTHS and "+" not in variant and isinstance(width, int):
         variant = next((n for n, w in TEXT_ENCODER_WIDTHS.items() if w == width), variant)
     needs = NEEDS.get(base.family)
     if needs is None:
         return _warn("text_encoder_slot", f"text encoders of {label(base.family)} not tabulated")
     slots = needs.text_encoders + needs.optional_text_encoders
+    if "+" in variant:  # several encoders in one file
+        return _multi_encoder_rule(base, variant, slots)
     if variant in slots:
         w = TEXT_ENCODER_WIDTHS.get(variant)
         return _ok(

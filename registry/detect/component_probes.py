@@ -14,9 +14,10 @@ Decisive facts (public layouts):
   (``encoder.block.N.layer``), decoder-only LLMs (``model.layers``); width, depth and vocabulary
   name the variant (CLIP-L 768x12, OpenCLIP-H 1024x24, bigG 1280x32, T5-XXL 4096x24 vocab 32128,
   UMT5-XXL vocab 256384, Llama-3.1-8B, Qwen2.5-VL-7B, Qwen3-4B, Gemma-2-2B).
-- Upscalers: ESRGAN/RRDB (old ``model.N`` and BasicSR ``conv_first``/``body``/``conv_upN``
-  naming), Real-ESRGAN compact (SRVGGNet ``body.N``), SwinIR; the scale is read from the
-  upsampling layers (2x per ``conv_upN``/upconv, pixel-shuffle widths) and pixel-unshuffle input.
+- Upscalers: ESRGAN/RRDB (old ``model.N``, BasicSR ``conv_first``/``body``/``conv_upN`` and
+  ESRGAN-repository ``RRDB_trunk``/``trunk_conv``/``upconvN``/``HRconv`` naming), Real-ESRGAN
+  compact (SRVGGNet ``body.N``), SwinIR; the scale is read from the upsampling layers (2x per
+  ``conv_upN``/upconv, pixel-shuffle widths) and pixel-unshuffle input.
 """
 
 from __future__ import annotations
@@ -350,7 +351,7 @@ def upscaler(index: TensorIndex, detector: str) -> list[Candidate]:
     from modelsafe.registry.detect.upscaler_arch_probes import more_upscalers
 
     names = index.names()
-    for read in (_esrgan_new, _esrgan_old):
+    for read in (_esrgan_new, _esrgan_trunk, _esrgan_old):
         found = read(index, names, detector)
         if found:
             return found
@@ -411,6 +412,41 @@ def _esrgan_new(index: TensorIndex, names: set[str], detector: str) -> list[Cand
     evidence = [
         f"{view.says('conv_first.weight')} + body.N.rdb1..rdb3 ({blocks} RRDB blocks): "
         "ESRGAN/Real-ESRGAN RRDBNet (BasicSR naming)",
+        f"{len(ups)} nearest+conv upsampling layers ({', '.join(view.full(u) for u in ups)})"
+        + (f", input pixel-unshuffled by {unshuffle}" if unshuffle > 1 else "")
+        + f": x{scale}",
+    ]
+    return _upscaler(index, view, "esrgan", scale, facts, evidence, detector)
+
+
+def _esrgan_trunk(index: TensorIndex, names: set[str], detector: str) -> list[Candidate]:
+    """The ESRGAN repository's RRDBNet_arch naming (BSRGAN, RealSR, ``RRDB_ESRGAN_x4``):
+    ``conv_first``, ``RRDB_trunk.N.RDBK.convM``, ``trunk_conv``, ``upconvI``, ``HRconv``,
+    ``conv_last``. Scale as for the BasicSR naming: 2 per upconv, over a pixel-unshuffle folded
+    into ``conv_first`` (12 input channels: by 2, 48: by 4)."""
+    prefix = _wrapped_prefix(names, ("conv_first.weight", "trunk_conv.weight", "conv_last.weight"))
+    if prefix is None:
+        return []
+    view = KeyView.of(index, prefix)
+    if not view.has_prefix("RRDB_trunk.0.RDB1.") or "HRconv.weight" not in view:
+        return []
+    ups = sorted(
+        (n for n in view.tensors if re.fullmatch(r"upconv\d+\.weight", n)),
+        key=lambda n: int(n[len("upconv") : -len(".weight")]),
+    )
+    first = view.shape("conv_first.weight") or (0, 0)
+    last = view.shape("conv_last.weight") or (0, 0)
+    unshuffle = _unshuffle(first[1], last[0])
+    scale = 2 ** len(ups) // unshuffle
+    blocks = view.count_blocks("RRDB_trunk.")
+    facts: dict[str, Any] = {
+        "num_blocks": blocks,
+        "num_features": first[0],
+        "naming": "esrgan-trunk",
+    }
+    evidence = [
+        f"{view.says('conv_first.weight')} + RRDB_trunk.N.RDB1..RDB3 ({blocks} RRDB blocks) + "
+        "trunk_conv + HRconv: ESRGAN RRDBNet (ESRGAN repository naming, as BSRGAN / RealSR)",
         f"{len(ups)} nearest+conv upsampling layers ({', '.join(view.full(u) for u in ups)})"
         + (f", input pixel-unshuffled by {unshuffle}" if unshuffle > 1 else "")
         + f": x{scale}",

@@ -55,7 +55,7 @@ def _args(t: Tiny, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("style", ["new", "old", "ema", "compact"])
+@pytest.mark.parametrize("style", ["new", "old", "trunk", "ema", "compact"])
 def test_tiny_upscalers_are_identified(
     upscalers: dict[str, Path], run_cli: Any, style: str
 ) -> None:
@@ -98,6 +98,74 @@ def test_real_esrgan_pixel_unshuffle_models(
     assert json.loads(out)["facts"]["scale"] == scale
     image = Image.new("RGB", (40, 24), (200, 30, 90))
     assert upscale_image(image, path).size == (40 * scale, 24 * scale)
+
+
+@pytest.mark.parametrize(
+    ("unshuffle", "upsamples", "scale"), [(1, 2, 4), (1, 3, 8), (1, 1, 2), (2, 2, 2), (4, 2, 1)]
+)
+def test_esrgan_repository_naming_is_identified_and_runs(
+    tmp_path: Path, run_cli: Any, unshuffle: int, upsamples: int, scale: int
+) -> None:
+    """BSRGAN / RealSR / RRDB_ESRGAN_x4 files (``RRDB_trunk``, ``trunk_conv``, ``upconvN``,
+    ``HRconv``): an ESRGAN upscaler whose scale is 2 per upconv over the pixel-unshuffle folded
+    into conv_first (12 input channels: x2, 48: x1), upscaling like the same weights in the
+    BasicSR naming."""
+    config = replace(TINY, unshuffle=unshuffle, upsamples=upsamples, blocks=1)
+    state = tiny_rrdbnet_state(config, seed=scale)
+    trunk = trunk_style(state)
+    assert "RRDB_trunk.0.RDB1.conv1.weight" in trunk and "HRconv.weight" in trunk
+    assert f"upconv{upsamples}.weight" in trunk and "conv_up1.weight" not in trunk
+    old = save(trunk, tmp_path / f"{scale}x-bsrgan.safetensors")
+    new = save(state, tmp_path / f"{scale}x-basicsr.safetensors")
+    code, out, err = run_cli("inspect", "--json", str(old))
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["family"], report["kind"]) == ("any", "upscaler")
+    assert report["variant"] == f"esrgan x{scale}"
+    facts = report["facts"]
+    assert (facts["architecture"], facts["scale"], facts["naming"]) == (
+        "esrgan",
+        scale,
+        "esrgan-trunk",
+    )
+    assert (facts["num_blocks"], facts["num_features"]) == (1, TINY.features)
+    evidence = " | ".join(report["evidence"])
+    assert "RRDB_trunk.N.RDB1..RDB3 (1 RRDB blocks)" in evidence, evidence
+    assert f"{upsamples} nearest+conv upsampling layers" in evidence, evidence
+    if unshuffle > 1:
+        assert f"input pixel-unshuffled by {unshuffle}" in evidence, evidence
+    from modelsafe.runtime.upscalers.select import load_upscaler
+
+    x = torch.rand(1, 3, 24, 40, generator=torch.Generator().manual_seed(scale))
+    outs = []
+    for path in (old, new):
+        model, got = load_upscaler(path)
+        assert got == scale
+        with torch.no_grad():
+            outs.append(model(x))
+    assert outs[0].shape == (1, 3, 24 * scale, 40 * scale)
+    assert outs[0].std() > 0  # depends on the input
+    assert torch.equal(outs[0], outs[1])
+    image = Image.new("RGB", (40, 24), (200, 30, 90))
+    assert upscale_image(image, old).size == (40 * scale, 24 * scale)
+
+
+def test_generate_upscales_with_an_esrgan_repository_file(
+    sd1: Tiny, upscalers: dict[str, Path], run_cli: Any, tmp_path: Path
+) -> None:
+    """Once refused as "not an upscaler (not recognised)": the RRDB_trunk file now upscales the
+    generated image to the same pixels as the same weights in the BasicSR naming."""
+    pixels: dict[str, Any] = {}
+    for style in ("trunk", "new"):
+        code, out, err = run_cli(*_args(sd1, tmp_path / style, "--upscale", str(upscalers[style])))
+        assert code == 0, err
+        image = json.loads(out)["images"][0]
+        assert image["recipe"]["upscaler"]["path"] == str(upscalers[style].resolve())
+        with Image.open(image["path"]) as png:
+            assert png.size == (128, 128)
+            pixels[style] = np.asarray(png.convert("RGB"))
+    assert pixels["new"].std() > 0  # not a blank image: the comparison says something
+    assert np.array_equal(pixels["trunk"], pixels["new"])
 
 
 def test_tiles_match_the_whole_image(
@@ -209,7 +277,6 @@ def test_bad_upscalers_are_refused_before_any_load(
     cases = [
         (str(tmp_path / "nope.pth"), 2, "does not exist"),
         (str(sd1.single), 2, "is not an upscaler"),
-        (str(upscalers["trunk"]), 2, "is not an upscaler (not recognised)"),
         (str(unsafe), 1, "refusing to load"),
     ]
     db = tmp_path / "c.db"
