@@ -230,6 +230,8 @@ def apply_plan(pipe: Any, request: GenerateRequest) -> None:
     offload = str(plan.get("offload", "none"))
     if offload == "model":
         pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential" and device.startswith("cpu"):
+        sequential_offload_on_cpu(pipe)
     elif offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=device)
     elif offload in ("none", ""):
@@ -242,6 +244,33 @@ def apply_plan(pipe: Any, request: GenerateRequest) -> None:
         pipe.vae.enable_slicing()
     if plan.get("attention_slicing"):
         pipe.enable_attention_slicing()
+
+
+def sequential_offload_on_cpu(pipe: Any) -> None:
+    """Sequential offload with the CPU as the execution device: every weight waits on the meta
+    device and each layer is brought in only while it computes (accelerate's ``cpu_offload`` on
+    each component). ``generate`` itself refuses offload on a CPU; the backend's own tests use
+    this to run the sequential-offload path for real.
+
+    ``DiffusionPipeline.enable_sequential_cpu_offload`` cannot do it: it names the device with
+    an index (``cpu`` becomes ``cpu:0``), for a CPU weight ``Tensor.to("cpu:0")`` is a copy that
+    drops the ``Parameter`` class, and accelerate's next ``set_module_tensor_to_device`` then
+    calls ``torch.Tensor(value, requires_grad=...)`` and fails with a TypeError (diffusers
+    0.42.1, accelerate 1.15/1.16, torch 2.13). On accelerators diffusers' method is used as is.
+    """
+    import torch
+    from accelerate import cpu_offload
+
+    execution = torch.device("cpu")
+    pipe.remove_all_hooks()  # a part shared with the base pipeline gets its weights back
+    for name, model in pipe.components.items():
+        if not isinstance(model, torch.nn.Module):
+            continue
+        if name in pipe._exclude_from_cpu_offload:
+            model.to(execution)
+        else:
+            # buffers too when the component holds parameters of its own (as diffusers does)
+            cpu_offload(model, execution, offload_buffers=len(model._parameters) > 0)
 
 
 def _apply_fp8(pipe: Any, request: GenerateRequest) -> None:
