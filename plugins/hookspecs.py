@@ -27,7 +27,10 @@ class Hasher(Protocol):
     """One hash algorithm fed by the single streaming pass over a file.
 
     An optional ``cost`` attribute (CPU per byte relative to SHA-256 = 1.0) lets the pass put
-    expensive hashers on different cores; without it a default is assumed.
+    expensive hashers on different cores; without it a default is assumed. An optional
+    ``extra_hexdigests()`` returns further named values the same object computed (the built-in
+    sha256 hasher of a safetensors file also gives ``autov3``); a name another hasher already
+    gave keeps that value.
     """
 
     name: str

@@ -12,11 +12,17 @@ once, in order. How the pass runs (measured, docs/benchmarks.md "Hashing"):
   by each hasher's ``cost`` (SHA-256 = 1.0; see the built-ins). Hashers never move between lanes,
   so each still sees its chunks in order. Reading is split between the lanes too, the lightest
   lanes reading the most, so every core does about the same work.
+- A *split* hasher (two streams: sha256 + AutoV3 of a safetensors file, ``sha256_pair.py``) is
+  the exception. On two lanes, lane 1 feeds its second stream beside lane 0's first stream over
+  the first part of each window, then lane 0 feeds both (interleaved on one core by the C
+  extension) over the rest while lane 1 runs the other hashers; the share is re-balanced after
+  every window from which lane reached the barrier first. On 3+ lanes each stream gets a lane.
 - Lanes step through the file one *window* (``WINDOW_CHUNKS`` x :data:`CHUNK_SIZE`) at a time
   with double buffering: while a lane hashes window k it has already read its part of window
-  k + 1; one barrier per window is the only hand-off (no queues, no per-chunk locking). Inside a
-  window each lane runs all its hashers over one :data:`CHUNK_SIZE` piece before the next, so
-  the piece is hashed from L2 cache. hashlib, blake3, ISA-L and ``preadv`` release the GIL.
+  k + 1; one barrier per window is the only hand-off (no queues, no per-chunk locking; the split
+  hasher adds one semaphore per window). Inside a window each lane runs all its hashers over one
+  :data:`CHUNK_SIZE` piece before the next, so the piece is hashed from L2 cache. hashlib,
+  blake3, ISA-L, the C extension and ``preadv`` release the GIL.
 - Small files (under :data:`PARALLEL_MIN_BYTES`) or a single CPU: one lane, no threads.
 
 Memory: ``2 * WINDOW_CHUNKS * CHUNK_SIZE`` (8 MiB) per parallel pass. A hasher gets a
@@ -33,8 +39,11 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeGuard
 
 from modelsafe.errors import FileReadError
 from modelsafe.plugins.hookspecs import Hasher
@@ -106,17 +115,83 @@ def cpu_lanes() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def plan_lanes(hashers: Sequence[Hasher], lanes: int) -> list[list[Hasher]]:
-    """Hashers split into at most ``lanes`` groups of about equal cost (largest first, each to
-    the lightest group); empty groups are dropped, but there is always at least one."""
-    groups: list[list[Hasher]] = [[] for _ in range(max(1, lanes))]
-    loads = [0.0] * len(groups)
+def _assign(
+    hashers: Sequence[Hasher], base: Sequence[float]
+) -> tuple[list[list[Hasher]], list[float]]:
+    """Hashers onto lanes that already carry ``base`` loads: largest first, each to the
+    lightest lane. Returns every lane's hashers and its final load."""
+    groups: list[list[Hasher]] = [[] for _ in base]
+    loads = list(base)
     for hasher in sorted(hashers, key=_cost, reverse=True):
         i = loads.index(min(loads))
         groups[i].append(hasher)
         loads[i] += _cost(hasher)
+    return groups, loads
+
+
+def plan_lanes(hashers: Sequence[Hasher], lanes: int) -> list[list[Hasher]]:
+    """Hashers split into at most ``lanes`` groups of about equal cost (largest first, each to
+    the lightest group); empty groups are dropped, but there is always at least one."""
+    groups, _loads = _assign(hashers, [0.0] * max(1, lanes))
     used = [g for g in groups if g]
     return used or [[]]
+
+
+class SplitHasher(Hasher, Protocol):
+    """A hasher with two streams (e.g. ``sha256_pair.Sha256AutoV3``): ``update`` feeds both,
+    ``update_first`` / ``update_second`` one each, so the pass may run them on two lanes.
+    ``stream_cost`` is one stream's cost (``cost``: both at once)."""
+
+    stream_cost: float
+
+    def update_first(self, offset: int, data: bytes | memoryview) -> None: ...
+
+    def update_second(self, offset: int, data: bytes | memoryview) -> None: ...
+
+
+def _is_split(hasher: Hasher) -> TypeGuard[SplitHasher]:
+    return all(hasattr(hasher, a) for a in ("update_first", "update_second", "stream_cost"))
+
+
+@dataclass
+class LanePlan:
+    """How one parallel pass shares its work between lanes (threads).
+
+    ``groups[i]`` are the hashers lane i runs over every byte. ``split``, when set, is a
+    two-stream hasher: over the first ``split_fraction`` of each window lane 0 feeds its first
+    stream while lane 1 feeds the second; lane 0 then feeds both (interleaved) over the rest.
+    ``loads`` are the lanes' CPU costs per byte (SHA-256 = 1.0), reading excluded.
+    """
+
+    groups: list[list[Hasher]]
+    loads: list[float]
+    split: SplitHasher | None = None
+    split_fraction: float = 0.0
+
+
+def plan_pass(hashers: Sequence[Hasher], lanes: int) -> LanePlan:
+    """The lanes of one pass. A two-stream hasher on 3+ lanes runs its streams on lanes 0 and 1
+    side by side; on 2 lanes it runs them side by side for the share of each window that makes
+    both lanes equally busy (lane 1 also carrying the other hashers and the reading), and
+    interleaved on lane 0 for the rest."""
+    split = next((h for h in hashers if _is_split(h)), None)
+    if split is None or lanes < 2:
+        groups, loads = _assign(hashers, [0.0] * max(1, lanes))
+        kept = [i for i, g in enumerate(groups) if g] or [0]
+        return LanePlan([groups[i] for i in kept], [loads[i] for i in kept])
+    rest = [h for h in hashers if h is not split]
+    stream = float(split.stream_cost)
+    pair = _cost(split)
+    if lanes >= 3:
+        groups, loads = _assign(rest, [stream, stream] + [0.0] * (lanes - 2))
+        kept = [i for i, g in enumerate(groups) if g or i < 2]
+        return LanePlan([groups[i] for i in kept], [loads[i] for i in kept], split, 1.0)
+    groups, loads = _assign(rest, [pair, 0.0])
+    others0, others1 = loads[0] - pair, loads[1]
+    fraction = 1.0 - (others1 + READ_COST - others0) / pair if pair > 0 else 1.0
+    fraction = min(1.0, max(0.0, fraction))
+    loads = [others0 + fraction * stream + (1 - fraction) * pair, others1 + fraction * stream]
+    return LanePlan(groups, loads, split, fraction)
 
 
 def read_shares(loads: Sequence[float], read_cost: float = READ_COST) -> list[float]:
@@ -159,22 +234,37 @@ def _pread_full(fd: int, view: memoryview, offset: int) -> int:
 class _Pass:
     """One parallel pass: shared buffers, the plan, and the barrier the lanes meet at."""
 
-    def __init__(self, fd: int, groups: list[list[Hasher]], chunk: int) -> None:
+    def __init__(self, fd: int, plan: LanePlan, chunk: int) -> None:
         self.fd = fd
-        self.groups = groups
+        self.groups = plan.groups
+        groups = plan.groups
         self.chunk = chunk
         self.window = chunk * WINDOW_CHUNKS
         self.buffers = [memoryview(bytearray(self.window)) for _ in range(2)]
-        loads = [sum(_cost(h) for h in g) for g in groups]
+        self.split = plan.split
+        # Bytes at the start of each window where the split hasher's streams run side by side.
+        self.split_bytes = (
+            self.window
+            if plan.split_fraction >= 1.0
+            else int(plan.split_fraction * self.window) // 4096 * 4096
+        )
+        self.second_done = threading.Semaphore(0)
         bounds = [0]
         acc = 0.0
-        for share in read_shares(loads)[:-1]:
+        for share in read_shares(plan.loads)[:-1]:
             acc += share
             bounds.append(min(self.window, int(acc * self.window) // 4096 * 4096))
         bounds.append(self.window)
         self.parts = list(zip(bounds[:-1], bounds[1:], strict=True))
         self.got = [[0] * len(groups) for _ in range(2)]
-        self.barrier = threading.Barrier(len(groups))
+        # On two lanes the split share is re-balanced after every window from when each lane
+        # got to the barrier, so the costs in the plan only need to be about right.
+        self.adaptive = self.split is not None and len(groups) == 2
+        self.arrived = [0.0] * len(groups)
+        self.released = time.perf_counter()
+        self.barrier = threading.Barrier(
+            len(groups), action=self._rebalance if self.adaptive else None
+        )
         self.read_errors: list[OSError | None] = [None, None]
         self.failures: dict[str, str] = {}
         self.total = 0
@@ -197,6 +287,51 @@ class _Pass:
                 return begin + n
         return self.window
 
+    def _feed(
+        self,
+        name: str,
+        update: Callable[[int, memoryview], None],
+        window: int,
+        begin: int,
+        end: int,
+    ) -> None:
+        """``update`` over bytes [begin, end) of the window, in pieces of at most one chunk."""
+        buf = self.buffers[window % 2]
+        base = window * self.window
+        for start in range(begin, end, self.chunk):
+            self._call(name, update, base + start, buf[start : min(end, start + self.chunk)])
+
+    def _call(
+        self, name: str, update: Callable[[int, memoryview], None], offset: int, piece: memoryview
+    ) -> None:
+        if name in self.failures:
+            return
+        try:
+            update(offset, piece)
+        except Exception as exc:  # a broken (third-party) hasher loses only its value
+            self.failures[name] = f"{type(exc).__name__}: {exc}"
+
+    def lead(self, lane: int, window: int, length: int) -> None:
+        """The split hasher's share of the window: its streams side by side on lanes 0 and 1
+        up to ``split_bytes``, then both on lane 0 (lane 0 waits for lane 1's part first)."""
+        split = self.split
+        if split is None or lane > 1:
+            return
+        side = min(self.split_bytes, length)
+        if lane == 1:
+            try:
+                self._feed(split.name, split.update_second, window, 0, side)
+            finally:
+                if side < length:
+                    self.second_done.release()
+            return
+        self._feed(split.name, split.update_first, window, 0, side)
+        if side < length:
+            while not self.second_done.acquire(timeout=0.05):
+                if self.barrier.broken:
+                    raise threading.BrokenBarrierError
+            self._feed(split.name, split.update, window, side, length)
+
     def hash_window(self, lane: int, window: int, length: int) -> None:
         buf = self.buffers[window % 2]
         base = window * self.window
@@ -204,29 +339,44 @@ class _Pass:
         for start in range(0, length, self.chunk):
             piece = buf[start : min(length, start + self.chunk)]
             for hasher in hashers:
-                if hasher.name in self.failures:
-                    continue
-                try:
-                    hasher.update(base + start, piece)
-                except Exception as exc:  # a broken (third-party) hasher loses only its value
-                    self.failures[hasher.name] = f"{type(exc).__name__}: {exc}"
+                self._call(hasher.name, hasher.update, base + start, piece)
+
+    def _rebalance(self) -> None:
+        """Barrier action (all lanes waiting): move the split share toward the lane that got
+        there first. Shifting x bytes from "both on lane 0" to "side by side" takes about
+        x * pair-cost off lane 0 relative to lane 1; half the estimated step, at most 1/8
+        window per window, keeps it from oscillating. Timing only: any share gives the same
+        values."""
+        now = max(self.arrived)  # the last lane's arrival: this window's end
+        span = max(now - self.released, 1e-6)
+        late = self.arrived[0] - self.arrived[1]  # > 0: lane 0 is the busier one
+        step = int(0.5 * late / span * self.window)
+        step = max(-self.window // 8, min(self.window // 8, step))
+        moved = min(self.window, max(0, self.split_bytes + step))
+        self.split_bytes = moved // 4096 * 4096
+        self.released = now
+
+    def _meet(self, lane: int) -> None:
+        self.arrived[lane] = time.perf_counter()
+        self.barrier.wait()
 
     def run_lane(self, lane: int) -> None:
         try:
             self.read_part(lane, 0)
-            self.barrier.wait()
+            self._meet(lane)
             window = 0
             while True:
                 length = self.valid(window)
                 if self.read_errors[window % 2] is not None:
                     return
                 more = length == self.window
+                self.lead(lane, window, length)
                 if more:
                     self.read_part(lane, window + 1)
                 self.hash_window(lane, window, length)
                 if lane == 0:
                     self.total += length
-                self.barrier.wait()
+                self._meet(lane)
                 if not more:
                     return
                 window += 1
@@ -237,8 +387,8 @@ class _Pass:
             raise
 
 
-def _stream_parallel(fd: int, groups: list[list[Hasher]], chunk: int) -> tuple[int, dict[str, str]]:
-    job = _Pass(fd, groups, chunk)
+def _stream_parallel(fd: int, plan: LanePlan, chunk: int) -> tuple[int, dict[str, str]]:
+    job = _Pass(fd, plan, chunk)
     errors: list[BaseException] = []
 
     def lane_main(lane: int) -> None:
@@ -249,7 +399,7 @@ def _stream_parallel(fd: int, groups: list[list[Hasher]], chunk: int) -> tuple[i
 
     threads = [
         threading.Thread(target=lane_main, args=(i,), name=f"modelsafe-hash-{i}", daemon=True)
-        for i in range(1, len(groups))
+        for i in range(1, len(plan.groups))
     ]
     for thread in threads:
         thread.start()
@@ -296,9 +446,9 @@ def stream_hashers(path: Path, hashers: Sequence[Hasher]) -> tuple[int, dict[str
         ) from exc
     try:
         size = os.fstat(fd).st_size
-        groups = plan_lanes(hashers, cpu_lanes())
-        if len(groups) > 1 and size >= PARALLEL_MIN_BYTES:
-            return _stream_parallel(fd, groups, chunk)
+        plan = plan_pass(hashers, cpu_lanes())
+        if len(plan.groups) > 1 and size >= PARALLEL_MIN_BYTES:
+            return _stream_parallel(fd, plan, chunk)
         return _stream_serial(fd, hashers, chunk)
     except OSError as exc:
         raise FileReadError(
@@ -360,9 +510,16 @@ def hash_file(path: Path, index: TensorIndex | None = None) -> dict[str, str | N
     if embedded and _needs_own_tensor_hash(index):
         hashers.append(TensorDataSha256())
     _size, failures = stream_hashers(path, hashers)
-    values: dict[str, str | None] = {
-        h.name: None if h.name in failures else h.hexdigest() for h in hashers
-    }
+    values: dict[str, str | None] = {}
+    for h in hashers:
+        if h.name in failures:
+            values[h.name] = None
+            continue
+        values[h.name] = h.hexdigest()
+        extra = getattr(h, "extra_hexdigests", None)  # values the same object computed
+        if callable(extra):
+            for name, value in extra().items():
+                values.setdefault(name, value)
     sha = values.get("sha256")
     values.setdefault("autov2", sha[:10] if sha else None)
     tensor_sha = values.pop(_TENSOR_DATA, None) or (values.get("autov3") if embedded else None)

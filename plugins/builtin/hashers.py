@@ -1,6 +1,7 @@
 """Built-in hashers for the one streaming pass: sha256, autov1, autov3, blake3, crc32, content_id.
 
-(autov2 is the first 10 hex digits of sha256 and is derived, not hashed.) Each class implements
+(autov2 is the first 10 hex digits of sha256 and is derived, not hashed; for a safetensors file
+sha256 and autov3 come from one object, ``Sha256AutoV3``.) Each class implements
 the ``Hasher`` protocol of ``modelsafe.plugins.hookspecs``; a third-party plugin adds algorithms by
 returning its own objects from ``modelsafe_hashers``. Definitions: docs/hashes.md.
 """
@@ -13,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from modelsafe.plugins.hookspecs import Hasher, hookimpl
-from modelsafe.registry.hashing import AUTOV3_HEADER_LIMIT, TensorDataSha256
+from modelsafe.registry.hashing import AUTOV3_HEADER_LIMIT
+from modelsafe.registry.sha256_pair import Sha256AutoV3
 from modelsafe.types import Format, TensorIndex, TensorInfo
 
 AUTOV1_OFFSET = 0x100000
@@ -172,8 +174,10 @@ class ContentIdHasher:
 
 @hookimpl
 def modelsafe_hashers(index: TensorIndex | None) -> list[Hasher] | None:
-    hashers: list[Hasher] = [Sha256Hasher(), AutoV1Hasher(), Blake3Hasher(), Crc32Hasher()]
-    if index is not None and index.format == Format.SAFETENSORS.value:
-        hashers.append(TensorDataSha256("autov3", header_limit=AUTOV3_HEADER_LIMIT))
+    # A safetensors file gets sha256 and AutoV3 from one object: two SHA-256 streams that run
+    # interleaved on one core where the CPU allows (registry/sha256_pair.py).
+    safetensors = index is not None and index.format == Format.SAFETENSORS.value
+    sha: Hasher = Sha256AutoV3(AUTOV3_HEADER_LIMIT) if safetensors else Sha256Hasher()
+    hashers: list[Hasher] = [sha, AutoV1Hasher(), Blake3Hasher(), Crc32Hasher()]
     hashers.append(ContentIdHasher(index.tensors if index is not None else ()))
     return hashers
