@@ -9,7 +9,7 @@ case's best time:
 
 - baseline: ``hashlib.sha256`` over 1 MiB reads (what A1111's ``calculate_sha256`` does);
 - all hashes, with the tensor table: sha256, autov1, autov2, autov3, blake3, crc32, content_id;
-- all hashes without a tensor table (as for a non-safetensors file: no autov3, no content_id).
+- all hashes without a tensor table (as for a file whose tensors cannot be located: no content_id).
 
 CPU time is reported as cores used (process CPU time / wall time) and as the least CPU time of
 any round vs the baseline's (on N idle cores the wall ratio cannot beat CPU ratio / N); the load
@@ -83,7 +83,7 @@ def run(gib: float, rounds: int, folder: str) -> dict[str, Any]:
         cases: dict[str, Callable[[], Any]] = {
             "sha256 alone (hashlib, 1 MiB reads)": lambda: _sha256_alone(path),
             "all hashes (with tensor table)": lambda: hash_file(path, index),
-            "all hashes without tensor table (no autov3/content_id)": lambda: hash_file(path),
+            "all hashes without tensor table (no content_id)": lambda: hash_file(path),
         }
         best: dict[str, tuple[float, float]] = {}
         cpu: dict[str, float] = {}  # least CPU seconds of any round

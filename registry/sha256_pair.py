@@ -29,8 +29,11 @@ STREAM_COST = 1.0
 
 class Sha256AutoV3:
     """``sha256`` of the whole file and ``autov3``: sha256 of the bytes from 8 + N on, where N is
-    the safetensors header length, when N < ``header_limit`` (else from byte 8, as Civitai does;
-    None for no limit). The hasher's own value is sha256; :meth:`extra_hexdigests` has autov3.
+    the file's first 8 bytes read as a little-endian u64 (the safetensors header length), when
+    N < ``header_limit``, else from byte 8 (Civitai's rule, applied to every file; None: no
+    limit). The hasher's own value is sha256; :meth:`extra_hexdigests` has autov3, which is None
+    for a file shorter than 8 bytes or one whose header would run past its end (Civitai's
+    scanner fails on both).
     """
 
     name = "sha256"
@@ -46,6 +49,7 @@ class Sha256AutoV3:
         self._b = hashlib.sha256()
         self._prefix = b""
         self._start: int | None = None  # file offset where the second stream begins
+        self._end = 0  # bytes the first stream has seen
 
     def _second_begin(self, offset: int, data: bytes | memoryview) -> int:
         """Index in ``data`` where the second stream's bytes begin (``len(data)``: none)."""
@@ -61,6 +65,7 @@ class Sha256AutoV3:
     def update(self, offset: int, data: bytes | memoryview) -> None:
         """Both streams (interleaved when native)."""
         begin = self._second_begin(offset, data)
+        self._end = offset + len(data)
         if self._pair is not None:
             self._pair.update(data, 0, begin)
             return
@@ -70,6 +75,7 @@ class Sha256AutoV3:
 
     def update_first(self, offset: int, data: bytes | memoryview) -> None:
         """The whole-file stream alone."""
+        self._end = offset + len(data)
         if self._pair is not None:
             self._pair.update(data, 0, len(data))
         else:
@@ -95,4 +101,5 @@ class Sha256AutoV3:
         return self._digests()[0]
 
     def extra_hexdigests(self) -> dict[str, str | None]:
-        return {self.second_name: None if self._start is None else self._digests()[1]}
+        usable = self._start is not None and self._start <= self._end
+        return {self.second_name: self._digests()[1] if usable else None}

@@ -2,8 +2,8 @@
 
 Loads the pipeline (``modelsafe.runtime.diffusers_loader``), applies the request (scheduler,
 prediction type, LoRAs with weights, textual-inversion embeddings, ControlNet, SDXL refiner) and
-the plan (device, dtype, offload, VAE tiling, attention slicing), then runs it with one seeded
-generator per image. torch and diffusers are imported only when a generation runs.
+the plan (device, dtype, offload, VAE tiling, attention slicing), then runs it once per image with
+that image's seeded generator. torch and diffusers are imported only when a generation runs.
 """
 
 from __future__ import annotations
@@ -297,53 +297,67 @@ def _apply_fp8(pipe: Any, request: GenerateRequest) -> None:
 def run(
     pipe: Any, refiner: Any | None, request: GenerateRequest, progress: Progress | None
 ) -> list[Any]:
-    """Run the pipeline(s): one seeded CPU generator per image, so each image depends on its
-    seed only (the same on every device family that draws noise on the CPU)."""
+    """Run the pipeline(s) once per image, each with its own seeded CPU generator, so each image
+    depends on its seed only: not on the batch size nor its place in the batch, and the same on
+    every device family that draws noise on the CPU.
+
+    One call per image (not one call for the whole batch) because the math libraries do not
+    promise the same floats for a row whatever the batch around it: torch's CPU GEMM (MKL)
+    gives a row of a 4-row product other low bits than the same row of a 2-row product, and
+    GPU libraries choose kernels by shape too. Those differences grow over the denoising steps
+    and can move a pixel, so a batched image could not be remade alone from its recipe
+    (``generate --from-image``)."""
     import torch
 
     seeds = request.image_seeds()
-    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-    kwargs: dict[str, Any] = {
-        "prompt": request.prompt,
-        "num_inference_steps": request.steps,
-        "guidance_scale": request.cfg,
-        "width": request.width,
-        "height": request.height,
-        "num_images_per_prompt": len(seeds),
-        "generator": generators,
-    }
-    if request.family != "flux1":
-        kwargs["negative_prompt"] = request.negative_prompt or None
-    if request.controlnet is not None:
-        kwargs["image"] = _control_image(request)
-        kwargs["controlnet_conditioning_scale"] = request.controlnet.scale
+    control = _control_image(request) if request.controlnet is not None else None
     done = [0]
 
     def on_step(p: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         done[0] += 1
         if progress is not None:
-            total = int(getattr(p, "_num_timesteps", 0) or request.steps or 0)
+            per_image = int(getattr(p, "_num_timesteps", 0) or request.steps or 0)
+            total = per_image * len(seeds)
             progress(done[0], max(total, done[0]) if refiner is None else 0)
         return tensors
 
-    kwargs["callback_on_step_end"] = on_step
+    images: list[Any] = []
     with torch.inference_mode():
-        if refiner is None:
-            return list(pipe(**kwargs).images)
-        kwargs.update(output_type="latent", denoising_end=request.refiner_switch)
-        latents = pipe(**kwargs).images
-        refined = refiner(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
-            num_inference_steps=request.steps,
-            guidance_scale=request.cfg,
-            denoising_start=request.refiner_switch,
-            image=latents,
-            num_images_per_prompt=1,
-            generator=generators,
-            callback_on_step_end=on_step,
-        )
-        return list(refined.images)
+        for seed in seeds:
+            generator = [torch.Generator("cpu").manual_seed(seed)]
+            kwargs: dict[str, Any] = {
+                "prompt": request.prompt,
+                "num_inference_steps": request.steps,
+                "guidance_scale": request.cfg,
+                "width": request.width,
+                "height": request.height,
+                "num_images_per_prompt": 1,
+                "generator": generator,
+                "callback_on_step_end": on_step,
+            }
+            if request.family != "flux1":
+                kwargs["negative_prompt"] = request.negative_prompt or None
+            if request.controlnet is not None:
+                kwargs["image"] = control
+                kwargs["controlnet_conditioning_scale"] = request.controlnet.scale
+            if refiner is None:
+                images.extend(pipe(**kwargs).images)
+                continue
+            kwargs.update(output_type="latent", denoising_end=request.refiner_switch)
+            latents = pipe(**kwargs).images
+            refined = refiner(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                num_inference_steps=request.steps,
+                guidance_scale=request.cfg,
+                denoising_start=request.refiner_switch,
+                image=latents,
+                num_images_per_prompt=1,
+                generator=generator,
+                callback_on_step_end=on_step,
+            )
+            images.extend(refined.images)
+    return images
 
 
 def _control_image(request: GenerateRequest) -> Any:

@@ -1,7 +1,7 @@
 """Built-in hashers for the one streaming pass: sha256, autov1, autov3, blake3, crc32, content_id.
 
-(autov2 is the first 10 hex digits of sha256 and is derived, not hashed; for a safetensors file
-sha256 and autov3 come from one object, ``Sha256AutoV3``.) Each class implements
+(autov2 is the first 10 hex digits of sha256 and is derived, not hashed; sha256 and autov3 come
+from one object, ``Sha256AutoV3``.) Each class implements
 the ``Hasher`` protocol of ``modelsafe.plugins.hookspecs``; a third-party plugin adds algorithms by
 returning its own objects from ``modelsafe_hashers``. Definitions: docs/hashes.md.
 """
@@ -16,25 +16,10 @@ from typing import Any
 from modelsafe.plugins.hookspecs import Hasher, hookimpl
 from modelsafe.registry.hashing import AUTOV3_HEADER_LIMIT
 from modelsafe.registry.sha256_pair import Sha256AutoV3
-from modelsafe.types import Format, TensorIndex, TensorInfo
+from modelsafe.types import TensorIndex, TensorInfo
 
 AUTOV1_OFFSET = 0x100000
 AUTOV1_LENGTH = 0x10000
-
-
-class Sha256Hasher:
-    name = "sha256"
-    # CPU per byte relative to SHA-256 (SHA-NI), used to balance the pass's lanes (hashing.py).
-    cost = 1.0
-
-    def __init__(self) -> None:
-        self._h = hashlib.sha256()
-
-    def update(self, offset: int, data: bytes | memoryview) -> None:
-        self._h.update(data)
-
-    def hexdigest(self) -> str | None:
-        return self._h.hexdigest()
 
 
 class AutoV1Hasher:
@@ -174,10 +159,9 @@ class ContentIdHasher:
 
 @hookimpl
 def modelsafe_hashers(index: TensorIndex | None) -> list[Hasher] | None:
-    # A safetensors file gets sha256 and AutoV3 from one object: two SHA-256 streams that run
-    # interleaved on one core where the CPU allows (registry/sha256_pair.py).
-    safetensors = index is not None and index.format == Format.SAFETENSORS.value
-    sha: Hasher = Sha256AutoV3(AUTOV3_HEADER_LIMIT) if safetensors else Sha256Hasher()
+    # sha256 and AutoV3 (Civitai computes it for every file) come from one object: two SHA-256
+    # streams that run interleaved on one core where the CPU allows (registry/sha256_pair.py).
+    sha = Sha256AutoV3(AUTOV3_HEADER_LIMIT)
     hashers: list[Hasher] = [sha, AutoV1Hasher(), Blake3Hasher(), Crc32Hasher()]
     hashers.append(ContentIdHasher(index.tensors if index is not None else ()))
     return hashers

@@ -33,6 +33,18 @@ class _Cost:
         return None
 
 
+class _Sha(_Cost):
+    def __init__(self) -> None:
+        super().__init__("sha256", 1.0)
+        self._h = hashlib.sha256()
+
+    def update(self, offset: int, data: bytes | memoryview) -> None:
+        self._h.update(data)
+
+    def hexdigest(self) -> str | None:
+        return self._h.hexdigest()
+
+
 def _check(path: Path, result: dict[str, str | None]) -> None:
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
@@ -95,9 +107,7 @@ def test_a_hasher_that_raises_in_a_lane_loses_only_its_value(
     monkeypatch.setattr(hashing, "LANES", 2)
     monkeypatch.setattr(hashing, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(hashing, "CHUNK_SIZE", 4096)
-    from modelsafe.plugins.builtin.hashers import Sha256Hasher
-
-    sha = Sha256Hasher()
+    sha = _Sha()
     size, failures = hashing.stream_hashers(path, [sha, Broken("broken", 1.0)])
     assert size == 50_000 and failures == {"broken": "ValueError: bad chunk"}
     assert sha.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -143,19 +153,19 @@ def test_read_shares_even_out_the_lanes() -> None:
     assert read_shares([0.5, 0.5, 0.5], 0.3) == pytest.approx([1 / 3] * 3)
 
 
-def test_non_safetensors_file_hashes_sha256_once(tmp_path: Path) -> None:
-    """A zip .ckpt has no safetensors header: no AutoV3 stream, so SHA-256 runs once."""
+def test_autov3_of_a_non_safetensors_file_follows_civitai(tmp_path: Path) -> None:
+    """A zip .ckpt: its first 8 bytes read as a header length are >= 16 MiB, so AutoV3 hashes
+    from byte 8, as Civitai's scanner does for every file."""
     torch = pytest.importorskip("torch")
     torch.save({"w": torch.arange(10, dtype=torch.float32)}, tmp_path / "m.ckpt")
     path = tmp_path / "m.ckpt"
     head = int.from_bytes(path.read_bytes()[:8], "little")
     assert head >= hashing.AUTOV3_HEADER_LIMIT  # "PK\x03\x04..." read as a length
     index = read_index(path)
-    names = [h.name for h in hashing.collect_hashers(index)]
-    assert "sha256" in names and "autov3" not in names
     result = hash_file(path, index)
-    assert result["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert result["autov3"] is None and result["content_id"]
+    raw = path.read_bytes()
+    assert result["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert result["autov3"] == hashlib.sha256(raw[8:]).hexdigest() and result["content_id"]
 
 
 @pytest.mark.parametrize("lanes", [2, 3])
