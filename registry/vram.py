@@ -9,10 +9,10 @@
 where size(p, t) is 4 / 2 / 2 bytes for fp32 / fp16 / bf16 when t is floating point; for fp8 it
 is 1 byte for the weight and bias of a Linear/Conv layer and 2 bytes (the compute dtype) for
 everything diffusers' layerwise casting leaves alone (norms, embeddings, ``pos_embed``,
-``patch_embed``, top-level ``proj_in``/``proj_out``). Integer tensors and GGUF block-quantised
-tensors keep their stored size at every precision except when a precision asks to dequantise
-(fp32/fp16/bf16 of a GGUF tensor = numel * 4/2/2). Activations are not weights: they depend on
-resolution and batch, and ``modelsafe plan`` adds them (``modelsafe.runtime.vram_model``).
+``patch_embed``, top-level ``proj_in``/``proj_out``, T5's ``wo``). Integer tensors and GGUF
+block-quantised tensors keep their stored size at every precision except when a precision asks to
+dequantise (fp32/fp16/bf16 of a GGUF tensor = numel * 4/2/2). Activations are not weights: they
+depend on resolution and batch, and ``modelsafe plan`` adds them (``modelsafe.runtime.vram_model``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,18 @@ FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8
 # diffusers hooks/layerwise_casting.py DEFAULT_SKIP_MODULES_PATTERN (kept in compute precision).
 _FP8_SKIP = re.compile(r"(pos_embed|patch_embed|norm|(^|\.)ln_|^proj_in$|^proj_out$)")
 # Embedding tables are not Linear/Conv layers: layerwise casting leaves them alone too.
-_EMBEDDING_LEAVES = ("token_embedding", "position_embedding", "shared", "embed_tokens", "wte")
+_EMBEDDING_LEAVES = (
+    "token_embedding",
+    "position_embedding",
+    "shared",
+    "embed_tokens",
+    "wte",
+    "relative_attention_bias",  # T5
+)
+# Layers transformers keeps in full precision (``_keep_in_fp32_modules``), which modelsafe's fp8
+# storage leaves alone as diffusers does for its own models: T5's feed-forward output ``wo``
+# (about a fifth of T5-XXL's parameters).
+_KEEP_IN_COMPUTE = re.compile(r"(^|\.)DenseReluDense\.wo$")
 ESTIMATOR_NOTE = (
     "weights only; activations depend on resolution and batch: `modelsafe plan` adds them "
     "(formula and sources: docs/vram.md)"
@@ -53,7 +64,7 @@ def fp8_castable(tensor: TensorInfo, layer_shapes: dict[str, int]) -> bool:
     leaf = module.rpartition(".")[2]
     if leaf in _EMBEDDING_LEAVES or "embedding" in leaf and "linear" not in leaf:
         return False
-    return _FP8_SKIP.search(module) is None
+    return _FP8_SKIP.search(module) is None and _KEEP_IN_COMPUTE.search(module) is None
 
 
 def tensor_bytes(tensor: TensorInfo, precision: str, castable: bool = True) -> int:

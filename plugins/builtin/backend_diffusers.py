@@ -275,23 +275,44 @@ def sequential_offload_on_cpu(pipe: Any) -> None:
 
 def _apply_fp8(pipe: Any, request: GenerateRequest) -> None:
     """Store the denoiser (``denoiser_fp8``) and the T5 encoder (``text_encoder_fp8``) in fp8,
-    each layer upcast to the run's dtype when it computes (diffusers layerwise casting)."""
+    each layer upcast to the run's dtype when it computes (diffusers layerwise casting).
+
+    In a text encoder, the layers transformers keeps in full precision (``_keep_in_fp32_modules``:
+    T5's ``wo``) and the embeddings stay as they are: T5 casts its hidden states to
+    ``wo.weight.dtype`` before calling ``wo`` (fp8 outside that layer's own forward: the matmul
+    fails), and pipelines cast the prompt embeddings to ``text_encoder.dtype``, the dtype of its
+    first parameter, the token embedding (fp8 latents: no random numbers in fp8). T5-XXL's
+    embedding is 131 M of its 4.76 G parameters.
+    """
+    import re
+
     import torch
     from diffusers.hooks import apply_layerwise_casting
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
 
     from modelsafe.runtime.diffusers_loader import torch_dtype
 
     compute = torch_dtype(request.dtype)
-    targets = []
+    targets: list[tuple[Any, bool]] = []
     if request.plan.get("denoiser_fp8"):
-        targets += [getattr(pipe, n, None) for n in ("unet", "transformer")]
+        targets += [(getattr(pipe, n, None), False) for n in ("unet", "transformer")]
     if request.plan.get("text_encoder_fp8"):
-        targets += [getattr(pipe, "text_encoder_3", None) or getattr(pipe, "text_encoder_2", None)]
-    for module in targets:
-        if module is not None:
-            apply_layerwise_casting(
-                module, storage_dtype=torch.float8_e4m3fn, compute_dtype=compute
-            )
+        encoder = getattr(pipe, "text_encoder_3", None) or getattr(pipe, "text_encoder_2", None)
+        targets.append((encoder, True))
+    for module, is_text_encoder in targets:
+        if module is None:
+            continue
+        keep = getattr(module, "_keep_in_fp32_modules", None) or ()
+        skip = tuple(DEFAULT_SKIP_MODULES_PATTERN) + tuple(
+            rf"(^|\.){re.escape(name)}$" for name in keep
+        )
+        apply_layerwise_casting(
+            module,
+            storage_dtype=torch.float8_e4m3fn,
+            compute_dtype=compute,
+            skip_modules_pattern=skip,
+            skip_modules_classes=(torch.nn.Embedding,) if is_text_encoder else None,
+        )
 
 
 def run(

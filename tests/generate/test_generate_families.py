@@ -73,9 +73,10 @@ def test_seeds_reproduce_and_batches_use_per_image_seeds(
         pixels(again.path),
         pixels(generate(request_for(t, t.single, seed=100), tmp_path / "third").images[0].path),
     )
-    # image 2 of the batch is (nearly) the image of its own seed alone: noise is per image
+    # image 2 of the batch is exactly the image of its own seed alone (each image is its own
+    # pipeline call: CPU matmuls of a different batch shape differ in the low bits)
     alone = generate(request_for(t, t.single, seeds=(101,)), tmp_path / "alone").images[0]
-    assert np.abs(pixels(alone.path) - pixels(batch[1].path)).max() <= 2
+    assert np.array_equal(pixels(alone.path), pixels(batch[1].path))
     assert not np.array_equal(pixels(batch[0].path), pixels(batch[1].path))
 
 

@@ -122,3 +122,23 @@ def test_third_party_estimator_wins(tmp_path: Path) -> None:
     assert got["note"] == "mine" and got["estimator"] == "my_estimator"
     with fresh_plugin_manager():
         assert estimate_component_vram(read_index(path), "sd1", "unet", {})["fp16"] == 32
+
+
+def test_t5xxl_in_fp8_keeps_wo_and_embeddings_in_16_bits(tmp_path: Path) -> None:
+    """What the backend's fp8 storage really leaves in 16 bits (tests/generate/
+    test_generate_fp8.py): T5's ``wo`` (transformers keeps it in full precision), the token
+    embedding, the relative attention bias and the layer norms."""
+    from math import prod
+
+    from modelsafe.testing import write_safetensors
+    from modelsafe.testing.layouts.components import t5xxl
+
+    specs = t5xxl()
+    path = write_safetensors(tmp_path / "t5.safetensors", specs)
+    got = estimate_weights(read_index(path), "any", "text_encoder", {})
+    (sizes,) = got["components"].values()
+    one_byte = (".q.weight", ".k.weight", ".v.weight", ".o.weight", ".wi_0.weight", ".wi_1.weight")
+    expected = sum(prod(shape) * (1 if name.endswith(one_byte) else 2) for name, _, shape in specs)
+    wo = sum(prod(shape) for name, _, shape in specs if name.endswith(".wo.weight"))
+    assert sizes["fp8"] == expected
+    assert wo > sizes["parameters"] // 5  # the share the old formula put in fp8 by mistake
