@@ -81,6 +81,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         "--disable-component-update",
         "--disable-sync",
         "--disable-dev-shm-usage",
+        # Offline: no proxy, and every host name but the server's fails to resolve.
+        "--no-proxy-server",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         f"--window-size={WIDTH},{HEIGHT}",
         f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
     ):
@@ -161,3 +164,31 @@ def test_browse_filter_model_page_and_gallery(
     )
     assert browser.execute_script("return arguments[0].naturalWidth", image) == 32
     _screenshot(browser, tmp_path / "gallery.png")
+
+
+def test_api_docs_render_offline(server: str, browser: Any, tmp_path: Path) -> None:
+    """/docs renders Swagger UI (title, operations) with every request to the server itself."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    browser.get(server + "/docs")
+    WebDriverWait(browser, 20).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock")
+    )
+    root = browser.find_element(By.CSS_SELECTOR, "#swagger-ui .swagger-ui")
+    assert "modelsafe" in root.find_element(By.CSS_SELECTOR, ".info .title").text
+    summaries = [e.text for e in root.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")]
+    assert "/api/models" in summaries and "/api/models/{model_id}" in summaries
+    # The stylesheet applied (Swagger UI's own font rules, not the browser default).
+    family = browser.execute_script(
+        "return getComputedStyle(arguments[0]).fontFamily",
+        root.find_element(By.CSS_SELECTOR, ".info .title"),
+    )
+    assert "sans-serif" in family
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert any(u.endswith("/static/swagger-ui/swagger-ui-bundle.js") for u in loaded)
+    assert any(u.endswith("/openapi.json") for u in loaded)
+    assert all(u.startswith(server + "/") for u in loaded), loaded
+    _screenshot(browser, tmp_path / "docs.png")

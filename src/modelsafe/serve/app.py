@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelsafe.serve")
 HERE = Path(__file__).parent
+# Swagger UI for /docs, served from static/swagger-ui/ (swagger-ui-dist, see its README.txt) rather
+# than FastAPI's default CDN, so the docs page works on a machine without internet access.
+SWAGGER_UI_VERSION = "5.36.0"
+SWAGGER_UI_STATIC = "/static/swagger-ui"
 
 
 class NotFoundError(ModelNotFoundError):
@@ -120,6 +125,9 @@ def create_app(
         summary="The model catalog, compatibility, VRAM plans and generation jobs over HTTP.",
         version=_version(),
         lifespan=lifespan,
+        # /docs is our own route (local assets); ReDoc (CDN and Google Fonts only) is off.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.ms = state
     app.state.token = token or None
@@ -130,8 +138,27 @@ def create_app(
     _install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(page_router)
+    _install_docs(app)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    """/docs: FastAPI's Swagger UI page with its script, style and icon from /static/swagger-ui."""
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        assets = root + SWAGGER_UI_STATIC
+        return get_swagger_ui_html(
+            openapi_url=root + str(app.openapi_url),
+            title=f"{app.title} · API",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon-32x32.png",
+            # No badge from the online validator (validator.swagger.io).
+            swagger_ui_parameters={"validatorUrl": None},
+        )
 
 
 def _version() -> str:
