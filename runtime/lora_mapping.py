@@ -1,11 +1,9 @@
 """Map a LoRA's keys onto a checkpoint's modules and say how many land (and why the rest don't).
 
-LoRA files name the layers they patch in several conventions:
-
-- kohya / LyCORIS: ``lora_unet_<module with _ for .>.lora_down.weight``, ``lora_te1_...``,
-  ``.hada_w1_a`` (LoHa), ``.lokr_w1`` (LoKr), ``.alpha``;
-- PEFT / diffusers: ``unet.<module>.lora_A.weight`` / ``transformer.<module>.lora_B.weight``,
-  older ``...attn1.processor.to_q_lora.down.weight``; ComfyUI ``diffusion_model.<module>...``.
+LoRA files name the layers they patch in several conventions (kohya / LyCORIS flat names, PEFT and
+older diffusers dotted names, ComfyUI's original names); the registry's reader
+(``modelsafe.registry.detect.lora_keys``, the detectors' too) turns each key into a target network,
+a module path (dotted, or kohya's flat spelling) and a part.
 
 And checkpoints name their layers in their own convention: original LDM/SGM (``input_blocks.4.1``),
 diffusers (``down_blocks.1.attentions.0``), BFL Flux (``double_blocks.0.img_attn.qkv``), diffusers
@@ -23,6 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from modelsafe.registry.detect.lora_keys import group_modules
 from modelsafe.registry.model_parts import Component
 from modelsafe.types import TensorIndex, TensorInfo
 
@@ -311,104 +310,10 @@ def build_table(component: Component) -> ModuleTable:
 
 
 # -- the LoRA side -------------------------------------------------------------------------------
+# Parsed by the registry's LoRA key reader (modelsafe.registry.detect.lora_keys), the one the
+# detectors use; a LoRA module names its network as a target (denoiser, text_encoder, ...).
 
-_KOHYA = re.compile(r"^(lora_unet|lora_transformer|lycoris|lora_te\d?)_([^.]+)\.(.+)$")
-# Markers that end the module path in dotted (PEFT/diffusers/ComfyUI) keys.
-_DOTTED_MARKERS = re.compile(
-    r"\.(lora_A|lora_B|lora_down|lora_up|lora_mid|lora\.down|lora\.up|lora_linear_layer"
-    r"|hada_\w+|lokr_\w+|dora_scale|lora_magnitude_vector|diff|diff_b|w_norm|b_norm|alpha)"
-    r"(\.|$)"
-)
-_ATTN_PROCESSOR = re.compile(r"^(.*)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
-_COMPONENT_PREFIXES = (
-    ("base_model.model.", "denoiser"),
-    ("unet.", "denoiser"),
-    ("transformer.", "denoiser"),
-    ("diffusion_model.", "denoiser"),
-    ("model.diffusion_model.", "denoiser"),
-    ("text_encoder_3.", "te2"),
-    ("text_encoder_2.", "te1"),
-    ("text_encoder.", "te0"),
-)
-_KOHYA_COMPONENTS = {
-    "lora_unet": "denoiser",
-    "lora_transformer": "denoiser",
-    "lycoris": "denoiser",
-    "lora_te": "te0",
-    "lora_te1": "te0",
-    "lora_te2": "te1",
-    "lora_te3": "te2",
-}
-
-
-@dataclass(frozen=True)
-class LoraKey:
-    key: str
-    component: str  # denoiser | te0 | te1 | te2 | unknown
-    module: str  # dotted module path, or the kohya flat name
-    flat: bool
-    part: str  # lora_down.weight, lora_A.weight, hada_w1_a, alpha, ...
-    style: str  # kohya | peft | diffusers-attn-processor
-
-
-def parse_lora_key(key: str) -> LoraKey | None:
-    """Split a LoRA tensor name into (component, module, part); None if it names no module."""
-    m = _KOHYA.match(key)
-    if m:
-        return LoraKey(
-            key, _KOHYA_COMPONENTS.get(m.group(1), "unknown"), m.group(2), True, m.group(3), "kohya"
-        )
-    m = _ATTN_PROCESSOR.match(key)
-    if m:
-        module = f"{m.group(1)}.{m.group(2)}" + (".0" if m.group(2) == "to_out" else "")
-        comp, module = _component_of(module)
-        part = "lora_down.weight" if m.group(3) == "down" else "lora_up.weight"
-        return LoraKey(key, comp, module, False, part, "diffusers-attn-processor")
-    m = _DOTTED_MARKERS.search(key)
-    if m:
-        comp, module = _component_of(key[: m.start()])
-        part = key[m.start() + 1 :]
-        return LoraKey(key, comp, module, False, part, "peft")
-    return None
-
-
-def _component_of(module: str) -> tuple[str, str]:
-    for prefix, comp in _COMPONENT_PREFIXES:
-        if module.startswith(prefix):
-            rest = module[len(prefix) :]
-            if comp == "denoiser" and rest.startswith(("unet.", "transformer.")):
-                rest = rest.split(".", 1)[1]
-            return comp, rest
-    return "denoiser", module
-
-
-def _delta_shape(part_shapes: dict[str, tuple[int, ...]]) -> tuple[int | None, int | None, bool]:
-    """(out, in, in_is_flattened) of the weight delta a LoRA module's tensors describe."""
-
-    def get(*names: str) -> tuple[int, ...] | None:
-        for n in names:
-            for part, shape in part_shapes.items():
-                if part == n or part.startswith(n + "."):
-                    return shape
-        return None
-
-    down = get("lora_down", "lora_A", "lora.down", "lora_linear_layer.down")
-    up = get("lora_up", "lora_B", "lora.up", "lora_linear_layer.up")
-    if down or up:
-        return (up[0] if up else None), (down[1] if down and len(down) > 1 else None), False
-    w1a, w1b = get("hada_w1_a"), get("hada_w1_b")
-    if w1a or w1b:
-        return (w1a[0] if w1a else None), (w1b[1] if w1b else None), True
-    k1, k2 = get("lokr_w1"), get("lokr_w2")
-    k1a, k1b, k2a, k2b = get("lokr_w1_a"), get("lokr_w1_b"), get("lokr_w2_a"), get("lokr_w2_b")
-    w1 = k1 or ((k1a[0], k1b[1]) if k1a and k1b else None)
-    w2 = k2 or ((k2a[0], k2b[1]) if k2a and k2b else None)
-    if w1 and w2:
-        return w1[0] * w2[0], w1[1] * math.prod(w2[1:]), True
-    diff = get("diff")
-    if diff and len(diff) >= 2:
-        return diff[0], diff[1], False
-    return None, None, False
+TEXT_ENCODER_TARGETS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
 # -- coverage ------------------------------------------------------------------------------------
@@ -444,12 +349,13 @@ def _text_encoder_order(components: Iterable[Component]) -> list[Component]:
     return sorted((c for c in components if c.role == "text_encoder"), key=rank)
 
 
-_COMPONENT_LABEL = {
+_TARGET_LABEL = {
     "denoiser": "UNet/transformer",
-    "te0": "text encoder 1",
-    "te1": "text encoder 2",
-    "te2": "text encoder 3",
+    "text_encoder": "text encoder 1",
+    "text_encoder_2": "text encoder 2",
+    "text_encoder_3": "text encoder 3",
 }
+_LYCORIS_FIRST_FACTORS = ("hada_w1_a", "lokr_w1", "lokr_w1_a")
 
 
 def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
@@ -459,43 +365,31 @@ def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
     tables: dict[str, ModuleTable | None] = {
         "denoiser": build_table(denoiser) if denoiser else None
     }
-    for i, enc in enumerate(encoders[:3]):
-        tables[f"te{i}"] = build_table(enc)
-    groups: dict[tuple[str, str, bool], dict[str, tuple[int, ...]]] = {}
-    keys_of: dict[tuple[str, str, bool], list[str]] = {}
-    unparsed: list[str] = []
-    styles: set[str] = set()
-    for t in lora.tensors:
-        parsed = parse_lora_key(t.name)
-        if parsed is None:
-            unparsed.append(t.name)
-            continue
-        styles.add(parsed.style)
-        gk = (parsed.component, parsed.module, parsed.flat)
-        groups.setdefault(gk, {})[parsed.part] = t.shape
-        keys_of.setdefault(gk, []).append(t.name)
+    for network, enc in zip(TEXT_ENCODER_TARGETS, encoders, strict=False):
+        tables[network] = build_table(enc)
+    layout = group_modules(lora.tensors)
     mapped_keys = mapped_modules = 0
-    unmapped: list[str] = list(unparsed)
+    unmapped: list[str] = list(layout.unparsed)
     mismatches: list[str] = []
     absent: set[str] = set()
     absent_keys = 0
     per_comp: dict[str, list[int]] = {}
-    for (comp, module, flat), parts in groups.items():
-        keys = keys_of[(comp, module, flat)]
-        table = tables.get(comp)
-        label = table.component if table else _COMPONENT_LABEL.get(comp, comp)
+    for mod in layout.modules:
+        keys = mod.keys
+        table = tables.get(mod.target)
+        label = table.component if table else _TARGET_LABEL.get(mod.target, mod.target)
         counts = per_comp.setdefault(label, [0, 0])
         counts[1] += len(keys)
         if table is None:
-            absent.add(_COMPONENT_LABEL.get(comp, comp))
+            absent.add(_TARGET_LABEL.get(mod.target, mod.target))
             absent_keys += len(keys)
             unmapped.extend(keys)
             continue
-        target = (table.flat if flat else table.dotted).get(module)
+        target = (table.dotted if mod.dotted else table.flat).get(mod.module)
         if target is None:
             unmapped.extend(keys)
             continue
-        out, inn, flat_in = _delta_shape(parts)
+        out, inn, flat_in = mod.delta_shape()
         want_in = target.in_flat if flat_in else target.in_features
         bad_out = out is not None and out != target.out_features
         bad_in = inn is not None and inn not in (want_in, target.in_features)
@@ -509,13 +403,14 @@ def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
         mapped_modules += 1
         counts[0] += len(keys)
     total = len(lora.tensors)
-    fmt = "kohya" if "kohya" in styles else ("peft" if styles else "unknown")
-    if any(k.endswith(("hada_w1_a", "lokr_w1", "lokr_w1_a")) for k in lora.names()):
+    namings = {m.naming for m in layout.modules}
+    fmt = "kohya" if "kohya" in namings else ("peft" if namings else "unknown")
+    if any(p in m.parts for m in layout.modules for p in _LYCORIS_FIRST_FACTORS):
         fmt = "lycoris"
     return LoraCoverage(
         lora_keys=total,
         mapped_keys=mapped_keys,
-        modules=len(groups),
+        modules=len(layout.modules),
         mapped_modules=mapped_modules,
         by_component={k: (v[0], v[1]) for k, v in sorted(per_comp.items())},
         lora_format=fmt,

@@ -1,76 +1,97 @@
 """Read LoRA / LyCORIS key names: which layer each key patches, which part it is, whose naming.
 
+The one parser of LoRA tensor names: the detectors (``lora_probe``: what a LoRA is *for*) and the
+``lora_keys`` compatibility rule (``runtime.lora_mapping``: which checkpoint modules it lands on)
+both read LoRA files through :func:`parse_key` / :func:`group_modules`.
+
 LoRA files name the layer they patch in several conventions (public facts of the trainers):
 
 - kohya sd-scripts and LyCORIS: ``lora_unet_<module path, dots as _>.lora_down.weight`` /
   ``.lora_up.weight`` / ``.alpha``; text encoders ``lora_te_`` (SD1/SD2), ``lora_te1_`` and
-  ``lora_te2_`` (SDXL), ``lora_te3_`` (SD3 T5); LyCORIS parts ``hada_w1_a`` ... (LoHa),
-  ``lokr_w1`` ... (LoKr), ``lora_mid`` (LoCon with CP decomposition), ``diff`` (full), ``oft_*``;
+  ``lora_te2_`` (SDXL), ``lora_te3_`` (SD3 T5); older LyCORIS ``lycoris_``; LyCORIS parts
+  ``hada_w1_a`` ... (LoHa), ``lokr_w1`` ... (LoKr), ``lora_mid`` (LoCon with CP decomposition),
+  ``diff`` (full), ``oft_*``;
 - PEFT (what diffusers saves today): ``unet.<module>.lora_A.weight`` / ``lora_B.weight``,
-  ``transformer.<module>...`` (Flux, SD3), ``text_encoder.`` / ``text_encoder_2.``;
-- older diffusers: ``unet.<...>.processor.to_q_lora.down.weight``, ``...lora.down.weight``;
-- ComfyUI / original naming: ``diffusion_model.<original module>.lora_down.weight`` (or lora_A).
+  ``transformer.<module>...`` (Flux, SD3), ``text_encoder.`` / ``text_encoder_2.``; raw PEFT
+  saves under ``base_model.model.``, with the adapter's name (``lora_A.default.weight``);
+- older diffusers: ``unet.<...>.processor.to_q_lora.down.weight`` (attention processors: the
+  module is ``<...>.to_q``, ``to_out`` is ``to_out.0``), ``...lora.down.weight``,
+  ``...lora_linear_layer.down.weight``;
+- ComfyUI / original naming: ``diffusion_model.<original module>.lora_down.weight`` (or lora_A),
+  ``text_encoders.clip_l.transformer.<...>``; some Flux/SD3 exports have no prefix at all.
 
-:func:`parse_key` splits one name; :func:`group_modules` collects the parts of each patched layer.
-Module paths are compared in *flat* form (every ``.`` as ``_``) so one pattern fits all namings.
+Each key gives a :class:`LoraKey`: the naming, the network it patches (``target``), the module
+path in canonical form (dotted wherever the naming keeps the dots; kohya's flat spelling, where the
+dots are lost, with ``dotted=False``) and the part, canonical (``down``, ``up``, ``alpha``,
+``hada_w1_a`` ...) when it is one the readers understand, else as stored (``w_norm``,
+``lora_magnitude_vector``: counted with its module, read by no rule). :func:`group_modules`
+collects the keys of each patched layer into a :class:`LoraModule` with its adapter type and the
+shape of the weight delta it describes.
+
+:func:`may_patch` is the cheap test for files that are no LoRA: a file none of whose names ends
+in a delta part (down, LoHa/LoKr first factor, diff, OFT, GLoRA) patches no layer.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from modelsafe.types import TensorInfo
 
-# Part suffix -> canonical part name. Longest suffixes first where one ends another.
-PART_SUFFIXES: tuple[tuple[str, str], ...] = (
-    ("_lora.down.weight", "down"),
-    ("_lora.up.weight", "up"),
-    (".lora_linear_layer.down.weight", "down"),
-    (".lora_linear_layer.up.weight", "up"),
-    (".lora.down.weight", "down"),
-    (".lora.up.weight", "up"),
-    (".lora_down.weight", "down"),
-    (".lora_up.weight", "up"),
-    (".lora_mid.weight", "mid"),
-    (".lora_A.weight", "down"),
-    (".lora_B.weight", "up"),
-    (".lora_B.bias", "up_bias"),
-    (".alpha", "alpha"),
-    (".dora_scale", "dora_scale"),
-    (".hada_w1_a", "hada_w1_a"),
-    (".hada_w1_b", "hada_w1_b"),
-    (".hada_w2_a", "hada_w2_a"),
-    (".hada_w2_b", "hada_w2_b"),
-    (".hada_t1", "hada_t1"),
-    (".hada_t2", "hada_t2"),
-    (".lokr_w1_a", "lokr_w1_a"),
-    (".lokr_w1_b", "lokr_w1_b"),
-    (".lokr_w2_a", "lokr_w2_a"),
-    (".lokr_w2_b", "lokr_w2_b"),
-    (".lokr_w1", "lokr_w1"),
-    (".lokr_w2", "lokr_w2"),
-    (".lokr_t2", "lokr_t2"),
-    (".oft_blocks", "oft_blocks"),
-    (".oft_diag", "oft_blocks"),
-    (".diff_b", "diff_b"),
-    (".diff", "diff"),
-    (".a1.weight", "glora_a1"),
-    (".a2.weight", "glora_a2"),
-    (".b1.weight", "glora_b1"),
-    (".b2.weight", "glora_b2"),
-)
+# Stored part (after the module path and its ".") -> canonical part.
+PARTS: dict[str, str] = {
+    "lora_down.weight": "down",
+    "lora_up.weight": "up",
+    "lora.down.weight": "down",
+    "lora.up.weight": "up",
+    "lora_linear_layer.down.weight": "down",
+    "lora_linear_layer.up.weight": "up",
+    "lora_mid.weight": "mid",
+    "lora_A.weight": "down",
+    "lora_B.weight": "up",
+    "lora_B.bias": "up_bias",
+    "alpha": "alpha",
+    "dora_scale": "dora_scale",
+    "hada_w1_a": "hada_w1_a",
+    "hada_w1_b": "hada_w1_b",
+    "hada_w2_a": "hada_w2_a",
+    "hada_w2_b": "hada_w2_b",
+    "hada_t1": "hada_t1",
+    "hada_t2": "hada_t2",
+    "lokr_w1_a": "lokr_w1_a",
+    "lokr_w1_b": "lokr_w1_b",
+    "lokr_w2_a": "lokr_w2_a",
+    "lokr_w2_b": "lokr_w2_b",
+    "lokr_w1": "lokr_w1",
+    "lokr_w2": "lokr_w2",
+    "lokr_t2": "lokr_t2",
+    "oft_blocks": "oft_blocks",
+    "oft_diag": "oft_blocks",
+    "diff_b": "diff_b",
+    "diff": "diff",
+    "a1.weight": "glora_a1",
+    "a2.weight": "glora_a2",
+    "b1.weight": "glora_b1",
+    "b2.weight": "glora_b2",
+}
+# Parts that carry a weight delta (a module without one only scales or annotates).
+DELTA_PARTS = frozenset({"down", "hada_w1_a", "lokr_w1", "lokr_w1_a", "diff", "oft_blocks"})
+DELTA_PARTS |= {"glora_a1"}
 
 # kohya flat prefixes -> the model part they patch.
-KOHYA_TARGETS: tuple[tuple[str, str], ...] = (
-    ("lora_unet_", "denoiser"),
-    ("lora_transformer_", "denoiser"),
-    ("lora_te1_", "text_encoder"),
-    ("lora_te2_", "text_encoder_2"),
-    ("lora_te3_", "text_encoder_3"),
-    ("lora_te_", "text_encoder"),
-)
+KOHYA_TARGETS: dict[str, str] = {
+    "lora_unet": "denoiser",
+    "lora_transformer": "denoiser",
+    "lycoris": "denoiser",
+    "lora_te": "text_encoder",
+    "lora_te1": "text_encoder",
+    "lora_te2": "text_encoder_2",
+    "lora_te3": "text_encoder_3",
+}
+_KOHYA = re.compile(r"^(lora_unet|lora_transformer|lycoris|lora_te[123]?)_([^.]+)\.(.+)$")
 
 # Dotted prefixes -> (model part, naming). ``base_model.model.`` (raw PEFT saves) is peeled first.
 DOTTED_TARGETS: tuple[tuple[str, str, str], ...] = (
@@ -85,6 +106,21 @@ DOTTED_TARGETS: tuple[tuple[str, str, str], ...] = (
     ("text_encoders.clip_g.transformer.", "text_encoder_2", "comfy"),
     ("text_encoders.t5xxl.transformer.", "text_encoder_3", "comfy"),
 )
+_PEFT_ROOT = "base_model.model."
+
+# Where the module path ends in a dotted key: the first of these parts.
+_DOTTED_PART = re.compile(
+    r"\.(lora_A|lora_B|lora_down|lora_up|lora_mid|lora\.down|lora\.up|lora_linear_layer"
+    r"|hada_\w+|lokr_\w+|oft_blocks|oft_diag|dora_scale|lora_magnitude_vector|diff|diff_b"
+    r"|w_norm|b_norm|alpha)(\.|$)"
+)
+_GLORA_SUFFIXES = (".a1.weight", ".a2.weight", ".b1.weight", ".b2.weight")
+# PEFT with the adapter's name kept: lora_A.<adapter>.weight.
+_PEFT_NAMED = re.compile(r"^lora_([AB])\.[^.]+\.weight$")
+# Older diffusers attention processors: <attn>.processor.to_q_lora.down.weight patches <attn>.to_q.
+_ATTN_PROCESSOR = re.compile(r"^(.*)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
+_SUFFIXED_LORA = re.compile(r"^(.+)_lora\.(down|up)\.weight$")  # <module>_lora.down.weight
+_LEGACY_DIFFUSERS = (".lora.down.", ".lora.up.", ".lora_linear_layer.")
 
 # Parts only LyCORIS algorithms write, -> the algorithm's name.
 LYCORIS_PARTS: dict[str, str] = {
@@ -93,14 +129,11 @@ LYCORIS_PARTS: dict[str, str] = {
     "lokr_w1_a": "lokr",
     "lokr_w2": "lokr",
     "lokr_w2_a": "lokr",
-    "lora_mid": "locon",
     "mid": "locon",
     "oft_blocks": "oft",
     "diff": "full",
     "glora_a1": "glora",
 }
-
-_LEGACY_DIFFUSERS = ("_lora.down.weight", "_lora.up.weight", ".lora_linear_layer.", ".lora.down.")
 
 
 @dataclass(frozen=True)
@@ -108,15 +141,86 @@ class LoraKey:
     """One stored tensor of a LoRA file, split into what it patches and which part it is."""
 
     name: str
-    target: str  # denoiser | text_encoder | text_encoder_2 | text_encoder_3
-    module: str  # the patched layer's path as stored after the prefix
-    part: str  # down | up | alpha | mid | hada_w1_a | lokr_w1 | ...
     naming: str  # kohya | peft | diffusers | comfy
+    target: str  # denoiser | text_encoder | text_encoder_2 | text_encoder_3
+    module: str  # the patched layer's path: dotted, or kohya's flat spelling (dotted=False)
+    dotted: bool
+    part: str  # canonical (down | up | alpha | mid | hada_w1_a | lokr_w1 | ...) or as stored
+    stored_part: str  # after the module path: lora_down.weight, lora_A.weight, alpha (older
+    # diffusers' <module>_lora.down.weight: lora_down.weight for processors, else lora.down.weight)
+    processor: bool = False  # older diffusers attention-processor naming
 
     @property
     def flat(self) -> str:
         """The module path with every ``.`` as ``_`` (kohya's spelling of any naming)."""
         return self.module.replace(".", "_")
+
+    @property
+    def known(self) -> bool:
+        """True when the part is one the readers understand (not only counted)."""
+        return self.part in _CANONICAL
+
+
+_CANONICAL = frozenset(PARTS.values())
+
+
+def _canonical_part(stored: str) -> str:
+    part = PARTS.get(stored)
+    if part is not None:
+        return part
+    m = _PEFT_NAMED.match(stored)
+    if m:
+        return "down" if m.group(1) == "A" else "up"
+    return stored
+
+
+def parse_key(name: str) -> LoraKey | None:
+    """What ``name`` patches, or None when it names no LoRA/LyCORIS module."""
+    m = _KOHYA.match(name)
+    if m:
+        target = KOHYA_TARGETS[m.group(1)]
+        stored = m.group(3)
+        return LoraKey(name, "kohya", target, m.group(2), False, _canonical_part(stored), stored)
+    m = _ATTN_PROCESSOR.match(name)
+    if m:
+        module = f"{m.group(1)}.{m.group(2)}" + (".0" if m.group(2) == "to_out" else "")
+        target, module, _naming = _dotted_target(module)
+        part, stored = m.group(3), f"lora_{m.group(3)}.weight"
+        return LoraKey(name, "diffusers", target, module, True, part, stored, processor=True)
+    m = _SUFFIXED_LORA.match(name)
+    if m:
+        target, module, _naming = _dotted_target(m.group(1))
+        stored = f"lora.{m.group(2)}.weight"
+        return LoraKey(name, "diffusers", target, module, True, m.group(2), stored)
+    m = _DOTTED_PART.search(name)
+    if m:
+        module, stored = name[: m.start()], name[m.start() + 1 :]
+    elif name.endswith(_GLORA_SUFFIXES) and len(name) > len(".a1.weight"):
+        module, stored = name[: -len(".a1.weight")], name[-len("a1.weight") :]
+    else:
+        return None
+    part = _canonical_part(stored)
+    target, module, naming = _dotted_target(module)
+    if not module or (naming == "" and module.startswith("lora_")):
+        return None  # an unknown kohya-style prefix (lora_te4_...), or no module at all
+    peft = ".lora_A." in name or ".lora_B." in name
+    if naming == "peft":
+        legacy = any(s in name for s in _LEGACY_DIFFUSERS)
+        if legacy or (part in ("down", "up") and not peft):
+            naming = "diffusers"
+    elif naming == "":
+        naming = "peft" if peft else "comfy"  # no prefix (some Flux/SD3 exports)
+    return LoraKey(name, naming, target, module, True, part, stored)
+
+
+def _dotted_target(module: str) -> tuple[str, str, str]:
+    """(target, module path after the prefix, naming; "" when no prefix names it)."""
+    if module.startswith(_PEFT_ROOT):
+        module = module[len(_PEFT_ROOT) :]
+    for prefix, target, naming in DOTTED_TARGETS:
+        if module.startswith(prefix):
+            return target, module[len(prefix) :], naming
+    return "denoiser", module, ""
 
 
 @dataclass
@@ -124,10 +228,26 @@ class LoraModule:
     """Every stored part of one patched layer."""
 
     target: str
-    flat: str
+    module: str
+    dotted: bool
     naming: str
-    parts: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    parts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # known parts' shapes
     stored: dict[str, str] = field(default_factory=dict)  # part -> the name in the file
+    keys: list[str] = field(default_factory=list)  # every name of this layer, known or not
+
+    @property
+    def flat(self) -> str:
+        return self.module.replace(".", "_")
+
+    def adapter(self) -> str:
+        """lora, locon (a spatial conv or CP-decomposed LoRA), loha, lokr, oft, full, glora."""
+        for part, algo in LYCORIS_PARTS.items():
+            if part in self.parts and algo != "locon":
+                return algo
+        return "locon" if "mid" in self.parts or self.is_conv() else "lora"
+
+    def has_delta(self) -> bool:
+        return any(p in self.parts for p in DELTA_PARTS)
 
     def says(self) -> str:
         """``<stored name> has shape [r, in]`` for the part that shows the input width."""
@@ -167,6 +287,27 @@ class LoraModule:
         down = self.parts.get("down")
         return down is not None and len(down) == 4 and math.prod(down[2:]) > 1
 
+    def delta_shape(self) -> tuple[int | None, int | None, bool]:
+        """(out, in, in_is_flattened) of the weight delta; LoHa/LoKr flatten conv kernels."""
+        p = self.parts
+        down, up = p.get("down"), p.get("up")
+        if down or up:
+            return (up[0] if up else None), (down[1] if down and len(down) > 1 else None), False
+        w1a, w1b = p.get("hada_w1_a"), p.get("hada_w1_b")
+        if w1a or w1b:
+            return (w1a[0] if w1a else None), (w1b[1] if w1b else None), True
+        k1, k2 = p.get("lokr_w1"), p.get("lokr_w2")
+        k1a, k1b = p.get("lokr_w1_a"), p.get("lokr_w1_b")
+        k2a, k2b = p.get("lokr_w2_a"), p.get("lokr_w2_b")
+        w1 = k1 or ((k1a[0], k1b[1]) if k1a and k1b else None)
+        w2 = k2 or ((k2a[0], k2b[1]) if k2a and k2b else None)
+        if w1 and w2:
+            return w1[0] * w2[0], w1[1] * math.prod(w2[1:]), True
+        diff = p.get("diff")
+        if diff and len(diff) >= 2:
+            return diff[0], diff[1], False
+        return None, None, False
+
 
 def _kron_dim(parts: dict[str, tuple[int, ...]], base: str, axis: int) -> int | None:
     """One side of a LoKr Kronecker factor, full (``lokr_w1``) or low-rank (``_a`` @ ``_b``)."""
@@ -181,53 +322,54 @@ def _kron_dim(parts: dict[str, tuple[int, ...]], base: str, axis: int) -> int | 
     return None
 
 
-def _split_part(name: str) -> tuple[str, str] | None:
-    for suffix, part in PART_SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)], part
-    return None
+@dataclass
+class LoraLayout:
+    """A file's tensors read as LoRA modules."""
+
+    modules: list[LoraModule]  # every addressed layer, in the file's order
+    unparsed: list[str]  # names that address no layer
+    foreign: list[str]  # names that are no known LoRA part (unparsed or an unknown part)
+
+    def known_modules(self) -> list[LoraModule]:
+        """The layers with at least one part the readers understand."""
+        return [m for m in self.modules if m.parts]
 
 
-def parse_key(name: str) -> LoraKey | None:
-    """What ``name`` patches, or None when it is no LoRA/LyCORIS key."""
-    split = _split_part(name)
-    if split is None:
-        return None
-    module, part = split
-    for prefix, target in KOHYA_TARGETS:
-        if module.startswith(prefix):
-            return LoraKey(name, target, module[len(prefix) :], part, "kohya")
-    if module.startswith("base_model.model."):
-        module = module[len("base_model.model.") :]
-    legacy = any(s in name for s in _LEGACY_DIFFUSERS)
-    for prefix, target, naming in DOTTED_TARGETS:
-        if module.startswith(prefix):
-            peft = ".lora_A." in name or ".lora_B." in name
-            if naming == "peft" and (legacy or (part in ("down", "up") and not peft)):
-                naming = "diffusers"
-            return LoraKey(name, target, module[len(prefix) :], part, naming)
-    if "." in module:
-        # No prefix at all (some Flux/SD3 exports): a dotted denoiser path.
-        naming = "peft" if (".lora_A." in name or ".lora_B." in name) else "comfy"
-        return LoraKey(name, "denoiser", module, part, naming)
-    return None
-
-
-def group_modules(tensors: Iterable[TensorInfo]) -> tuple[list[LoraModule], list[str]]:
+def group_modules(tensors: Iterable[TensorInfo]) -> LoraLayout:
     """The patched layers (with their parts' shapes) and the names that are no LoRA key."""
-    modules: dict[tuple[str, str], LoraModule] = {}
-    others: list[str] = []
+    modules: dict[tuple[str, str, bool], LoraModule] = {}
+    unparsed: list[str] = []
+    foreign: list[str] = []
     for t in tensors:
         key = parse_key(t.name)
         if key is None:
-            others.append(t.name)
+            unparsed.append(t.name)
+            foreign.append(t.name)
             continue
-        mod = modules.setdefault(
-            (key.target, key.flat), LoraModule(key.target, key.flat, key.naming)
-        )
-        mod.parts[key.part] = t.shape
-        mod.stored[key.part] = t.name
-    return list(modules.values()), others
+        gk = (key.target, key.module, key.dotted)
+        mod = modules.get(gk)
+        if mod is None:
+            mod = modules[gk] = LoraModule(key.target, key.module, key.dotted, key.naming)
+        mod.keys.append(t.name)
+        if key.known:
+            mod.parts[key.part] = t.shape
+            mod.stored[key.part] = t.name
+        else:
+            foreign.append(t.name)
+    return LoraLayout(list(modules.values()), unparsed, foreign)
+
+
+def _delta_suffixes() -> tuple[str, ...]:
+    found = {"." + stored for stored, part in PARTS.items() if part in DELTA_PARTS}
+    return tuple(sorted(found | {"_lora.down.weight"}))
+
+
+_DELTA_SUFFIXES = _delta_suffixes()
+
+
+def may_patch(names: Iterable[str]) -> bool:
+    """False when no name can be a delta part (a quick scan, no parse): surely no LoRA file."""
+    return any(n.endswith(_DELTA_SUFFIXES) or ".lora_A." in n for n in names)
 
 
 def lycoris_algorithms(modules: Iterable[LoraModule]) -> set[str]:

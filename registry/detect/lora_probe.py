@@ -24,7 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelsafe.registry.detect.lora_keys import LoraModule, group_modules, lycoris_algorithms
+from modelsafe.registry.detect.lora_keys import (
+    LoraModule,
+    group_modules,
+    lycoris_algorithms,
+    may_patch,
+)
 from modelsafe.registry.detect.metadata_family import weigh_metadata
 from modelsafe.types import Candidate, TensorIndex, TensorInfo
 
@@ -107,8 +112,11 @@ def analyse_lora(index: TensorIndex, detector: str) -> list[Candidate]:
     """A LoRA/LyCORIS candidate for ``index``, or [] when it holds no LoRA layout."""
     if index.components or not index.tensors:
         return []
-    modules, others = group_modules(index.tensors)
-    patching = [m for m in modules if _has_delta(m)]
+    if not may_patch(t.name for t in index.tensors):
+        return []  # no name can be a delta part (a checkpoint, a VAE ...): skip the parse
+    layout = group_modules(index.tensors)
+    modules, others = layout.known_modules(), layout.foreign
+    patching = [m for m in modules if m.has_delta()]
     if not patching:
         return []
     foreign = [n for n in others if not n.endswith((".scale_weight", "scaled_fp8"))]
@@ -146,13 +154,6 @@ def analyse_lora(index: TensorIndex, detector: str) -> list[Candidate]:
             facts=facts,
         )
     ]
-
-
-def _has_delta(m: LoraModule) -> bool:
-    return any(
-        p in m.parts
-        for p in ("down", "hada_w1_a", "lokr_w1", "lokr_w1_a", "diff", "oft_blocks", "glora_a1")
-    )
 
 
 def _naming(modules: list[LoraModule]) -> str:

@@ -6,9 +6,10 @@ from typing import Any
 
 import rr_layouts as L
 
+from modelsafe.registry.detect.lora_keys import parse_key
 from modelsafe.registry.model_parts import split_components
 from modelsafe.registry.read import read_index
-from modelsafe.runtime.lora_mapping import map_lora, parse_lora_key
+from modelsafe.runtime.lora_mapping import map_lora
 
 
 def _coverage(write: Any, ckpt: list[Any], lora: list[Any], family: str, kind: str) -> Any:
@@ -18,24 +19,23 @@ def _coverage(write: Any, ckpt: list[Any], lora: list[Any], family: str, kind: s
 
 
 def test_parse_key_styles() -> None:
-    k = parse_lora_key("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight")
-    assert k and (k.component, k.flat, k.part) == ("denoiser", True, "lora_down.weight")
-    k = parse_lora_key("lora_te2_text_model_encoder_layers_0_mlp_fc1.alpha")
-    assert k and k.component == "te1" and k.part == "alpha"
-    k = parse_lora_key(
-        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight"
+    k = parse_key("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight")
+    assert k and (k.target, k.dotted, k.stored_part, k.naming) == (
+        "denoiser",
+        False,
+        "lora_down.weight",
+        "kohya",
     )
-    assert k and (k.component, k.module) == (
+    k = parse_key("lora_te2_text_model_encoder_layers_0_mlp_fc1.alpha")
+    assert k and k.target == "text_encoder_2" and k.part == "alpha"
+    k = parse_key("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight")
+    assert k and (k.target, k.module) == (
         "denoiser",
         "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
     )
-    k = parse_lora_key("transformer_blocks.0.attn1.processor.to_out_lora.up.weight")
-    assert (
-        k
-        and k.module == "transformer_blocks.0.attn1.to_out.0"
-        and k.style == "diffusers-attn-processor"
-    )
-    assert parse_lora_key("emb_params") is None
+    k = parse_key("transformer_blocks.0.attn1.processor.to_out_lora.up.weight")
+    assert k and k.module == "transformer_blocks.0.attn1.to_out.0" and k.processor
+    assert parse_key("emb_params") is None
 
 
 def test_kohya_sd1_lora_maps_fully_onto_ldm_checkpoint(pm: Any, write: Any) -> None:
