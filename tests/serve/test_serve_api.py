@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import HOSTILE_NAME, Library, RecordingQueue, job_spec
+from serve_support import HOSTILE_NAME, Library, RecordingQueue, job_spec
 
 from modelsafe.errors import UsageError
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HOSTILE_NAME, Library, copy_catalog, job_spec, missing_service
+from serve_support import HOSTILE_NAME, Library, copy_catalog, job_spec, missing_service
 
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMEDRIVER = "/usr/bin/chromedriver"

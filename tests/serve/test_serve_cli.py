@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Library, copy_catalog, job_spec
+from serve_support import Library, copy_catalog, job_spec
 
 
 def _free_port() -> int:

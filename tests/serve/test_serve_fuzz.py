@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import RecordingQueue
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -16,6 +15,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from serve_support import RecordingQueue
 
 CHECKS = [
     not_a_server_error,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from conftest import HOSTILE_NAME, Library
+from serve_support import HOSTILE_NAME, Library
 
 
 def test_index_lists_and_filters(client: Any, library: Library) -> None:
