@@ -403,15 +403,31 @@ def _esrgan_new(index: TensorIndex, names: set[str], detector: str) -> list[Cand
     if not view.has_prefix("body.0.rdb1.") or "conv_body.weight" not in view:
         return []
     ups = sorted(n for n in view.tensors if re.fullmatch(r"conv_up\d+\.weight", n))
+    blocks = view.count_blocks("body.")
+    layout = (
+        f"body.N.rdb1..rdb3 ({blocks} RRDB blocks): ESRGAN/Real-ESRGAN RRDBNet (BasicSR naming)"
+    )
+    return _rrdbnet(index, view, ups, blocks, "basicsr", layout, detector)
+
+
+def _rrdbnet(
+    index: TensorIndex,
+    view: KeyView,
+    ups: list[str],
+    blocks: int,
+    naming: str,
+    layout: str,
+    detector: str,
+) -> list[Candidate]:
+    """An RRDBNet with ``conv_first``/``conv_last`` and upsampling convs ``ups``: scale 2 per
+    upsampling layer, over a pixel-unshuffle folded into ``conv_first``."""
     first = view.shape("conv_first.weight") or (0, 0)
     last = view.shape("conv_last.weight") or (0, 0)
     unshuffle = _unshuffle(first[1], last[0])
     scale = 2 ** len(ups) // unshuffle
-    blocks = view.count_blocks("body.")
-    facts: dict[str, Any] = {"num_blocks": blocks, "num_features": first[0], "naming": "basicsr"}
+    facts: dict[str, Any] = {"num_blocks": blocks, "num_features": first[0], "naming": naming}
     evidence = [
-        f"{view.says('conv_first.weight')} + body.N.rdb1..rdb3 ({blocks} RRDB blocks): "
-        "ESRGAN/Real-ESRGAN RRDBNet (BasicSR naming)",
+        f"{view.says('conv_first.weight')} + {layout}",
         f"{len(ups)} nearest+conv upsampling layers ({', '.join(view.full(u) for u in ups)})"
         + (f", input pixel-unshuffled by {unshuffle}" if unshuffle > 1 else "")
         + f": x{scale}",
@@ -434,24 +450,12 @@ def _esrgan_trunk(index: TensorIndex, names: set[str], detector: str) -> list[Ca
         (n for n in view.tensors if re.fullmatch(r"upconv\d+\.weight", n)),
         key=lambda n: int(n[len("upconv") : -len(".weight")]),
     )
-    first = view.shape("conv_first.weight") or (0, 0)
-    last = view.shape("conv_last.weight") or (0, 0)
-    unshuffle = _unshuffle(first[1], last[0])
-    scale = 2 ** len(ups) // unshuffle
     blocks = view.count_blocks("RRDB_trunk.")
-    facts: dict[str, Any] = {
-        "num_blocks": blocks,
-        "num_features": first[0],
-        "naming": "esrgan-trunk",
-    }
-    evidence = [
-        f"{view.says('conv_first.weight')} + RRDB_trunk.N.RDB1..RDB3 ({blocks} RRDB blocks) + "
-        "trunk_conv + HRconv: ESRGAN RRDBNet (ESRGAN repository naming, as BSRGAN / RealSR)",
-        f"{len(ups)} nearest+conv upsampling layers ({', '.join(view.full(u) for u in ups)})"
-        + (f", input pixel-unshuffled by {unshuffle}" if unshuffle > 1 else "")
-        + f": x{scale}",
-    ]
-    return _upscaler(index, view, "esrgan", scale, facts, evidence, detector)
+    layout = (
+        f"RRDB_trunk.N.RDB1..RDB3 ({blocks} RRDB blocks) + trunk_conv + HRconv: ESRGAN RRDBNet "
+        "(ESRGAN repository naming, as BSRGAN / RealSR)"
+    )
+    return _rrdbnet(index, view, ups, blocks, "esrgan-trunk", layout, detector)
 
 
 def _esrgan_old(index: TensorIndex, names: set[str], detector: str) -> list[Candidate]:
