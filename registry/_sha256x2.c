@@ -207,10 +207,11 @@ static void stream_init(stream_t *s)
 }
 
 /* Top up the pending block from *p; compress it when full.  Leaves *p block-aligned for this
- * stream or *n == 0. */
+ * stream or *n == 0.  A stream given no bytes is not touched at all: two threads may feed the
+ * two streams of one object at the same time (update with a_begin or b_begin = len). */
 static void stream_fill(stream_t *s, const uint8_t **p, size_t *n)
 {
-    if (s->npending == 0)
+    if (*n == 0 || s->npending == 0)
         return;
     size_t take = 64 - s->npending;
     if (take > *n)
@@ -227,6 +228,8 @@ static void stream_fill(stream_t *s, const uint8_t **p, size_t *n)
 
 static void stream_stash(stream_t *s, const uint8_t *p, size_t n)
 {
+    if (n == 0)
+        return;
     memcpy(s->pending + s->npending, p, n);
     s->npending += n;
 }
@@ -254,7 +257,9 @@ static void stream_digest(const stream_t *s, uint8_t out[32])
 
 typedef struct {
     PyObject_HEAD
-    stream_t a, b;
+    stream_t a;
+    char apart[64]; /* a and b on different cache lines: two threads may feed one each */
+    stream_t b;
 } PairObject;
 
 static int pair_init(PairObject *self, PyObject *args, PyObject *kwds)
@@ -281,8 +286,10 @@ static PyObject *pair_update(PairObject *self, PyObject *args)
     const uint8_t *pa = (const uint8_t *)view.buf + a_begin;
     const uint8_t *pb = (const uint8_t *)view.buf + b_begin;
     size_t na = (size_t)(view.len - a_begin), nb = (size_t)(view.len - b_begin);
-    self->a.length += na;
-    self->b.length += nb;
+    if (na)
+        self->a.length += na;
+    if (nb)
+        self->b.length += nb;
     Py_BEGIN_ALLOW_THREADS
     prepare_vector_state();
     stream_fill(&self->a, &pa, &na);

@@ -226,3 +226,38 @@ def test_the_split_share_moves_toward_the_lane_that_waited(tmp_path: Path) -> No
         assert job.split_bytes == job.window
     finally:
         os.close(fd)
+
+
+@native
+def test_two_threads_feeding_one_stream_each() -> None:
+    """The pass feeds the first stream from lane 0 and the second from lane 1 at the same time:
+    a call that feeds one stream must not write to the other (an earlier build re-stored the
+    other stream's pending-byte count and now and then lost bytes: wrong digests)."""
+    import random
+    import threading
+
+    rng = random.Random(3)
+    data = os.urandom(4 << 20)
+    want = hashlib.sha256(data).digest()
+    wrong = 0
+    for _ in range(60):
+        pair = _sha256x2.Sha256Pair()
+        cuts = sorted(rng.sample(range(1, len(data)), 400))
+        view = memoryview(data)
+        pieces = [view[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+        def first(pair: _sha256x2.Sha256Pair = pair, pieces: list[memoryview] = pieces) -> None:
+            for piece in pieces:
+                pair.update(piece, 0, len(piece))
+
+        def second(pair: _sha256x2.Sha256Pair = pair, pieces: list[memoryview] = pieces) -> None:
+            for piece in pieces:
+                pair.update(piece, len(piece), 0)
+
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wrong += sum(digest != want for digest in pair.digests())
+    assert wrong == 0
