@@ -13,7 +13,9 @@
  * them with hashlib over random splits.  The GIL is released while blocks are compressed.
  *
  * Built only where the compiler knows the SHA extensions (GCC/Clang on x86-64); elsewhere, or on
- * a CPU without them (`AVAILABLE` is False), modelsafe uses two hashlib streams instead.
+ * a CPU without them (`AVAILABLE` is False, and making a Sha256Pair raises RuntimeError),
+ * modelsafe uses two hashlib streams instead.  One object may be fed by two threads at once only
+ * one stream each (update(d, 0, len(d)) and update(d, len(d), 0)), as registry/hashing.py does.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -262,14 +264,24 @@ typedef struct {
     stream_t b;
 } PairObject;
 
-static int pair_init(PairObject *self, PyObject *args, PyObject *kwds)
+static int available; /* SHA extensions compiled in and present on this CPU */
+
+static PyObject *pair_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {NULL};
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist))
-        return -1;
+        return NULL;
+    if (!available) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "no x86 SHA extensions here (_sha256x2.AVAILABLE is False)");
+        return NULL;
+    }
+    PairObject *self = (PairObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
     stream_init(&self->a);
     stream_init(&self->b);
-    return 0;
+    return (PyObject *)self;
 }
 
 static PyObject *pair_update(PairObject *self, PyObject *args)
@@ -335,8 +347,7 @@ static PyTypeObject PairType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Two SHA-256 streams over one buffer (A: all of it, B: a suffix), interleaved.",
     .tp_methods = pair_methods,
-    .tp_init = (initproc)pair_init,
-    .tp_new = PyType_GenericNew,
+    .tp_new = pair_new,
 };
 
 static struct PyModuleDef module = {
@@ -351,6 +362,7 @@ PyMODINIT_FUNC PyInit__sha256x2(void)
     if (PyType_Ready(&PairType) < 0)
         return NULL;
     have_avx = cpu_has_avx();
+    available = MS_HAVE_SHANI && cpu_has_shani();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
@@ -360,7 +372,9 @@ PyMODINIT_FUNC PyInit__sha256x2(void)
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddObject(m, "AVAILABLE", PyBool_FromLong(MS_HAVE_SHANI && cpu_has_shani())) < 0) {
+    PyObject *flag = PyBool_FromLong(available);
+    if (PyModule_AddObject(m, "AVAILABLE", flag) < 0) {
+        Py_DECREF(flag);
         Py_DECREF(m);
         return NULL;
     }

@@ -401,12 +401,17 @@ def _stream_parallel(fd: int, plan: LanePlan, chunk: int) -> tuple[int, dict[str
         threading.Thread(target=lane_main, args=(i,), name=f"modelsafe-hash-{i}", daemon=True)
         for i in range(1, len(plan.groups))
     ]
-    for thread in threads:
-        thread.start()
+    started: list[threading.Thread] = []
     try:
-        job.run_lane(0)
-    finally:
         for thread in threads:
+            thread.start()
+            started.append(thread)
+        job.run_lane(0)
+    except BaseException:
+        job.barrier.abort()  # lanes already waiting at the barrier must not wait forever
+        raise
+    finally:
+        for thread in started:
             thread.join()
     if errors:
         raise errors[0]

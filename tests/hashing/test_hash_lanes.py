@@ -189,3 +189,27 @@ def test_header_of_16_mib_in_the_parallel_pass(
     assert result["autov3"] == hashlib.sha256(bytes(raw[8:])).hexdigest()
     assert result["stale_embedded_hashes"] is None  # the tensor-data stream matched kohya's hash
     assert result["blake3"] == blake3.blake3(bytes(raw)).hexdigest()
+
+
+def test_a_lane_thread_that_cannot_start_leaves_no_thread_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(os.urandom(100_000))
+    monkeypatch.setattr(hashing, "LANES", 3)
+    monkeypatch.setattr(hashing, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(hashing, "CHUNK_SIZE", 4096)
+    real_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        if self.name == "modelsafe-hash-2":
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    hashers = [_Cost(name, 1.0) for name in ("a", "b", "c")]
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        hashing.stream_hashers(path, hashers)
+    assert not [t for t in threading.enumerate() if t.name.startswith("modelsafe-hash-")]
