@@ -9,9 +9,10 @@
 where size(p, t) is 4 / 2 / 2 bytes for fp32 / fp16 / bf16 when t is floating point; for fp8 it
 is 1 byte for the weight and bias of a Linear/Conv layer and 2 bytes (the compute dtype) for
 everything diffusers' layerwise casting leaves alone (norms, embeddings, ``pos_embed``,
-``patch_embed``, top-level ``proj_in``/``proj_out``, T5's ``wo``). Integer tensors and GGUF
-block-quantised tensors keep their stored size at every precision except when a precision asks to
-dequantise (fp32/fp16/bf16 of a GGUF tensor = numel * 4/2/2). Activations are not weights: they
+``patch_embed``, top-level ``proj_in``/``proj_out``, T5's ``wo``); T5's ``wo`` is 4 bytes at
+fp16 (transformers keeps it in fp32 then). Integer tensors and GGUF block-quantised tensors keep
+their stored size at every precision except when a precision asks to dequantise (fp32/fp16/bf16
+of a GGUF tensor = numel * 4/2/2). Activations are not weights: they
 depend on resolution and batch, and ``modelsafe plan`` adds them (``modelsafe.runtime.vram_model``).
 """
 
@@ -38,10 +39,10 @@ _EMBEDDING_LEAVES = (
     "wte",
     "relative_attention_bias",  # T5
 )
-# Layers transformers keeps in full precision (``_keep_in_fp32_modules``), which modelsafe's fp8
-# storage leaves alone as diffusers does for its own models: T5's feed-forward output ``wo``
-# (about a fifth of T5-XXL's parameters).
-_KEEP_IN_COMPUTE = re.compile(r"(^|\.)DenseReluDense\.wo$")
+# Layers transformers keeps in full precision (``_keep_in_fp32_modules``): T5's feed-forward
+# output ``wo``, about a fifth of T5-XXL's parameters. Loaded in fp16 they stay fp32 (bf16: bf16),
+# and modelsafe's fp8 storage leaves them as loaded, as diffusers does for its own models.
+_KEEP_IN_FP32 = re.compile(r"(^|\.)DenseReluDense\.wo$")
 ESTIMATOR_NOTE = (
     "weights only; activations depend on resolution and batch: `modelsafe plan` adds them "
     "(formula and sources: docs/vram.md)"
@@ -64,7 +65,12 @@ def fp8_castable(tensor: TensorInfo, layer_shapes: dict[str, int]) -> bool:
     leaf = module.rpartition(".")[2]
     if leaf in _EMBEDDING_LEAVES or "embedding" in leaf and "linear" not in leaf:
         return False
-    return _FP8_SKIP.search(module) is None and _KEEP_IN_COMPUTE.search(module) is None
+    return _FP8_SKIP.search(module) is None and _KEEP_IN_FP32.search(module) is None
+
+
+def held_in_fp32(tensor: TensorInfo) -> bool:
+    """True for a parameter transformers keeps in fp32 when the model is loaded in fp16."""
+    return _KEEP_IN_FP32.search(_module_and_param(tensor.name)[0]) is not None
 
 
 def tensor_bytes(tensor: TensorInfo, precision: str, castable: bool = True) -> int:
@@ -72,6 +78,8 @@ def tensor_bytes(tensor: TensorInfo, precision: str, castable: bool = True) -> i
     stored = tensor.nbytes or int(tensor.numel * DTYPE_SIZES.get(tensor.dtype, 0))
     if precision == "native":
         return stored
+    if precision == "fp16" and tensor.dtype in FLOAT_DTYPES and held_in_fp32(tensor):
+        return tensor.numel * 4
     if tensor.dtype in FLOAT_DTYPES:
         if precision == "fp8" and not castable:
             return tensor.numel * 2

@@ -296,12 +296,13 @@ def _apply_fp8(pipe: Any, request: GenerateRequest) -> None:
     targets: list[tuple[Any, bool]] = []
     if request.plan.get("denoiser_fp8"):
         targets += [(getattr(pipe, n, None), False) for n in ("unet", "transformer")]
-    if request.plan.get("text_encoder_fp8"):
-        encoder = getattr(pipe, "text_encoder_3", None) or getattr(pipe, "text_encoder_2", None)
-        targets.append((encoder, True))
+    if request.plan.get("text_encoder_fp8"):  # the T5 encoder (Flux text_encoder_2, SD3 _3)
+        names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+        encoders = [getattr(pipe, n, None) for n in names]
+        targets += [(e, True) for e in encoders if type(e).__name__.startswith("T5")]
     for module, is_text_encoder in targets:
-        if module is None:
-            continue
+        if module is None or _layerwise_cast(module):
+            continue  # absent, or shared with the base pipeline and cast there already
         keep = getattr(module, "_keep_in_fp32_modules", None) or ()
         skip = tuple(DEFAULT_SKIP_MODULES_PATTERN) + tuple(
             rf"(^|\.){re.escape(name)}$" for name in keep
@@ -313,6 +314,14 @@ def _apply_fp8(pipe: Any, request: GenerateRequest) -> None:
             skip_modules_pattern=skip,
             skip_modules_classes=(torch.nn.Embedding,) if is_text_encoder else None,
         )
+
+
+def _layerwise_cast(module: Any) -> bool:
+    """True when diffusers' layerwise casting is already applied inside ``module``."""
+    return any(
+        "layerwise_casting" in getattr(getattr(m, "_diffusers_hook", None), "hooks", {})
+        for m in module.modules()
+    )
 
 
 def run(

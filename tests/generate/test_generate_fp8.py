@@ -35,3 +35,17 @@ def test_t5_in_fp8_generates(family: str, tiny: Callable[[str], Tiny]) -> None:
     image = np.asarray(run(pipe, refiner, request, None)[0].convert("RGB")).astype(np.int16)
     assert plain.std() > 1 and image.std() > 1
     assert np.abs(plain - image).max() <= 8  # fp8 rounding of the encoder's weights only
+
+
+def test_text_encoder_fp8_only_touches_t5(tiny: Callable[[str], Tiny]) -> None:
+    """SDXL has no T5: a forced ``text_encoder_fp8`` leaves CLIP-G alone, and the refiner, which
+    shares CLIP-G with the base, loads without casting anything twice."""
+    base_model, refiner = tiny("sdxl"), tiny("sdxl_refiner")
+    request = with_defaults(
+        request_for(base_model, base_model.folder, steps=2, refiner=refiner.folder)
+    )
+    request = replace(request, plan={"device": "cpu", "text_encoder_fp8": True})
+    pipe, refine = build_pipelines(request)
+    assert refine is not None
+    stored = {p.dtype for p in pipe.text_encoder_2.parameters()}
+    assert torch.float8_e4m3fn not in stored

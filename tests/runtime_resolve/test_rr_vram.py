@@ -141,4 +141,7 @@ def test_t5xxl_in_fp8_keeps_wo_and_embeddings_in_16_bits(tmp_path: Path) -> None
     expected = sum(prod(shape) * (1 if name.endswith(one_byte) else 2) for name, _, shape in specs)
     wo = sum(prod(shape) for name, _, shape in specs if name.endswith(".wo.weight"))
     assert sizes["fp8"] == expected
+    # loaded in fp16, transformers keeps wo in fp32 (bf16: bf16)
+    params = sum(prod(shape) for _, _, shape in specs)
+    assert sizes["fp16"] == 2 * params + 2 * wo and sizes["bf16"] == 2 * params
     assert wo > sizes["parameters"] // 5  # the share the old formula put in fp8 by mistake
