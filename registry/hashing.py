@@ -66,38 +66,57 @@ _TENSOR_DATA = "_tensor_data_sha256"
 _HAVE_PREADV = hasattr(os, "preadv")
 
 
+class HeaderSkip:
+    """Where the bytes after a safetensors header begin, learnt from the stream itself: the
+    first 8 bytes read as a little-endian u64 N; from 8 + N when N < ``limit`` (None: always),
+    else from byte 8 (Civitai's AutoV3 rule). ``usable`` is False for a stream shorter than 8
+    bytes or one whose header runs past its end."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.prefix = b""
+        self.start: int | None = None
+        self.end = 0
+
+    def begin(self, offset: int, data: bytes | memoryview) -> int:
+        """Index in ``data`` (the chunk at ``offset``) where the suffix begins; ``len(data)``
+        when none of it belongs to the suffix. Chunks must come in order."""
+        self.end = max(self.end, offset + len(data))
+        if self.start is None:
+            self.prefix += bytes(data[: max(0, 8 - offset)])
+            if len(self.prefix) < 8:
+                return len(data)
+            length = int.from_bytes(self.prefix[:8], "little")
+            skip = self.limit is None or length < self.limit
+            self.start = 8 + length if skip else 8
+        return min(len(data), max(0, self.start - offset))
+
+    @property
+    def usable(self) -> bool:
+        return self.start is not None and self.start <= self.end
+
+
 class TensorDataSha256:
     """sha256 of everything after a safetensors header (8 + N bytes in), whatever N is.
 
     kohya's ``sshs_model_hash`` and ``modelspec.hash_sha256`` are defined this way; it equals
-    AutoV3 whenever the header is shorter than 16 MiB.
+    AutoV3 whenever the header is shorter than 16 MiB (with ``header_limit``, it *is* AutoV3).
     """
 
     cost = 1.0
 
     def __init__(self, name: str = _TENSOR_DATA, header_limit: int | None = None) -> None:
         self.name = name
-        self._limit = header_limit
-        self._start: int | None = None
-        self._prefix = b""
+        self._skip = HeaderSkip(header_limit)
         self._h = hashlib.sha256()
 
     def update(self, offset: int, data: bytes | memoryview) -> None:
-        if self._start is None:
-            self._prefix += bytes(data[: max(0, 8 - offset)])
-            if len(self._prefix) < 8:
-                return
-            length = int.from_bytes(self._prefix[:8], "little")
-            skip = self._limit is None or length < self._limit
-            self._start = 8 + length if skip else 8
-        end = offset + len(data)
-        if end <= self._start:
-            return
-        begin = max(0, self._start - offset)
-        self._h.update(data[begin:] if begin else data)
+        begin = self._skip.begin(offset, data)
+        if begin < len(data):
+            self._h.update(data[begin:] if begin else data)
 
     def hexdigest(self) -> str | None:
-        return None if self._start is None else self._h.hexdigest()
+        return self._h.hexdigest() if self._skip.usable else None
 
 
 def _cost(hasher: Hasher) -> float:
@@ -468,11 +487,20 @@ def collect_hashers(index: TensorIndex | None) -> list[Hasher]:
     from modelsafe.plugin_manager import get_plugin_manager
 
     found: dict[str, Hasher] = {}
+    shadowed: list[Hasher] = []
     for _plugin, result in get_plugin_manager().call_each("modelsafe_hashers", index=index):
         for hasher in result if isinstance(result, list) else [result]:
             name = getattr(hasher, "name", None)
             if isinstance(name, str) and name and name not in found:
                 found[name] = hasher
+            elif isinstance(name, str) and name and _is_split(hasher):
+                shadowed.append(hasher)
+    # A two-stream hasher whose first name another hasher took still gives its second value.
+    for hasher in shadowed:
+        alone = getattr(hasher, "second_alone", None)
+        second = alone() if callable(alone) else None
+        if second is not None and second.name not in found:
+            found[second.name] = second
     return list(found.values())
 
 

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import hashlib
 
+from modelsafe.plugins.hookspecs import Hasher
+from modelsafe.registry.hashing import HeaderSkip, TensorDataSha256
+
 try:
     from modelsafe.registry import _sha256x2
 except ImportError:  # not compiled (no C compiler at install time): hashlib does the work
@@ -47,25 +50,11 @@ class Sha256AutoV3:
         self._pair = _sha256x2.Sha256Pair() if self.native else None
         self._a = hashlib.sha256()
         self._b = hashlib.sha256()
-        self._prefix = b""
-        self._start: int | None = None  # file offset where the second stream begins
-        self._end = 0  # bytes the first stream has seen
-
-    def _second_begin(self, offset: int, data: bytes | memoryview) -> int:
-        """Index in ``data`` where the second stream's bytes begin (``len(data)``: none)."""
-        if self._start is None:
-            self._prefix += bytes(data[: max(0, 8 - offset)])
-            if len(self._prefix) < 8:
-                return len(data)
-            length = int.from_bytes(self._prefix[:8], "little")
-            skip = self._limit is None or length < self._limit
-            self._start = 8 + length if skip else 8
-        return min(len(data), max(0, self._start - offset))
+        self._skip = HeaderSkip(header_limit)  # where the second stream begins
 
     def update(self, offset: int, data: bytes | memoryview) -> None:
         """Both streams (interleaved when native)."""
-        begin = self._second_begin(offset, data)
-        self._end = offset + len(data)
+        begin = self._skip.begin(offset, data)
         if self._pair is not None:
             self._pair.update(data, 0, begin)
             return
@@ -75,7 +64,6 @@ class Sha256AutoV3:
 
     def update_first(self, offset: int, data: bytes | memoryview) -> None:
         """The whole-file stream alone."""
-        self._end = offset + len(data)
         if self._pair is not None:
             self._pair.update(data, 0, len(data))
         else:
@@ -83,7 +71,7 @@ class Sha256AutoV3:
 
     def update_second(self, offset: int, data: bytes | memoryview) -> None:
         """The AutoV3 stream alone."""
-        begin = self._second_begin(offset, data)
+        begin = self._skip.begin(offset, data)
         if begin >= len(data):
             return
         if self._pair is not None:
@@ -101,5 +89,8 @@ class Sha256AutoV3:
         return self._digests()[0]
 
     def extra_hexdigests(self) -> dict[str, str | None]:
-        usable = self._start is not None and self._start <= self._end
-        return {self.second_name: self._digests()[1] if usable else None}
+        return {self.second_name: self._digests()[1] if self._skip.usable else None}
+
+    def second_alone(self) -> Hasher:
+        """A hasher for the second value alone (used when another hasher took ``sha256``)."""
+        return TensorDataSha256(self.second_name, header_limit=self._limit)

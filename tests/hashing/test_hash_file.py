@@ -187,3 +187,37 @@ def test_inspect_hash_shows_hashes_and_stale_embedded(run_cli, tmp_path: Path) -
     assert hashes["autov3"] and "sshs_model_hash" in hashes["stale_embedded_hashes"]
     code, out, err = run_cli("inspect", str(path), "--hash")
     assert code == 0 and "stale" in out
+
+
+class _OwnSha:
+    """A third-party hasher that takes the name ``sha256``."""
+
+    name = "sha256"
+
+    def update(self, offset: int, data: bytes | memoryview) -> None:
+        pass
+
+    def hexdigest(self) -> str | None:
+        return "mine"
+
+
+class _ShaPlugin:
+    @hookimpl
+    def modelsafe_hashers(self, index: object) -> list[object]:
+        return [_OwnSha()]
+
+
+def test_autov3_survives_another_hasher_taking_the_sha256_name(tmp_path: Path) -> None:
+    path = write_safetensors(tmp_path / "m.safetensors", SPECS[:2], data="random")
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    from modelsafe.registry.read import read_index
+
+    with fresh_plugin_manager(_ShaPlugin()):
+        names = [h.name for h in hashing.collect_hashers(read_index(path))]
+        result = hash_file(path, read_index(path))
+    # plugins registered later answer first: the third party takes the name, autov3 is hashed
+    # alone (before, it was lost with the built-in pair)
+    assert names.count("sha256") == 1 and "autov3" in names
+    assert result["sha256"] == "mine"
+    assert result["autov3"] == hashlib.sha256(raw[8 + n :]).hexdigest()
