@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from modelsafe.registry.detect.lora_keys import group_modules
+from modelsafe.registry.detect.lora_keys import LoraModule, group_modules, text_encoder_kind
 from modelsafe.registry.model_parts import Component
 from modelsafe.types import TensorIndex, TensorInfo
 
@@ -312,6 +312,13 @@ def build_table(component: Component) -> ModuleTable:
 # -- the LoRA side -------------------------------------------------------------------------------
 # Parsed by the registry's LoRA key reader (modelsafe.registry.detect.lora_keys), the one the
 # detectors use; a LoRA module names its network as a target (denoiser, text_encoder, ...).
+#
+# A text-encoder target is a position (text_encoder_2 is CLIP-G in SDXL and SD3, T5 in diffusers'
+# Flux pipeline; kohya writes Flux's T5 as lora_te3 beside lora_te1, so Flux has no second
+# encoder for it by position). The encoder a LoRA module patches is found by identity first:
+# the encoder its naming names (ComfyUI's text_encoders.t5xxl., kohya's lora_te3_), else the
+# encoder family its module path belongs to (a T5 block can only be the T5, a CLIP layer is the
+# n-th CLIP for target n); position among all encoders only when neither tells.
 
 TEXT_ENCODER_TARGETS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
@@ -349,6 +356,53 @@ def _text_encoder_order(components: Iterable[Component]) -> list[Component]:
     return sorted((c for c in components if c.role == "text_encoder"), key=rank)
 
 
+def _encoder_kind(component: Component) -> str:
+    """``t5`` or ``clip`` by the component's module names, else by its name; "" when neither."""
+    for t in component.tensors:
+        kind = text_encoder_kind(_module_of(t.name)[0])
+        if kind:
+            return kind
+    short = component.name.split(".", 1)[-1]
+    return "t5" if short == "t5xxl" else ("clip" if short in _CLIP_NAMES else "")
+
+
+_CLIP_NAMES = ("clip_l", "openclip_h", "clip_g")
+
+
+class _EncoderResolver:
+    """Which of a checkpoint's text encoders a LoRA module patches (identity, then position)."""
+
+    def __init__(self, components: Iterable[Component]) -> None:
+        self.encoders = _text_encoder_order(components)
+        self.kinds = [_encoder_kind(c) for c in self.encoders]
+        self._tables: dict[str, ModuleTable] = {}
+
+    def table(self, mod: LoraModule) -> tuple[ModuleTable | None, str]:
+        """The module table of the encoder ``mod`` patches, or None and the absent one's label."""
+        position = TEXT_ENCODER_TARGETS.index(mod.target)
+        found: Component | None = None
+        kind = mod.encoder_kind()
+        named = [c for c in self.encoders if mod.encoder and c.name.split(".")[-1] == mod.encoder]
+        if named:
+            found = named[0]
+        elif kind:
+            same = [c for c, k in zip(self.encoders, self.kinds, strict=True) if k == kind]
+            # One T5 at most; CLIPs in order (CLIP-L, then OpenCLIP-H or CLIP-G) by target.
+            index = 0 if kind == "t5" else position
+            found = same[index] if index < len(same) else None
+        elif position < len(self.encoders):
+            found = self.encoders[position]
+        if found is None:
+            if mod.encoder:
+                return None, f"text encoder {mod.encoder}"
+            label = "T5 text encoder" if kind == "t5" else _TARGET_LABEL[mod.target]
+            return None, label
+        table = self._tables.get(found.name)
+        if table is None:
+            table = self._tables[found.name] = build_table(found)
+        return table, found.name
+
+
 _TARGET_LABEL = {
     "denoiser": "UNet/transformer",
     "text_encoder": "text encoder 1",
@@ -361,12 +415,8 @@ _LYCORIS_FIRST_FACTORS = ("hada_w1_a", "lokr_w1", "lokr_w1_a")
 def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
     """Look every key of ``lora`` up in the checkpoint ``components`` and check its shapes."""
     denoiser = next((c for c in components if c.role in ("denoiser", "controlnet")), None)
-    encoders = _text_encoder_order(components)
-    tables: dict[str, ModuleTable | None] = {
-        "denoiser": build_table(denoiser) if denoiser else None
-    }
-    for network, enc in zip(TEXT_ENCODER_TARGETS, encoders, strict=False):
-        tables[network] = build_table(enc)
+    encoders = _EncoderResolver(components)
+    denoiser_table = build_table(denoiser) if denoiser else None
     layout = group_modules(lora.tensors)
     mapped_keys = mapped_modules = 0
     unmapped: list[str] = list(layout.unparsed)
@@ -376,12 +426,15 @@ def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
     per_comp: dict[str, list[int]] = {}
     for mod in layout.modules:
         keys = mod.keys
-        table = tables.get(mod.target)
-        label = table.component if table else _TARGET_LABEL.get(mod.target, mod.target)
+        if mod.target in TEXT_ENCODER_TARGETS:
+            table, label = encoders.table(mod)
+        else:
+            table = denoiser_table
+            label = table.component if table else _TARGET_LABEL.get(mod.target, mod.target)
         counts = per_comp.setdefault(label, [0, 0])
         counts[1] += len(keys)
         if table is None:
-            absent.add(_TARGET_LABEL.get(mod.target, mod.target))
+            absent.add(label)
             absent_keys += len(keys)
             unmapped.extend(keys)
             continue

@@ -8,17 +8,28 @@ LoRA files name the layer they patch in several conventions (public facts of the
 
 - kohya sd-scripts and LyCORIS: ``lora_unet_<module path, dots as _>.lora_down.weight`` /
   ``.lora_up.weight`` / ``.alpha``; text encoders ``lora_te_`` (SD1/SD2), ``lora_te1_`` and
-  ``lora_te2_`` (SDXL), ``lora_te3_`` (SD3 T5); older LyCORIS ``lycoris_``; LyCORIS parts
+  ``lora_te2_`` (SDXL), ``lora_te3_`` (the T5 of SD3 and Flux: sd-scripts' ``lora_te3``; some
+  older Flux builds wrote ``lora_te2_`` for it); older LyCORIS ``lycoris_``; LyCORIS parts
   ``hada_w1_a`` ... (LoHa), ``lokr_w1`` ... (LoKr), ``lora_mid`` (LoCon with CP decomposition),
   ``diff`` (full), ``oft_*``;
 - PEFT (what diffusers saves today): ``unet.<module>.lora_A.weight`` / ``lora_B.weight``,
   ``transformer.<module>...`` (Flux, SD3), ``text_encoder.`` / ``text_encoder_2.``; raw PEFT
   saves under ``base_model.model.``, with the adapter's name (``lora_A.default.weight``);
-- older diffusers: ``unet.<...>.processor.to_q_lora.down.weight`` (attention processors: the
-  module is ``<...>.to_q``, ``to_out`` is ``to_out.0``), ``...lora.down.weight``,
-  ``...lora_linear_layer.down.weight``;
+- older diffusers (0.15-0.17): ``unet.<...>.processor.to_q_lora.down.weight`` and
+  ``unet.<...>.to_q_lora.down.weight`` (attention processors: the module is ``<...>.to_q``,
+  ``to_out`` is ``to_out.0``), ``text_encoder.<...>.self_attn.to_q_lora.down.weight`` (CLIP's
+  ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``, as diffusers' own conversion reads them),
+  ``...lora.down.weight``, ``...lora_linear_layer.down.weight``;
 - ComfyUI / original naming: ``diffusion_model.<original module>.lora_down.weight`` (or lora_A),
-  ``text_encoders.clip_l.transformer.<...>``; some Flux/SD3 exports have no prefix at all.
+  ``text_encoders.clip_l.transformer.<...>`` (``clip_g``, ``clip_h``, ``t5xxl``); some Flux/SD3
+  exports have no prefix at all.
+
+The target of a text-encoder key is a *position* (``text_encoder_2`` is CLIP-G in SDXL and SD3
+but T5 in diffusers' Flux pipeline), so a key also records the encoder it names where its naming
+says which (``encoder``: ComfyUI's ``text_encoders.t5xxl.``, kohya's ``lora_te3_`` and diffusers'
+``text_encoder_3.``, both T5 wherever they occur), and :func:`text_encoder_kind` reads the
+encoder family (CLIP or T5) off a module path. Whoever pairs keys with a model's encoders resolves
+identity first and falls back to position.
 
 Each key gives a :class:`LoraKey`: the naming, the network it patches (``target``), the module
 path in canonical form (dotted wherever the naming keeps the dots; kohya's flat spelling, where the
@@ -91,6 +102,8 @@ KOHYA_TARGETS: dict[str, str] = {
     "lora_te2": "text_encoder_2",
     "lora_te3": "text_encoder_3",
 }
+# Prefixes that name the encoder itself, not only its position.
+KOHYA_ENCODERS: dict[str, str] = {"lora_te3": "t5xxl"}
 _KOHYA = re.compile(r"^(lora_unet|lora_transformer|lycoris|lora_te[123]?)_([^.]+)\.(.+)$")
 
 # Dotted prefixes -> (model part, naming). ``base_model.model.`` (raw PEFT saves) is peeled first.
@@ -104,8 +117,16 @@ DOTTED_TARGETS: tuple[tuple[str, str, str], ...] = (
     ("text_encoder.", "text_encoder", "peft"),
     ("text_encoders.clip_l.transformer.", "text_encoder", "comfy"),
     ("text_encoders.clip_g.transformer.", "text_encoder_2", "comfy"),
+    ("text_encoders.clip_h.transformer.", "text_encoder", "comfy"),
     ("text_encoders.t5xxl.transformer.", "text_encoder_3", "comfy"),
 )
+DOTTED_ENCODERS: dict[str, str] = {
+    "text_encoder_3.": "t5xxl",
+    "text_encoders.clip_l.transformer.": "clip_l",
+    "text_encoders.clip_g.transformer.": "clip_g",
+    "text_encoders.clip_h.transformer.": "openclip_h",
+    "text_encoders.t5xxl.transformer.": "t5xxl",
+}
 _PEFT_ROOT = "base_model.model."
 
 # Where the module path ends in a dotted key: the first of these parts.
@@ -120,6 +141,18 @@ _PEFT_NAMED = re.compile(r"^lora_([AB])\.[^.]+\.weight$")
 # Older diffusers attention processors: <attn>.processor.to_q_lora.down.weight patches <attn>.to_q.
 _ATTN_PROCESSOR = re.compile(r"^(.*)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
 _SUFFIXED_LORA = re.compile(r"^(.+)_lora\.(down|up)\.weight$")  # <module>_lora.down.weight
+# Older diffusers' attention names -> the layer they patch: in a text encoder CLIP's projections
+# (diffusers' DIFFUSERS_OLD_TO_PEFT), in a denoiser the attention's own (UNET_TO_DIFFUSERS).
+_OLD_TEXT_PROJ = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
+_OLD_DENOISER_PROJ = {"to_out": "to_out.0"}
+
+# The encoder family a text-encoder module path belongs to (flat spelling, every "." as "_"):
+# T5 (transformers' T5EncoderModel: encoder.block.N.layer.M.SelfAttention.q, DenseReluDense.wi_0)
+# or CLIP (HF text_model.encoder.layers.N.self_attn.q_proj, OpenCLIP resblocks.N.attn).
+_T5_MODULE = re.compile(
+    r"(?:^|_)(?:encoder_block_\d+_layer_\d+|SelfAttention|DenseReluDense|EncDecAttention)(?:_|$)"
+)
+_CLIP_MODULE = re.compile(r"(?:^|_)(?:encoder_layers_\d+_(?:self_attn|mlp)|resblocks_\d+)(?:_|$)")
 _LEGACY_DIFFUSERS = (".lora.down.", ".lora.up.", ".lora_linear_layer.")
 
 # Parts only LyCORIS algorithms write, -> the algorithm's name.
@@ -149,6 +182,7 @@ class LoraKey:
     stored_part: str  # after the module path: lora_down.weight, lora_A.weight, alpha (older
     # diffusers' <module>_lora.down.weight: lora_down.weight for processors, else lora.down.weight)
     processor: bool = False  # older diffusers attention-processor naming
+    encoder: str = ""  # the encoder the naming names (clip_l, clip_g, openclip_h, t5xxl), or ""
 
     @property
     def flat(self) -> str:
@@ -178,20 +212,21 @@ def parse_key(name: str) -> LoraKey | None:
     """What ``name`` patches, or None when it names no LoRA/LyCORIS module."""
     m = _KOHYA.match(name)
     if m:
-        target = KOHYA_TARGETS[m.group(1)]
-        stored = m.group(3)
-        return LoraKey(name, "kohya", target, m.group(2), False, _canonical_part(stored), stored)
+        target, encoder = KOHYA_TARGETS[m.group(1)], KOHYA_ENCODERS.get(m.group(1), "")
+        stored, part = m.group(3), _canonical_part(m.group(3))
+        return LoraKey(name, "kohya", target, m.group(2), False, part, stored, encoder=encoder)
     m = _ATTN_PROCESSOR.match(name)
     if m:
-        module = f"{m.group(1)}.{m.group(2)}" + (".0" if m.group(2) == "to_out" else "")
-        target, module, _naming = _dotted_target(module)
+        target, module, _naming, encoder = _old_diffusers_module(f"{m.group(1)}.{m.group(2)}")
         part, stored = m.group(3), f"lora_{m.group(3)}.weight"
-        return LoraKey(name, "diffusers", target, module, True, part, stored, processor=True)
+        return LoraKey(
+            name, "diffusers", target, module, True, part, stored, processor=True, encoder=encoder
+        )
     m = _SUFFIXED_LORA.match(name)
     if m:
-        target, module, _naming = _dotted_target(m.group(1))
+        target, module, _naming, encoder = _old_diffusers_module(m.group(1))
         stored = f"lora.{m.group(2)}.weight"
-        return LoraKey(name, "diffusers", target, module, True, m.group(2), stored)
+        return LoraKey(name, "diffusers", target, module, True, m.group(2), stored, encoder=encoder)
     m = _DOTTED_PART.search(name)
     if m:
         module, stored = name[: m.start()], name[m.start() + 1 :]
@@ -200,7 +235,7 @@ def parse_key(name: str) -> LoraKey | None:
     else:
         return None
     part = _canonical_part(stored)
-    target, module, naming = _dotted_target(module)
+    target, module, naming, encoder = _dotted_target(module)
     if not module or (naming == "" and module.startswith("lora_")):
         return None  # an unknown kohya-style prefix (lora_te4_...), or no module at all
     peft = ".lora_A." in name or ".lora_B." in name
@@ -210,17 +245,40 @@ def parse_key(name: str) -> LoraKey | None:
             naming = "diffusers"
     elif naming == "":
         naming = "peft" if peft else "comfy"  # no prefix (some Flux/SD3 exports)
-    return LoraKey(name, naming, target, module, True, part, stored)
+    return LoraKey(name, naming, target, module, True, part, stored, encoder=encoder)
 
 
-def _dotted_target(module: str) -> tuple[str, str, str]:
-    """(target, module path after the prefix, naming; "" when no prefix names it)."""
+def _dotted_target(module: str) -> tuple[str, str, str, str]:
+    """(target, module path after the prefix, naming, encoder; "" when no prefix names it)."""
     if module.startswith(_PEFT_ROOT):
         module = module[len(_PEFT_ROOT) :]
     for prefix, target, naming in DOTTED_TARGETS:
         if module.startswith(prefix):
-            return target, module[len(prefix) :], naming
-    return "denoiser", module, ""
+            return target, module[len(prefix) :], naming, DOTTED_ENCODERS.get(prefix, "")
+    return "denoiser", module, "", ""
+
+
+def _old_diffusers_module(path: str) -> tuple[str, str, str, str]:
+    """:func:`_dotted_target` of an older diffusers ``<module>_lora`` path, the attention names
+    read as diffusers reads them: ``to_q`` ... ``to_out`` are CLIP's ``q_proj`` ... ``out_proj``
+    in a text encoder, and ``to_out`` is ``to_out.0`` in a denoiser."""
+    target, module, naming, encoder = _dotted_target(path)
+    head, _, leaf = module.rpartition(".")
+    table = _OLD_TEXT_PROJ if target.startswith("text_encoder") else _OLD_DENOISER_PROJ
+    if leaf in table:
+        module = f"{head}.{table[leaf]}" if head else table[leaf]
+    return target, module, naming, encoder
+
+
+def text_encoder_kind(module: str) -> str:
+    """``t5`` or ``clip`` when a text-encoder module path (dotted or flat) can only belong to
+    that encoder family, else ""."""
+    flat = module.replace(".", "_")
+    if _T5_MODULE.search(flat):
+        return "t5"
+    if _CLIP_MODULE.search(flat):
+        return "clip"
+    return ""
 
 
 @dataclass
@@ -231,6 +289,7 @@ class LoraModule:
     module: str
     dotted: bool
     naming: str
+    encoder: str = ""  # the encoder its naming names (clip_l, clip_g, openclip_h, t5xxl), or ""
     parts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # known parts' shapes
     stored: dict[str, str] = field(default_factory=dict)  # part -> the name in the file
     keys: list[str] = field(default_factory=list)  # every name of this layer, known or not
@@ -238,6 +297,12 @@ class LoraModule:
     @property
     def flat(self) -> str:
         return self.module.replace(".", "_")
+
+    def encoder_kind(self) -> str:
+        """``t5`` or ``clip`` when the naming or the module path tells the encoder family."""
+        if self.encoder:
+            return "t5" if self.encoder == "t5xxl" else "clip"
+        return text_encoder_kind(self.module) if self.target.startswith("text_encoder") else ""
 
     def adapter(self) -> str:
         """lora, locon (a spatial conv or CP-decomposed LoRA), loha, lokr, oft, full, glora."""
@@ -337,7 +402,7 @@ class LoraLayout:
 
 def group_modules(tensors: Iterable[TensorInfo]) -> LoraLayout:
     """The patched layers (with their parts' shapes) and the names that are no LoRA key."""
-    modules: dict[tuple[str, str, bool], LoraModule] = {}
+    modules: dict[tuple[str, str, str, bool], LoraModule] = {}
     unparsed: list[str] = []
     foreign: list[str] = []
     for t in tensors:
@@ -346,10 +411,12 @@ def group_modules(tensors: Iterable[TensorInfo]) -> LoraLayout:
             unparsed.append(t.name)
             foreign.append(t.name)
             continue
-        gk = (key.target, key.module, key.dotted)
+        gk = (key.target, key.encoder, key.module, key.dotted)
         mod = modules.get(gk)
         if mod is None:
-            mod = modules[gk] = LoraModule(key.target, key.module, key.dotted, key.naming)
+            mod = modules[gk] = LoraModule(
+                key.target, key.module, key.dotted, key.naming, key.encoder
+            )
         mod.keys.append(t.name)
         if key.known:
             mod.parts[key.part] = t.shape

@@ -5,7 +5,10 @@ The base is read off the layers a LoRA patches (public layouts of the base model
 - SD-style UNets: the cross-attention ``attn2.to_k``/``to_v`` input width is the text context,
   768 SD1, 1024 SD2, 2048 SDXL, 1280 SDXL refiner (InvokeAI's ``lora_token_vector_length``);
   without attn2 layers, the attention widths (320/640/1280 SD1/SD2, 640/1280 SDXL) and the text
-  encoder widths (768 CLIP-L, 1024 OpenCLIP-H, CLIP-L + 1280 bigG for SDXL) decide;
+  encoder widths (768 CLIP-L, 1024 OpenCLIP-H, CLIP-L + 1280 bigG for SDXL) decide; text-encoder
+  layers are told apart by identity (T5 blocks, or the encoder the naming names) before their
+  position: a T5 layer means Flux.1 or SD3, whatever its target (kohya's ``lora_te3_``, older
+  ``lora_te2_``, diffusers' Flux ``text_encoder_2.``);
 - transformers by their block names: Flux ``double_blocks``/``single_blocks`` (BFL) or
   ``single_transformer_blocks`` (diffusers), SD3 ``joint_blocks`` (SAI) or ``transformer_blocks``
   with ``add_q_proj`` and no single blocks (diffusers), HiDream ``double_stream_blocks``,
@@ -243,6 +246,8 @@ def _family(
     if te_family:
         evidence.append(te_why + ("" if denoiser else "; text-encoder-only LoRA"))
         return te_family, 0.85
+    if te_why and not denoiser:
+        evidence.append(te_why + "; text-encoder-only LoRA")
     return None, 0.5
 
 
@@ -306,18 +311,29 @@ def _text_encoder_family(
 ) -> tuple[str | None, str]:
     widths: dict[str, int] = {}
     shown: dict[str, str] = {}
+    clip: dict[str, int] = {}  # target -> width, CLIP (or unknown) layers only
+    t5 = any(m.target.startswith("text_encoder") and m.encoder_kind() == "t5" for m in modules)
     for m in modules:
         if m.target.startswith("text_encoder") and _TE_Q.search(m.flat):
             w = m.in_features()
             if w and m.target not in widths:
                 widths[m.target], shown[m.target] = w, m.says()
-    if not widths:
+            if w and m.encoder_kind() != "t5":
+                clip.setdefault(m.target, w)
+    if not widths and not t5:
         return None, ""
-    facts["text_encoder_widths"] = dict(sorted(widths.items()))
+    if widths:
+        facts["text_encoder_widths"] = dict(sorted(widths.items()))
     desc = ", ".join(f"{shown[t]} ({t} width {w})" for t, w in sorted(widths.items()))
-    if widths.get("text_encoder_2") == 1280:
+    desc = desc or "T5 blocks"
+    if t5:
+        # T5 is Flux.1's and SD3's; neither family is told by its text encoders alone.
+        has_g = 1280 in clip.values()
+        which = "SD3/SD3.5 (CLIP-L + CLIP-G + T5)" if has_g else "Flux.1 or SD3"
+        return None, f"text-encoder layers: {desc}; T5 layers = {which}, not decided here"
+    if clip.get("text_encoder_2") == 1280:
         return "sdxl", f"text-encoder layers: {desc} (CLIP-L + bigG) = sdxl"
-    family = TEXT_WIDTH_FAMILY.get(widths.get("text_encoder", 0))
+    family = TEXT_WIDTH_FAMILY.get(clip.get("text_encoder", 0))
     return family, f"text-encoder layers: {desc}" + (f" = {family}" if family else "")
 
 
