@@ -10,7 +10,10 @@ CUDA mode (``--device cuda``): real-size SD1.5 and SDXL pipelines with random we
 from modelsafe's shipped configs (no downloads), fp16; reports it/s, load + run time for both
 paths, and peak VRAM next to the plan's estimate.
 
-    python benchmarks/bench_generate.py [--rounds 5] [--steps 8] [--device cuda]
+    python benchmarks/bench_generate.py [--rounds 5] [--steps 8] [--device cuda] [--results F]
+
+``--results F`` also appends every result row to F as it is measured (on a lent GPU, point it into
+the folder that comes back, so that no row is lost to a cut-off output tail).
 """
 
 from __future__ import annotations
@@ -21,6 +24,16 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+RESULTS: Path | None = None
+
+
+def emit(row: str) -> None:
+    """Print a result row and append it to ``RESULTS`` at once (kept even if a later step dies)."""
+    print(row, flush=True)
+    if RESULTS is not None:
+        with open(RESULTS, "a", encoding="utf-8") as fh:
+            fh.write(row + "\n")
 
 
 def _sd1_small(tokenizers: Path) -> Any:
@@ -138,7 +151,7 @@ def bench_cpu(rounds: int, steps: int) -> None:
                 ours_t.append(t2 - t1)
         catalog.close()
     d, o = statistics.median(direct_t), statistics.median(ours_t)
-    print(
+    emit(
         f"| cpu, small SD1 (128 px, {steps} steps), median of {rounds} | diffusers {d:.3f} s "
         f"| modelsafe {o:.3f} s | overhead {100 * (o / d - 1):+.1f}% | same pixels: {same} |"
     )
@@ -225,7 +238,7 @@ def bench_cuda(steps: int) -> None:
             for label in ("diffusers", "modelsafe"):
                 times = [t for lab, t, _ in rows if lab == label]
                 peak = max(p for lab, _, p in rows if lab == label)
-                print(
+                emit(
                     f"| cuda {family} {size}px {steps} steps | {label} | load+run "
                     f"{min(times):.2f} s | ~{steps / min(times):.2f} it/s incl. load "
                     f"| peak {peak / 2**30:.2f} GiB | {estimate} |"
@@ -246,7 +259,7 @@ def bench_cuda(steps: int) -> None:
                 output_type="latent",
             )
             torch.cuda.synchronize()
-            print(
+            emit(
                 f"| cuda {family} | denoising alone | {20 / (time.perf_counter() - t0):.2f} it/s |"
             )
             del loaded
@@ -257,7 +270,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--results", type=Path, help="also append each result row to this file")
     args = parser.parse_args()
+    global RESULTS
+    RESULTS = args.results
     if args.device == "cuda":
         bench_cuda(max(args.steps, 20))
     else:
