@@ -17,10 +17,10 @@ import sys
 import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelsafe.errors import FileReadError, UsageError
+from modelsafe.paths import user_path
 from modelsafe.types import Compatibility, Part, to_jsonable
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ def part_from_model(model: Model, role: str | None = None, *, read: bool = False
 
 def load_part(ref: str, role: str, *, catalog: Catalog | None = None, weight: float = 1.0) -> Part:
     """Read ``ref`` (a path) or find it in ``catalog`` (a name or hash prefix)."""
-    path = Path(ref).expanduser()
+    path = user_path(ref)
     if path.exists():
         from modelsafe.registry.inspect import inspect_index
         from modelsafe.registry.read import read_index

@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelsafe.errors import CatalogError
+from modelsafe.paths import user_path
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 MIGRATION_LOCK_ID = 0x6D6F64656C  # PostgreSQL advisory lock held while migrating ("model")
@@ -31,7 +32,7 @@ def catalog_url(value: str | os.PathLike[str]) -> str:
                 f"{text!r} is not a database URL", hint="e.g. postgresql+psycopg://host/db"
             ) from exc
         return text
-    return f"sqlite:///{Path(text).expanduser().resolve()}"
+    return f"sqlite:///{user_path(text).resolve()}"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelsafe.errors import FileReadError, UsageError
+from modelsafe.paths import user_path
 
 if TYPE_CHECKING:
     from modelsafe.registry.catalog import Catalog
@@ -164,7 +165,7 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
 def find_input(ref: str, what: str, catalog: Catalog | None) -> Path:
     """A path that exists, or the present location of the catalog model ``ref`` names (a name
     or a hash prefix), as ``resolve`` and ``generate --from-image`` find them."""
-    path = Path(ref).expanduser()
+    path = user_path(ref)
     if path.exists():
         return path
     if catalog is None:
@@ -190,7 +191,7 @@ def build_request(
     from modelsafe.runtime.generate import EmbeddingSpec, GenerateRequest, LoraSpec
 
     def opt_path(key: str) -> Path | None:
-        return Path(spec[key]).expanduser() if key in spec else None
+        return user_path(spec[key]) if key in spec else None
 
     return GenerateRequest(
         checkpoint=find_input(spec["checkpoint"], "checkpoint", catalog),

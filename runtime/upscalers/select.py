@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelsafe.errors import UsageError
+from modelsafe.paths import user_path
 
 if TYPE_CHECKING:
     from modelsafe.registry.catalog import Catalog
@@ -34,7 +35,7 @@ class UpscalerInfo:
 
 def find_upscaler(ref: Path | str, catalog: Catalog | None = None) -> Path:
     """The file ``ref`` names: a path, or a catalog name / hash prefix."""
-    path = Path(ref).expanduser()
+    path = user_path(ref)
     if path.exists():
         return path
     looks_like_path = isinstance(ref, Path) or "/" in str(ref) or "\\" in str(ref) or path.suffix

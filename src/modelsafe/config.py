@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from modelsafe.errors import ConfigError
+from modelsafe.paths import user_path
 from modelsafe.units import parse_size
 
 DEFAULT_CATALOG = "catalog.db"
@@ -94,7 +95,7 @@ def _validate(name: str, value: Any, source: str) -> Any:
                 f"model_roots from {source} must be a list of folders",
                 hint='write model_roots = ["/models", "~/ComfyUI/models"]',
             )
-        return [str(Path(v).expanduser()) for v in value]
+        return [str(user_path(v)) for v in value]
     if name == "vram" and value is not None:
         try:
             parse_size(value)

@@ -108,6 +108,9 @@ def test_errors_are_json_with_reason_and_hint(client: Any) -> None:
     )
     assert body["field"] == "body.width"
     _error(client.post("/api/jobs", json={"checkpoint": "a", "prompt": "x", "nope": 1}), 422)
+    # ~user for a user this machine does not have: a missing file, not a 500 (found by fuzzing)
+    missing = {"checkpoint": "~no_such_user_zz/m.safetensors", "prompt": "x"}
+    assert client.post("/api/jobs", json=missing).status_code in (400, 404, 422)
     _error(
         client.post(
             "/api/jobs", content=b"{not json", headers={"content-type": "application/json"}
