@@ -148,14 +148,6 @@ def _assign(
     return groups, loads
 
 
-def plan_lanes(hashers: Sequence[Hasher], lanes: int) -> list[list[Hasher]]:
-    """Hashers split into at most ``lanes`` groups of about equal cost (largest first, each to
-    the lightest group); empty groups are dropped, but there is always at least one."""
-    groups, _loads = _assign(hashers, [0.0] * max(1, lanes))
-    used = [g for g in groups if g]
-    return used or [[]]
-
-
 class SplitHasher(Hasher, Protocol):
     """A hasher with two streams (e.g. ``sha256_pair.Sha256AutoV3``): ``update`` feeds both,
     ``update_first`` / ``update_second`` one each, so the pass may run them on two lanes.
@@ -189,7 +181,9 @@ class LanePlan:
 
 
 def plan_pass(hashers: Sequence[Hasher], lanes: int) -> LanePlan:
-    """The lanes of one pass. A two-stream hasher on 3+ lanes runs its streams on lanes 0 and 1
+    """The lanes of one pass. Hashers are split into at most ``lanes`` groups of about equal cost
+    (largest first, each to the lightest group); empty groups are dropped, but there is always at
+    least one. A two-stream hasher on 3+ lanes runs its streams on lanes 0 and 1
     side by side; on 2 lanes it runs them side by side for the share of each window that makes
     both lanes equally busy (lane 1 also carrying the other hashers and the reading), and
     interleaved on lane 0 for the rest."""
@@ -255,8 +249,7 @@ class _Pass:
 
     def __init__(self, fd: int, plan: LanePlan, chunk: int) -> None:
         self.fd = fd
-        self.groups = plan.groups
-        groups = plan.groups
+        self.groups = groups = plan.groups
         self.chunk = chunk
         self.window = chunk * WINDOW_CHUNKS
         self.buffers = [memoryview(bytearray(self.window)) for _ in range(2)]

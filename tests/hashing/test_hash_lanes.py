@@ -13,7 +13,7 @@ import pytest
 
 import modelsafe.registry.hashing as hashing
 from modelsafe.errors import FileReadError
-from modelsafe.registry.hashing import hash_file, plan_lanes, read_shares
+from modelsafe.registry.hashing import hash_file, plan_pass, read_shares
 from modelsafe.registry.read import read_index
 from modelsafe.testing import write_safetensors
 
@@ -123,7 +123,7 @@ def test_a_directory_is_a_read_error_in_both_passes(
             hash_file(tmp_path)
 
 
-def test_plan_lanes_balances_by_cost() -> None:
+def test_plan_pass_balances_by_cost() -> None:
     hashers = [
         _Cost("sha256", 1.0),
         _Cost("autov3", 1.0),
@@ -132,16 +132,16 @@ def test_plan_lanes_balances_by_cost() -> None:
         _Cost("crc32", 0.04),
         _Cost("autov1", 0.0),
     ]
-    groups = plan_lanes(hashers, 2)
+    groups = plan_pass(hashers, 2).groups
     names = [{h.name for h in g} for g in groups]
     assert {"sha256", "autov3"} not in names  # the two SHA-256 streams run on different cores
     assert all(len(n & {"sha256", "autov3"}) == 1 for n in names)
     assert all(len(n & {"blake3", "content_id"}) == 1 for n in names)
-    assert len(plan_lanes(hashers, 1)) == 1
-    assert len(plan_lanes(hashers[:1], 8)) == 1  # one hasher: no idle threads
-    assert plan_lanes([], 4) == [[]]
+    assert len(plan_pass(hashers, 1).groups) == 1
+    assert len(plan_pass(hashers[:1], 8).groups) == 1  # one hasher: no idle threads
+    assert plan_pass([], 4).groups == [[]]
     # unknown cost counts as a SHA-256
-    assert len(plan_lanes([_Cost("x", None), _Cost("y", None)], 2)) == 2
+    assert len(plan_pass([_Cost("x", None), _Cost("y", None)], 2).groups) == 2
 
 
 def test_read_shares_even_out_the_lanes() -> None:
