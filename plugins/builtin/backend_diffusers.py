@@ -340,7 +340,6 @@ def run(
     import torch
 
     seeds = request.image_seeds()
-    control = _control_image(request) if request.controlnet is not None else None
     done = [0]
 
     def on_step(p: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -351,37 +350,37 @@ def run(
             progress(done[0], max(total, done[0]) if refiner is None else 0)
         return tensors
 
+    common: dict[str, Any] = {
+        "prompt": request.prompt,
+        "num_inference_steps": request.steps,
+        "guidance_scale": request.cfg,
+        "width": request.width,
+        "height": request.height,
+        "num_images_per_prompt": 1,
+        "callback_on_step_end": on_step,
+    }
+    if request.family != "flux1":
+        common["negative_prompt"] = request.negative_prompt or None
+    if request.controlnet is not None:
+        common["image"] = _control_image(request)
+        common["controlnet_conditioning_scale"] = request.controlnet.scale
+    if refiner is not None:
+        common.update(output_type="latent", denoising_end=request.refiner_switch)
     images: list[Any] = []
     with torch.inference_mode():
         for seed in seeds:
             generator = [torch.Generator("cpu").manual_seed(seed)]
-            kwargs: dict[str, Any] = {
-                "prompt": request.prompt,
-                "num_inference_steps": request.steps,
-                "guidance_scale": request.cfg,
-                "width": request.width,
-                "height": request.height,
-                "num_images_per_prompt": 1,
-                "generator": generator,
-                "callback_on_step_end": on_step,
-            }
-            if request.family != "flux1":
-                kwargs["negative_prompt"] = request.negative_prompt or None
-            if request.controlnet is not None:
-                kwargs["image"] = control
-                kwargs["controlnet_conditioning_scale"] = request.controlnet.scale
+            result = pipe(**common, generator=generator).images
             if refiner is None:
-                images.extend(pipe(**kwargs).images)
+                images.extend(result)
                 continue
-            kwargs.update(output_type="latent", denoising_end=request.refiner_switch)
-            latents = pipe(**kwargs).images
             refined = refiner(
                 prompt=request.prompt,
                 negative_prompt=request.negative_prompt or None,
                 num_inference_steps=request.steps,
                 guidance_scale=request.cfg,
                 denoising_start=request.refiner_switch,
-                image=latents,
+                image=result,  # the base's latents
                 num_images_per_prompt=1,
                 generator=generator,
                 callback_on_step_end=on_step,
