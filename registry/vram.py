@@ -25,6 +25,7 @@ from typing import Any
 from modelsafe.registry.model_parts import split_components
 from modelsafe.types import DTYPE_SIZES, TensorIndex, TensorInfo
 
+# The order is the order of tensor_sizes()'s answer after the stored size.
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "fp8")
 PRECISION_BYTES: dict[str, float] = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4"})
@@ -49,18 +50,17 @@ ESTIMATOR_NOTE = (
 )
 
 
-def _module_and_param(name: str) -> tuple[str, str]:
-    module, _, param = name.rpartition(".")
-    return module, param
+def _layer_ndim(tensors: list[TensorInfo]) -> dict[str, int]:
+    """Module name -> ndim of its ``weight`` (2 Linear, 4/5 Conv)."""
+    return {t.name[: -len(".weight")]: len(t.shape) for t in tensors if t.name.endswith(".weight")}
 
 
-def fp8_castable(tensor: TensorInfo, layer_shapes: dict[str, int]) -> bool:
-    """True when diffusers' layerwise casting would store ``tensor`` in fp8 (Linear/Conv params).
+def fp8_castable(module: str, param: str, layer_ndim: dict[str, int]) -> bool:
+    """True when diffusers' layerwise casting would store ``module.param`` in fp8.
 
-    ``layer_shapes`` maps module name -> ndim of its ``weight`` (2 Linear, 4/5 Conv).
+    Only the weight and bias of Linear/Conv layers (``layer_ndim[module] >= 2``) are cast.
     """
-    module, param = _module_and_param(tensor.name)
-    if param not in ("weight", "bias") or layer_shapes.get(module, 0) < 2:
+    if param not in ("weight", "bias") or layer_ndim.get(module, 0) < 2:
         return False
     leaf = module.rpartition(".")[2]
     if leaf in _EMBEDDING_LEAVES or "embedding" in leaf and "linear" not in leaf:
@@ -68,57 +68,50 @@ def fp8_castable(tensor: TensorInfo, layer_shapes: dict[str, int]) -> bool:
     return _FP8_SKIP.search(module) is None and _KEEP_IN_FP32.search(module) is None
 
 
-def held_in_fp32(tensor: TensorInfo) -> bool:
-    """True for a parameter transformers keeps in fp32 when the model is loaded in fp16."""
-    return _KEEP_IN_FP32.search(_module_and_param(tensor.name)[0]) is not None
+def tensor_sizes(tensor: TensorInfo, castable: bool, held_fp32: bool) -> tuple[int, ...]:
+    """Bytes ``tensor`` takes as stored and at each precision of :data:`PRECISIONS`.
 
-
-def tensor_bytes(tensor: TensorInfo, precision: str, castable: bool = True) -> int:
-    """Bytes ``tensor`` takes in memory at ``precision`` (``native``: as stored)."""
-    stored = tensor.nbytes or int(tensor.numel * DTYPE_SIZES.get(tensor.dtype, 0))
-    if precision == "native":
-        return stored
-    if precision == "fp16" and tensor.dtype in FLOAT_DTYPES and held_in_fp32(tensor):
-        return tensor.numel * 4
+    ``castable``: fp8 would store it (:func:`fp8_castable`); ``held_fp32``: transformers keeps
+    it in fp32 when the model is loaded in fp16 (T5's ``wo``).
+    """
+    numel = tensor.numel
+    stored = tensor.nbytes or int(numel * DTYPE_SIZES.get(tensor.dtype, 0))
     if tensor.dtype in FLOAT_DTYPES:
-        if precision == "fp8" and not castable:
-            return tensor.numel * 2
-        return int(tensor.numel * PRECISION_BYTES[precision])
+        return (
+            stored,
+            numel * 4,
+            numel * (4 if held_fp32 else 2),
+            numel * 2,
+            numel * (1 if castable else 2),
+        )
     if tensor.dtype in DTYPE_SIZES:  # integers, bools: kept as they are
-        return stored
+        return (stored,) * 5
     # GGUF quantised blocks: fp8 keeps the (smaller or equal) quantised storage; a float
     # precision means dequantising.
-    return stored if precision == "fp8" else int(tensor.numel * PRECISION_BYTES[precision])
+    return (stored, numel * 4, numel * 2, numel * 2, stored)
 
 
 def weights_by_precision(tensors: Iterable[TensorInfo]) -> dict[str, int]:
-    """``parameters`` and bytes at ``native`` and every precision in :data:`PRECISIONS`."""
+    """``parameters``, bytes at ``native`` and every precision in :data:`PRECISIONS`, and
+    ``largest_layer_fp16``: the biggest module (weight + bias + ...) at fp16, which is what
+    sequential offload keeps on the GPU."""
     tensors = list(tensors)
-    layer_ndim = {
-        _module_and_param(t.name)[0]: len(t.shape) for t in tensors if t.name.endswith(".weight")
-    }
-    out = {"parameters": sum(t.numel for t in tensors), "native": 0}
-    out.update({p: 0 for p in PRECISIONS})
-    for t in tensors:
-        castable = fp8_castable(t, layer_ndim)
-        out["native"] += tensor_bytes(t, "native")
-        for p in PRECISIONS:
-            out[p] += tensor_bytes(t, p, castable)
-    return out
-
-
-def largest_layer_bytes(tensors: Iterable[TensorInfo], precision: str) -> int:
-    """Bytes of the biggest module (weight + bias + ...): what sequential offload keeps on GPU."""
-    tensors = list(tensors)
-    layer_ndim = {
-        _module_and_param(t.name)[0]: len(t.shape) for t in tensors if t.name.endswith(".weight")
-    }
+    layer_ndim = _layer_ndim(tensors)
+    totals = [0, 0, 0, 0, 0]
     per_module: dict[str, int] = {}
+    parameters = 0
     for t in tensors:
-        module = _module_and_param(t.name)[0]
-        size = tensor_bytes(t, precision, fp8_castable(t, layer_ndim))
-        per_module[module] = per_module.get(module, 0) + size
-    return max(per_module.values(), default=0)
+        module, _, param = t.name.rpartition(".")
+        held = _KEEP_IN_FP32.search(module) is not None
+        sizes = tensor_sizes(t, fp8_castable(module, param, layer_ndim), held)
+        for i, size in enumerate(sizes):
+            totals[i] += size
+        per_module[module] = per_module.get(module, 0) + sizes[2]
+        parameters += t.numel
+    out = {"parameters": parameters, "native": totals[0]}
+    out.update(zip(PRECISIONS, totals[1:], strict=True))
+    out["largest_layer_fp16"] = max(per_module.values(), default=0)
+    return out
 
 
 def estimate_weights(
@@ -130,9 +123,7 @@ def estimate_weights(
     for comp in comps:
         if comp.role == "other" and len(comps) > 1:
             continue  # EMA copies and stray keys are not loaded for inference
-        sizes = weights_by_precision(comp.tensors)
-        sizes["largest_layer_fp16"] = largest_layer_bytes(comp.tensors, "fp16")
-        components[comp.name] = sizes
+        components[comp.name] = weights_by_precision(comp.tensors)
     total: dict[str, Any] = {
         key: sum(c[key] for c in components.values()) for key in ("native", *PRECISIONS)
     }
