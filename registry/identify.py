@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from modelsafe.types import Candidate, Identity, TensorIndex
 
@@ -66,9 +67,18 @@ def arbitrate(candidates: list[Candidate]) -> Identity:
         confidence=round(best.score * (0.5 if tied else 1.0), 3),
         evidence=tuple(evidence),
         candidates=tuple(c for c in rest if _label(c) != _label(best))[:5],
-        facts=dict(best.facts),
+        facts=_facts(best, tied),
         detector=best.detector,
     )
+
+
+def _facts(best: Candidate, tied: list[Candidate]) -> dict[str, Any]:
+    """The best candidate's facts; in a tie also ``tied_families``: every family it could be."""
+    facts = dict(best.facts)
+    families = {c.family for c in tied if c.kind == best.kind and c.family != best.family}
+    if families:
+        facts["tied_families"] = sorted({best.family, *families})
+    return facts
 
 
 def _label(c: Candidate) -> str:

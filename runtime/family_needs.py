@@ -58,6 +58,21 @@ NEEDS: dict[str, FamilyNeeds] = {
     "chroma": FamilyNeeds(("t5xxl",), (), 16, "ae (Flux VAE)"),
 }
 
+# The VAE each family was trained with, by the family that introduced it (SD2 kept SD1's VAE,
+# the SDXL refiner SDXL's, SD3.5 SD3's; Chroma, Z-Image and HiDream use Flux.1's ae).
+VAE_LINEAGE: dict[str, str] = {
+    "sd1": "sd1",
+    "sd2": "sd1",
+    "sdxl": "sdxl",
+    "sdxl_refiner": "sdxl",
+    "sd3": "sd3",
+    "sd3.5": "sd3",
+    "flux1": "flux1",
+    "chroma": "flux1",
+    "z-image": "flux1",
+    "hidream": "flux1",
+}
+
 # Families whose add-ons partly load onto another (derived weights share layer names).
 RELATED: dict[str, set[str]] = {"chroma": {"flux1"}, "sd3.5": set(), "sd3": set()}
 

@@ -220,13 +220,72 @@ _FLUX_PAIRS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# SAI MMDiT (SD3 / SD3.5 single files) module -> diffusers SD3 module(s), as diffusers'
+# convert_sd3_transformer_checkpoint_to_diffusers and ComfyUI's mmdit_to_diffusers pair them.
+_MMDIT_PAIRS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "joint_blocks.{i}.x_block.attn.qkv",
+        (
+            "transformer_blocks.{i}.attn.to_q",
+            "transformer_blocks.{i}.attn.to_k",
+            "transformer_blocks.{i}.attn.to_v",
+        ),
+    ),
+    ("joint_blocks.{i}.x_block.attn.proj", ("transformer_blocks.{i}.attn.to_out.0",)),
+    (
+        "joint_blocks.{i}.context_block.attn.qkv",
+        (
+            "transformer_blocks.{i}.attn.add_q_proj",
+            "transformer_blocks.{i}.attn.add_k_proj",
+            "transformer_blocks.{i}.attn.add_v_proj",
+        ),
+    ),
+    ("joint_blocks.{i}.context_block.attn.proj", ("transformer_blocks.{i}.attn.to_add_out",)),
+    (
+        "joint_blocks.{i}.x_block.attn2.qkv",
+        (
+            "transformer_blocks.{i}.attn2.to_q",
+            "transformer_blocks.{i}.attn2.to_k",
+            "transformer_blocks.{i}.attn2.to_v",
+        ),
+    ),
+    ("joint_blocks.{i}.x_block.attn2.proj", ("transformer_blocks.{i}.attn2.to_out.0",)),
+    ("joint_blocks.{i}.x_block.mlp.fc1", ("transformer_blocks.{i}.ff.net.0.proj",)),
+    ("joint_blocks.{i}.x_block.mlp.fc2", ("transformer_blocks.{i}.ff.net.2",)),
+    ("joint_blocks.{i}.context_block.mlp.fc1", ("transformer_blocks.{i}.ff_context.net.0.proj",)),
+    ("joint_blocks.{i}.context_block.mlp.fc2", ("transformer_blocks.{i}.ff_context.net.2",)),
+    ("joint_blocks.{i}.x_block.adaLN_modulation.1", ("transformer_blocks.{i}.norm1.linear",)),
+    (
+        "joint_blocks.{i}.context_block.adaLN_modulation.1",
+        ("transformer_blocks.{i}.norm1_context.linear",),
+    ),
+    ("x_embedder.proj", ("pos_embed.proj",)),
+    ("t_embedder.mlp.0", ("time_text_embed.timestep_embedder.linear_1",)),
+    ("t_embedder.mlp.2", ("time_text_embed.timestep_embedder.linear_2",)),
+    ("y_embedder.mlp.0", ("time_text_embed.text_embedder.linear_1",)),
+    ("y_embedder.mlp.2", ("time_text_embed.text_embedder.linear_2",)),
+    ("final_layer.linear", ("proj_out",)),
+    ("final_layer.adaLN_modulation.1", ("norm_out.linear",)),
+)
+
+
 def _template_regex(template: str) -> re.Pattern[str]:
     return re.compile("^" + re.escape(template).replace(r"\{i\}", r"(\d+)") + "$")
 
 
-def _flux_aliases(native: dict[str, tuple[int, ...]], table: ModuleTable) -> None:
-    bfl_native = any(n.startswith(("double_blocks.", "single_blocks.")) for n in native)
-    for bfl, diff in _FLUX_PAIRS:
+def _fused_aliases(
+    native: dict[str, tuple[int, ...]],
+    table: ModuleTable,
+    pairs: tuple[tuple[str, tuple[str, ...]], ...],
+    original_blocks: tuple[str, ...],
+) -> None:
+    """Aliases between a transformer's original names and diffusers' (``pairs``), both ways.
+
+    A file with ``original_blocks`` names gets the diffusers names (a fused layer's parts share
+    its output rows in order); a diffusers file gets the original names (fused over the parts).
+    """
+    bfl_native = any(n.startswith(original_blocks) for n in native)
+    for bfl, diff in pairs:
         if bfl_native:
             rx = _template_regex(bfl)
             for name, shape in native.items():
@@ -253,6 +312,35 @@ def _flux_aliases(native: dict[str, tuple[int, ...]], table: ModuleTable) -> Non
                 out = sum(native[p][0] for p in parts)
                 target = Target(tuple(parts), out, first[1], math.prod(first[1:]))
                 table.add(bfl.replace("{i}", idx), target)
+
+
+# XLabs Flux LoRA module -> the BFL layer it patches (diffusers' _convert_xlabs_flux_lora_to_
+# diffusers makes the same correspondence). A single block's qkv_lora patches only the q/k/v rows
+# of the fused linear1 (its MLP rows are left alone): its delta is 3 x the model width tall.
+_XLABS_PAIRS: tuple[tuple[str, str], ...] = (
+    ("double_blocks.{i}.processor.qkv_lora1", "double_blocks.{i}.img_attn.qkv"),
+    ("double_blocks.{i}.processor.proj_lora1", "double_blocks.{i}.img_attn.proj"),
+    ("double_blocks.{i}.processor.qkv_lora2", "double_blocks.{i}.txt_attn.qkv"),
+    ("double_blocks.{i}.processor.proj_lora2", "double_blocks.{i}.txt_attn.proj"),
+    ("single_blocks.{i}.processor.qkv_lora", "single_blocks.{i}.linear1"),
+    ("single_blocks.{i}.processor.proj_lora", "single_blocks.{i}.linear2"),
+)
+
+
+def _xlabs_aliases(table: ModuleTable) -> None:
+    """XLabs' processor names for the Flux layers ``table`` has under BFL names."""
+    for xlabs, bfl in _XLABS_PAIRS:
+        rx = _template_regex(bfl)
+        for name, target in list(table.dotted.items()):
+            m = rx.match(name)
+            if not m:
+                continue
+            alias = xlabs.replace("{i}", m.group(1))
+            if xlabs.endswith("qkv_lora"):
+                width = target.in_features
+                modules = target.modules[:3] if len(target.modules) > 1 else target.modules
+                target = Target(modules, 3 * width, width, target.in_flat)
+            table.add(alias, target)
 
 
 _OPENCLIP_TO_HF = (
@@ -302,10 +390,17 @@ def build_table(component: Component) -> ModuleTable:
             alias = diffusers_unet_to_ldm(name, with_attention)
             if alias:
                 table.add(alias, _target(name, shape))
-    if any(
-        n.startswith(("double_blocks.", "single_blocks.", "transformer_blocks.")) for n in native
-    ):
-        _flux_aliases(native, table)
+    if any(n.startswith(("double_blocks.", "single_blocks.")) for n in native):
+        _fused_aliases(native, table, _FLUX_PAIRS, ("double_blocks.", "single_blocks."))
+        _xlabs_aliases(table)
+    elif any(n.startswith("joint_blocks.") for n in native):
+        _fused_aliases(native, table, _MMDIT_PAIRS, ("joint_blocks.",))
+    elif any(n.startswith("transformer_blocks.") for n in native):
+        # diffusers Flux (with single_transformer_blocks) or SD3: both sets of original names;
+        # a pair only applies where every diffusers part it names exists.
+        _fused_aliases(native, table, _FLUX_PAIRS, ("double_blocks.", "single_blocks."))
+        _xlabs_aliases(table)
+        _fused_aliases(native, table, _MMDIT_PAIRS, ("joint_blocks.",))
     return table
 
 
@@ -458,6 +553,8 @@ def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
     total = len(lora.tensors)
     namings = {m.naming for m in layout.modules}
     fmt = "kohya" if "kohya" in namings else ("peft" if namings else "unknown")
+    if namings == {"xlabs"}:
+        fmt = "xlabs"
     if any(p in m.parts for m in layout.modules for p in _LYCORIS_FIRST_FACTORS):
         fmt = "lycoris"
     return LoraCoverage(

@@ -111,8 +111,9 @@ class ResolveResult:
 
     @property
     def compatible(self) -> bool:
+        """Every part was checked and fits, and nothing the family needs is missing."""
         statuses = [self.checkpoint.status, *(p.status for p in self.parts)]
-        return "rejected" not in statuses and not self.missing
+        return all(s == "accepted" for s in statuses) and not self.missing
 
     @property
     def exit_code(self) -> int:
@@ -272,9 +273,8 @@ def check_part(base: Part, part: Part) -> tuple[str, tuple[Compatibility, ...]]:
     statuses = {r.status for r in found}
     if "reject" in statuses:
         return "rejected", tuple(found)
-    if statuses & {"accept", "warn"} and "accept" in statuses:
-        return "accepted", tuple(found)
-    return ("accepted" if found else "unchecked"), tuple(found)
+    # Accepted only when some rule says it fits; warnings alone check nothing.
+    return ("accepted" if "accept" in statuses else "unchecked"), tuple(found)
 
 
 def _base_result(base: Part) -> PartResult:

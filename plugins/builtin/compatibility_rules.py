@@ -17,6 +17,7 @@ from modelsafe.runtime.family_needs import (
     CONTEXT_DIM,
     NEEDS,
     TEXT_ENCODER_WIDTHS,
+    VAE_LINEAGE,
     label,
     related,
 )
@@ -86,7 +87,11 @@ def family_rule(base: Part, part: Part) -> Compatibility | None:
 
 
 def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
-    if part.kind not in ("lora", "lycoris") or part.index is None or base.index is None:
+    # A file given as --lora that the detectors could not tell is mapped too: its keys decide.
+    unknown_lora = part.kind == "unknown" and part.role == "lora"
+    if part.kind not in ("lora", "lycoris") and not unknown_lora:
+        return None
+    if part.index is None or base.index is None:
         return None
     from modelsafe.registry.model_parts import BUILTIN_FAMILIES, split_components
     from modelsafe.runtime.lora_mapping import map_lora
@@ -104,10 +109,16 @@ def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
     evidence += [f"no module for {k}" for k in cov.unmapped[:3]]
     reason = f"{cov.mapped_keys} of {cov.lora_keys} LoRA keys map onto this {on}"
     if cov.absent_components:
-        reason += (
-            f"; {absent_keys} keys patch {', '.join(cov.absent_components)}, which this file "
-            "does not contain (they apply to the text encoder loaded beside it)"
-        )
+        absent = ", ".join(cov.absent_components)
+        if any(c.role == "text_encoder" for c in comps):
+            # The file brings its text encoders: what it lacks, the family lacks.
+            family = label(base.family)
+            reason += f"; {absent_keys} keys patch {absent}, which {family} does not have"
+        else:
+            reason += (
+                f"; {absent_keys} keys patch {absent}, which this file does not contain "
+                "(not checked here: they apply to the text encoder loaded beside it)"
+            )
     share = cov.mapped_keys / considered if considered else 0.0
     if cov.mapped_keys == 0 or share < MIN_COVERAGE:
         return _no("lora_keys", reason, *evidence)
@@ -116,7 +127,7 @@ def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
     return _ok("lora_keys", reason, *evidence)
 
 
-def vae_rule(base: Part, part: Part) -> Compatibility | None:
+def vae_rule(base: Part, part: Part) -> Compatibility | list[Compatibility] | None:
     if part.role != "vae" and part.kind != "vae":
         return None
     pl = part.facts.get("latent_channels") or part.facts.get("vae_latent_channels")
@@ -127,14 +138,30 @@ def vae_rule(base: Part, part: Part) -> Compatibility | None:
         return _warn("vae_latent", "latent channels unknown; cannot check this VAE")
     if pl != bl:
         return _no("vae_latent", f"VAE latent channels {pl} != {bl} of the checkpoint")
-    same = part.family in ("any", "unknown", base.family)
-    if not same:
+    fits = _ok("vae_latent", f"VAE latent channels {pl} = checkpoint's {bl}")
+    want = VAE_LINEAGE.get(base.family)
+    tied = [str(f) for f in part.facts.get("tied_families") or ()]
+    lineages = {VAE_LINEAGE[f] for f in tied if f in VAE_LINEAGE}
+    if want is not None and want in lineages and len(lineages) > 1:
+        names = " or ".join(label(f) for f in sorted(lineages))
+        return [
+            fits,
+            _warn(
+                "vae_lineage",
+                f"the shapes cannot tell whether this VAE was trained for {names} (their VAEs "
+                f"share one layout, and no metadata says); make sure it is {label(want)}'s: a "
+                "VAE trained for another family gives off colours or noise",
+            ),
+        ]
+    made_for = VAE_LINEAGE.get(part.family)
+    if want is not None and made_for is not None and made_for != want:
         return _warn(
-            "vae_latent",
+            "vae_lineage",
             f"VAE latent channels {pl} = {bl}, but it was trained for {label(part.family)} "
-            f"(checkpoint is {label(base.family)}): colours may be off",
+            f"(checkpoint is {label(base.family)}, which uses {label(want)}'s VAE): colours "
+            "may be off",
         )
-    return _ok("vae_latent", f"VAE latent channels {pl} = checkpoint's {bl}")
+    return fits
 
 
 def _base_encoder_widths(base: Part) -> dict[str, int]:
@@ -156,6 +183,7 @@ def embedding_rule(base: Part, part: Part) -> Compatibility | None:
     if not widths or not encoders:
         return _warn("embedding_width", "token width or text encoders unknown; not checked")
     fits: list[str] = []
+    fed: set[str] = set()
     for slot, width in widths.items():
         match = [n for n, w in encoders.items() if w == width and (slot in (n, "emb_params"))]
         if not match:
@@ -166,15 +194,17 @@ def embedding_rule(base: Part, part: Part) -> Compatibility | None:
                 f"({have})",
             )
         fits.append(f"embedding width {width} fits {match[0]}")
-    unfed = [
-        n for n in encoders if n not in widths and "emb_params" in widths and len(encoders) > 1
-    ]
-    if unfed and base.family in ("sdxl", "sd3", "sd3.5"):
+        fed.add(match[0])
+    # Every CLIP encoder of a multi-encoder family reads the prompt's token: a vector set for
+    # CLIP-L alone leaves CLIP-G without one (A1111 skips such an embedding on SDXL, ComfyUI
+    # warns of a shape mismatch). T5 takes no textual-inversion vectors.
+    unfed = [n for n in encoders if n in ("clip_l", "clip_g") and n not in fed]
+    if unfed and len(encoders) > 1 and base.family in ("sdxl", "sd3", "sd3.5"):
         return _no(
             "embedding_width",
             "; ".join(fits)
             + f", but {label(base.family)} also needs a vector for "
-            + ", ".join(n for n in encoders if not any(n in f for f in fits)),
+            + ", ".join(unfed),
         )
     return _ok("embedding_width", "; ".join(fits))
 
@@ -252,6 +282,11 @@ RULES = (
 
 @hookimpl
 def modelsafe_check_compatibility(base: Part, part: Part) -> list[Compatibility] | None:
-    results: list[Any] = [rule(base, part) for rule in RULES]
-    found = [r for r in results if r is not None]
+    found: list[Compatibility] = []
+    for rule in RULES:
+        result: Any = rule(base, part)
+        if isinstance(result, list):
+            found.extend(result)
+        elif result is not None:
+            found.append(result)
     return found or None

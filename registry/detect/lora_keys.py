@@ -23,6 +23,10 @@ LoRA files name the layer they patch in several conventions (public facts of the
 - ComfyUI / original naming: ``diffusion_model.<original module>.lora_down.weight`` (or lora_A),
   ``text_encoders.clip_l.transformer.<...>`` (``clip_g``, ``clip_h``, ``t5xxl``); some Flux/SD3
   exports have no prefix at all.
+- XLabs Flux LoRAs: ``double_blocks.N.processor.qkv_lora1.down.weight`` (``proj_lora1``, and
+  ``qkv_lora2``/``proj_lora2`` for the text stream; ``single_blocks.N.processor.qkv_lora`` and
+  ``proj_lora``): the module keeps XLabs' name, which the mapping table resolves;
+- sd-scripts' OFT network: ``oft_unet_<module>.oft_blocks`` (UNet only).
 
 The target of a text-encoder key is a *position* (``text_encoder_2`` is CLIP-G in SDXL and SD3
 but T5 in diffusers' Flux pipeline), so a key also records the encoder it names where its naming
@@ -34,8 +38,9 @@ identity first and falls back to position.
 Each key gives a :class:`LoraKey`: the naming, the network it patches (``target``), the module
 path in canonical form (dotted wherever the naming keeps the dots; kohya's flat spelling, where the
 dots are lost, with ``dotted=False``) and the part, canonical (``down``, ``up``, ``alpha``,
-``hada_w1_a`` ...) when it is one the readers understand, else as stored (``w_norm``,
-``lora_magnitude_vector``: counted with its module, read by no rule). :func:`group_modules`
+``hada_w1_a`` ...) when it is one the readers understand, else as stored (``w_norm``: counted
+with its module, read by no rule). PEFT's DoRA ``lora_magnitude_vector`` is ``dora_scale``, as
+kohya and LyCORIS name the same thing. :func:`group_modules`
 collects the keys of each patched layer into a :class:`LoraModule` with its adapter type and the
 shape of the weight delta it describes.
 
@@ -66,6 +71,9 @@ PARTS: dict[str, str] = {
     "lora_B.bias": "up_bias",
     "alpha": "alpha",
     "dora_scale": "dora_scale",
+    # PEFT's DoRA magnitude (one per output row; saved without ``.weight`` by most PEFT versions).
+    "lora_magnitude_vector": "dora_scale",
+    "lora_magnitude_vector.weight": "dora_scale",
     "hada_w1_a": "hada_w1_a",
     "hada_w1_b": "hada_w1_b",
     "hada_w2_a": "hada_w2_a",
@@ -101,10 +109,11 @@ KOHYA_TARGETS: dict[str, str] = {
     "lora_te1": "text_encoder",
     "lora_te2": "text_encoder_2",
     "lora_te3": "text_encoder_3",
+    "oft_unet": "denoiser",  # sd-scripts' own OFT network (networks/oft.py): UNet only
 }
 # Prefixes that name the encoder itself, not only its position.
 KOHYA_ENCODERS: dict[str, str] = {"lora_te3": "t5xxl"}
-_KOHYA = re.compile(r"^(lora_unet|lora_transformer|lycoris|lora_te[123]?)_([^.]+)\.(.+)$")
+_KOHYA = re.compile(r"^(lora_unet|lora_transformer|lycoris|lora_te[123]?|oft_unet)_([^.]+)\.(.+)$")
 
 # Dotted prefixes -> (model part, naming). ``base_model.model.`` (raw PEFT saves) is peeled first.
 DOTTED_TARGETS: tuple[tuple[str, str, str], ...] = (
@@ -141,6 +150,14 @@ _PEFT_NAMED = re.compile(r"^lora_([AB])\.[^.]+\.weight$")
 # Older diffusers attention processors: <attn>.processor.to_q_lora.down.weight patches <attn>.to_q.
 _ATTN_PROCESSOR = re.compile(r"^(.*)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
 _SUFFIXED_LORA = re.compile(r"^(.+)_lora\.(down|up)\.weight$")  # <module>_lora.down.weight
+# XLabs Flux LoRAs: LoRA layers of their attention processors, named after the processor
+# (double blocks: qkv_lora1/proj_lora1 image stream, qkv_lora2/proj_lora2 text stream; single
+# blocks: qkv_lora, proj_lora). The module is kept as XLabs names it; the mapping table knows
+# which Flux layer each patches (as diffusers' _convert_xlabs_flux_lora_to_diffusers reads them).
+_XLABS = re.compile(
+    r"^(?:diffusion_model\.)?((?:double|single)_blocks\.\d+\.processor\.(?:qkv|proj)_lora[12]?)"
+    r"\.(down|up)\.weight$"
+)
 # Older diffusers' attention names -> the layer they patch: in a text encoder CLIP's projections
 # (diffusers' DIFFUSERS_OLD_TO_PEFT), in a denoiser the attention's own (UNET_TO_DIFFUSERS).
 _OLD_TEXT_PROJ = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
@@ -174,7 +191,7 @@ class LoraKey:
     """One stored tensor of a LoRA file, split into what it patches and which part it is."""
 
     name: str
-    naming: str  # kohya | peft | diffusers | comfy
+    naming: str  # kohya | peft | diffusers | comfy | xlabs
     target: str  # denoiser | text_encoder | text_encoder_2 | text_encoder_3
     module: str  # the patched layer's path: dotted, or kohya's flat spelling (dotted=False)
     dotted: bool
@@ -210,6 +227,10 @@ def _canonical_part(stored: str) -> str:
 
 def parse_key(name: str) -> LoraKey | None:
     """What ``name`` patches, or None when it names no LoRA/LyCORIS module."""
+    m = _XLABS.match(name)
+    if m:
+        part, stored = m.group(2), f"{m.group(2)}.weight"
+        return LoraKey(name, "xlabs", "denoiser", m.group(1), True, part, stored)
     m = _KOHYA.match(name)
     if m:
         target, encoder = KOHYA_TARGETS[m.group(1)], KOHYA_ENCODERS.get(m.group(1), "")
@@ -359,19 +380,31 @@ class LoraModule:
         if down or up:
             return (up[0] if up else None), (down[1] if down and len(down) > 1 else None), False
         w1a, w1b = p.get("hada_w1_a"), p.get("hada_w1_b")
+        if (w1a or w1b) and "hada_t1" in p:
+            # Tucker (LyCORIS use_tucker, conv kxk): w1_a [r, out], w1_b [r, in], t1 [r, r, k, k]
+            return _axis(w1a, 1), _axis(w1b, 1), False
         if w1a or w1b:
             return (w1a[0] if w1a else None), (w1b[1] if w1b else None), True
         k1, k2 = p.get("lokr_w1"), p.get("lokr_w2")
         k1a, k1b = p.get("lokr_w1_a"), p.get("lokr_w1_b")
         k2a, k2b = p.get("lokr_w2_a"), p.get("lokr_w2_b")
         w1 = k1 or ((k1a[0], k1b[1]) if k1a and k1b else None)
-        w2 = k2 or ((k2a[0], k2b[1]) if k2a and k2b else None)
+        tucker = "lokr_t2" in p  # w2_a [r, out_k], w2_b [r, in_n], t2 [r, r, k, k]
+        w2: tuple[int, ...] | None
+        if tucker:
+            w2 = (k2a[1], k2b[1]) if k2a and k2b and len(k2a) > 1 and len(k2b) > 1 else None
+        else:
+            w2 = k2 or ((k2a[0], k2b[1]) if k2a and k2b else None)
         if w1 and w2:
-            return w1[0] * w2[0], w1[1] * math.prod(w2[1:]), True
+            return w1[0] * w2[0], w1[1] * math.prod(w2[1:]), not tucker
         diff = p.get("diff")
         if diff and len(diff) >= 2:
             return diff[0], diff[1], False
         return None, None, False
+
+
+def _axis(shape: tuple[int, ...] | None, axis: int) -> int | None:
+    return shape[axis] if shape is not None and len(shape) > axis else None
 
 
 def _kron_dim(parts: dict[str, tuple[int, ...]], base: str, axis: int) -> int | None:
@@ -428,7 +461,8 @@ def group_modules(tensors: Iterable[TensorInfo]) -> LoraLayout:
 
 def _delta_suffixes() -> tuple[str, ...]:
     found = {"." + stored for stored, part in PARTS.items() if part in DELTA_PARTS}
-    return tuple(sorted(found | {"_lora.down.weight"}))
+    xlabs = {"_lora.down.weight", "_lora1.down.weight", "_lora2.down.weight"}
+    return tuple(sorted(found | xlabs))
 
 
 _DELTA_SUFFIXES = _delta_suffixes()

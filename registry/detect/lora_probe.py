@@ -54,15 +54,23 @@ class _DiT:
     width_key: re.Pattern[str]  # a layer whose input width is the model width
     widths: tuple[int, ...]
     what: str
+    # Only these block names, no family-specific layer: the width alone decides (else no family).
+    width_decides: bool = False
 
 
 _DITS: tuple[_DiT, ...] = (
     _DiT(
         "flux1",
-        re.compile(r"(?:^|_)(?:double_blocks_\d+_(?:img|txt)_|single_blocks_\d+_linear)"),
-        re.compile(r"double_blocks_\d+_img_attn_qkv$|single_blocks_\d+_linear1$"),
+        re.compile(
+            r"(?:^|_)(?:double_blocks_\d+_(?:img|txt)_|single_blocks_\d+_linear"
+            r"|(?:double|single)_blocks_\d+_processor_(?:qkv|proj)_lora)"
+        ),
+        re.compile(
+            r"double_blocks_\d+_img_attn_qkv$|single_blocks_\d+_linear1$"
+            r"|double_blocks_\d+_processor_qkv_lora1$"
+        ),
         (3072,),
-        "Flux double_blocks/single_blocks (BFL naming)",
+        "Flux double_blocks/single_blocks (BFL naming, or XLabs' processor LoRAs)",
     ),
     _DiT(
         "flux1",
@@ -107,6 +115,15 @@ _DITS: tuple[_DiT, ...] = (
         re.compile(r"transformer_blocks_\d+_attn_to_q$"),
         (1536, 2432),
         "MMDiT transformer_blocks with add_q/k/v_proj and no single blocks (diffusers SD3)",
+    ),
+    _DiT(
+        "sd3",
+        re.compile(r"(?:^|_)transformer_blocks_\d+_attn_(?:to_[qkv]|to_out_0)$"),
+        re.compile(r"transformer_blocks_\d+_attn_to_q$"),
+        (1536, 2432, 3072),
+        "DiT transformer_blocks attention only (diffusers naming: SD3/SD3.5 or Flux.1 double "
+        "blocks)",
+        width_decides=True,
     ),
 )
 
@@ -266,8 +283,16 @@ def _dit_family(
     if width is not None:
         facts["hidden_size"] = width
     family, score = dit.family, 0.9
+    if dit.width_decides and width not in dit.widths:
+        evidence.append(
+            f"model width {width}: none of {', '.join(map(str, dit.widths))}; the block names "
+            "alone do not tell the family"
+        )
+        return None, 0.5
+    if dit.width_decides:
+        score = 0.8
     if dit.family == "sd3":
-        has_attn2 = any(re.search(r"attn2_", m.flat) for m in hits)
+        has_attn2 = any(re.search(r"attn2_", m.flat) for m in denoiser)
         if width == 3072:
             family = "flux1"
             evidence.append(
@@ -284,7 +309,7 @@ def _dit_family(
                 "model width 1536: SD3 medium (SD3.5 medium shares the width; its attn2 layers "
                 "are not patched here)"
             )
-            score = 0.85
+            score = min(score, 0.85)
     elif width is not None and width not in dit.widths:
         evidence.append(f"model width {width}, expected {dit.widths[0]}: unusual for {family}")
         score = 0.6
