@@ -99,7 +99,13 @@ def _check_header(raw: bytes, data_size: int) -> list[Finding]:  # noqa: C901
             findings.append(_err("bad-entry", "shape/data_offsets are not integer lists", where))
             continue
         begin, end = offsets
-        expected = math.ceil(math.prod(shape) * DTYPE_SIZES[dtype])
+        exact = math.prod(shape) * DTYPE_SIZES[dtype]
+        if exact != int(exact):  # sub-byte dtypes (F4, F6 ...) must fill whole bytes
+            findings.append(
+                _err("bad-range", f"shape {shape} x {dtype} does not fill whole bytes", where)
+            )
+            continue
+        expected = int(exact)
         if end < begin or end - begin != expected:
             findings.append(
                 _err(

@@ -70,6 +70,10 @@ def _candidate(
 
 def _unet_context(view: KeyView, evidence: list[str], facts: dict[str, Any]) -> str | None:
     key = view.first("attn2.to_k.weight")
+    if key is None:
+        # Stability's control-LoRAs (``lora_controlnet``) store layers as low-rank .down/.up
+        # factors: the down factor's input width is the layer's.
+        key = view.first("attn2.to_k.down")
     ctx = view.dim(key, 1) if key else None
     if ctx is None:
         evidence.append("no attn2.to_k layer: cross-attention width unknown")

@@ -44,6 +44,10 @@ MAX_FOREIGN_SHARE = 0.1
 
 _ATTN2_KV = re.compile(r"attn2_to_[kv]$")
 _ATTN1_Q = re.compile(r"attn1_to_q$")
+# A UNet's attention sits inside its levels; a DiT's (LTX-Video, PixArt) in top-level blocks.
+_UNET_LEVEL = re.compile(
+    r"(?:^|_)(?:down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block)_"
+)
 _TE_Q = re.compile(r"self_attn_q_proj$|attn_in_proj$|SelfAttention_q$")
 
 
@@ -139,7 +143,9 @@ def analyse_lora(index: TensorIndex, detector: str) -> list[Candidate]:
     patching = [m for m in modules if m.has_delta()]
     if not patching:
         return []
-    foreign = [n for n in others if not n.endswith((".scale_weight", "scaled_fp8"))]
+    # Not LoRA parts but expected beside them: scaled-fp8 markers, and the full q/k norm scales
+    # BFL's Flux control LoRAs (Depth/Canny) carry (diffusers loads them as norm weights).
+    foreign = [n for n in others if not n.endswith(_EXPECTED_EXTRAS)]
     if len(foreign) > MAX_FOREIGN_SHARE * len(index.tensors):
         return []  # LoRA-like keys inside something else (a merged checkpoint?): not ours
     evidence: list[str] = []
@@ -174,6 +180,9 @@ def analyse_lora(index: TensorIndex, detector: str) -> list[Candidate]:
             facts=facts,
         )
     ]
+
+
+_EXPECTED_EXTRAS = (".scale_weight", "scaled_fp8", "query_norm.scale", "key_norm.scale")
 
 
 def _naming(modules: list[LoraModule]) -> str:
@@ -234,7 +243,15 @@ def _family(
         hits = [m for m in denoiser if dit.pattern.search(m.flat)]
         if hits:
             return _dit_family(dit, denoiser, hits, evidence, facts)
-    kv = [m for m in denoiser if _ATTN2_KV.search(m.flat) and m.in_features()]
+    unet_layers = [m for m in denoiser if _UNET_LEVEL.search(m.flat)]
+    if denoiser and not unet_layers and any(_ATTN2_KV.search(m.flat) for m in denoiser):
+        example = next(m for m in denoiser if _ATTN2_KV.search(m.flat))
+        evidence.append(
+            f"cross-attention layers outside any UNet level (e.g. {example.flat!r}): a DiT "
+            "with attn1/attn2 blocks (LTX-Video, PixArt ...), no family modelsafe knows"
+        )
+        return None, 0.5
+    kv = [m for m in unet_layers if _ATTN2_KV.search(m.flat) and m.in_features()]
     if kv:
         widths = Counter(m.in_features() for m in kv)
         ctx = widths.most_common(1)[0][0] or 0
@@ -248,8 +265,8 @@ def _family(
         if te_why:
             evidence.append(te_why + (" agrees" if te_family in (family, None) else ""))
         return (family, 0.95) if family else (None, 0.5)
-    if denoiser:
-        family = _unet_by_widths(denoiser, evidence)
+    if unet_layers:
+        family = _unet_by_widths(unet_layers, evidence)
         if family == "sd1/sd2":
             if te_family in ("sd1", "sd2"):
                 evidence.append(te_why)
@@ -283,6 +300,11 @@ def _dit_family(
     if width is not None:
         facts["hidden_size"] = width
     family, score = dit.family, 0.9
+    if dit.family == "flux1" and dit.width_decides is False:
+        why_not = _not_flux1(denoiser, width)
+        if why_not:
+            evidence.append(why_not)
+            return None, 0.5
     if dit.width_decides and width not in dit.widths:
         evidence.append(
             f"model width {width}: none of {', '.join(map(str, dit.widths))}; the block names "
@@ -293,11 +315,22 @@ def _dit_family(
         score = 0.8
     if dit.family == "sd3":
         has_attn2 = any(re.search(r"attn2_", m.flat) for m in denoiser)
-        if width == 3072:
+        last = max(
+            (int(b.group(1)) for m in denoiser if (b := _DIT_BLOCK.search(m.flat))), default=-1
+        )
+        if width == 3072 and last >= FLUX1_BLOCKS["double"]:
+            family = "qwen-image"
+            evidence.append(
+                f"model width 3072 with transformer block {last}: Qwen-Image (60 blocks; Flux.1 "
+                "has 19 such blocks)"
+            )
+        elif width == 3072:
             family = "flux1"
             evidence.append(
-                "model width 3072 = Flux.1 (diffusers naming; only its double blocks are patched)"
+                "model width 3072 = Flux.1 (diffusers naming; only its double blocks are patched; "
+                "Qwen-Image's first 19 blocks would look the same)"
             )
+            score = min(score, 0.8)
         elif width == 2432:
             family = "sd3.5"
             evidence.append(f"model width {width} = SD3.5 large")
@@ -311,13 +344,69 @@ def _dit_family(
             )
             score = min(score, 0.85)
     elif width is not None and width not in dit.widths:
-        evidence.append(f"model width {width}, expected {dit.widths[0]}: unusual for {family}")
-        score = 0.6
+        evidence.append(
+            f"model width {width}, but {family} is {dit.widths[0]} wide: another model "
+            "with the same block names"
+        )
+        return None, 0.5
     elif width is not None:
         evidence.append(f"model width {width} = {family}")
     if dit.family == "flux1":
+        img_in = next((m for m in denoiser if m.flat == "img_in"), None)
+        channels = img_in.in_features() if img_in is not None else None
+        if img_in is not None and channels is not None and channels > 64:
+            facts["control_lora"] = True
+            evidence.append(
+                f"{img_in.says()}: img_in takes {channels} channels (Flux.1's 64 plus a control "
+                "image): a control LoRA (FLUX.1 Depth/Canny) for Flux.1 dev"
+            )
         evidence.append("Chroma (derived from Flux.1) shares these block names")
     return family, score
+
+
+_DIT_BLOCK = re.compile(r"(?:^|_)transformer_blocks_(\d+)_")
+_BLOCK_INDEX = re.compile(r"(?:^|_)(double|single)_blocks_(\d+)_")
+# HunyuanVideo names what Flux.1 calls mlp.0/mlp.2, mod.lin and modulation.lin differently.
+_HUNYUAN_NAMES = re.compile(r"_mlp_fc[12]$|_mod_linear$|modulation_linear$|_attn_q_norm$")
+FLUX1_BLOCKS = {"double": 19, "single": 38}
+
+
+def _not_flux1(denoiser: list[LoraModule], width: int | None) -> str | None:
+    """Why a LoRA with Flux-style block names is not for Flux.1 (HunyuanVideo and FLUX.2 share
+    them), or None when nothing contradicts Flux.1: 19 double / 38 single blocks, linear1 7x and
+    mlp.0 4x the model width, mlp.0 / mod.lin names."""
+    most = {"double": -1, "single": -1}
+    for m in denoiser:
+        found = _BLOCK_INDEX.search(m.flat)
+        if found:
+            most[found.group(1)] = max(most[found.group(1)], int(found.group(2)))
+    over = [k for k, n in FLUX1_BLOCKS.items() if most[k] >= n]
+    if over:
+        counts = ", ".join(f"{k} block {most[k]}" for k in over)
+        return (
+            f"{counts}: Flux.1 has {FLUX1_BLOCKS['double']} double and "
+            f"{FLUX1_BLOCKS['single']} single blocks; HunyuanVideo (20/40) and FLUX.2 use the "
+            "same block names, so the family is not told"
+        )
+    hunyuan = next((m for m in denoiser if _HUNYUAN_NAMES.search(m.flat)), None)
+    if hunyuan is not None:
+        return (
+            f"{hunyuan.flat!r}: HunyuanVideo's layer names (Flux.1 has mlp.0/mlp.2, mod.lin), "
+            "a model modelsafe does not know"
+        )
+    if width:
+        for m in denoiser:
+            out = m.delta_shape()[0]
+            if out is None:
+                continue
+            times = 7 if m.flat.endswith("linear1") else 0
+            times = 4 if m.flat.endswith(("img_mlp_0", "txt_mlp_0")) else times
+            if times and out != times * width:
+                return (
+                    f"{m.flat!r} outputs {out} = {out / width:g}x the model width, Flux.1's is "
+                    f"{times}x: another model with these block names (FLUX.2?)"
+                )
+    return None
 
 
 def _unet_by_widths(denoiser: list[LoraModule], evidence: list[str]) -> str | None:

@@ -39,7 +39,7 @@ _BASE_VERSIONS: tuple[tuple[str, str], ...] = (
     ("flux1", "flux1"),
     ("flux", "flux1"),
     ("chroma", "chroma"),
-    ("lumina", "z-image"),
+    # sd-scripts' "lumina2" is Lumina-Image 2.0 (2304 wide), not Z-Image: no family of ours.
 )
 
 

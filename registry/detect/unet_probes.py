@@ -119,6 +119,17 @@ def analyse_unet(view: KeyView, hints: Hints, names: _UNetNames) -> list[Match]:
         evidence.insert(0, f"context width {ctx} matches no known UNet family ({known})")
         return [Match(closest[0], 0.2, evidence, facts=facts)]
     family, _, want_channels, want_adm = signature
+    hid = view.shape("encoder_hid_proj.weight")
+    if hid is not None and len(hid) == 2:
+        # SD UNets take the text encoder's states as they are; a projection in front of the
+        # cross-attention means another text encoder (Kolors: ChatGLM3, 4096 wide).
+        facts["encoder_hid_dim"] = hid[1]
+        evidence.append(
+            f"{view.says('encoder_hid_proj.weight')}: the text states pass a {hid[1]}-wide "
+            f"projection first: not {family}'s text encoders (Kolors uses ChatGLM3, 4096 wide); "
+            "a model modelsafe does not know"
+        )
+        return [Match(family, 0.25, evidence, facts=facts)]
     checks = [
         (channels == want_channels, f"base channels {channels} (expected {want_channels})"),
         (
@@ -134,6 +145,14 @@ def analyse_unet(view: KeyView, hints: Hints, names: _UNetNames) -> list[Match]:
     score = 0.6 + 0.35 * passed / len(checks)
     match = Match(family, score, evidence, facts=facts)
     _variant_and_prediction(match, in_ch, hints, view, names)
+    edm = sorted(n for n in hints.names if n.rpartition(".")[2] in ("edm_mean", "edm_std"))
+    if family == "sdxl" and edm:
+        match.variant = "playground-v2.5"
+        match.facts["noise_schedule"] = "edm"
+        match.evidence.append(
+            f"{', '.join(edm)}: Playground v2.5's latent statistics (an SDXL-layout model trained "
+            "with the EDM noise schedule; diffusers runs it with EDMDPMSolverMultistepScheduler)"
+        )
     return [match]
 
 

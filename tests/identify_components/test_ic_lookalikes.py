@@ -1,0 +1,192 @@
+"""Files that look like a known family but are another model, and odd forms of known ones.
+
+A confident wrong family is the worst answer `inspect` can give, so each model here that shares
+block names with a family modelsafe knows (HunyuanVideo and FLUX.2 with Flux.1, LTX-Video with a
+UNet's attn2 widths, Lumina 2 with Z-Image, Kolors with SDXL) must come out `unknown`; the odd
+forms of known families (BFL control LoRAs, Stability control-LoRAs, Playground v2.5, XLabs and
+attention-only Qwen-Image LoRAs) must be named.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from modelsafe.registry.inspect import inspect_path
+from modelsafe.testing import write_safetensors
+from modelsafe.testing.layouts import base_models
+
+Spec = tuple[str, str, tuple[int, ...]]
+Module = tuple[str, tuple[int, int]]
+
+
+def _kohya(mods: list[Module], rank: int = 16) -> list[Spec]:
+    specs: list[Spec] = []
+    for module, (out, inn) in mods:
+        name = "lora_unet_" + module.replace(".", "_")
+        specs += [(f"{name}.lora_down.weight", "BF16", (rank, inn))]
+        specs += [(f"{name}.lora_up.weight", "BF16", (out, rank)), (f"{name}.alpha", "BF16", ())]
+    return specs
+
+
+def _peft(mods: list[Module], prefix: str, rank: int = 16) -> list[Spec]:
+    specs: list[Spec] = []
+    for module, (out, inn) in mods:
+        specs += [(f"{prefix}{module}.lora_A.weight", "BF16", (rank, inn))]
+        specs += [(f"{prefix}{module}.lora_B.weight", "BF16", (out, rank))]
+    return specs
+
+
+def _inspect(
+    tmp_path: Path, name: str, specs: list[Any], meta: dict[str, str] | None = None
+) -> Any:
+    return inspect_path(write_safetensors(tmp_path / f"{name}.safetensors", specs, meta))
+
+
+def _evidence(report: Any) -> str:
+    return " | ".join(report.evidence)
+
+
+def _hunyuan_video(h: int = 3072) -> list[Module]:
+    mods: list[Module] = []
+    for i in range(20):
+        for s in ("img", "txt"):
+            mods += [(f"double_blocks.{i}.{s}_attn_qkv", (3 * h, h))]
+            mods += [(f"double_blocks.{i}.{s}_mlp.fc1", (4 * h, h))]
+            mods += [(f"double_blocks.{i}.{s}_mod.linear", (6 * h, h))]
+    for i in range(40):
+        mods += [
+            (f"single_blocks.{i}.linear1", (7 * h, h)),
+            (f"single_blocks.{i}.linear2", (h, 5 * h)),
+        ]
+    return mods
+
+
+def _flux2(h: int, double: int, single: int) -> list[Module]:
+    mods: list[Module] = []
+    for i in range(double):
+        for s in ("img", "txt"):
+            mods += [(f"double_blocks.{i}.{s}_attn.qkv", (3 * h, h))]
+            mods += [(f"double_blocks.{i}.{s}_mlp.0", (6 * h, h))]
+    for i in range(single):
+        mods += [
+            (f"single_blocks.{i}.linear1", (9 * h, h)),
+            (f"single_blocks.{i}.linear2", (h, 4 * h)),
+        ]
+    return mods
+
+
+def test_flux_shaped_loras_of_other_models_are_unknown(tmp_path: Path) -> None:
+    for name, specs, why in (
+        ("hunyuan-kohya", _kohya(_hunyuan_video()), "Flux.1 has 19 double and 38 single"),
+        ("hunyuan-comfy", _peft(_hunyuan_video(), "diffusion_model."), "Flux.1 has 19 double"),
+        ("flux2-klein", _peft(_flux2(3072, 5, 20), "diffusion_model."), "Flux.1's is 4x"),
+        ("flux2-dev", _peft(_flux2(6144, 8, 48), "diffusion_model."), "so the family is not told"),
+    ):
+        report = _inspect(tmp_path, name, specs)
+        assert (report.family, report.kind) == ("unknown", "lora"), (name, report.evidence)
+        assert why in _evidence(report), (name, report.evidence)
+    few = _kohya([(m, s) for m, s in _hunyuan_video() if ".0." in m and "mlp" in m])
+    report = _inspect(tmp_path, "hunyuan-first-block", few)
+    assert report.family == "unknown" and "HunyuanVideo's layer names" in _evidence(report)
+
+
+def test_real_flux1_loras_still_are(tmp_path: Path) -> None:
+    flux: list[Module] = []
+    for i in range(19):
+        flux += [(f"double_blocks.{i}.img_attn.qkv", (9216, 3072))]
+        flux += [(f"double_blocks.{i}.img_mlp.0", (12288, 3072))]
+    flux += [(f"single_blocks.{i}.linear1", (21504, 3072)) for i in range(38)]
+    report = _inspect(tmp_path, "flux", _kohya(flux))
+    assert (report.family, report.kind) == ("flux1", "lora"), report.evidence
+
+
+def test_dit_cross_attention_is_no_unet_context(tmp_path: Path) -> None:
+    ltx = [
+        (f"transformer_blocks.{i}.{a}.{p}", (2048, 2048))
+        for i in range(28)
+        for a in ("attn1", "attn2")
+        for p in ("to_q", "to_k", "to_v", "to_out.0")
+    ]
+    report = _inspect(tmp_path, "ltx", _peft(ltx, "diffusion_model."))
+    assert (report.family, report.kind) == ("unknown", "lora"), report.evidence
+    assert "outside any UNet level" in _evidence(report)
+
+
+def test_a_width_other_than_the_family_s_gives_no_family(tmp_path: Path) -> None:
+    lumina = [
+        (f"{g}.{i}.attention.qkv", (3840, 2304))
+        for g, n in (("noise_refiner", 2), ("context_refiner", 2), ("layers", 26))
+        for i in range(n)
+    ]
+    meta = {"ss_base_model_version": "lumina2", "ss_network_module": "networks.lora_lumina"}
+    report = _inspect(tmp_path, "lumina", _kohya(lumina), meta)
+    assert (report.family, report.kind) == ("unknown", "lora"), report.evidence
+    assert "z-image is 3840 wide" in _evidence(report)
+
+
+def test_attention_only_qwen_image_lora(tmp_path: Path) -> None:
+    mods = [
+        (f"transformer_blocks.{i}.attn.{p}", (3072, 3072))
+        for i in range(60)
+        for p in ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_out.0")
+    ]
+    report = _inspect(tmp_path, "qwen", _peft(mods, "transformer."))
+    assert (report.family, report.kind) == ("qwen-image", "lora"), report.evidence
+
+
+def test_bfl_flux_control_lora(tmp_path: Path) -> None:
+    specs: list[Spec] = []
+    for name, dtype, shape in base_models.bfl_flux(in_features=128):
+        if name.endswith(".weight") and len(shape) == 2:
+            module = name[: -len(".weight")]
+            specs += [(f"{module}.lora_A.weight", "BF16", (128, shape[1]))]
+            specs += [(f"{module}.lora_B.weight", "BF16", (shape[0], 128))]
+            specs += [(f"{module}.lora_B.bias", "BF16", (shape[0],))]
+        elif name.endswith(("query_norm.scale", "key_norm.scale")):
+            specs.append((name, dtype, shape))
+    report = _inspect(tmp_path, "flux-depth-lora", specs)
+    assert (report.family, report.kind) == ("flux1", "lora"), report.evidence
+    assert report.facts.get("control_lora") is True
+
+
+def test_stability_control_lora_is_an_sdxl_controlnet(tmp_path: Path) -> None:
+    specs: list[Spec] = [("lora_controlnet", "F32", (0,))]
+    for name, dtype, shape in base_models.ldm_unet(**base_models.UNET_PARAMS["sdxl"]):
+        if name.startswith(("output_blocks.", "out.")):
+            continue
+        if name.endswith(".weight") and len(shape) in (2, 4):
+            base = name[: -len(".weight")]
+            up = (shape[0], 128, *((1, 1) if len(shape) == 4 else ()))
+            specs += [(f"{base}.up", "F16", up), (f"{base}.down", "F16", (128, *shape[1:]))]
+        else:
+            specs.append((name, dtype, shape))
+    specs += [
+        ("input_hint_block.0.weight", "F16", (16, 3, 3, 3)),
+        ("zero_convs.0.0.weight", "F16", (320, 320, 1, 1)),
+        ("middle_block_out.0.weight", "F16", (1280, 1280, 1, 1)),
+    ]
+    report = _inspect(tmp_path, "control-lora", specs)
+    assert (report.family, report.kind) == ("sdxl", "controlnet"), report.evidence
+
+
+def test_kolors_unet_is_not_sdxl(tmp_path: Path) -> None:
+    specs = [
+        (n, d, (s[0], 5632) if n == "add_embedding.linear_1.weight" else s)
+        for n, d, s in base_models.diffusers_denoiser("sdxl")
+    ]
+    specs += [
+        ("encoder_hid_proj.weight", "F16", (2048, 4096)),
+        ("encoder_hid_proj.bias", "F16", (2048,)),
+    ]
+    report = _inspect(tmp_path, "kolors", specs)
+    assert report.family == "unknown", report.evidence
+    assert any(c["family"] == "sdxl" for c in report.candidates)
+
+
+def test_playground_v25_is_named(tmp_path: Path) -> None:
+    specs = list(base_models.unet_checkpoint("sdxl"))
+    specs += [("edm_mean", "F32", (1, 4, 1, 1)), ("edm_std", "F32", (1, 4, 1, 1))]
+    report = _inspect(tmp_path, "playground", specs)
+    assert (report.family, report.kind, report.variant) == ("sdxl", "checkpoint", "playground-v2.5")
+    assert report.facts.get("noise_schedule") == "edm"
