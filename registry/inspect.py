@@ -114,12 +114,32 @@ def _report_dict(report: InspectReport) -> dict[str, Any]:
     return value
 
 
+# Control files downloaders keep beside a file they have preallocated at full size and are still
+# filling: the file reads as complete (its header is there) while its data is partly zeros.
+DOWNLOAD_CONTROL_FILES = {".aria2": "aria2", ".!qB": "qBittorrent"}
+
+
+def unfinished_download(path: Path) -> str | None:
+    """A warning when a downloader's control file sits beside ``path`` (download in progress)."""
+    for suffix, tool in DOWNLOAD_CONTROL_FILES.items():
+        if path.with_name(path.name + suffix).exists():
+            return (
+                f"{path.name}{suffix} is beside it: {tool} has not finished downloading this "
+                "file (it is preallocated at full size, so its data may still be zeros); "
+                "inspect it again when the download is done"
+            )
+    return None
+
+
 def inspect_path(path: Path | str, *, with_hashes: bool = False) -> InspectReport:
     """Read, identify and (optionally) hash ``path``."""
     from dataclasses import replace
 
     index = read_index(path)
     report = inspect_index(index)
+    unfinished = unfinished_download(Path(path))
+    if unfinished:
+        report = replace(report, warnings=[*report.warnings, unfinished])
     if with_hashes and Path(path).is_file():
         from modelsafe.registry.hashing import hash_file
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from modelsafe.errors import FileReadError, UnsupportedFormatError
@@ -16,18 +17,46 @@ def open_error(path: Path, exc: OSError) -> FileReadError:
     )
 
 
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_readable_kind(path: Path) -> bool:
+    """True for a folder, False for a regular file; a FileReadError for anything else.
+
+    Checked with ``stat`` before any ``open``: opening a FIFO blocks until something writes to
+    it, and a device such as ``/dev/zero`` never ends.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileReadError(f"{path} does not exist", hint="check the path") from None
+    except OSError as exc:
+        raise open_error(path, exc) from exc
+    if stat.S_ISDIR(mode):
+        return True
+    if stat.S_ISREG(mode):
+        return False
+    what = next((name for test, name in _SPECIAL_FILES if test(mode)), "not a regular file")
+    raise FileReadError(
+        f"{path} is {what}, not a model file", hint="point at a model file or a diffusers folder"
+    )
+
+
 def read_index(path: Path | str) -> TensorIndex:
     """The tensor table of ``path`` (a file or a diffusers folder), from headers only."""
     from modelsafe.plugin_manager import get_plugin_manager
 
     path = Path(path)
+    is_dir = check_readable_kind(path)
     try:
-        is_dir = path.is_dir()
         head = b"" if is_dir else read_head(path)
     except OSError as exc:
         raise open_error(path, exc) from exc
-    if not is_dir and not path.exists():
-        raise FileReadError(f"{path} does not exist", hint="check the path")
     fmt = Format.DIFFUSERS_DIR.value if is_dir else sniff(head).value
     found = get_plugin_manager().first_result("modelsafe_read_index", path=path, head=head, fmt=fmt)
     if found is None:

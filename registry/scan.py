@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from modelsafe.registry.analyse import Analysis, HashCache, analyse
 from modelsafe.registry.catalog.db import Catalog
 from modelsafe.registry.catalog.models import Location, Model, Scan
 from modelsafe.registry.folders import convention_of, folder_report
-from modelsafe.registry.walk import Found, StatKey, walk
+from modelsafe.registry.walk import Found, StatKey, printable, walk
 
 MAX_TRIES = 3  # reads of a file that keeps changing before the scan gives up on it for now
 WRITE_TRIES = 5  # attempts at one file's transaction when a concurrent scan got in the way
@@ -131,11 +131,49 @@ def scan(
     summary = ScanSummary()
     abs_roots = [os.path.abspath(os.fspath(r)) for r in roots]
     with catalog.session() as session:
-        run = Scan(roots=abs_roots, status="running", summary={})
+        run = Scan(roots=[printable(r) for r in abs_roots], status="running", summary={})
         session.add(run)
         session.flush()
         summary.scan_id = run.id
         stored = _load_stored(session)
+    try:
+        return _scan_roots(
+            catalog,
+            abs_roots,
+            stored,
+            summary,
+            started,
+            jobs,
+            with_hash,
+            force,
+            extra_for,
+            missing_roots,
+            progress,
+        )
+    except BaseException:
+        # Interrupted (Ctrl-C) or failed: the scan row must not stay "running" for ever.
+        with catalog.session() as session:
+            row = session.get(Scan, summary.scan_id)
+            if row is not None:
+                row.status = "failed"
+                row.finished_at = utcnow()
+                row.summary = summary_counts(summary)
+        raise
+
+
+def _scan_roots(
+    catalog: Catalog,
+    abs_roots: list[str],
+    stored: dict[str, _Stored],
+    summary: ScanSummary,
+    started: float,
+    jobs: int,
+    with_hash: bool,
+    force: bool,
+    extra_for: Callable[[str], dict[str, Any]] | None,
+    missing_roots: Sequence[str] | None,
+    progress: Progress | None,
+) -> ScanSummary:
     walked = walk(abs_roots)
     summary.files = len(walked.found)
     summary.skipped = [{"path": s.path, "reason": s.reason} for s in walked.skipped]
@@ -243,11 +281,15 @@ def _record(
             with catalog.session() as session:
                 was_new, warnings = write_result(session, found, result, extra_for)
             break
-        except (IntegrityError, OperationalError):
+        except (IntegrityError, OperationalError) as exc:
             # Another scan wrote the same model or path at the same moment: read again, retry.
             if attempt == WRITE_TRIES - 1:
-                raise
+                _not_recorded(found, summary, exc)
+                return
             time.sleep(0.05 * (attempt + 1))
+        except (ValueError, TypeError, UnicodeError, SQLAlchemyError) as exc:
+            _not_recorded(found, summary, exc)  # one file's row, not the whole scan
+            return
     if was_new:
         summary.new += 1
     else:
@@ -258,6 +300,11 @@ def _record(
         summary.error_files.append({"path": found.path, "reason": result.error})
     for w in warnings:
         summary.wrong_folder.append({"path": found.path, "problem": w})
+
+
+def _not_recorded(found: Found, summary: ScanSummary, exc: BaseException) -> None:
+    reason = f"could not be recorded in the catalog: {type(exc).__name__}: {exc}"
+    summary.error_files.append({"path": printable(found.path), "reason": reason[:500]})
 
 
 def content_key(result: Analysis) -> str:

@@ -11,7 +11,8 @@ What counts as a model (decided here, documented in docs/scan.md):
 Symbolic links are followed, each real folder is entered once (a link back to a folder already
 being walked is a loop, reported and not entered again) and each real file is reported with every
 path that reaches it, so a scan reads it once. Entries that cannot be read are reported with a
-reason instead of stopping the walk. Hidden entries (a name starting with ``.``) are skipped.
+reason instead of stopping the walk, and so is a name that is not valid UTF-8 (the catalog stores
+text). Hidden entries (a name starting with ``.``) are skipped.
 """
 
 from __future__ import annotations
@@ -115,6 +116,9 @@ class _Walker:
         self.result.skipped.append(Skipped(path, reason))
 
     def root(self, root: str) -> None:
+        if not _utf8(root):
+            self.skip(printable(root), NOT_UTF8)
+            return
         try:
             st = os.stat(root)
         except FileNotFoundError:
@@ -158,6 +162,14 @@ class _Walker:
             self.entry(entry, (*chain, ident))
 
     def entry(self, entry: os.DirEntry[str], chain: tuple[tuple[int, int], ...]) -> None:
+        stem, partial = os.path.splitext(entry.name)
+        if partial.lower() in PARTIAL_DOWNLOADS and is_model_file(stem):
+            self.skip(printable(entry.path), PARTIAL_DOWNLOADS[partial.lower()])
+            return
+        if not _utf8(entry.name):
+            if is_model_file(entry.name) or entry.is_dir(follow_symlinks=False):
+                self.skip(printable(entry.path), NOT_UTF8)
+            return
         try:
             is_dir = entry.is_dir(follow_symlinks=True)
             if not is_dir and not is_model_file(entry.name):
@@ -177,6 +189,34 @@ class _Walker:
             self.add(entry.path, StatKey.of(st))
         else:
             self.skip(entry.path, "not a regular file")
+
+
+# Names browsers and downloaders give a model file while it downloads.
+PARTIAL_DOWNLOADS = {
+    ".crdownload": "an unfinished Chrome/Edge download: let it finish, then scan again",
+    ".part": "an unfinished Firefox (or wget/curl) download: let it finish, then scan again",
+    ".partial": "an unfinished download: let it finish, then scan again",
+    ".download": "an unfinished Safari download: let it finish, then scan again",
+    ".incomplete": "an unfinished Hugging Face download: download it again to finish it",
+}
+NOT_UTF8 = (
+    "its name is not valid UTF-8, which the catalog cannot store; rename it (e.g. with "
+    "`convmv -f latin1 -t utf8`) to scan it"
+)
+
+
+def _utf8(name: str) -> bool:
+    """False for a name the OS gave as bytes that are not UTF-8 (surrogate escapes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path: str) -> str:
+    """``path`` with any undecodable byte shown as U+FFFD (for messages, never for opening)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _readlink(path: str) -> str:

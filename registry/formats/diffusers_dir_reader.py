@@ -93,6 +93,11 @@ def load_json(path: Path, where: str) -> Any:
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        from modelsafe.registry.sniff import not_a_model, sniff
+
+        what = not_a_model(sniff(data[:4096]).value, len(data))
+        if what is not None and what.code in ("git-lfs-pointer", "html", "empty"):
+            raise MalformedFileError(f"{path}: {what.reason}", hint=what.hint) from None
         raise MalformedFileError(
             f"{path}: not valid JSON ({exc})", hint="the folder is damaged; download it again"
         ) from None
@@ -132,10 +137,13 @@ def _variant_rank(variant: str) -> tuple[int, str]:
 
 
 def _read_file(path: Path) -> TensorIndex:
-    if path.suffix == ".safetensors":
-        return read_safetensors_index(path)
     from modelsafe.registry.read import read_index
+    from modelsafe.registry.sniff import read_head, sniff
 
+    if path.suffix == ".safetensors" and sniff(read_head(path)).value == "safetensors":
+        return read_safetensors_index(path)
+    # Anything else (a git-LFS pointer from a clone without git-lfs, an HTML error page, a torch
+    # .bin) goes through the readers that name what the file really is.
     return read_index(path)  # torch .bin through the torch-zip / legacy readers
 
 

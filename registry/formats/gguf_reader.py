@@ -1,9 +1,11 @@
 """A bounded GGUF header reader: key/values and the tensor table, never tensor data.
 
-The file is memory-mapped and walked with a cursor that checks every length against the bytes
-left, so a lying count or string length is a :class:`MalformedFileError`, never a huge
-allocation. Quant types and their block sizes come from the ``gguf`` package's constants
-(``GGML_QUANT_SIZES``), so new types are known as soon as the package knows them.
+The file is read (buffered, never memory-mapped: a file cut short while it is read must be an
+error, not a SIGBUS) with a cursor that checks every length against the bytes left, so a lying
+count or string length is a :class:`MalformedFileError`, never a huge allocation; long arrays are
+skipped over, keeping only their type and length. Quant types and their block sizes come from the
+``gguf`` package's constants (``GGML_QUANT_SIZES``), so new types are known as soon as the package
+knows them.
 
 Shapes are reported in PyTorch order (GGUF stores ``ne[0]``, the fastest-moving dimension,
 first); offsets are absolute; ``nbytes`` is ``elements / block_size * type_size``.
@@ -11,10 +13,9 @@ first); offsets are absolute; ``nbytes`` is ``elements / block_size * type_size`
 
 from __future__ import annotations
 
-import mmap
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from modelsafe.errors import FileReadError, MalformedFileError
 from modelsafe.types import Format, TensorIndex, TensorInfo
@@ -42,21 +43,36 @@ _STRING, _ARRAY = 8, 9
 
 
 class _Cursor:
-    """Reads little-endian values from a buffer, refusing to read past its end."""
+    """Reads little-endian values from a file, refusing to read past its (stat'ed) end."""
 
-    def __init__(self, buf: Any, size: int, where: str, wide: bool) -> None:
-        self.buf, self.size, self.where, self.pos = buf, size, where, 0
+    def __init__(self, fh: BinaryIO, size: int, where: str, wide: bool) -> None:
+        self.fh, self.size, self.where, self.pos = fh, size, where, 0
         self.count_format = "<Q" if wide else "<I"
 
     def fail(self, problem: str) -> MalformedFileError:
         return MalformedFileError(f"{self.where}: {problem} (at byte {self.pos:,})", hint=_HINT)
 
     def take(self, n: int, what: str) -> bytes:
-        if n < 0 or self.pos + n > self.size:
-            raise self.fail(f"truncated: {what} needs {n:,} bytes, {self.size - self.pos:,} left")
-        data = bytes(self.buf[self.pos : self.pos + n])
+        self._check(n, what)
+        data = self.fh.read(n)
+        if len(data) != n:
+            raise self._shrunk()
         self.pos += n
         return data
+
+    def skip(self, n: int, what: str) -> None:
+        self._check(n, what)
+        self.pos = self.fh.seek(n, 1)
+
+    def _check(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > self.size:
+            raise self.fail(f"truncated: {what} needs {n:,} bytes, {self.size - self.pos:,} left")
+
+    def _shrunk(self) -> MalformedFileError:
+        return MalformedFileError(
+            f"{self.where}: the file got shorter while it was read (at byte {self.pos:,})",
+            hint="something is rewriting it (a download in progress?); try again when it is done",
+        )
 
     def unpack(self, fmt: str, what: str) -> Any:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))[0]
@@ -84,9 +100,15 @@ class _Cursor:
         if vtype == _ARRAY and depth == 0:
             item_type = int(self.unpack("<I", f"{what} item type"))
             n = self.count(f"{what} item count", _min_bytes(item_type))
-            items = [self.value(item_type, what, depth + 1) for _ in range(n)]
             if n <= KEEP_ARRAY_ITEMS:
-                return items
+                return [self.value(item_type, what, depth + 1) for _ in range(n)]
+            if item_type in _SCALARS:  # skipped in one step: no list of millions of numbers
+                self.skip(n * _min_bytes(item_type), what)
+            elif item_type == _STRING:  # each length read, the text skipped (never decoded)
+                for _ in range(n):
+                    self.skip(self.count(f"{what} item length", 1), what)
+            else:
+                raise self.fail(f"{what} has an unknown value type {item_type}")
             return {"array_of": _type_name(item_type), "length": n}
         raise self.fail(f"{what} has an unknown value type {vtype}")
 
@@ -118,29 +140,30 @@ def read_gguf_index(path: Path) -> TensorIndex:
     """The TensorIndex of a GGUF file: tensors, quant types, key/values (headers only)."""
     where = str(path)
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb", buffering=1 << 20) as fh:
             size = fh.seek(0, 2)
             if size < 16:
                 raise MalformedFileError(f"{where}: truncated GGUF header ({size} bytes)", _HINT)
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                return _parse(mm, size, path)
+            fh.seek(0)
+            return _parse(fh, size, path)
     except OSError as exc:
         raise FileReadError(
             f"cannot read {path}: {exc.strerror or exc}", hint="check the path and permissions"
         ) from exc
 
 
-def _parse(buf: Any, size: int, path: Path) -> TensorIndex:
+def _parse(fh: BinaryIO, size: int, path: Path) -> TensorIndex:
     where = str(path)
-    if bytes(buf[:4]) != b"GGUF":
+    head = fh.read(8)
+    if head[:4] != b"GGUF":
         raise MalformedFileError(f"{where}: no GGUF magic", _HINT)
-    (version,) = struct.unpack("<I", bytes(buf[4:8]))
+    (version,) = struct.unpack("<I", head[4:8])
     if version not in (1, 2, 3):
         raise MalformedFileError(
             f"{where}: GGUF version {version} is not one modelsafe reads (1-3)",
             hint="a byte-swapped (big-endian) or newer GGUF file; convert it with llama.cpp tools",
         )
-    cur = _Cursor(buf, size, where, wide=version >= 2)
+    cur = _Cursor(fh, size, where, wide=version >= 2)
     cur.pos = 8
     n_tensors = cur.count("tensor count", 8 + 4 + 4 + 8)
     n_kv = cur.count("key/value count", 8 + 4 + 1)

@@ -68,8 +68,14 @@ class Config:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
+    try:
+        if not path.is_file():
+            return {}
+    except OSError as exc:  # e.g. HOME points at a folder this user may not enter
+        raise ConfigError(
+            f"cannot look for the config file {path}: {exc.strerror or exc}",
+            hint="fix its folder's permissions, or point MODELSAFE_CONFIG at a readable file",
+        ) from exc
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
 
 from modelsafe.registry.catalog.db import Catalog
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _set_catalog(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        root = ctx.find_root()
+        root.ensure_object(dict)
+        root.obj["catalog"] = value
+
+
+def catalog_option(command: F) -> F:
+    """``--catalog`` after the command name too (``modelsafe scan DIR --catalog URL``): the same
+    setting as ``modelsafe --catalog URL scan DIR``."""
+    return click.option(
+        "--catalog",
+        metavar="URL|PATH",
+        default=None,
+        expose_value=False,
+        callback=_set_catalog,
+        help="Catalog database (same as `modelsafe --catalog`).",
+    )(command)
 
 
 def open_cli_catalog(ctx: click.Context) -> Catalog:

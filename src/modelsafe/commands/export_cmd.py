@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from modelsafe.commands.catalog_option import catalog_option
+
 
 @click.command()
 @click.option(
@@ -24,6 +26,7 @@ import click
     default=None,
     help="Write to this file instead of stdout.",
 )
+@catalog_option
 @click.pass_context
 def export(ctx: click.Context, fmt: str, output: Path | None) -> int:
     """Export the catalog (read from the catalog only; no model file is opened).

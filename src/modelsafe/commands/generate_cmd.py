@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from modelsafe.commands.catalog_option import catalog_option
 from modelsafe.errors import UsageError
 
 SCHEDULER_CHOICES = (
@@ -131,6 +132,7 @@ def parse_text_encoder(text: str) -> tuple[str, Path]:
     help="Make OLD.png again from its recipe (flags given override it).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@catalog_option
 @click.pass_context
 def generate(ctx: click.Context, **opts: Any) -> int:
     """Generate images with a checkpoint (and LoRAs, VAE, embeddings, ControlNet, refiner).

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from modelsafe.commands.catalog_option import catalog_option
 from modelsafe.output import emit_json
 
 
@@ -25,6 +26,7 @@ from modelsafe.output import emit_json
     help="Only models that fit this checkpoint (name, path or hash prefix), with the reasons.",
 )
 @click.option("--json", "as_json", is_flag=True, help="A JSON list on stdout.")
+@catalog_option
 @click.pass_context
 def ls(
     ctx: click.Context,

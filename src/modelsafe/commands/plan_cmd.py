@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from modelsafe.commands.catalog_option import catalog_option
 from modelsafe.commands.resolve_cmd import set_options
 from modelsafe.output import emit_json
 
@@ -40,6 +41,7 @@ from modelsafe.output import emit_json
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON object on stdout (see docs/vram.md)."
 )
+@catalog_option
 @click.pass_context
 def plan_command(
     ctx: click.Context,

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from modelsafe.commands.catalog_option import catalog_option
 from modelsafe.output import emit_json
 
 
@@ -56,6 +57,7 @@ def set_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON object on stdout (see docs/resolve.md)."
 )
+@catalog_option
 @click.pass_context
 def resolve_command(
     ctx: click.Context,

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from modelsafe.commands.catalog_option import catalog_option
 from modelsafe.errors import UsageError
 from modelsafe.output import emit_json
 
@@ -37,6 +38,7 @@ from modelsafe.output import emit_json
     help="Scan this Hugging Face hub cache folder (implies --hf-cache).",
 )
 @click.option("--json", "as_json", is_flag=True, help="The summary as one JSON object on stdout.")
+@catalog_option
 @click.pass_context
 def scan(
     ctx: click.Context,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from modelsafe.commands.catalog_option import catalog_option
+
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -43,6 +45,7 @@ import click
     default="info",
     show_default=True,
 )
+@catalog_option
 @click.pass_context
 def serve(
     ctx: click.Context,

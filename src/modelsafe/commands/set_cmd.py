@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from modelsafe.commands.catalog_option import catalog_option
 from modelsafe.output import emit_json
 
 
@@ -16,6 +17,7 @@ from modelsafe.output import emit_json
 @click.option("--note", default=None, help="A free-text note ('' to clear).")
 @click.option("--reset", is_flag=True, help="Drop every override: detection applies again.")
 @click.option("--json", "as_json", is_flag=True, help="The updated model as JSON on stdout.")
+@catalog_option
 @click.pass_context
 def set_command(
     ctx: click.Context,

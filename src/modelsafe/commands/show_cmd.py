@@ -6,12 +6,14 @@ from typing import Any
 
 import click
 
+from modelsafe.commands.catalog_option import catalog_option
 from modelsafe.output import emit_json
 
 
 @click.command()
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@catalog_option
 @click.pass_context
 def show(ctx: click.Context, model: str, as_json: bool) -> int:
     """Show MODEL (a path, a hash prefix of 6+ hex digits, or a name) from the catalog:

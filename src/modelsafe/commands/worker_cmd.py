@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from modelsafe.commands.catalog_option import catalog_option
+
 
 @click.command()
 @click.option(
@@ -65,6 +67,7 @@ import click
     default="INFO",
     show_default=True,
 )
+@catalog_option
 @click.pass_context
 def worker(
     ctx: click.Context,
