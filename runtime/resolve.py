@@ -16,7 +16,7 @@ import os
 import sys
 import types
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from modelsafe.errors import FileReadError, UsageError
@@ -396,8 +396,10 @@ def resolve_parts(
     base_result = _base_result(base)
     results = []
     accepted = []
+    encoders = tuple(p for p in parts if p.role == "text_encoder" and p.index is not None)
+    base_in_set = replace(base, beside=encoders) if encoders else base
     for part in parts:
-        status, reasons = check_part(base, part)
+        status, reasons = check_part(base_in_set, part)
         results.append(_result(part, status, reasons))
         if status == "accepted":
             accepted.append(part)

@@ -99,6 +99,14 @@ def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
     if base.family not in BUILTIN_FAMILIES | {"unknown", "any"}:
         return None  # a family taught by a plugin: its module layout is that plugin's to judge
     comps = split_components(base.index, base.family, base.kind)
+    have = {c.name for c in comps}
+    for encoder in base.beside:  # text encoders given beside a denoiser-only file
+        if encoder.index is not None:
+            comps += [
+                c
+                for c in split_components(encoder.index, encoder.family, "text_encoder")
+                if c.role == "text_encoder" and c.name not in have
+            ]
     cov = map_lora(part.index, comps)
     names = {c.name for c in comps}
     on = "UNet" if "unet" in names else ("transformer" if "transformer" in names else "model")

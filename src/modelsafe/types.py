@@ -184,6 +184,9 @@ class Part:
     path: str | None = None
     weight: float = 1.0  # LoRA strength
     report: Mapping[str, Any] = field(default_factory=dict)  # inspect report (JSON form)
+    # For the checkpoint while its set is checked: the text encoders given beside it (a
+    # transformer-only Flux file + clip_l + t5xxl), so LoRA text-encoder keys can land on them.
+    beside: tuple[Part, ...] = ()
 
 
 @dataclass(frozen=True)

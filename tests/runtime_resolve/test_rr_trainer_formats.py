@@ -271,3 +271,18 @@ def test_text_encoder_keys_the_family_lacks_are_named_so(pm: Any, write: Any) ->
     lora = write("te2.safetensors", L.lora_specs(te2, style="kohya", prefix="lora_te2", only=("",)))
     part = resolve(sd1, loras=[str(lora)], catalog=NO_CATALOG).parts[0]
     assert "patch text encoder 2, which SD1 does not have" in _reasons(part)
+
+
+def test_text_encoder_keys_land_on_the_encoders_given_beside(pm: Any, write: Any) -> None:
+    flux = write("flux.safetensors", L.flux_bfl())
+    clip = write("clip_l.safetensors", L.clip_text(768, 12, ""))
+    te = {f"text_model.encoder.layers.{i}.self_attn.q_proj": (768, 768) for i in range(12)}
+    blocks = {f"double_blocks.{i}.img_attn.qkv": (9216, 3072) for i in range(19)}
+    specs = L.lora_specs(te, style="kohya", prefix="lora_te1", only=("",))
+    specs += L.lora_specs(blocks, style="kohya", prefix="lora_unet", only=("",))
+    lora = write("flux-te.safetensors", specs)
+    alone = resolve(flux, loras=[str(lora)], catalog=NO_CATALOG).parts[0]
+    assert "36 keys patch text encoder 1, which this file does not contain" in _reasons(alone)
+    result = resolve(flux, loras=[str(lora)], text_encoders=[str(clip)], catalog=NO_CATALOG)
+    with_clip = result.parts[0]
+    assert f"{len(specs)} of {len(specs)} LoRA keys map" in _reasons(with_clip), _reasons(with_clip)
