@@ -88,7 +88,7 @@ def _unsupported(path: Path, fmt: str, is_dir: bool) -> UnsupportedFormatError:
             hint="point at a model file, or at a diffusers folder (it has model_index.json)",
         )
     size = os.path.getsize(path)
-    what = not_a_model(fmt, size)
+    what = not_a_model(fmt, size, read_head(path))
     if what is not None:
         return UnsupportedFormatError(f"{path}: {what.reason}", hint=what.hint)
     return UnsupportedFormatError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,15 +61,47 @@ _NOT_A_MODEL: dict[str, NotAModel] = {
     Format.TEXT.value: NotAModel(
         "text", "the file is plain text, not model weights", "download it again"
     ),
+    Format.ARCHIVE.value: NotAModel(
+        "archive",
+        "the file is {archive}, not model weights",
+        "extract it; the model file is inside",
+    ),
+    Format.ZEROS.value: NotAModel(
+        "zeros",
+        "the file starts with nothing but zero bytes ({size} bytes in all): a download "
+        "preallocated at full size that never received its data, or a wiped file",
+        "download it again",
+    ),
 }
 
+# Magic numbers of archive and compression formats people download models packed in.
+_ARCHIVES: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "a gzip-compressed file"),
+    (b"\xfd7zXZ\x00", "an xz-compressed file"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"\x28\xb5\x2f\xfd", "a zstd-compressed file"),
+    (b"BZh", "a bzip2-compressed file"),
+)
 
-def not_a_model(fmt: str, size: int) -> NotAModel | None:
+
+def archive_kind(head: bytes) -> str | None:
+    """What archive or compressed file ``head`` starts, or None."""
+    for magic, what in _ARCHIVES:
+        if head.startswith(magic) and (magic != b"BZh" or head[3:4].isdigit()):
+            return what
+    if is_tar_header(head):
+        return "a tar archive"
+    return None
+
+
+def not_a_model(fmt: str, size: int, head: bytes = b"") -> NotAModel | None:
     """What a file of sniffed format ``fmt`` really is, when that is not a model at all."""
     found = _NOT_A_MODEL.get(fmt)
     if found is None:
         return None
-    return NotAModel(found.code, found.reason.format(size=size), found.hint)
+    archive = archive_kind(head) or "an archive or compressed file"
+    return NotAModel(found.code, found.reason.format(size=size, archive=archive), found.hint)
 
 
 MODEL_EXTENSIONS = frozenset(
@@ -100,6 +133,10 @@ def sniff(head: bytes) -> Format:
         return Format.LFS_POINTER
     if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
         return Format.PICKLE
+    if archive_kind(head) is not None:
+        return Format.ARCHIVE
+    if head.count(0) == len(head):
+        return Format.ZEROS
     text = head.lstrip()
     lowered = text[:512].lower()
     if lowered.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in lowered:
@@ -112,6 +149,21 @@ def sniff(head: bytes) -> Format:
     if head[:1] in (b"(", b"}", b"]", b"c", b"\x80"):
         return Format.PICKLE
     return Format.UNKNOWN
+
+
+def is_tar_header(block: bytes) -> bool:
+    """True when ``block`` starts with a tar header that ``tarfile.open(mode="r:")`` accepts.
+
+    Only the first 512-byte header is parsed (its number fields and checksum, as tarfile checks
+    them); nothing after it is read, so this is cheap and bounded on any input.
+    """
+    if len(block) < tarfile.BLOCKSIZE or block[: tarfile.BLOCKSIZE].count(0) == tarfile.BLOCKSIZE:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(block[: tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
+    except Exception:  # noqa: BLE001 - tarfile raises HeaderError subclasses; anything means no
+        return False
+    return True
 
 
 def _looks_like_safetensors(head: bytes) -> bool:

@@ -109,26 +109,67 @@ def _mapped(path: Path) -> Iterator[Any]:
             if size == 0:
                 yield b""
                 return
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
                 yield mm
+            finally:
+                try:
+                    mm.close()
+                except BufferError:
+                    pass  # a memoryview of a window still points into it: the GC unmaps it
     except OSError as exc:
         raise FileReadError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
-def read_torch_file(path: Path | str, fmt: str) -> TorchFile:
+def read_torch_file(path: Path | str, fmt: str, window: tuple[int, int] | None = None) -> TorchFile:
     """Read ``path`` as the sniffed ``fmt`` (zip, legacy-torch or pickle); never executes it.
 
-    Problems are findings on the result; only an unreadable path raises FileReadError.
+    ``window`` = (start, size) reads only those bytes of the file, as if they were a file of
+    their own (a member stored in a tar archive). Problems are findings on the result; only an
+    unreadable path raises FileReadError.
     """
     path = Path(path)
-    with _mapped(path) as data:
+    with _mapped(path) as mapped:
+        data = mapped
+        if window is not None:
+            start, length = window
+            data = memoryview(mapped)[start : start + length] if length else b""
         if fmt == "zip":
-            return _read_zip(path, data)
-        if fmt == "legacy-torch" or (fmt == "pickle" and _starts_like_legacy(data)):
-            return _read_legacy(path, data)
-        if _shaped_like_legacy(data):
-            return _read_legacy(path, data)
-        return _read_plain_pickle(path, data)
+            out, reader = TorchFile(path, "torch-zip"), _read_zip
+        elif (
+            fmt == "legacy-torch"
+            or (fmt == "pickle" and _starts_like_legacy(data))
+            or _shaped_like_legacy(data)
+        ):
+            out, reader = TorchFile(path, "legacy-torch"), _read_legacy
+        else:
+            out, reader = TorchFile(path, "pickle"), _read_plain_pickle
+        if not bytes(data[:4]) == _LOCAL:  # torch.load tries the tar format on anything else
+            check_tar(out.findings, data)
+        try:
+            reader(out, data)
+        except Exception as exc:  # noqa: BLE001 - keep what was found before the failure
+            out.add(
+                "error",
+                "reader-failed",
+                f"modelsafe could not finish reading the file ({type(exc).__name__})",
+            )
+        return out
+
+
+TAR_POLYGLOT = (
+    "the file is also a tar archive (its first 512 bytes are a valid tar header): "
+    "torch.load without weights_only=True opens it as the ancient tar checkpoint format first "
+    "and unpickles its 'storages' member with no checks, whatever the rest of the file says"
+)
+
+
+def check_tar(findings: list[Finding], data: Any) -> None:
+    """Add the ``polyglot-tar`` finding when ``data`` opens as a tar archive (once)."""
+    from modelsafe.registry.sniff import is_tar_header
+
+    if is_tar_header(bytes(data[:512])) and not any(f.code == "polyglot-tar" for f in findings):
+        findings.append(Finding("unsafe", "polyglot-tar", TAR_POLYGLOT, "byte 0"))
 
 
 def _shaped_like_legacy(data: Any) -> bool:
@@ -143,8 +184,7 @@ def _shaped_like_legacy(data: Any) -> bool:
 # -- zip ----------------------------------------------------------------------------------------
 
 
-def _read_zip(path: Path, data: Any) -> TorchFile:
-    out = TorchFile(path, "torch-zip")
+def _read_zip(out: TorchFile, data: Any) -> TorchFile:
     members = _zip_members(out, data)
     if members is None:
         return out
@@ -278,7 +318,8 @@ def _member_bytes(out: TorchFile, data: Any, m: ZipMember) -> bytes | None:
 def _zip_members(out: TorchFile, data: Any) -> list[ZipMember] | None:  # noqa: C901
     size = len(data)
     tail_start = max(0, size - (1 << 16) - 22)
-    eocd = data.rfind(_EOCD, tail_start)
+    found = bytes(data[tail_start:]).rfind(_EOCD)  # (``data`` may be a memoryview: no rfind)
+    eocd = tail_start + found if found >= 0 else -1
     if eocd < 0 or eocd + 22 > size:
         out.add("error", "bad-zip", "no zip end-of-central-directory record: truncated archive")
         return None
@@ -470,8 +511,7 @@ def _starts_like_legacy(data: Any) -> bool:
     return b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little") in head
 
 
-def _read_legacy(path: Path, data: Any) -> TorchFile:
-    out = TorchFile(path, "legacy-torch")
+def _read_legacy(out: TorchFile, data: Any) -> TorchFile:
     pos = 0
     header: list[Any] = []
     for what in ("magic number", "protocol version", "sys info"):
@@ -558,8 +598,7 @@ def _legacy_storages(out: TorchFile, data: Any, keys: list[Any], pos: int) -> No
 # -- plain pickles and shared helpers -----------------------------------------------------------
 
 
-def _read_plain_pickle(path: Path, data: Any) -> TorchFile:
-    out = TorchFile(path, "pickle")
+def _read_plain_pickle(out: TorchFile, data: Any) -> TorchFile:
     out.pickle_label = "pickle"
     _run_main_pickle(out, data, "pickle", base=0, start=0, end=len(data))
     return out
@@ -574,7 +613,16 @@ def _run_main_pickle(
     out.extra["pickle_protocol"] = result.protocol
     out.extra["globals"] = sorted({g.dotted for g in result.globals})
     if result.completed:
-        content = interpret(result.root, label)
+        try:
+            content = interpret(result.root, label)
+        except Exception as exc:  # noqa: BLE001 - the VM's findings above are kept
+            out.add(
+                "error",
+                "bad-pickle",
+                f"the pickle's result cannot be interpreted ({type(exc).__name__})",
+                label,
+            )
+            return result
         out.content = content
         out.findings.extend(content.findings)
         if end is not None and result.end != end:

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from modelsafe.plugins.hookspecs import hookimpl
-from modelsafe.registry.sniff import not_a_model
+from modelsafe.registry.sniff import is_tar_header, not_a_model
 from modelsafe.types import Finding, Format
 
 
@@ -22,7 +22,9 @@ def modelsafe_audit(path: Path, head: bytes, fmt: str) -> list[Finding] | None:
         from modelsafe.registry.torch_archive import read_torch_file
 
         return list(read_torch_file(path, Format.PICKLE.value).findings)
-    what = not_a_model(fmt, path.stat().st_size)
+    if fmt == Format.ARCHIVE.value and is_tar_header(head):
+        return _tar(path, head)
+    what = not_a_model(fmt, path.stat().st_size, head)
     if what is not None:
         return [Finding("error", f"not-a-model:{what.code}", f"{what.reason}; {what.hint}")]
     if fmt == Format.UNKNOWN.value:
@@ -58,6 +60,77 @@ def _check_gguf(path: Path) -> list[Finding]:
     except ModelsafeError as exc:
         return [Finding("error", "bad-gguf", exc.reason)]
     return []
+
+
+MAX_TAR_MEMBERS = 64
+
+
+def _tar(path: Path, head: bytes) -> list[Finding]:
+    """A tar archive: the model packed for transport (an error: extract it), unless it is laid
+    out as torch's ancient tar checkpoint format, which torch.load unpickles unchecked."""
+    import tarfile
+
+    names: list[str] = []
+    stored: list[tuple[str, int, int]] = []  # (name, data offset, size) of regular members
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:  # headers only; the data is skipped by seeking
+                names.append(member.name)
+                if member.isreg() and member.size >= 4:
+                    stored.append((member.name, member.offset_data, member.size))
+                if len(names) >= MAX_TAR_MEMBERS:
+                    break
+    except (tarfile.TarError, OSError, ValueError):
+        pass  # a damaged tar: named by its header all the same
+    if "storages" in names:
+        return [
+            Finding(
+                "unsafe",
+                "tar-checkpoint",
+                "a tar archive with a 'storages' member: torch's ancient tar checkpoint format, "
+                "whose members torch.load (without weights_only=True) unpickles with no checks; "
+                "modelsafe does not audit inside it",
+                "byte 0",
+            )
+        ]
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    findings = [
+        Finding(
+            "error",
+            "not-a-model:archive",
+            f"the file is a tar archive ({len(names)}{'+' if len(names) >= MAX_TAR_MEMBERS else ''}"
+            f" members: {shown or 'none readable'}), not model weights; extract it and audit "
+            "the model file it holds",
+        )
+    ]
+    # A torch zip inside is still read, so a payload in it is named (loaders do not open tars,
+    # but the file extracted from it is what the user will load).
+    findings += _tar_members(path, stored)
+    return findings
+
+
+def _tar_members(path: Path, stored: list[tuple[str, int, int]]) -> list[Finding]:
+    """The unsafe findings of checkpoints stored in a tar (read in place, never extracted):
+    loaders do not open tars, but the file extracted from it is what the user will load."""
+    from dataclasses import replace
+
+    from modelsafe.registry.sniff import sniff
+    from modelsafe.registry.torch_archive import read_torch_file
+
+    found: list[Finding] = []
+    with open(path, "rb") as fh:
+        for name, offset, size in stored:
+            fh.seek(offset)
+            fmt = sniff(fh.read(min(size, 4096))).value
+            if fmt not in (Format.ZIP.value, Format.PICKLE.value, Format.LEGACY_TORCH.value):
+                continue
+            tf = read_torch_file(path, fmt, window=(offset, size))
+            found += [
+                replace(f, location=f"{name}: {f.location}".rstrip(": "))
+                for f in tf.findings
+                if f.severity == "unsafe"
+            ]
+    return found
 
 
 def _hidden_zip(path: Path) -> list[Finding]:

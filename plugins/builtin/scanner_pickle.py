@@ -7,6 +7,7 @@ callable outside the allow-list is an ``unsafe`` finding naming it and where it 
 from __future__ import annotations
 
 import ast
+import os
 import struct
 from pathlib import Path
 
@@ -49,8 +50,18 @@ def modelsafe_audit(path: Path, head: bytes, fmt: str) -> list[Finding] | None:
     return findings
 
 
+_MAX_NPY_HEADER = 1 << 20  # numpy.load(allow_pickle=True) reads any size; we parse this much
+
+
 def _audit_npy(path: Path) -> list[Finding]:
-    """A .npy file runs code only when its dtype holds Python objects (a pickle follows)."""
+    """A .npy file runs code only when its dtype holds Python objects (a pickle follows).
+
+    The header is parsed as numpy parses it (a literal, Python 2 ``1L`` numbers repaired, the
+    ``descr`` turned into a dtype by numpy itself, never evaluated) and the data after it is run
+    through the pickle VM unless numpy's dtype proves it plain (``hasobject`` false).
+    """
+    import mmap
+
     from modelsafe.registry.pickle_vm.machine import run_pickle
 
     with open(path, "rb") as fh:
@@ -65,22 +76,88 @@ def _audit_npy(path: Path) -> list[Finding]:
             (length,) = struct.unpack("<I", prefix[8:12])
             start = 12
         fh.seek(start)
-        header = fh.read(min(length, 1 << 20))
-        try:
-            meta = ast.literal_eval(header.decode("latin1"))
-            descr = meta["descr"]
-        except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError):
-            return [Finding("error", "bad-npy", "the .npy header is not a valid dict literal")]
-        if "O" not in str(descr):
+        header = fh.read(min(length, _MAX_NPY_HEADER))
+        hasobject, problem = _npy_holds_objects(header, major, length)
+        if not hasobject and not problem:
             return []
-        rest = fh.read()
-    result = run_pickle(rest, label="npy object array", base=start + length)
-    findings = list(result.findings)
-    findings.append(
-        Finding(
-            "warning",
-            "npy-pickle",
-            "an object array: numpy.load(allow_pickle=True) unpickles its content",
+        data_start = start + length
+        size = os.fstat(fh.fileno()).st_size
+        findings: list[Finding] = []
+        if data_start < size:
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                result = run_pickle(mm, data_start, label="npy object array")
+            findings = [f for f in result.findings if hasobject or f.severity == "unsafe"]
+    if problem:
+        findings.append(
+            Finding(
+                "error",
+                "bad-npy",
+                f"{problem}: modelsafe cannot prove the array holds no Python objects "
+                "(numpy.load(allow_pickle=True) would unpickle them)",
+            )
         )
-    )
+    else:
+        findings.append(
+            Finding(
+                "warning",
+                "npy-pickle",
+                "an object array: numpy.load(allow_pickle=True) unpickles its content",
+            )
+        )
     return findings
+
+
+def _npy_holds_objects(header: bytes, major: int, length: int) -> tuple[bool, str]:
+    """(numpy's ``dtype.hasobject`` for the header, "" or why it cannot be decided)."""
+    import warnings
+
+    if major not in (1, 2, 3):
+        return False, f"the .npy format version {major} is unknown"
+    if length > _MAX_NPY_HEADER:
+        return False, f"the .npy header is {length} bytes long"
+    if len(header) < length:
+        return False, "the .npy header is truncated"
+    try:
+        text = header.decode("utf-8" if major == 3 else "latin1")
+    except UnicodeDecodeError:
+        return False, "the .npy header is not valid UTF-8"
+    meta = _literal(text)
+    if meta is None and major <= 2:
+        meta = _literal(_filter_py2_longs(text))  # numpy.lib.format._filter_header
+    if not isinstance(meta, dict) or "descr" not in meta:
+        return False, "the .npy header is not a valid dict literal"
+    try:
+        import numpy
+        from numpy.lib.format import descr_to_dtype
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dtype = numpy.dtype(descr_to_dtype(meta["descr"]))
+    except Exception as exc:  # noqa: BLE001 - numpy rejects it: numpy.load would too
+        return False, f"numpy does not accept the .npy descr ({type(exc).__name__})"
+    return bool(dtype.hasobject), ""
+
+
+def _literal(text: str) -> object:
+    try:
+        return ast.literal_eval(text)
+    except Exception:  # noqa: BLE001 - SyntaxError, ValueError, MemoryError, RecursionError...
+        return None
+
+
+def _filter_py2_longs(text: str) -> str:
+    """Drop the ``L`` after Python 2 long literals (``(1L,)``), token by token, as numpy does."""
+    import io
+    import tokenize
+
+    tokens = []
+    last_was_number = False
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if last_was_number and token.type == tokenize.NAME and token.string == "L":
+                continue
+            tokens.append(token)
+            last_was_number = token.type == tokenize.NUMBER
+        return str(tokenize.untokenize(tokens))
+    except Exception:  # noqa: BLE001 - tokenize errors: not repairable
+        return text

@@ -95,7 +95,7 @@ def load_json(path: Path, where: str) -> Any:
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         from modelsafe.registry.sniff import not_a_model, sniff
 
-        what = not_a_model(sniff(data[:4096]).value, len(data))
+        what = not_a_model(sniff(data[:4096]).value, len(data), data[:4096])
         if what is not None and what.code in ("git-lfs-pointer", "html", "empty"):
             raise MalformedFileError(f"{path}: {what.reason}", hint=what.hint) from None
         raise MalformedFileError(

@@ -11,6 +11,8 @@ finding, never an exception; the findings gathered before the error are kept, be
 from __future__ import annotations
 
 import codecs
+import gc
+import re
 import struct
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from dataclasses import dataclass, field
@@ -78,6 +80,9 @@ class _Machine:
         self.base = base
         self.stack: list[Any] = []
         self.marks: list[list[Any]] = []
+        self.saved = 0  # values in the MARK segments below the current one
+        self.cost = 0  # estimated bytes of the objects built so far (Limits.max_object_bytes)
+        self.resume_at = -1  # where to scan on for names after an opcode stopped the run
         self.memo: dict[int, Any] = {}
         self.frame_end = -1
         self.result = VMResult(start=start)
@@ -103,13 +108,19 @@ class _Machine:
         self.pos += size
         return chunk
 
-    def line(self, op_pos: int) -> bytes:
-        stop = min(self.n, self.pos + self.limits.max_line)
-        end = self.raw.find(b"\n", self.pos, stop) - self.pos
+    def line(self, op_pos: int) -> Any:
+        """A text argument up to its newline; over ``max_line`` a :class:`LargeBytes` (not copied).
+
+        CPython's readline has no length limit, so neither does the search for the newline (each
+        byte is searched once: the position moves past it).
+        """
+        end = self.raw.find(b"\n", self.pos) - self.pos
         if end < 0:
-            if self.n - self.pos >= self.limits.max_line:
-                raise self.fail("limit", "a text argument is longer than the limit", op_pos)
             raise self.fail("truncated", "the pickle ends inside a text argument", op_pos)
+        if end > self.limits.max_line:
+            big = LargeBytes(self.base + self.pos, end, True)
+            self.pos += end + 1
+            return big
         text = bytes(self.buf[self.pos : self.pos + end])
         self.pos += end + 1
         return text
@@ -161,10 +172,21 @@ class _Machine:
 
     # -- stack helpers --------------------------------------------------------------------------
 
-    def push(self, value: Any, pos: int) -> None:
-        if len(self.stack) >= self.limits.max_stack:
+    def push(self, value: Any, pos: int, fresh: bool = True) -> None:
+        if len(self.stack) + self.saved >= self.limits.max_stack:
             raise self.fail("limit", "the pickle stack grows past the limit", pos)
+        if fresh and value is not None and value is not True and value is not False:
+            self.charge(_cost(value), pos)
         self.stack.append(value)
+
+    def charge(self, size: int, pos: int) -> None:
+        self.cost += size
+        if self.cost > self.limits.max_object_bytes:
+            raise self.fail(
+                "limit",
+                f"the pickle builds more objects than the limit (~{self.cost >> 20} MiB)",
+                pos,
+            )
 
     def pop(self, pos: int) -> Any:
         if not self.stack:
@@ -181,6 +203,7 @@ class _Machine:
             raise self.fail("no-mark", "an opcode needs a MARK that was never pushed", pos)
         items = self.stack
         self.stack = self.marks.pop()
+        self.saved -= len(self.stack)
         return items
 
     # -- globals and calls ----------------------------------------------------------------------
@@ -253,15 +276,52 @@ class _Machine:
             )
             self.frame_end = -1
 
+    def _scan_global(self, module: str, name: str, opcode: str, pos: int, note: str) -> None:
+        # Only names Python can import: bytes that merely look like GLOBAL are not findings.
+        if not (_DOTTED.fullmatch(module) and _DOTTED.fullmatch(name)):
+            return
+        if self.result.protocol < 3:
+            if (module, name) in NAME_MAPPING:
+                module, name = NAME_MAPPING[(module, name)]
+            elif module in IMPORT_MAPPING:
+                module = IMPORT_MAPPING[module]
+        if not is_allowed(module, name):
+            dotted = f"{module}.{name}"
+            self.finding(
+                "unsafe",
+                "global",
+                f"{dotted} ({opcode}) is not in the allow-list: {explain(dotted)}{note}",
+                pos,
+            )
+
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> VMResult:
+        # The run builds millions of small containers and no cycles that matter: the cyclic GC
+        # would rescan them all again and again (quadratic time), so it waits until the end.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run()
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _run(self) -> VMResult:
         try:
             self._loop()
         except _Stop:
-            pass
+            last = self.result.findings[-1].code if self.result.findings else ""
+            if self.resume_at >= 0 and last not in _EXACT_STOPS:
+                self.scan_rest(self.resume_at)
         except RecursionError:
             self.finding("error", "limit", "the pickle nests too deeply", self.pos)
+        except MemoryError:
+            self.finding("error", "limit", "the pickle needs more memory than there is", self.pos)
+        except Exception as exc:  # noqa: BLE001 - a VM bug must not lose the findings so far
+            self.finding(
+                "error", "vm-failure", f"the pickle VM failed ({type(exc).__name__})", self.pos
+            )
         self.result.end = self.pos
         try:
             self.buf.release()
@@ -289,7 +349,92 @@ class _Machine:
                 self.result.root = self.pop(op_pos)
                 self.result.completed = True
                 return
-            self.execute(op, arg, op_pos)
+            try:
+                self.execute(op, arg, op_pos)
+            except _Stop:
+                self.resume_at = self.pos
+                raise
+
+    def scan_rest(self, pos: int) -> None:
+        """After the run stopped on an opcode CPython may accept, name the globals further on.
+
+        A linear walk over the remaining opcodes (nothing is executed or built): each GLOBAL /
+        INST name, each STACK_GLOBAL whose two names were pushed just before it, and each EXT
+        code outside the allow-list is an ``unsafe`` finding, so a limit or a divergence from
+        CPython never hides a payload. It shares the run's opcode budget.
+        """
+        try:
+            self._scan(pos)
+        except Exception:  # noqa: BLE001,S110 - the scan only adds findings; a bad byte ends it
+            pass
+
+    def _scan(self, pos: int) -> None:  # noqa: C901 - one branch per argument layout
+        raw, buf, n = self.raw, self.buf, self.n
+        budget = self.limits.max_opcodes - self.result.opcodes
+        recent: list[Any] = [None, None]  # the last two values pushed (a str, or None)
+        memo: dict[int, Any] = {}
+        memo_next = len(self.memo)
+        note = " (found by scanning on after the pickle VM stopped)"
+        while pos < n and budget > 0:
+            budget -= 1
+            op = OPCODES.get(buf[pos])
+            if op is None:
+                return
+            op_pos, pos = pos, pos + 1
+            kind = op.arg
+            arg: Any = None
+            if kind in ("line", "line2"):
+                parts = []
+                for _ in range(1 if kind == "line" else 2):
+                    end = raw.find(b"\n", pos)
+                    if end < 0:
+                        return
+                    parts.append(bytes(buf[pos : min(end, pos + _SCAN_TEXT)]))
+                    pos = end + 1
+                arg = parts
+            elif kind in ("len1", "len4", "slen4", "len8"):
+                width = {"len1": 1, "len4": 4, "slen4": 4, "len8": 8}[kind]
+                size = int.from_bytes(buf[pos : pos + width], "little", signed=kind == "slen4")
+                if size < 0:
+                    return
+                arg = bytes(buf[pos + width : pos + width + min(size, _SCAN_TEXT)])
+                pos += width + size
+            elif kind != "none":
+                size = {"u1": 1, "u2": 2, "u4": 4, "i4": 4, "u8": 8, "f8": 8}[kind]
+                arg = int.from_bytes(buf[pos : pos + size], "little")
+                pos += size
+            if pos > n:
+                return
+            name = op.name
+            value: Any = 0
+            if name in ("GLOBAL", "INST"):
+                module, attr = (p.decode("utf-8", "replace") for p in arg)
+                self._scan_global(module, attr, name, op_pos, note)
+            elif name == "STACK_GLOBAL":
+                module, attr = recent
+                if isinstance(module, str) and isinstance(attr, str):
+                    self._scan_global(module, attr, name, op_pos, note)
+            elif name == "STOP":
+                return
+            elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"):
+                value = arg.decode("utf-8", "replace")
+            elif name in ("SHORT_BINSTRING", "BINSTRING", "SHORT_BINBYTES", "BINBYTES"):
+                value = arg.decode("latin1")
+            elif name in ("STRING", "UNICODE"):
+                value = arg[0].strip(b"'\"").decode("latin1")
+            elif name in ("BINGET", "LONG_BINGET", "GET"):
+                value = memo.get(arg if name != "GET" else _int_or(arg[0], -1))
+            elif name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
+                key = memo_next if name == "MEMOIZE" else arg if name != "PUT" else -1
+                if name == "PUT":
+                    key = _int_or(arg[0], -1)
+                if isinstance(recent[1], str) and len(memo) < _SCAN_MEMO:
+                    memo[key] = recent[1]
+                memo_next = max(memo_next, key + 1) if name != "MEMOIZE" else memo_next + 1
+                continue
+            elif name in ("FRAME", "PROTO", "MARK"):
+                continue
+            recent = [recent[1], value]
 
     def execute(self, op: Opcode, arg: Any, pos: int) -> None:  # noqa: C901 - one branch per op
         name = op.name
@@ -312,7 +457,9 @@ class _Machine:
         elif name == "MARK":
             if len(self.marks) >= self.limits.max_marks:
                 raise self.fail("limit", "too many nested MARKs", pos)
+            self.charge(64, pos)
             self.marks.append(self.stack)
+            self.saved += len(self.stack)
             self.stack = []
         elif name == "POP":
             if self.stack:
@@ -322,7 +469,7 @@ class _Machine:
         elif name == "POP_MARK":
             self.pop_mark(pos)
         elif name == "DUP":
-            push(self.top(pos), pos)
+            push(self.top(pos), pos, fresh=False)
         elif name in ("NONE",):
             push(None, pos)
         elif name == "NEWTRUE":
@@ -331,10 +478,13 @@ class _Machine:
             push(False, pos)
         elif name in ("BININT", "BININT1", "BININT2"):
             push(arg, pos)
+        elif name in ("INT", "LONG", "FLOAT") and isinstance(arg, LargeBytes):
+            # CPython parses any length (spaces, underscores); never copy it: a placeholder.
+            push(0.0 if name == "FLOAT" else 0, pos)
         elif name == "INT":
             push(self._text_int(arg, pos), pos)
         elif name == "LONG":
-            push(self._text_int(arg.rstrip(b"L"), pos), pos)
+            push(self._text_int(arg[:-1] if arg.endswith(b"L") else arg, pos), pos)
         elif name in ("LONG1", "LONG4"):
             push(self._long(arg, pos), pos)
         elif name == "FLOAT":
@@ -351,6 +501,8 @@ class _Machine:
         elif name in ("BINSTRING", "SHORT_BINSTRING"):
             value = self.sized(arg, pos, text=False)
             push(self._py2_str(value), pos)
+        elif name in ("STRING", "UNICODE") and isinstance(arg, LargeBytes):
+            push(arg, pos)
         elif name == "STRING":
             push(self._quoted(arg, pos), pos)
         elif name == "UNICODE":
@@ -385,27 +537,37 @@ class _Machine:
         elif name == "ADDITEMS":
             items = self.pop_mark(pos)
             target = self.top(pos)
-            if not isinstance(target, SymSet):
+            if not items:  # the C unpickler returns before it looks at the target
+                return
+            self.charge(8 * len(items), pos)
+            if isinstance(target, SymSet):
+                target.items.extend(items)
+            elif isinstance(target, Call):  # CPython calls target.add(item): a set() result
+                target.listitems.extend(items)
+            else:
                 raise self.fail("bad-target", f"ADDITEMS on {describe(target)}", pos)
-            target.items.extend(items)
         elif name == "APPEND":
             item = self.pop(pos)
             self._append(self.top(pos), [item], pos)
         elif name == "APPENDS":
             items = self.pop_mark(pos)
-            self._append(self.top(pos), items, pos)
+            target = self.top(pos)
+            if items:  # empty: a no-op in the C unpickler, whatever the target
+                self._append(target, items, pos)
         elif name == "SETITEM":
             value = self.pop(pos)
             key = self.pop(pos)
             self._setitems(self.top(pos), [(key, value)], pos)
         elif name == "SETITEMS":
             items = self.pop_mark(pos)
-            self._setitems(self.top(pos), self._pairs(items, pos), pos)
+            target = self.top(pos)
+            if items:  # empty: a no-op in the C unpickler, whatever the target
+                self._setitems(target, self._pairs(items, pos), pos)
         elif name in ("GET", "BINGET", "LONG_BINGET"):
             key = self._text_int(arg, pos) if name == "GET" else arg
             if key not in self.memo:
                 raise self.fail("memo-missing", f"{name} reads memo slot {key}, never written", pos)
-            push(self.memo[key], pos)
+            push(self.memo[key], pos, fresh=False)
         elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
             key = len(self.memo) if name == "MEMOIZE" else arg
             if name == "PUT":
@@ -420,6 +582,8 @@ class _Machine:
                 )
             elif len(self.memo) >= self.limits.max_memo:
                 raise self.fail("limit", "the memo grows past the limit", pos)
+            else:
+                self.charge(80, pos)
             self.memo[key] = self.top(pos)
         elif name == "GLOBAL":
             module, attr = (self._utf8(part, pos) for part in arg)
@@ -464,6 +628,15 @@ class _Machine:
         elif name in ("PERSID", "BINPERSID"):
             pid = self._utf8(arg, pos) if name == "PERSID" else self.pop(pos)
             ref = PersistentRef(pid, self.base + pos)
+            if not (isinstance(pid, tuple) and pid and pid[0] in ("storage", b"storage")):
+                self.finding(
+                    "unsafe",
+                    "persistent-id",
+                    f"{name} gives a persistent id that is not a torch storage ({describe(pid)}): "
+                    "only a custom persistent_load can resolve it, and "
+                    "torch.load(weights_only=True) refuses it",
+                    pos,
+                )
             self.result.persistent_ids.append(ref)
             push(ref, pos)
         elif name in ("NEXT_BUFFER", "READONLY_BUFFER"):
@@ -483,6 +656,7 @@ class _Machine:
     # -- value helpers --------------------------------------------------------------------------
 
     def _append(self, target: Any, items: list[Any], pos: int) -> None:
+        self.charge(8 * len(items), pos)
         if isinstance(target, list):
             target.extend(items)
         elif isinstance(target, Call):
@@ -491,10 +665,18 @@ class _Machine:
             raise self.fail("bad-target", f"APPEND(S) on {describe(target)}", pos)
 
     def _setitems(self, target: Any, pairs: list[tuple[Any, Any]], pos: int) -> None:
+        self.charge(64 * len(pairs), pos)
         if isinstance(target, SymDict):
             target.items.extend(pairs)
         elif isinstance(target, Call):
             target.dictitems.extend(pairs)
+        elif isinstance(target, list):  # CPython: target[key] = value
+            for key, value in pairs:
+                if not isinstance(key, int) or not -len(target) <= key < len(target):
+                    raise self.fail(
+                        "bad-target", f"SETITEM on a list with key {describe(key)}", pos
+                    )
+                target[key] = value
         else:
             raise self.fail("bad-target", f"SETITEM(S) on {describe(target)}", pos)
 
@@ -503,13 +685,18 @@ class _Machine:
             raise self.fail("bad-argument", "an odd number of items for a dict", pos)
         return list(zip(items[::2], items[1::2], strict=True))
 
-    def _text_int(self, raw: bytes, pos: int) -> int | bool:
+    def _text_int(self, raw: Any, pos: int) -> int | bool:
         if raw == b"01":
             return True
         if raw == b"00":
             return False
-        if len(raw) > 64:
+        # CPython reads up to sys.get_int_max_str_digits() (4300) digits, in any base int() takes.
+        if isinstance(raw, LargeBytes) or len(raw) > _MAX_TEXT_INT:
             raise self.fail("bad-argument", "a text integer is too long", pos)
+        try:
+            return int(raw, 0)
+        except ValueError:
+            pass
         try:
             return int(raw)
         except ValueError:
@@ -524,6 +711,8 @@ class _Machine:
         return int.from_bytes(self.take(size, pos), "little", signed=True)
 
     def _utf8(self, raw: Any, pos: int) -> str:
+        if isinstance(raw, LargeBytes):
+            return f"<a {raw.length}-byte name>"
         try:
             return bytes(raw).decode("utf-8")
         except UnicodeDecodeError:
@@ -545,6 +734,36 @@ class _Machine:
             except UnicodeDecodeError:
                 return value
         return value
+
+
+# Stops where CPython stops too (the stack and memo are mirrored exactly): no scan after them.
+_EXACT_STOPS = frozenset({"stack-underflow", "no-mark", "memo-missing", "truncated", "bad-opcode"})
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_SCAN_MEMO = 65_536  # strings the scan remembers for STACK_GLOBAL via the memo
+_SCAN_TEXT = 512  # bytes of a string argument the scan looks at
+_MAX_TEXT_INT = 4400  # 4300 digits, a sign, an "L", a few spaces
+
+
+def _int_or(raw: bytes, default: int) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        return default
+
+
+def _cost(value: Any) -> int:
+    """About how many bytes ``value`` (a new object on the stack) holds, strings not counted."""
+    if isinstance(value, (int, float)):
+        return 32
+    if isinstance(value, (str, bytes)):
+        return 48
+    if isinstance(value, (tuple, list)):
+        return 56 + 8 * len(value)
+    if isinstance(value, SymDict):
+        return 120 + 64 * len(value.items)
+    if isinstance(value, SymSet):
+        return 120 + 8 * len(value.items)
+    return 120
 
 
 def run_pickle(

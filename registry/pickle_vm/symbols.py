@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Global:
     """A reference to ``module.name`` (GLOBAL, STACK_GLOBAL, INST): a name, never the object."""
 
@@ -23,7 +23,7 @@ class Global:
         return f"{self.module}.{self.name}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Call:
     """What ``pickle.load`` would get by calling ``func(*args, **kwargs)`` (REDUCE, NEWOBJ...).
 
@@ -41,7 +41,7 @@ class Call:
     listitems: list[Any] = field(default_factory=list)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PersistentRef:
     """A persistent id (PERSID/BINPERSID): torch's reference to a storage."""
 
@@ -49,14 +49,14 @@ class PersistentRef:
     pos: int
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SymDict:
     """A dict whose keys may be symbols (unhashable in real Python): kept as ordered pairs."""
 
     items: list[tuple[Any, Any]] = field(default_factory=list)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SymSet:
     """A set or frozenset (its members kept in order)."""
 
@@ -64,7 +64,7 @@ class SymSet:
     frozen: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LargeBytes:
     """A bytes/str argument too large to copy: where it lies in the pickle."""
 
@@ -75,6 +75,8 @@ class LargeBytes:
 
 class Buffer:
     """An out-of-band buffer (NEXT_BUFFER): its content is not in the file."""
+
+    __slots__ = ()
 
 
 def describe(value: Any) -> str:

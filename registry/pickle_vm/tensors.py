@@ -70,6 +70,18 @@ TORCH_DTYPES: dict[str, str] = {
     "float8_e8m0fnu": "F8_E8M0",
 }
 
+# Quantized storage classes -> a dtype of the same item size (their bytes are sized, never read).
+QUANTIZED_STORAGE_SIZES: dict[str, str] = {
+    "QInt8Storage": "I8",
+    "QUInt8Storage": "U8",
+    "QInt32Storage": "I32",
+    "QUInt4x2Storage": "U8",
+    "QUInt2x4Storage": "U8",
+}
+
+_MAX_WRAPS = 16  # Parameter(_rebuild_parameter(...)) nesting a real checkpoint never exceeds
+_MAX_STORAGE_SEARCH = 10_000  # values searched for storages inside one unsupported tensor
+_MAX_PATH = 1024  # a flattened key longer than this is not extended (deep nesting)
 _PLAIN_REBUILD = {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3"}
 _PARAMETER = {"_rebuild_parameter", "_rebuild_parameter_with_state"}
 _MAX_VALUES = 1000
@@ -149,30 +161,35 @@ class _Walker:
     # -- structure ------------------------------------------------------------------------------
 
     def walk(self, value: Any, path: str, keep: bool) -> None:
-        self.budget -= 1
-        if self.budget < 0:
-            if self.budget == -1:
-                self.finding("error", "limit", "the pickle's object graph is too large to walk")
-            return
-        if id(value) in self.active:
-            return  # a container that holds itself: pickle allows it, tensors never need it
-        tensor = self.tensor(value, path)
-        if tensor is not None:
-            if keep:
-                self.out.tensors.append(tensor)
-            else:
-                self.out.dropped.append(tensor.name)
-            return
-        children = self.children(value)
-        if children is None:
-            self.leaf(value, path)
-            return
-        self.active.add(id(value))
-        try:
-            for key, child in children:
-                self.walk(child, f"{path}.{key}" if path else str(key), keep)
-        finally:
-            self.active.discard(id(value))
+        """Depth-first, in order, with an explicit stack: any nesting depth, no recursion."""
+        todo: list[tuple[Any, str, bool]] = [(value, path, False)]
+        while todo:
+            value, path, leaving = todo.pop()
+            if leaving:
+                self.active.discard(id(value))
+                continue
+            self.budget -= 1
+            if self.budget < 0:
+                if self.budget == -1:
+                    self.finding("error", "limit", "the pickle's object graph is too large to walk")
+                return
+            if id(value) in self.active:
+                continue  # a container that holds itself: pickle allows it, tensors never need it
+            tensor = self.tensor(value, path)
+            if tensor is not None:
+                if keep:
+                    self.out.tensors.append(tensor)
+                else:
+                    self.out.dropped.append(tensor.name)
+                continue
+            children = self.children(value)
+            if children is None:
+                self.leaf(value, path)
+                continue
+            self.active.add(id(value))
+            todo.append((value, path, True))
+            for key, child in reversed(children):
+                todo.append((child, _join(path, key), False))
 
     def children(self, value: Any) -> list[tuple[str, Any]] | None:
         if isinstance(value, SymDict):
@@ -217,13 +234,16 @@ class _Walker:
 
     # -- tensors --------------------------------------------------------------------------------
 
-    def tensor(self, value: Any, name: str) -> TensorRecord | None:
+    def tensor(self, value: Any, name: str, depth: int = 0) -> TensorRecord | None:
         if not isinstance(value, Call) or not isinstance(value.func, Global):
+            return None
+        if depth > _MAX_WRAPS:
+            self.finding("error", "bad-tensor", f"{name}: a tensor wrapped too many times")
             return None
         func = value.func
         args = value.args
         if func.module == "torch._utils" and func.name in _PARAMETER:
-            inner = self.tensor(args[0], name) if args else None
+            inner = self.tensor(args[0], name, depth + 1) if args else None
             if inner is None:
                 self.finding("error", "bad-tensor", f"{name}: a parameter without tensor data")
                 return None
@@ -237,18 +257,38 @@ class _Walker:
                 parameter=True,
             )
         if _is(func, "torch.nn.parameter", "Parameter"):
-            inner = self.tensor(args[0], name) if args else None
+            inner = self.tensor(args[0], name, depth + 1) if args else None
             return inner
         if _is(func, "torch._tensor", "_rebuild_from_type_v2"):
             if len(args) >= 3 and isinstance(args[2], tuple):
-                return self.tensor(Call(args[0], args[2], None, "REDUCE", value.pos), name)
+                rebuilt = Call(args[0], args[2], None, "REDUCE", value.pos)
+                return self.tensor(rebuilt, name, depth + 1)
             return None
         if func.module == "torch._utils" and func.name in _PLAIN_REBUILD:
             return self.plain(func.name, args, name)
         if func.module == "torch._utils" and func.name.startswith("_rebuild_"):
             self.out.unsupported.append(f"{name} ({func.name})")
+            self.used_storages(args, name)
             return None
         return None
+
+    def used_storages(self, args: Any, name: str) -> None:
+        """Register the storages a tensor modelsafe cannot rebuild still reads (sparse indices and
+        values, quantized data...): torch.load reads them, so their bytes are part of the file."""
+        todo: list[Any] = [args]
+        seen = 0
+        while todo and seen < _MAX_STORAGE_SEARCH:
+            seen += 1
+            value = todo.pop()
+            if isinstance(value, PersistentRef):
+                self.storage(value, name, register_only=True)
+            elif isinstance(value, (tuple, list)):
+                todo.extend(value)
+            elif isinstance(value, Call):
+                todo.extend(value.args)
+                todo.append(value.state)
+            elif isinstance(value, SymDict):
+                todo.extend(v for _, v in value.items)
 
     def plain(self, kind: str, args: tuple[Any, ...], name: str) -> TensorRecord | None:
         need = {"_rebuild_tensor": 4, "_rebuild_tensor_v2": 6, "_rebuild_tensor_v3": 7}[kind]
@@ -296,20 +336,15 @@ class _Walker:
         self.finding("error", "bad-tensor", f"{name}: dtype is {describe(value)}")
         return None
 
-    def storage(self, value: Any, name: str) -> StorageRef | None:
+    def storage(self, value: Any, name: str, register_only: bool = False) -> StorageRef | None:
         if not isinstance(value, PersistentRef):
             self.finding("error", "bad-tensor", f"{name}: storage is {describe(value)}")
             return None
         pid = value.pid
         where = f"{self.label} @ byte {value.pos}"
-        if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
-            self.finding(
-                "unsafe",
-                "persistent-id",
-                f"{name}: a persistent id that is not a torch storage ({describe(pid)}); "
-                "only a custom loader could resolve it",
-                where,
-            )
+        if not isinstance(pid, tuple) or not pid or pid[0] not in ("storage", b"storage"):
+            # The VM made this an unsafe "persistent-id" finding where the PERSID appears.
+            self.finding("error", "bad-tensor", f"{name}: storage is not a torch storage", where)
             return None
         if len(pid) not in (5, 6) or not isinstance(pid[1], Global):
             self.finding("error", "bad-storage", f"{name}: malformed storage reference", where)
@@ -322,6 +357,8 @@ class _Walker:
             dtype = ""
         elif cls.name in STORAGE_DTYPES:
             dtype = STORAGE_DTYPES[cls.name]
+        elif register_only and cls.name in QUANTIZED_STORAGE_SIZES:
+            dtype = QUANTIZED_STORAGE_SIZES[cls.name]  # only to size its bytes
         else:
             self.out.unsupported.append(f"{name} (storage {cls.dotted})")
             return None
@@ -355,6 +392,12 @@ class _Walker:
                 return None
             return StorageRef(key, dtype, view[2], ref.location, view) if dtype_size else None
         return ref
+
+
+def _join(path: str, key: str) -> str:
+    if len(path) > _MAX_PATH:
+        return path
+    return f"{path}.{key}" if path else str(key)
 
 
 def _is(value: Any, module: str, *names: str) -> bool:

@@ -66,6 +66,8 @@ class Format(enum.StrEnum):
     HTML = "html"
     JSON = "json"
     TEXT = "text"
+    ARCHIVE = "archive"  # gzip, xz, 7z, rar, zstd, bzip2, tar: a model packed, not a model
+    ZEROS = "zeros"  # nothing but zero bytes: a preallocated download that got no data
     EMPTY = "empty"
     UNKNOWN = "unknown"
 

@@ -64,7 +64,7 @@ def test_special_files_are_refused_without_opening_them(tmp_path: Path) -> None:
     fifo = tmp_path / "model.safetensors"
     os.mkfifo(fifo)
     # A subprocess with a timeout: opening a FIFO for reading would block for ever.
-    for command in ("inspect",):
+    for command in ("inspect", "audit"):
         done = subprocess.run(
             [sys.executable, "-c", "from modelsafe.cli import main; main()", command, str(fifo)],
             capture_output=True,
