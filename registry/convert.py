@@ -39,6 +39,7 @@ from typing import Any
 from modelsafe.errors import ConversionError, UnsafeFileError, UsageError
 from modelsafe.registry.pickle_vm.tensors import TensorRecord
 from modelsafe.registry.torch_archive import TorchFile, read_torch_file
+from modelsafe.types import SAFETENSORS_DTYPES
 
 CHUNK = 8 << 20
 # While the copy runs, written data is pushed to disk every this many seconds (fdatasync in a
@@ -75,8 +76,15 @@ class _Planned:
     digest: bytes = b""
 
 
+_SOURCE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle", ".safetensors"})
+
+
 def default_destination(src: Path) -> Path:
-    return src.with_suffix(".safetensors")
+    """``x.ckpt`` -> ``x.safetensors``; a name without a model suffix keeps all of itself
+    (``embedding-v1.5`` -> ``embedding-v1.5.safetensors``: its trigger word stays whole)."""
+    if src.suffix.lower() in _SOURCE_SUFFIXES:
+        return src.with_suffix(".safetensors")
+    return src.with_name(src.name + ".safetensors")
 
 
 def convert_file(
@@ -90,6 +98,12 @@ def convert_file(
     started = time.perf_counter()
     src = Path(src)
     dst = Path(dst) if dst is not None else default_destination(src)
+    try:
+        before = os.stat(src)  # the file the audit will read; the copy must read the same one
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read {src}: {exc.strerror or exc}", hint="check the path"
+        ) from exc
     tf = _checked_source(src, dst, overwrite)
     plan = _plan(tf)
     values = tf.content.values if tf.content else {}
@@ -103,13 +117,13 @@ def convert_file(
         ) from exc
     try:
         with (
-            _SourceSha256(src) as source_sha,  # hashes the source beside the copy and the check
+            _SourceSha256(src, before) as source_sha,  # hashes the source beside the copy
             os.fdopen(fd, "wb") as out,
             _Flusher(out.fileno()) as flusher,
         ):
             header, data_start = _header(tf, plan, values, _SHA_PLACEHOLDER)
             out.write(header)
-            _copy(src, out, plan, data_start)
+            _copy(source_sha.fd, src, out, plan, data_start)
             out.flush()
             total = _verify(tmp, plan, data_start)  # every tensor, re-read from the temp file
             sha = source_sha.result()
@@ -159,9 +173,17 @@ class _SourceSha256:
 
     BUFFER = 1 << 20
 
-    def __init__(self, src: Path) -> None:
+    def __init__(self, src: Path, before: os.stat_result) -> None:
         self._fd = os.open(src, os.O_RDONLY)
-        self._before = self._identity()
+        self.fd = self._fd  # the copy reads through this descriptor too: one file, whatever
+        # happens to the path
+        self._before = (before.st_size, before.st_mtime_ns, before.st_ino)
+        if self._identity() != self._before:  # replaced or rewritten while it was audited
+            os.close(self._fd)
+            raise ConversionError(
+                f"{src} changed while it was being audited",
+                hint="nothing was written; convert it again when nothing is writing it",
+            )
         self._hash = hashlib.sha256()
         self._stop = False
         self._error: BaseException | None = None
@@ -259,6 +281,8 @@ def _checked_source(src: Path, dst: Path, overwrite: bool) -> TorchFile:
         raise UsageError(f"{src} is not a file", hint="give the path of a .ckpt/.pt/.bin file")
     if dst.exists() and dst.resolve() == src.resolve():
         raise UsageError("the destination is the source", hint="give another destination")
+    if dst.is_dir():
+        raise UsageError(f"{dst} is a folder", hint="give the path of the file to write")
     if dst.exists() and not overwrite:
         raise UsageError(f"{dst} already exists", hint="remove it or pass --force")
     verdict = audit_path(src)
@@ -293,7 +317,41 @@ def _checked_source(src: Path, dst: Path, overwrite: bool) -> TorchFile:
         raise ConversionError(f"cannot convert {src}: compressed storages are not supported")
     if not tf.content.tensors:
         raise ConversionError(f"cannot convert {src}: it holds no tensors")
+    _check_names_and_dtypes(src, tf.content)
     return tf
+
+
+def _check_names_and_dtypes(src: Path, content: Any) -> None:
+    """What a safetensors file cannot hold: refused with the reason, before anything is written."""
+    if content.name_problems:
+        raise ConversionError(
+            f"cannot convert {src}: {content.name_problems[0]}; a safetensors file needs one "
+            "flat name per tensor",
+            hint="load it with torch.load(weights_only=True) and save the tensors under names "
+            "of your own",
+        )
+    for record in content.tensors:
+        name = record.name
+        if name == "__metadata__":
+            raise ConversionError(
+                f"cannot convert {src}: a tensor is named '__metadata__', the name safetensors "
+                "keeps for the file's metadata",
+                hint="rename that tensor before converting",
+            )
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConversionError(
+                f"cannot convert {src}: the tensor name {name!r} is not valid Unicode text "
+                "(a lone surrogate), which a safetensors header cannot hold",
+                hint="rename that tensor before converting",
+            ) from None
+        if record.dtype not in SAFETENSORS_DTYPES:
+            raise ConversionError(
+                f"cannot convert {src}: tensor {name!r} is {record.dtype}, which no safetensors "
+                "dtype holds",
+                hint="keep the .ckpt, or cast that tensor (e.g. complex128 -> complex64)",
+            )
 
 
 # -- layout -------------------------------------------------------------------------------------
@@ -337,9 +395,11 @@ def _header(
         "modelsafe.source_sha256": sha,
     }
     if values:
-        text = json.dumps(values, sort_keys=True, default=str)
-        if len(text) <= _MAX_VALUES_JSON:
-            meta["modelsafe.values"] = text
+        kept, omitted = _fitting_values(values)
+        if kept:
+            meta["modelsafe.values"] = _values_json(kept)
+        if omitted:
+            meta["modelsafe.values_omitted"] = json.dumps(omitted)
     aliases = _aliases(plan)
     if aliases:
         meta["modelsafe.aliases"] = json.dumps(aliases, sort_keys=True)
@@ -354,6 +414,35 @@ def _header(
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
     return len(raw).to_bytes(8, "little") + raw, 8 + len(raw)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as text: strict JSON readers (JavaScript, serde) refuse the bare words."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _values_json(values: dict[str, Any]) -> str:
+    return json.dumps(_json_safe(values), sort_keys=True, default=str, allow_nan=False)
+
+
+def _fitting_values(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The plain values that fit in the metadata (the biggest ones left out first; their keys
+    listed), so a long config text never costs ``global_step`` and ``epoch``."""
+    sizes = {k: len(_values_json({k: v})) for k, v in values.items()}
+    kept = dict(values)
+    omitted: list[str] = []
+    for key in sorted(sizes, key=lambda k: (-sizes[k], k)):
+        if len(_values_json(kept)) <= _MAX_VALUES_JSON:
+            break
+        del kept[key]
+        omitted.append(key)
+    return kept, sorted(omitted)
 
 
 def _aliases(plan: list[_Planned]) -> dict[str, str]:
@@ -372,10 +461,11 @@ def _aliases(plan: list[_Planned]) -> dict[str, str]:
 # -- copying ------------------------------------------------------------------------------------
 
 
-def _copy(src: Path, out: Any, plan: list[_Planned], data_start: int) -> None:
+def _copy(fd: int, src: Path, out: Any, plan: list[_Planned], data_start: int) -> None:
     """One sequential pass over the tensor bytes of ``src``: copy the sequential tensors (each
     chunk read once into one reused buffer, written, and BLAKE3-hashed for the verification);
-    then gather the rest. (The source's SHA-256 is computed beside this, by _SourceSha256.)"""
+    then gather the rest. (The source's SHA-256 is computed beside this, by _SourceSha256, whose
+    descriptor ``fd`` this reads too: the file audited is the file copied.)"""
     import blake3
 
     # zero-byte tensors need no bytes: their digest is BLAKE3 of nothing
@@ -383,38 +473,34 @@ def _copy(src: Path, out: Any, plan: list[_Planned], data_start: int) -> None:
     hashers = {id(p): blake3.blake3() for p in plan}
     view = memoryview(bytearray(CHUNK))
     index = 0
-    fd = os.open(src, os.O_RDONLY)
-    try:
-        pos = sequential[0].source_offset if sequential else 0
-        stop = sequential[-1].source_offset + sequential[-1].record.nbytes if sequential else 0
-        while index < len(sequential) and pos < stop:
-            got = os.preadv(fd, [view[: min(CHUNK, stop - pos)]], pos)
-            if got <= 0:
-                break
-            chunk = view[:got]
-            chunk_end = pos + got
-            while index < len(sequential):
-                item = sequential[index]
-                begin = max(item.source_offset, pos)
-                end = min(item.source_offset + item.record.nbytes, chunk_end)
-                if begin < end:
-                    part = chunk[begin - pos : end - pos]
-                    out.write(part)
-                    hashers[id(item)].update(part)
-                if item.source_offset + item.record.nbytes <= chunk_end:
-                    index += 1
-                    continue
-                break
-            pos = chunk_end
-        if index != len(sequential):
-            raise ConversionError(f"{src} changed or ended while it was being converted")
-        for item in plan:
-            if not item.sequential:
-                for piece in _gather(fd, item):
-                    out.write(piece)
-                    hashers[id(item)].update(piece)
-    finally:
-        os.close(fd)
+    pos = sequential[0].source_offset if sequential else 0
+    stop = sequential[-1].source_offset + sequential[-1].record.nbytes if sequential else 0
+    while index < len(sequential) and pos < stop:
+        got = os.preadv(fd, [view[: min(CHUNK, stop - pos)]], pos)
+        if got <= 0:
+            break
+        chunk = view[:got]
+        chunk_end = pos + got
+        while index < len(sequential):
+            item = sequential[index]
+            begin = max(item.source_offset, pos)
+            end = min(item.source_offset + item.record.nbytes, chunk_end)
+            if begin < end:
+                part = chunk[begin - pos : end - pos]
+                out.write(part)
+                hashers[id(item)].update(part)
+            if item.source_offset + item.record.nbytes <= chunk_end:
+                index += 1
+                continue
+            break
+        pos = chunk_end
+    if index != len(sequential):
+        raise ConversionError(f"{src} changed or ended while it was being converted")
+    for item in plan:
+        if not item.sequential:
+            for piece in _gather(fd, item):
+                out.write(piece)
+                hashers[id(item)].update(piece)
     for item in plan:
         item.digest = hashers[id(item)].digest()
 

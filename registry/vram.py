@@ -28,7 +28,10 @@ from modelsafe.types import DTYPE_SIZES, TensorIndex, TensorInfo
 # The order is the order of tensor_sizes()'s answer after the stored size.
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "fp8")
 PRECISION_BYTES: dict[str, float] = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
-FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4"})
+FLOAT_DTYPES = frozenset(
+    {"F64", "F32", "F16", "BF16", "F4"}
+    | {"F8_E4M3", "F8_E5M2", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ"}
+)
 # diffusers hooks/layerwise_casting.py DEFAULT_SKIP_MODULES_PATTERN (kept in compute precision).
 _FP8_SKIP = re.compile(r"(pos_embed|patch_embed|norm|(^|\.)ln_|^proj_in$|^proj_out$)")
 # Embedding tables are not Linear/Conv layers: layerwise casting leaves them alone too.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from modelsafe.plugins.hookspecs import hookimpl
-from modelsafe.types import DTYPE_SIZES, Finding, Format
+from modelsafe.types import DTYPE_SIZES, SAFETENSORS_DTYPES, Finding, Format
 
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
 
@@ -89,7 +89,7 @@ def _check_header(raw: bytes, data_size: int) -> list[Finding]:  # noqa: C901
             findings.append(_err("bad-entry", "entry is not {dtype, shape, data_offsets}", where))
             continue
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in DTYPE_SIZES:
+        if dtype not in SAFETENSORS_DTYPES:
             findings.append(_err("bad-dtype", f"unknown dtype {dtype!r}", where))
             continue
         if not isinstance(shape, list) or not isinstance(offsets, list):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from modelsafe.errors import FileReadError, MalformedFileError
-from modelsafe.types import DTYPE_SIZES, Format, TensorIndex, TensorInfo
+from modelsafe.types import DTYPE_SIZES, SAFETENSORS_DTYPES, Format, TensorIndex, TensorInfo
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library's MAX_HEADER_SIZE
 # Headers larger than this get a structural pre-check before json.loads (see _check_skeleton).
@@ -179,7 +179,7 @@ def _metadata(value: Any, where: str) -> dict[str, str]:
     return dict(value)
 
 
-_BITS = {name: int(size * 8) for name, size in DTYPE_SIZES.items()}
+_BITS = {name: int(size * 8) for name, size in DTYPE_SIZES.items() if name in SAFETENSORS_DTYPES}
 
 
 def _tensor(name: str, entry: Any, header_length: int, where: str) -> TensorInfo:
@@ -196,8 +196,10 @@ def _tensor(name: str, entry: Any, header_length: int, where: str) -> TensorInfo
         raise _malformed(
             where,
             f"tensor {name!r}: unknown dtype {dtype!r}",
-            hint="known: " + ", ".join(DTYPE_SIZES) + "; a newer safetensors writer may have "
-            "made it (then upgrade modelsafe), else the file is damaged",
+            hint="known: "
+            + ", ".join(sorted(SAFETENSORS_DTYPES))
+            + "; a newer safetensors writer may have made it (then upgrade modelsafe), else the "
+            "file is damaged",
         )
     shape = entry.get("shape")
     numel = 1

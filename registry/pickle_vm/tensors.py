@@ -68,6 +68,8 @@ TORCH_DTYPES: dict[str, str] = {
     "float8_e4m3fn": "F8_E4M3",
     "float8_e5m2": "F8_E5M2",
     "float8_e8m0fnu": "F8_E8M0",
+    "float8_e4m3fnuz": "F8_E4M3FNUZ",
+    "float8_e5m2fnuz": "F8_E5M2FNUZ",
 }
 
 # Quantized storage classes -> a dtype of the same item size (their bytes are sized, never read).
@@ -144,6 +146,10 @@ class Interpretation:
     findings: list[Finding] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)  # tensors modelsafe cannot rebuild
     dropped: list[str] = field(default_factory=list)  # tensors outside the unwrapped state_dict
+    # Why some tensors get no flat name of their own (a safetensors file needs one per tensor):
+    # two that flatten to the same name, a key path too long to extend. torch.load does not care;
+    # convert refuses.
+    name_problems: list[str] = field(default_factory=list)
     unwrapped: str = ""  # the top-level key whose dict became the state dict ("" = none)
     storages: dict[str, StorageRef] = field(default_factory=dict)
 
@@ -188,6 +194,10 @@ class _Walker:
                 continue
             self.active.add(id(value))
             todo.append((value, path, True))
+            if len(path) > _MAX_PATH and not self.out.name_problems:
+                self.out.name_problems.append(
+                    f"a key path longer than {_MAX_PATH} characters ({path[:48]}...)"
+                )
             for key, child in reversed(children):
                 todo.append((child, _join(path, key), False))
 
@@ -437,9 +447,7 @@ def interpret(
     seen: set[str] = set()
     for record in walker.out.tensors:
         if record.name in seen:
-            walker.finding(
-                "error", "duplicate-name", f"two tensors flatten to the same name {record.name!r}"
-            )
+            walker.out.name_problems.append(f"two tensors flatten to the same name {record.name!r}")
         seen.add(record.name)
     return walker.out
 

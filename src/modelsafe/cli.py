@@ -124,9 +124,35 @@ def _show_error(message: str, hint: str = "") -> None:
         click.echo(f"Hint: {hint}", err=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (``timeout``, ``docker stop``, a closed SSH session): unwinds like
+    Ctrl-C, so every ``finally`` and ``except BaseException`` cleanup runs (temp files removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: Any) -> None:
+    raise Terminated(signum)
+
+
+def _handle_termination() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # (signal handlers can only be set from the main thread)
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) in (signal.SIG_DFL, None):
+            signal.signal(signum, _raise_terminated)
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of the ``modelsafe`` script: runs the CLI and maps errors to exit codes."""
     debug = os.environ.get("MODELSAFE_DEBUG") == "1"
+    _handle_termination()
     try:
         rv = cli.main(args=argv, prog_name="modelsafe", standalone_mode=False)
     except ModelsafeError as exc:
@@ -139,7 +165,14 @@ def main(argv: list[str] | None = None) -> Any:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, click.exceptions.Abort) as exc:
+        # (click turns a KeyboardInterrupt into Abort; the signal that caused it is its cause)
+        cause = exc if isinstance(exc, Terminated) else exc.__cause__ or exc.__context__
+        if isinstance(cause, Terminated):
+            import signal
+
+            _show_error(f"terminated ({signal.Signals(cause.signum).name})")
+            sys.exit(128 + cause.signum)
         _show_error("interrupted")
         sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:

@@ -24,6 +24,8 @@ DTYPE_SIZES: dict[str, float] = {
     "F8_E4M3": 1,
     "F8_E5M2": 1,
     "F8_E8M0": 1,
+    "F8_E4M3FNUZ": 1,
+    "F8_E5M2FNUZ": 1,
     "F4": 0.5,
     "I64": 8,
     "I32": 4,
@@ -35,8 +37,10 @@ DTYPE_SIZES: dict[str, float] = {
     "U8": 1,
     "BOOL": 1,
     "C64": 8,
-    "C128": 16,
+    "C128": 16,  # torch's complex128: sized for audits; no safetensors dtype holds it
 }
+# The dtypes a safetensors file may hold (the library's own list; C128 is not one of them).
+SAFETENSORS_DTYPES: frozenset[str] = frozenset(DTYPE_SIZES) - {"C128"}
 
 # Human names for precisions, as ``inspect`` reports them.
 PRECISION_NAMES: dict[str, str] = {
@@ -46,6 +50,8 @@ PRECISION_NAMES: dict[str, str] = {
     "BF16": "bf16",
     "F8_E4M3": "fp8_e4m3fn",
     "F8_E5M2": "fp8_e5m2",
+    "F8_E4M3FNUZ": "fp8_e4m3fnuz",
+    "F8_E5M2FNUZ": "fp8_e5m2fnuz",
     "I8": "int8",
     "U8": "uint8",
 }

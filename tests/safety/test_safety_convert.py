@@ -80,8 +80,8 @@ def test_corruption_during_copy_is_caught_by_verification(
 ) -> None:
     real = convert_mod._copy
 
-    def corrupting(src: Path, out: Any, plan: Any, start: int) -> str:
-        sha = real(src, out, plan, start)
+    def corrupting(fd: int, src: Path, out: Any, plan: Any, start: int) -> str:
+        sha = real(fd, src, out, plan, start)
         out.seek(start + 3)
         out.write(b"\xff")
         return sha
