@@ -31,7 +31,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -535,14 +535,56 @@ def _gather(fd: int, item: _Planned) -> Iterator[bytes]:
             strides=tuple(st * itemsize for st in r.stride),
             writeable=False,
         )
-        row_bytes = max(1, math.prod(r.shape[1:]) * itemsize)
-        step = max(1, CHUNK // row_bytes)
+        blocks = _blocks(view)
         try:
-            for i in range(0, r.shape[0], step):
-                yield np.ascontiguousarray(view[i : i + step]).tobytes()
-                mm.madvise(mmap.MADV_DONTNEED)
+            for block in blocks:
+                piece = np.ascontiguousarray(block).tobytes()
+                del block
+                yield piece
+                mm.madvise(mmap.MADV_DONTNEED)  # the pages read so far leave the RSS
         finally:
-            del raw, view
+            blocks.close()  # (its frames hold views of the map, which must go before it closes)
+            del blocks, raw, view
+
+
+# A gathered block's output bytes, and the source bytes it may touch (what bounds the RSS: a
+# transposed tensor's row touches every page of its storage).
+BLOCK_BYTES = CHUNK
+BLOCK_SPAN = 16 << 20
+
+
+def _span(view: Any) -> int:
+    """Bytes between the first and the last element of a strided numpy view, inclusive."""
+    return view.itemsize + sum(
+        (n - 1) * abs(st) for n, st in zip(view.shape, view.strides, strict=True)
+    )
+
+
+def _blocks(view: Any) -> Generator[Any, None, None]:
+    """``view`` in C order, as sub-views whose output size and source span are both bounded:
+    whole rows while they fit, else rows split further (dimension by dimension)."""
+    if view.size == 0:
+        return
+    if view.ndim == 0 or (view.nbytes <= BLOCK_BYTES and _span(view) <= BLOCK_SPAN):
+        yield view
+        return
+    rows = view.shape[0]
+    row = view[0]
+    row_span = _span(row)
+    if view.ndim > 1 and (row.nbytes > BLOCK_BYTES or row_span > BLOCK_SPAN):
+        for i in range(rows):  # a single row is too big or too spread: split inside it
+            yield from _blocks(view[i])
+        return
+    if view.ndim == 1 and row_span > BLOCK_SPAN:
+        half = rows // 2  # (cannot happen for one element; keeps the split logarithmic)
+        yield from _blocks(view[:half])
+        yield from _blocks(view[half:])
+        return
+    # k rows take k * row.nbytes output bytes and (k - 1) * |stride| + row_span source bytes.
+    stride = max(1, abs(view.strides[0]))
+    step = max(1, min(BLOCK_BYTES // max(1, row.nbytes), 1 + (BLOCK_SPAN - row_span) // stride))
+    for i in range(0, rows, step):
+        yield view[i : i + step]
 
 
 # -- verification -------------------------------------------------------------------------------

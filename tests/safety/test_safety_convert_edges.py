@@ -142,3 +142,35 @@ def test_destinations(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="is a folder"):
         convert_file(src, folder, overwrite=True)
     assert time.perf_counter() - started < 5  # refused before anything is copied
+
+
+np = pytest.importorskip("numpy")
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    shape=st.lists(st.integers(0, 7), min_size=1, max_size=4),
+    perm_seed=st.integers(0, 1000),
+    steps=st.lists(st.integers(1, 3), min_size=4, max_size=4),
+)
+def test_gather_blocks_keep_c_order_and_bound_span_and_size(
+    shape: list[int], perm_seed: int, steps: list[int]
+) -> None:
+    """Any strided view (transposed, stepped) comes out byte for byte in C order, in blocks whose
+    output size and source span stay under the limits (what bounds convert's RSS)."""
+    limits = {"BLOCK_BYTES": 24, "BLOCK_SPAN": 200}
+    base = np.arange(int(np.prod([s * 3 for s in shape])), dtype=np.int16)
+    base = base.reshape([s * 3 for s in shape])
+    view = base[tuple(slice(None, None, k) for k in steps[: len(shape)])]
+    order = np.random.default_rng(perm_seed).permutation(view.ndim)
+    view = view.transpose(order)
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in limits.items():
+            mp.setattr(convert_mod, name, value)
+        blocks = list(convert_mod._blocks(view))
+    assert b"".join(np.ascontiguousarray(b).tobytes() for b in blocks) == view.tobytes()
+    for b in blocks:  # (one element is the floor: it is never split)
+        assert b.size <= 1 or b.nbytes <= limits["BLOCK_BYTES"]
+        assert b.size <= 1 or convert_mod._span(b) <= limits["BLOCK_SPAN"]
