@@ -18,7 +18,13 @@ Progress = Callable[[int, int], None]
 
 @runtime_checkable
 class Backend(Protocol):
-    """What a backend plugin returns from ``modelsafe_backends``."""
+    """What a backend plugin returns from ``modelsafe_backends``.
+
+    Optional: ``check(request) -> None``, called before the plan and any load; it raises a
+    ModelsafeError for inputs the backend cannot use (a VAE of another latent width, a LoRA kind
+    it cannot apply), so a user mistake is named before minutes of loading. Not part of the
+    protocol, so backends without it still qualify.
+    """
 
     name: str
 

@@ -513,6 +513,107 @@ def load_vae(path: Path, family: str, variant: str | None, config_root: Path, dt
     )
 
 
+# -- checks before loading (headers and configs only) ----------------------------------------------
+
+
+def component_config(
+    family: str, variant: str | None, config_dir: Path | None, model: Path, component: str
+) -> dict[str, Any] | None:
+    """The config ``component`` of the model will load with: a pipeline folder's own, else the
+    family's (``config_dir`` first, then the shipped ones)."""
+    if model.is_dir():
+        for name in ("config.json", "scheduler_config.json"):
+            file = model / component / name
+            if file.is_file():
+                try:
+                    return dict(json.loads(file.read_text(encoding="utf-8")))
+                except (OSError, ValueError):
+                    return None
+    return read_config(family, variant, component, config_dir)
+
+
+def _inspect(path: Path) -> Any | None:
+    """The registry's report on ``path`` (headers only), or None when it cannot read it."""
+    from modelsafe.errors import ModelsafeError
+    from modelsafe.registry.inspect import inspect_path
+
+    try:
+        return inspect_path(path)
+    except ModelsafeError:
+        return None
+
+
+def _a(kind: str) -> str:
+    return ("an " if kind[:1] in "aeiou" else "a ") + kind.replace("_", " ")
+
+
+# What a file given as a model part must not be (the detectors' kinds).
+_NOT_A_PART = (
+    "lora",
+    "lycoris",
+    "embedding",
+    "controlnet",
+    "upscaler",
+    "ip_adapter",
+    "t2i_adapter",
+)
+
+
+def check_vae(
+    path: Path, family: str, variant: str | None, config_dir: Path | None, model: Path
+) -> None:
+    """Refuse a ``--vae`` that is not a VAE, or whose latent channels are not the model's
+    (``this VAE has 16 latent channels; sd1 needs 4``), before anything loads."""
+    from modelsafe.runtime.family_needs import NEEDS
+
+    report = _inspect(path)
+    if report is None:
+        return  # the loader reports what it cannot read
+    kind = str(report.kind)
+    if kind in _NOT_A_PART or kind == "text_encoder":
+        raise BackendError(
+            f"--vae {path.name} is {_a(kind)}, not a VAE",
+            hint="pass the VAE file of this model family (`modelsafe inspect FILE` says "
+            "what a file is)",
+        )
+    facts = dict(report.facts or {})
+    have = facts.get("vae_latent_channels") if kind == "checkpoint" else None
+    have = have or (facts.get("latent_channels") if kind in ("vae", "unknown") else None)
+    config = component_config(family, variant, config_dir, model, "vae") or {}
+    want = config.get("latent_channels") or (
+        NEEDS[family].latent_channels if family in NEEDS else None
+    )
+    if isinstance(have, int) and isinstance(want, int) and have != want:
+        raise BackendError(
+            f"the VAE {path.name} has {have} latent channel{'' if have == 1 else 's'}; "
+            f"{family} needs {want}",
+            hint=f"pass the VAE made for {family} models (or leave --vae out to use the "
+            "model's own)",
+        )
+
+
+def check_text_encoders(
+    files: Mapping[str, Path], family: str, variant: str | None, config_dir: Path | None
+) -> None:
+    """Refuse ``--text-encoder NAME=PATH`` with a NAME the family has no slot for, or a PATH
+    that is some other kind of model (a VAE, a LoRA...)."""
+    index = read_config(family, variant, "model_index", config_dir) or {}
+    slots = sorted(n for n in index if n.startswith("text_encoder"))
+    for name, path in files.items():
+        if slots and name not in slots:
+            raise BackendError(
+                f"--text-encoder {name}=...: {family} models have no {name}",
+                hint=f"{family} text encoder names: {', '.join(slots)}",
+            )
+        report = _inspect(path)
+        kind = str(report.kind) if report is not None else "unknown"
+        if kind in _NOT_A_PART or kind == "vae":
+            raise BackendError(
+                f"--text-encoder {name}={path.name} is {_a(kind)}, not a text encoder",
+                hint=f"pass {COMPONENT_HINTS.get(name, 'the text encoder of this family')}",
+            )
+
+
 # -- pipelines -------------------------------------------------------------------------------
 
 
@@ -532,12 +633,18 @@ def load_pipeline(req: LoadRequest, components: Mapping[str, Any] | None = None)
     dtype = torch_dtype(req.dtype)
     index = model_index(req.family, req.variant, req.config_dir)
     pipeline_cls = getattr(diffusers, str(index["_class_name"]))
+    load_errors = _load_errors()
     with config_folder(req.family, req.variant, req.config_dir) as config_root, _quiet():
-        given = _given_components(req, index, config_root, dtype, dict(components or {}))
         try:
+            given = _given_components(req, index, config_root, dtype, dict(components or {}))
             if req.kind == "pipeline":
+                variant = folder_variant(req.path)
                 pipe = pipeline_cls.from_pretrained(
-                    str(req.path), local_files_only=True, torch_dtype=dtype, **given
+                    str(req.path),
+                    local_files_only=True,
+                    torch_dtype=dtype,
+                    **({"variant": variant} if variant else {}),
+                    **given,
                 )
             else:
                 pipe = pipeline_cls.from_single_file(
@@ -549,12 +656,63 @@ def load_pipeline(req: LoadRequest, components: Mapping[str, Any] | None = None)
                 )
         except BackendError:
             raise
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        except load_errors as exc:
             raise BackendError(
-                f"diffusers could not load {req.path.name} as {req.family}: {exc}",
-                hint="check --family/--kind, or pass the missing component files",
+                f"diffusers could not load {req.path.name} as {req.family}: {_first_line(exc)}",
+                hint="check --family, and that --vae / --text-encoder files belong to this "
+                "family (`modelsafe inspect FILE`)",
             ) from exc
     return pipe
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def folder_variant(path: Path) -> str | None:
+    """The weights variant (``fp16``, ``bf16``...) to ask diffusers for when some component of
+    the diffusers folder ``path`` holds only variant files (``model.fp16.safetensors``);
+    ``None`` when every component has plain weight files. fp16 is preferred when several are."""
+    wanted: set[str] = set()
+    for component in sorted(p for p in path.iterdir() if p.is_dir()):
+        plain, variants = False, set()
+        for file in component.iterdir():
+            if not file.name.endswith(WEIGHT_SUFFIXES):
+                continue
+            parts = file.name.split(".")
+            if len(parts) == 2:
+                plain = True
+            elif len(parts) == 3:
+                variants.add(parts[1])
+        if not plain and variants:
+            wanted |= variants
+    if not wanted:
+        return None
+    return "fp16" if "fp16" in wanted else sorted(wanted)[0]
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What diffusers/transformers raise for files that do not fit (shapes, keys, configs)."""
+    errors: list[type[BaseException]] = [
+        OSError,
+        ValueError,
+        KeyError,
+        RuntimeError,
+        IndexError,
+        TypeError,
+    ]
+    try:
+        from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+        errors.append(SingleFileComponentError)
+    except ImportError:  # pragma: no cover - older diffusers
+        pass
+    return tuple(errors)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, shortened (diffusers can print whole key lists)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 @contextlib.contextmanager

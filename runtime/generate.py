@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from modelsafe.plugin_manager import ModelsafePluginManager
     from modelsafe.registry.catalog import Catalog
 
-MAX_SEED = 2**32 - 1
+MAX_SEED = 2**32 - 1  # random seeds are drawn in [0, MAX_SEED] (A1111's range)
+SEED_LIMIT = 2**64 - 1  # the largest seed torch's generators take
+RANDOM_SEED = -1  # --seed -1 / --seeds -1: a random seed (A1111), recorded in the recipe
 Progress = Callable[[int, int], None]
 
 
@@ -116,7 +118,7 @@ class GenerateRequest:
             return [int(s) for s in self.seeds]
         if self.seed is None:
             raise UsageError("no seed chosen yet", hint="call with_defaults() first")
-        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.batch_size)]
+        return [(self.seed + i) % (SEED_LIMIT + 1) for i in range(self.batch_size)]
 
     def input_files(self) -> list[Path]:
         """Every file or folder the request will load."""
@@ -186,10 +188,47 @@ def family_defaults(family: str, variant: str | None = None) -> FamilyDefaults:
     return found
 
 
-def with_defaults(request: GenerateRequest) -> GenerateRequest:
-    """``request`` with its family identified, seeds chosen and every None setting filled."""
+def check_numbers(request: GenerateRequest) -> None:
+    """Refuse settings no run can use (checked before the family is identified or anything
+    loads): steps, sizes, seeds, batch size, LoRA weights and the ControlNet scale."""
+    import math
+
     if request.batch_size < 1:
-        raise UsageError("batch size must be at least 1")
+        raise UsageError(f"batch size {request.batch_size} must be at least 1")
+    if request.steps is not None and request.steps < 1:
+        raise UsageError(f"--steps {request.steps}: at least 1 denoising step is needed")
+    for name, size in (("width", request.width), ("height", request.height)):
+        if size is not None and (size < 8 or size % 8):
+            raise UsageError(
+                f"--{name} {size}: image sizes are positive multiples of 8",
+                hint="e.g. 512, 768 or 1024",
+            )
+    seeds = [request.seed] if request.seed is not None else []
+    for seed in [*seeds, *request.seeds]:
+        if seed != RANDOM_SEED and not 0 <= seed <= SEED_LIMIT:
+            raise UsageError(
+                f"seed {seed} is out of range",
+                hint=f"seeds are 0 to {SEED_LIMIT} (2**64-1); -1 picks a random one",
+            )
+    for number, value in (("cfg", request.cfg), ("refiner switch", request.refiner_switch)):
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{number} {value} is not a finite number")
+    for lora in request.loras:
+        if not math.isfinite(lora.weight):
+            raise UsageError(
+                f"LoRA {lora.path.name}: weight {lora.weight} is not a finite number",
+                hint="give a weight such as 0.8 (PATH:WEIGHT)",
+            )
+    if request.controlnet is not None and not math.isfinite(request.controlnet.scale):
+        raise UsageError(f"--control-scale {request.controlnet.scale} is not a finite number")
+
+
+def with_defaults(request: GenerateRequest) -> GenerateRequest:
+    """``request`` with its family identified, seeds chosen and every None setting filled.
+
+    A seed of -1 (``seed`` or an entry of ``seeds``) is replaced by a random one, which the
+    recipe then records."""
+    check_numbers(request)
     family, variant, kind, prediction = request.family, request.variant, request.kind, None
     if family is not None:
         from modelsafe.runtime.diffusers_loader import guess_kind, guess_variant
@@ -214,20 +253,81 @@ def with_defaults(request: GenerateRequest) -> GenerateRequest:
         variant=variant,
         kind=kind,
         prediction_type=request.prediction_type or prediction,
-        seed=request.seed if request.seed is not None else random_seed(),
-        steps=request.steps or base.steps,
+        seed=random_seed() if request.seed in (None, RANDOM_SEED) else request.seed,
+        seeds=tuple(random_seed() if s == RANDOM_SEED else s for s in request.seeds),
+        steps=base.steps if request.steps is None else request.steps,
         cfg=base.cfg if request.cfg is None else request.cfg,
-        width=request.width or base.width,
-        height=request.height or base.height,
+        width=base.width if request.width is None else request.width,
+        height=base.height if request.height is None else request.height,
         scheduler=request.scheduler or base.scheduler,
     )
-    for size in (request.width, request.height):
-        if size is None or size % 8:
-            raise UsageError(f"image size {size} is not a multiple of 8")
+    check_numbers(request)
     return request
 
 
 # -- the inputs: audit, identity, hashes ---------------------------------------------------------
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """``out_dir`` is a folder, or can be made as one (nothing is created here)."""
+    import os
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(
+            f"--out {out_dir} is a file, not a folder",
+            hint="give a folder for the images (it is created when missing)",
+        )
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(
+            f"--out {out_dir}: {existing} is a file, so no folder can be made below it",
+            hint="give a folder for the images (it is created when missing)",
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--out {out_dir}: {existing} is not writable", hint="choose a folder you can write"
+        )
+
+
+def check_input_files(request: GenerateRequest) -> None:
+    """Files where a file is expected (LoRAs, embeddings) and a control image PIL can read."""
+    for what, flag, paths in (
+        ("a LoRA", "--lora", [lo.path for lo in request.loras]),
+        ("an embedding", "--embedding", [e.path for e in request.embeddings]),
+    ):
+        for path in paths:
+            if path.is_dir():
+                inside = sorted(p.name for p in path.glob("*.safetensors"))[:3]
+                raise UsageError(
+                    f"{flag} {path} is a folder; {what} is one file",
+                    hint=(
+                        "pass the file itself, e.g. " + ", ".join(str(path / n) for n in inside)
+                        if inside
+                        else f"pass {what} file (.safetensors)"
+                    ),
+                )
+    if request.controlnet is not None:
+        check_control_image(request.controlnet.image)
+
+
+def check_control_image(path: Path) -> None:
+    """The control image exists and PIL can decode it."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileReadError(f"control image {path} does not exist", hint="check the path")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise FileReadError(
+            f"control image {path} is not an image that can be read: {exc}",
+            hint="pass a PNG, JPEG or WebP control image",
+        ) from exc
 
 
 def refuse_unsafe(paths: Iterable[Path]) -> None:
@@ -441,15 +541,25 @@ def build_recipe(
     )
 
 
-def request_from_recipe(recipe: Recipe, catalog: Catalog | None = None) -> GenerateRequest:
+def request_from_recipe(
+    recipe: Recipe, catalog: Catalog | None = None, overridden: Iterable[str] = ()
+) -> GenerateRequest:
     """A request that makes ``recipe``'s image again; each model is found by path, else by hash
-    in the catalog, and a file whose hash changed is refused."""
+    in the catalog, and a file whose hash changed is refused.
+
+    ``overridden`` names the request fields the caller replaces (``checkpoint``, ``vae``,
+    ``loras``, ``embeddings``, ``text_encoders``, ``controlnet``, ``refiner``, ``upscale``):
+    the recipe's models there are not looked up (they may be on no machine at all)."""
+    skip = set(overridden)
 
     def find(ref: ModelRef, what: str) -> Path:
         return _find_model(ref, what, catalog)
 
+    def unless(name: str, ref: ModelRef | None, what: str) -> Path | None:
+        return None if ref is None or name in skip else find(ref, what)
+
     control = None
-    if recipe.controlnet is not None:
+    if recipe.controlnet is not None and "controlnet" not in skip:
         if not recipe.control_image:
             raise UsageError("the recipe names a ControlNet but no control image")
         control = ControlNetSpec(
@@ -457,8 +567,13 @@ def request_from_recipe(recipe: Recipe, catalog: Catalog | None = None) -> Gener
             Path(recipe.control_image),
             recipe.control_scale,
         )
+    checkpoint = (
+        Path(recipe.checkpoint.path or recipe.checkpoint.name)
+        if "checkpoint" in skip
+        else find(recipe.checkpoint, "checkpoint")
+    )
     return GenerateRequest(
-        checkpoint=find(recipe.checkpoint, "checkpoint"),
+        checkpoint=checkpoint,
         prompt=recipe.prompt,
         negative_prompt=recipe.negative_prompt,
         seed=recipe.seed,
@@ -466,25 +581,31 @@ def request_from_recipe(recipe: Recipe, catalog: Catalog | None = None) -> Gener
         cfg=recipe.cfg,
         width=recipe.width,
         height=recipe.height,
-        scheduler=recipe.scheduler,
+        # An A1111 block names no family: its "Euler" is flow_euler on a flow model, and the
+        # family default (euler or flow_euler) is what it meant.
+        scheduler=None if not recipe.family and recipe.scheduler == "euler" else recipe.scheduler,
         family=recipe.family or None,
         variant=recipe.variant,
         prediction_type=recipe.prediction_type,
-        loras=tuple(LoraSpec(find(lo, "LoRA"), lo.weight or 0.0) for lo in recipe.loras),
-        vae=find(recipe.vae, "VAE") if recipe.vae else None,
-        text_encoders={
-            (te.token or te.name): find(te, "text encoder") for te in recipe.text_encoders
-        },
-        embeddings=tuple(
+        loras=()
+        if "loras" in skip
+        else tuple(LoraSpec(find(lo, "LoRA"), lo.weight or 0.0) for lo in recipe.loras),
+        vae=unless("vae", recipe.vae, "VAE"),
+        text_encoders={}
+        if "text_encoders" in skip
+        else {(te.token or te.name): find(te, "text encoder") for te in recipe.text_encoders},
+        embeddings=()
+        if "embeddings" in skip
+        else tuple(
             EmbeddingSpec(find(e, "embedding"), e.token or e.name) for e in recipe.embeddings
         ),
         controlnet=control,
-        refiner=find(recipe.refiner, "refiner") if recipe.refiner else None,
+        refiner=unless("refiner", recipe.refiner, "refiner"),
         refiner_switch=recipe.refiner_switch,
         plan=_recipe_settings(recipe),
         recipe_plan=dict(recipe.plan),
         backend=recipe.backend,
-        upscale=find(recipe.upscaler, "upscaler") if recipe.upscaler else None,
+        upscale=unless("upscale", recipe.upscaler, "upscaler"),
         tokenizers=_existing(recipe.extra.get("tokenizers")),
         config_dir=_existing(recipe.extra.get("config_dir")),
     )
@@ -525,11 +646,26 @@ def _find_model(ref: ModelRef, what: str, catalog: Catalog | None) -> Path:
                 return found
         except Exception:  # noqa: BLE001 - not found is reported below
             pass
+    flag = _OVERRIDE_FLAGS.get(what, "")
     raise UsageError(
         f"the {what} {ref.name!r} ({ref.path or 'no path'}, hash {digest or 'unknown'}) "
         "is not on this machine",
-        hint="put the file back, or `modelsafe scan` the folder that holds it",
+        hint="put the file back, or `modelsafe scan` the folder that holds it"
+        + (f", or give it with {flag}" if flag else ""),
     )
+
+
+# The generate flag that replaces a recipe's model of each kind (--from-image).
+_OVERRIDE_FLAGS = {
+    "checkpoint": "--checkpoint PATH",
+    "LoRA": "--lora PATH:WEIGHT",
+    "VAE": "--vae PATH",
+    "text encoder": "--text-encoder NAME=PATH",
+    "embedding": "--embedding PATH:TOKEN",
+    "ControlNet": "--controlnet PATH --control-image IMAGE",
+    "refiner": "--refiner PATH",
+    "upscaler": "--upscale MODEL",
+}
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -552,22 +688,28 @@ def generate(
 
     started = time.perf_counter()
     pm = pm or get_plugin_manager()
+    out_dir = out_dir or Path("outputs")
+    # Everything that can be checked without loading a model, before anything loads.
+    check_numbers(request)
+    check_out_dir(out_dir)
+    check_input_files(request)
     upscaler = None
     if request.upscale is not None:
         from modelsafe.runtime.upscalers.select import find_upscaler
 
         request = replace(request, upscale=find_upscaler(request.upscale, catalog))
     refuse_unsafe(request.input_files())
-    if request.controlnet is not None and not request.controlnet.image.is_file():
-        raise FileReadError(f"control image {request.controlnet.image} does not exist")
     if isinstance(request.upscale, Path):
         from modelsafe.runtime.upscalers.select import describe_upscaler
 
         upscaler = describe_upscaler(request.upscale)
     request = with_defaults(request)
+    backend = get_backend(request.backend, pm)
+    check = getattr(backend, "check", None)
+    if callable(check):  # a backend's own checks of the inputs (headers only, no load)
+        check(request)
     settled = settle(request, catalog)  # the VRAM plan: refused here, before any load
     request = replace(request, plan=settled.settings)
-    backend = get_backend(request.backend, pm)
     refs = input_refs(request, catalog)
     seeds = request.image_seeds()
     images = backend.generate(request, progress)
@@ -577,8 +719,10 @@ def generate(
         raise BackendError(
             f"backend {backend.name!r} returned {len(images)} images for {len(seeds)} seeds"
         )
-    out_dir = out_dir or Path("outputs")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the output folder {out_dir}: {exc}") from exc
     results: list[GeneratedImage] = []
     number = _next_number(out_dir)
     for offset, (image, seed) in enumerate(zip(images, seeds, strict=True)):

@@ -59,6 +59,18 @@ class ModelRef:
         return self.autov2 or (self.sha256 or "")[:10]
 
 
+# Recipe fields that must be numbers (a recipe is read from any PNG: its JSON is not trusted).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "seed": (int,),
+    "steps": (int,),
+    "width": (int,),
+    "height": (int,),
+    "cfg": (int, float),
+    "control_scale": (int, float),
+    "refiner_switch": (int, float),
+}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything that decides one image (see the module docstring)."""
@@ -118,8 +130,18 @@ class Recipe:
         def refs(values: Any) -> tuple[ModelRef, ...]:
             return tuple(ModelRef(**v) for v in values or ())
 
-        fields = dict(data)
-        fields.pop("schema")
+        from dataclasses import fields as dataclass_fields
+
+        known = {f.name for f in dataclass_fields(cls)}
+        # Fields a newer modelsafe wrote are ignored (the image is made from the ones known).
+        fields = {k: v for k, v in data.items() if k in known}
+        for name, kinds in _FIELD_TYPES.items():
+            value = fields.get(name)
+            if name in fields and (not isinstance(value, kinds) or isinstance(value, bool)):
+                raise UsageError(
+                    f"malformed modelsafe recipe: {name} is {value!r}, not a number",
+                    hint="pass the setting as a flag, or generate anew without --from-image",
+                )
         try:
             return cls(
                 **{
@@ -134,7 +156,7 @@ class Recipe:
                     "upscaler": ref(fields.get("upscaler")),
                 }
             )
-        except (TypeError, KeyError) as exc:
+        except (TypeError, KeyError, AttributeError) as exc:
             raise UsageError(f"malformed modelsafe recipe: {exc}") from exc
 
     # -- A1111 ---------------------------------------------------------------------------------
@@ -279,6 +301,11 @@ def recipe_from_parameters(text: str) -> Recipe:
         ModelRef(name=name, autov2=lora_hashes.get(name), weight=weight)
         for name, weight in parsed["loras"]
     )
+    # Embeddings: A1111 names each by the token the prompt uses (its file's stem by default).
+    embeddings = tuple(
+        ModelRef(name=token, autov2=digest or None, token=token)
+        for token, digest in _name_hashes(pairs.get("TI hashes", "")).items()
+    )
     vae = (
         ModelRef(name=pairs.get("VAE", ""), autov2=pairs.get("VAE hash"))
         if pairs.get("VAE") or pairs.get("VAE hash")
@@ -298,6 +325,7 @@ def recipe_from_parameters(text: str) -> Recipe:
         checkpoint=ModelRef(name=pairs.get("Model", ""), autov2=pairs.get("Model hash")),
         loras=loras,
         vae=vae,
+        embeddings=embeddings,
         modelsafe_version=pairs.get("Version", ""),
     )
 

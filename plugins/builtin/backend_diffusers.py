@@ -50,6 +50,10 @@ class DiffusersBackend:
 
     name = "diffusers"
 
+    def check(self, request: GenerateRequest) -> None:
+        """What can be told from headers and configs, before any load (see check_request)."""
+        check_request(request)
+
     def generate(self, request: GenerateRequest, progress: Progress | None = None) -> list[Any]:
         from modelsafe.runtime.generate import refuse_unsafe
 
@@ -82,6 +86,7 @@ def build_pipelines(request: GenerateRequest) -> tuple[Any, Any | None]:
     apply_embeddings(pipe, request)
     if request.controlnet is not None:
         pipe = attach_controlnet(pipe, request)
+        pipe.set_progress_bar_config(disable=True)  # from_pipe makes a new pipeline
     refiner = load_refiner(pipe, request) if request.refiner is not None else None
     apply_plan(pipe, request)
     if refiner is not None:
@@ -89,6 +94,96 @@ def build_pipelines(request: GenerateRequest) -> tuple[Any, Any | None]:
         set_scheduler(refiner, request)
         apply_plan(refiner, request)
     return pipe, refiner
+
+
+# -- checks before loading -----------------------------------------------------------------------
+
+# Key fragments of the LyCORIS kinds diffusers cannot apply (it reads LoRA/LoCon/DoRA only).
+LYCORIS_KEYS = {"lokr_": "LoKr", "hada_": "LoHa", "oft_": "OFT", ".oft_blocks": "OFT"}
+
+
+def check_request(request: GenerateRequest) -> None:
+    """Refuse, before anything loads, inputs that cannot fit the model: a VAE of other latent
+    channels or no VAE at all, text encoders under unknown names or of the wrong kind, LyCORIS
+    files diffusers cannot apply, a ControlNet made for another family."""
+    from modelsafe.runtime.diffusers_loader import check_text_encoders, check_vae
+
+    assert request.family is not None
+    if request.vae is not None:
+        check_vae(
+            request.vae, request.family, request.variant, request.config_dir, request.checkpoint
+        )
+    if request.text_encoders:
+        check_text_encoders(
+            request.text_encoders, request.family, request.variant, request.config_dir
+        )
+    for lora in request.loras:
+        check_lora_kind(lora.path)
+    if request.controlnet is not None:
+        check_controlnet(request)
+
+
+def check_lora_kind(path: Path) -> None:
+    """Refuse a LyCORIS LoKr / LoHa / OFT file with a short reason (diffusers applies LoRA,
+    LoCon and DoRA files, kohya, PEFT or diffusers named)."""
+    from modelsafe.errors import ModelsafeError
+    from modelsafe.runtime.diffusers_loader import tensor_shapes
+
+    try:
+        names = tensor_shapes(path)
+    except ModelsafeError:
+        return  # the load reports what it cannot read
+    for fragment, kind in LYCORIS_KEYS.items():
+        if any(fragment in name for name in names):
+            raise BackendError(
+                f"{path.name} is a LyCORIS {kind} file ({fragment.strip('.')}* keys); "
+                "diffusers cannot apply it",
+                hint="generate applies LoRA files (kohya, PEFT/diffusers, LyCORIS LoCon "
+                "and DoRA); use a LoRA version of it, or a UI that reads LyCORIS (ComfyUI, Forge)",
+            )
+
+
+def check_controlnet(request: GenerateRequest) -> None:
+    """The ControlNet's cross-attention width and extra conditioning are the model's."""
+    import json
+
+    from modelsafe.runtime.diffusers_loader import _CONTEXT_WIDTHS, _inspect, component_config
+
+    assert request.controlnet is not None and request.family is not None
+    path = request.controlnet.path
+    if request.family not in CONTROLNET_CLASSES:
+        raise BackendError(f"no ControlNet pipeline for {request.family}")
+    unet = component_config(
+        request.family, request.variant, request.config_dir, request.checkpoint, "unet"
+    )
+    if unet is None:  # a transformer family: diffusers checks its ControlNet when loading
+        return
+    config: dict[str, Any] = {}
+    if path.is_dir() and (path / "config.json").is_file():
+        try:
+            config = dict(json.loads((path / "config.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            config = {}
+    width = config.get("cross_attention_dim")
+    if width is None and path.is_file():
+        report = _inspect(path)
+        width = (report.facts or {}).get("context_dim") if report is not None else None
+    want = unet.get("cross_attention_dim")
+    extra, want_extra = config.get("addition_embed_type"), unet.get("addition_embed_type")
+    if isinstance(width, int) and isinstance(want, int) and width != want:
+        made_for = _CONTEXT_WIDTHS.get(width)
+        raise BackendError(
+            f"the ControlNet {path.name} takes {width}-wide text conditioning"
+            + (f" ({made_for})" if made_for else "")
+            + f"; this {request.family} model gives {want}",
+            hint=f"pass a ControlNet made for {request.family} models",
+        )
+    if config and extra != want_extra:
+        raise BackendError(
+            f"the ControlNet {path.name} is not made for {request.family} models "
+            f"(extra conditioning {extra!r}, the model's {want_extra!r})",
+            hint=f"pass a ControlNet made for {request.family} models",
+        )
 
 
 def set_scheduler(pipe: Any, request: GenerateRequest) -> None:
@@ -124,18 +219,38 @@ def apply_loras(pipe: Any, request: GenerateRequest) -> None:
     if not hasattr(pipe, "load_lora_weights"):
         raise BackendError(f"{type(pipe).__name__} cannot take LoRAs")
     names: list[str] = []
+    hint = "check that the LoRA was trained for this family (`modelsafe inspect FILE`)"
     for number, lora in enumerate(request.loras):
         adapter = f"lora{number}"
+        nothing = BackendError(
+            f"LoRA {lora.path.name} has no keys that apply to this {request.family} model",
+            hint=hint,
+        )
         try:
             pipe.load_lora_weights(load_state_dict(lora.path), adapter_name=adapter)
-        except (ValueError, KeyError, RuntimeError) as exc:
+        except IndexError as exc:  # diffusers' get_peft_kwargs when no key matched a layer
+            raise nothing from exc
+        except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
             raise BackendError(
                 f"diffusers cannot apply LoRA {lora.path.name} to this {request.family} model: "
-                f"{exc}",
-                hint="check that the LoRA was trained for this family (`modelsafe inspect`)",
+                f"{_short(exc)}",
+                hint=hint,
             ) from exc
+        present = {name for names_ in pipe.get_list_adapters().values() for name in names_}
+        if adapter not in present:
+            raise nothing
         names.append(adapter)
-    pipe.set_adapters(names, adapter_weights=[lora.weight for lora in request.loras])
+    try:
+        pipe.set_adapters(names, adapter_weights=[lora.weight for lora in request.loras])
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise BackendError(f"diffusers cannot set the LoRA weights: {_short(exc)}") from exc
+
+
+def _short(exc: BaseException) -> str:
+    """An exception's first line, at most 300 characters (diffusers can list every key)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def apply_embeddings(pipe: Any, request: GenerateRequest) -> None:
@@ -144,6 +259,17 @@ def apply_embeddings(pipe: Any, request: GenerateRequest) -> None:
 
     for emb in request.embeddings:
         state = load_state_dict(emb.path)
+        two_encoders = getattr(pipe, "text_encoder_2", None) is not None and hasattr(
+            pipe, "tokenizer_2"
+        )
+        if two_encoders and not ("clip_l" in state and "clip_g" in state):
+            raise BackendError(
+                f"embedding {emb.path.name} holds one set of vectors (an SD1/SD2 embedding); "
+                f"{request.family} needs clip_l and clip_g vectors",
+                hint=f"use an embedding made for {request.family}",
+            )
+        if not two_encoders:
+            _check_embedding_width(pipe, emb.path.name, state)
         try:
             if "clip_l" in state and "clip_g" in state:
                 pipe.load_textual_inversion(
@@ -165,6 +291,30 @@ def apply_embeddings(pipe: Any, request: GenerateRequest) -> None:
                 f"cannot load embedding {emb.path.name} as {emb.token!r}: {exc}",
                 hint="check the embedding's family and its token name",
             ) from exc
+
+
+def _check_embedding_width(pipe: Any, name: str, state: dict[str, Any]) -> None:
+    """The embedding's vectors are as wide as the text encoder's token embeddings."""
+    import torch
+
+    encoder = getattr(pipe, "text_encoder", None)
+    if encoder is None or not hasattr(encoder, "get_input_embeddings"):
+        return
+    want = int(encoder.get_input_embeddings().weight.shape[-1])
+
+    def widths(value: Any) -> list[int]:
+        if isinstance(value, torch.Tensor):
+            return [int(value.shape[-1])] if value.dim() in (1, 2) else []
+        if isinstance(value, dict):
+            return [w for v in value.values() for w in widths(v)]
+        return []
+
+    found = widths(state)
+    if found and found[0] != want:
+        raise BackendError(
+            f"embedding {name} has {found[0]}-wide vectors; this model's text encoder takes {want}",
+            hint="use an embedding made for this family (SD1: 768, SD2: 1024)",
+        )
 
 
 def attach_controlnet(pipe: Any, request: GenerateRequest) -> Any:

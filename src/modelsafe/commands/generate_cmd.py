@@ -27,14 +27,28 @@ SCHEDULER_CHOICES = (
 
 
 def parse_lora(text: str) -> tuple[Path, float]:
-    """``PATH[:WEIGHT]`` (weight 1.0 when left out)."""
+    """``PATH[:WEIGHT]`` (weight 1.0 when left out). A file whose own name holds a ``:``
+    (``a:b.safetensors``) is taken whole when it exists; the weight must be a finite number."""
+    import math
+
     path, sep, tail = text.rpartition(":")
-    if sep:
-        try:
-            return Path(path), float(tail)
-        except ValueError:
-            pass
-    return Path(text), 1.0
+    if not sep or not path or Path(text).exists():
+        return Path(text), 1.0
+    try:
+        weight = float(tail)
+    except ValueError:
+        if Path(path).exists():
+            raise UsageError(
+                f"--lora {text!r}: weight {tail!r} is not a number",
+                hint="PATH:WEIGHT, e.g. --lora style.safetensors:0.8",
+            ) from None
+        return Path(text), 1.0  # reported as a missing file
+    if not math.isfinite(weight):
+        raise UsageError(
+            f"--lora {text!r}: weight {tail!r} is not a finite number",
+            hint="PATH:WEIGHT, e.g. --lora style.safetensors:0.8",
+        )
+    return Path(path), weight
 
 
 def parse_embedding(text: str) -> tuple[Path, str]:
@@ -61,8 +75,10 @@ def parse_text_encoder(text: str) -> tuple[str, Path]:
 )
 @click.option("--prompt", default=None, help="What to draw.")
 @click.option("--negative", "negative_prompt", default=None, help="Negative prompt.")
-@click.option("--seed", type=int, default=None, help="Seed of the first image [random].")
-@click.option("--seeds", default=None, metavar="S1,S2,..", help="One seed per image.")
+@click.option(
+    "--seed", type=int, default=None, help="Seed of the first image [random; -1: random]."
+)
+@click.option("--seeds", default=None, metavar="S1,S2,..", help="One seed per image (-1: random).")
 @click.option("--batch", "batch_size", type=int, default=None, help="Images (seed, seed+1, ...).")
 @click.option("--steps", type=int, default=None, help="Denoising steps [family default].")
 @click.option("--cfg", type=float, default=None, help="Guidance scale [family default].")
@@ -192,7 +208,22 @@ def _request(ctx: click.Context, opts: dict[str, Any], catalog: Any) -> tuple[An
     if old is not None:
         from modelsafe.runtime.recipe import recipe_from_png
 
-        base = request_from_recipe(recipe_from_png(old), catalog)
+        # Models given as flags replace the recipe's: those are not looked up.
+        overridden = {
+            name
+            for name, flag in (
+                ("checkpoint", "checkpoint"),
+                ("vae", "vae"),
+                ("refiner", "refiner"),
+                ("upscale", "upscale"),
+                ("loras", "loras"),
+                ("embeddings", "embeddings"),
+                ("text_encoders", "text_encoders"),
+                ("controlnet", "controlnet"),
+            )
+            if opts[flag]
+        }
+        base = request_from_recipe(recipe_from_png(old), catalog, overridden=overridden)
     else:
         if opts["checkpoint"] is None or opts["prompt"] is None:
             raise UsageError(
@@ -230,7 +261,10 @@ def _request(ctx: click.Context, opts: dict[str, Any], catalog: Any) -> tuple[An
         try:
             changes["seeds"] = tuple(int(s) for s in opts["seeds"].split(",") if s.strip())
         except ValueError as exc:
-            raise UsageError(f"--seeds {opts['seeds']!r} is not a list of numbers") from exc
+            raise UsageError(
+                f"--seeds {opts['seeds']!r} is not a list of numbers",
+                hint="e.g. --seeds 1,2,3 (-1: a random seed)",
+            ) from exc
     if opts["loras"]:
         changes["loras"] = tuple(LoraSpec(*parse_lora(text)) for text in opts["loras"])
     if opts["embeddings"]:
