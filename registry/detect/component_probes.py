@@ -122,8 +122,8 @@ def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]
     ]
     if len(conv_in) == 5:
         facts["conv3d"] = True
-        evidence.append("5-D conv weights: a video/3-D VAE (Wan 2.1 layout, used by Qwen-Image)")
-        return [_cand("qwen-image", "vae", 0.85, evidence, facts, detector)]
+        evidence.append("5-D conv weights: a video/3-D VAE")
+        return [_video_vae(latent, evidence, facts, detector)]
     tie = _VAE_TIES.get(latent)
     if tie is None:
         evidence.append(f"{latent} latent channels: no known family's KL VAE")
@@ -156,9 +156,26 @@ def _wan_vae(
     facts: dict[str, Any] = {"latent_channels": latent, "naming": "wan", "conv3d": True}
     evidence = [
         f"{view.says('decoder.conv1.weight')}: 3-D causal VAE with {latent} latent channels",
-        "decoder.upsamples (Wan 2.1 VAE layout): Qwen-Image's VAE",
+        "decoder.upsamples: the Wan VAE layout",
     ]
-    return [_cand("qwen-image", "vae", 0.85, evidence, facts, detector)]
+    return [_video_vae(latent, evidence, facts, detector)]
+
+
+def _video_vae(
+    latent: int, evidence: list[str], facts: dict[str, Any], detector: str
+) -> Candidate:
+    """Qwen-Image's VAE is the Wan 2.1 VAE (16 latent channels); other 3-D VAEs (Wan 2.2's 48
+    channels, ...) belong to video models modelsafe does not know."""
+    if latent == 16:
+        evidence.append(
+            "16 latent channels: the Wan 2.1 VAE, which Qwen-Image uses (Wan 2.1, a video "
+            "model modelsafe does not know, shares the same file)"
+        )
+        return _cand("qwen-image", "vae", 0.85, evidence, facts, detector)
+    evidence.append(
+        f"{latent} latent channels: not Qwen-Image's (16); a video model's VAE (Wan 2.2 uses 48)"
+    )
+    return _cand("unknown", "vae", 0.5, evidence, facts, detector)
 
 
 # ------------------------------------------------------------------------------------ text encoders
@@ -544,10 +561,25 @@ def _swinir(index: TensorIndex, names: set[str], detector: str) -> list[Candidat
                 break
             scale *= step
     layers = view.count_blocks("layers.")
+    arch, label, why = _swin_family(view)
     facts: dict[str, Any] = {"embed_dim": embed, "num_layers": layers, "naming": "swinir"}
     evidence = [
         f"{view.says('conv_first.weight')} + {view.full('layers.0.residual_group.blocks.0.')}* "
-        f"({layers} residual Swin groups, embed {embed}): SwinIR",
+        f"({layers} residual Swin groups, embed {embed}): {label}",
         f"{how or 'no upsampler'}: " + (f"x{scale}" if scale else "scale unknown"),
     ]
-    return _upscaler(index, view, "swinir", scale, facts, evidence, detector)
+    if why:
+        evidence.insert(1, why)
+    return _upscaler(index, view, arch, scale, facts, evidence, detector)
+
+
+def _swin_family(view: KeyView) -> tuple[str, str, str]:
+    """SwinIR and the two upscalers built on its layout, told by their attention: Swin2SR (a
+    SwinV2 attention: ``logit_scale``, ``cpb_mlp``) and SRFormer (``q`` + ``kv`` and an
+    ``aligned_relative_position_index``). They do not load as one another."""
+    attn = "layers.0.residual_group.blocks.0.attn."
+    if attn + "logit_scale" in view or view.has_prefix(attn + "cpb_mlp."):
+        return "swin2sr", "Swin2SR", f"{attn}logit_scale/cpb_mlp: SwinV2 attention = Swin2SR"
+    if attn + "aligned_relative_position_index" in view or attn + "kv.weight" in view:
+        return "srformer", "SRFormer", f"{attn}q/kv + aligned_relative_position_index = SRFormer"
+    return "swinir", "SwinIR", ""

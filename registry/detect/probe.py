@@ -270,4 +270,10 @@ def _quantisation(index: TensorIndex, facts: dict[str, Any]) -> list[str]:
         evidence.append(
             f"GGUF quantised weights ({', '.join(quant)}); shapes read as logical shapes"
         )
+    reshaped = index.extra.get("reshaped_tensors") if index.format == "gguf" else None
+    if reshaped:
+        evidence.append(
+            f"{reshaped} tensors stored flattened (ComfyUI-GGUF's converter); their shapes are "
+            "read from its comfy.gguf.orig_shape.* keys"
+        )
     return evidence

@@ -75,6 +75,12 @@ def _transformer_depth(view: KeyView) -> int:
     return max(depth.values(), default=0)
 
 
+# Layers only video UNets have (SVD's VideoUNet / diffusers' UNetSpatioTemporalConditionModel).
+_TEMPORAL = re.compile(
+    r"(?:^|\.)(?:time_stack|time_mixer|temporal_res_block|temporal_transformer_blocks)\."
+)
+
+
 def analyse_unet(view: KeyView, hints: Hints, names: _UNetNames) -> list[Match]:
     """Family, variant and prediction type of a text-conditioned SD-style UNet."""
     conv_in = view.shape(names.conv_in)
@@ -119,6 +125,14 @@ def analyse_unet(view: KeyView, hints: Hints, names: _UNetNames) -> list[Match]:
         evidence.insert(0, f"context width {ctx} matches no known UNet family ({known})")
         return [Match(closest[0], 0.2, evidence, facts=facts)]
     family, _, want_channels, want_adm = signature
+    temporal = next((n for n in view.tensors if _TEMPORAL.search(n)), None)
+    if temporal is not None:
+        evidence.append(
+            f"{view.full(temporal)}: temporal layers (time_stack / time_mixer / "
+            f"temporal_res_block): a video UNet (Stable Video Diffusion), not {family}; a model "
+            "modelsafe does not know"
+        )
+        return [Match(family, 0.25, evidence, facts=facts)]
     hid = view.shape("encoder_hid_proj.weight")
     if hid is not None and len(hid) == 2:
         # SD UNets take the text encoder's states as they are; a projection in front of the

@@ -189,6 +189,7 @@ def _parse(fh: BinaryIO, size: int, path: Path) -> TensorIndex:
         raise cur.fail(f"general.alignment {alignment!r} is not a power of two")
     data_start = -(-cur.pos // alignment) * alignment
     tensors = _tensors(infos, data_start, size, alignment, cur)
+    tensors, reshaped = _original_shapes(tensors, kv)
     return TensorIndex(
         path=path,
         format=Format.GGUF.value,
@@ -201,6 +202,7 @@ def _parse(fh: BinaryIO, size: int, path: Path) -> TensorIndex:
             "alignment": alignment,
             "data_start": data_start,
             "kv": kv,
+            "reshaped_tensors": reshaped,
         },
     )
 
@@ -244,6 +246,37 @@ def _tensors(
                 hint="a file whose tensors share bytes is damaged or crafted; download it again",
             )
     return tensors
+
+
+ORIG_SHAPE_KEY = "comfy.gguf.orig_shape."
+
+
+def _original_shapes(
+    tensors: list[TensorInfo], kv: dict[str, Any]
+) -> tuple[list[TensorInfo], int]:
+    """ComfyUI-GGUF's converter stores some tensors flattened to rows of 256 (so they quantize)
+    and their real PyTorch shape under ``comfy.gguf.orig_shape.<name>``: put it back (only when
+    it holds the same number of elements)."""
+    out, reshaped = [], 0
+    for t in tensors:
+        orig = kv.get(ORIG_SHAPE_KEY + t.name)
+        if (
+            isinstance(orig, list)
+            and 0 < len(orig) <= MAX_DIMS
+            and all(isinstance(d, int) and d >= 0 for d in orig)
+            and _product(orig) == t.numel
+        ):
+            t = TensorInfo(t.name, t.dtype, tuple(orig), t.offset, t.nbytes, t.source)
+            reshaped += 1
+        out.append(t)
+    return out, reshaped
+
+
+def _product(dims: list[int]) -> int:
+    total = 1
+    for d in dims:
+        total *= d
+    return total
 
 
 def _warnings(tensors: list[TensorInfo], data_start: int, size: int) -> tuple[str, ...]:

@@ -190,3 +190,70 @@ def test_playground_v25_is_named(tmp_path: Path) -> None:
     report = _inspect(tmp_path, "playground", specs)
     assert (report.family, report.kind, report.variant) == ("sdxl", "checkpoint", "playground-v2.5")
     assert report.facts.get("noise_schedule") == "edm"
+
+
+def test_comfyui_gguf_unet_with_flattened_tensors(tmp_path: Path) -> None:
+    """ComfyUI-GGUF's converter flattens tensors to rows of 256 and keeps the real shape under
+    comfy.gguf.orig_shape.<name>; without it conv_in reads 2-D and nothing is identified."""
+    gguf = __import__("pytest").importorskip("gguf")
+    import math
+
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(tmp_path / "sd15-Q8_0.gguf"), "sd1")
+    flattened = data_bytes = 0
+    for name, _dtype, shape in base_models.ldm_unet(**base_models.UNET_PARAMS["sd1"]):
+        numel = math.prod(shape)
+        if len(shape) > 1 and numel % 256 == 0 and shape[-1] % 256:
+            writer.add_array(f"comfy.gguf.orig_shape.{name}", list(shape))
+            shape, flattened = (numel // 256, 256), flattened + 1
+        writer.add_tensor_info(name, shape, np.dtype(np.float16), numel * 2)
+        data_bytes += -(-numel * 2 // 32) * 32
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    path = tmp_path / "sd15-Q8_0.gguf"
+    with open(path, "r+b") as fh:  # the data region, sparse (aligned to 32 after the header)
+        fh.truncate(fh.seek(0, 2) + 32 + data_bytes)
+    report = inspect_path(path)
+    assert flattened > 10
+    assert (report.family, report.kind, report.variant) == ("sd1", "unet", "normal"), (
+        report.evidence
+    )
+    assert any("comfy.gguf.orig_shape" in e for e in report.evidence)
+
+
+def test_video_models_are_not_image_families(tmp_path: Path) -> None:
+    from modelsafe.testing.layouts import components
+
+    wan22 = [
+        (n, d, (s[0], 48, *s[2:]) if n == "decoder.conv_in.weight" else s)
+        for n, d, s in components.qwen_image_vae()
+    ]
+    report = _inspect(tmp_path, "wan22-vae", wan22)
+    assert (report.family, report.kind) == ("unknown", "vae"), report.evidence
+    wan21 = _inspect(tmp_path, "wan21-vae", components.qwen_image_vae())
+    assert (wan21.family, wan21.kind) == ("qwen-image", "vae")
+    svd = list(base_models.ldm_unet(**base_models.UNET_PARAMS["sd2"]))
+    svd += [("input_blocks.1.0.time_stack.in_layers.2.weight", "F16", (320, 320, 3, 1, 1))]
+    report = _inspect(tmp_path, "svd", svd)
+    assert report.family == "unknown", report.evidence
+    assert any("video UNet" in e for c in report.candidates for e in c["why"]), report.candidates
+
+
+def test_swinir_look_alike_upscalers_are_named(tmp_path: Path) -> None:
+    from modelsafe.testing.layouts import components
+
+    swinir = list(components.swinir(scale=4))
+    attn = "layers.0.residual_group.blocks.0.attn."
+    swin2sr = [*swinir, (attn + "logit_scale", "F32", (6, 1, 1))]
+    srformer = [*swinir, (attn + "aligned_relative_position_index", "I64", (64, 64))]
+    for name, specs, arch in (
+        ("swinir", swinir, "swinir"),
+        ("swin2sr", swin2sr, "swin2sr"),
+        ("srformer", srformer, "srformer"),
+    ):
+        report = _inspect(tmp_path, name, specs)
+        assert report.kind == "upscaler" and report.facts["architecture"] == arch, name
+        assert report.facts["scale"] == 4
