@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from modelsafe.errors import FileReadError
 from modelsafe.registry.sniff import read_head, sniff
@@ -73,8 +74,11 @@ def audit_path(path: Path | str) -> Verdict:
         from modelsafe.registry.torch_archive import check_tar
 
         check_tar(findings, head)  # torch.load reads a tar before anything else
-    if verdict_status(findings) == "error" and fmt not in _PICKLE_READ:
-        findings.extend(_as_pickle(path, fmt))
+    status = verdict_status(findings)
+    if status != "unsafe" and fmt not in _PICKLE_READ and fmt != Format.NUMPY.value:
+        # pickle.load, torch.load(weights_only=False) and numpy.load(allow_pickle=True) unpickle
+        # any file that is not a zip or a .npy, whatever it also is.
+        findings.extend(disguised_pickle(path, head, fmt, valid=status == "safe"))
     return Verdict(path, verdict_status(findings), fmt, tuple(findings))
 
 
@@ -101,32 +105,236 @@ def _special_kind(path: Path) -> str:
 _PICKLE_READ = frozenset({Format.ZIP.value, Format.PICKLE.value, Format.LEGACY_TORCH.value})
 
 
-def _as_pickle(path: Path, fmt: str) -> list[Finding]:
-    """A file that is not a valid ``fmt`` may still be a pickle (pickle.load, torch.load do not
-    look at the name or the magic): run the VM on it, and keep what it finds unsafe."""
+def disguised_pickle(
+    path: Path, head: bytes, fmt: str, valid: bool, need_complete: bool = False
+) -> list[Finding]:
+    """The file run as a pickle (pickle.load, torch.load and numpy.load look at neither the name
+    nor the magic of a file that is not a zip or ``.npy``): its ``unsafe`` findings, and
+    ``disguised-pickle``. A gzip / bz2 / xz / zlib file is decompressed (bounded) first.
+
+    ``valid``: the file is a valid file of its format (safetensors, GGUF...), so only a named,
+    importable global outside the allow-list (or a name computed by a call) counts: random bytes
+    that happen to be opcodes never reach one. ``need_complete``: only a pickle that reaches its
+    STOP counts (files people read, like ``notes.txt``).
+
+    Cheap on real files: the first 4 KiB are run first, and when the VM stops there where
+    CPython stops too (an unknown opcode: the first byte of a safetensors JSON header, a GGUF
+    count), nothing more is read.
+    """
     from modelsafe.registry.torch_archive import read_torch_file
 
-    try:
-        tf = read_torch_file(path, Format.PICKLE.value)
-    except FileReadError:
+    found: list[Finding] = []
+    if _may_run(head):
+        try:
+            tf = read_torch_file(path, Format.PICKLE.value)
+        except FileReadError:
+            return []
+        found = _pickle_findings(tf, fmt, valid, need_complete)
+    if fmt == Format.ARCHIVE.value or _is_zlib(head):
+        found += _compressed(path, head, need_complete)
+    return found
+
+
+def _may_run(head: bytes) -> bool:
+    """False when pickle.load provably fails inside ``head`` before running anything."""
+    from modelsafe.registry.pickle_vm.machine import EXACT_STOPS, run_pickle
+
+    probe = run_pickle(head, label="probe")
+    if probe.completed or probe.unsafe or not probe.findings:
+        return True
+    last = probe.findings[-1]
+    if last.code == "truncated" and "text argument" in last.message:
+        return not _text_fails(head[probe.end - 1 : probe.end], head[probe.end :])
+    return last.code not in EXACT_STOPS or last.code == "truncated" or probe.end >= len(head)
+
+
+_SPACE = b" \t\r\v\f"
+_NUMBER = b"0123456789_+-" + _SPACE
+_LETTERS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# opcode -> the bytes its text argument may hold and still parse (before a NUL ends the C parse)
+_TEXT_ALLOWED: dict[bytes, bytes] = {
+    b"p": _NUMBER,  # PUT, GET: base-10 integers
+    b"g": _NUMBER,
+    b"I": _NUMBER + _LETTERS,  # INT, LONG: int(text, 0) (0x.., 0o.., 0b..)
+    b"L": _NUMBER + _LETTERS,
+    b"F": _NUMBER + _LETTERS + b".",  # FLOAT: inf, nan, 1e5
+    b"c": _LETTERS + b"0123456789_.",  # GLOBAL, INST: an importable module name
+    b"i": _LETTERS + b"0123456789_.",
+}
+
+
+def _text_fails(opcode: bytes, partial: bytes) -> bool:
+    """Whether CPython's first ``pickle.load`` certainly fails on a text argument that runs past
+    the head (so nothing after it runs, and the rest of the file need not be read): a PERSID (no
+    persistent_load there), a STRING without its opening quote, or a byte no parse accepts."""
+    if opcode == b"P":
+        return True
+    if opcode == b"S":
+        return partial[:1] not in (b"'", b'"', b"")
+    allowed = _TEXT_ALLOWED.get(opcode)
+    if allowed is None:
+        return False
+    for index, byte in enumerate(partial):
+        if byte == 0:  # the C parsers stop at a NUL and may accept what came before
+            if opcode == b"I":  # strtol: even no digits at all before the NUL is 0
+                return False
+            return opcode in (b"c", b"i") or not any(c in b"0123456789" for c in partial[:index])
+        if byte not in allowed:
+            return True
+    return False
+
+
+# What reaches code in a file that is valid as something else: a named global, a computed name.
+_CODE_REACHING = frozenset({"global", "dynamic-global"})
+
+
+def _pickle_findings(tf: Any, fmt: str, valid: bool, need_complete: bool) -> list[Finding]:
+    if need_complete and not (tf.vm is not None and tf.vm.completed):
         return []
-    # (a tar header is the archive scanner's to judge, not a sign of a pickle)
     unsafe = [
         _named(f, "audit")
         for f in tf.findings
-        if f.severity == "unsafe" and f.code != "polyglot-tar"
+        if f.severity == "unsafe"
+        and f.code != "polyglot-tar"  # (a tar header is the archive scanner's to judge)
+        and (not valid or _reaches_code(f))
     ]
     if unsafe:
+        what = (
+            f"the file is a valid {fmt} file and also a pickle that calls code"
+            if valid
+            else f"the file is not a valid {fmt} file but is a pickle"
+        )
         unsafe.append(
             Finding(
                 "unsafe",
                 "disguised-pickle",
-                f"the file is not a valid {fmt} file but is a pickle: pickle.load and "
-                "torch.load would run it",
+                f"{what}: pickle.load, torch.load(weights_only=False) and "
+                "numpy.load(allow_pickle=True) would run it",
                 scanner="audit",
             )
         )
     return unsafe
+
+
+def _reaches_code(finding: Finding) -> bool:
+    import re
+
+    if finding.code not in _CODE_REACHING:
+        return False
+    if finding.code == "dynamic-global":
+        return "result of calling" in finding.message
+    dotted = finding.message.split(" (", 1)[0]
+    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+", dotted) is not None
+
+
+# -- compressed files -----------------------------------------------------------------------------
+
+MAX_DECOMPRESSED = 256 << 20  # a compressed pickle is audited up to this size, decompressed
+
+
+def _is_zlib(head: bytes) -> bool:
+    """A raw zlib stream (joblib's ``compress=`` files, ``zlib.compress`` output)."""
+    return (
+        len(head) >= 2
+        and head[0] & 0x0F == 8
+        and head[0] >> 4 <= 7
+        and ((head[0] << 8) | head[1]) % 31 == 0
+        and not head[1] & 0x20  # no preset dictionary
+    )
+
+
+def _can_decompress(head: bytes) -> bool:
+    return head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")) or _is_zlib(head)
+
+
+def _open_compressed(path: Path, head: bytes) -> Any:
+    import bz2
+    import gzip
+    import lzma
+
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.open(path, "rb")
+    if head.startswith(b"BZh"):
+        return bz2.open(path, "rb")
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return lzma.open(path, "rb")
+    if _is_zlib(head):
+        return _ZlibReader(path)
+    return None
+
+
+class _ZlibReader:
+    """A raw zlib stream read the way ``pickle.loads(zlib.decompress(f.read()))`` reads it."""
+
+    def __init__(self, path: Path) -> None:
+        self.fh = open(path, "rb")  # noqa: SIM115 - closed by __exit__
+        self.inflater = __import__("zlib").decompressobj()
+
+    def __enter__(self) -> _ZlibReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fh.close()
+
+    def read(self, size: int) -> bytes:
+        out = bytearray()
+        while len(out) < size:
+            chunk = self.inflater.unconsumed_tail or self.fh.read(1 << 20)
+            if not chunk or self.inflater.eof:
+                break
+            out += self.inflater.decompress(chunk, size - len(out))
+        return bytes(out)
+
+
+def _compressed(path: Path, head: bytes, need_complete: bool) -> list[Finding]:
+    """A gzip / bz2 / xz / zlib file holding a pickle (``x.pkl.gz``, joblib's ``compress=``):
+    loaders that decompress first (pandas, joblib) unpickle it. Its content, decompressed up to
+    :data:`MAX_DECOMPRESSED`, is audited as a pickle; a pickle larger than that is an error, and
+    a format modelsafe cannot decompress (7-Zip, RAR, zstd) is left to the archive finding."""
+    from modelsafe.registry.sniff import archive_kind
+    from modelsafe.registry.torch_archive import read_torch_data
+
+    what = archive_kind(head) or "a zlib-compressed file"
+    try:
+        reader = _open_compressed(path, head)
+        if reader is None:
+            return []
+        with reader as fh:
+            data = fh.read(4096)
+            if not _may_run(data):  # (a .csv.gz, a .tar.gz: not decompressed any further)
+                return []
+            data += fh.read(MAX_DECOMPRESSED + 1 - len(data))
+    except Exception:  # noqa: BLE001 - corrupt or truncated: nothing a loader could unpickle
+        return []
+    if len(data) > MAX_DECOMPRESSED:
+        return [
+            Finding(
+                "error",
+                "compressed-pickle",
+                f"{what} whose content may be a pickle and is larger than modelsafe "
+                f"decompresses ({MAX_DECOMPRESSED >> 20} MiB): not audited; decompress it and "
+                "audit the file it holds",
+                scanner="audit",
+            )
+        ]
+    tf = read_torch_data(path, Format.PICKLE.value, data)
+    found = _pickle_findings(tf, what, False, need_complete)
+    for item in found:
+        if item.code == "disguised-pickle":
+            found[found.index(item)] = Finding(
+                "unsafe",
+                "compressed-pickle",
+                f"{what} holding a pickle: loaders that decompress first (joblib, pandas, "
+                "pickle.load(gzip.open(...))) would run it",
+                scanner="audit",
+            )
+    return [replace_location(f, "decompressed") for f in found]
+
+
+def replace_location(finding: Finding, prefix: str) -> Finding:
+    from dataclasses import replace
+
+    return replace(finding, location=f"{prefix}: {finding.location}".rstrip(": "))
 
 
 # Suffixes of files people read, not load: a text file with one of them is not probed as a pickle.
@@ -167,6 +375,33 @@ def _may_load(child: Path) -> bool:
     return False
 
 
+def _probe_other(child: Path) -> list[Finding]:
+    """The pickle probe for a file in a folder that is not audited as a model."""
+    from modelsafe.registry.sniff import archive_kind
+
+    if _special_kind(child):
+        return []
+    try:
+        head = read_head(child)
+        fmt = sniff(head).value
+        doc = child.suffix.lower() in _DOC_SUFFIXES
+        found = disguised_pickle(child, head, fmt, valid=True, need_complete=doc)
+    except OSError:
+        return []
+    kind = archive_kind(head)
+    if kind and "tar" not in kind and not _can_decompress(head):
+        found.append(
+            Finding(
+                "error",
+                "unaudited-archive",
+                f"{kind} modelsafe cannot open: a loader that decompresses it first may "
+                "unpickle what it holds; extract it and audit the files inside",
+                scanner="audit",
+            )
+        )
+    return found
+
+
 def _named(finding: Finding, scanner: str) -> Finding:
     from dataclasses import replace
 
@@ -178,18 +413,20 @@ def _audit_folder(path: Path) -> Verdict:
     findings: list[Finding] = []
     audited = 0
     for child in sorted(path.rglob("*")):
-        if child.is_file() and _may_load(child):
-            audited += 1
-            sub = audit_path(child)
-            rel = child.relative_to(path)
-            findings.extend(
-                Finding(
-                    f.severity, f.code, f.message, f"{rel}: {f.location}".rstrip(": "), f.scanner
-                )
-                for f in sub.findings
-            )
-            if sub.status != "safe" and not sub.findings:
-                findings.append(Finding(sub.status, "component", f"{rel} is {sub.status}"))
+        if not child.is_file():
+            continue
+        rel = child.relative_to(path)
+        if not _may_load(child):
+            # Not a model by name or content, but pickle.load / torch.load / numpy.load would
+            # still unpickle it (an unknown-looking pickle, an "HTML" one, a long protocol-0
+            # one, a gzip / zlib-compressed one): only what it runs is reported.
+            findings.extend(replace_location(f, str(rel)) for f in _probe_other(child))
+            continue
+        audited += 1
+        sub = audit_path(child)
+        findings.extend(replace_location(f, str(rel)) for f in sub.findings)
+        if sub.status != "safe" and not sub.findings:
+            findings.append(Finding(sub.status, "component", f"{rel} is {sub.status}"))
     if not audited:
         # Nothing to vouch for is not "safe": a folder named like a model file, an empty download.
         findings.append(

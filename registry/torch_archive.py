@@ -134,27 +134,32 @@ def read_torch_file(path: Path | str, fmt: str, window: tuple[int, int] | None =
         if window is not None:
             start, length = window
             data = memoryview(mapped)[start : start + length] if length else b""
-        if fmt == "zip":
-            out, reader = TorchFile(path, "torch-zip"), _read_zip
-        elif (
-            fmt == "legacy-torch"
-            or (fmt == "pickle" and _starts_like_legacy(data))
-            or _shaped_like_legacy(data)
-        ):
-            out, reader = TorchFile(path, "legacy-torch"), _read_legacy
-        else:
-            out, reader = TorchFile(path, "pickle"), _read_plain_pickle
-        if not bytes(data[:4]) == _LOCAL:  # torch.load tries the tar format on anything else
-            check_tar(out.findings, data)
-        try:
-            reader(out, data)
-        except Exception as exc:  # noqa: BLE001 - keep what was found before the failure
-            out.add(
-                "error",
-                "reader-failed",
-                f"modelsafe could not finish reading the file ({type(exc).__name__})",
-            )
-        return out
+        return read_torch_data(path, fmt, data)
+
+
+def read_torch_data(path: Path, fmt: str, data: Any) -> TorchFile:
+    """:func:`read_torch_file` on bytes already in memory (``path`` only names them)."""
+    if fmt == "zip":
+        out, reader = TorchFile(path, "torch-zip"), _read_zip
+    elif (
+        fmt == "legacy-torch"
+        or (fmt == "pickle" and _starts_like_legacy(data))
+        or _shaped_like_legacy(data)
+    ):
+        out, reader = TorchFile(path, "legacy-torch"), _read_legacy
+    else:
+        out, reader = TorchFile(path, "pickle"), _read_plain_pickle
+    if not bytes(data[:4]) == _LOCAL:  # torch.load tries the tar format on anything else
+        check_tar(out.findings, data)
+    try:
+        reader(out, data)
+    except Exception as exc:  # noqa: BLE001 - keep what was found before the failure
+        out.add(
+            "error",
+            "reader-failed",
+            f"modelsafe could not finish reading the file ({type(exc).__name__})",
+        )
+    return out
 
 
 TAR_POLYGLOT = (

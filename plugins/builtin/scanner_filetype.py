@@ -62,27 +62,47 @@ def _check_gguf(path: Path) -> list[Finding]:
     return []
 
 
-MAX_TAR_MEMBERS = 64
+MAX_TAR_MEMBERS = 64  # members listed and read in place
+MAX_TAR_HEADERS = 1_000_000  # headers searched for torch's 'storages' member
+TAR_SEARCH_SECONDS = 20.0
 
 
 def _tar(path: Path, head: bytes) -> list[Finding]:
     """A tar archive: the model packed for transport (an error: extract it), unless it is laid
     out as torch's ancient tar checkpoint format, which torch.load unpickles unchecked."""
     import tarfile
+    import time
 
     names: list[str] = []
     stored: list[tuple[str, int, int]] = []  # (name, data offset, size) of regular members
+    count = 0
+    has_storages = False
+    complete = limited = False
+    deadline = time.monotonic() + TAR_SEARCH_SECONDS
     try:
         with tarfile.open(path, mode="r:") as tar:
-            for member in tar:  # headers only; the data is skipped by seeking
-                names.append(member.name)
-                if member.isreg() and member.size >= 4:
-                    stored.append((member.name, member.offset_data, member.size))
-                if len(names) >= MAX_TAR_MEMBERS:
+            # torch.load's tar.extract("storages") finds the member anywhere (tarfile reads every
+            # header, GNU long names and pax paths resolved): so does this search, bounded.
+            while True:
+                member = tar.next()  # headers only; the data is skipped by seeking
+                if member is None:
+                    complete = True
+                    break
+                tar.members.clear()  # type: ignore[attr-defined]  # (only names matter here)
+                count += 1
+                has_storages = has_storages or member.name == "storages"
+                if len(names) < MAX_TAR_MEMBERS:
+                    names.append(member.name)
+                    if member.isreg() and member.size >= 4:
+                        stored.append((member.name, member.offset_data, member.size))
+                if has_storages:
+                    break
+                if count >= MAX_TAR_HEADERS or time.monotonic() > deadline:
+                    limited = True
                     break
     except (tarfile.TarError, OSError, ValueError):
         pass  # a damaged tar: named by its header all the same
-    if "storages" in names:
+    if has_storages:
         return [
             Finding(
                 "unsafe",
@@ -98,11 +118,20 @@ def _tar(path: Path, head: bytes) -> list[Finding]:
         Finding(
             "error",
             "not-a-model:archive",
-            f"the file is a tar archive ({len(names)}{'+' if len(names) >= MAX_TAR_MEMBERS else ''}"
+            f"the file is a tar archive ({count}{'' if complete else '+'}"
             f" members: {shown or 'none readable'}), not model weights; extract it and audit "
             "the model file it holds",
         )
     ]
+    if limited:
+        findings.append(
+            Finding(
+                "error",
+                "limit",
+                f"modelsafe stopped reading the tar's headers after {count} members: a "
+                "'storages' member further on (torch's tar checkpoint format) was not searched",
+            )
+        )
     # A torch zip inside is still read, so a payload in it is named (loaders do not open tars,
     # but the file extracted from it is what the user will load).
     findings += _tar_members(path, stored)

@@ -28,6 +28,13 @@ def modelsafe_audit(path: Path, head: bytes, fmt: str) -> list[Finding] | None:
 
     tf = read_torch_file(path, fmt)
     findings = list(tf.findings)
+    if fmt == Format.ZIP.value:
+        npy = _audit_npz(path)
+        if npy and tf.status == "error" and not tf.storages and tf.content is None:
+            # an .npz (numpy.savez): numpy.load reads it, torch does not
+            findings = [f for f in findings if f.code != "not-a-checkpoint"] + npy
+        else:
+            findings += [f for f in npy if f.severity == "unsafe"]
     opt_in = sorted({g for g in tf.extra.get("globals", []) if needs_torch_opt_in(g)})
     if opt_in:
         findings.append(
@@ -51,6 +58,81 @@ def modelsafe_audit(path: Path, head: bytes, fmt: str) -> list[Finding] | None:
 
 
 _MAX_NPY_HEADER = 1 << 20  # numpy.load(allow_pickle=True) reads any size; we parse this much
+_MAX_NPZ_MEMBERS = 100_000
+_MAX_NPZ_PICKLE = 256 << 20  # an object array member is audited up to this size
+
+
+def _audit_npz(path: Path) -> list[Finding]:
+    """A zip numpy.load reads as an ``.npz``: every member that starts with the ``.npy`` magic
+    (whatever its name: ``numpy.load(f)[key]`` checks the bytes) and holds Python objects is
+    unpickled by ``numpy.load(allow_pickle=True)``; its data is run through the pickle VM.
+    Members are read with ``zipfile``, as numpy reads them. An empty list: no ``.npy`` member."""
+    import zipfile
+
+    from modelsafe.registry.pickle_vm.machine import run_pickle
+
+    findings: list[Finding] = []
+    arrays = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist()[:_MAX_NPZ_MEMBERS]:
+                if info.is_dir() or info.file_size < 10:
+                    continue
+                with zf.open(info) as fh:
+                    prefix = fh.read(12)
+                    if not prefix.startswith(b"\x93NUMPY"):
+                        continue
+                    arrays += 1
+                    major = prefix[6]
+                    size_bytes, start = (prefix[8:10], 10) if major == 1 else (prefix[8:12], 12)
+                    length = int.from_bytes(size_bytes, "little")
+                    wanted = min(length, _MAX_NPY_HEADER) - (12 - start)
+                    header = prefix[start:] + fh.read(max(0, wanted))
+                    header = header[:length]
+                    hasobject, problem = _npy_holds_objects(header, major, length)
+                    where = f"npz member {info.filename!r}"
+                    if not hasobject and not problem:
+                        continue
+                    if length > len(header):
+                        fh.read(length - len(header))
+                    body = fh.read(_MAX_NPZ_PICKLE + 1)
+                    if len(body) > _MAX_NPZ_PICKLE:
+                        findings.append(
+                            Finding(
+                                "error",
+                                "limit",
+                                "an object array too large for modelsafe to audit",
+                                where,
+                            )
+                        )
+                        continue
+                    result = run_pickle(body, label=where)
+                    findings += [f for f in result.findings if hasobject or f.severity == "unsafe"]
+                    findings.append(
+                        Finding(
+                            "error" if problem else "warning",
+                            "bad-npy" if problem else "npy-pickle",
+                            (problem + ": modelsafe cannot prove the array holds no objects")
+                            if problem
+                            else "an object array: numpy.load(allow_pickle=True) unpickles it",
+                            where,
+                        )
+                    )
+    except Exception as exc:  # noqa: BLE001 - zipfile refuses it: numpy.load would too
+        if arrays:
+            findings.append(
+                Finding("error", "bad-npz", f"the .npz cannot be read ({type(exc).__name__})")
+            )
+    if arrays and not any(f.severity != "warning" for f in findings):
+        findings.append(
+            Finding(
+                "error",
+                "not-a-checkpoint",
+                f"a numpy .npz archive ({arrays} arrays): not a torch checkpoint; "
+                "numpy.load reads it",
+            )
+        )
+    return findings
 
 
 def _audit_npy(path: Path) -> list[Finding]:

@@ -10,7 +10,6 @@ could read differently (duplicate keys) is ``unsafe``.
 from __future__ import annotations
 
 import json
-import math
 import struct
 from pathlib import Path
 from typing import Any
@@ -99,10 +98,24 @@ def _check_header(raw: bytes, data_size: int) -> list[Finding]:  # noqa: C901
             findings.append(_err("bad-entry", "shape/data_offsets are not integer lists", where))
             continue
         begin, end = offsets
-        exact = math.prod(shape) * DTYPE_SIZES[dtype]
+        numel = _numel(shape)
+        if numel is None or begin > _USIZE or end > _USIZE:
+            # the library reads sizes as usize and refuses a product that overflows it
+            findings.append(
+                _err(
+                    "bad-range",
+                    f"shape {_show(shape)} or data_offsets {_show(offsets)} too large for any "
+                    "tensor (over 2**64)",
+                    where,
+                )
+            )
+            continue
+        exact = numel * DTYPE_SIZES[dtype]
         if exact != int(exact):  # sub-byte dtypes (F4, F6 ...) must fill whole bytes
             findings.append(
-                _err("bad-range", f"shape {shape} x {dtype} does not fill whole bytes", where)
+                _err(
+                    "bad-range", f"shape {_show(shape)} x {dtype} does not fill whole bytes", where
+                )
             )
             continue
         expected = int(exact)
@@ -110,7 +123,7 @@ def _check_header(raw: bytes, data_size: int) -> list[Finding]:  # noqa: C901
             findings.append(
                 _err(
                     "bad-range",
-                    f"holds {end - begin} bytes, shape {shape} x {dtype} needs {expected}",
+                    f"holds {end - begin} bytes, shape {_show(shape)} x {dtype} needs {expected}",
                     where,
                 )
             )
@@ -140,6 +153,28 @@ def _check_header(raw: bytes, data_size: int) -> list[Finding]:  # noqa: C901
             )
         )
     return findings
+
+
+_USIZE = (1 << 64) - 1
+
+
+def _numel(shape: list[int]) -> int | None:
+    """The product of ``shape``, or None past 2**64 - 1: early exit, so thousands of huge
+    sizes cost a few multiplications, not a quadratic product."""
+    if 0 in shape:
+        return 0 if all(v <= _USIZE for v in shape) else None
+    product = 1
+    for value in shape:
+        product *= value
+        if product > _USIZE:
+            return None
+    return product
+
+
+def _show(values: list[int]) -> str:
+    """A list for a message: short, and never a number too long to format."""
+    shown = [str(v) if v <= _USIZE else f"<{v.bit_length()}-bit number>" for v in values[:8]]
+    return "[" + ", ".join(shown) + (f", ... ({len(values)} in all)]" if len(values) > 8 else "]")
 
 
 def _int_list(value: Any) -> bool:

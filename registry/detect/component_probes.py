@@ -161,9 +161,7 @@ def _wan_vae(
     return [_video_vae(latent, evidence, facts, detector)]
 
 
-def _video_vae(
-    latent: int, evidence: list[str], facts: dict[str, Any], detector: str
-) -> Candidate:
+def _video_vae(latent: int, evidence: list[str], facts: dict[str, Any], detector: str) -> Candidate:
     """Qwen-Image's VAE is the Wan 2.1 VAE (16 latent channels); other 3-D VAEs (Wan 2.2's 48
     channels, ...) belong to video models modelsafe does not know."""
     if latent == 16:

@@ -251,9 +251,7 @@ def _tensors(
 ORIG_SHAPE_KEY = "comfy.gguf.orig_shape."
 
 
-def _original_shapes(
-    tensors: list[TensorInfo], kv: dict[str, Any]
-) -> tuple[list[TensorInfo], int]:
+def _original_shapes(tensors: list[TensorInfo], kv: dict[str, Any]) -> tuple[list[TensorInfo], int]:
     """ComfyUI-GGUF's converter stores some tensors flattened to rows of 256 (so they quantize)
     and their real PyTorch shape under ``comfy.gguf.orig_shape.<name>``: put it back (only when
     it holds the same number of elements)."""

@@ -83,6 +83,7 @@ class _Machine:
         self.saved = 0  # values in the MARK segments below the current one
         self.cost = 0  # estimated bytes of the objects built so far (Limits.max_object_bytes)
         self.resume_at = -1  # where to scan on for names after an opcode stopped the run
+        self.failed_op = ""  # the opcode that stopped it ("" when none ran: the opcode limit)
         self.memo: dict[int, Any] = {}
         self.frame_end = -1
         self.result = VMResult(start=start)
@@ -337,6 +338,7 @@ class _Machine:
                 raise self.fail("truncated", "the pickle ends before its STOP opcode", op_pos)
             self.result.opcodes += 1
             if self.result.opcodes > limit:
+                self.resume_at, self.failed_op = op_pos, ""  # scan on from this opcode
                 raise self.fail("limit", f"more than {limit} opcodes", op_pos)
             code = self.buf[op_pos]
             op = OPCODES.get(code)
@@ -346,40 +348,76 @@ class _Machine:
             arg = self.read_arg(op, op_pos)
             self.frame_check(op_pos)
             if op.name == "STOP":
+                if self.frame_end > self.pos:
+                    # CPython has read the whole frame: the next load (torch's legacy header
+                    # pickles, a second pickle.load) starts at the frame's end, not here.
+                    self.finding(
+                        "unsafe",
+                        "ambiguous-frame",
+                        f"STOP {self.frame_end - self.pos} bytes before the end of its FRAME: "
+                        "the unpickler has read the whole frame, so the next read starts at the "
+                        "frame's end, not after STOP",
+                        op_pos,
+                    )
                 self.result.root = self.pop(op_pos)
                 self.result.completed = True
                 return
             try:
                 self.execute(op, arg, op_pos)
             except _Stop:
-                self.resume_at = self.pos
+                self.resume_at, self.failed_op = self.pos, op.name
                 raise
 
     def scan_rest(self, pos: int) -> None:
-        """After the run stopped on an opcode CPython may accept, name the globals further on.
+        """After the run stopped (a limit, an argument CPython may accept), name the globals on.
 
-        A linear walk over the remaining opcodes (nothing is executed or built): each GLOBAL /
-        INST name, each STACK_GLOBAL whose two names were pushed just before it, and each EXT
-        code outside the allow-list is an ``unsafe`` finding, so a limit or a divergence from
-        CPython never hides a payload. It shares the run's opcode budget.
+        A walk over the remaining opcodes that executes nothing and builds nothing: it keeps a
+        symbolic stack of strings (MARK, POP, POP_MARK, DUP, the memo, the VM's stack and memo as
+        they were at the stop), so each GLOBAL / INST name, each STACK_GLOBAL on two strings and
+        each EXT code outside the allow-list is an ``unsafe`` finding, and a STACK_GLOBAL on a
+        call's result a ``dynamic-global`` one. It has its own budget (:data:`_SCAN_OPCODES`);
+        past it, a byte search (C speed) names GLOBAL/INST lines and strings naming dangerous
+        modules in the rest of the stream. A limit or a divergence never hides a payload
+        silently; the verdict is at least ``error`` there anyway.
         """
         try:
-            self._scan(pos)
+            end = self._scan(pos)
+            if end >= 0:
+                self._byte_search(end)
         except Exception:  # noqa: BLE001,S110 - the scan only adds findings; a bad byte ends it
             pass
 
-    def _scan(self, pos: int) -> None:  # noqa: C901 - one branch per argument layout
+    def _scan_state(self) -> tuple[list[Any], list[list[Any]], dict[int, Any]]:
+        def tag(value: Any) -> Any:
+            return value if isinstance(value, str) else _CALL if isinstance(value, Call) else None
+
+        stack = [tag(v) for v in self.stack]
+        marks = [[tag(v) for v in segment] for segment in self.marks]
+        memo = {k: tag(v) for k, v in self.memo.items() if isinstance(v, (str, Call))}
+        failed = self.failed_op
+        if failed == "MARK":
+            marks.append(stack)
+            stack = []
+        elif failed in _SCAN_CALLS:
+            stack.append(_CALL)  # the op's inputs are popped; its result was never pushed
+        elif failed and failed not in _SCAN_NO_PUSH:
+            stack.append(None)
+        return stack, marks, memo
+
+    def _scan(self, pos: int) -> int:  # noqa: C901 - one branch per opcode
+        """The symbolic walk; returns where its budget ran out (-1: it reached an end)."""
         raw, buf, n = self.raw, self.buf, self.n
-        budget = self.limits.max_opcodes - self.result.opcodes
-        recent: list[Any] = [None, None]  # the last two values pushed (a str, or None)
-        memo: dict[int, Any] = {}
-        memo_next = len(self.memo)
+        budget = _SCAN_OPCODES
+        stack, marks, memo = self._scan_state()
+        memo_len = len(self.memo)
         note = " (found by scanning on after the pickle VM stopped)"
-        while pos < n and budget > 0:
+        while pos < n:
+            if budget <= 0:
+                return pos
             budget -= 1
             op = OPCODES.get(buf[pos])
             if op is None:
-                return
+                return -1
             op_pos, pos = pos, pos + 1
             kind = op.arg
             arg: Any = None
@@ -388,53 +426,123 @@ class _Machine:
                 for _ in range(1 if kind == "line" else 2):
                     end = raw.find(b"\n", pos)
                     if end < 0:
-                        return
+                        return -1
                     parts.append(bytes(buf[pos : min(end, pos + _SCAN_TEXT)]))
                     pos = end + 1
                 arg = parts
             elif kind in ("len1", "len4", "slen4", "len8"):
-                width = {"len1": 1, "len4": 4, "slen4": 4, "len8": 8}[kind]
+                width = _WIDTHS[kind]
                 size = int.from_bytes(buf[pos : pos + width], "little", signed=kind == "slen4")
                 if size < 0:
-                    return
+                    return -1
                 arg = bytes(buf[pos + width : pos + width + min(size, _SCAN_TEXT)])
                 pos += width + size
             elif kind != "none":
-                size = {"u1": 1, "u2": 2, "u4": 4, "i4": 4, "u8": 8, "f8": 8}[kind]
+                size = _WIDTHS[kind]
                 arg = int.from_bytes(buf[pos : pos + size], "little")
                 pos += size
             if pos > n:
-                return
+                return -1
             name = op.name
-            value: Any = 0
-            if name in ("GLOBAL", "INST"):
+            if name in _SCAN_PUSH_NONE:
+                stack.append(None)
+            elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"):
+                stack.append(arg.decode("utf-8", "surrogatepass"))
+            elif name in ("SHORT_BINSTRING", "BINSTRING"):
+                stack.append(_scan_py2(arg))
+            elif name == "STRING":
+                stack.append(_scan_quoted(arg[0]))
+            elif name == "UNICODE":
+                stack.append(_scan_unicode(arg[0]))
+            elif name == "MARK":
+                marks.append(stack)
+                stack = []
+            elif name == "POP":
+                if stack:
+                    stack.pop()
+                elif marks:
+                    stack = marks.pop()
+            elif name == "POP_MARK":
+                stack = marks.pop() if marks else []
+            elif name == "DUP":
+                stack.append(stack[-1] if stack else None)
+            elif name in _SCAN_TO_MARK:  # pop to the MARK, push the result
+                stack = marks.pop() if marks else []
+                if name == "INST":
+                    module, attr = (p.decode("utf-8", "replace") for p in arg)
+                    self._scan_global(module, attr, name, op_pos, note)
+                stack.append(_CALL if name in ("INST", "OBJ") else None)
+            elif name in ("APPENDS", "SETITEMS", "ADDITEMS"):
+                stack = marks.pop() if marks else []
+            elif name in _SCAN_POPS:
+                popped, result = _SCAN_POPS[name]
+                values = [stack.pop() if stack else None for _ in range(popped)]
+                if name == "STACK_GLOBAL":
+                    attr, module = values
+                    if isinstance(module, str) and isinstance(attr, str):
+                        self._scan_global(module, attr, name, op_pos, note)
+                    elif module is _CALL or attr is _CALL:
+                        self.finding(
+                            "unsafe",
+                            "dynamic-global",
+                            "STACK_GLOBAL takes its module/name from the result of calling a "
+                            f"function: the callable cannot be known{note}",
+                            op_pos,
+                        )
+                if result != 0:
+                    stack.append(result)
+            elif name == "GLOBAL":
                 module, attr = (p.decode("utf-8", "replace") for p in arg)
                 self._scan_global(module, attr, name, op_pos, note)
-            elif name == "STACK_GLOBAL":
-                module, attr = recent
-                if isinstance(module, str) and isinstance(attr, str):
-                    self._scan_global(module, attr, name, op_pos, note)
-            elif name == "STOP":
-                return
-            elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"):
-                value = arg.decode("utf-8", "replace")
-            elif name in ("SHORT_BINSTRING", "BINSTRING", "SHORT_BINBYTES", "BINBYTES"):
-                value = arg.decode("latin1")
-            elif name in ("STRING", "UNICODE"):
-                value = arg[0].strip(b"'\"").decode("latin1")
+                stack.append(None)
+            elif name in ("EXT1", "EXT2", "EXT4"):
+                self.finding(
+                    "unsafe",
+                    "extension",
+                    f"{name} loads extension code {arg} from copyreg's registry{note}",
+                    op_pos,
+                )
+                stack.append(None)
             elif name in ("BINGET", "LONG_BINGET", "GET"):
-                value = memo.get(arg if name != "GET" else _int_or(arg[0], -1))
+                key = arg if name != "GET" else _int_or(arg[0], -1)
+                stack.append(memo.get(key))
             elif name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
-                key = memo_next if name == "MEMOIZE" else arg if name != "PUT" else -1
+                key = memo_len if name == "MEMOIZE" else arg if name != "PUT" else -1
                 if name == "PUT":
                     key = _int_or(arg[0], -1)
-                if isinstance(recent[1], str) and len(memo) < _SCAN_MEMO:
-                    memo[key] = recent[1]
-                memo_next = max(memo_next, key + 1) if name != "MEMOIZE" else memo_next + 1
-                continue
-            elif name in ("FRAME", "PROTO", "MARK"):
-                continue
-            recent = [recent[1], value]
+                if key not in memo and key not in self.memo:
+                    memo_len += 1
+                if len(memo) < _SCAN_MEMO or key in memo:
+                    memo[key] = stack[-1] if stack else None
+            elif name == "STOP":
+                return -1
+            # PROTO, FRAME, READONLY_BUFFER: no stack effect
+        return -1
+
+    def _byte_search(self, pos: int) -> None:
+        """Past the scan's budget: GLOBAL/INST lines and pushed strings naming a dangerous module
+        in the rest of the stream, found by regular expressions (C speed, no opcode walk)."""
+        note = " (found by a byte search after the pickle VM stopped)"
+        found = 0
+        for match in _GLOBAL_LINE.finditer(self.raw, pos):
+            module, attr = (part.decode("ascii") for part in match.groups())
+            before = len(self.result.findings)
+            self._scan_global(module, attr, "GLOBAL", match.start(), note)
+            found += len(self.result.findings) - before
+            if found >= _SEARCH_FINDINGS:
+                return
+        for match in _DANGEROUS_STRING.finditer(self.raw, pos):
+            module = next(g for g in match.groups() if g).decode("ascii")
+            self.finding(
+                "unsafe",
+                "global",
+                f"a string naming module {module!r} ({explain(module)}) is pushed past where the "
+                f"pickle VM stopped: likely the module of a STACK_GLOBAL{note}",
+                match.start(),
+            )
+            found += 1
+            if found >= _SEARCH_FINDINGS:
+                return
 
     def execute(self, op: Opcode, arg: Any, pos: int) -> None:  # noqa: C901 - one branch per op
         name = op.name
@@ -484,12 +592,16 @@ class _Machine:
         elif name == "INT":
             push(self._text_int(arg, pos), pos)
         elif name == "LONG":
-            push(self._text_int(arg[:-1] if arg.endswith(b"L") else arg, pos), pos)
+            push(self._text_int(arg, pos, "LONG"), pos)
         elif name in ("LONG1", "LONG4"):
             push(self._long(arg, pos), pos)
         elif name == "FLOAT":
+            # C: PyOS_string_to_double, ending at the newline or a NUL; no spaces, no underscores
+            text = bytes(arg).split(b"\0", 1)[0]
             try:
-                push(float(arg), pos)
+                if not text or any(c in b" \t\r\v\f_" for c in text):
+                    raise ValueError
+                push(float(text), pos)
             except ValueError:
                 raise self.fail("bad-argument", "FLOAT argument is not a number", pos) from None
         elif name == "BINFLOAT":
@@ -564,14 +676,14 @@ class _Machine:
             if items:  # empty: a no-op in the C unpickler, whatever the target
                 self._setitems(target, self._pairs(items, pos), pos)
         elif name in ("GET", "BINGET", "LONG_BINGET"):
-            key = self._text_int(arg, pos) if name == "GET" else arg
+            key = self._text_int(arg, pos, "MEMO") if name == "GET" else arg
             if key not in self.memo:
                 raise self.fail("memo-missing", f"{name} reads memo slot {key}, never written", pos)
             push(self.memo[key], pos, fresh=False)
         elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
             key = len(self.memo) if name == "MEMOIZE" else arg
             if name == "PUT":
-                key = self._text_int(arg, pos)
+                key = self._text_int(arg, pos, "MEMO")
             if key in self.memo:
                 self.finding(
                     "unsafe",
@@ -685,20 +797,27 @@ class _Machine:
             raise self.fail("bad-argument", "an odd number of items for a dict", pos)
         return list(zip(items[::2], items[1::2], strict=True))
 
-    def _text_int(self, raw: Any, pos: int) -> int | bool:
-        if raw == b"01":
-            return True
-        if raw == b"00":
-            return False
-        # CPython reads up to sys.get_int_max_str_digits() (4300) digits, in any base int() takes.
+    def _text_int(self, raw: Any, pos: int, kind: str = "INT") -> int | bool:
+        """A text integer parsed as the C unpickler parses it (``_pickle.c``).
+
+        INT: ``strtol(line, &end, 0)`` (C literals: ``01751`` is octal, ``0x`` hex, leading
+        whitespace, a sign, the line may end at a NUL), ``"00"``/``"01"`` and other 2-character
+        lines of value 0/1 are booleans; when strtol overflows or stops early, Python's
+        ``int(text, 0)``. LONG: ``int(text, 0)`` with one trailing ``L`` dropped. GET/PUT: base 10.
+        """
+        # CPython reads up to sys.get_int_max_str_digits() (4300) digits.
         if isinstance(raw, LargeBytes) or len(raw) > _MAX_TEXT_INT:
             raise self.fail("bad-argument", "a text integer is too long", pos)
+        raw = bytes(raw)
+        if kind == "INT":
+            value = _strtol(raw)
+            if value is not None:
+                return bool(value) if len(raw) == 2 and value in (0, 1) else value
+        cut = raw.split(b"\0", 1)[0]  # C strings end at a NUL
+        if kind == "LONG" and raw.endswith(b"L"):
+            cut = raw[:-1].split(b"\0", 1)[0]
         try:
-            return int(raw, 0)
-        except ValueError:
-            pass
-        try:
-            return int(raw)
+            return int(cut, 10 if kind == "MEMO" else 0)
         except ValueError:
             raise self.fail("bad-argument", "a text integer is not a number", pos) from None
 
@@ -738,10 +857,128 @@ class _Machine:
 
 # Stops where CPython stops too (the stack and memo are mirrored exactly): no scan after them.
 _EXACT_STOPS = frozenset({"stack-underflow", "no-mark", "memo-missing", "truncated", "bad-opcode"})
+EXACT_STOPS = _EXACT_STOPS
+_CALL = object()  # the scan's stand-in for a call's result (a computed, unknown value)
+_SCAN_OPCODES = 2_000_000  # the scan's own opcode budget after a stop
+_SEARCH_FINDINGS = 64  # findings the byte search past the scan's budget reports at most
+_WIDTHS = {"len1": 1, "len4": 4, "slen4": 4, "len8": 8, "u1": 1, "u2": 2, "u4": 4, "i4": 4}
+_WIDTHS.update({"u8": 8, "f8": 8})
+_SCAN_PUSH_NONE = frozenset(
+    "NONE NEWTRUE NEWFALSE INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BINFLOAT "
+    "SHORT_BINBYTES BINBYTES BINBYTES8 BYTEARRAY8 EMPTY_TUPLE EMPTY_LIST EMPTY_DICT EMPTY_SET "
+    "PERSID NEXT_BUFFER".split()
+)
+_SCAN_TO_MARK = frozenset({"TUPLE", "LIST", "DICT", "FROZENSET", "INST", "OBJ"})
+# name -> (values popped, what is pushed: None, _CALL, or 0 for nothing)
+_SCAN_POPS: dict[str, tuple[int, Any]] = {
+    "TUPLE1": (1, None),
+    "TUPLE2": (2, None),
+    "TUPLE3": (3, None),
+    "APPEND": (1, 0),
+    "SETITEM": (2, 0),
+    "BUILD": (1, 0),
+    "REDUCE": (2, _CALL),
+    "NEWOBJ": (2, _CALL),
+    "NEWOBJ_EX": (3, _CALL),
+    "STACK_GLOBAL": (2, None),
+    "BINPERSID": (1, None),
+}
+_SCAN_CALLS = frozenset({"REDUCE", "NEWOBJ", "NEWOBJ_EX", "OBJ", "INST"})
+_SCAN_NO_PUSH = frozenset(
+    "POP POP_MARK APPEND APPENDS SETITEM SETITEMS ADDITEMS BUILD PUT BINPUT LONG_BINPUT "
+    "MEMOIZE PROTO FRAME READONLY_BUFFER STOP".split()
+)
+_NAME = rb"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*){0,16}"
+_GLOBAL_LINE = re.compile(rb"[ci](" + _NAME + rb")\n(" + _NAME + rb")\n")
+
+
+def _dangerous_strings() -> re.Pattern[bytes]:
+    from modelsafe.registry.pickle_vm.known_globals import DANGEROUS
+
+    modules = sorted(
+        {key.split(".")[0] for key in DANGEROUS} - {"torch", "numpy"} | {"__builtin__"}
+    )
+    forms = []
+    for module in modules:
+        m = re.escape(module.encode())
+        size = len(module)
+        forms += [
+            rb"[\x8cU]" + re.escape(bytes([size])) + b"(" + m + b")",
+            rb"X" + re.escape(size.to_bytes(4, "little")) + b"(" + m + b")",
+            rb"S'(" + m + rb")'\n",
+            rb'S"(' + m + rb')"\n',
+            rb"V(" + m + rb")\n",
+        ]
+    return re.compile(b"|".join(forms))
+
+
+_DANGEROUS_STRING = _dangerous_strings()
+
+
+def _scan_py2(raw: bytes) -> Any:
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def _scan_quoted(raw: bytes) -> Any:
+    """A STRING argument decoded as pickle decodes it (quotes, backslash escapes), or None."""
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[:1] in (b"'", b'"'):
+        try:
+            return _scan_py2(codecs.escape_decode(raw[1:-1])[0])
+        except ValueError:
+            return None
+    return None
+
+
+def _scan_unicode(raw: bytes) -> Any:
+    try:
+        return raw.decode("raw-unicode-escape")
+    except UnicodeDecodeError:
+        return None
+
+
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _SCAN_MEMO = 65_536  # strings the scan remembers for STACK_GLOBAL via the memo
 _SCAN_TEXT = 512  # bytes of a string argument the scan looks at
 _MAX_TEXT_INT = 4400  # 4300 digits, a sign, an "L", a few spaces
+
+
+_C_SPACE = b" \t\n\v\f\r"
+_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _strtol(raw: bytes) -> int | None:
+    """C's ``strtol(s, &end, 0)`` on ``raw + b"\\n"``, or None where ``_pickle.c`` falls back to
+    ``int(s, 0)`` (overflow, or ``end`` not at the newline or a NUL)."""
+    s = raw + b"\n"
+    i = 0
+    while s[i] in _C_SPACE and i < len(raw):
+        i += 1
+    neg = False
+    if s[i : i + 1] in (b"+", b"-"):
+        neg = s[i] == 0x2D
+        i += 1
+    base, digits = 10, b"0123456789"
+    if s[i : i + 2] in (b"0x", b"0X") and s[i + 2 : i + 3].lower() in tuple(
+        bytes([c]) for c in b"0123456789abcdef"
+    ):
+        base, digits, i = 16, b"0123456789abcdefABCDEF", i + 2
+    elif s[i : i + 1] == b"0":
+        base, digits = 8, b"01234567"
+    start = i
+    while i < len(s) and s[i] in digits:
+        i += 1
+    if i == start:  # no digits: strtol returns 0 with end at the start of the line
+        return 0 if raw[:1] in (b"\0", b"") else None
+    if s[i] not in (0x0A, 0x00):
+        return None
+    value = int(s[start:i], base)
+    value = -value if neg else value
+    if not _LONG_MIN <= value <= _LONG_MAX:
+        return None
+    return value
 
 
 def _int_or(raw: bytes, default: int) -> int:

@@ -97,5 +97,7 @@ def describe(value: Any) -> str:
         return "a tuple"
     if isinstance(value, LargeBytes):
         return "a large string"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1 << 200:
+        return f"a {value.bit_length()}-bit integer"  # (repr fails past 4,300 digits)
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -8,8 +8,8 @@ plain values (numbers, strings) it meets on the way. Nothing is imported or call
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from modelsafe.registry.pickle_vm.limits import DEFAULT_LIMITS, Limits
@@ -88,6 +88,22 @@ _PLAIN_REBUILD = {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3"}
 _PARAMETER = {"_rebuild_parameter", "_rebuild_parameter_with_state"}
 _MAX_VALUES = 1000
 _MAX_TEXT = 4096
+MAX_DIM = 1 << 63  # no real tensor has a size, stride or offset this large
+MAX_ELEMENTS = 1 << 64  # ... nor this many elements
+
+
+def bounded_prod(values: Any, limit: int = MAX_ELEMENTS) -> int | None:
+    """The product of non-negative ints, or None when it exceeds ``limit`` (stops early, so a
+    shape of thousands of huge ints costs no more than a few multiplications)."""
+    product = 1
+    for value in values:
+        if value == 0:
+            return 0
+    for value in values:
+        product *= value
+        if product > limit:
+            return None
+    return product
 
 
 @dataclass(frozen=True)
@@ -117,9 +133,11 @@ class TensorRecord:
     def itemsize(self) -> int:
         return int(DTYPE_SIZES[self.dtype])
 
-    @property
+    @cached_property
     def numel(self) -> int:
-        return math.prod(self.shape)
+        # (shapes are checked plausible, every size and the product under 2**64, before a
+        # record is made: see bounded_prod)
+        return bounded_prod(self.shape) or 0
 
     @property
     def nbytes(self) -> int:
@@ -227,7 +245,13 @@ class _Walker:
         if isinstance(value, bool) or value is None or isinstance(value, float):
             self.out.values[path] = value
         elif isinstance(value, int):
-            self.out.values[path] = value if abs(value) < 1 << 63 else str(value)
+            self.out.values[path] = (
+                value
+                if abs(value) < 1 << 63
+                else str(value)
+                if value.bit_length() < 10_000
+                else f"<a {value.bit_length()}-bit integer>"
+            )
         elif isinstance(value, str):
             self.out.values[path] = value[:_MAX_TEXT]
         elif isinstance(value, (bytes, LargeBytes)):
@@ -315,6 +339,18 @@ class _Walker:
         if len(shape) != len(stride) or any(s < 0 for s in shape + stride):
             self.finding("error", "bad-tensor", f"{name}: size and stride do not match")
             return None
+        if (
+            offset > MAX_DIM
+            or any(s > MAX_DIM for s in shape + stride)
+            or bounded_prod(shape) is None
+        ):
+            self.finding(
+                "error",
+                "bad-tensor",
+                f"{name}: a size, stride or offset too large for any tensor "
+                f"({len(shape)} dimensions)",
+            )
+            return None
         dtype = storage.dtype
         if kind == "_rebuild_tensor_v3":
             dtype = self.dtype(args[6], name) or ""
@@ -360,7 +396,7 @@ class _Walker:
             self.finding("error", "bad-storage", f"{name}: malformed storage reference", where)
             return None
         cls, key, location, numel = pid[1], pid[2], pid[3], pid[4]
-        if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
+        if not isinstance(key, str) or not isinstance(numel, int) or not 0 <= numel <= MAX_DIM:
             self.finding("error", "bad-storage", f"{name}: malformed storage reference", where)
             return None
         if cls.name in ("UntypedStorage", "TypedStorage"):
