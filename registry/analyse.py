@@ -87,7 +87,7 @@ def analyse(
 ) -> Analysis:
     """Read, identify, hash and audit ``path``; problems become fields, never exceptions."""
     from modelsafe.registry import audit, hashing
-    from modelsafe.registry.inspect import inspect_index
+    from modelsafe.registry.inspect import inspect_index, unfinished_download
     from modelsafe.registry.read import read_index
     from modelsafe.registry.sniff import read_head, sniff
 
@@ -101,7 +101,11 @@ def analyse(
     index = None
     try:
         index = read_index(path)
-        fields["report"] = to_jsonable(inspect_index(index))
+        report = inspect_index(index)
+        unfinished = None if is_dir else unfinished_download(Path(path))
+        if unfinished:  # (inspect_path says the same for one file)
+            report.warnings.append(unfinished)
+        fields["report"] = to_jsonable(report)
         fields["format"] = index.format
     except Exception as exc:  # a bad file (or a broken plugin) is an error row, never a crash
         fields["error"] = _reason(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def disguised_pickle(
     from modelsafe.registry.torch_archive import read_torch_file
 
     found: list[Finding] = []
-    if _may_run(head):
+    if _may_run(head, path):
         try:
             tf = read_torch_file(path, Format.PICKLE.value)
         except FileReadError:
@@ -135,7 +136,7 @@ def disguised_pickle(
     return found
 
 
-def _may_run(head: bytes) -> bool:
+def _may_run(head: bytes, path: Path | None = None) -> bool:
     """False when pickle.load provably fails inside ``head`` before running anything."""
     from modelsafe.registry.pickle_vm.machine import EXACT_STOPS, run_pickle
 
@@ -144,8 +145,40 @@ def _may_run(head: bytes) -> bool:
         return True
     last = probe.findings[-1]
     if last.code == "truncated" and "text argument" in last.message:
-        return not _text_fails(head[probe.end - 1 : probe.end], head[probe.end :])
+        if _text_fails(head[probe.end - 1 : probe.end], head[probe.end :]):
+            return False
+        # A text argument (UNICODE, STRING ...) that runs past the head: CPython reads on to the
+        # next newline. With none in the file its parse fails and nothing runs; only then is the
+        # whole file worth the VM (which would otherwise map all of it looking for one).
+        return path is None or _newline_after(path, len(head))
     return last.code not in EXACT_STOPS or last.code == "truncated" or probe.end >= len(head)
+
+
+_SEARCH_CHUNK = 1 << 20
+
+
+def _newline_after(path: Path, start: int) -> bool:
+    """Whether the file holds a newline byte at or after ``start``: read in 1 MiB pieces, so
+    memory stays flat (a mapped search kept every page of a 7 GB file resident)."""
+    seek_data = getattr(os, "SEEK_DATA", None)
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            pos = start
+            while True:
+                if seek_data is not None:  # holes of a sparse file read as zeros: skip them
+                    try:
+                        pos = os.lseek(fh.fileno(), pos, seek_data)
+                    except OSError:
+                        return False  # (ENXIO: no data after pos)
+                fh.seek(pos)
+                chunk = fh.read(_SEARCH_CHUNK)
+                if not chunk:
+                    return False
+                if b"\n" in chunk:
+                    return True
+                pos += len(chunk)
+    except OSError:
+        return True  # let the full read report it
 
 
 _SPACE = b" \t\r\v\f"
@@ -368,10 +401,15 @@ def _may_load(child: Path) -> bool:
     if fmt in _CONTENT_FORMATS or is_tar_header(head):
         return True
     if fmt == Format.TEXT.value and child.suffix.lower() not in _DOC_SUFFIXES:
-        from modelsafe.registry.pickle_vm.machine import run_pickle
+        from modelsafe.registry.pickle_vm.machine import EXACT_STOPS, run_pickle
+        from modelsafe.registry.sniff import HEAD_SIZE
 
         probe = run_pickle(head, label="probe")
-        return probe.completed or probe.unsafe or probe.end >= len(head)
+        if probe.completed or probe.unsafe:
+            return True
+        # Ran off the end of the head (the file goes on) without an exact stop: look further.
+        last = probe.findings[-1].code if probe.findings else ""
+        return probe.end >= len(head) >= HEAD_SIZE and last not in EXACT_STOPS
     return False
 
 

@@ -225,6 +225,16 @@ class _Machine:
             elif module in IMPORT_MAPPING:
                 module = IMPORT_MAPPING[module]
         allowed = is_allowed(module, name)
+        if not allowed and not _DOTTED.fullmatch(module):
+            # find_class imports the module first; a name no import can load (text that happens
+            # to read as GLOBAL/INST: "harge, to any person obtaining a copy" in a licence file)
+            # ends the unpickling right there, as it does in CPython.
+            raise self.fail(
+                "unimportable",
+                f"{opcode} names module {module[:60]!r}, which is no module name: the "
+                "unpickler's import fails here",
+                pos,
+            )
         dotted = f"{module}.{name}"
         self.result.globals.append(GlobalSeen(dotted, opcode, self.base + pos, allowed))
         if not allowed:
@@ -324,11 +334,27 @@ class _Machine:
                 "error", "vm-failure", f"the pickle VM failed ({type(exc).__name__})", self.pos
             )
         self.result.end = self.pos
+        if not self.result.completed:
+            self._downgrade_persistent_ids()
         try:
             self.buf.release()
         except BufferError:  # a slice is still referenced; it is freed with it
             pass
         return self.result
+
+    def _downgrade_persistent_ids(self) -> None:
+        """A non-storage persistent id runs nothing by itself: plain pickle.load has no
+        persistent_load and stops there, torch's asserts a storage. It is ``unsafe`` as an
+        ambiguity of a pickle that loads; in one that never reaches its STOP (text that happens
+        to start with ``P``: a LICENSE file) it is only a warning."""
+        from dataclasses import replace
+
+        self.result.findings = [
+            replace(f, severity="warning")
+            if f.code == "persistent-id" and f.severity == "unsafe"
+            else f
+            for f in self.result.findings
+        ]
 
     def _loop(self) -> None:
         limit = self.limits.max_opcodes
@@ -856,7 +882,9 @@ class _Machine:
 
 
 # Stops where CPython stops too (the stack and memo are mirrored exactly): no scan after them.
-_EXACT_STOPS = frozenset({"stack-underflow", "no-mark", "memo-missing", "truncated", "bad-opcode"})
+_EXACT_STOPS = frozenset(
+    {"stack-underflow", "no-mark", "memo-missing", "truncated", "bad-opcode", "unimportable"}
+)
 EXACT_STOPS = _EXACT_STOPS
 _CALL = object()  # the scan's stand-in for a call's result (a computed, unknown value)
 _SCAN_OPCODES = 2_000_000  # the scan's own opcode budget after a stop

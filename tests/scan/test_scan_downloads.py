@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_scan_catalog import model_file
+from test_scan_catalog import model_file, rows
 
 from modelsafe.errors import FileReadError, MalformedFileError
 from modelsafe.registry.read import read_index
@@ -46,7 +46,9 @@ def test_a_name_that_is_not_utf8_is_skipped_and_the_scan_goes_on(
     assert "not valid UTF-8" in skipped["reason"]
 
 
-def test_unfinished_downloads_are_named(tmp_path: Path, scan_json: Scan, run_cli: Any) -> None:
+def test_unfinished_downloads_are_named(
+    tmp_path: Path, scan_json: Scan, run_cli: Any, catalog_url: str
+) -> None:
     lib = tmp_path / "lib"
     done = model_file(lib / "model.safetensors", seed=3)
     (lib / "model.safetensors.aria2").write_bytes(b"\x00\x01control")
@@ -58,6 +60,8 @@ def test_unfinished_downloads_are_named(tmp_path: Path, scan_json: Scan, run_cli
     code, out, _ = run_cli("inspect", str(done), "--json")
     assert code == 0
     assert any("aria2 has not finished downloading" in w for w in json.loads(out)["warnings"])
+    [_model], [location] = rows(catalog_url)  # the scan records it too
+    assert any("aria2 has not finished downloading" in w for w in location.warnings)
 
 
 def test_special_files_are_refused_without_opening_them(tmp_path: Path) -> None:
