@@ -72,7 +72,7 @@ def audit_path(path: Path | str) -> Verdict:
         findings.append(Finding("error", "not-a-model", reason))
     if not head.startswith(b"PK\x03\x04") and fmt != Format.ARCHIVE.value:
         # (a plain tar is the archive scanner's: packed, or torch's tar checkpoint format)
-        from modelsafe.registry.torch_archive import check_tar
+        from modelsafe.registry.sniff import check_tar
 
         check_tar(findings, head)  # torch.load reads a tar before anything else
     status = verdict_status(findings)
@@ -122,10 +122,12 @@ def disguised_pickle(
     CPython stops too (an unknown opcode: the first byte of a safetensors JSON header, a GGUF
     count), nothing more is read.
     """
+    from modelsafe.registry.pickle_vm.opcodes import OPCODES
     from modelsafe.registry.torch_archive import read_torch_file
 
     found: list[Finding] = []
-    if _may_run(head, path):
+    # (a first byte that is no opcode: pickle.load fails at once; the VM is not even imported)
+    if head[:1] and head[0] in OPCODES and _may_run(head, path):
         try:
             tf = read_torch_file(path, Format.PICKLE.value)
         except FileReadError:

@@ -6,8 +6,9 @@ import struct
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from modelsafe.types import Format
+from modelsafe.types import Finding, Format
 
 HEAD_SIZE = 4096
 
@@ -149,6 +150,19 @@ def sniff(head: bytes) -> Format:
     if head[:1] in (b"(", b"}", b"]", b"c", b"\x80"):
         return Format.PICKLE
     return Format.UNKNOWN
+
+
+TAR_POLYGLOT = (
+    "the file is also a tar archive (its first 512 bytes are a valid tar header): "
+    "torch.load without weights_only=True opens it as the ancient tar checkpoint format first "
+    "and unpickles its 'storages' member with no checks, whatever the rest of the file says"
+)
+
+
+def check_tar(findings: list[Finding], data: Any) -> None:
+    """Add the ``polyglot-tar`` finding when ``data`` opens as a tar archive (once)."""
+    if is_tar_header(bytes(data[:512])) and not any(f.code == "polyglot-tar" for f in findings):
+        findings.append(Finding("unsafe", "polyglot-tar", TAR_POLYGLOT, "byte 0"))
 
 
 def is_tar_header(block: bytes) -> bool:

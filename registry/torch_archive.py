@@ -27,6 +27,7 @@ from modelsafe.errors import FileReadError, MalformedFileError
 from modelsafe.registry.pickle_vm.machine import VMResult, run_pickle
 from modelsafe.registry.pickle_vm.symbols import SymDict
 from modelsafe.registry.pickle_vm.tensors import Interpretation, TensorRecord, interpret
+from modelsafe.registry.sniff import check_tar
 from modelsafe.types import DTYPE_SIZES, Finding, TensorIndex, TensorInfo
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -160,21 +161,6 @@ def read_torch_data(path: Path, fmt: str, data: Any) -> TorchFile:
             f"modelsafe could not finish reading the file ({type(exc).__name__})",
         )
     return out
-
-
-TAR_POLYGLOT = (
-    "the file is also a tar archive (its first 512 bytes are a valid tar header): "
-    "torch.load without weights_only=True opens it as the ancient tar checkpoint format first "
-    "and unpickles its 'storages' member with no checks, whatever the rest of the file says"
-)
-
-
-def check_tar(findings: list[Finding], data: Any) -> None:
-    """Add the ``polyglot-tar`` finding when ``data`` opens as a tar archive (once)."""
-    from modelsafe.registry.sniff import is_tar_header
-
-    if is_tar_header(bytes(data[:512])) and not any(f.code == "polyglot-tar" for f in findings):
-        findings.append(Finding("unsafe", "polyglot-tar", TAR_POLYGLOT, "byte 0"))
 
 
 def _shaped_like_legacy(data: Any) -> bool:
