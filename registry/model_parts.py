@@ -81,6 +81,18 @@ def _strip(tensors: Iterable[TensorInfo], prefix: str) -> tuple[TensorInfo, ...]
     )
 
 
+def encoder_slot(tensors: Iterable[TensorInfo], fallback: str = "unknown") -> str:
+    """The text-encoder slot a component fills, by its width; 4096 is T5-XXL only when its layers
+    are T5's (an LLM encoder of width 4096, Llama or Mistral, is no T5)."""
+    tensors = list(tensors)
+    slot = TEXT_ENCODER_BY_WIDTH.get(text_encoder_width(tensors) or 0)
+    if slot == "t5xxl" and not any(
+        "SelfAttention" in t.name or "DenseReluDense" in t.name for t in tensors
+    ):
+        return fallback
+    return slot or fallback
+
+
 def text_encoder_width(tensors: Iterable[TensorInfo]) -> int | None:
     """Hidden size of a text encoder, read off its token-embedding table (or final norm)."""
     fallback = None
@@ -121,8 +133,7 @@ def split_components(
         for name, sub in index.components.items():
             role = _DIFFUSERS_ROLES.get(name, "other")
             if role == "text_encoder":
-                width = text_encoder_width(sub.tensors)
-                name = f"text_encoder.{TEXT_ENCODER_BY_WIDTH.get(width or 0, name)}"
+                name = f"text_encoder.{encoder_slot(sub.tensors, name)}"
             found.append(Component(name, role, "", tuple(sub.tensors)))
         return found
     groups: dict[str, list[TensorInfo]] = {}
@@ -142,8 +153,7 @@ def split_components(
         role = _role_of_kind(kind)
         name = _denoiser_name(family, kind) if role in ("denoiser", "controlnet") else kind
         if role == "text_encoder":
-            width = text_encoder_width(index.tensors)
-            name = f"text_encoder.{TEXT_ENCODER_BY_WIDTH.get(width or 0, 'unknown')}"
+            name = f"text_encoder.{encoder_slot(index.tensors)}"
         return [Component(name, role, "", tuple(index.tensors))]
     out = []
     for prefix, tensors in groups.items():
@@ -152,8 +162,7 @@ def split_components(
         if name == "denoiser":
             name = _denoiser_name(family, kind)
         elif role == "text_encoder" and not name.endswith(("clip_l", "clip_g", "t5xxl")):
-            width = text_encoder_width(stripped)
-            name = f"text_encoder.{TEXT_ENCODER_BY_WIDTH.get(width or 0, name.split('.')[-1])}"
+            name = f"text_encoder.{encoder_slot(stripped, name.split('.')[-1])}"
         out.append(Component(name, role, prefix, stripped))
     if rest:
         # Unprefixed tensors beside prefixed ones: a bare transformer in a ComfyUI file, or the

@@ -257,3 +257,13 @@ def test_swinir_look_alike_upscalers_are_named(tmp_path: Path) -> None:
         report = _inspect(tmp_path, name, specs)
         assert report.kind == "upscaler" and report.facts["architecture"] == arch, name
         assert report.facts["scale"] == 4
+
+
+def test_a_4096_wide_llm_encoder_is_no_t5_in_the_vram_table(tmp_path: Path) -> None:
+    from modelsafe.testing.layouts import components
+
+    llama = _inspect(tmp_path, "llama", components.llm_text_encoder("llama3.1_8b", layers=2))
+    assert llama.kind == "text_encoder"
+    assert list(llama.vram["components"]) == ["text_encoder.unknown"]
+    t5 = _inspect(tmp_path, "t5", components.t5xxl())
+    assert list(t5.vram["components"]) == ["text_encoder.t5xxl"]
