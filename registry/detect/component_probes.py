@@ -206,6 +206,8 @@ _LLM_VARIANTS: dict[tuple[int, int, int], str] = {
 
 
 def text_encoder(index: TensorIndex, detector: str) -> list[Candidate]:
+    if index.format == "gguf":
+        return _gguf_text_encoder(index, detector)
     names = index.names()
     for anchors, read in (
         (
@@ -333,6 +335,55 @@ def _t5(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
     elif width:
         variant = None
     return _te_candidate(index, view, variant, facts, evidence, detector, ("decoder.",))
+
+
+# GGUF ``general.architecture`` of text encoders people keep beside diffusion models (city96's
+# T5/UMT5 ``t5encoder`` files, llama.cpp LLM files used as encoders) -> what the width names.
+_GGUF_T5 = ("t5encoder", "t5")
+_GGUF_LLMS = ("llama", "qwen2", "qwen2vl", "qwen3", "gemma2")
+_GGUF_BLOCK = re.compile(r"^(?:enc\.)?blk\.(\d+)\.")
+
+
+def _gguf_text_encoder(index: TensorIndex, detector: str) -> list[Candidate]:
+    """A GGUF text encoder, read off llama.cpp's key/values (its tensors use llama.cpp names:
+    ``enc.blk.0.attn_q.weight``, ``blk.0.attn_q.weight``)."""
+    arch = index.extra.get("architecture")
+    kv = index.extra.get("kv") or {}
+    if not isinstance(arch, str) or arch not in _GGUF_T5 + _GGUF_LLMS:
+        return []
+    embed = next((t for t in index.tensors if t.name == "token_embd.weight"), None)
+    vocab = embed.shape[0] if embed is not None and len(embed.shape) == 2 else None
+    # The key/values say it; a converter that left them out still has the tensors.
+    width = kv.get(f"{arch}.embedding_length") or (
+        embed.shape[1] if embed is not None and vocab else None
+    )
+    blocks = {m.group(1) for t in index.tensors if (m := _GGUF_BLOCK.match(t.name))}
+    layers = kv.get(f"{arch}.block_count") or (len(blocks) or None)
+    facts: dict[str, Any] = {
+        "hidden_size": width,
+        "num_layers": layers,
+        "vocab_size": vocab,
+        "naming": "llama.cpp",
+        "gguf_architecture": arch,
+    }
+    evidence = [
+        f"GGUF general.architecture={arch!r}, {arch}.embedding_length={width}, "
+        f"{arch}.block_count={layers}" + (f", vocabulary {vocab}" if vocab else "")
+    ]
+    variant: str | None
+    if arch in _GGUF_T5:
+        variant = None
+        if width == 4096 and layers == 24:
+            variant = "umt5xxl" if vocab == 256384 else "t5xxl"
+    else:
+        variant = _LLM_VARIANTS.get((vocab or 0, width or 0, layers or 0))
+    score = 0.9 if variant else 0.6
+    if variant:
+        facts["used_by"] = USED_BY.get(variant, [])
+        evidence.append(f"= {variant}, used by {', '.join(facts['used_by']) or 'other models'}")
+    else:
+        evidence.append("no released text encoder has these dimensions")
+    return [_cand("any", "text_encoder", score, evidence, facts, detector, variant)]
 
 
 def _llm(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:

@@ -267,3 +267,41 @@ def test_a_4096_wide_llm_encoder_is_no_t5_in_the_vram_table(tmp_path: Path) -> N
     assert list(llama.vram["components"]) == ["text_encoder.unknown"]
     t5 = _inspect(tmp_path, "t5", components.t5xxl())
     assert list(t5.vram["components"]) == ["text_encoder.t5xxl"]
+
+
+def _gguf_encoder(path: Path, arch: str, vocab: int, width: int, layers: int, kv: bool) -> Path:
+    """A GGUF text encoder in llama.cpp naming, data region sparse."""
+    gguf = __import__("pytest").importorskip("gguf")
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    if kv:
+        writer.add_uint32(f"{arch}.embedding_length", width)
+        writer.add_uint32(f"{arch}.block_count", layers)
+    block = "enc.blk" if arch == "t5encoder" else "blk"
+    shapes = [("token_embd.weight", (vocab, width))]
+    shapes += [(f"{block}.{i}.attn_q.weight", (width, width)) for i in range(layers)]
+    total = 0
+    for name, shape in shapes:
+        writer.add_tensor_info(name, shape, np.dtype(np.float16), shape[0] * shape[1] * 2)
+        total += -(-shape[0] * shape[1] * 2 // 32) * 32
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    with open(path, "r+b") as fh:
+        fh.truncate(fh.seek(0, 2) + 32 + total)
+    return path
+
+
+def test_gguf_text_encoders_are_named(tmp_path: Path) -> None:
+    for name, args, variant in (
+        ("t5", ("t5encoder", 32128, 4096, 24, True), "t5xxl"),
+        ("umt5", ("t5encoder", 256384, 4096, 24, False), "umt5xxl"),  # tensors alone decide
+        ("llama", ("llama", 128256, 4096, 32, True), "llama3.1_8b"),
+    ):
+        report = inspect_path(_gguf_encoder(tmp_path / f"{name}.gguf", *args))
+        assert (report.family, report.kind, report.variant) == ("any", "text_encoder", variant), (
+            name,
+            report.evidence,
+        )
