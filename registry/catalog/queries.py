@@ -125,9 +125,9 @@ def find_models(session: Session, ref: str) -> list[Model]:
     exact = session.scalars(_models().where(func.lower(Model.name) == ref.lower())).all()
     if exact:
         return list(exact)
-    return list(
-        session.scalars(_models().where(func.lower(Model.name).like(f"%{ref.lower()}%"))).all()
-    )
+    # (autoescape: a ref's % and _ are characters of a name, not LIKE wildcards)
+    part = func.lower(Model.name).contains(ref.lower(), autoescape=True)
+    return list(session.scalars(_models().where(part)).all())
 
 
 def _location_hash_matches(loc: Location, prefix: str) -> bool:

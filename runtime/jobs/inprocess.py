@@ -78,13 +78,18 @@ class InProcessQueue:
         threading.Thread(target=wait, daemon=True).start()
         return done.wait(timeout)
 
-    def close(self) -> None:
-        """Stop after the job that is running (queued ones stay queued for the next start)."""
+    def close(self, wait: float = 5.0) -> None:
+        """Stop taking jobs (queued ones stay queued for the next start). A job still running
+        after ``wait`` seconds is left to die with the process (the thread is a daemon): its row
+        keeps its lease, and the next start puts it back in the queue once the lease ends. The
+        server must not hang on shutdown for the length of a generation."""
         if self._closed:
             return
         self._closed = True
         self._ids.put(_STOP)
-        self._thread.join()
+        self._thread.join(wait)
+        if self._thread.is_alive():
+            return  # (its catalog stays open for it until the process ends)
         self.catalog.close()
 
     def _loop(self) -> None:

@@ -90,7 +90,7 @@ def serve(
         queue = open_queue(broker, url, outputs=outputs)
     allowed = None
     if is_loopback(host):  # a page elsewhere must not reach it by a rebound DNS name
-        allowed = list(LOOPBACK_NAMES)
+        allowed = [*LOOPBACK_NAMES, host]  # (the address it is bound to: 127.0.0.2 ...)
     app = create_app(
         url,
         queue=queue,

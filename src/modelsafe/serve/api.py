@@ -221,5 +221,19 @@ def output_image(request: Request, output_id: RowId) -> FileResponse:
             f"output {output_id}'s image is no longer at {path}",
             hint="it was moved or deleted after generation",
         )
-    media = "image/png" if path.suffix.lower() == ".png" else "application/octet-stream"
-    return FileResponse(path, media_type=media)
+    # Only what modelsafe writes is served: a PNG file, not a link. A row or a file in the
+    # outputs folder changed by someone else must not turn this route into a file reader.
+    if path.suffix.lower() != ".png" or path.is_symlink() or not _is_png(path):
+        raise NotFoundError(
+            f"output {output_id}'s file is not a PNG image modelsafe wrote; it is not served",
+            hint="the catalog row or the file was changed after generation",
+        )
+    return FileResponse(path, media_type="image/png")
+
+
+def _is_png(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
+        return False

@@ -131,7 +131,10 @@ def create_app(
     )
     app.state.ms = state
     app.state.token = token or None
-    if allowed_hosts:
+    from modelsafe.serve.security import BodyGuardMiddleware
+
+    app.add_middleware(BodyGuardMiddleware, token=token or None)
+    if allowed_hosts:  # (added last: it runs first)
         from modelsafe.serve.security import HostCheckMiddleware
 
         app.add_middleware(HostCheckMiddleware, allowed=list(allowed_hosts))

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # No control characters in names, refs and paths (a NUL would reach the filesystem).
 Ref = Annotated[
-    str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")
+    str,
+    Field(
+        min_length=1,
+        max_length=4096,
+        # no control characters anywhere (\S alone let one NUL through), and not only spaces
+        pattern=r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$",
+    ),
 ]
 Text = Annotated[str, Field(max_length=20000, pattern=r"^[^\x00]*$")]
 
@@ -83,6 +89,16 @@ class JobSpec(BaseModel):
     height: int | None = Field(default=None, ge=8, le=4096, multiple_of=8)
     scheduler: Ref | None = None
     loras: list[LoraRef] | None = Field(default=None, max_length=16)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str | None) -> str | None:
+        from modelsafe.runtime.recipe import SAMPLER_NAMES
+
+        if value is not None and value not in SAMPLER_NAMES:
+            raise ValueError(f"unknown scheduler; one of {', '.join(SAMPLER_NAMES)}")
+        return value
+
     vae: Ref | None = None
     embeddings: list[EmbeddingRef] | None = Field(default=None, max_length=16)
     family: Literal["sd1", "sd2", "sdxl", "sd3", "sd3.5", "flux1"] | None = None

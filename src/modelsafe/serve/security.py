@@ -8,7 +8,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
@@ -78,6 +78,74 @@ class HostCheckMiddleware:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+MAX_BODY = 1 << 20  # bytes: a job spec or a set is a few KB; 1 MiB leaves room for long prompts
+# Routes that need the token: checked before their body is read (an unauthenticated client must
+# not make the server parse megabytes).
+TOKEN_ROUTES = (("POST", "/api/jobs"),)
+
+
+class BodyGuardMiddleware:
+    """413 (JSON) for a request body over ``MAX_BODY`` (by Content-Length, or counted as it
+    arrives), and 401 before any body is read for a token route without the right token."""
+
+    def __init__(self, app: ASGIApp, token: str | None, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.token = token
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        route = (scope.get("method", ""), scope.get("path", "").rstrip("/"))
+        if self.token and route in TOKEN_ROUTES and not _token_matches(headers, self.token):
+            await _json(401, "this endpoint needs the API token", _TOKEN_HINT)(scope, receive, send)
+            return
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _too_big(self.limit)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await _too_big(self.limit)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+_TOKEN_HINT = "send the header `Authorization: Bearer <token>` (the server's --token)"
+
+
+def _json(status: int, error: str, hint: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": error, "hint": hint}, status_code=status, headers=headers)
+
+
+def _too_big(limit: int) -> JSONResponse:
+    return _json(413, f"the request body is larger than {limit:,} bytes", "send a smaller body")
+
+
+def _token_matches(headers: Headers, token: str) -> bool:
+    scheme, _, given = headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 _bearer = HTTPBearer(auto_error=False, description="The server's --token (MODELSAFE_API_TOKEN)")
