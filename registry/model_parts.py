@@ -87,7 +87,8 @@ def encoder_slot(tensors: Iterable[TensorInfo], fallback: str = "unknown") -> st
     tensors = list(tensors)
     slot = TEXT_ENCODER_BY_WIDTH.get(text_encoder_width(tensors) or 0)
     if slot == "t5xxl" and not any(
-        "SelfAttention" in t.name or "DenseReluDense" in t.name for t in tensors
+        "SelfAttention" in t.name or "DenseReluDense" in t.name or t.name.startswith("enc.blk.")
+        for t in tensors
     ):
         return fallback
     return slot or fallback
@@ -99,7 +100,7 @@ def text_encoder_width(tensors: Iterable[TensorInfo]) -> int | None:
     for t in tensors:
         name = t.name
         if len(t.shape) == 2 and name.endswith(
-            ("token_embedding.weight", "embed_tokens.weight", "shared.weight")
+            ("token_embedding.weight", "embed_tokens.weight", "shared.weight", "token_embd.weight")
         ):
             return t.shape[1]
         if len(t.shape) == 1 and name.endswith(("final_layer_norm.weight", "ln_final.weight")):

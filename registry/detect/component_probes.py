@@ -207,7 +207,9 @@ _LLM_VARIANTS: dict[tuple[int, int, int], str] = {
 
 def text_encoder(index: TensorIndex, detector: str) -> list[Candidate]:
     if index.format == "gguf":
-        return _gguf_text_encoder(index, detector)
+        found = _gguf_text_encoder(index, detector)
+        if found:  # llama.cpp names; a GGUF with transformers names goes on to the anchors
+            return found
     names = index.names()
     for anchors, read in (
         (
@@ -352,11 +354,11 @@ def _gguf_text_encoder(index: TensorIndex, detector: str) -> list[Candidate]:
     if not isinstance(arch, str) or arch not in _GGUF_T5 + _GGUF_LLMS:
         return []
     embed = next((t for t in index.tensors if t.name == "token_embd.weight"), None)
-    vocab = embed.shape[0] if embed is not None and len(embed.shape) == 2 else None
+    if embed is None:
+        return []  # not llama.cpp's names: the transformers-name probes read it
+    vocab = embed.shape[0] if len(embed.shape) == 2 else None
     # The key/values say it; a converter that left them out still has the tensors.
-    width = kv.get(f"{arch}.embedding_length") or (
-        embed.shape[1] if embed is not None and vocab else None
-    )
+    width = kv.get(f"{arch}.embedding_length") or (embed.shape[1] if vocab else None)
     blocks = {m.group(1) for t in index.tensors if (m := _GGUF_BLOCK.match(t.name))}
     layers = kv.get(f"{arch}.block_count") or (len(blocks) or None)
     facts: dict[str, Any] = {

@@ -225,7 +225,7 @@ class _Machine:
             elif module in IMPORT_MAPPING:
                 module = IMPORT_MAPPING[module]
         allowed = is_allowed(module, name)
-        if not allowed and not _DOTTED.fullmatch(module):
+        if not allowed and _NO_MODULE.search(module):
             # find_class imports the module first; a name no import can load (text that happens
             # to read as GLOBAL/INST: "harge, to any person obtaining a copy" in a licence file)
             # ends the unpickling right there, as it does in CPython.
@@ -967,6 +967,10 @@ def _scan_unicode(raw: bytes) -> Any:
         return None
 
 
+# Characters no module file of any Python installation has in its name (text that reads as a
+# GLOBAL/INST: prose in a licence file). A name without them may be importable even when it is no
+# identifier: ``_sysconfigdata__linux_x86_64-linux-gnu`` is a stdlib module; it stays a global.
+_NO_MODULE = re.compile(r"[\s\x00-\x1f,;:'\"()\[\]{}<>/\\|*?]|^\.|\.$|\.\.|^$")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _SCAN_MEMO = 65_536  # strings the scan remembers for STACK_GLOBAL via the memo
 _SCAN_TEXT = 512  # bytes of a string argument the scan looks at

@@ -74,3 +74,24 @@ def test_text_opcode_header_length_is_probed_in_flat_memory(tmp_path: Path) -> N
     assert not any(f.code == "disguised-pickle" for f in verdict.findings)
     assert time.perf_counter() - started < 10
     assert grown_kib < 256 * 1024  # not the 3 GiB a mapped search kept resident
+
+
+def test_a_module_name_python_imports_though_no_identifier_stays_unsafe(tmp_path: Path) -> None:
+    """``_sysconfigdata__<platform>`` holds dashes yet is a stdlib module on every Linux CPython:
+    treating it as "no module" made a code-running pickle pass a folder audit as safe."""
+    import sysconfig
+
+    name = sysconfig._get_sysconfigdata_name()  # type: ignore[attr-defined]
+    marker = tmp_path / "marker"
+    payload = (
+        f"c{name}\nbuild_time_vars\n0cbuiltins\nexec\n(S\"open({str(marker)!r}, 'w').close()\"\ntR."
+    ).encode()
+    assert run_pickle(f"c{name}\nbuild_time_vars\n.".encode()).unsafe
+    folder = tmp_path / "model"
+    folder.mkdir()
+    write_safetensors(folder / "model.safetensors", [("w", "F16", (8, 8))])
+    (folder / "training_state").write_bytes(payload)
+    verdict = audit_path(folder)
+    assert verdict.status == "unsafe", verdict.findings
+    assert any("builtins.exec" in f.message for f in verdict.findings)
+    assert not marker.exists()

@@ -26,6 +26,15 @@ def test_big_bodies_are_413_and_the_token_comes_before_the_body(
     body = b'{"checkpoint": "tiny-sd1", "prompt": "' + b"a" * (2 << 20) + b'"}'
     big = client.post("/api/resolve", content=body, headers={"content-type": "application/json"})
     assert big.status_code == 413 and "larger than" in big.json()["error"]
+
+    def chunks() -> Any:  # no Content-Length: counted as it arrives
+        for i in range(0, len(body), 64 << 10):
+            yield body[i : i + (64 << 10)]
+
+    chunked = client.post(
+        "/api/resolve", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert chunked.status_code == 413 and "larger than" in chunked.json()["error"]
     # A job without the token is refused before its body is parsed: 401, not 422 or 413.
     for content in (b"not json at all", body):
         refused = client.post(

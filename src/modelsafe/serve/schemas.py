@@ -93,10 +93,11 @@ class JobSpec(BaseModel):
     @field_validator("scheduler")
     @classmethod
     def _known_scheduler(cls, value: str | None) -> str | None:
-        from modelsafe.runtime.recipe import SAMPLER_NAMES
+        # (the schedulers the built-in backend runs; jobs are run by it)
+        from modelsafe.plugins.builtin.backend_diffusers import SCHEDULERS
 
-        if value is not None and value not in SAMPLER_NAMES:
-            raise ValueError(f"unknown scheduler; one of {', '.join(SAMPLER_NAMES)}")
+        if value is not None and value not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler; one of {', '.join(SCHEDULERS)}")
         return value
 
     vae: Ref | None = None

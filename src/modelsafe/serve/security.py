@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelsafe.errors import ModelsafeError, UsageError
@@ -116,7 +117,7 @@ class BodyGuardMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.limit)
             return message
 
         try:
@@ -125,8 +126,12 @@ class BodyGuardMiddleware:
             await _too_big(self.limit)(scope, receive, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised from the body reader: FastAPI passes an HTTPException on (anything else it turns
+    into a 400 "error parsing the body"), and the app's handler answers it as JSON."""
+
+    def __init__(self, limit: int = MAX_BODY) -> None:
+        super().__init__(413, f"the request body is larger than {limit:,} bytes")
 
 
 _TOKEN_HINT = "send the header `Authorization: Bearer <token>` (the server's --token)"
