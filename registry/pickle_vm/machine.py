@@ -225,7 +225,9 @@ class _Machine:
             elif module in IMPORT_MAPPING:
                 module = IMPORT_MAPPING[module]
         allowed = is_allowed(module, name)
-        if not allowed and _NO_MODULE.search(module):
+        # (torch's unpickler resolves any name holding "Storage" without importing the module:
+        # `ca b\nFloatStorage` loads there, so such a name is a global like any other)
+        if not allowed and _NO_MODULE.search(module) and "Storage" not in name:
             # find_class imports the module first; a name no import can load (text that happens
             # to read as GLOBAL/INST: "harge, to any person obtaining a copy" in a licence file)
             # ends the unpickling right there, as it does in CPython.

@@ -95,3 +95,43 @@ def test_a_module_name_python_imports_though_no_identifier_stays_unsafe(tmp_path
     assert verdict.status == "unsafe", verdict.findings
     assert any("builtins.exec" in f.message for f in verdict.findings)
     assert not marker.exists()
+
+
+def test_a_storage_name_under_no_module_is_a_global_torch_resolves(tmp_path: Path) -> None:
+    """torch's unpickler returns a storage type for any name holding "Storage" without importing
+    the module, so `ca b\\nFloatStorage` loads there and the payload after it runs: the module
+    name that is no module must not end the audit."""
+    import zipfile
+
+    marker = tmp_path / "marker"
+    data = b"\x80\x02ca b\nFloatStorage\n0cbuiltins\nopen\n(V" + str(marker).encode() + b"\nVw\ntR."
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", data)
+        zf.writestr("archive/version", "3\n")
+    verdict = audit_path(path)
+    assert verdict.status == "unsafe", verdict.findings
+    assert any("builtins.open" in f.message for f in verdict.findings)
+    assert not marker.exists()
+
+
+def test_a_legacy_checkpoint_that_sniffs_as_html_is_audited_in_a_folder(tmp_path: Path) -> None:
+    """A protocol-0 legacy checkpoint whose sys_info holds "<html>" sniffs as an HTML page; in a
+    folder it was only probed, and the storage-name trick hid its payload: the folder was safe."""
+    marker = tmp_path / "marker"
+    legacy = (
+        b"L%dL\n." % 0x1950A86A20F9469CFC6C
+        + b"I1001\n."
+        + b"(dp0\nV<html>\nI1\ns."
+        + b"ca b\nFloatStorage\n0"
+        + f"cbuiltins\nopen\n(V{marker}\nVw\ntR0".encode()
+        + b"(dp1\n."
+        + b"(l."
+    )
+    folder = tmp_path / "model"
+    folder.mkdir()
+    write_safetensors(folder / "model.safetensors", [("w", "F16", (8, 8))])
+    (folder / "model_best.pth.tar").write_bytes(legacy)
+    verdict = audit_path(folder)
+    assert verdict.status == "unsafe", verdict.findings
+    assert not marker.exists()
