@@ -219,8 +219,14 @@ def _text_fails(opcode: bytes, partial: bytes) -> bool:
     return False
 
 
-# What reaches code in a file that is valid as something else: a named global, a computed name.
-_CODE_REACHING = frozenset({"global", "dynamic-global"})
+# In a file that is valid as something else (safetensors, GGUF, a folder's stray file), the VM
+# findings that mean a loader runs code or reads the stream differently: a global of any name (a
+# placeholder for a huge one too), a computed one, a STOP inside its FRAME (the next reader starts
+# elsewhere), a second pickle, and a persistent id where one is resolved (torch's legacy main
+# pickle). Not counted there, since real files' bytes read that way and CPython stops on them: a
+# call on a constant, BUILD, EXT codes (the registry is empty), a persistent id in a first pickle
+# (plain pickle.load has no persistent_load), structural findings of the other format.
+_CODE_REACHING = frozenset({"global", "dynamic-global", "ambiguous-frame", "second-pickle"})
 
 
 def _pickle_findings(tf: Any, fmt: str, valid: bool, need_complete: bool) -> list[Finding]:
@@ -231,7 +237,7 @@ def _pickle_findings(tf: Any, fmt: str, valid: bool, need_complete: bool) -> lis
         for f in tf.findings
         if f.severity == "unsafe"
         and f.code != "polyglot-tar"  # (a tar header is the archive scanner's to judge)
-        and (not valid or _reaches_code(f))
+        and (not valid or _reaches_code(f, tf.format))
     ]
     if unsafe:
         what = (
@@ -251,15 +257,10 @@ def _pickle_findings(tf: Any, fmt: str, valid: bool, need_complete: bool) -> lis
     return unsafe
 
 
-def _reaches_code(finding: Finding) -> bool:
-    import re
-
-    if finding.code not in _CODE_REACHING:
-        return False
-    if finding.code == "dynamic-global":
-        return "result of calling" in finding.message
-    dotted = finding.message.split(" (", 1)[0]
-    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+", dotted) is not None
+def _reaches_code(finding: Finding, file_format: str = "") -> bool:
+    if finding.code == "persistent-id":
+        return file_format == "legacy-torch"
+    return finding.code in _CODE_REACHING
 
 
 # -- compressed files -----------------------------------------------------------------------------

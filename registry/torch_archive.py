@@ -638,6 +638,9 @@ def _after_end(out: TorchFile, data: Any, pos: int, label: str = "file", base: i
             break
         hidden = run_pickle(data, pos, label=f"{label} (after end)", base=base)
         if not hidden.completed or hidden.end <= pos:
+            # A pickle that breaks may have called something before it broke (pickle.load
+            # runs each opcode as it reads it): what it did is kept.
+            out.findings.extend(f for f in hidden.findings if f.severity == "unsafe")
             break
         if hidden.globals or hidden.persistent_ids:
             out.add(
