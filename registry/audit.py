@@ -84,22 +84,13 @@ def audit_path(path: Path | str) -> Verdict:
 
 
 def _special_kind(path: Path) -> str:
-    """What a path that is not a regular file is ("" for a regular file or a missing one)."""
-    import stat
+    """What a path that is not a regular file or folder is ("" for those, or a missing one)."""
+    from modelsafe.registry.read import special_kind
 
     try:
-        mode = path.stat().st_mode
+        return special_kind(path.stat().st_mode)
     except OSError:
         return ""
-    for test, name in (
-        (stat.S_ISFIFO, "a named pipe (FIFO)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return name
-    return ""
 
 
 # Formats whose scanners already run every byte that pickle.load would read through the VM.

@@ -25,6 +25,13 @@ _SPECIAL_FILES = (
 )
 
 
+def special_kind(mode: int) -> str:
+    """What a stat mode that is neither a folder nor a regular file is ("" for those two)."""
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return ""
+    return next((name for test, name in _SPECIAL_FILES if test(mode)), "not a regular file")
+
+
 def check_readable_kind(path: Path) -> bool:
     """True for a folder, False for a regular file; a FileReadError for anything else.
 
@@ -37,11 +44,9 @@ def check_readable_kind(path: Path) -> bool:
         raise FileReadError(f"{path} does not exist", hint="check the path") from None
     except OSError as exc:
         raise open_error(path, exc) from exc
-    if stat.S_ISDIR(mode):
-        return True
-    if stat.S_ISREG(mode):
-        return False
-    what = next((name for test, name in _SPECIAL_FILES if test(mode)), "not a regular file")
+    what = special_kind(mode)
+    if not what:
+        return stat.S_ISDIR(mode)
     raise FileReadError(
         f"{path} is {what}, not a model file", hint="point at a model file or a diffusers folder"
     )

@@ -137,7 +137,7 @@ def scan(
         summary.scan_id = run.id
         stored = _load_stored(session)
     try:
-        return _scan_roots(
+        _scan_roots(
             catalog,
             abs_roots,
             stored,
@@ -152,13 +152,19 @@ def scan(
         )
     except BaseException:
         # Interrupted (Ctrl-C) or failed: the scan row must not stay "running" for ever.
-        with catalog.session() as session:
-            row = session.get(Scan, summary.scan_id)
-            if row is not None:
-                row.status = "failed"
-                row.finished_at = utcnow()
-                row.summary = summary_counts(summary)
+        _finish(catalog, summary, "failed")
         raise
+    _finish(catalog, summary, "finished")
+    return summary
+
+
+def _finish(catalog: Catalog, summary: ScanSummary, status: str) -> None:
+    with catalog.session() as session:
+        row = session.get(Scan, summary.scan_id)
+        if row is not None:
+            row.status = status
+            row.finished_at = utcnow()
+            row.summary = summary_counts(summary)
 
 
 def _scan_roots(
@@ -173,7 +179,7 @@ def _scan_roots(
     extra_for: Callable[[str], dict[str, Any]] | None,
     missing_roots: Sequence[str] | None,
     progress: Progress | None,
-) -> ScanSummary:
+) -> None:
     walked = walk(abs_roots)
     summary.files = len(walked.found)
     summary.skipped = [{"path": s.path, "reason": s.reason} for s in walked.skipped]
@@ -198,13 +204,6 @@ def _scan_roots(
     summary.unsafe = len(summary.unsafe_files)
     summary.errors = len(summary.error_files)
     summary.seconds = round(time.perf_counter() - started, 3)
-    with catalog.session() as session:
-        row = session.get(Scan, summary.scan_id)
-        if row is not None:
-            row.status = "finished"
-            row.finished_at = utcnow()
-            row.summary = summary_counts(summary)
-    return summary
 
 
 def summary_counts(summary: ScanSummary) -> dict[str, Any]:

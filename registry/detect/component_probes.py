@@ -255,11 +255,7 @@ def _te_candidate(
     if share < MIN_COVERAGE:
         return []
     score = 0.95 if variant else 0.6
-    if variant:
-        facts["used_by"] = USED_BY.get(variant, [])
-        evidence.append(f"= {variant}, used by {', '.join(facts['used_by']) or 'other models'}")
-    else:
-        evidence.append("no released text encoder has these dimensions")
+    _say_variant(variant, facts, evidence)
     others = [p for p in extra_parts if view.has_prefix(p)]
     if others:
         evidence.append(f"also holds {', '.join(others)}: more than the text encoder alone")
@@ -267,6 +263,22 @@ def _te_candidate(
     if view.prefix:
         facts["key_prefix"] = view.prefix
     return [_cand("any", "text_encoder", score, evidence, facts, detector, variant)]
+
+
+def _say_variant(variant: str | None, facts: dict[str, Any], evidence: list[str]) -> None:
+    """The evidence line (and ``used_by``) for a text encoder's variant, or its absence."""
+    if variant:
+        facts["used_by"] = USED_BY.get(variant, [])
+        evidence.append(f"= {variant}, used by {', '.join(facts['used_by']) or 'other models'}")
+    else:
+        evidence.append("no released text encoder has these dimensions")
+
+
+def _t5_variant(width: int | None, layers: int | None, *, umt5: bool) -> str | None:
+    """T5-XXL's encoder is 4096 wide and 24 blocks deep; UMT5-XXL (Wan) has the same shape."""
+    if width == 4096 and layers == 24:
+        return "umt5xxl" if umt5 else "t5xxl"
+    return None
 
 
 def _hf_clip(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
@@ -327,15 +339,9 @@ def _t5(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
         f"{view.says('encoder.block.0.layer.0.SelfAttention.q.weight')}: T5 encoder, width "
         f"{width}, {layers} blocks" + (f", vocabulary {vocab}" if vocab else ""),
     ]
-    variant: str | None = None
-    if width == 4096 and layers == 24:
-        if vocab == 256384 or per_layer_bias:
-            variant = "umt5xxl"
-            evidence.append("relative attention bias in every block / 256k vocabulary: UMT5")
-        else:
-            variant = "t5xxl"
-    elif width:
-        variant = None
+    variant = _t5_variant(width, layers, umt5=vocab == 256384 or per_layer_bias)
+    if variant == "umt5xxl":
+        evidence.append("relative attention bias in every block / 256k vocabulary: UMT5")
     return _te_candidate(index, view, variant, facts, evidence, detector, ("decoder.",))
 
 
@@ -372,19 +378,12 @@ def _gguf_text_encoder(index: TensorIndex, detector: str) -> list[Candidate]:
         f"GGUF general.architecture={arch!r}, {arch}.embedding_length={width}, "
         f"{arch}.block_count={layers}" + (f", vocabulary {vocab}" if vocab else "")
     ]
-    variant: str | None
     if arch in _GGUF_T5:
-        variant = None
-        if width == 4096 and layers == 24:
-            variant = "umt5xxl" if vocab == 256384 else "t5xxl"
+        variant = _t5_variant(width, layers, umt5=vocab == 256384)
     else:
         variant = _LLM_VARIANTS.get((vocab or 0, width or 0, layers or 0))
     score = 0.9 if variant else 0.6
-    if variant:
-        facts["used_by"] = USED_BY.get(variant, [])
-        evidence.append(f"= {variant}, used by {', '.join(facts['used_by']) or 'other models'}")
-    else:
-        evidence.append("no released text encoder has these dimensions")
+    _say_variant(variant, facts, evidence)
     return [_cand("any", "text_encoder", score, evidence, facts, detector, variant)]
 
 

@@ -13,6 +13,7 @@ first); offsets are absolute; ``nbytes`` is ``elements / block_size * type_size`
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -262,19 +263,12 @@ def _original_shapes(tensors: list[TensorInfo], kv: dict[str, Any]) -> tuple[lis
             isinstance(orig, list)
             and 0 < len(orig) <= MAX_DIMS
             and all(isinstance(d, int) and d >= 0 for d in orig)
-            and _product(orig) == t.numel
+            and math.prod(orig) == t.numel
         ):
             t = TensorInfo(t.name, t.dtype, tuple(orig), t.offset, t.nbytes, t.source)
             reshaped += 1
         out.append(t)
     return out, reshaped
-
-
-def _product(dims: list[int]) -> int:
-    total = 1
-    for d in dims:
-        total *= d
-    return total
 
 
 def _warnings(tensors: list[TensorInfo], data_start: int, size: int) -> tuple[str, ...]:
