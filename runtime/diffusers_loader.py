@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -632,9 +633,11 @@ def load_pipeline(req: LoadRequest, components: Mapping[str, Any] | None = None)
 
     dtype = torch_dtype(req.dtype)
     index = model_index(req.family, req.variant, req.config_dir)
-    pipeline_cls = getattr(diffusers, str(index["_class_name"]))
     load_errors = _load_errors()
     with config_folder(req.family, req.variant, req.config_dir) as config_root, _quiet():
+        # quiet: the first use of a pipeline class imports transformers' image processors,
+        # which log a torchvision notice that has nothing to do with this run
+        pipeline_cls = getattr(diffusers, str(index["_class_name"]))
         try:
             given = _given_components(req, index, config_root, dtype, dict(components or {}))
             if req.kind == "pipeline":
@@ -737,6 +740,105 @@ def _quiet() -> Iterator[None]:
             tlog.enable_progress_bar()
             dlog.set_verbosity(levels[0])
             tlog.set_verbosity(levels[1])
+
+
+@dataclass(frozen=True)
+class LibraryMessage:
+    """A warning or error diffusers, transformers or peft logged (or warned) inside
+    :func:`captured_messages`."""
+
+    source: str  # the library (diffusers, transformers, peft, ...)
+    level: str  # WARNING, ERROR, ... (a Python warning: its category, e.g. UserWarning)
+    text: str
+
+
+CAPTURED_LOGGERS = ("diffusers", "transformers", "peft")
+
+
+# One capture at a time: the loggers and warnings.showwarning it swaps are process-wide.
+_CAPTURE_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def captured_messages() -> Iterator[list[LibraryMessage]]:
+    """Collect what diffusers, transformers and peft log at WARNING and above, and the Python
+    warnings shown, inside the block, instead of printing them; their progress bars are off.
+
+    The caller turns the meaningful ones into modelsafe's own warning lines (see the diffusers
+    backend's LoRA loading). Only this thread's messages are taken: another thread's go where
+    they would have gone. Every logger, level and ``warnings.showwarning`` is restored after
+    the block; nothing is silenced outside it, and inside it nothing is lost: each message is
+    in the list."""
+    import logging
+    import warnings
+
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    found: list[LibraryMessage] = []
+    owner = threading.get_ident()
+    saved: dict[str, tuple[logging.Logger, list[logging.Handler], bool, int, int]] = {}
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            root = record.name.split(".")[0]
+            if record.thread != owner:  # not ours: as if no capture were on
+                logger, handlers, _propagate, _level, effective = saved[root]
+                if record.levelno >= effective:
+                    for handler in handlers:
+                        handler.handle(record)
+                return
+            try:
+                text = record.getMessage()
+            except Exception:  # noqa: BLE001 - a malformed record still counts
+                text = str(record.msg)
+            found.append(LibraryMessage(root, record.levelname, text))
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        if threading.get_ident() != owner:
+            shown(message, category, filename, lineno, file, line)
+            return
+        source = "python"
+        for library in (*CAPTURED_LOGGERS, "torch", "accelerate"):
+            if f"{os.sep}{library}{os.sep}" in filename:
+                source = library
+                break
+        found.append(LibraryMessage(source, category.__name__, str(message)))
+
+    with _CAPTURE_LOCK:
+        capture = Capture(logging.WARNING)
+        for name in CAPTURED_LOGGERS:
+            logger = logging.getLogger(name)
+            effective = logger.getEffectiveLevel()
+            saved[name] = (logger, list(logger.handlers), logger.propagate, logger.level, effective)
+            logger.handlers = [capture]
+            logger.propagate = False
+            if effective > logging.WARNING:
+                logger.setLevel(logging.WARNING)
+        bars = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+        dlog.disable_progress_bar()
+        tlog.disable_progress_bar()
+        shown = warnings.showwarning
+        warnings.showwarning = show
+        try:
+            yield found
+        finally:
+            warnings.showwarning = shown
+            for logger, handlers, propagate, level, _effective in saved.values():
+                logger.handlers = handlers
+                logger.propagate = propagate
+                logger.setLevel(level)
+            if bars[0]:
+                dlog.enable_progress_bar()
+            if bars[1]:
+                tlog.enable_progress_bar()
 
 
 def _given_components(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,11 +23,13 @@ from modelsafe.runtime.recipe import ModelRef, Recipe
 if TYPE_CHECKING:
     from modelsafe.plugin_manager import ModelsafePluginManager
     from modelsafe.registry.catalog import Catalog
+    from modelsafe.types import Compatibility, Part
 
 MAX_SEED = 2**32 - 1  # random seeds are drawn in [0, MAX_SEED] (A1111's range)
 SEED_LIMIT = 2**64 - 1  # the largest seed torch's generators take
 RANDOM_SEED = -1  # --seed -1 / --seeds -1: a random seed (A1111), recorded in the recipe
 Progress = Callable[[int, int], None]
+Warn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,7 @@ class GenerateResult:
     images: tuple[GeneratedImage, ...]
     request: GenerateRequest
     seconds: float = 0.0
+    warnings: tuple[str, ...] = ()  # what the run warned of (see :func:`warn`), in order
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -168,6 +173,7 @@ class GenerateResult:
                 for i in self.images
             ],
             "seconds": round(self.seconds, 3),
+            "warnings": list(self.warnings),
         }
 
 
@@ -399,6 +405,204 @@ def identify_model(path: Path) -> ModelIdentity:
 
     family, kind, variant, prediction = guess_identity(path)
     return ModelIdentity(family, kind, variant, prediction)
+
+
+# -- add-ons against the checkpoint: the rules `modelsafe resolve` uses, before any load --------
+
+# The largest embedding file whose tensors are read to learn its vector widths when the
+# registry cannot tell them (textual-inversion files are kilobytes).
+EMBEDDING_READ_LIMIT = 64 * 1024 * 1024
+
+
+def check_compatibility(request: GenerateRequest) -> None:
+    """Refuse LoRAs and embeddings that cannot fit the checkpoint, before anything loads.
+
+    Asks the compatibility rules ``modelsafe resolve`` asks (``runtime.resolve.check_part``:
+    the ``family``, ``lora_keys`` and ``embedding_width`` rules, from headers and tensor
+    shapes), so the two commands give one verdict. The checkpoint is the one generate will load:
+    its family, variant and kind are the request's (``--family`` included) and its text
+    encoders' widths are those of the configs the loader uses. A ``reject`` refuses the run
+    (UsageError, exit 2) with the rule's reason; a ``warn`` is reported (:func:`warn`) and the
+    run goes on. A LoRA whose base family the registry cannot tell is tried: its key-coverage
+    verdict is a warning, and the backend's own check after loading decides.
+
+    ``request`` has its defaults (:func:`with_defaults`); every input was audited safe.
+    """
+    if not request.loras and not request.embeddings:
+        return
+    from modelsafe.runtime.resolve import check_part
+
+    base = _checkpoint_part(request)
+    if base is None:
+        warn(
+            f"cannot read {request.checkpoint.name} to check the LoRAs and embeddings before "
+            "loading; they are checked when they load"
+        )
+        return
+    for lora in request.loras:
+        part = _addon_part(lora.path, "lora", weight=lora.weight)
+        if part is None:
+            continue  # unreadable: the load says why
+        _, reasons = check_part(base, part)
+        _judge(f"LoRA {lora.path.name}", part, base, reasons, request.checkpoint)
+    for emb in request.embeddings:
+        part = _embedding_part(emb.path)
+        if part is None:
+            continue
+        _, reasons = check_part(base, part)
+        _judge(f"embedding {emb.path.name}", part, base, reasons, request.checkpoint)
+
+
+def _judge(
+    what: str, part: Part, base: Part, reasons: tuple[Compatibility, ...], checkpoint: Path
+) -> None:
+    """Refuse on a rejection, report the warnings (see check_compatibility)."""
+    from modelsafe.runtime.family_needs import label
+
+    tried = part.family in ("unknown", "any")  # key coverage alone does not refuse it
+
+    def refuses(reason: Compatibility) -> bool:
+        return reason.status == "reject" and not (tried and reason.rule == "lora_keys")
+
+    for reason in reasons:
+        if refuses(reason):
+            noun = "a LoRA" if part.role == "lora" else "an embedding"
+            family = label(base.family)
+            holds = _embedding_holds(part) if part.kind == "embedding" else ""
+            fix = (
+                f"its layers are not this {family} checkpoint's"
+                if reason.rule == "lora_keys"
+                else f"use {noun} made for {family}"
+            )
+            raise UsageError(
+                f"{what} does not fit this {family} model: {reason.reason}{holds}",
+                hint=f"{fix}; `modelsafe resolve {checkpoint} --{part.role} "
+                f"{part.path or part.ref}` shows the same check",
+            )
+    for reason in reasons:
+        if reason.status == "warn":
+            warn(f"{what}: {reason.reason}")
+        elif reason.status == "reject":  # a LoRA of unknown family (see refuses)
+            warn(f"{what}: {reason.reason}; tried anyway, as its base family is unknown")
+
+
+def _embedding_holds(part: Part) -> str:
+    """`` (it holds clip_l and clip_g vectors: an SDXL embedding)`` and the like."""
+    widths = dict(part.facts.get("token_widths") or {})
+    if "clip_l" in widths and "clip_g" in widths:
+        return " (it holds clip_l and clip_g vectors: an SDXL embedding)"
+    if len(widths) == 1:
+        width = next(iter(widths.values()))
+        made_for = {768: ": an SD1 embedding", 1024: ": an SD2 embedding"}.get(width, "")
+        return f" (it holds one set of {width}-wide vectors{made_for})"
+    return ""
+
+
+def _checkpoint_part(request: GenerateRequest) -> Part | None:
+    """The checkpoint as ``resolve`` sees it, with the identity and text encoders generate
+    loads it with; None when the registry cannot read it."""
+    from modelsafe.errors import ModelsafeError
+    from modelsafe.runtime.resolve import load_part
+
+    assert request.family is not None
+    try:
+        base = load_part(str(request.checkpoint), "checkpoint")
+    except ModelsafeError:
+        return None
+    facts = dict(base.facts)
+    widths = _text_encoder_widths(request)
+    if widths:
+        facts["text_encoder_widths"] = widths
+    encoders = tuple(
+        p
+        for p in (_addon_part(path, "text_encoder") for path in request.text_encoders.values())
+        if p is not None
+    )
+    return replace(
+        base,
+        family=request.family,
+        variant=request.variant or base.variant,
+        kind=request.kind or base.kind,
+        facts=facts,
+        beside=encoders,
+    )
+
+
+def _text_encoder_widths(request: GenerateRequest) -> dict[str, int]:
+    """Token-embedding width of each text encoder slot (``clip_l``, ``clip_g``, ``t5xxl``...)
+    in the configs the loader uses: a pipeline folder's own, else the family's
+    (``--config-dir`` first). The family's slots are its pipeline's ``text_encoder``,
+    ``text_encoder_2``, ``text_encoder_3`` in order."""
+    from modelsafe.runtime.diffusers_loader import component_config
+    from modelsafe.runtime.family_needs import NEEDS
+
+    assert request.family is not None
+    needs = NEEDS.get(request.family)
+    if needs is None:
+        return {}
+    widths: dict[str, int] = {}
+    for number, slot in enumerate(needs.text_encoders + needs.optional_text_encoders):
+        component = "text_encoder" + (f"_{number + 1}" if number else "")
+        config = component_config(
+            request.family, request.variant, request.config_dir, request.checkpoint, component
+        )
+        width = (config or {}).get("hidden_size") or (config or {}).get("d_model")
+        if isinstance(width, int):
+            widths[slot] = width
+    return widths
+
+
+def _addon_part(path: Path, role: str, weight: float = 1.0) -> Part | None:
+    from modelsafe.errors import ModelsafeError
+    from modelsafe.runtime.resolve import load_part
+
+    try:
+        return load_part(str(path), role, weight=weight)
+    except ModelsafeError:
+        return None
+
+
+def _embedding_part(path: Path) -> Part | None:
+    """The embedding as ``resolve`` sees it; when the registry cannot tell its vector widths
+    (a diffusers ``learned_embeds`` file, a token-named key), they are read off its tensors
+    (safetensors, or a pickle with ``weights_only``: the file was audited safe before)."""
+    part = _addon_part(path, "embedding")
+    if part is None or part.kind not in ("embedding", "unknown"):
+        return part
+    if part.facts.get("token_widths") or part.facts.get("token_width"):
+        return part
+    widths = _embedding_widths(path)
+    if not widths:
+        return part
+    return replace(part, kind="embedding", facts={**part.facts, "token_widths": widths})
+
+
+def _embedding_widths(path: Path) -> dict[str, int]:
+    """``{"clip_l": 768, "clip_g": 1280}`` (SDXL), or ``{"emb_params": 768}`` (one vector set,
+    whatever its key), from the file's tensors; empty when they say nothing clear."""
+    from modelsafe.errors import ModelsafeError
+    from modelsafe.runtime.diffusers_loader import load_state_dict
+
+    if path.stat().st_size > EMBEDDING_READ_LIMIT:
+        return {}
+    try:
+        state = load_state_dict(path)
+    except (ModelsafeError, OSError, RuntimeError, ValueError):
+        return {}
+
+    def widths(value: Any) -> list[int]:
+        shape = getattr(value, "shape", None)
+        if shape is not None and len(shape) in (1, 2):
+            return [int(shape[-1])]
+        if isinstance(value, Mapping):
+            return [w for v in value.values() for w in widths(v)]
+        return []
+
+    named = {k: widths(state[k]) for k in ("clip_l", "clip_g", "t5") if k in state}
+    if named:
+        return {k: w[0] for k, w in named.items() if w}
+    found = sorted(set(widths(state)))
+    return {"emb_params": found[0]} if len(found) == 1 else {}
 
 
 def model_ref(
@@ -668,6 +872,47 @@ _OVERRIDE_FLAGS = {
 }
 
 
+# -- warnings ------------------------------------------------------------------------------------
+
+# Where warn() sends a warning while generate() runs (set by generate for its run).
+_WARNINGS: ContextVar[Warn | None] = ContextVar("modelsafe_generate_warnings", default=None)
+
+
+def warn(message: str) -> None:
+    """Report a warning of the running generation: the run goes on, the user is told once.
+
+    :func:`generate` collects them into ``GenerateResult.warnings`` and passes each to its
+    ``warn`` callback as it happens (the CLI prints ``warning: ...`` on stderr at once, so a
+    warning found before a slow load shows before it). Backends call this too (the diffusers
+    backend turns diffusers/transformers/peft log lines into these). Outside a run it is a
+    Python warning."""
+    sink = _WARNINGS.get()
+    if sink is None:
+        import warnings
+
+        warnings.warn(message, stacklevel=2)
+        return
+    sink(message)
+
+
+@contextmanager
+def _collect_warnings(callback: Warn | None) -> Iterator[list[str]]:
+    found: list[str] = []
+
+    def sink(message: str) -> None:
+        if message in found:
+            return  # said once
+        found.append(message)
+        if callback is not None:
+            callback(message)
+
+    token = _WARNINGS.set(sink)
+    try:
+        yield found
+    finally:
+        _WARNINGS.reset(token)
+
+
 # -- the run -------------------------------------------------------------------------------------
 
 
@@ -678,15 +923,31 @@ def generate(
     progress: Progress | None = None,
     catalog: Catalog | None = None,
     pm: ModelsafePluginManager | None = None,
+    warn: Warn | None = None,
 ) -> GenerateResult:
-    """Run ``request``; save PNGs under ``out_dir`` and record them in ``catalog`` (if given)."""
+    """Run ``request``; save PNGs under ``out_dir`` and record them in ``catalog`` (if given).
+
+    ``warn`` is called with each warning as the run finds it (they are also in the result)."""
     import time
 
+    started = time.perf_counter()
+    with _collect_warnings(warn) as warnings:
+        result = _generate(request, out_dir, progress=progress, catalog=catalog, pm=pm)
+    return replace(result, seconds=time.perf_counter() - started, warnings=tuple(warnings))
+
+
+def _generate(
+    request: GenerateRequest,
+    out_dir: Path | None,
+    *,
+    progress: Progress | None,
+    catalog: Catalog | None,
+    pm: ModelsafePluginManager | None,
+) -> GenerateResult:
     from modelsafe.plugin_manager import get_plugin_manager
     from modelsafe.runtime.backends import get_backend
     from modelsafe.runtime.generate_plan import settle
 
-    started = time.perf_counter()
     pm = pm or get_plugin_manager()
     out_dir = out_dir or Path("outputs")
     # Everything that can be checked without loading a model, before anything loads.
@@ -708,6 +969,7 @@ def generate(
     check = getattr(backend, "check", None)
     if callable(check):  # a backend's own checks of the inputs (headers only, no load)
         check(request)
+    check_compatibility(request)  # LoRAs and embeddings, as `modelsafe resolve` judges them
     settled = settle(request, catalog)  # the VRAM plan: refused here, before any load
     request = replace(request, plan=settled.settings)
     refs = input_refs(request, catalog)
@@ -735,7 +997,7 @@ def generate(
         results.append(GeneratedImage(path, seed, digest, recipe))
     if catalog is not None:
         results = record_outputs(catalog, results, refs)
-    return GenerateResult(tuple(results), request, time.perf_counter() - started)
+    return GenerateResult(tuple(results), request)
 
 
 def postprocess(image: Any, recipe: Recipe, request: GenerateRequest, pm: Any) -> Any:

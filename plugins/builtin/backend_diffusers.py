@@ -8,6 +8,7 @@ that image's seeded generator. torch and diffusers are imported only when a gene
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,8 +212,13 @@ def set_scheduler(pipe: Any, request: GenerateRequest) -> None:
 
 def apply_loras(pipe: Any, request: GenerateRequest) -> None:
     """Load every LoRA (kohya, PEFT/diffusers or LyCORIS, as diffusers reads them) and set
-    its weight."""
-    from modelsafe.runtime.diffusers_loader import load_state_dict
+    its weight.
+
+    What diffusers, transformers and peft log while a LoRA loads is captured
+    (``captured_messages``) and said once as modelsafe's own warning lines (:func:`lora_notes`),
+    or dropped where modelsafe reports the same thing itself (a failed load is its error)."""
+    from modelsafe.runtime.diffusers_loader import captured_messages, load_state_dict
+    from modelsafe.runtime.generate import warn
 
     if not request.loras:
         return
@@ -222,28 +228,151 @@ def apply_loras(pipe: Any, request: GenerateRequest) -> None:
     hint = "check that the LoRA was trained for this family (`modelsafe inspect FILE`)"
     for number, lora in enumerate(request.loras):
         adapter = f"lora{number}"
-        nothing = BackendError(
-            f"LoRA {lora.path.name} has no keys that apply to this {request.family} model",
-            hint=hint,
-        )
-        try:
-            pipe.load_lora_weights(load_state_dict(lora.path), adapter_name=adapter)
-        except IndexError as exc:  # diffusers' get_peft_kwargs when no key matched a layer
-            raise nothing from exc
-        except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
-            raise BackendError(
-                f"diffusers cannot apply LoRA {lora.path.name} to this {request.family} model: "
-                f"{_short(exc)}",
-                hint=hint,
-            ) from exc
-        present = {name for names_ in pipe.get_list_adapters().values() for name in names_}
-        if adapter not in present:
-            raise nothing
+        failure: BackendError | None = None
+        with captured_messages() as messages:
+            try:
+                pipe.load_lora_weights(load_state_dict(lora.path), adapter_name=adapter)
+            except IndexError:  # diffusers' get_peft_kwargs when no key matched a layer
+                failure = _nothing_applies(pipe, request, lora.path, adapter)
+            except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
+                failure = BackendError(
+                    f"diffusers cannot apply LoRA {lora.path.name} to this {request.family} "
+                    f"model: {_short(exc)}",
+                    hint=hint,
+                )
+                failure.__cause__ = exc
+        for note in lora_notes(messages, request, lora.path, adapter, failed=failure is not None):
+            warn(note)
+        if failure is not None:
+            raise failure
+        if adapter not in _adapters(pipe):
+            raise _nothing_applies(pipe, request, lora.path, adapter)
         names.append(adapter)
+    with captured_messages() as messages:
+        try:
+            pipe.set_adapters(names, adapter_weights=[lora.weight for lora in request.loras])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise BackendError(f"diffusers cannot set the LoRA weights: {_short(exc)}") from exc
+    for message in messages:
+        if message.level not in ("FutureWarning", "DeprecationWarning"):
+            warn(f"setting the LoRA weights, {message.source} says: {_short_text(message.text)}")
+
+
+def _adapters(pipe: Any) -> set[str]:
+    return {name for names in pipe.get_list_adapters().values() for name in names}
+
+
+def _nothing_applies(pipe: Any, request: GenerateRequest, path: Path, adapter: str) -> BackendError:
+    """The error for a LoRA some part of which matched no layer: none of it, or (diffusers
+    stops at the first component that matches nothing) the components that failed."""
+    hint = "check that the LoRA was trained for this family (`modelsafe inspect FILE`)"
+    landed = sorted(c for c, names in pipe.get_list_adapters().items() if adapter in names)
+    if not landed:
+        return BackendError(
+            f"LoRA {path.name} has no keys that apply to this {request.family} model", hint=hint
+        )
+    others = sorted(lora_targets(path) - set(landed) - _denoiser_names(landed))
+    which = f"its {' and '.join(others)} keys" if others else "some of its keys"
+    return BackendError(
+        f"LoRA {path.name}: {which} match no layer of this {request.family} model (its "
+        f"{' and '.join(landed)} keys do), and diffusers cannot load it in part",
+        hint=hint + "; a LoRA without those keys would load",
+    )
+
+
+def _denoiser_names(landed: list[str]) -> set[str]:
+    return {"denoiser"} if {"unet", "transformer"} & set(landed) else set()
+
+
+def lora_targets(path: Path) -> set[str]:
+    """The pipeline components a LoRA file has keys for (``unet``/``transformer`` as
+    ``denoiser``, ``text_encoder``, ``text_encoder_2``...), from its header."""
+    from modelsafe.errors import ModelsafeError
+    from modelsafe.registry.detect.lora_keys import parse_key
+    from modelsafe.runtime.diffusers_loader import tensor_shapes
+
     try:
-        pipe.set_adapters(names, adapter_weights=[lora.weight for lora in request.loras])
-    except (ValueError, KeyError, RuntimeError) as exc:
-        raise BackendError(f"diffusers cannot set the LoRA weights: {_short(exc)}") from exc
+        names = tensor_shapes(path)
+    except ModelsafeError:
+        return set()
+    found = set()
+    for name in names:
+        key = parse_key(name)
+        if key is not None:
+            found.add(key.target)
+    return found
+
+
+_NO_KEYS = re.compile(r"No LoRA keys associated to (\w+) found with the prefix='?([\w.]+)")
+_UNEXPECTED = re.compile(
+    r"led to unexpected keys found in the model:\s*(.*?)\.\s*(?:Loading|$)", re.S
+)
+_MISSING = re.compile(r"led to missing keys in the model:\s*(.*?)\.?\s*$", re.S)
+
+
+def lora_notes(
+    messages: list[Any], request: GenerateRequest, path: Path, adapter: str, *, failed: bool
+) -> list[str]:
+    """modelsafe's warning lines for what the libraries said while ``path`` loaded.
+
+    Dropped: "No LoRA keys associated to <text encoder>" when the file has no keys for it
+    (a UNet-only LoRA: nothing is lost), peft's note that the model holds several adapters
+    (one per LoRA, on purpose), deprecation notices, and the error logged for a failed load
+    (modelsafe's own error says why). Kept, in modelsafe's words: keys that were ignored,
+    DoRA magnitudes dropped; anything else is passed on as "<library> says: ...".
+    """
+    name, family = path.name, request.family
+    notes: list[str] = []
+    targets: set[str] | None = None
+    for message in messages:
+        text = message.text
+        if message.level in ("FutureWarning", "DeprecationWarning"):
+            continue
+        if "Already found a `peft_config` attribute" in text:
+            continue
+        if failed and re.search(r"(Loading|Hotswapping) \S+ was unsuccessful", text):
+            continue
+        found = _NO_KEYS.search(text)
+        if found:
+            targets = lora_targets(path) if targets is None else targets
+            component = found.group(2)
+            has = component in targets or (
+                component in ("unet", "transformer") and "denoiser" in targets
+            )
+            if has:
+                notes.append(
+                    f"LoRA {name}: none of its {component} keys match this {family} model's "
+                    f"{component} ({found.group(1)}); they are ignored"
+                )
+            continue
+        if "DoRA checkpoint" in text:
+            notes.append(
+                f"LoRA {name}: diffusers drops its DoRA magnitude vectors (dora_scale) and "
+                "applies it as a plain LoRA"
+            )
+            continue
+        unexpected, missing = _UNEXPECTED.search(text), _MISSING.search(text)
+        if unexpected or missing:
+            for match, what in (
+                (unexpected, "of its weights match no layer of this {family} model; ignored"),
+                (missing, "layers of this {family} model got no weights from it"),
+            ):
+                if match is None:
+                    continue
+                keys = [k.strip().replace(f".{adapter}.", ".") for k in match.group(1).split(",")]
+                keys = [k for k in keys if k]
+                example = f" (e.g. {keys[0]})" if keys else ""
+                notes.append(f"LoRA {name}: {len(keys)} {what.format(family=family)}{example}")
+            continue
+        notes.append(f"LoRA {name}: {message.source} says: {_short_text(text)}")
+    return notes
+
+
+def _short_text(text: str) -> str:
+    """The first line of a library message, at most 300 characters."""
+    lines = text.strip().splitlines()
+    line = lines[0] if lines else ""
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def _short(exc: BaseException) -> str:
@@ -254,7 +383,12 @@ def _short(exc: BaseException) -> str:
 
 
 def apply_embeddings(pipe: Any, request: GenerateRequest) -> None:
-    """Load textual-inversion embeddings under their token names (SDXL: both encoders)."""
+    """Load textual-inversion embeddings under their token names (SDXL: both encoders).
+
+    ``generate`` has checked each embedding against the model before the load
+    (``runtime.generate.check_compatibility``); the checks here are the backstop for what that
+    could not read (a checkpoint the registry cannot open, a config without the width), made on
+    the loaded text encoders themselves."""
     from modelsafe.runtime.diffusers_loader import load_state_dict
 
     for emb in request.embeddings:

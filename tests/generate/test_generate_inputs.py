@@ -423,11 +423,11 @@ def test_backend_errors_name_the_cause(tiny: Callable[[str], Tiny], tmp_path: Pa
     assert not (tmp_path / "x").exists()
 
 
-# -- minor: embeddings -----------------------------------------------------------------------
+# -- minor: embeddings (more in test_generate_preload.py) ----------------------------------------
 
 
 def test_embedding_of_other_width_or_single_vector_on_sdxl_is_refused(
-    tiny: Callable[[str], Tiny], run_cli: Any, tmp_path: Path
+    tiny: Callable[[str], Tiny], run_cli: Any, tmp_path: Path, no_load: None
 ) -> None:
     t = tiny("sd1")
     wide = save_tensors(tmp_path / "wide.safetensors", {"emb_params": torch.randn(2, 768)})
@@ -436,13 +436,14 @@ def test_embedding_of_other_width_or_single_vector_on_sdxl_is_refused(
         run_cli,
         _args(t, out, "--embedding", f"{wide}:zq"),
         out,
-        "wide.safetensors has 768-wide vectors; this model's text encoder takes 32",
+        "embedding wide.safetensors does not fit this SD1 model: embedding width 768 fits none "
+        "of SD1's text encoders (clip_l 32)",
     )
     assert "{" not in err  # not diffusers' unfilled message template
     xl = tiny("sdxl")
     one = save_tensors(tmp_path / "one.safetensors", {"emb_params": torch.randn(2, 32)})
     request = request_for(xl, xl.folder, embeddings=(_embedding(one, "zq"),))
-    with pytest.raises(BackendError, match="sdxl needs clip_l and clip_g vectors"):
+    with pytest.raises(UsageError, match="SDXL also needs a vector for clip_g"):
         generate(request, tmp_path / "xl")
 
 

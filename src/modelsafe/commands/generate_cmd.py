@@ -169,8 +169,11 @@ def generate(ctx: click.Context, **opts: Any) -> int:
     catalog = open_cli_catalog(ctx)
     try:
         request, old_image = _request(ctx, opts, catalog)
-        with _progress(not opts["as_json"]) as progress:
-            result = run_generate(request, opts["out_dir"], progress=progress, catalog=catalog)
+        shown = _progress(not opts["as_json"])
+        with shown as progress:
+            result = run_generate(
+                request, opts["out_dir"], progress=progress, catalog=catalog, warn=shown.warn
+            )
     finally:
         catalog.close()
     same = _same_pixels(old_image, result.images[0].path) if old_image else None
@@ -336,6 +339,15 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+            self._bar = None
+
+    def warn(self, message: str) -> None:
+        """``warning: MESSAGE`` on stderr, as the run finds it (above the bar while it shows)."""
+        line = f"warning: {message}"
+        if self._bar is not None:
+            self._bar.console.print(line, style="yellow", markup=False, highlight=False)
+        else:
+            click.secho(line, fg="yellow", err=True)
 
 
 def _same_pixels(old: Path, new: Path) -> bool:
