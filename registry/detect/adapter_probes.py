@@ -157,14 +157,25 @@ def _dit_controlnet(index: TensorIndex, detector: str) -> list[Candidate]:
     evidence = [
         f"{view.says('controlnet_blocks.0.weight')}: {blocks} transformer ControlNet blocks"
     ]
-    if "controlnet_x_embedder.weight" in view or view.has_prefix("double_blocks."):
-        marker = (
-            "controlnet_x_embedder.weight"
-            if "controlnet_x_embedder.weight" in view
-            else "double_blocks.0.img_attn.qkv.weight"
+    txt_in = view.shape("txt_in.weight")
+    if view.first("img_mod.1.weight") is not None and txt_in is not None and len(txt_in) == 2:
+        # Qwen-Image's ControlNets (InstantX Union, inpainting) copy its first blocks: the
+        # diffusers img_mod/txt_mod blocks and a txt_in from Qwen2.5-VL's 3584-wide features.
+        # Flux's width is also 3072, so the width alone must not decide.
+        facts["context_dim"] = txt_in[1]
+        evidence.append(
+            f"{view.says('txt_in.weight')} + {view.full(view.first('img_mod.1.weight') or '')}: "
+            "Qwen-Image (diffusers img_mod/txt_mod blocks)"
         )
-        evidence.append(f"{view.says(marker)}: Flux ControlNet")
-        family = "flux1" if width in (3072, None) else None
+        family = "qwen-image" if txt_in[1] == 3584 and width in (3072, None) else None
+        if family is None:
+            evidence.append(
+                f"text features {txt_in[1]}, width {width}: Qwen-Image's are 3584 and 3072"
+            )
+        _control_input(view, evidence, facts)
+    elif "controlnet_x_embedder.weight" in view or view.has_prefix("double_blocks."):
+        family = _flux_controlnet(view, width, evidence)
+        _control_input(view, evidence, facts)
     elif "pos_embed_input.proj.weight" in view:
         evidence.append(f"{view.says('pos_embed_input.proj.weight')}: SD3-family ControlNet")
         family = {1536: "sd3", 2432: "sd3.5"}.get(width or 0)
@@ -178,6 +189,45 @@ def _dit_controlnet(index: TensorIndex, detector: str) -> list[Candidate]:
     return [
         _candidate(family, "controlnet", score, evidence, facts, detector, None, index.metadata)
     ]
+
+
+def _flux_controlnet(view: KeyView, width: int | None, evidence: list[str]) -> str | None:
+    """flux1 when the blocks are Flux.1's: BFL ``double_blocks`` (XLabs) or diffusers blocks
+    fed by a 4096-wide T5 ``context_embedder`` (InstantX, Shakker); else None (no family)."""
+    if view.has_prefix("double_blocks."):
+        evidence.append(
+            f"{view.says('double_blocks.0.img_attn.qkv.weight')}: Flux ControlNet (BFL naming)"
+        )
+    else:
+        ctx = view.dim("context_embedder.weight", 1)
+        if ctx != 4096:
+            evidence.append(
+                f"{view.says('controlnet_x_embedder.weight')}, but "
+                + (
+                    f"{view.says('context_embedder.weight')}: text features {ctx}"
+                    if ctx
+                    else "no context_embedder"
+                )
+                + ": not Flux.1's 4096-wide T5 features; a ControlNet modelsafe does not know"
+            )
+            return None
+        evidence.append(
+            f"{view.says('controlnet_x_embedder.weight')} + "
+            f"{view.says('context_embedder.weight')}: Flux ControlNet (T5 features 4096)"
+        )
+    return "flux1" if width in (3072, None) else None
+
+
+def _control_input(view: KeyView, evidence: list[str], facts: dict[str, Any]) -> None:
+    cin = view.dim("controlnet_x_embedder.weight", 1)
+    if cin is None:
+        return
+    facts["in_channels"] = cin
+    if cin > 64:
+        evidence.append(
+            f"controlnet_x_embedder takes {cin} channels: the packed control latent plus "
+            f"{cin - 64} extra (an inpainting mask)"
+        )
 
 
 def t2i_adapter(index: TensorIndex, detector: str) -> list[Candidate]:
@@ -265,6 +315,11 @@ def ip_adapter(index: TensorIndex, detector: str) -> list[Candidate]:
     facts.update(num_tokens=tokens, image_embed_dim=embed)
     if embed:
         facts["image_encoder"] = _image_encoder(variant, embed)
+    if variant.startswith("faceid"):
+        facts["face_encoder"] = "insightface"
+        face = view.dim("image_proj.proj.0.weight", 1)
+        if face is not None:
+            facts["face_embed_dim"] = face
     score = 0.95 if family else 0.5
     if has_denoiser(names):
         score = min(score, BESIDE_CHECKPOINT_SCORE)
@@ -286,6 +341,24 @@ def _ip_variant(view: KeyView, ctx: int, evidence: list[str]) -> tuple[str, int 
             f"({variant})"
         )
         return variant, latents[1], embed
+    resampler = "image_proj.perceiver_resampler.proj_in.weight"
+    if resampler in view and "image_proj.proj.0.weight" in view:
+        # FaceID-Plus (ProjPlusModel): the face ID embedding through proj.0/proj.2, refined by a
+        # FacePerceiverResampler (no latents of its own) reading CLIP image features.
+        first = view.shape("image_proj.proj.0.weight") or ()
+        last = view.shape("image_proj.proj.2.weight") or ()
+        clip = view.dim(resampler, 1)
+        tokens = last[0] // ctx if len(last) == 2 and ctx else None
+        evidence.append(
+            f"{view.says(resampler)}: FacePerceiverResampler over {clip}-wide CLIP image "
+            f"features beside the face-ID projection {view.says('image_proj.proj.0.weight')} "
+            "(faceid-plus: needs InsightFace and a CLIP vision encoder)"
+        )
+        evidence.append(
+            "FaceID-Plus and FaceID-PlusV2 share this layout (v2 differs only at inference, by "
+            "its face-ID shortcut); the file name says which"
+        )
+        return "faceid-plus", tokens, clip
     if "image_proj.proj.0.weight" in view:
         first = view.shape("image_proj.proj.0.weight") or ()
         last = view.shape("image_proj.proj.2.weight") or ()

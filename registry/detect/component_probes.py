@@ -36,10 +36,27 @@ MIN_COVERAGE = 0.9
 _IGNORED_SUFFIXES = (".scale_weight", ".scale_input", "scaled_fp8", "position_ids")
 
 
-def coverage(index: TensorIndex, prefix: str, inside: Iterable[str] = ("",)) -> float:
-    """Share of the file's tensors (fp8 scale markers aside) under ``prefix`` + ``inside``."""
+# What LDM's VAE training leaves in a saved autoencoder: the LPIPSWithDiscriminator loss
+# (``loss.logvar``, ``loss.perceptual_loss.*`` VGG16, ``loss.discriminator.*``) and the EMA
+# counters. A1111, SD.Next and Forge drop exactly these when they load a VAE (``k[0:4] !=
+# "loss"`` and ``vae_ignore_keys``), so they are no part of the file's other content.
+VAE_TRAINING_LEFTOVERS = ("loss.", "model_ema.decay", "model_ema.num_updates")
+
+
+def coverage(
+    index: TensorIndex,
+    prefix: str,
+    inside: Iterable[str] = ("",),
+    leftovers: tuple[str, ...] = (),
+) -> float:
+    """Share of the file's tensors (fp8 scale markers and ``leftovers`` prefixes aside) under
+    ``prefix`` + ``inside``."""
     starts = tuple(prefix + s for s in inside)
-    names = [n for n in index.names() if not n.endswith(_IGNORED_SUFFIXES)]
+    names = [
+        n
+        for n in index.names()
+        if not n.endswith(_IGNORED_SUFFIXES) and not (leftovers and n.startswith(leftovers))
+    ]
     if not names:
         return 0.0
     return sum(n.startswith(starts) for n in names) / len(names)
@@ -101,7 +118,10 @@ def vae(index: TensorIndex, detector: str) -> list[Candidate]:
 
 def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
     share = coverage(
-        index, view.prefix, ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+        index,
+        view.prefix,
+        ("encoder.", "decoder.", "quant_conv.", "post_quant_conv."),
+        tuple(view.prefix + x for x in VAE_TRAINING_LEFTOVERS),
     )
     if share < MIN_COVERAGE:
         return []  # the VAE inside a checkpoint
@@ -120,6 +140,16 @@ def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]
         f"encoder/decoder in {naming} naming"
         + (", with quant_conv/post_quant_conv" if quant else ", no quant_conv"),
     ]
+    leftovers = sorted(
+        n
+        for n in index.names()
+        if n.startswith(tuple(view.prefix + x for x in VAE_TRAINING_LEFTOVERS))
+    )
+    if leftovers:
+        evidence.append(
+            f"{len(leftovers)} training leftovers beside it (e.g. {leftovers[0]!r}: the "
+            "LPIPS/discriminator loss or EMA counters), which VAE loaders drop"
+        )
     if len(conv_in) == 5:
         facts["conv3d"] = True
         evidence.append("5-D conv weights: a video/3-D VAE")
@@ -274,10 +304,21 @@ def _say_variant(variant: str | None, facts: dict[str, Any], evidence: list[str]
         evidence.append("no released text encoder has these dimensions")
 
 
-def _t5_variant(width: int | None, layers: int | None, *, umt5: bool) -> str | None:
-    """T5-XXL's encoder is 4096 wide and 24 blocks deep; UMT5-XXL (Wan) has the same shape."""
+# Vocabulary sizes of the 4096 x 24 T5-family encoders: T5 v1.1 XXL's SentencePiece model
+# (32128), mT5-XXL's multilingual one (250112), UMT5-XXL's (256384).
+MT5_VOCAB = 250112
+UMT5_VOCAB = 256384
+
+
+def _t5_variant(
+    width: int | None, layers: int | None, *, umt5: bool, vocab: int | None = None
+) -> str | None:
+    """T5-XXL's encoder is 4096 wide and 24 blocks deep; UMT5-XXL (Wan) and mT5-XXL have the
+    same shape and are told by their vocabularies (UMT5 also by a relative bias per block)."""
     if width == 4096 and layers == 24:
-        return "umt5xxl" if umt5 else "t5xxl"
+        if umt5:
+            return "umt5xxl"
+        return "mt5xxl" if vocab == MT5_VOCAB else "t5xxl"
     return None
 
 
@@ -339,9 +380,14 @@ def _t5(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
         f"{view.says('encoder.block.0.layer.0.SelfAttention.q.weight')}: T5 encoder, width "
         f"{width}, {layers} blocks" + (f", vocabulary {vocab}" if vocab else ""),
     ]
-    variant = _t5_variant(width, layers, umt5=vocab == 256384 or per_layer_bias)
+    variant = _t5_variant(width, layers, umt5=vocab == UMT5_VOCAB or per_layer_bias, vocab=vocab)
     if variant == "umt5xxl":
         evidence.append("relative attention bias in every block / 256k vocabulary: UMT5")
+    elif variant == "mt5xxl":
+        evidence.append(
+            f"vocabulary {vocab}: mT5 (multilingual), not T5 v1.1 XXL (32128); no family "
+            "modelsafe knows uses mT5-XXL"
+        )
     return _te_candidate(index, view, variant, facts, evidence, detector, ("decoder.",))
 
 
@@ -379,7 +425,7 @@ def _gguf_text_encoder(index: TensorIndex, detector: str) -> list[Candidate]:
         f"{arch}.block_count={layers}" + (f", vocabulary {vocab}" if vocab else "")
     ]
     if arch in _GGUF_T5:
-        variant = _t5_variant(width, layers, umt5=vocab == 256384)
+        variant = _t5_variant(width, layers, umt5=vocab == UMT5_VOCAB, vocab=vocab)
     else:
         variant = _LLM_VARIANTS.get((vocab or 0, width or 0, layers or 0))
     score = 0.9 if variant else 0.6

@@ -126,6 +126,11 @@ def _sdxl(index: TensorIndex, by_name: Mapping[str, TensorInfo], detector: str) 
 
 
 def _looks_like_token(name: str) -> bool:
+    """A diffusers ``learned_embeds`` key: the token itself (``<cat-toy>``). A nameless tensor
+    (a ``.pt`` holding one bare tensor, e.g. an aesthetic-gradients embedding, which A1111's
+    textual-inversion loader refuses) names no token, so it is none."""
+    if not name.strip():
+        return False
     return (name.startswith("<") and name.endswith(">")) or (
         "." not in name and name not in _KNOWN_NAMES and len(name) <= 64
     )

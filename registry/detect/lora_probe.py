@@ -239,6 +239,75 @@ def _family(
 ) -> tuple[str | None, float]:
     denoiser = [m for m in modules if m.target == "denoiser"]
     te_family, te_why = _text_encoder_family(modules, facts)
+    foreign = _foreign_model(denoiser)
+    if foreign:
+        evidence.append(foreign)
+        return None, 0.5
+    family, score = _family_of_layers(denoiser, te_family, te_why, evidence, facts)
+    if family in UNET_FAMILIES:
+        alien = _foreign_text_encoder(modules)
+        if alien:
+            evidence.append(alien)
+            return None, 0.5
+    return family, score
+
+
+# Block names of DiTs modelsafe does not know that overlap the supported families' names:
+# AuraFlow's ``joint_transformer_blocks`` (beside Flux-like ``single_transformer_blocks``).
+_FOREIGN_BLOCKS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"(?:^|_)joint_transformer_blocks_\d+_"),
+        "AuraFlow's joint_transformer_blocks (diffusers AuraFlowTransformer2DModel; Flux.1 has "
+        "transformer_blocks + single_transformer_blocks, SD3 transformer_blocks only): AuraFlow "
+        "is no family modelsafe knows",
+    ),
+)
+
+
+def _foreign_model(denoiser: list[LoraModule]) -> str | None:
+    for pattern, why in _FOREIGN_BLOCKS:
+        hit = next((m for m in denoiser if pattern.search(m.flat)), None)
+        if hit is not None:
+            return f"{hit.flat!r}: {why}"
+    return None
+
+
+# ChatGLM3 (Kolors' text encoder) layer names, as kohya/PEFT flatten them.
+_CHATGLM = re.compile(r"self_attention_query_key_value$|mlp_dense_h_to_4h$|mlp_dense_4h_to_h$")
+# The widest CLIP text encoder an SD-style UNet family uses (OpenCLIP bigG).
+_MAX_CLIP_WIDTH = 1280
+
+
+def _foreign_text_encoder(modules: list[LoraModule]) -> str | None:
+    """Why the text-encoder layers rule out every UNet family: ChatGLM3's layer names (Kolors)
+    or a non-T5 layer wider than any CLIP text encoder (1280)."""
+    for m in modules:
+        if not m.target.startswith("text_encoder") or m.encoder_kind() == "t5":
+            continue
+        width = m.in_features()
+        glm = _CHATGLM.search(m.flat)
+        if glm or (width is not None and width > _MAX_CLIP_WIDTH and m.encoder_kind() != "clip"):
+            return (
+                f"text-encoder layer {m.says()}"
+                + (
+                    " (ChatGLM's self_attention.query_key_value / dense_h_to_4h naming)"
+                    if glm
+                    else ""
+                )
+                + f": input width {width}, wider than any CLIP text encoder (768 / 1024 / 1280): "
+                "not an SD/SDXL text encoder (Kolors uses ChatGLM3, 4096 wide); a model "
+                "modelsafe does not know"
+            )
+    return None
+
+
+def _family_of_layers(
+    denoiser: list[LoraModule],
+    te_family: str | None,
+    te_why: str,
+    evidence: list[str],
+    facts: dict[str, Any],
+) -> tuple[str | None, float]:
     for dit in _DITS:
         hits = [m for m in denoiser if dit.pattern.search(m.flat)]
         if hits:

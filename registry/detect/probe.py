@@ -54,7 +54,7 @@ class Hints:
 
     def prediction_type(self) -> tuple[str, str] | None:
         """(prediction type, evidence) from metadata, configs or marker keys; None if silent."""
-        for key in ("modelspec.prediction_type", "prediction_type", "ss_prediction_type"):
+        for key in _PREDICTION_KEYS:
             value = self.metadata.get(key)
             if value:
                 return _normal_prediction(value), f"metadata {key}={value!r}"
@@ -66,10 +66,40 @@ class Hints:
         for key, value in self.config.items():
             if key.endswith("prediction_type") and isinstance(value, str):
                 return _normal_prediction(value), f"config {key}={value!r}"
+        edm_v = edm_vpred_markers(self.names)
+        if edm_v:
+            return (
+                "v_prediction",
+                f"marker tensor {edm_v[0]!r} (EDM v-prediction, as ComfyUI reads it)",
+            )
         for name in self.names:
             if name == "v_pred" or name.endswith(".v_pred"):
                 return "v_prediction", f"marker tensor {name!r} (v-prediction model)"
         return None
+
+
+# Metadata keys that name the prediction type, most specific first. ComfyUI's checkpoint
+# savers write ``modelspec.predict_key`` (``epsilon`` / ``v``), which is not in the SAI spec.
+_PREDICTION_KEYS = (
+    "modelspec.prediction_type",
+    "modelspec.predict_key",
+    "prediction_type",
+    "ss_prediction_type",
+)
+# ComfyUI stores a v-prediction model sampled with an EDM (continuous sigma) schedule, CosXL and
+# CosXL-Edit, with these scalars; its loader (``supported_models.SDXL.model_type``) reads them
+# as ``V_PREDICTION_EDM``.
+EDM_VPRED_MARKERS = ("edm_vpred.sigma_max", "edm_vpred.sigma_min")
+_PREFIXED_EDM_VPRED_MARKERS = tuple("." + m for m in EDM_VPRED_MARKERS)
+
+
+def edm_vpred_markers(names: frozenset[str] | set[str]) -> list[str]:
+    """The ``edm_vpred.sigma_max`` (+ ``sigma_min``) marker tensors in ``names``, sigma_max
+    first; empty without ``sigma_max`` (ComfyUI decides on it alone)."""
+    found = sorted(
+        n for n in names if n in EDM_VPRED_MARKERS or n.endswith(_PREFIXED_EDM_VPRED_MARKERS)
+    )
+    return found if any(n.endswith(EDM_VPRED_MARKERS[0]) for n in found) else []
 
 
 def _normal_prediction(value: str) -> str:
@@ -110,6 +140,8 @@ def run_probes(index: TensorIndex, probes: tuple[Probe, ...], detector: str) -> 
         if prefix is None:
             continue
         view = KeyView.of(index, prefix)
+        if _is_controlnet(view, probe):
+            continue
         matches = probe.analyse(view, hints)
         if not matches:
             continue
@@ -143,6 +175,8 @@ def _pipeline_candidates(
             if prefix is None:
                 continue
             view = KeyView.of(sub, prefix)
+            if _is_controlnet(view, probe):
+                continue
             matches = probe.analyse(view, hints)
             if not matches:
                 continue
@@ -160,6 +194,12 @@ def _pipeline_candidates(
             evidence += _quantisation(sub, common)
             out += _candidates(matches, "pipeline", common, evidence, detector)
     return out
+
+
+def _is_controlnet(view: KeyView, probe: Probe) -> bool:
+    """A transformer ControlNet (Flux, SD3, Qwen-Image: a copy of the first blocks plus
+    ``controlnet_blocks``) is the adapter detector's, never a plain transformer."""
+    return probe.model == "transformer" and view.has_prefix("controlnet_blocks.")
 
 
 def _flat(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from modelsafe.registry.detect.prefixes import KeyView
-from modelsafe.registry.detect.probe import Hints, Match, Probe
+from modelsafe.registry.detect.probe import Hints, Match, Probe, edm_vpred_markers
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,9 @@ def analyse_unet(view: KeyView, hints: Hints, names: _UNetNames) -> list[Match]:
             "a model modelsafe does not know"
         )
         return [Match(family, 0.25, evidence, facts=facts)]
+    other = _other_model_type(view, family, names, adm, evidence)
+    if other:
+        return [Match(family, 0.25, evidence, facts=facts)]
     checks = [
         (channels == want_channels, f"base channels {channels} (expected {want_channels})"),
         (
@@ -160,6 +163,7 @@ def analyse_unet(view: KeyView, hints: Hints, names: _UNetNames) -> list[Match]:
     match = Match(family, score, evidence, facts=facts)
     _variant_and_prediction(match, in_ch, hints, view, names)
     edm = sorted(n for n in hints.names if n.rpartition(".")[2] in ("edm_mean", "edm_std"))
+    edm_v = edm_vpred_markers(hints.names)
     if family == "sdxl" and edm:
         match.variant = "playground-v2.5"
         match.facts["noise_schedule"] = "edm"
@@ -167,7 +171,75 @@ def analyse_unet(view: KeyView, hints: Hints, names: _UNetNames) -> list[Match]:
             f"{', '.join(edm)}: Playground v2.5's latent statistics (an SDXL-layout model trained "
             "with the EDM noise schedule; diffusers runs it with EDMDPMSolverMultistepScheduler)"
         )
+    elif family == "sdxl" and edm_v and in_ch in (4, 8):
+        _cosxl(match, in_ch, edm_v, hints)
+    elif edm_v:
+        match.facts["noise_schedule"] = "edm"
+        match.evidence.append(
+            f"{', '.join(edm_v)}: EDM v-prediction sampling (ComfyUI's V_PREDICTION_EDM)"
+        )
     return [match]
+
+
+def _cosxl(match: Match, in_ch: int, markers: list[str], hints: Hints) -> None:
+    """CosXL / CosXL-Edit: SDXL layouts that ComfyUI saves with ``edm_vpred.sigma_*`` scalars."""
+    match.facts["noise_schedule"] = "edm"
+    match.variant = "cosxl" if in_ch == 4 else "cosxl-edit"
+    what = (
+        "CosXL (an SDXL-layout model trained for v-prediction with the EDM/cosine noise "
+        "schedule; sampled as epsilon it gives broken images)"
+        if in_ch == 4
+        else "CosXL-Edit (8 input channels: latent + the image to edit, like instruct-pix2pix; "
+        "v-prediction with the EDM/cosine noise schedule)"
+    )
+    match.evidence.append(f"{', '.join(markers)}: {what}")
+    if in_ch == 8:
+        match.score += 0.15  # the 8 channels are explained: undo the unknown-variant penalty
+        match.evidence = [
+            e for e in match.evidence if not e.endswith("not a released sdxl variant")
+        ]
+    hinted = hints.prediction_type()
+    if hinted is not None and hinted[0] != "v_prediction":
+        match.evidence.append(
+            f"note: {hinted[1]} says {hinted[0]}, but ComfyUI samples EDM v-prediction markers "
+            "as v-prediction"
+        )
+        match.prediction_type = "v_prediction"
+
+
+def _other_model_type(
+    view: KeyView, family: str, names: _UNetNames, adm: int | None, evidence: list[str]
+) -> bool:
+    """True (with the reason in ``evidence``) when an SD-shaped UNet is another kind of model:
+    a class-conditioned one (the SD x4 upscaler's noise-level embedding) or an image-conditioned
+    one (SD 2.x unCLIP's image-embedding ADM). Neither is a txt2img ``family`` model."""
+    table = next((k for k in ("label_emb.weight", "class_embedding.weight") if k in view), None)
+    if table is not None:
+        evidence.append(
+            f"{view.says(table)}: a class-embedding table (the SD x4 upscaler's noise-level "
+            f"conditioning, beside a low-resolution image in the input channels): not a "
+            f"txt2img {family} model; a model modelsafe does not know"
+        )
+        return True
+    if family not in ("sd1", "sd2"):
+        return False
+    proj = "class_embedding.linear_1.weight"
+    width = adm
+    key = names.adm
+    if width is None and proj in view:
+        key, width = proj, view.dim(proj, 1)
+    if width is None:
+        return False
+    unclip = {
+        2048: "SD 2.1 unCLIP-H (OpenCLIP ViT-H image embeddings)",
+        1536: "SD 2.1 unCLIP-L (CLIP ViT-L image embeddings)",
+    }.get(width)
+    evidence.append(
+        f"{view.says(key)}: an extra conditioning input of width {width}, which {family} has not"
+        + (f": {unclip}, image-conditioned" if unclip else "")
+        + f"; not a txt2img {family} model; a model modelsafe does not know"
+    )
+    return True
 
 
 def _variant_and_prediction(
@@ -179,6 +251,12 @@ def _variant_and_prediction(
         match.variant = known[in_ch]
         if in_ch != 4:
             match.evidence.append(f"{in_ch} input channels = {family} {known[in_ch]}")
+        if family == "sd1" and in_ch == 8:
+            match.score -= 0.1
+            match.evidence.append(
+                "IC-Light fc (a relighting UNet: latent + foreground image) has this same "
+                "8-channel layout: the weights cannot tell it from instruct-pix2pix"
+            )
     elif in_ch != 4:
         match.score -= 0.15
         match.evidence.append(f"{in_ch} input channels: not a released {family} variant")

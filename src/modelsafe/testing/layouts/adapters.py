@@ -240,6 +240,26 @@ def controlnet_diffusers(family: str = "sdxl", dtype: str = "F16") -> Specs:
     return meta_state_dict("ControlNetModel", config, dtype)
 
 
+_DIT_CONTROLNETS: dict[str, tuple[str, dict[str, Any]]] = {
+    # InstantX FLUX.1-dev-Controlnet-Union / Shakker: diffusers FluxControlNetModel.
+    "flux1": ("FluxControlNetModel", {"num_layers": 5, "num_single_layers": 10}),
+    # InstantX Qwen-Image-ControlNet-Union (5 blocks); the inpainting one has 6 blocks and
+    # 4 extra condition channels (the packed mask).
+    "qwen-image": ("QwenImageControlNetModel", {"num_layers": 5}),
+    "qwen-image/inpaint": (
+        "QwenImageControlNetModel",
+        {"num_layers": 6, "extra_condition_channels": 4},
+    ),
+}
+
+
+def controlnet_dit(family: str = "qwen-image", dtype: str = "BF16") -> Specs:
+    """A diffusers transformer ControlNet (``controlnet_blocks`` + ``controlnet_x_embedder``
+    beside a copy of the first blocks): ``flux1``, ``qwen-image`` or ``qwen-image/inpaint``."""
+    class_name, config = _DIT_CONTROLNETS[family]
+    return meta_state_dict(class_name, config, dtype)
+
+
 # ------------------------------------------------------------------------------------ T2I / IP
 
 
@@ -264,11 +284,14 @@ def ip_adapter(
 
     ``image_proj.*`` (a linear projection, or the "plus" Resampler) and ``ip_adapter.N.to_k_ip``
     / ``to_v_ip`` for every cross-attention layer N (the odd attention-processor indices).
+    ``variant`` ``faceid`` / ``faceid-plus``: the FaceID layouts (see :func:`_faceid`).
     """
     unet = diffusers_denoiser("sdxl" if family == "sdxl" else "sd1")
     ctx = 2048 if family == "sdxl" else 768
     widths = [s[0] for n, _, s in unet if n.endswith(".attn2.to_k.weight")]
     specs: Specs = []
+    if variant in ("faceid", "faceid-plus"):
+        return _faceid(unet, ctx, widths, variant, tokens, dtype)
     if variant == "plus":
         dim, embed, heads_dim = (
             1280 if family == "sdxl" else 768,
@@ -307,6 +330,53 @@ def ip_adapter(
     return specs
 
 
+def _faceid(
+    unet: Specs, ctx: int, widths: list[int], variant: str, tokens: int, dtype: str
+) -> Specs:
+    """IP-Adapter FaceID (``MLPProjModel``: InsightFace 512 -> proj.0/proj.2/norm) and
+    FaceID-Plus/PlusV2 (``ProjPlusModel``: the same plus a ``perceiver_resampler``, a
+    FacePerceiverResampler without latents over 1280-wide CLIP ViT-H features), each with the
+    LoRA layers (``N.to_q_lora.down``...) of ``ip_adapter_faceid.py`` for every attention layer."""
+    specs = _lin("image_proj.proj.0", 1024, 512, dtype) + _lin(
+        "image_proj.proj.2", ctx * tokens, 1024, dtype
+    )
+    specs += [("image_proj.norm.weight", dtype, (ctx,)), ("image_proj.norm.bias", dtype, (ctx,))]
+    if variant == "faceid-plus":
+        p, inner = "image_proj.perceiver_resampler.", ctx  # heads = ctx // 64, dim_head 64
+        specs += _lin(f"{p}proj_in", ctx, 1280, dtype) + _lin(f"{p}proj_out", ctx, ctx, dtype)
+        specs += [(f"{p}norm_out.weight", dtype, (ctx,)), (f"{p}norm_out.bias", dtype, (ctx,))]
+        for layer in range(4):
+            q = f"{p}layers.{layer}"
+            for norm in ("0.norm1", "0.norm2", "1.0"):
+                specs += [
+                    (f"{q}.{norm}.weight", dtype, (ctx,)),
+                    (f"{q}.{norm}.bias", dtype, (ctx,)),
+                ]
+            specs += _lin(f"{q}.0.to_q", inner, ctx, dtype, bias=False)
+            specs += _lin(f"{q}.0.to_kv", 2 * inner, ctx, dtype, bias=False)
+            specs += _lin(f"{q}.0.to_out", ctx, inner, dtype, bias=False)
+            specs += _lin(f"{q}.1.1", 4 * ctx, ctx, dtype, bias=False)
+            specs += _lin(f"{q}.1.3", ctx, 4 * ctx, dtype, bias=False)
+    self_widths = [s[0] for n, _, s in unet if n.endswith(".attn1.to_q.weight")]
+    rank = 128
+    for i, hidden in enumerate(self_widths):
+        for idx, cross in ((2 * i, hidden), (2 * i + 1, ctx)):
+            for proj, inp in (
+                ("to_q_lora", hidden),
+                ("to_k_lora", cross),
+                ("to_v_lora", cross),
+                ("to_out_lora", hidden),
+            ):
+                specs += [
+                    (f"ip_adapter.{idx}.{proj}.down.weight", dtype, (rank, inp)),
+                    (f"ip_adapter.{idx}.{proj}.up.weight", dtype, (hidden, rank)),
+                ]
+    for i, hidden in enumerate(widths):
+        specs += _lin(f"ip_adapter.{2 * i + 1}.to_k_ip", hidden, ctx, dtype, bias=False)
+        specs += _lin(f"ip_adapter.{2 * i + 1}.to_v_ip", hidden, ctx, dtype, bias=False)
+    return specs
+
+
 # ------------------------------------------------------------------------------------ embeddings
 
 
@@ -321,6 +391,7 @@ __all__ = [
     "clip_modules",
     "comfy_lora",
     "controlnet_diffusers",
+    "controlnet_dit",
     "controlnet_ldm",
     "embedding",
     "flux_modules",
