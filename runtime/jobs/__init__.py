@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from modelsafe.errors import ModelsafeError
-from modelsafe.runtime.jobs.errors import JobNotFoundError, QueueError
+from modelsafe.runtime.jobs.errors import (
+    JobNotFoundError,
+    JobStateError,
+    JobTooBigError,
+    QueueError,
+)
 from modelsafe.runtime.jobs.spec import MAX_SEED, validate_spec
 from modelsafe.runtime.jobs.store import STATUSES, JobInfo, get_job, list_jobs
 
@@ -25,7 +30,10 @@ __all__ = [
     "JobInfo",
     "JobNotFoundError",
     "JobQueue",
+    "JobStateError",
+    "JobTooBigError",
     "QueueError",
+    "cancel_job",
     "get_job",
     "list_jobs",
     "open_queue",
@@ -45,27 +53,46 @@ class JobQueue(Protocol):
 def submit_job(catalog: Catalog, spec: Mapping[str, Any], queue: JobQueue) -> JobInfo:
     """Check ``spec``, route it by its VRAM need, record it ``queued`` and hand it to ``queue``.
 
-    A UsageError (nothing recorded) for a bad spec, a job bigger than the largest tier, or one no
-    running worker has the budget for; a QueueError (the job is then recorded ``failed``) when
-    the queue cannot take it.
+    A UsageError (nothing recorded) for a bad spec; a JobTooBigError (a UsageError, nothing
+    recorded) for a job bigger than the largest tier, one no running worker has the budget for,
+    or one the in-process queue's machine cannot hold; a QueueError (the job is then recorded
+    ``failed``) when the queue cannot take it.
     """
     from modelsafe.runtime.jobs import store
-    from modelsafe.runtime.jobs.routing import job_need, queue_name, tier_for
+    from modelsafe.runtime.jobs.routing import JobSize, queue_name, tier_for
 
     checked = validate_spec(spec)
     if "seed" not in checked:  # chosen now, so a re-run after a worker died makes the same images
         checked["seed"] = secrets.randbelow(MAX_SEED + 1)
-    need = job_need(checked, catalog)
+    size = JobSize(checked, catalog)
+    need = size.need()
     tier = tier_for(need)
     check_route = getattr(queue, "check_route", None)
     if check_route is not None:  # the queue knows its workers: refuse what none of them takes
         check_route(queue_name(tier), need)
+    check_memory = getattr(queue, "check_memory", None)
+    if check_memory is not None:  # the queue runs jobs here: refuse what this machine cannot hold
+        check_memory(size)
     job = store.insert_job(catalog, checked, vram_need=need, queue=queue_name(tier))
     try:
         queue.enqueue(job)
     except ModelsafeError as exc:
         store.fail_unclaimed(catalog, job.id, exc)
         raise
+    return job
+
+
+def cancel_job(catalog: Catalog, job_id: str, *, by: str) -> JobInfo:
+    """Cancel ``job_id`` (see :func:`store.cancel`): a queued job is ``cancelled`` and never
+    starts; a running one is ``cancelling`` until its worker stops at its next step. ``by`` says
+    who asked (kept in the job). JobNotFoundError for an unknown id, JobStateError (HTTP 409)
+    for a done or failed job; a second cancel returns the job unchanged."""
+    from modelsafe.runtime.jobs import store
+    from modelsafe.runtime.jobs.runner import signal_cancel
+
+    job = store.cancel(catalog, job_id, by=by)
+    if job.status == "cancelling":
+        signal_cancel(job_id)  # an attempt in this process stops at once, others read the row
     return job
 
 

@@ -4,7 +4,9 @@ Celery carries the messages; the catalog says what is true. Messages are acknowl
 job ran (``acks_late``), so a worker killed mid-job leaves its message to be delivered again
 (Redis ``visibility_timeout``); each worker also puts back jobs whose lease expired (a reaper
 thread), so a job is never lost. Whoever claims the job in the database runs it; a second
-delivery of a job that is done, failed or held by a live worker is a no-op.
+delivery of a job that is done, failed, cancelled or held by a live worker is a no-op, and so is
+the delivery of a job cancelled while it waited in Redis (it is never started). A running job is
+cancelled through its row: the worker reads it between steps (runtime/jobs/runner.py).
 
 Celery and redis are imported inside functions only (the ``serve`` extra).
 """
@@ -131,9 +133,9 @@ class CeleryQueue:
         send(self.app, job)
 
     def check_route(self, queue: str, need: int) -> None:
-        """A UsageError when workers are running and none of them reads ``queue`` (none has
+        """A JobTooBigError when workers are running and none of them reads ``queue`` (none has
         the budget); with no worker running the job waits for one."""
-        from modelsafe.errors import UsageError
+        from modelsafe.runtime.jobs.errors import JobTooBigError
         from modelsafe.units import format_size
 
         live = self.workers()
@@ -141,7 +143,7 @@ class CeleryQueue:
             return
         budgets = [w["budget"] for w in live if w.get("budget")]
         biggest = format_size(max(budgets)) if budgets else "none"
-        raise UsageError(
+        raise JobTooBigError(
             f"the job needs {format_size(need)} of VRAM ({queue}); no running worker has the "
             f"budget for it (the biggest has {biggest})",
             hint="start a worker with a bigger --vram, or lower width/height or batch_size",

@@ -8,9 +8,13 @@ import queue
 import socket
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelsafe.runtime.jobs import store
 from modelsafe.runtime.jobs.runner import DEFAULT_LEASE_S, WorkerSettings, run_job
+
+if TYPE_CHECKING:
+    from modelsafe.runtime.jobs.routing import JobSize
 
 log = logging.getLogger("modelsafe.jobs")
 _STOP = ""
@@ -55,17 +59,31 @@ class InProcessQueue:
         self._ids.put(job.id)
 
     def check_route(self, queue: str, need: int) -> None:
-        """A UsageError when this process has a VRAM budget and the job needs more."""
+        """A JobTooBigError when this process has a VRAM budget and the job needs more."""
         budget = self.settings.budget
         if budget is not None and need > budget:
-            from modelsafe.errors import UsageError
+            from modelsafe.runtime.jobs.errors import JobTooBigError
             from modelsafe.units import format_size
 
-            raise UsageError(
+            raise JobTooBigError(
                 f"the job needs {format_size(need)} of VRAM; this server's budget is "
                 f"{format_size(budget)}",
                 hint="lower width/height or batch_size, or run workers with more VRAM",
             )
+
+    def check_memory(self, size: JobSize) -> None:
+        """Without a VRAM budget jobs run here unplanned: a JobTooBigError when this machine's
+        memory (all its RAM, or all the GPU's for a ``cuda`` job: a job running now may hold some of
+        it, and this one runs after it) cannot hold the job's run.
+        With a budget, :meth:`check_route` has checked the job against it."""
+        if self.settings.budget is not None:
+            return
+        from modelsafe.runtime.jobs.routing import check_unplanned
+
+        device = self.settings.device or size.spec.get("device") or "cpu"
+        check_unplanned(
+            size.spec, size.catalog, device=device, where="this server", size=size, total=True
+        )
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every enqueued job has run (True) or ``timeout`` seconds passed (False)."""

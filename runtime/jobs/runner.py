@@ -4,6 +4,13 @@ Exactly-once completion: the claim is a guarded UPDATE; the lease is renewed whi
 each attempt writes under ``OUTPUTS/<job id>/attempt-<n>/``; a new attempt first deletes what a
 dead one left (rows and files); ``done`` and the output ids are written in one guarded UPDATE, and
 an attempt that lost the job meanwhile deletes its own outputs instead.
+
+Cancelling is cooperative: the progress callback ``generate`` calls after every diffusion step
+checks the job (an in-memory signal when the cancel came from this process, else the row, at most
+every ``cancel_poll_s`` seconds) and raises :class:`JobStopped`; the attempt then deletes what it
+wrote and marks the job ``cancelled``. A job about to start is checked once more before anything
+loads, and a budget-less worker refuses a job its machine's memory cannot hold (runtime/jobs/
+routing.py, ``check_unplanned``) before it loads.
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +34,33 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelsafe.jobs")
 DEFAULT_LEASE_S = 60.0
+DEFAULT_CANCEL_POLL_S = 1.0
+
+
+class JobStopped(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised from the progress callback to stop a job that was cancelled (or that this attempt
+    lost). A BaseException, so that no ``except Exception`` in a backend, a pipeline or a plugin
+    between the callback and the runner takes it for a failure and goes on."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why  # cancelled | lost
+
+
+# The attempts running in this process, by job id: a cancel asked for here stops one at its next
+# step without waiting for the row to be read.
+_running: dict[str, threading.Event] = {}
+_running_lock = threading.Lock()
+
+
+def signal_cancel(job_id: str) -> bool:
+    """Tell an attempt of ``job_id`` running in this process to stop; False when none runs."""
+    with _running_lock:
+        event = _running.get(job_id)
+    if event is None:
+        return False
+    event.set()
+    return True
 
 
 @dataclass(frozen=True)
@@ -37,6 +72,7 @@ class WorkerSettings:
     budget: int | None = None  # bytes; None: no budget (every tier, no plan check)
     device: str | None = None  # None: the job's device, else cpu
     lease_s: float = DEFAULT_LEASE_S
+    cancel_poll_s: float = DEFAULT_CANCEL_POLL_S  # how often a running job reads its row
 
 
 def run_job(catalog: Catalog, job_id: str, settings: WorkerSettings) -> store.JobInfo | None:
@@ -51,13 +87,23 @@ def run_job(catalog: Catalog, job_id: str, settings: WorkerSettings) -> store.Jo
     _clear_dead_attempts(catalog, job_dir)
     out_dir = job_dir / f"attempt-{held.attempt}"
     output_ids: list[int] = []
+    stop = threading.Event()
+    with _running_lock:
+        _running[job_id] = stop
     try:
         with _lease(catalog, held, settings.lease_s):
             request = _request_for(catalog, held.job.spec, settings)
             from modelsafe.runtime.generate import generate
 
-            result = generate(request, out_dir, catalog=catalog)
+            progress = _progress(catalog, held, stop, settings.cancel_poll_s)
+            progress(0, 0)  # a cancel that came while the request was built: nothing loads
+            result = generate(request, out_dir, catalog=catalog, progress=progress)
             output_ids = [i.output_id for i in result.images if i.output_id is not None]
+    except JobStopped as stopped:
+        log.info("job %s: attempt %d stopped (%s)", job_id, held.attempt, stopped.why)
+        _delete_outputs(catalog, out_dir)
+        _remove_if_empty(job_dir)
+        store.finish_cancelled(catalog, held)
     except ModelsafeError as exc:
         log.info("job %s failed: %s", job_id, exc.reason)
         _finish_or_discard(catalog, held, out_dir, error=exc)
@@ -69,7 +115,38 @@ def run_job(catalog: Catalog, job_id: str, settings: WorkerSettings) -> store.Jo
         _finish_or_discard(catalog, held, out_dir, error=error)
     else:
         _finish_or_discard(catalog, held, out_dir, output_ids=output_ids)
+    finally:
+        with _running_lock:
+            if _running.get(job_id) is stop:
+                del _running[job_id]
     return store.get_job(catalog, job_id)
+
+
+def _progress(
+    catalog: Catalog, held: store.Claim, stop: threading.Event, poll_s: float
+) -> Callable[[int, int], None]:
+    """The callback ``generate`` calls after each step: raises JobStopped once the job is
+    being cancelled (or this attempt no longer holds it)."""
+    last = [float("-inf")]
+
+    def progress(_done: int, _total: int) -> None:
+        if stop.is_set():
+            raise JobStopped("cancelled")
+        moment = time.monotonic()
+        if moment - last[0] < poll_s:
+            return
+        last[0] = moment
+        try:
+            state = store.attempt_status(catalog, held)
+        except Exception:  # noqa: BLE001 - a database hiccup: the job goes on, checked next time
+            log.exception("job %s: reading its status failed", held.job.id)
+            return
+        if state == "cancelling":
+            raise JobStopped("cancelled")
+        if state != "running":
+            raise JobStopped("lost")
+
+    return progress
 
 
 def _finish_or_discard(
@@ -82,8 +159,12 @@ def _finish_or_discard(
 ) -> None:
     if store.finish(catalog, held, output_ids=output_ids, error=error):
         return
-    log.warning("job %s: attempt %d lost its lease; discarding", held.job.id, held.attempt)
     _delete_outputs(catalog, out_dir)
+    if store.finish_cancelled(catalog, held):  # cancelled after its last step: nothing is kept
+        log.info("job %s: cancelled as it finished; its outputs are deleted", held.job.id)
+        _remove_if_empty(out_dir.parent)
+        return
+    log.warning("job %s: attempt %d lost its lease; discarding", held.job.id, held.attempt)
 
 
 def _request_for(
@@ -97,10 +178,38 @@ def _request_for(
             f"the job wants device {wanted!r}; worker {settings.name} runs on {settings.device}",
             hint="submit it without 'device', or start a worker with that --device",
         )
-    request = build_request(spec, catalog, device=settings.device or wanted or "cpu")
+    device = settings.device or wanted or "cpu"
+    request = build_request(spec, catalog, device=device)
     if settings.budget is None:
+        _check_machine(request, spec, catalog, settings, device)
         return request
     return _planned(request, spec, catalog, settings)
+
+
+def _check_machine(
+    request: GenerateRequest,
+    spec: dict[str, Any],
+    catalog: Catalog,
+    settings: WorkerSettings,
+    device: str,
+) -> None:
+    """Without a budget the job runs unplanned (fp32, no offload, no tiling): refuse it before
+    anything loads when this machine's memory cannot hold that (a CPU run would swap or be
+    killed, and be taken up again). An estimate that cannot be made is left to ``generate``."""
+    from modelsafe.runtime.jobs.errors import JobTooBigError
+    from modelsafe.runtime.jobs.routing import check_unplanned
+
+    try:
+        check_unplanned(
+            {**spec, "checkpoint": str(request.checkpoint)},
+            catalog,
+            device=device,
+            where=f"worker {settings.name}",
+        )
+    except JobTooBigError:
+        raise
+    except ModelsafeError as exc:
+        log.info("job: no memory estimate (%s); generate checks it", exc.reason)
 
 
 def _planned(
@@ -149,6 +258,13 @@ def _clear_dead_attempts(catalog: Catalog, job_dir: Path) -> None:
     """Delete output rows and files an earlier, dead attempt of this job left behind."""
     if job_dir.is_dir():
         _delete_outputs(catalog, job_dir)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty (another attempt's folder) or already gone
 
 
 def _delete_outputs(catalog: Catalog, folder: Path) -> None:

@@ -20,7 +20,16 @@ from sqlalchemy import select
 from modelsafe.errors import UsageError
 from modelsafe.registry.catalog import Catalog, open_catalog
 from modelsafe.registry.catalog.models import Output
-from modelsafe.runtime.jobs import JobInfo, QueueError, get_job, list_jobs, open_queue, submit_job
+from modelsafe.runtime.jobs import (
+    JobInfo,
+    QueueError,
+    cancel_job,
+    get_job,
+    list_jobs,
+    open_queue,
+    store,
+    submit_job,
+)
 from modelsafe.runtime.jobs.celery_queue import CeleryQueue, live_workers
 
 Spec = Callable[..., dict[str, Any]]
@@ -195,6 +204,48 @@ def test_a_killed_worker_loses_no_job(cluster: Cluster, make_spec: Spec) -> None
     time.sleep(VISIBILITY_S + 1)
     assert get_job(cluster.catalog, job.id) == done
     assert len(_output_rows(cluster.catalog)) == rows
+
+
+def _wait_for(cluster: Cluster, job: JobInfo, statuses: tuple[str, ...], timeout: float) -> JobInfo:
+    deadline = time.monotonic() + timeout
+    while (now := get_job(cluster.catalog, job.id)).status not in statuses:
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {w.name}\n{w.text()[-3000:]}" for w in cluster.workers.values())
+            pytest.fail(f"job {job.id} is {now.status}, not {statuses}\n{logs}")
+        time.sleep(0.02)
+    return now
+
+
+def test_a_cancelled_job_is_skipped_and_a_running_one_stops(
+    cluster: Cluster, make_spec: Spec
+) -> None:
+    # Cancelled while its message waits in Redis: the worker that receives it does nothing.
+    waiting = store.insert_job(
+        cluster.catalog, make_spec(seed=300), vram_need=None, queue="modelsafe.vram.2gib"
+    )
+    assert cancel_job(cluster.catalog, waiting.id, by="tester").status == "cancelled"
+    cluster.queue.enqueue(waiting)
+    needle = f"job {waiting.id}: not claimable"
+    deadline = time.monotonic() + 30
+    while not any(needle in w.text() for w in cluster.workers.values()):
+        assert time.monotonic() < deadline, "the cancelled job's message was not consumed"
+        time.sleep(0.1)
+    skipped = get_job(cluster.catalog, waiting.id)
+    assert skipped.status == "cancelled" and skipped.attempts == 0 and skipped.worker is None
+    assert not (cluster.outputs.resolve() / waiting.id).exists()
+    # Cancelled while a worker (another process: it reads the row between steps) runs it.
+    job = submit_job(cluster.catalog, make_spec(steps=200, batch_size=2), cluster.queue)
+    running = _wait_for(cluster, job, ("running",), 60)
+    assert cancel_job(cluster.catalog, job.id, by="tester").status in ("cancelling", "cancelled")
+    final = _wait_for(cluster, job, ("cancelled", "done", "failed"), 60)
+    assert final.status == "cancelled" and final.output_ids == [] and final.attempts == 1
+    assert final.worker == running.worker and final.cancelled_by == "tester"
+    folder = cluster.outputs.resolve() / job.id
+    assert not list(folder.rglob("*.png")) if folder.exists() else True
+    assert not [o for o in _output_rows(cluster.catalog) if o.path.startswith(str(folder))]
+    # Its lease ends, the reapers run: a cancelled job is never sent again.
+    time.sleep(LEASE_S + 1)
+    assert get_job(cluster.catalog, job.id) == final
 
 
 def test_worker_without_redis_is_a_clear_error(run_cli: Any, tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def test_api_conforms_to_its_openapi_spec(
     client = make_client(queue=RecordingQueue(), token=token)
     schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len(operations) == 11, [op.label for op in operations]
+    assert len(operations) == 12, [op.label for op in operations]
     failures: dict[str, str] = {}
     for operation in operations:
 

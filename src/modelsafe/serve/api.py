@@ -1,6 +1,7 @@
 """The JSON endpoints under ``/api``: catalog reads, resolve, plan, jobs and outputs.
 
-Reads are open; ``POST /api/jobs`` needs the bearer token when the server has one. Refs given to
+Reads are open; ``POST /api/jobs`` and ``POST /api/jobs/{id}/cancel`` need the bearer token when
+the server has one. Refs given to
 resolve/plan must name catalog models, so the API never opens a file the catalog does not list.
 """
 
@@ -21,6 +22,7 @@ from modelsafe.serve.schemas import (
     ErrorBody,
     Job,
     JobSpec,
+    JobStatus,
     ModelPage,
     OutputItem,
     OutputPage,
@@ -41,7 +43,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
+    403: {"model": ErrorBody, "description": "A browser request from another site (Origin)"},
     503: {"model": ErrorBody, "description": "The job queue cannot be reached"},
+}
+SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **WRITE_ERRORS,
+    422: {
+        "model": ErrorBody,
+        "description": "Invalid field (named in `field`), or a job too big for the memory that "
+        "would run it (reason and hint)",
+    },
+}
+CANCEL_ERRORS: dict[int | str, dict[str, Any]] = {
+    **WRITE_ERRORS,
+    409: {"model": ErrorBody, "description": "The job is already done or failed"},
 }
 
 router = APIRouter(prefix="/api", responses=ERRORS)
@@ -153,10 +168,14 @@ def plan_set(request: Request, body: PlanRequest) -> dict[str, Any]:
     status_code=201,
     tags=["jobs"],
     dependencies=[Depends(require_token)],
-    responses=WRITE_ERRORS,
+    responses=SUBMIT_ERRORS,
 )
 def submit(request: Request, spec: JobSpec) -> dict[str, Any]:
-    """Queue a generation job; poll ``GET /api/jobs/{id}`` until ``done`` or ``failed``."""
+    """Queue a generation job; poll ``GET /api/jobs/{id}`` until ``done`` or ``failed``.
+
+    ``422`` (nothing queued) for a job too big for what would run it: the server's ``--vram``
+    budget, every worker tier, or, on a server without ``--vram`` running jobs itself, the
+    memory of this machine for the job's unplanned fp32 run."""
     from modelsafe.runtime.jobs import submit_job, validate_spec
 
     state = _state(request)
@@ -172,7 +191,7 @@ def submit(request: Request, spec: JobSpec) -> dict[str, Any]:
 @router.get("/jobs", response_model=list[Job], tags=["jobs"])
 def jobs(
     request: Request,
-    status: Literal["queued", "running", "done", "failed"] | None = None,
+    status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """The newest jobs, optionally only those with ``status``."""
@@ -187,6 +206,25 @@ def job(request: Request, job_id: Annotated[str, PathParam(max_length=64)]) -> d
     from modelsafe.runtime.jobs import get_job
 
     return get_job(_state(request).catalog, job_id).to_json()
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=Job,
+    tags=["jobs"],
+    dependencies=[Depends(require_token)],
+    responses=CANCEL_ERRORS,
+)
+def cancel(request: Request, job_id: Annotated[str, PathParam(max_length=64)]) -> dict[str, Any]:
+    """Cancel a job. A queued job becomes ``cancelled`` and never starts. A running one becomes
+    ``cancelling``: its worker stops at its next diffusion step, deletes the images of that
+    attempt and marks it ``cancelled``. A second cancel answers the job as it is; a done or
+    failed job is ``409``. The job keeps who cancelled it and when (``cancelled_by``,
+    ``cancelled_at``)."""
+    from modelsafe.runtime.jobs import cancel_job
+
+    client = request.client.host if request.client is not None else "unknown"
+    return cancel_job(_state(request).catalog, job_id, by=f"API client {client}").to_json()
 
 
 @router.get("/outputs", response_model=OutputPage, tags=["outputs"])

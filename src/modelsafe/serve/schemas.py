@@ -109,9 +109,15 @@ class JobSpec(BaseModel):
     device: Literal["cpu", "cuda"] | None = None
 
 
+JobStatus = Literal["queued", "running", "cancelling", "done", "failed", "cancelled"]
+
+
 class Job(BaseModel):
+    """A job: ``queued`` -> ``running`` -> ``done`` | ``failed``; a cancel makes it
+    ``cancelled`` (a running one is ``cancelling`` until its worker stops at its next step)."""
+
     id: str
-    status: Literal["queued", "running", "done", "failed"]
+    status: JobStatus
     spec: dict[str, Any]
     error: dict[str, Any] | None
     output_ids: list[int]
@@ -122,6 +128,8 @@ class Job(BaseModel):
     finished_at: str | None
     vram_need: int | None = None
     queue: str | None = None
+    cancelled_by: str | None = None
+    cancelled_at: str | None = None
 
 
 class OutputItem(BaseModel):

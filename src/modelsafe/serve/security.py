@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
@@ -83,13 +85,38 @@ class HostCheckMiddleware:
 
 MAX_BODY = 1 << 20  # bytes: a job spec or a set is a few KB; 1 MiB leaves room for long prompts
 # Routes that need the token: checked before their body is read (an unauthenticated client must
-# not make the server parse megabytes).
-TOKEN_ROUTES = (("POST", "/api/jobs"),)
+# not make the server parse megabytes). (method, path pattern)
+TOKEN_ROUTES = (("POST", r"/api/jobs"), ("POST", r"/api/jobs/[^/]+/cancel"))
+
+
+def is_token_route(method: str, path: str) -> bool:
+    """True for the write routes (submit, cancel): they need the token when one is set, and a
+    browser may only call them from a page of this server."""
+    return any(
+        method == m and re.fullmatch(pattern, path) is not None for m, pattern in TOKEN_ROUTES
+    )
+
+
+def cross_site(headers: Headers) -> str | None:
+    """Why a browser request comes from another site (None when it does not): its ``Origin``
+    names another host than its ``Host``, or ``Sec-Fetch-Site`` says ``cross-site``. Clients
+    that are not browsers send neither header and are not affected."""
+    if headers.get("sec-fetch-site", "").strip().lower() == "cross-site":
+        return "a cross-site request (Sec-Fetch-Site)"
+    origin = headers.get("origin")
+    if origin is None:
+        return None
+    netloc = urlsplit(origin.strip()).netloc.lower() if "://" in origin else ""
+    if not netloc or netloc != headers.get("host", "").strip().lower():
+        return f"a request from the page of another site (Origin {origin[:100]!r})"
+    return None
 
 
 class BodyGuardMiddleware:
     """413 (JSON) for a request body over ``MAX_BODY`` (by Content-Length, or counted as it
-    arrives), and 401 before any body is read for a token route without the right token."""
+    arrives); for a token route, 403 before anything else when a browser sends it from another
+    site (a form on any web page could otherwise post to a loopback server that has no token),
+    and 401 before any body is read without the right token."""
 
     def __init__(self, app: ASGIApp, token: str | None, limit: int = MAX_BODY) -> None:
         self.app = app
@@ -101,10 +128,21 @@ class BodyGuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        route = (scope.get("method", ""), scope.get("path", "").rstrip("/"))
-        if self.token and route in TOKEN_ROUTES and not _token_matches(headers, self.token):
-            await _json(401, "this endpoint needs the API token", _TOKEN_HINT)(scope, receive, send)
-            return
+        path = str(scope.get("path", ""))
+        root = str(scope.get("root_path", "")).rstrip("/")
+        if root and path.startswith(root + "/"):
+            path = path[len(root) :]
+        if is_token_route(str(scope.get("method", "")), path.rstrip("/")):
+            foreign = cross_site(headers)
+            if foreign is not None:
+                hint = "call the API from a script or curl, or from this server's own pages"
+                await _json(403, f"refused: {foreign}", hint)(scope, receive, send)
+                return
+            if self.token and not _token_matches(headers, self.token):
+                await _json(401, "this endpoint needs the API token", _TOKEN_HINT)(
+                    scope, receive, send
+                )
+                return
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await _too_big(self.limit)(scope, receive, send)
