@@ -75,6 +75,8 @@ def audit_path(path: Path | str) -> Verdict:
         from modelsafe.registry.sniff import check_tar
 
         check_tar(findings, head)  # torch.load reads a tar before anything else
+    if path.name.endswith(".index.json"):  # a sharded checkpoint's index: where shards are
+        findings.extend(shard_findings(path))
     status = verdict_status(findings)
     if status != "unsafe" and fmt not in _PICKLE_READ and fmt != Format.NUMPY.value:
         # pickle.load, torch.load(weights_only=False) and numpy.load(allow_pickle=True) unpickle
@@ -440,19 +442,99 @@ def _named(finding: Finding, scanner: str) -> Finding:
     return replace(finding, scanner=scanner)
 
 
+_SYSTEM_FOLDERS = ("/proc/", "/sys/", "/dev/")
+
+
+def folder_files(path: Path) -> list[tuple[Path, Path]]:
+    """(file, its path relative to ``path``) for everything under ``path`` that is no folder,
+    sorted by that relative path. Symlinked folders are followed (``Path.rglob`` and
+    ``os.walk`` do not, and a ``unet -> ../elsewhere`` link hid all it holds), each folder once:
+    one reached again (a link loop, two links to one folder) is not walked again."""
+    seen: set[tuple[int, int]] = set()
+    found: list[tuple[Path, Path]] = []
+    stack: list[tuple[Path, Path]] = [(path, Path())]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            if rel.parts and (os.path.realpath(folder) + "/").startswith(_SYSTEM_FOLDERS):
+                continue  # (a link into /proc, /sys or /dev: no model there, and reads block)
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # (a folder that vanished or cannot be listed: nothing a loader reads)
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # (follows a symlink)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append((folder / entry.name, rel / entry.name))
+            else:
+                found.append((folder / entry.name, rel / entry.name))
+    return sorted(found, key=lambda item: item[1].parts)
+
+
+_MAX_INDEX_JSON = 64 << 20
+
+
+def shard_findings(index: Path) -> list[Finding]:
+    """A sharded checkpoint's index (``*.index.json``) whose ``weight_map`` names a shard by an
+    absolute path or through ``..``: transformers and diffusers join the name to the index's
+    folder unchecked, so loading reads a file outside the folder, one the audit did not see."""
+    import json
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    try:
+        if index.stat().st_size > _MAX_INDEX_JSON:
+            return []
+        data = json.loads(index.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return []
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict):
+        return []
+    outside = sorted(
+        {
+            shard
+            for shard in weight_map.values()
+            if isinstance(shard, str)
+            and (
+                PurePosixPath(shard).is_absolute()
+                or PureWindowsPath(shard).anchor != ""
+                or ".." in shard.replace("\\", "/").split("/")
+            )
+        }
+    )
+    return [
+        Finding(
+            "unsafe",
+            "shard-outside",
+            f"the shard index names {shard!r}: a shard outside the folder; loading reads a "
+            "file the audit did not see",
+            scanner="audit",
+        )
+        for shard in outside[:5]
+    ]
+
+
 def _audit_folder(path: Path) -> Verdict:
-    """A folder is as safe as the least safe model file in it, whatever the files are named."""
+    """A folder is as safe as the least safe model file in it, whatever the files are named;
+    symlinked folders in it are audited too (a loader follows them)."""
     findings: list[Finding] = []
     audited = 0
-    for child in sorted(path.rglob("*")):
+    for child, rel in folder_files(path):
         if not child.is_file():
             continue
-        rel = child.relative_to(path)
         if not _may_load(child):
             # Not a model by name or content, but pickle.load / torch.load / numpy.load would
             # still unpickle it (an unknown-looking pickle, an "HTML" one, a long protocol-0
             # one, a gzip / zlib-compressed one): only what it runs is reported.
             findings.extend(replace_location(f, str(rel)) for f in _probe_other(child))
+            if child.name.endswith(".index.json"):
+                findings.extend(replace_location(f, str(rel)) for f in shard_findings(child))
             continue
         audited += 1
         sub = audit_path(child)
