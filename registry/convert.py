@@ -1,44 +1,48 @@
 """Convert a torch checkpoint (zip, legacy or pickle) to safetensors without torch and without
 executing anything in it.
 
-Tensors are rebuilt from the pickle VM's record (storage key, dtype, shape, stride, offset) and
-streamed from the source into a temp file beside the destination in one sequential pass (one
-reused buffer: read, written, BLAKE3-hashed). The temp file is then re-read and every tensor
-compared (BLAKE3 of the bytes written vs the bytes taken from the source); the final header,
-which records the source's SHA-256, is written last and re-read byte for byte; the file is
-fsynced and atomically renamed over the destination. The source is only ever opened read-only;
-on any failure the temp file is removed and the destination is untouched.
+Tensors are rebuilt from the pickle VM's record (storage key, dtype, shape, stride, offset) of the
+audit's own reading of the file (the pickle is parsed once; a file replaced between the first stat
+and the audit is refused) and streamed from the source into a temp file beside the destination in
+one sequential pass (one reused buffer: read, written, BLAKE3-hashed). The temp file is then
+re-read and every tensor compared (BLAKE3 of the bytes written vs the bytes taken from the source);
+the final header, which records the source's SHA-256, is written last and re-read byte for byte;
+the file is fsynced and atomically renamed over the destination. The source is only ever opened
+read-only; on any failure the temp file is removed and the destination is untouched.
 
 For speed (docs/benchmarks.md, "Audit and convert") the work overlaps on two cores: the source's
-SHA-256, the slowest part, runs in its own thread over its own reads of the source, beside the
-copy and the verification; written data is pushed to disk (fdatasync) during the copy, so the
-final fsync has little left. Size, mtime and inode of the source are compared before and after:
-a source rewritten meanwhile is an error.
+SHA-256, the slowest part, runs in its own thread over its own reads of the source, beside the copy
+and the verification; written data is pushed to disk (fdatasync) during the copy, so the final
+fsync has little left. Size, mtime and inode of the source are compared before and after: a source
+rewritten meanwhile is an error. The source is read with ``pread`` only, never mapped: one
+truncated during the copy is an error, never a SIGBUS.
 
 Shared storages and views: safetensors forbids overlapping tensors, so every state-dict entry
 becomes its own tensor with its own copy of its bytes (a non-contiguous view is written
-contiguously). Entries that are exact aliases of another (same storage, offset, shape, stride:
-tied weights) are listed in ``modelsafe.aliases`` so a loader can re-tie them; no entry is dropped.
+contiguously, gathered block by block through bounded buffers: see :class:`_BlockReader`). Entries
+that are exact aliases of another (same storage, offset, shape, stride: tied weights) are listed in
+``modelsafe.aliases`` so a loader can re-tie them; no entry is dropped.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
-import mmap
 import os
 import secrets
 import threading
 import time
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelsafe.errors import ConversionError, UnsafeFileError, UsageError
 from modelsafe.registry.pickle_vm.tensors import TensorRecord
-from modelsafe.registry.torch_archive import TorchFile, read_torch_file
+from modelsafe.registry.torch_archive import KeptRead, TorchFile, keep_reads, read_torch_file
 from modelsafe.types import SAFETENSORS_DTYPES
 
 CHUNK = 8 << 20
@@ -104,9 +108,22 @@ def convert_file(
         raise UsageError(
             f"cannot read {src}: {exc.strerror or exc}", hint="check the path"
         ) from exc
-    tf = _checked_source(src, dst, overwrite)
+    tf = _checked_source(src, dst, overwrite, before)
+    # The checkpoint's records (a few objects per tensor) stay alive to the end, and what the
+    # plan, the header and the copy allocate per tensor would set off full passes of the cyclic
+    # GC over all of them, again and again (as in the pickle VM, which pauses it too): ~1 s of
+    # 6 for 50k tensors. Nothing here makes cycles that matter.
+    with _gc_paused():
+        return _convert(src, dst, tf, before, started)
+
+
+def _convert(
+    src: Path, dst: Path, tf: TorchFile, before: os.stat_result, started: float
+) -> ConvertResult:
+    """The conversion of a checked source: see the module's docstring."""
     plan = _plan(tf)
     values = tf.content.values if tf.content else {}
+    aliases = _aliases(plan)
     tmp = dst.parent / f".{dst.name}.{secrets.token_hex(4)}.modelsafe-tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -121,15 +138,13 @@ def convert_file(
             os.fdopen(fd, "wb") as out,
             _Flusher(out.fileno()) as flusher,
         ):
-            header, data_start = _header(tf, plan, values, _SHA_PLACEHOLDER)
+            header, data_start = _header(tf, plan, values, aliases)
             out.write(header)
             _copy(source_sha.fd, src, out, plan, data_start)
             out.flush()
             total = _verify(tmp, plan, data_start)  # every tensor, re-read from the temp file
             sha = source_sha.result()
-            final, final_start = _header(tf, plan, values, sha)
-            if len(final) != len(header) or final_start != data_start:
-                raise ConversionError("internal error: the header changed size")
+            final = _with_sha(header, sha)
             out.seek(0)
             out.write(final)
             out.flush()
@@ -149,7 +164,6 @@ def convert_file(
                 hint="nothing was written at the destination; check free space and permissions",
             ) from exc
         raise
-    aliases = _aliases(plan)
     views = tuple(p.record.name for p in plan if p.source_offset < 0)
     return ConvertResult(
         source=src,
@@ -163,6 +177,17 @@ def convert_file(
         dropped_tensors=len(tf.content.dropped) if tf.content else 0,
         seconds=time.perf_counter() - started,
     )
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 class _SourceSha256:
@@ -273,7 +298,8 @@ class _Flusher:
 # -- checks -------------------------------------------------------------------------------------
 
 
-def _checked_source(src: Path, dst: Path, overwrite: bool) -> TorchFile:
+def _checked_source(src: Path, dst: Path, overwrite: bool, before: os.stat_result) -> TorchFile:
+    """The checkpoint as the audit read and judged it, or an error saying why it is refused."""
     from modelsafe.registry.audit import audit_path
     from modelsafe.registry.sniff import read_head, sniff
 
@@ -285,7 +311,8 @@ def _checked_source(src: Path, dst: Path, overwrite: bool) -> TorchFile:
         raise UsageError(f"{dst} is a folder", hint="give the path of the file to write")
     if dst.exists() and not overwrite:
         raise UsageError(f"{dst} already exists", hint="remove it or pass --force")
-    verdict = audit_path(src)
+    with keep_reads() as kept:  # the TorchFile the audit judges is the one converted
+        verdict = audit_path(src)
     if verdict.status == "unsafe":
         names = sorted({f.message.split(" ")[0] for f in verdict.findings if f.code == "global"})
         detail = ", ".join(names) if names else verdict.findings[0].message
@@ -301,7 +328,7 @@ def _checked_source(src: Path, dst: Path, overwrite: bool) -> TorchFile:
         raise ConversionError(f"cannot convert {src}: {first.message}", hint="the file is broken")
     if fmt not in ("zip", "legacy-torch", "pickle"):
         raise ConversionError(f"cannot convert {src}: {fmt} is not a torch checkpoint")
-    tf = read_torch_file(src, fmt)
+    tf = _audited_read(src, fmt, kept, before)
     if tf.status != "safe" or tf.content is None:
         raise ConversionError(f"cannot convert {src}: the checkpoint does not read cleanly")
     if tf.content.unsupported:
@@ -318,6 +345,25 @@ def _checked_source(src: Path, dst: Path, overwrite: bool) -> TorchFile:
     if not tf.content.tensors:
         raise ConversionError(f"cannot convert {src}: it holds no tensors")
     _check_names_and_dtypes(src, tf.content)
+    return tf
+
+
+def _audited_read(src: Path, fmt: str, kept: list[KeptRead], before: os.stat_result) -> TorchFile:
+    """The TorchFile the audit's torch scanner built from ``src`` and judged: the pickle is parsed
+    once. (Read here only when no scanner read it as a torch file: a plugin set without the
+    built-in one.) Every read must be of the file stat'ed before the audit, ``before``: one
+    replaced or rewritten meanwhile is refused, whatever the audit said of it."""
+    identity = (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns)
+    tf = next((read for _, asked, read in kept if asked == fmt), None)
+    if tf is None:
+        with keep_reads() as kept_here:
+            tf = read_torch_file(src, fmt)
+        kept = kept + kept_here
+    if any(opened != identity for opened, _, _ in kept):
+        raise ConversionError(
+            f"{src} changed while it was being audited",
+            hint="nothing was written; convert it again when nothing is writing it",
+        )
     return tf
 
 
@@ -386,13 +432,15 @@ def _plan(tf: TorchFile) -> list[_Planned]:
 
 
 def _header(
-    tf: TorchFile, plan: list[_Planned], values: dict[str, Any], sha: str
+    tf: TorchFile, plan: list[_Planned], values: dict[str, Any], aliases: dict[str, str]
 ) -> tuple[bytes, int]:
+    """The safetensors header (its length first), with _SHA_PLACEHOLDER for the source's
+    SHA-256 (see :func:`_with_sha`), and where the data starts."""
     meta: dict[str, str] = {
         "format": "pt",
         "modelsafe.source_name": tf.path.name,
         "modelsafe.source_format": tf.format,
-        "modelsafe.source_sha256": sha,
+        "modelsafe.source_sha256": _SHA_PLACEHOLDER,
     }
     if values:
         kept, omitted = _fitting_values(values)
@@ -400,7 +448,6 @@ def _header(
             meta["modelsafe.values"] = _values_json(kept)
         if omitted:
             meta["modelsafe.values_omitted"] = json.dumps(omitted)
-    aliases = _aliases(plan)
     if aliases:
         meta["modelsafe.aliases"] = json.dumps(aliases, sort_keys=True)
     header: dict[str, Any] = {"__metadata__": meta}
@@ -414,6 +461,17 @@ def _header(
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
     return len(raw).to_bytes(8, "little") + raw, 8 + len(raw)
+
+
+def _with_sha(header: bytes, sha: str) -> bytes:
+    """``header`` with the source's SHA-256 in place of its placeholder: the same length, and
+    the one place it can be (in the JSON every quote inside a string is escaped, so the key,
+    quotes and colon below only match the metadata's own key, which comes before any other)."""
+    key = b'"modelsafe.source_sha256":"'
+    at = header.find(key + _SHA_PLACEHOLDER.encode()) + len(key)
+    if at < len(key) or len(sha) != len(_SHA_PLACEHOLDER):
+        raise ConversionError("internal error: the header has no place for the SHA-256")
+    return header[:at] + sha.encode("ascii") + header[at + len(_SHA_PLACEHOLDER) :]
 
 
 def _json_safe(value: Any) -> Any:
@@ -495,18 +553,42 @@ def _copy(fd: int, src: Path, out: Any, plan: list[_Planned], data_start: int) -
             break
         pos = chunk_end
     if index != len(sequential):
-        raise ConversionError(f"{src} changed or ended while it was being converted")
+        raise _source_ended(src)
     for item in plan:
         if not item.sequential:
-            for piece in _gather(fd, item):
+            for piece in _gather(fd, item, src):
                 out.write(piece)
                 hashers[id(item)].update(piece)
     for item in plan:
         item.digest = hashers[id(item)].digest()
 
 
-def _gather(fd: int, item: _Planned) -> Iterator[bytes]:
-    """The bytes of a tensor that is not one contiguous source range, in C order, by chunks."""
+def _source_ended(src: Path) -> ConversionError:
+    return ConversionError(
+        f"{src} ended before its last tensor while it was being converted: it was truncated "
+        "or rewritten meanwhile",
+        hint="nothing was written at the destination; convert it again when nothing is writing it",
+    )
+
+
+def _pread_exactly(fd: int, view: memoryview, pos: int, src: Path) -> None:
+    """Fill ``view`` from the source at ``pos``: a source that ends first is an error (a read
+    past the end returns nothing; a mapped page past it would kill the process with SIGBUS)."""
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], pos + done)
+        if got <= 0:
+            raise _source_ended(src)
+        done += got
+
+
+def _gather(fd: int, item: _Planned, src: Path) -> Iterator[bytes | memoryview]:
+    """The bytes of a tensor that is not one contiguous source range, in C order, by pieces.
+
+    Everything is read with ``pread`` (a source truncated meanwhile is an error, never the
+    SIGBUS a mapped page past its end would raise), into buffers of bounded size: see
+    :class:`_BlockReader`. A piece given is valid until the next one is asked for (the buffers
+    are reused): use it (write it, hash it) before going on."""
     import numpy as np
 
     r = item.record
@@ -518,39 +600,164 @@ def _gather(fd: int, item: _Planned) -> Iterator[bytes]:
         while pos < end:
             piece = os.pread(fd, min(CHUNK, end - pos), pos)
             if not piece:
-                raise ConversionError("the source ended while it was being converted")
+                raise _source_ended(src)
             yield piece
             pos += len(piece)
         return
+    if any(st < 0 for st in r.stride):  # (the audit refuses them: torch never makes one)
+        raise ConversionError(f"cannot convert {src}: {r.name!r} has a negative stride")
     itemsize = r.itemsize
-    last = r.storage_offset + sum((s - 1) * st for s, st in zip(r.shape, r.stride, strict=True))
-    span = (last + 1) * itemsize
-    start = item.storage_base
-    aligned = start - start % mmap.ALLOCATIONGRANULARITY
-    with mmap.mmap(fd, start - aligned + span, offset=aligned, access=mmap.ACCESS_READ) as mm:
-        raw = np.frombuffer(mm, dtype=np.dtype(f"V{itemsize}"), offset=start - aligned)
-        view = np.lib.stride_tricks.as_strided(
-            raw[r.storage_offset :],
-            shape=r.shape,
-            strides=tuple(st * itemsize for st in r.stride),
-            writeable=False,
-        )
-        blocks = _blocks(view)
-        try:
-            for block in blocks:
-                piece = np.ascontiguousarray(block).tobytes()
-                del block
-                yield piece
-                mm.madvise(mmap.MADV_DONTNEED)  # the pages read so far leave the RSS
-        finally:
-            blocks.close()  # (its frames hold views of the map, which must go before it closes)
-            del blocks, raw, view
+    # The view's layout over a stand-in for its storage: it is cut into blocks, never read
+    # (an address in it minus the stand-in's is an offset from the tensor's first element).
+    stand_in = np.zeros(1, dtype=np.dtype(f"V{itemsize}"))
+    layout = np.lib.stride_tricks.as_strided(
+        stand_in,
+        shape=r.shape,
+        strides=tuple(st * itemsize for st in r.stride),
+        writeable=False,
+    )
+    reader = _BlockReader(fd, src, stand_in, item.storage_base + r.storage_offset * itemsize)
+    yield from reader.pieces(layout, BLOCK_BYTES)
 
 
-# A gathered block's output bytes, and the source bytes it may touch (what bounds the RSS: a
-# transposed tensor's row touches every page of its storage).
+# A gathered block's output bytes; the source bytes read into memory at once, and the most
+# preads that fill them (their offsets are listed first): with the output, what bounds the RSS.
 BLOCK_BYTES = CHUNK
 BLOCK_SPAN = 16 << 20
+MAX_READS = 1 << 18
+# What one pread (or one slab's copy) costs beside the bytes it copies, in bytes copied in the
+# same time (a system call and a loop turn, ~1 us).
+READ_COST = 4096
+_UNBOUNDED = 1 << 62
+
+# (stride, extent, dim) of each dim of a block that moves, by stride (in bytes)
+_Dims = list[tuple[int, int, int]]
+
+
+def _read_plan(block: Any) -> tuple[_Dims, int, int] | None:
+    """How to read ``block`` (a strided numpy view): ``(dims, inner, chunk)``, or None when no
+    way fits in memory (then the block is cut smaller).
+
+    ``dims``: the dims that move (extent > 1, stride > 0), by stride. Each pread covers the
+    span of the ``inner`` first ones, once per index of the others; the block is read in slabs
+    of ``chunk`` indices of its last dim (the one of largest stride), each slab's preads filling
+    one buffer of at most MAX_READS preads and BLOCK_SPAN bytes whose elements are then copied
+    out. So: ``inner`` = all, one slab: one pread of the whole block ("span": a stepped slice);
+    fewer: "runs" (a transposed matrix, k of its rows: a run of k elements per source row);
+    several slabs: "slabs" (a tall matrix transposed: its storage read by spans of BLOCK_SPAN,
+    not by runs of a few bytes). The cheapest (bytes read, plus READ_COST per pread and per slab)
+    is taken. A single element always fits.
+    """
+    dims = sorted(
+        (st, n, d)
+        for d, (n, st) in enumerate(zip(block.shape, block.strides, strict=True))
+        if n > 1 and st > 0
+    )
+    if not dims:  # one element (repeated by stride-0 dims, if any)
+        return dims, 0, 1
+    last_stride, last_n, _ = dims[-1]
+    best: tuple[int, int, int] | None = None
+    span = block.itemsize  # of the inner dims
+    for inner in range(len(dims) + 1):
+        if inner:
+            st, n, _ = dims[inner - 1]
+            span += (n - 1) * st
+        if inner < len(dims):  # a pread per index of the outer dims, ``per`` of them per index
+            per = math.prod(n for _, n, _ in dims[inner:-1])  # of the last dim
+            if per > MAX_READS or per * span > BLOCK_SPAN:
+                continue
+            chunk = min(last_n, MAX_READS // per, BLOCK_SPAN // (per * span))
+            reads, size = per * chunk, span
+        else:  # a pread per slab, of its span
+            base = span - (last_n - 1) * last_stride  # (the span without the last dim)
+            if base > BLOCK_SPAN:
+                continue
+            chunk = min(last_n, 1 + (BLOCK_SPAN - base) // last_stride)
+            reads, size = 1, base + (chunk - 1) * last_stride
+        cost = -(-last_n // chunk) * (reads * (READ_COST + size) + READ_COST)
+        if best is None or cost < best[0]:
+            best = (cost, inner, chunk)
+    return None if best is None else (dims, best[1], best[2])
+
+
+class _BlockReader:
+    """Reads one strided tensor from the source by blocks, in C order.
+
+    The view is cut into blocks of at most ``limit`` output bytes (:func:`_blocks`, whatever
+    their span); each block is read the cheapest way that fits (:func:`_read_plan`), slab by
+    slab: a slab's preads land side by side in one reused buffer, and its elements are copied
+    from there to their places in the block's output, in C order, in another. A block no way
+    fits is cut again with half the limit, down to one element, which always fits.
+
+    ``first`` is the source offset of the tensor's element 0, ``stand_in`` the array its layout
+    was built over.
+    """
+
+    def __init__(self, fd: int, src: Path, stand_in: Any, first: int) -> None:
+        self.fd, self.src, self.first = fd, src, first
+        self.dtype = stand_in.dtype
+        self.origin = stand_in.__array_interface__["data"][0]
+        self.buffer = bytearray()  # the source bytes read for a slab
+        self.output = bytearray()  # the block in C order
+
+    def pieces(self, view: Any, limit: int) -> Iterator[memoryview]:
+        for block in _blocks(view, span_limit=_UNBOUNDED, bytes_limit=limit):
+            plan = _read_plan(block)
+            if plan is None:
+                yield from self.pieces(block, min(limit, block.nbytes) // 2)
+            else:
+                yield self.read(block, *plan)
+
+    def read(self, block: Any, dims: _Dims, inner: int, chunk: int) -> memoryview:
+        """``block`` in C order, read as :func:`_read_plan` said."""
+        import numpy as np
+
+        if len(self.output) < block.nbytes:
+            self.output = bytearray(block.nbytes)
+        out = np.ndarray(block.shape, dtype=self.dtype, buffer=self.output)
+        if not dims:
+            self._fill(block, dims, 0, out)
+        else:
+            stride, extent, dim = dims[-1]
+            for at in range(0, extent, chunk):
+                n = min(chunk, extent - at)
+                index = tuple(
+                    slice(at, at + n) if d == dim else slice(None) for d in range(block.ndim)
+                )
+                self._fill(block[index], [*dims[:-1], (stride, n, dim)], inner, out[index])
+        del out
+        return memoryview(self.output)[: block.nbytes]
+
+    def _fill(self, block: Any, dims: _Dims, inner: int, out: Any) -> None:
+        """Read ``block``, one pread of the span of its ``inner`` first ``dims`` per index of
+        the others, and copy its elements to ``out`` (a view of the same shape)."""
+        import numpy as np
+
+        at = self.first + block.__array_interface__["data"][0] - self.origin  # its element 0
+        slot = block.itemsize + sum((n - 1) * st for st, n, _ in dims[:inner])
+        offsets = np.full(1, at, dtype=np.int64)
+        for st, n, _ in dims[inner:]:  # the fastest first: the buffer is filled in that order
+            offsets = (offsets[None, :] + (np.arange(n, dtype=np.int64) * st)[:, None]).ravel()
+        if len(self.buffer) < slot * len(offsets):
+            self.buffer = bytearray(slot * len(offsets))
+        filled = memoryview(self.buffer)
+        pos = 0
+        for start in range(0, len(offsets), 1 << 14):  # (a short list of ints at a time)
+            for offset in offsets[start : start + (1 << 14)].tolist():
+                got = os.preadv(self.fd, [filled[pos : pos + slot]], offset)
+                if got != slot:  # (a short read: the rest, or the error of a source that ended)
+                    _pread_exactly(self.fd, filled[pos + got : pos + slot], offset + got, self.src)
+                pos += slot
+        del filled
+        strides = [0] * block.ndim  # (the dims that do not move: 0)
+        for st, _, d in dims[:inner]:  # within a slot: as in the source
+            strides[d] = st
+        step = slot
+        for _, n, d in dims[inner:]:  # slot after slot
+            strides[d] = step
+            step *= n
+        taken = np.ndarray(block.shape, dtype=self.dtype, buffer=self.buffer, strides=strides)
+        np.copyto(out, taken)
 
 
 def _span(view: Any) -> int:
@@ -560,29 +767,34 @@ def _span(view: Any) -> int:
     )
 
 
-def _blocks(view: Any) -> Generator[Any, None, None]:
-    """``view`` in C order, as sub-views whose output size and source span are both bounded:
-    whole rows while they fit, else rows split further (dimension by dimension)."""
+def _blocks(
+    view: Any, span_limit: int | None = None, bytes_limit: int | None = None
+) -> Generator[Any, None, None]:
+    """``view`` in C order, as sub-views whose output size and source span are both bounded
+    (by ``bytes_limit`` and ``span_limit``; BLOCK_BYTES and BLOCK_SPAN by default): whole rows
+    while they fit, else rows split further (dimension by dimension)."""
+    limit = BLOCK_SPAN if span_limit is None else span_limit
+    most = BLOCK_BYTES if bytes_limit is None else bytes_limit
     if view.size == 0:
         return
-    if view.ndim == 0 or (view.nbytes <= BLOCK_BYTES and _span(view) <= BLOCK_SPAN):
+    if view.ndim == 0 or (view.nbytes <= most and _span(view) <= limit):
         yield view
         return
     rows = view.shape[0]
     row = view[0]
     row_span = _span(row)
-    if view.ndim > 1 and (row.nbytes > BLOCK_BYTES or row_span > BLOCK_SPAN):
+    if view.ndim > 1 and (row.nbytes > most or row_span > limit):
         for i in range(rows):  # a single row is too big or too spread: split inside it
-            yield from _blocks(view[i])
+            yield from _blocks(view[i], span_limit, bytes_limit)
         return
-    if view.ndim == 1 and row_span > BLOCK_SPAN:
+    if view.ndim == 1 and row_span > limit:
         half = rows // 2  # (cannot happen for one element; keeps the split logarithmic)
-        yield from _blocks(view[:half])
-        yield from _blocks(view[half:])
+        yield from _blocks(view[:half], span_limit, bytes_limit)
+        yield from _blocks(view[half:], span_limit, bytes_limit)
         return
     # k rows take k * row.nbytes output bytes and (k - 1) * |stride| + row_span source bytes.
     stride = max(1, abs(view.strides[0]))
-    step = max(1, min(BLOCK_BYTES // max(1, row.nbytes), 1 + (BLOCK_SPAN - row_span) // stride))
+    step = max(1, min(most // max(1, row.nbytes), 1 + (limit - row_span) // stride))
     for i in range(0, rows, step):
         yield view[i : i + step]
 
