@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 import threading
@@ -374,6 +375,252 @@ def _guess_layout(
             family = _CONTEXT_WIDTHS.get(shape[1])
             if family is not None:
                 return family, "checkpoint" if full else "unet", None, None
+    return None
+
+
+# -- how the model is sampled, and what it takes in (headers and configs only) ----------------
+
+# Playground v2.5 (its diffusers scheduler_config.json and vae/config.json; ComfyUI
+# ``supported_models.SDXL.model_type`` + ``latent_formats.SDXL_Playground_2_5``): the EDM noise
+# schedule with epsilon prediction, sigmas 0.002..80, sigma_data 0.5, and latents normalised
+# per channel (mean/std) with scaling factor 0.5 instead of SDXL's 0.13025.
+PLAYGROUND_V25_SAMPLING: dict[str, Any] = {
+    "noise_schedule": "edm",
+    "prediction_type": "epsilon",
+    "sigma_min": 0.002,
+    "sigma_max": 80.0,
+    "sigma_data": 0.5,
+    "scaling_factor": 0.5,
+    "latents_mean": [-1.6574, 1.886, -1.383, 2.5155],
+    "latents_std": [8.4927, 5.9022, 6.5498, 5.2299],
+}
+# ComfyUI's V_PREDICTION_EDM (``ModelSamplingContinuousEDM`` defaults: sigmas 0.002..120,
+# sigma_data 1.0); CosXL files carry their own ``edm_vpred.sigma_max``/``sigma_min`` scalars.
+EDM_VPRED_SAMPLING: dict[str, Any] = {
+    "noise_schedule": "edm",
+    "prediction_type": "v_prediction",
+    "sigma_min": 0.002,
+    "sigma_max": 120.0,
+    "sigma_data": 1.0,
+}
+# Families whose checkpoints ComfyUI saves with sampling markers (v_pred, ztsnr, edm_vpred.*).
+MARKER_FAMILIES = ("sd1", "sd2", "sdxl")
+
+
+@dataclass(frozen=True)
+class SamplingFound:
+    """How a model is to be sampled when that is not its family's default (``settings`` empty
+    then): ``noise_schedule`` ``edm`` with ``sigma_min``/``sigma_max``/``sigma_data``, a
+    ``prediction_type``, ``zero_terminal_snr``, the latent format (``scaling_factor``,
+    ``latents_mean``, ``latents_std``), and ``source`` (what said so)."""
+
+    settings: dict[str, Any]
+    variant: str | None = None  # playground-v2.5 / cosxl, when the markers name the model
+    notes: tuple[str, ...] = ()  # warnings (a marker value that cannot be used)
+
+
+def model_sampling(path: Path, family: str) -> SamplingFound:
+    """How ``path`` is sampled, from its marker tensors (as ComfyUI reads them:
+    ``edm_mean``/``edm_std`` = Playground v2.5; ``edm_vpred.sigma_max``/``sigma_min`` = EDM
+    v-prediction, CosXL; ``v_pred`` (+ ``ztsnr``) = v-prediction (with zero terminal SNR)) or a
+    diffusers folder's scheduler config. Headers only, plus the two ``edm_vpred`` scalars of a
+    safetensors file (a few bytes). A file that cannot be read says nothing (the loader reports
+    it)."""
+    from modelsafe.errors import ModelsafeError
+
+    if path.is_dir():
+        return _folder_sampling(path)
+    if family not in MARKER_FAMILIES:
+        return SamplingFound({})
+    from modelsafe.registry.detect.probe import edm_vpred_markers
+
+    try:
+        names = set(tensor_shapes(path))
+    except (ModelsafeError, OSError):
+        return SamplingFound({})
+
+    def marker(name: str) -> str | None:
+        return next((n for n in sorted(names) if n == name or n.endswith("." + name)), None)
+
+    if family == "sdxl" and (marker("edm_mean") or marker("edm_std")):
+        found = [n for n in (marker("edm_mean"), marker("edm_std")) if n]
+        source = f"{' and '.join(found)} tensor{'s' if len(found) > 1 else ''}"
+        settings = {**PLAYGROUND_V25_SAMPLING, "source": source}
+        return SamplingFound(settings, "playground-v2.5")
+    edm_v = edm_vpred_markers(frozenset(names))
+    if edm_v:
+        return _edm_vpred_sampling(path, family, edm_v)
+    v_pred = marker("v_pred")
+    if v_pred:
+        settings = {"prediction_type": "v_prediction", "source": f"{v_pred} tensor"}
+        ztsnr = marker("ztsnr")
+        if ztsnr:
+            settings["zero_terminal_snr"] = True
+            settings["source"] = f"{v_pred} and {ztsnr} tensors"
+        return SamplingFound(settings)
+    return SamplingFound({})
+
+
+def _edm_vpred_sampling(path: Path, family: str, markers: list[str]) -> SamplingFound:
+    """EDM v-prediction with the file's own sigma range; ComfyUI's defaults, and a note,
+    when the marker values cannot be read or are no range (NaN, <= 0, min >= max)."""
+    settings = dict(EDM_VPRED_SAMPLING)
+    values = _scalar_values(path, markers)
+    high = next((v for n, v in values.items() if n.endswith("sigma_max")), None)
+    low = next((v for n, v in values.items() if n.endswith("sigma_min")), None)
+    floor = settings["sigma_min"] if low is None else low
+    notes: list[str] = []
+    if high is not None and math.isfinite(high) and math.isfinite(floor) and 0 < floor < high:
+        settings["sigma_max"], settings["sigma_min"] = high, floor
+    else:
+        shown = ", ".join(f"{n} = {v:g}" for n, v in values.items()) or "values not readable"
+        notes.append(
+            f"{path.name}: its EDM v-prediction markers ({shown}) give no usable sigma range; "
+            f"sampling with ComfyUI's defaults, sigma_min {settings['sigma_min']:g} and "
+            f"sigma_max {settings['sigma_max']:g}"
+        )
+    settings["source"] = f"{' and '.join(markers)} tensor{'s' if len(markers) > 1 else ''}"
+    return SamplingFound(settings, "cosxl" if family == "sdxl" else None, tuple(notes))
+
+
+def _folder_sampling(path: Path) -> SamplingFound:
+    """A diffusers folder's own EDM scheduler (Playground's EDMDPMSolverMultistepScheduler,
+    with its VAE's latent format) or zero-terminal-SNR setting."""
+    file = path / "scheduler" / "scheduler_config.json"
+    try:
+        config = dict(json.loads(file.read_text(encoding="utf-8"))) if file.is_file() else {}
+    except (OSError, ValueError):
+        return SamplingFound({})
+    source = "scheduler/scheduler_config.json"
+    if str(config.get("_class_name", "")).startswith("EDM"):
+        settings: dict[str, Any] = {"noise_schedule": "edm", "source": source}
+        for key, default in (("sigma_min", 0.002), ("sigma_max", 80.0), ("sigma_data", 0.5)):
+            value = config.get(key, default)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            settings[key] = float(value) if number and math.isfinite(value) else default
+        settings["prediction_type"] = str(config.get("prediction_type") or "epsilon")
+        settings.update(_folder_latent_format(path))
+        # An EDM SDXL folder with per-channel latent statistics: Playground v2.5's layout.
+        playground = "latents_mean" in settings and _folder_class(path) == "sdxl"
+        return SamplingFound(settings, "playground-v2.5" if playground else None)
+    if config.get("rescale_betas_zero_snr") is True:
+        return SamplingFound({"zero_terminal_snr": True, "source": source})
+    return SamplingFound({})
+
+
+def _folder_class(path: Path) -> str | None:
+    """The family a folder's model_index.json pipeline class names (None when unreadable)."""
+    try:
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return (
+        _PIPELINE_FAMILIES.get(str(index.get("_class_name", "")))
+        if isinstance(index, dict)
+        else None
+    )
+
+
+def _folder_latent_format(path: Path) -> dict[str, Any]:
+    """``scaling_factor``/``latents_mean``/``latents_std`` of a folder's VAE config, when it
+    has per-channel latent statistics (kept for a ``--vae`` given in its place)."""
+    file = path / "vae" / "config.json"
+    try:
+        config = dict(json.loads(file.read_text(encoding="utf-8"))) if file.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    mean, std = config.get("latents_mean"), config.get("latents_std")
+    if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std)):
+        return {}
+    found: dict[str, Any] = {"latents_mean": mean, "latents_std": std}
+    if isinstance(config.get("scaling_factor"), int | float):
+        found["scaling_factor"] = float(config["scaling_factor"])
+    return found
+
+
+def _scalar_values(path: Path, names: list[str]) -> dict[str, float]:
+    """The values of one-element tensors ``names`` of a safetensors file (empty otherwise)."""
+    header = _safetensors_header(path)
+    if header is None:
+        return {}
+    out: dict[str, float] = {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            for name in names:
+                info = header.get(name)
+                if isinstance(info, dict) and _elements(info.get("shape")) == 1:
+                    out[name] = _shortest(fh.get_tensor(name))
+    except Exception:  # noqa: BLE001 - unreadable markers: the caller falls back to defaults
+        return out
+    return out
+
+
+def _shortest(tensor: Any) -> float:
+    """A one-element tensor's value, written as short as its dtype allows (a float32 0.002 is
+    0.002, not 0.0020000000949949026: the same float32, as the recipe shows it)."""
+    import torch
+
+    value = float(tensor.double().item())
+    if tensor.dtype == torch.float64 or not math.isfinite(value):
+        return value
+    import numpy as np
+
+    return float(str(np.float32(value)))
+
+
+def _elements(shape: Any) -> int | None:
+    """How many elements a header's ``shape`` holds (None when it is no list of ints)."""
+    if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
+        return None
+    return math.prod(shape)
+
+
+# (input key, output key) pairs of denoisers whose input and output channels can be compared
+# directly: LDM/SGM and diffusers UNets (4D convs), BFL and diffusers Flux (linear layers).
+_CHANNEL_KEYS = (
+    ("input_blocks.0.0.weight", "out.2.weight"),
+    ("conv_in.weight", "conv_out.weight"),
+    ("img_in.weight", "final_layer.linear.weight"),
+    ("x_embedder.weight", "proj_out.weight"),
+)
+_DENOISER_PREFIXES = ("model.diffusion_model.", "")
+
+
+def denoiser_channels(path: Path) -> tuple[int, int] | None:
+    """(input, output) channels of the denoiser in a single file or diffusers folder, from its
+    header or ``unet``/``transformer`` config; None when they cannot be told. A text-to-image
+    denoiser takes what it gives out (the latent, 4 or 16 channels; Flux 64 patched);
+    inpainting, image-edit and control models take more (the mask, the image, a depth map)."""
+    if path.is_dir():
+        for component in ("unet", "transformer"):
+            file = path / component / "config.json"
+            if not file.is_file():
+                continue
+            try:
+                config = dict(json.loads(file.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                return None
+            cin, cout = config.get("in_channels"), config.get("out_channels")
+            cout = cin if cout is None else cout
+            if isinstance(cin, int) and isinstance(cout, int):
+                return cin, cout
+        return None
+    from modelsafe.errors import ModelsafeError
+
+    try:
+        shapes = tensor_shapes(path)
+    except (ModelsafeError, OSError):
+        return None
+    for prefix in _DENOISER_PREFIXES:
+        for key_in, key_out in _CHANNEL_KEYS:
+            shape_in, shape_out = shapes.get(prefix + key_in), shapes.get(prefix + key_out)
+            if shape_in is None or shape_out is None or len(shape_in) < 2 or not shape_out:
+                continue
+            if len(shape_in) != len(shape_out):
+                continue
+            return int(shape_in[1]), int(shape_out[0])
     return None
 
 

@@ -1,8 +1,9 @@
 """Generation requests and results, seeds, recipes, and the run itself.
 
 :func:`generate` is the whole path: audit every input (an unsafe or unreadable file is refused
-before anything loads it), identify the checkpoint's family, fill the family's defaults, hash the
-inputs, run the backend (a plugin; diffusers is built in), pass each image through the
+before anything loads it), refuse a denoiser text-to-image cannot feed (inpainting, image
+editing), identify the checkpoint's family and how it is sampled, fill the family's defaults, hash
+the inputs, run the backend (a plugin; diffusers is built in), pass each image through the
 post-processor plugins, save PNGs and record each output with its recipe in the catalog.
 """
 
@@ -47,6 +48,9 @@ FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {
     "sd2": FamilyDefaults(768, 768, 25, 7.0, "euler"),
     "sd2:512-base": FamilyDefaults(512, 512, 25, 7.0, "euler"),
     "sdxl": FamilyDefaults(1024, 1024, 30, 7.0, "euler"),
+    # Playground's published settings: its EDMDPMSolverMultistepScheduler (Karras sigmas),
+    # 50 steps, guidance 3.
+    "sdxl:playground-v2.5": FamilyDefaults(1024, 1024, 50, 3.0, "dpmpp_2m_karras"),
     "sd3": FamilyDefaults(1024, 1024, 28, 7.0, "flow_euler"),
     "sd3.5": FamilyDefaults(1024, 1024, 28, 4.5, "flow_euler"),
     "flux1": FamilyDefaults(1024, 1024, 28, 3.5, "flow_euler"),
@@ -115,6 +119,11 @@ class GenerateRequest:
     vram: int | str | None = None
     upscale: Path | str | None = None
     recipe_plan: Mapping[str, Any] = field(default_factory=dict)  # --from-image: the old record
+    # How the model is sampled where that is not its family's default, from its marker tensors
+    # or folder configs (diffusers_loader.model_sampling; filled by with_defaults): noise_schedule
+    # "edm" with sigma_min/sigma_max/sigma_data, prediction_type, zero_terminal_snr, the latent
+    # format (scaling_factor, latents_mean, latents_std) and source (what said so).
+    sampling: Mapping[str, Any] = field(default_factory=dict)
 
     def image_seeds(self) -> list[int]:
         """One seed per image: ``seeds`` if given, else ``seed``, ``seed+1``, ... (A1111 style)."""
@@ -159,6 +168,8 @@ class GenerateResult:
     request: GenerateRequest
     seconds: float = 0.0
     warnings: tuple[str, ...] = ()  # what the run warned of (see :func:`warn`), in order
+    # How the images were sampled, as the backend set it up (see :func:`record_sampling`).
+    sampling: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -174,6 +185,7 @@ class GenerateResult:
             ],
             "seconds": round(self.seconds, 3),
             "warnings": list(self.warnings),
+            "sampling": dict(self.sampling),
         }
 
 
@@ -233,7 +245,10 @@ def with_defaults(request: GenerateRequest) -> GenerateRequest:
     """``request`` with its family identified, seeds chosen and every None setting filled.
 
     A seed of -1 (``seed`` or an entry of ``seeds``) is replaced by a random one, which the
-    recipe then records."""
+    recipe then records. The model's own sampling (``sampling``: EDM noise schedule, v-prediction,
+    zero terminal SNR, latent format) is read from its marker tensors or folder configs; it sets
+    the prediction type and, for Playground v2.5 / CosXL, the variant. A marker that cannot be
+    used, or a ``prediction_type`` given against the markers, is a warning (:func:`warn`)."""
     check_numbers(request)
     family, variant, kind, prediction = request.family, request.variant, request.kind, None
     if family is not None:
@@ -248,6 +263,23 @@ def with_defaults(request: GenerateRequest) -> GenerateRequest:
         variant = variant or found.variant
         kind = kind or found.kind
         prediction = found.prediction_type
+    sampling = dict(request.sampling)
+    if not sampling:
+        from modelsafe.runtime.diffusers_loader import model_sampling
+
+        marked = model_sampling(request.checkpoint, family)
+        sampling = dict(marked.settings)
+        variant = variant or marked.variant
+        for note in marked.notes:
+            warn(note)
+    if sampling.get("prediction_type"):
+        said = str(sampling["prediction_type"])
+        if request.prediction_type and request.prediction_type != said:
+            warn(
+                f"--prediction-type {request.prediction_type} overrides {said}, the prediction "
+                f"type of {request.checkpoint.name} (per its {sampling.get('source') or 'configs'})"
+            )
+        prediction = said
     if family == "sd2" and variant is None:
         variant = "512-base" if (request.prediction_type or prediction) == "epsilon" else None
     base = family_defaults(family, variant)
@@ -266,6 +298,7 @@ def with_defaults(request: GenerateRequest) -> GenerateRequest:
         width=base.width if request.width is None else request.width,
         height=base.height if request.height is None else request.height,
         scheduler=request.scheduler or base.scheduler,
+        sampling=sampling,
     )
     check_numbers(request)
     return request
@@ -405,6 +438,79 @@ def identify_model(path: Path) -> ModelIdentity:
 
     family, kind, variant, prediction = guess_identity(path)
     return ModelIdentity(family, kind, variant, prediction)
+
+
+# -- what the denoiser takes in, before any load ------------------------------------------------
+
+
+class NotTextToImageError(UsageError):
+    """The checkpoint's denoiser takes more than the latent it gives out (an inpainting,
+    image-editing, relighting or control model): text-to-image generation has nothing to feed
+    the extra input channels."""
+
+
+# (input, output) channels -> (what such a denoiser is, what it takes in)
+_CHANNEL_MODELS: dict[tuple[int, int], tuple[str, str]] = {
+    (9, 4): ("an inpainting model", "the noisy latent (4), the mask (1) and the masked image (4)"),
+    (8, 4): (
+        "an image-editing model (instruct-pix2pix, CosXL-Edit; IC-Light fc has the same layout)",
+        "the noisy latent (4) and the image to edit or relight (4)",
+    ),
+    (12, 4): (
+        "a relighting model (IC-Light fbc)",
+        "the noisy latent (4), the foreground (4) and the background (4)",
+    ),
+    (5, 4): ("a depth-conditioned model (SD2 depth)", "the noisy latent (4) and a depth map (1)"),
+    (384, 64): (
+        "an inpainting/outpainting model (Flux.1 Fill)",
+        "the packed latent (64), the masked image (64) and the packed mask (256)",
+    ),
+    (128, 64): (
+        "a structure-control model (Flux.1 Depth/Canny)",
+        "the packed latent (64) and the control image (64)",
+    ),
+}
+# The identifier's variants of such models, as the refusal names them ({an} {family}: its label).
+_VARIANT_NAMES = {
+    "inpaint": "{an} {family} inpainting model",
+    "instruct-pix2pix": "{an} {family} instruct-pix2pix image-editing model (IC-Light fc has "
+    "the same layout)",
+    "cosxl-edit": "CosXL-Edit, an SDXL image-editing model",
+    "depth": "{an} {family} depth model",
+    "fill": "Flux.1 Fill, an inpainting/outpainting model",
+    "depth-canny": "Flux.1 Depth/Canny, a structure-control model",
+}
+
+
+def check_denoiser(request: GenerateRequest) -> None:
+    """Refuse a checkpoint whose denoiser takes other input channels than it gives out (9 for
+    inpainting, 8 for instruct-pix2pix / CosXL-Edit / IC-Light, 384 for Flux Fill...): generate
+    feeds it only the noisy latent. Headers and configs only, before anything loads; a model
+    whose channels cannot be told is left to the loader. Raises NotTextToImageError (exit 2)."""
+    from modelsafe.runtime.diffusers_loader import _inspect, denoiser_channels
+
+    path = request.checkpoint
+    channels = denoiser_channels(path)
+    if channels is None or channels[0] == channels[1]:
+        return
+    cin, cout = channels
+    what, takes = _CHANNEL_MODELS.get(
+        (cin, cout),
+        ("not a text-to-image model", f"the noisy latent ({cout}) and {cin - cout} more"),
+    )
+    report = _inspect(path)  # the identifier's name for it, when it knows the variant
+    if report is not None and report.variant in _VARIANT_NAMES:
+        from modelsafe.runtime.family_needs import label
+
+        family = label(str(report.family))
+        an = "an" if family.startswith("S") else "a"  # SD1, SDXL: "an"
+        what = _VARIANT_NAMES[str(report.variant)].format(an=an, family=family)
+    raise NotTextToImageError(
+        f"{path.name} is {what}: its denoiser takes {cin} input channels, {takes}, "
+        f"and gives out {cout}; text-to-image generation has only the noisy latent to give it",
+        hint="use a text-to-image checkpoint (the base model this one was made from); "
+        "modelsafe generate has no inpainting, image-editing or control-image input",
+    )
 
 
 # -- add-ons against the checkpoint: the rules `modelsafe resolve` uses, before any load --------
@@ -698,9 +804,12 @@ def build_recipe(
     refs: InputRefs,
     plan: Mapping[str, Any] | None = None,
     upscale_scale: int | None = None,
+    *,
+    sampling: Mapping[str, Any] | None = None,
 ) -> Recipe:
     """The recipe of the image made with ``seed`` (``request`` already has its defaults);
-    ``plan`` is the settings record (generate_plan.PlanRecord.to_json())."""
+    ``plan`` is the settings record (generate_plan.PlanRecord.to_json()), ``sampling`` how
+    the backend sampled (:func:`record_sampling`), kept as ``extra["sampling"]``."""
     from modelsafe import __version__
 
     assert request.steps is not None and request.cfg is not None
@@ -735,12 +844,15 @@ def build_recipe(
         upscale_scale=upscale_scale if refs.upscaler is not None else None,
         modelsafe_version=__version__,
         extra={
-            name: str(value.resolve())
-            for name, value in (
-                ("tokenizers", request.tokenizers),
-                ("config_dir", request.config_dir),
-            )
-            if value is not None
+            **{
+                name: str(value.resolve())
+                for name, value in (
+                    ("tokenizers", request.tokenizers),
+                    ("config_dir", request.config_dir),
+                )
+                if value is not None
+            },
+            **({"sampling": dict(sampling)} if sampling else {}),
         },
     )
 
@@ -913,6 +1025,24 @@ def _collect_warnings(callback: Warn | None) -> Iterator[list[str]]:
         _WARNINGS.reset(token)
 
 
+# -- how the run samples -----------------------------------------------------------------------
+
+# Where record_sampling() puts what the backend says while generate() runs its backend.
+_SAMPLING: ContextVar[dict[str, Any] | None] = ContextVar(
+    "modelsafe_generate_sampling", default=None
+)
+
+
+def record_sampling(info: Mapping[str, Any]) -> None:
+    """A backend says how it samples the run's images (scheduler class, noise schedule,
+    prediction type, sigmas, latent format): :func:`generate` keeps it in each image's recipe
+    (``extra["sampling"]``) and in its result (``sampling``). Outside a run it is dropped."""
+    sink = _SAMPLING.get()
+    if sink is not None:
+        sink.clear()
+        sink.update(info)
+
+
 # -- the run -------------------------------------------------------------------------------------
 
 
@@ -960,6 +1090,7 @@ def _generate(
 
         request = replace(request, upscale=find_upscaler(request.upscale, catalog))
     refuse_unsafe(request.input_files())
+    check_denoiser(request)  # an inpainting / image-editing model: nothing to feed it
     if isinstance(request.upscale, Path):
         from modelsafe.runtime.upscalers.select import describe_upscaler
 
@@ -974,7 +1105,13 @@ def _generate(
     request = replace(request, plan=settled.settings)
     refs = input_refs(request, catalog)
     seeds = request.image_seeds()
-    images = backend.generate(request, progress)
+    said: dict[str, Any] = {}
+    token = _SAMPLING.set(said)
+    try:
+        images = backend.generate(request, progress)
+    finally:
+        _SAMPLING.reset(token)
+    sampling = said or dict(request.sampling)  # a backend that says nothing: the markers'
     if len(images) != len(seeds):
         from modelsafe.errors import BackendError
 
@@ -989,7 +1126,12 @@ def _generate(
     number = _next_number(out_dir)
     for offset, (image, seed) in enumerate(zip(images, seeds, strict=True)):
         recipe = build_recipe(
-            request, seed, refs, settled.to_json(), upscaler.scale if upscaler else None
+            request,
+            seed,
+            refs,
+            settled.to_json(),
+            upscaler.scale if upscaler else None,
+            sampling=sampling,
         )
         image = postprocess(image, recipe, request, pm)
         path = out_dir / f"{number + offset:05d}-{seed}.png"
@@ -997,7 +1139,7 @@ def _generate(
         results.append(GeneratedImage(path, seed, digest, recipe))
     if catalog is not None:
         results = record_outputs(catalog, results, refs)
-    return GenerateResult(tuple(results), request)
+    return GenerateResult(tuple(results), request, sampling=sampling)
 
 
 def postprocess(image: Any, recipe: Recipe, request: GenerateRequest, pm: Any) -> Any:

@@ -1,14 +1,16 @@
 """Built-in generation backend: diffusers, from local files only.
 
 Loads the pipeline (``modelsafe.runtime.diffusers_loader``), applies the request (scheduler,
-prediction type, LoRAs with weights, textual-inversion embeddings, ControlNet, SDXL refiner) and
-the plan (device, dtype, offload, VAE tiling, attention slicing), then runs it once per image with
-that image's seeded generator. torch and diffusers are imported only when a generation runs.
+prediction type, the model's own sampling: EDM noise schedule, zero terminal SNR, latent format;
+LoRAs with weights, textual-inversion embeddings, ControlNet, SDXL refiner) and the plan (device,
+dtype, offload, VAE tiling, attention slicing), then runs it once per image with that image's
+seeded generator. torch and diffusers are imported only when a generation runs.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,21 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 FLOW_FAMILIES = ("sd3", "sd3.5", "flux1")
 FLOW_SCHEDULERS = ("flow_euler",)
+# Models trained with the EDM noise schedule (Playground v2.5, CosXL; ``request.sampling``
+# ``noise_schedule`` ``edm``) run on diffusers' EDM schedulers: scheduler id -> (EDM class, sigma
+# schedule). The plain ids space the sigmas log-linearly (``exponential``: what ComfyUI's
+# "normal" schedule gives an EDM model), ``_karras`` with Karras' rho 7 spacing. diffusers has
+# no EDM version of the others: they are refused for these models, before anything loads.
+EDM_SCHEDULERS: dict[str, tuple[str, str]] = {
+    "euler": ("EDMEulerScheduler", "exponential"),
+    "dpmpp_2m": ("EDMDPMSolverMultistepScheduler", "exponential"),
+    "dpmpp_2m_karras": ("EDMDPMSolverMultistepScheduler", "karras"),
+}
+# The schedulers diffusers can run with zero terminal SNR (``rescale_betas_zero_snr``; a
+# ``ztsnr`` marker): Heun, LMS and PNDM cannot, and are refused for those models.
+ZERO_SNR_SCHEDULERS = ("euler", "euler_a", "ddim", "unipc", "dpmpp_2m", "dpmpp_2m_karras")
+# Model variants whose sampling differs from their family's, as the refusals name them.
+SAMPLING_VARIANTS = {"playground-v2.5": "Playground v2.5", "cosxl": "CosXL"}
 
 # family -> (ControlNet model class, ControlNet pipeline class)
 CONTROLNET_CLASSES = {
@@ -83,6 +100,7 @@ def build_pipelines(request: GenerateRequest) -> tuple[Any, Any | None]:
     )
     pipe.set_progress_bar_config(disable=True)
     set_scheduler(pipe, request)
+    apply_latent_format(pipe, request)
     apply_loras(pipe, request)
     apply_embeddings(pipe, request)
     if request.controlnet is not None:
@@ -92,8 +110,11 @@ def build_pipelines(request: GenerateRequest) -> tuple[Any, Any | None]:
     apply_plan(pipe, request)
     if refiner is not None:
         refiner.set_progress_bar_config(disable=True)
-        set_scheduler(refiner, request)
+        set_scheduler(refiner, request, refiner=True)
         apply_plan(refiner, request)
+    from modelsafe.runtime.generate import record_sampling
+
+    record_sampling(sampling_record(pipe, request))
     return pipe, refiner
 
 
@@ -104,12 +125,14 @@ LYCORIS_KEYS = {"lokr_": "LoKr", "hada_": "LoHa", "oft_": "OFT", ".oft_blocks": 
 
 
 def check_request(request: GenerateRequest) -> None:
-    """Refuse, before anything loads, inputs that cannot fit the model: a VAE of other latent
-    channels or no VAE at all, text encoders under unknown names or of the wrong kind, LyCORIS
-    files diffusers cannot apply, a ControlNet made for another family."""
+    """Refuse, before anything loads, inputs that cannot fit the model: a scheduler its sampling
+    cannot use, a VAE of other latent channels or no VAE at all, text encoders under unknown
+    names or of the wrong kind, LyCORIS files diffusers cannot apply, a ControlNet made for
+    another family."""
     from modelsafe.runtime.diffusers_loader import check_text_encoders, check_vae
 
     assert request.family is not None
+    check_sampling(request)
     if request.vae is not None:
         check_vae(
             request.vae, request.family, request.variant, request.config_dir, request.checkpoint
@@ -187,9 +210,10 @@ def check_controlnet(request: GenerateRequest) -> None:
         )
 
 
-def set_scheduler(pipe: Any, request: GenerateRequest) -> None:
-    import diffusers
-
+def check_sampling(request: GenerateRequest) -> None:
+    """The ``--scheduler`` fits the model's sampling: a known id, flow_euler for flow models
+    only, one with an EDM version for EDM models (Playground v2.5, CosXL), one that can run
+    zero terminal SNR for ``ztsnr`` models; and no SDXL refiner after an EDM model."""
     name = request.scheduler or ""
     if name not in SCHEDULERS:
         raise BackendError(
@@ -202,12 +226,154 @@ def set_scheduler(pipe: Any, request: GenerateRequest) -> None:
             f"scheduler {name!r} does not fit {request.family} models",
             hint=f"use {kinds}",
         )
+    sampling = request.sampling
+    model = _model_label(request)
+    per = f"per its {sampling.get('source') or 'configs'}"
+    if sampling.get("noise_schedule") == "edm":
+        if name not in EDM_SCHEDULERS:
+            raise BackendError(
+                f"scheduler {name!r} cannot sample {model}, trained with the EDM noise schedule "
+                f"(sigma {float(sampling['sigma_min']):g} to {float(sampling['sigma_max']):g}, "
+                f"{per}): diffusers has EDM versions of Euler and DPM++ 2M only",
+                hint="use --scheduler euler, dpmpp_2m or dpmpp_2m_karras (run as "
+                "EDMEulerScheduler / EDMDPMSolverMultistepScheduler), or leave --scheduler out",
+            )
+        if request.refiner is not None:
+            raise BackendError(
+                f"the SDXL refiner cannot take over from {model}: the base is sampled with the "
+                f"EDM noise schedule ({per}), the refiner with SDXL's discrete one, and the "
+                "hand-off needs one timestep scale for both",
+                hint="leave --refiner out",
+            )
+    if sampling.get("zero_terminal_snr") and name not in ZERO_SNR_SCHEDULERS:
+        raise BackendError(
+            f"scheduler {name!r} cannot sample {model} with zero terminal SNR ({per}): "
+            f"diffusers' {SCHEDULERS[name][0]} has no rescale_betas_zero_snr",
+            hint="use --scheduler " + ", ".join(ZERO_SNR_SCHEDULERS),
+        )
+
+
+def _model_label(request: GenerateRequest) -> str:
+    """``this Playground v2.5 model``, ``this CosXL model``, ``this SDXL model``."""
+    from modelsafe.runtime.family_needs import label
+
+    named = SAMPLING_VARIANTS.get(request.variant or "")
+    return f"this {named or label(request.family or '')} model"
+
+
+def set_scheduler(pipe: Any, request: GenerateRequest, *, refiner: bool = False) -> None:
+    """The request's scheduler on ``pipe``, run the way the model samples: its prediction type,
+    its EDM noise schedule (an EDM scheduler, see EDM_SCHEDULERS) or zero terminal SNR
+    (``rescale_betas_zero_snr`` with ``trailing`` timesteps), from ``request.sampling``.
+
+    A ``refiner`` keeps its own prediction type and noise schedule: it takes the scheduler id
+    only (the base model's markers are not its own)."""
+    import diffusers
+
+    check_sampling(request)
+    name = request.scheduler or ""
+    sampling: Mapping[str, Any] = {} if refiner else request.sampling
+    prediction = None if refiner else request.prediction_type
+    current = type(pipe.scheduler).__name__
+    if sampling.get("noise_schedule") == "edm":
+        cls_name, sigma_schedule = EDM_SCHEDULERS[name]
+        cls = getattr(diffusers, cls_name)
+        base = dict(pipe.scheduler.config) if current.startswith("EDM") else {}
+        config = {
+            **_accepted(cls, base),
+            "sigma_min": float(sampling["sigma_min"]),
+            "sigma_max": float(sampling["sigma_max"]),
+            "sigma_data": float(sampling["sigma_data"]),
+            "sigma_schedule": sigma_schedule,
+            "prediction_type": prediction or sampling.get("prediction_type") or "epsilon",
+        }
+        pipe.scheduler = cls.from_config(config)
+        return
     cls_name, extra = SCHEDULERS[name]
+    cls = getattr(diffusers, cls_name)
+    flow = request.family in FLOW_FAMILIES
     config = dict(pipe.scheduler.config)
-    if request.prediction_type and not flow:
-        config["prediction_type"] = request.prediction_type
-    if type(pipe.scheduler).__name__ != cls_name or extra or request.prediction_type:
-        pipe.scheduler = getattr(diffusers, cls_name).from_config(config, **extra)
+    changed = bool(extra)
+    if prediction and not flow:
+        config["prediction_type"] = prediction
+        changed = True
+    if sampling.get("zero_terminal_snr"):
+        config.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+        changed = True
+    if current != cls_name or changed:
+        pipe.scheduler = cls.from_config(config, **extra)
+
+
+def _accepted(cls: Any, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of ``config`` that scheduler class ``cls`` takes (diffusers warns of others)."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return dict(config)
+    return {k: v for k, v in config.items() if k in params or k.startswith("_")}
+
+
+def apply_latent_format(pipe: Any, request: GenerateRequest) -> None:
+    """A model's own latent format (Playground v2.5: per-channel mean/std and scaling factor
+    0.5) on the VAE, whichever VAE it is (``--vae`` too): diffusers' SDXL pipeline reads
+    ``vae.config.latents_mean``/``latents_std``/``scaling_factor`` when it decodes."""
+    sampling = request.sampling
+    vae = getattr(pipe, "vae", None)
+    if vae is None or "latents_mean" not in sampling or "latents_std" not in sampling:
+        return
+    mean, std = list(sampling["latents_mean"]), list(sampling["latents_std"])
+    channels = vae.config.get("latent_channels")
+    if isinstance(channels, int) and channels != len(mean):
+        raise BackendError(
+            f"the VAE has {channels} latent channels; {_model_label(request)} gives "
+            f"{len(mean)} ({sampling.get('source') or 'its latent format'})",
+            hint="pass the VAE made for this model (or leave --vae out)",
+        )
+    changes: dict[str, Any] = {"latents_mean": mean, "latents_std": std}
+    if "scaling_factor" in sampling:
+        changes["scaling_factor"] = float(sampling["scaling_factor"])
+    vae.register_to_config(**changes)
+
+
+def sampling_record(pipe: Any, request: GenerateRequest) -> dict[str, Any]:
+    """How ``pipe`` samples, as its scheduler and VAE are set (what the recipe keeps as
+    ``extra.sampling``): the scheduler class, noise schedule (``discrete``, ``edm``, ``flow``),
+    prediction type, the EDM sigmas or the zero-terminal-SNR setting, a latent format with
+    per-channel statistics, and what said so when it is not the family's default."""
+    scheduler = pipe.scheduler
+    config = scheduler.config
+    cls_name = type(scheduler).__name__
+    record: dict[str, Any] = {"scheduler": request.scheduler, "scheduler_class": cls_name}
+    if cls_name.startswith("EDM"):
+        record.update(
+            noise_schedule="edm",
+            prediction_type=config.get("prediction_type"),
+            sigma_min=config.get("sigma_min"),
+            sigma_max=config.get("sigma_max"),
+            sigma_data=config.get("sigma_data"),
+            sigma_schedule=config.get("sigma_schedule"),
+        )
+    elif cls_name.startswith("FlowMatch"):
+        record.update(noise_schedule="flow", shift=config.get("shift"))
+    else:
+        record.update(
+            noise_schedule="discrete",
+            prediction_type=config.get("prediction_type", "epsilon"),
+            zero_terminal_snr=bool(config.get("rescale_betas_zero_snr", False)),
+            timestep_spacing=config.get("timestep_spacing"),
+        )
+    vae = getattr(pipe, "vae", None)
+    vae_config = getattr(vae, "config", None) or {}
+    if vae_config.get("latents_mean") is not None and vae_config.get("latents_std") is not None:
+        record["latent_format"] = {
+            "scaling_factor": vae_config.get("scaling_factor"),
+            "latents_mean": list(vae_config["latents_mean"]),
+            "latents_std": list(vae_config["latents_std"]),
+        }
+    if request.sampling.get("source"):
+        record["source"] = str(request.sampling["source"])
+    return record
 
 
 def apply_loras(pipe: Any, request: GenerateRequest) -> None:
