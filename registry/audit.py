@@ -23,7 +23,7 @@ def verdict_status(findings: list[Finding]) -> str:
 
 def audit_path(path: Path | str) -> Verdict:
     """The verdict for one file; unreadable input is an ``error`` verdict, never an exception."""
-    from modelsafe.plugin_manager import get_plugin_manager
+    from modelsafe.plugin_manager import HookFailure, get_plugin_manager
     from modelsafe.registry.sniff import not_a_model
 
     path = Path(path)
@@ -44,28 +44,31 @@ def audit_path(path: Path | str) -> Verdict:
     findings: list[Finding] = []
     handled = False
     pm = get_plugin_manager()
-    failed_before = len(pm.failures)
+    failed: list[HookFailure] = []  # this call's own failures (scan audits files in threads)
     try:
-        for plugin, result in pm.call_each("modelsafe_audit", path=path, head=head, fmt=fmt):
+        for plugin, result in pm.call_each(
+            "modelsafe_audit", failed=failed, path=path, head=head, fmt=fmt
+        ):
             handled = True
-            for item in result:
-                if isinstance(item, Finding):
-                    findings.append(item if item.scanner else _named(item, plugin))
+            found, wrong = _scanner_findings(result)
+            findings.extend(item if item.scanner else _named(item, plugin) for item in found)
+            if wrong:
+                pm.record_failure(plugin, "modelsafe_audit", wrong, failed)
     except FileReadError as exc:
         findings.append(Finding("error", "unreadable", exc.reason))
         handled = True
-    # A scanner that crashed has not vouched for the file: never let silence read as "safe".
-    for failure in pm.failures[failed_before:]:
-        if failure.hook == "modelsafe_audit":
-            findings.append(
-                Finding(
-                    "error",
-                    "scanner-failed",
-                    f"scanner {failure.plugin} failed: {failure.reason}",
-                    scanner=failure.plugin,
-                )
+    # A scanner that crashed or answered garbage has not vouched for the file: never let that
+    # read as "safe" (whatever Findings it did return still count).
+    for failure in failed:
+        findings.append(
+            Finding(
+                "error",
+                "scanner-failed",
+                f"scanner {failure.plugin} failed: {failure.reason}",
+                scanner=failure.plugin,
             )
-            handled = True
+        )
+        handled = True
     if not handled:
         what = not_a_model(fmt, path.stat().st_size, head)
         reason = what.reason if what else f"no scanner reads this format ({fmt})"
@@ -83,6 +86,29 @@ def audit_path(path: Path | str) -> Verdict:
         # any file that is not a zip or a .npy, whatever it also is.
         findings.extend(disguised_pickle(path, head, fmt, valid=status == "safe"))
     return Verdict(path, verdict_status(findings), fmt, tuple(findings))
+
+
+def _scanner_findings(result: object) -> tuple[list[Finding], str]:
+    """The Findings in a scanner's answer, and what was wrong with it ("" when it is a list or
+    tuple of Findings, as the hook promises). A bare Finding counts, but is still wrong."""
+    if isinstance(result, Finding):
+        return [result], f"returned a bare Finding ({_shown(result)}), not a list of Findings"
+    if not isinstance(result, (list, tuple)):
+        return [], f"returned {_shown(result)}, not a list of Findings"
+    found = [item for item in result if isinstance(item, Finding)]
+    others = [item for item in result if not isinstance(item, Finding)]
+    if not others:
+        return found, ""
+    what = ", ".join(_shown(item) for item in others[:3]) + (", ..." if len(others) > 3 else "")
+    return found, f"returned {len(others)} item(s) that are not Findings: {what}"
+
+
+def _shown(value: object) -> str:
+    """``value`` for a message: its type and a short repr."""
+    text = repr(value)
+    text = text if len(text) <= 120 else text[:117] + "..."
+    kind = type(value).__name__
+    return text if text.startswith(kind) else f"{kind} {text}"
 
 
 def _special_kind(path: Path) -> str:

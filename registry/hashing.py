@@ -477,23 +477,39 @@ def stream_hashers(path: Path, hashers: Sequence[Hasher]) -> tuple[int, dict[str
 
 def collect_hashers(index: TensorIndex | None) -> list[Hasher]:
     """Fresh hashers from every ``modelsafe_hashers`` implementation (first of a name wins)."""
+    return [hasher for hasher, _plugin in _collect_hashers(index)]
+
+
+def _collect_hashers(index: TensorIndex | None) -> list[tuple[Hasher, str]]:
+    """(hasher, the plugin that gave it) for every hasher. Something that is not a hasher (no
+    ``name``, ``update`` or ``hexdigest``) is recorded as its plugin's failure and left out."""
     from modelsafe.plugin_manager import get_plugin_manager
 
-    found: dict[str, Hasher] = {}
-    shadowed: list[Hasher] = []
-    for _plugin, result in get_plugin_manager().call_each("modelsafe_hashers", index=index):
-        for hasher in result if isinstance(result, list) else [result]:
+    pm = get_plugin_manager()
+    found: dict[str, tuple[Hasher, str]] = {}
+    shadowed: list[tuple[Hasher, str]] = []
+    for plugin, result in pm.call_each("modelsafe_hashers", index=index):
+        for hasher in result if isinstance(result, (list, tuple)) else [result]:
             name = getattr(hasher, "name", None)
-            if isinstance(name, str) and name and name not in found:
-                found[name] = hasher
-            elif isinstance(name, str) and name and _is_split(hasher):
-                shadowed.append(hasher)
+            if not (isinstance(name, str) and name) or not all(
+                callable(getattr(hasher, m, None)) for m in ("update", "hexdigest")
+            ):
+                pm.record_failure(
+                    plugin,
+                    "modelsafe_hashers",
+                    f"returned {type(hasher).__name__} {hasher!r:.60}, not a hasher (one "
+                    "needs a name, update() and hexdigest())",
+                )
+            elif name not in found:
+                found[name] = (hasher, plugin)
+            elif _is_split(hasher):
+                shadowed.append((hasher, plugin))
     # A two-stream hasher whose first name another hasher took still gives its second value.
-    for hasher in shadowed:
+    for hasher, plugin in shadowed:
         alone = getattr(hasher, "second_alone", None)
         second = alone() if callable(alone) else None
         if second is not None and second.name not in found:
-            found[second.name] = second
+            found[second.name] = (second, plugin)
     return list(found.values())
 
 
@@ -529,9 +545,18 @@ def stale_embedded_hashes(embedded: dict[str, str], tensor_sha256: str | None) -
 
 def hash_file(path: Path, index: TensorIndex | None = None) -> dict[str, str | None]:
     """Every hash of the file at ``path`` in one read; ``index`` (its tensor table) enables
-    AutoV3, content_id and the embedded-hash check. Values are lowercase hex or None."""
+    AutoV3, content_id and the embedded-hash check. Values are lowercase hex or None.
+
+    A hasher that raises (in ``update``, ``hexdigest`` or ``extra_hexdigests``) or gives a value
+    that is not a string loses only its own value: it is None, the reason is in
+    ``hash_failures``, and the failure is recorded against the plugin that gave the hasher.
+    """
+    from modelsafe.plugin_manager import get_plugin_manager
+
     path = Path(path)
-    hashers = collect_hashers(index)
+    collected = _collect_hashers(index)
+    owners = {hasher.name: plugin for hasher, plugin in collected}
+    hashers = [hasher for hasher, _plugin in collected]
     embedded = _embedded(index)
     if embedded and _needs_own_tensor_hash(index):
         hashers.append(TensorDataSha256())
@@ -541,11 +566,26 @@ def hash_file(path: Path, index: TensorIndex | None = None) -> dict[str, str | N
         if h.name in failures:
             values[h.name] = None
             continue
-        values[h.name] = h.hexdigest()
+        try:
+            values[h.name] = _hex_value(h.hexdigest(), "hexdigest()")
+        except Exception as exc:  # a broken (third-party) hasher loses only its value
+            values[h.name] = None
+            failures[h.name] = f"{type(exc).__name__}: {exc}"
+            continue
         extra = getattr(h, "extra_hexdigests", None)  # values the same object computed
         if callable(extra):
-            for name, value in extra().items():
+            try:
+                more = _extra_values(extra())
+            except Exception as exc:  # noqa: BLE001 - its own value is kept
+                failures[h.name] = f"{type(exc).__name__}: {exc}"
+                continue
+            for name, value in more.items():
                 values.setdefault(name, value)
+    pm = get_plugin_manager()
+    for name in sorted(failures):
+        pm.record_failure(
+            owners.get(name, "modelsafe"), "modelsafe_hashers", f"hasher {name}: {failures[name]}"
+        )
     sha = values.get("sha256")
     values.setdefault("autov2", sha[:10] if sha else None)
     tensor_sha = values.pop(_TENSOR_DATA, None) or (values.get("autov3") if embedded else None)
@@ -556,3 +596,18 @@ def hash_file(path: Path, index: TensorIndex | None = None) -> dict[str, str | N
     if failures:
         result["hash_failures"] = "; ".join(f"{k}: {v}" for k, v in sorted(failures.items()))
     return result
+
+
+def _extra_values(more: object) -> dict[str, str | None]:
+    if not isinstance(more, dict):
+        raise TypeError(f"extra_hexdigests() returned {type(more).__name__}, not a dict")
+    return {
+        str(name): _hex_value(value, f"extra_hexdigests()[{name!r}]")
+        for name, value in more.items()
+    }
+
+
+def _hex_value(value: object, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{what} returned {type(value).__name__} {value!r:.40}, not a string")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import numbers
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from modelsafe.types import Candidate, Identity, TensorIndex
@@ -14,22 +15,63 @@ TIE_MARGIN = 0.02
 
 
 def collect_candidates(index: TensorIndex) -> list[Candidate]:
-    """Every candidate every detector returns, best first (garbage answers are dropped)."""
-    from modelsafe.plugin_manager import HookFailure, get_plugin_manager
+    """Every candidate every detector returns, best first.
+
+    A malformed answer (not a Candidate, a score that is not a number in 0..1, a family or kind
+    that is not a string...) is dropped and recorded as that detector's failure; evidence given
+    as one string counts as one evidence item.
+    """
+    from modelsafe.plugin_manager import get_plugin_manager
 
     pm = get_plugin_manager()
     found: list[Candidate] = []
     for plugin, result in pm.call_each("modelsafe_identify", index=index):
         items: Iterable[object] = result if isinstance(result, (list, tuple)) else [result]
         for item in items:
-            if isinstance(item, Candidate) and 0.0 <= item.score <= 1.0:
-                found.append(item if item.detector else _with_detector(item, plugin))
-            else:
-                pm.failures.append(
-                    HookFailure(plugin, "modelsafe_identify", f"returned {item!r:.80}")
-                )
+            candidate, wrong = _checked_candidate(item)
+            if candidate is None:
+                pm.record_failure(plugin, "modelsafe_identify", wrong)
+                continue
+            found.append(candidate if candidate.detector else _with_detector(candidate, plugin))
     found.sort(key=lambda c: c.score, reverse=True)
     return found
+
+
+def _checked_candidate(item: object) -> tuple[Candidate | None, str]:
+    """``item`` as a well-formed Candidate (score a float, evidence a tuple of strings), or None
+    and what is wrong with it."""
+    from dataclasses import replace
+
+    if not isinstance(item, Candidate):
+        return None, f"returned {type(item).__name__} {item!r:.80}, not a Candidate"
+    score: object = item.score
+    if isinstance(score, bool) or not isinstance(score, numbers.Real):  # (numpy floats are)
+        return None, f"returned a Candidate whose score is {score!r:.40}, not a number"
+    value = float(score)
+    if not 0.0 <= value <= 1.0:  # (NaN fails this too)
+        return None, f"returned a Candidate whose score {score!r} is not between 0 and 1"
+    for name in ("family", "kind"):
+        label = getattr(item, name)
+        if not isinstance(label, str) or not label:
+            return None, f"returned a Candidate whose {name} is {label!r:.40}, not a name"
+    for name in ("variant", "prediction_type"):
+        label = getattr(item, name)
+        if label is not None and not isinstance(label, str):
+            return None, f"returned a Candidate whose {name} is {label!r:.40}, not a string"
+    given: object = item.evidence
+    if isinstance(given, str):
+        evidence: tuple[str, ...] = (given,)  # one reason, not one per character
+    elif isinstance(given, (list, tuple)) and all(isinstance(e, str) for e in given):
+        evidence = tuple(given)
+    else:
+        return None, f"returned a Candidate whose evidence is {given!r:.60}, not strings"
+    facts: object = item.facts
+    if not isinstance(facts, Mapping):
+        return None, f"returned a Candidate whose facts are {facts!r:.40}, not a dict"
+    detector: object = item.detector
+    if not isinstance(detector, str):
+        return None, f"returned a Candidate whose detector is {detector!r:.40}"
+    return replace(item, score=value, evidence=evidence), ""
 
 
 def _with_detector(candidate: Candidate, detector: str) -> Candidate:

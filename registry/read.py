@@ -54,7 +54,7 @@ def check_readable_kind(path: Path) -> bool:
 
 def read_index(path: Path | str) -> TensorIndex:
     """The tensor table of ``path`` (a file or a diffusers folder), from headers only."""
-    from modelsafe.plugin_manager import get_plugin_manager
+    from modelsafe.plugin_manager import HookFailure, get_plugin_manager
 
     path = Path(path)
     is_dir = check_readable_kind(path)
@@ -63,8 +63,19 @@ def read_index(path: Path | str) -> TensorIndex:
     except OSError as exc:
         raise open_error(path, exc) from exc
     fmt = Format.DIFFUSERS_DIR.value if is_dir else sniff(head).value
-    found = get_plugin_manager().first_result("modelsafe_read_index", path=path, head=head, fmt=fmt)
+    failed: list[HookFailure] = []
+    found = get_plugin_manager().first_result(
+        "modelsafe_read_index", failed=failed, path=path, head=head, fmt=fmt
+    )
     if found is None:
+        if failed:  # a reader that crashed is why nothing read it: say so, not "no format"
+            first = failed[0]
+            raise UnsupportedFormatError(
+                f"{path}: format reader {first.plugin} failed: {first.reason} "
+                "(no other reader reads it)",
+                hint=f"report it to the plugin's author, or skip it with "
+                f"--disable-plugin {first.plugin}",
+            )
         raise _unsupported(path, fmt, is_dir)
     _plugin, index = found
     if not isinstance(index, TensorIndex):

@@ -144,15 +144,62 @@ def estimate_weights(
 def estimate_component_vram(
     index: TensorIndex, family: str, kind: str, facts: dict[str, Any]
 ) -> dict[str, Any]:
-    """VRAM of ``index``'s weights: the first estimator plugin's answer, else the formula."""
+    """VRAM of ``index``'s weights: the first estimator plugin's well-formed answer, else the
+    formula. A malformed answer (see :func:`estimate_problem`) is recorded as that plugin's
+    failure and the next estimator (in the end the built-in one) answers."""
     from modelsafe.plugin_manager import get_plugin_manager
 
-    found = get_plugin_manager().first_result(
+    pm = get_plugin_manager()
+    for plugin, answer in pm.call_each(
         "modelsafe_estimate_vram", index=index, family=family, kind=kind, facts=facts
-    )
-    if found is not None:
-        plugin, answer = found
-        if isinstance(answer, dict):
-            answer.setdefault("estimator", plugin)
-            return answer
+    ):
+        wrong = estimate_problem(answer)
+        if wrong:
+            pm.record_failure(plugin, "modelsafe_estimate_vram", wrong)
+            continue
+        answer = dict(answer)
+        answer.setdefault("estimator", plugin)
+        return answer
     return estimate_weights(index, family, kind, facts)
+
+
+_SIZE_KEYS = ("native", *PRECISIONS)
+
+
+def estimate_problem(answer: object) -> str:
+    """What is wrong with an estimator's answer ("" if nothing): it must be a dict whose sizes
+    (``native``, every precision, ``parameters``...), where given, are numbers (int or float,
+    not negative), and whose ``components``, when given, is a dict of such dicts."""
+    if not isinstance(answer, dict):
+        return f"returned {type(answer).__name__} {answer!r:.60}, not a dict"
+    wrong = _sizes_problem(answer, "")
+    if wrong:
+        return wrong
+    components = answer.get("components", {})
+    if not isinstance(components, dict):
+        return f"returned components {components!r:.60}, not a dict"
+    for name, sizes in components.items():
+        if not isinstance(sizes, dict):
+            return f"returned component {name!r} as {sizes!r:.60}, not a dict"
+        wrong = _sizes_problem(sizes, f"component {name!r}: ")
+        if wrong:
+            return wrong
+    return ""
+
+
+def _sizes_problem(sizes: dict[Any, Any], where: str) -> str:
+    for key in (*_SIZE_KEYS, "parameters", "largest_layer_fp16", "not_loaded_bytes"):
+        value = sizes.get(key, 0)
+        if not _is_size(value):
+            return f"returned {where}{key} = {value!r:.40}, not a number of bytes"
+    return ""
+
+
+def _is_size(value: object) -> bool:
+    import math
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # (numpy numbers are)
+        return False
+    number = float(value)
+    return math.isfinite(number) and number >= 0

@@ -23,7 +23,14 @@ class Backend(Protocol):
     Optional: ``check(request) -> None``, called before the plan and any load; it raises a
     ModelsafeError for inputs the backend cannot use (a VAE of another latent width, a LoRA kind
     it cannot apply), so a user mistake is named before minutes of loading. Not part of the
-    protocol, so backends without it still qualify.
+    protocol, so backends without it still qualify. Any other exception from ``check`` or
+    ``generate`` becomes a BackendError naming the backend (exit 2).
+
+    While ``generate`` runs, a backend may call ``modelsafe.runtime.generate.warn(message)``
+    (a warning shown as it happens and kept in the result) and
+    ``modelsafe.runtime.generate.record_sampling(info)`` (how it sampled: scheduler, noise
+    schedule, prediction type, sigmas; kept in each image's recipe as ``extra["sampling"]``).
+    ``progress(step, total)`` is always a callable.
     """
 
     name: str
@@ -40,18 +47,29 @@ def available_backends(pm: ModelsafePluginManager | None = None) -> dict[str, tu
     found: dict[str, tuple[str, Backend]] = {}
     for plugin, result in pm.call_each("modelsafe_backends"):
         for backend in result if isinstance(result, (list, tuple)) else [result]:
-            if isinstance(backend, Backend) and backend.name not in found:
+            if not isinstance(backend, Backend) or not isinstance(backend.name, str):
+                pm.record_failure(
+                    plugin,
+                    "modelsafe_backends",
+                    f"returned {type(backend).__name__}, not a backend (a `name` and a "
+                    "`generate(request, progress)`): ignored",
+                )
+            elif backend.name not in found:
                 found[backend.name] = (plugin, backend)
     return found
 
 
 def get_backend(name: str = DEFAULT_BACKEND, pm: ModelsafePluginManager | None = None) -> Backend:
     """The backend called ``name``; a clear error lists the ones there are."""
+    from modelsafe.plugin_manager import get_plugin_manager
+
     found = available_backends(pm)
     if name in found:
         return found[name][1]
     names = ", ".join(sorted(found)) or "none"
+    pm = pm or get_plugin_manager()
+    why = "".join(f"; {f.message()}" for f in pm.failures_in("modelsafe_backends")[:3])
     raise BackendError(
-        f"no generation backend called {name!r} (available: {names})",
+        f"no generation backend called {name!r} (available: {names}){why}",
         hint="install the plugin that provides it, or check `modelsafe plugins` for broken ones",
     )

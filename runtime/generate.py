@@ -738,9 +738,15 @@ def known_hashes(path: Path, catalog: Catalog | None) -> dict[str, Any]:
         if found:
             return found
     if path.is_file():
+        from modelsafe.errors import ModelsafeError
         from modelsafe.registry.hashing import hash_file
+        from modelsafe.registry.read import read_index
 
-        hashes = hash_file(path)
+        try:
+            index = read_index(path)  # the tensor table hashers are promised when readable
+        except ModelsafeError:
+            index = None
+        hashes = hash_file(path, index)
         return {"sha256": hashes.get("sha256"), "autov2": hashes.get("autov2")}
     return {}
 
@@ -1099,7 +1105,7 @@ def _generate(
     backend = get_backend(request.backend, pm)
     check = getattr(backend, "check", None)
     if callable(check):  # a backend's own checks of the inputs (headers only, no load)
-        check(request)
+        _call_backend(backend, "check", check, request)
     check_compatibility(request)  # LoRAs and embeddings, as `modelsafe resolve` judges them
     settled = settle(request, catalog)  # the VRAM plan: refused here, before any load
     request = replace(request, plan=settled.settings)
@@ -1108,16 +1114,13 @@ def _generate(
     said: dict[str, Any] = {}
     token = _SAMPLING.set(said)
     try:
-        images = backend.generate(request, progress)
+        images = _call_backend(
+            backend, "generate", backend.generate, request, progress or _no_progress
+        )
     finally:
         _SAMPLING.reset(token)
     sampling = said or dict(request.sampling)  # a backend that says nothing: the markers'
-    if len(images) != len(seeds):
-        from modelsafe.errors import BackendError
-
-        raise BackendError(
-            f"backend {backend.name!r} returned {len(images)} images for {len(seeds)} seeds"
-        )
+    _check_images(backend.name, images, len(seeds))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -1142,28 +1145,77 @@ def _generate(
     return GenerateResult(tuple(results), request, sampling=sampling)
 
 
+def _no_progress(step: int, total: int) -> None:
+    """The progress callback when nothing shows one: backends may always call it."""
+
+
+def _call_backend(backend: Any, what: str, call: Callable[..., Any], *args: Any) -> Any:
+    """A backend's ``check()`` or ``generate()``: a ModelsafeError is its answer; anything else
+    it raises is a BackendError naming the backend (exit 2), not an unexpected error."""
+    from modelsafe.errors import BackendError, ModelsafeError
+
+    try:
+        return call(*args)
+    except ModelsafeError:
+        raise
+    except Exception as exc:
+        raise BackendError(
+            f"backend {backend.name!r} failed in {what}(): {type(exc).__name__}: {exc}",
+            hint="report it to the backend's author (MODELSAFE_DEBUG=1 shows the traceback), "
+            "or choose another with --backend",
+        ) from exc
+
+
+def _check_images(backend: str, images: Any, seeds: int) -> None:
+    """What a backend returned must be one PIL image per seed."""
+    from PIL import Image
+
+    from modelsafe.errors import BackendError
+
+    if not isinstance(images, list | tuple):
+        raise BackendError(
+            f"backend {backend!r} returned {type(images).__name__}, not a list of images",
+            hint="report it to the backend's author, or choose another with --backend",
+        )
+    if len(images) != seeds:
+        raise BackendError(f"backend {backend!r} returned {len(images)} images for {seeds} seeds")
+    wrong = next((i for i in images if not isinstance(i, Image.Image)), None)
+    if wrong is not None:
+        raise BackendError(
+            f"backend {backend!r} returned a {type(wrong).__name__} where an image was due",
+            hint="report it to the backend's author, or choose another with --backend",
+        )
+
+
 def postprocess(image: Any, recipe: Recipe, request: GenerateRequest, pm: Any) -> Any:
     """Pass ``image`` through every ``modelsafe_postprocess`` plugin, in turn (each sees the
-    image the one before returned; one that raises is recorded and skipped)."""
-    from modelsafe.errors import ModelsafeError
-    from modelsafe.plugin_manager import HookFailure
+    image the one before returned). One that raises, or returns something that is not an image,
+    is named in a warning and skipped: a broken plugin never loses the image. Traced by
+    ``MODELSAFE_TRACE_PLUGINS=1`` like every hook."""
+    from PIL import Image
 
+    recipe_chunks: dict[str, str] = {}  # what the metadata writer wrote, kept to the end
     for impl in pm._impls("modelsafe_postprocess"):
-        values = {"image": image, "recipe": recipe, "request": request}
-        try:
-            replaced = impl.function(**{n: values[n] for n in impl.argnames if n in values})
-        except ModelsafeError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a broken plugin never loses the image
-            pm.failures.append(
-                HookFailure(
-                    impl.plugin_name, "modelsafe_postprocess", f"{type(exc).__name__}: {exc}"
-                )
+        ok, replaced = pm.call_impl(
+            impl, "modelsafe_postprocess", image=image, recipe=recipe, request=request
+        )
+        if ok and replaced is not None and not isinstance(replaced, Image.Image):
+            pm.record_failure(
+                impl.plugin_name,
+                "modelsafe_postprocess",
+                f"returned {type(replaced).__name__}, not an image: ignored",
             )
-            continue
-        if replaced is not None:
+        elif ok and replaced is not None:
             image = replaced
+        if impl.plugin_name == METADATA_WRITER:
+            recipe_chunks = {k: v for k, v in image.info.items() if isinstance(v, str)}
+    for key, value in recipe_chunks.items():  # a later plugin's new image keeps the recipe
+        image.info.setdefault(key, value)
     return image
+
+
+# The built-in post-processor that writes the recipe chunks (``parameters``, ``modelsafe``).
+METADATA_WRITER = "postprocess_png_metadata"
 
 
 def save_png(image: Any, path: Path) -> str:

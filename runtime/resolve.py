@@ -24,6 +24,7 @@ from modelsafe.paths import user_path
 from modelsafe.types import Compatibility, Part, to_jsonable
 
 if TYPE_CHECKING:
+    from modelsafe.plugin_manager import HookFailure
     from modelsafe.registry.catalog.db import Catalog
     from modelsafe.registry.catalog.models import Model
 
@@ -108,6 +109,8 @@ class ResolveResult:
     parts: tuple[PartResult, ...]
     missing: tuple[MissingPart, ...]
     loaded: tuple[Part, ...] = field(default=(), repr=False, compare=False)
+    # Plugins that raised or answered garbage while this set was read, identified and checked.
+    plugin_failures: tuple[HookFailure, ...] = field(default=(), compare=False)
 
     @property
     def compatible(self) -> bool:
@@ -125,6 +128,7 @@ class ResolveResult:
             "checkpoint": self.checkpoint.as_json(),
             "parts": [p.as_json() for p in self.parts],
             "missing": to_jsonable(list(self.missing)),
+            "plugin_failures": to_jsonable(list(self.plugin_failures)),
         }
 
 
@@ -241,7 +245,8 @@ def load_part(ref: str, role: str, *, catalog: Catalog | None = None, weight: fl
 
 
 def check_part(base: Part, part: Part) -> tuple[str, tuple[Compatibility, ...]]:
-    """Ask every compatibility rule about ``part``; ``rejected`` if any rejects."""
+    """Ask every compatibility rule about ``part``: ``rejected`` if any rejects, ``accepted`` if
+    one accepts and no rule failed (raised or answered garbage), else ``unchecked``."""
     from modelsafe.plugin_manager import get_plugin_manager
 
     found: list[Compatibility] = []
@@ -265,16 +270,51 @@ def check_part(base: Part, part: Part) -> tuple[str, tuple[Compatibility, ...]]:
                 )
             )
             return "rejected", tuple(found)
-    for _plugin, result in get_plugin_manager().call_each(
-        "modelsafe_check_compatibility", base=base, part=part
+    pm = get_plugin_manager()
+    failed: list[HookFailure] = []
+    for plugin, result in pm.call_each(
+        "modelsafe_check_compatibility", failed=failed, base=base, part=part
     ):
         items = result if isinstance(result, (list, tuple)) else [result]
-        found.extend(r for r in items if isinstance(r, Compatibility))
+        found.extend(r for r in items if _is_answer(r))
+        wrong = [r for r in items if not _is_answer(r)]
+        if wrong:
+            what = ", ".join(f"{type(r).__name__} {r!r:.60}" for r in wrong[:3])
+            pm.record_failure(
+                plugin,
+                "modelsafe_check_compatibility",
+                f"returned {what}, not Compatibility(rule, accept|warn|reject, reason)",
+                failed,
+            )
+    # A rule that raised or answered garbage could not check the part: it is named, and the
+    # part is not accepted on the other rules' word.
+    found.extend(
+        Compatibility(
+            f.plugin,
+            "warn",
+            f"compatibility rule {f.plugin} failed, so the part is unchecked: {f.reason}",
+        )
+        for f in failed
+    )
     statuses = {r.status for r in found}
     if "reject" in statuses:
         return "rejected", tuple(found)
-    # Accepted only when some rule says it fits; warnings alone check nothing.
-    return ("accepted" if "accept" in statuses else "unchecked"), tuple(found)
+    # Accepted only when some rule says it fits and none failed; warnings alone check nothing.
+    accepted = "accept" in statuses and not failed
+    return ("accepted" if accepted else "unchecked"), tuple(found)
+
+
+_STATUSES = ("accept", "warn", "reject")
+
+
+def _is_answer(result: object) -> bool:
+    """A well-formed rule answer: a Compatibility with a known status and string reason."""
+    return (
+        isinstance(result, Compatibility)
+        and result.status in _STATUSES
+        and isinstance(result.rule, str)
+        and isinstance(result.reason, str)
+    )
 
 
 def _base_result(base: Part) -> PartResult:
@@ -438,8 +478,11 @@ def resolve(
     ``loras`` items are ``"path"``, ``"path:0.8"`` or ``("path", 0.8)``. ``catalog`` is a Catalog,
     a URL/path, or None for the configured one (used when it exists).
     """
+    from modelsafe.plugin_manager import get_plugin_manager
     from modelsafe.registry.catalog.db import Catalog as CatalogType
 
+    pm = get_plugin_manager()
+    failed_before = len(pm.failures)
     opened = None
     if isinstance(catalog, CatalogType):
         cat: Catalog | None = catalog
@@ -460,7 +503,8 @@ def resolve(
         ):
             for r in refs:
                 parts.append(load_part(os.fspath(r), role, catalog=cat))
-        return resolve_parts(base, parts, cat)
+        result = resolve_parts(base, parts, cat)
+        return replace(result, plugin_failures=tuple(pm.failures[failed_before:]))
     finally:
         if opened is not None:
             opened.close()

@@ -26,15 +26,43 @@ def modelsafe_audit(path: Path, head: bytes, fmt: str) -> list[Finding] | None:
         return _tar(path, head)
     what = not_a_model(fmt, path.stat().st_size, head)
     if what is not None:
+        if fmt in _PLUGIN_FORMAT_CANDIDATES and _plugin_reader_claims(path, head, fmt):
+            return None  # a plugin-taught format: its own scanner judges it
         return [Finding("error", f"not-a-model:{what.code}", f"{what.reason}; {what.hint}")]
     if fmt == Format.UNKNOWN.value:
         hidden = _hidden_zip(path)
         if hidden:
             return hidden
+        if _plugin_reader_claims(path, head, fmt):
+            return None  # a plugin-taught format: its own scanner judges it
         return [Finding("error", "not-a-model:unknown", _describe_unknown(head))]
     if fmt == Format.GGUF.value:
         return _check_gguf(path)
     return None
+
+
+# Sniffed formats a plugin may teach modelsafe to read (binary formats modelsafe does not know,
+# text-based ones); an empty file, zeros, a git-LFS pointer or an HTML page stay "not a model".
+_PLUGIN_FORMAT_CANDIDATES = frozenset({Format.UNKNOWN.value, Format.TEXT.value, Format.JSON.value})
+
+
+def _plugin_reader_claims(path: Path, head: bytes, fmt: str) -> bool:
+    """Whether a third-party format reader reads this file (returns its tensor table, or raises
+    a ModelsafeError: its format, but broken). Then the file is not "not a model": this scanner
+    steps aside, and the verdict is the other scanners' (an error when none handles the
+    format: nothing vouched for it). Built-in readers do not count: a file only they claim
+    (random bytes named ``.safetensors``) is theirs to call broken."""
+    from modelsafe.errors import ModelsafeError
+    from modelsafe.plugin_manager import get_plugin_manager
+    from modelsafe.types import TensorIndex
+
+    try:
+        found = get_plugin_manager().first_result(
+            "modelsafe_read_index", third_party_only=True, path=path, head=head, fmt=fmt
+        )
+    except ModelsafeError:
+        return True
+    return found is not None and isinstance(found[1], TensorIndex)
 
 
 def _describe_unknown(head: bytes) -> str:

@@ -1,12 +1,21 @@
 """Load plugins from the ``modelsafe`` entry-point group and call their hooks defensively.
 
 Built-in plugins are found exactly like third-party ones. A plugin that fails to import, declares
-an unsupported hookspec range, or raises while a hook runs is recorded as broken (with its name and
-the reason) and skipped: it never takes a command down.
+an unsupported hookspec range or implements a hook that does not exist is recorded as broken
+(with its name and the reason) and never called. One that raises while a hook runs, or answers
+with something the hook does not promise, is recorded in ``failures``, named in a warning on
+stderr (``warning: plugin NAME failed in HOOK: reason``, once per distinct failure) and skipped:
+it never takes a command down.
+
+Call order: built-ins are registered first, then third-party plugins, so pluggy (which calls the
+most recently registered implementation first) asks third-party plugins before the built-ins,
+in order of package name then entry-point name; ``tryfirst`` / ``trylast`` marks come before
+that.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import os
 import sys
@@ -43,9 +52,14 @@ class PluginRecord:
 
 @dataclass
 class HookFailure:
+    """One implementation that raised or answered with something its hook does not promise."""
+
     plugin: str
     hook: str
     reason: str
+
+    def message(self) -> str:
+        return f"plugin {self.plugin} failed in {self.hook}: {self.reason}"
 
 
 class ModelsafePluginManager(pluggy.PluginManager):
@@ -56,6 +70,10 @@ class ModelsafePluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
         self.failures: list[HookFailure] = []
+        # Print ``warning: plugin NAME failed in HOOK: reason`` on stderr as failures happen.
+        self.warn = True
+        self._warned: set[tuple[str, str, str]] = set()
+        self._taken = 0
         self._lock = threading.Lock()
 
     # -- registration -------------------------------------------------------------------------
@@ -74,11 +92,16 @@ class ModelsafePluginManager(pluggy.PluginManager):
         record = PluginRecord(name, package, version, module_name, builtin)
         wanted = getattr(plugin, "MODELSAFE_HOOKSPEC", "")
         record.hookspec_range = str(wanted)
+        unknown = self._unknown_hooks(plugin)
         if wanted and not version_in_range(hookspecs.HOOKSPEC_VERSION, str(wanted)):
             record.status = "broken"
             record.reason = (
                 f"supports hookspec {wanted}, modelsafe provides {hookspecs.HOOKSPEC_VERSION}"
             )
+        elif unknown:
+            # pluggy would accept a misspelled hook as an unspecified one and never call it.
+            record.status = "broken"
+            record.reason = "; ".join(unknown)
         else:
             try:
                 self.register(plugin, name=name)
@@ -92,6 +115,25 @@ class ModelsafePluginManager(pluggy.PluginManager):
         self.records[name] = record
         return record
 
+    def _unknown_hooks(self, plugin: object) -> list[str]:
+        """``unknown hook NAME (did you mean ...?)`` for every hookimpl that names no hookspec."""
+        known = hookspecs.hook_names()
+        found = []
+        for attr in dir(plugin):
+            try:
+                opts = self.parse_hookimpl_opts(plugin, attr)
+            except Exception:  # noqa: BLE001 - an attribute that cannot be read is no hookimpl
+                continue
+            if opts is None:
+                continue
+            name = opts.get("specname") or attr
+            if name in known:
+                continue
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]}?" if close else "see docs/plugin_hooks.md"
+            found.append(f"unknown hook {name} ({hint})")
+        return found
+
     def record_broken(self, name: str, package: str, version: str, reason: str) -> None:
         self.records[name] = PluginRecord(
             name, package, version, "", package == "modelsafe", status="broken", reason=reason
@@ -104,47 +146,122 @@ class ModelsafePluginManager(pluggy.PluginManager):
         # pluggy calls implementations from the end of this list (tryfirst last registered first).
         return list(reversed(caller.get_hookimpls()))
 
-    def call_each(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
-        """Yield ``(plugin name, result)`` for every implementation that returns non-None.
+    def record_failure(
+        self, plugin: str, hook: str, reason: str, failed: list[HookFailure] | None = None
+    ) -> HookFailure:
+        """Record that ``plugin`` failed in ``hook`` (raised, or answered with garbage).
 
-        An implementation that raises is recorded in ``failures`` and skipped, unless it raised a
-        ``ModelsafeError`` subclass, which is a deliberate answer and propagates.
+        The failure goes into ``failures`` (``modelsafe plugins --json``, :func:`take_failures`)
+        and ``failed`` when given (the caller's own list), and is printed on stderr once per
+        distinct (plugin, hook, reason) while :attr:`warn` is on.
         """
+        failure = HookFailure(plugin, hook, reason)
+        with self._lock:
+            self.failures.append(failure)
+            key = (plugin, hook, reason)
+            new = key not in self._warned
+            self._warned.add(key)
+        if failed is not None:
+            failed.append(failure)
+        if new and self.warn:
+            print(f"warning: {failure.message()}", file=sys.stderr)
+        return failure
+
+    def failures_in(self, hook_name: str) -> list[HookFailure]:
+        """Every failure recorded so far in ``hook_name`` (for error messages that must say
+        why nothing answered)."""
+        with self._lock:
+            return [f for f in self.failures if f.hook == hook_name]
+
+    def take_failures(self) -> list[HookFailure]:
+        """The failures recorded since the last call (a command puts them in its ``--json``
+        output as ``plugin_failures``)."""
+        with self._lock:
+            taken = self.failures[self._taken :]
+            self._taken = len(self.failures)
+        return taken
+
+    def is_builtin(self, name: str) -> bool:
+        """Whether the plugin called ``name`` is one of modelsafe's own."""
+        record = self.records.get(name)
+        return record is not None and record.builtin
+
+    def call_impl(
+        self,
+        impl: pluggy.HookImpl,
+        hook_name: str,
+        *,
+        failed: list[HookFailure] | None = None,
+        **kwargs: Any,
+    ) -> tuple[bool, Any]:
+        """Call one implementation of ``hook_name`` with the arguments it takes from ``kwargs``:
+        ``(True, its result)``, or ``(False, None)`` when it raised (recorded with
+        :meth:`record_failure`, also in ``failed`` when given). A ``ModelsafeError`` is a
+        deliberate answer and propagates. Traced by ``MODELSAFE_TRACE_PLUGINS=1``. For hooks
+        whose arguments change between implementations (post-processors get the image the one
+        before returned); otherwise use :meth:`call_each`."""
         from modelsafe.errors import ModelsafeError
 
         trace = os.environ.get("MODELSAFE_TRACE_PLUGINS") == "1"
+        args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
+        started = time.perf_counter()
+        try:
+            return True, impl.function(**args)
+        except ModelsafeError:
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            self.record_failure(impl.plugin_name, hook_name, reason, failed)
+            if trace or os.environ.get("MODELSAFE_DEBUG") == "1":
+                traceback.print_exc(file=sys.stderr)
+            return False, None
+        finally:
+            if trace:
+                took = (time.perf_counter() - started) * 1000
+                print(f"[plugins] {impl.plugin_name}.{hook_name} ({took:.1f} ms)", file=sys.stderr)
+
+    def call_each(
+        self,
+        hook_name: str,
+        *,
+        failed: list[HookFailure] | None = None,
+        third_party_only: bool = False,
+        **kwargs: Any,
+    ) -> Iterator[tuple[str, Any]]:
+        """Yield ``(plugin name, result)`` for every implementation that returns non-None
+        (with ``third_party_only``, of plugins that are not built-ins), in call order.
+
+        An implementation that raises is recorded (:meth:`record_failure`; also in ``failed``
+        when given) and skipped, unless it raised a ``ModelsafeError`` subclass, which is a
+        deliberate answer and propagates. Whether a result is what the hook promises is the
+        caller's to check: it records a bad one with :meth:`record_failure`.
+        """
         for impl in self._impls(hook_name):
-            args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
-            started = time.perf_counter()
-            try:
-                result = impl.function(**args)
-            except ModelsafeError:
-                raise
-            except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                with self._lock:
-                    self.failures.append(HookFailure(impl.plugin_name, hook_name, reason))
-                if trace or os.environ.get("MODELSAFE_DEBUG") == "1":
-                    traceback.print_exc(file=sys.stderr)
+            if third_party_only and self.is_builtin(impl.plugin_name):
                 continue
-            finally:
-                if trace:
-                    took = (time.perf_counter() - started) * 1000
-                    print(
-                        f"[plugins] {impl.plugin_name}.{hook_name} ({took:.1f} ms)",
-                        file=sys.stderr,
-                    )
-            if result is not None:
+            ok, result = self.call_impl(impl, hook_name, failed=failed, **kwargs)
+            if ok and result is not None:
                 yield impl.plugin_name, result
 
-    def first_result(self, hook_name: str, **kwargs: Any) -> tuple[str, Any] | None:
+    def first_result(
+        self,
+        hook_name: str,
+        *,
+        failed: list[HookFailure] | None = None,
+        third_party_only: bool = False,
+        **kwargs: Any,
+    ) -> tuple[str, Any] | None:
         """The first non-None ``(plugin name, result)``, in pluggy's call order."""
-        for found in self.call_each(hook_name, **kwargs):
+        for found in self.call_each(
+            hook_name, failed=failed, third_party_only=third_party_only, **kwargs
+        ):
             return found
         return None
 
-    def all_results(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        return list(self.call_each(hook_name, **kwargs))
+    def all_results(
+        self, hook_name: str, *, failed: list[HookFailure] | None = None, **kwargs: Any
+    ) -> list[tuple[str, Any]]:
+        return list(self.call_each(hook_name, failed=failed, **kwargs))
 
 
 def version_in_range(version: str, spec: str) -> bool:
@@ -203,6 +320,42 @@ def _import_with_timeout(load: Callable[[], object], timeout: float) -> object:
     return box["value"]
 
 
+def _load_order(
+    eps: Iterable[importlib.metadata.EntryPoint],
+) -> list[importlib.metadata.EntryPoint]:
+    """Entry points in registration order: built-ins (package ``modelsafe``) first, sorted by
+    name; then third-party ones in reverse (package, name) order. pluggy calls the most recently
+    registered implementation first, so third-party plugins are asked before the built-ins,
+    by package name then entry-point name, whatever their package is called."""
+
+    def key(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
+        return (ep.dist.name if ep.dist else "", ep.name)
+
+    builtin = sorted((ep for ep in eps if _is_builtin(ep)), key=key)
+    third_party = sorted((ep for ep in eps if not _is_builtin(ep)), key=key, reverse=True)
+    return builtin + third_party
+
+
+def _is_builtin(ep: importlib.metadata.EntryPoint) -> bool:
+    return ep.dist is not None and ep.dist.name == "modelsafe"
+
+
+_WARNED_DISABLED: set[str] = set()
+
+
+def _warn_unknown_disabled(off: set[str], known: set[str]) -> None:
+    """``--disable-plugin`` / ``MODELSAFE_DISABLE_PLUGINS`` names no plugin has: said once."""
+    for name in sorted(off - known - _WARNED_DISABLED):
+        _WARNED_DISABLED.add(name)
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        print(
+            f"warning: no plugin called {name} to disable ({hint}known: "
+            f"{', '.join(sorted(known)) or 'none'})",
+            file=sys.stderr,
+        )
+
+
 def build_plugin_manager(
     disable: Iterable[str] = (), entry_points: Iterable[importlib.metadata.EntryPoint] | None = None
 ) -> ModelsafePluginManager:
@@ -215,10 +368,11 @@ def build_plugin_manager(
         else list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     )
     timeout = float(os.environ.get("MODELSAFE_PLUGIN_IMPORT_TIMEOUT", IMPORT_TIMEOUT_S))
-    for ep in sorted(eps, key=lambda e: (e.dist.name if e.dist else "", e.name)):
+    _warn_unknown_disabled(off, {ep.name for ep in eps})
+    for ep in _load_order(eps):
         package = ep.dist.name if ep.dist else ""
         version = ep.dist.version if ep.dist else ""
-        builtin = package == "modelsafe"
+        builtin = _is_builtin(ep)
         if ep.name in off:
             pm.records[ep.name] = PluginRecord(
                 ep.name,

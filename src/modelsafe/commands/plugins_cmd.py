@@ -39,4 +39,6 @@ def plugins(as_json: bool) -> int:
         status = r.status if not r.reason else f"{r.status}: {r.reason}"
         table.add_row(r.name, r.package, r.version, status, ", ".join(r.hooks))
     stdout_console().print(table)
+    for failure in pm.failures:  # (hooks that ran in this process; commands warn as they fail)
+        click.secho(f"failed: {failure.message()}", fg="yellow")
     return 0
