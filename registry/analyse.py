@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from modelsafe.errors import ModelsafeError
-from modelsafe.registry.walk import MODEL_FILE_EXTENSIONS, StatKey, folder_key
+from modelsafe.registry.walk import MODEL_FILE_EXTENSIONS, StatKey, folder_key, walk_tree
 from modelsafe.types import to_jsonable
 
 
@@ -94,9 +94,9 @@ def analyse(
     try:
         before = _stat(path, is_dir)
     except FileNotFoundError:
-        return Analysis(path, StatKey(0, 0, 0, 0), is_dir, "unknown", vanished=True)
+        return Analysis(path, StatKey(0, 0, 0, 0, 0), is_dir, "unknown", vanished=True)
     except OSError as exc:
-        return Analysis(path, StatKey(0, 0, 0, 0), is_dir, "unknown", error=_reason(exc))
+        return Analysis(path, StatKey(0, 0, 0, 0, 0), is_dir, "unknown", error=_reason(exc))
     fields: dict[str, Any] = {}
     index = None
     try:
@@ -140,9 +140,8 @@ def analyse(
 
 def _folder_hashes(path: str, cache: HashCache) -> dict[str, dict[str, str | None]]:
     found: dict[str, dict[str, str | None]] = {}
-    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
+    for dirpath, filenames in walk_tree(path):  # (each real folder once: links may loop)
+        for name in filenames:
             if os.path.splitext(name)[1].lower() in MODEL_FILE_EXTENSIONS:
                 full = Path(dirpath) / name
                 found[str(full.relative_to(path))] = cache.get(full)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelsafe.errors import FileReadError
 from modelsafe.registry.identify import identify
 from modelsafe.registry.read import read_index
 from modelsafe.types import PRECISION_NAMES, Candidate, TensorIndex
@@ -122,7 +124,9 @@ DOWNLOAD_CONTROL_FILES = {".aria2": "aria2", ".!qB": "qBittorrent"}
 def unfinished_download(path: Path) -> str | None:
     """A warning when a downloader's control file sits beside ``path`` (download in progress)."""
     for suffix, tool in DOWNLOAD_CONTROL_FILES.items():
-        if path.with_name(path.name + suffix).exists():
+        # (os.path.exists, not Path.exists: a name near the 255-byte limit makes the sibling's
+        # name too long, which Path.exists raises as ENAMETOOLONG; such a sibling cannot exist)
+        if os.path.exists(os.fspath(path) + suffix):
             return (
                 f"{path.name}{suffix} is beside it: {tool} has not finished downloading this "
                 "file (it is preallocated at full size, so its data may still be zeros); "
@@ -131,10 +135,24 @@ def unfinished_download(path: Path) -> str | None:
     return None
 
 
+def _refuse_partial_download(path: Path) -> None:
+    """A file still being downloaded (``model.safetensors.part``) is named as such: read, it would
+    only look truncated."""
+    from modelsafe.registry.walk import partial_download
+
+    partial = partial_download(path.name, folder=os.path.isdir(path))
+    if partial is not None:
+        raise FileReadError(
+            f"{path}: {partial.what}",
+            hint=partial.advice("inspect"),
+        )
+
+
 def inspect_path(path: Path | str, *, with_hashes: bool = False) -> InspectReport:
     """Read, identify and (optionally) hash ``path``."""
     from dataclasses import replace
 
+    _refuse_partial_download(Path(path))
     index = read_index(path)
     report = inspect_index(index)
     unfinished = unfinished_download(Path(path))

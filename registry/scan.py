@@ -1,18 +1,24 @@
 """The scan engine: walk, skip what did not change, analyse the rest in a pool, write each file in
 its own transaction, then mark what is gone as missing.
 
-- Unchanged (same size, mtime_ns, inode and device as stored) files are never opened.
+- Unchanged (same size, mtime_ns, ctime_ns, inode and device as stored) files are never opened;
+  a file whose last read failed for an OS reason (permission denied) is read again every time.
 - Each file's rows (its model and every location) are written in one transaction, so a scan that
   is killed leaves a consistent catalog and the next one carries on.
 - Identity is content: ``content_id`` (tensors) when the file could be read, else ``sha256``. A
   moved, renamed or converted file finds its model again and gains a location.
 - A file that changes while it is read is read again (up to ``MAX_TRIES`` times).
-- Files no longer on disk are marked ``missing``; nothing is deleted.
+- The audit belongs to each file (``locations.audit_status``): a safe .safetensors and a .ckpt
+  that runs code can hold the same tensors, so be one model. The model's ``audit_status`` is the
+  worst of its copies on disk.
+- Files no longer on disk (a link whose target is gone included) are marked ``missing``; nothing
+  is deleted.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -21,13 +27,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import BigInteger, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from modelsafe.registry.analyse import Analysis, HashCache, analyse
 from modelsafe.registry.catalog.db import Catalog
 from modelsafe.registry.catalog.models import Location, Model, Scan
+from modelsafe.registry.catalog.queries import model_audit, worst_audit
 from modelsafe.registry.folders import convention_of, folder_report
 from modelsafe.registry.walk import Found, StatKey, printable, walk
 
@@ -44,7 +51,12 @@ def utcnow() -> datetime:
 
 @dataclass
 class ScanSummary:
-    """What a scan did. ``unsafe`` and ``errors`` count every file seen, changed or not."""
+    """What a scan did. ``unsafe`` and ``errors`` count every file seen, changed or not.
+
+    ``warnings``: what reading a file found wrong without making it an error (an aria2 download
+    still in progress, bytes that belong to no tensor); ``notices``: what the scan did on the
+    user's behalf (an override kept for a file's new content); ``unusable_roots``: roots given
+    that do not exist or cannot be read (the command exits 2)."""
 
     new: int = 0
     changed: int = 0
@@ -60,16 +72,24 @@ class ScanSummary:
     wrong_folder: list[dict[str, str]] = field(default_factory=list)
     error_files: list[dict[str, str]] = field(default_factory=list)
     unsafe_files: list[str] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    notices: list[dict[str, str]] = field(default_factory=list)
+    unusable_roots: list[dict[str, str]] = field(default_factory=list)
     scan_id: int | None = None
 
 
 @dataclass(frozen=True)
 class _Stored:
-    key: StatKey
+    size: int
+    mtime_ns: int
+    ctime_ns: int | None  # None: stored before 0004 (not compared until the next read)
+    inode: int
+    device: int
     status: str
     content_key: str | None
-    audit_status: str | None
+    audit_status: str | None  # this file's own audit; None: not audited per file yet
     error: str | None
+    retry: bool = False  # its read failed for an OS reason (permission denied): read it again
 
 
 # progress callback: (files done, files to read, bytes done, bytes to read)
@@ -82,27 +102,62 @@ def _load_stored(session: Session) -> dict[str, _Stored]:
             Location.path,
             Location.size,
             Location.mtime_ns,
+            Location.ctime_ns,
             Location.inode,
             Location.device,
             Location.status,
-            Location.error,
             Model.content_key,
-            Model.audit_status,
+            Location.audit_status,
+            Location.error,
         ).outerjoin(Model, Location.model_id == Model.id)
     )
-    return {
-        r[0]: _Stored(StatKey(r[1], r[2], r[3] or 0, r[4] or 0), r[5], r[7], r[8], r[6])
-        for r in rows
+    stored = {
+        r[0]: _Stored(r[1], r[2], r[3], r[4] or 0, r[5] or 0, r[6], r[7], r[8], r[9]) for r in rows
     }
+    # (error rows are few: their extra is read to find those an OS error caused)
+    errors = session.execute(
+        select(Location.path, Location.extra).where(Location.status == "error")
+    )
+    for path, extra in errors:
+        if (extra or {}).get("os_error") and path in stored:
+            stored[path] = _replace_retry(stored[path])
+    return stored
+
+
+def _replace_retry(old: _Stored) -> _Stored:
+    from dataclasses import replace
+
+    return replace(old, retry=True)
+
+
+def _ctime(key: StatKey) -> int | None:
+    """The key's st_ctime_ns (None where it is not recorded: 0)."""
+    value = getattr(key, "ctime_ns", None)
+    return value if isinstance(value, int) and value else None
+
+
+def _same_stat(old: _Stored, key: StatKey) -> bool:
+    if (old.size, old.mtime_ns, old.inode, old.device) != (
+        key.size,
+        key.mtime_ns,
+        key.inode,
+        key.device,
+    ):
+        return False
+    ctime = _ctime(key)
+    # A chmod, or a rewrite that put the old mtime back (`touch -r`), changes only the ctime.
+    return old.ctime_ns is None or ctime is None or old.ctime_ns == ctime
 
 
 def _is_unchanged(found: Found, stored: dict[str, _Stored], with_hash: bool) -> bool:
     for p in found.paths:
         old = stored.get(p)
-        if old is None or old.status == "missing" or old.key != found.key:
+        if old is None or old.status == "missing" or not _same_stat(old, found.key):
             return False
         if with_hash and (old.content_key or "").startswith("nohash:"):
             return False
+        if old.audit_status is None or old.retry:
+            return False  # not audited as a file of its own yet, or unreadable for an OS reason
     return True
 
 
@@ -183,14 +238,16 @@ def _scan_roots(
     walked = walk(abs_roots)
     summary.files = len(walked.found)
     summary.skipped = [{"path": s.path, "reason": s.reason} for s in walked.skipped]
+    summary.unusable_roots = _unusable_roots(abs_roots, walked.skipped)
     todo: list[Found] = []
-    unchanged: list[str] = []
+    unchanged: list[tuple[str, int | None]] = []
     for found in walked.found:
         if not force and _is_unchanged(found, stored, with_hash):
             summary.unchanged += 1
-            unchanged.extend(found.paths)
+            unchanged.extend((p, _ctime(found.key)) for p in found.paths)
             first = stored[found.path]
-            if first.audit_status == "unsafe":
+            # Each path's own audit: an unchanged unsafe file is still unsafe.
+            if worst_audit(stored[p].audit_status for p in found.paths) == "unsafe":
                 summary.unsafe_files.append(found.path)
             if first.status == "error":
                 summary.error_files.append({"path": found.path, "reason": first.error or "?"})
@@ -198,12 +255,43 @@ def _scan_roots(
             todo.append(found)
     _touch(catalog, unchanged)
     _analyse_all(catalog, todo, summary, jobs, with_hash, extra_for, progress)
-    seen = {p for f in walked.found for p in f.paths} | {s.path for s in walked.skipped}
-    scope = [os.path.abspath(r) for r in (missing_roots or abs_roots)]
-    summary.removed = _mark_missing(catalog, stored, seen, scope, walked.unlisted)
+    # (a skipped path is not "seen": a link whose target is gone is missing)
+    seen = {p for f in walked.found for p in f.paths}
+    summary.removed = _mark_missing(
+        catalog, stored, seen, _sweep_scope(missing_roots or abs_roots), walked.unlisted
+    )
     summary.unsafe = len(summary.unsafe_files)
     summary.errors = len(summary.error_files)
     summary.seconds = round(time.perf_counter() - started, 3)
+
+
+# Why the walk skips a root that is fine: it was reached through another root already.
+_ROOT_REACHED_ELSEWHERE = ("already scanned through another path", "symlink loop")
+
+
+def _unusable_roots(roots: list[str], skipped: Iterable[Any]) -> list[dict[str, str]]:
+    """The roots the walk could not use at all (missing, unreadable, not a file or folder)."""
+    names = {printable(r) for r in roots} | set(roots)
+    return [
+        {"path": s.path, "reason": s.reason}
+        for s in skipped
+        if s.path in names and not s.reason.startswith(_ROOT_REACHED_ELSEWHERE)
+    ]
+
+
+def _sweep_scope(roots: Sequence[str]) -> list[str]:
+    """The folders whose vanished files are marked missing: each root as given and resolved.
+
+    Locations are stored under the path the walk reached them by (links not resolved), so a
+    root given through a link (``l -> d``) must also cover what an earlier scan of ``d`` stored.
+    """
+    scope: list[str] = []
+    for root in roots:
+        given = os.path.abspath(root)
+        for path in (given, os.path.realpath(given)):
+            if path not in scope:
+                scope.append(path)
+    return scope
 
 
 def summary_counts(summary: ScanSummary) -> dict[str, Any]:
@@ -214,14 +302,21 @@ def summary_counts(summary: ScanSummary) -> dict[str, Any]:
     return counts
 
 
-def _touch(catalog: Catalog, paths: list[str]) -> None:
-    """Record that unchanged files were seen: one executemany, no file is opened."""
+def _touch(catalog: Catalog, paths: list[tuple[str, int | None]]) -> None:
+    """Record that unchanged files were seen: one executemany, no file is opened.
+
+    Each (path, ctime) also stores the ctime where the row has none yet (scanned before 0004)."""
     if not paths:
         return
     now = utcnow()
-    statement = update(Location).where(Location.path == bindparam("p")).values(last_seen_at=now)
+    ctime = func.coalesce(bindparam("c", type_=BigInteger), Location.ctime_ns)
+    statement = (
+        update(Location)
+        .where(Location.path == bindparam("p"))
+        .values(last_seen_at=now, ctime_ns=ctime)
+    )
     with catalog.engine.begin() as conn:
-        conn.execute(statement, [{"p": p} for p in paths])
+        conn.execute(statement, [{"p": p, "c": c} for p, c in paths])
 
 
 def _analyse_all(
@@ -278,7 +373,7 @@ def _record(
     for attempt in range(WRITE_TRIES):
         try:
             with catalog.session() as session:
-                was_new, warnings = write_result(session, found, result, extra_for)
+                written = write_result(session, found, result, extra_for)
             break
         except (IntegrityError, OperationalError) as exc:
             # Another scan wrote the same model or path at the same moment: read again, retry.
@@ -289,7 +384,7 @@ def _record(
         except (ValueError, TypeError, UnicodeError, SQLAlchemyError) as exc:
             _not_recorded(found, summary, exc)  # one file's row, not the whole scan
             return
-    if was_new:
+    if written.was_new:
         summary.new += 1
     else:
         summary.changed += 1
@@ -297,8 +392,14 @@ def _record(
         summary.unsafe_files.append(found.path)
     if result.error:
         summary.error_files.append({"path": found.path, "reason": result.error})
-    for w in warnings:
+    for w in written.folder_problems:
         summary.wrong_folder.append({"path": found.path, "problem": w})
+    for w in (result.report or {}).get("warnings") or []:
+        if result.audit_status == "unsafe" and str(w).startswith("unsafe: "):
+            continue  # (the reader's copy of an audit finding: the UNSAFE line says it)
+        summary.warnings.append({"path": found.path, "warning": str(w)})
+    for n in written.notices:
+        summary.notices.append({"path": found.path, "message": n})
 
 
 def _not_recorded(found: Found, summary: ScanSummary, exc: BaseException) -> None:
@@ -316,9 +417,158 @@ def content_key(result: Analysis) -> str:
     return prefix + result.path
 
 
-def _model_name(path: str, is_dir: bool) -> str:
+# File names Hugging Face repos give every model ("model.safetensors",
+# "unet/diffusion_pytorch_model.fp16.safetensors", "model-00001-of-00002.safetensors"): they say
+# nothing of the model, so such a file is named after its repo (and subfolder) instead.
+_GENERIC_STEM = re.compile(
+    r"^(?:model|diffusion_pytorch_model|pytorch_model|adapter_model|pytorch_lora_weights"
+    r"|flax_model|tf_model)(?:\.(fp16|bf16|fp32|fp8|onnx))?(-\d{5}-of-\d{5})?$"
+)
+_HF_REPO_FOLDER = re.compile(r"^(?:models|datasets|spaces)--(.+)$")
+# Subfolders of a diffusers pipeline: "transformer" alone does not say which model it is part of.
+_COMPONENT_FOLDERS = frozenset(
+    {
+        "unet",
+        "transformer",
+        "vae",
+        "text_encoder",
+        "text_encoder_2",
+        "text_encoder_3",
+        "image_encoder",
+        "controlnet",
+        "prior",
+        "decoder",
+        "prior_decoder",
+        "vqgan",
+        "movq",
+    }
+)
+_LOCAL_DIR_LEVELS = 4  # how far up a `hf download --local-dir` folder is looked for
+
+
+def _hf_place(path: str, is_dir: bool, extra: dict[str, Any] | None) -> list[str] | None:
+    """[repo, subfolders...] of a file in a Hugging Face cache snapshot (or a --local-dir
+    download folder, named by its folder), else None."""
+    parts = Path(path).parts
+    folders = parts if is_dir else parts[:-1]
+    repo = (extra or {}).get("hf_repo")
+    for i in range(len(folders) - 2, 0, -1):
+        if folders[i] == "snapshots":
+            match = _HF_REPO_FOLDER.match(folders[i - 1])
+            if match or repo:
+                name = repo or (match.group(1).replace("--", "/") if match else "")
+                return [str(name), *folders[i + 2 :]]
+    if repo:
+        return [str(repo)]
+    for up in range(1, min(_LOCAL_DIR_LEVELS, len(folders) - 1) + 1):
+        top = Path(*folders[: len(folders) - up + 1])
+        if (top / ".cache" / "huggingface").is_dir():
+            return [top.name, *folders[len(folders) - up + 1 :]]
+    return None
+
+
+def _model_name(path: str, is_dir: bool, extra: dict[str, Any] | None = None) -> str:
+    """A file's stem (a folder's name), except where that name says nothing of the model: a
+    file named as Hugging Face names them all, a pipeline's component folder, a cached
+    snapshot folder. Those are named after their repo and subfolder (``org/flux-dev``,
+    ``org/flux-dev/transformer``), or a component after its pipeline (``flux-dev/transformer``).
+    """
     p = Path(path)
-    return p.name if is_dir else p.stem
+    if is_dir:
+        if p.parent.name == "snapshots" or p.name.lower() in _COMPONENT_FOLDERS:
+            place = _hf_place(path, True, extra)
+            if place:
+                return "/".join(place)
+        if p.name.lower() in _COMPONENT_FOLDERS and p.parent.name:
+            return f"{p.parent.name}/{p.name}"
+        return p.name
+    generic = _GENERIC_STEM.match(p.stem)
+    if not generic:
+        return p.stem
+    place = _hf_place(path, False, extra)
+    if place:
+        name = "/".join(place)
+    elif p.parent.name.lower() in _COMPONENT_FOLDERS and p.parent.parent.name:
+        name = f"{p.parent.parent.name}/{p.parent.name}"
+    else:
+        return p.stem
+    variant, shard = generic.group(1), generic.group(2)
+    return name + (f".{variant}" if variant else "") + (shard or "")
+
+
+@dataclass(frozen=True)
+class Written:
+    """What writing one file's result did."""
+
+    was_new: bool
+    folder_problems: list[str]  # wrong-folder warnings
+    notices: list[str]  # what was done on the user's behalf (an override kept)
+
+
+def _os_error(path: str, is_dir: bool) -> bool:
+    """True when ``path`` cannot be opened for an OS reason (permission denied, I/O error)."""
+    try:
+        if is_dir:
+            os.listdir(path)
+        else:
+            with open(path, "rb") as fh:
+                fh.read(1)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return False
+
+
+def _present_elsewhere(model: Model, paths: Sequence[str]) -> list[str]:
+    return sorted(
+        loc.path
+        for loc in model.locations
+        if loc.path not in paths and loc.status != "missing" and os.path.exists(loc.path)
+    )
+
+
+def _describe(overrides: dict[str, Any], note: str | None) -> str:
+    parts = [f"override {', '.join(f'{k}={v}' for k, v in overrides.items())}"] if overrides else []
+    if note:
+        parts.append(f"note {note!r}")
+    return " and ".join(parts)
+
+
+def _carry_user_settings(
+    model: Model, previous: Iterable[Model], paths: Sequence[str]
+) -> list[str]:
+    """A path whose file got new content (a v2 download, a re-save): the user's overrides and
+    note on the old content move with the path, unless the old content is still on disk
+    elsewhere (then they stay with it). Returns a sentence for each, for the scan summary."""
+    notices = []
+    for old in sorted(previous, key=lambda m: m.id or 0):
+        if old is model or not (old.overrides or old.note):
+            continue
+        settings = _describe(dict(old.overrides or {}), old.note)
+        elsewhere = _present_elsewhere(old, paths)
+        if elsewhere:
+            notices.append(
+                f"new content at this path; your {settings} stay with its previous content, "
+                f"still at {elsewhere[0]} (use `modelsafe set` to set them for the new content)"
+            )
+            continue
+        mine = model.overrides or {}
+        carried = {k: v for k, v in (old.overrides or {}).items() if k not in mine}
+        note = old.note if old.note and not model.note else None
+        if carried:
+            model.overrides = {**mine, **carried}
+        if note:
+            model.note = note
+        kept = _describe(carried, note)
+        if kept:
+            notices.append(f"new content at this path: kept your {kept} from its previous content")
+        else:
+            notices.append(
+                f"new content at this path: it already has its own settings, so your {settings} "
+                "from its previous content were not applied"
+            )
+    return notices
 
 
 def write_result(
@@ -326,8 +576,8 @@ def write_result(
     found: Found,
     result: Analysis,
     extra_for: Callable[[str], dict[str, Any]] | None = None,
-) -> tuple[bool, list[str]]:
-    """Upsert the model and every location of one analysed file; returns (new?, folder report)."""
+) -> Written:
+    """Upsert the model and every location of one analysed file."""
     key = content_key(result)
     locations = {
         loc.path: loc
@@ -351,17 +601,24 @@ def write_result(
     for old in placeholders:
         if old is not model and not model.overrides and old.overrides:
             model.overrides, model.note = dict(old.overrides), old.note
-    others = [
-        loc
-        for loc in model.locations
-        if loc.path not in found.paths and loc.status != "missing" and os.path.lexists(loc.path)
-    ]
+    with session.no_autoflush:  # (a new model row is not complete before _fill_model)
+        notices = _carry_user_settings(
+            model, [m for m in previous if m not in placeholders], found.paths
+        )
+        others = {
+            loc.path: loc.extra
+            for loc in model.locations
+            if loc.path not in found.paths and loc.status != "missing" and os.path.exists(loc.path)
+        }
+    extras = {path: dict(extra_for(path)) if extra_for else {} for path in found.paths}
     # Named after its first path (in path order) still on disk: stable across copies, and a
     # renamed file takes its new name.
-    model.name = _model_name(min([*found.paths, *(loc.path for loc in others)]), result.is_dir)
+    first = min([*found.paths, *others])
+    model.name = _model_name(first, result.is_dir, extras.get(first) or others.get(first))
     _fill_model(model, result)
     now = utcnow()
     report: list[str] = []
+    os_error = bool(result.error) and _os_error(found.path, result.is_dir)
     for path in found.paths:
         loc = locations.get(path)
         if loc is None:
@@ -373,21 +630,30 @@ def write_result(
         extra: dict[str, Any] = {"format": result.format, "hashes": result.hashes}
         if conv:
             extra["folder"] = conv.as_json()
-        if extra_for:
-            extra.update(extra_for(path))
+        extra.update(extras[path])
+        if result.verdict is not None:
+            extra["audit"] = result.verdict
+        if os_error:
+            extra["os_error"] = True
         loc.model = model
         loc.size, loc.mtime_ns = result.key.size, result.key.mtime_ns
+        loc.ctime_ns = _ctime(result.key)
         loc.inode, loc.device = result.key.inode, result.key.device
         loc.status = "error" if result.error else "present"
         loc.error = result.error
+        loc.audit_status = result.audit_status
         loc.warnings = [*((result.report or {}).get("warnings") or []), *problems]
         loc.extra = extra
         loc.last_seen_at = now
     session.flush()
+    model.audit_status = model_audit(model)
+    for old in previous:
+        if old is not model:
+            old.audit_status = model_audit(old)
     for old in placeholders:
         if old is not model and not old.locations:
             session.delete(old)
-    return was_new, report
+    return Written(was_new, report, notices)
 
 
 def _fill_model(model: Model, result: Analysis) -> None:
@@ -410,7 +676,6 @@ def _fill_model(model: Model, result: Analysis) -> None:
     model.confidence = report.get("confidence")
     for name in ("sha256", "autov1", "autov2", "autov3", "blake3", "crc32", "content_id"):
         setattr(model, name, hashes.get(name))
-    model.audit_status = result.audit_status
     model.details = {
         "detected": detected,
         "inspect": report or None,
@@ -422,6 +687,18 @@ def _fill_model(model: Model, result: Analysis) -> None:
         "is_dir": result.is_dir,
     }
     model.updated_at = utcnow()
+
+
+def _gone(path: str) -> bool:
+    """True when nothing is at ``path`` any more, a link whose target was deleted included;
+    False when it exists or cannot be checked (an unreadable folder says nothing)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _mark_missing(
@@ -438,13 +715,18 @@ def _mark_missing(
         and path not in seen
         and _under(path, scope)
         and not _under(path, unlisted)
-        and not os.path.lexists(path)
+        and _gone(path)
     ]
     for i in range(0, len(gone), 500):
+        chunk = gone[i : i + 500]
         with catalog.session() as session:
             session.execute(
-                update(Location)
-                .where(Location.path.in_(gone[i : i + 500]))
-                .values(status="missing")
+                update(Location).where(Location.path.in_(chunk)).values(status="missing"),
+                execution_options={"synchronize_session": False},
             )
+            # A model is as unsafe as its copies on disk: one gone may change its audit.
+            ids = select(Location.model_id).where(Location.path.in_(chunk))
+            query = select(Model).where(Model.id.in_(ids)).options(selectinload(Model.locations))
+            for model in session.scalars(query):
+                model.audit_status = model_audit(model)
     return len(gone)

@@ -6,21 +6,29 @@ What counts as a model (decided here, documented in docs/scan.md):
   ``.pth``, ``.bin``, ``.gguf``, ``.pkl``, ``.pickle``; ``.npy`` is not a model) whatever its bytes
   are: a model file that turns out to be an HTML page is exactly what a scan must report;
 - a folder holding ``model_index.json`` (a diffusers pipeline): one entry for the whole folder,
-  nothing inside it is listed separately.
+  nothing inside it is listed separately;
+- a sharded component folder (``config.json`` and a shard index such as
+  ``diffusion_pytorch_model.safetensors.index.json`` whose ``weight_map`` names its shard files, as
+  a downloaded FLUX ``transformer/`` or T5 ``text_encoder_2/`` folder is): one entry too, so a
+  missing or truncated shard makes the whole model an error instead of leaving its other shards
+  listed as models of their own.
 
 Symbolic links are followed, each real folder is entered once (a link back to a folder already
-being walked is a loop, reported and not entered again) and each real file is reported with every
-path that reaches it, so a scan reads it once. Entries that cannot be read are reported with a
-reason instead of stopping the walk, and so is a name that is not valid UTF-8 (the catalog stores
-text). Hidden entries (a name starting with ``.``) are skipped.
+being walked is a loop, reported and not entered again; the same holds inside a diffusers folder)
+and each real file is reported with every path that reaches it, so a scan reads it once. Entries
+that cannot be read are reported with a reason instead of stopping the walk, and so is a name that
+is not valid UTF-8 (the catalog stores text). Hidden entries (a name starting with ``.``) are
+skipped, and unfinished downloads (``model.safetensors.part``) are reported as such.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat as stat_module
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 MODEL_FILE_EXTENSIONS = frozenset(
     {".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".pkl", ".pickle"}
@@ -28,18 +36,39 @@ MODEL_FILE_EXTENSIONS = frozenset(
 PIPELINE_MARKER = "model_index.json"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StatKey:
-    """What a scan compares to decide that a file did not change (its bytes are never read)."""
+    """What a scan compares to decide that a file did not change (its bytes are never read).
+
+    ``ctime_ns`` is there because ``mtime`` can be set back (``touch -r``, ``cp -p``, ``rsync -t``)
+    while the change time cannot: an in-place rewrite of the same size, or a ``chmod`` that makes
+    an unreadable file readable, changes it. A ``ctime_ns`` of 0 means "not recorded" (a catalog
+    row written before modelsafe stored it) and matches any change time, so an upgrade does not
+    read every file again.
+    """
 
     size: int
     mtime_ns: int
     inode: int
     device: int
+    ctime_ns: int = 0
 
     @classmethod
     def of(cls, st: os.stat_result) -> StatKey:
-        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StatKey):
+            return NotImplemented
+        return (self.size, self.mtime_ns, self.inode, self.device) == (
+            other.size,
+            other.mtime_ns,
+            other.inode,
+            other.device,
+        ) and (self.ctime_ns == other.ctime_ns or not self.ctime_ns or not other.ctime_ns)
+
+    def __hash__(self) -> int:
+        return hash((self.size, self.mtime_ns, self.inode, self.device))
 
 
 @dataclass(frozen=True)
@@ -76,21 +105,66 @@ def is_model_file(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in MODEL_FILE_EXTENSIONS
 
 
-def folder_key(path: str) -> StatKey:
-    """A diffusers folder's key: total size and newest mtime of everything in it, its inode."""
-    st = os.stat(path)
-    size, newest = 0, st.st_mtime_ns
+SYMLINK_LOOP = "symlink loop: leads back to a folder above it"
+ALREADY_WALKED = "already scanned through another path"
+
+
+def walk_tree(path: str, skipped: list[Skipped] | None = None) -> Iterator[tuple[str, list[str]]]:
+    """``(folder, file names)`` for ``path`` and every folder below it, in path order.
+
+    Links are followed and each real folder is entered once, as in the scan's own walk: a link
+    back to a folder above it (a loop, added to ``skipped``) or to a folder already entered
+    through another path is not entered again. Without that, two links back to the top make the
+    walk exponential. Folders that cannot be listed are left out.
+    """
+    top = os.stat(path)
+    entered = {(top.st_dev, top.st_ino)}
+    chains: dict[str, tuple[tuple[int, int], ...]] = {path: ((top.st_dev, top.st_ino),)}
     for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
-        newest = max(newest, os.stat(dirpath).st_mtime_ns)
-        dirnames.sort()
+        chain = chains.pop(dirpath, ())
+        keep = []
+        for name in sorted(dirnames):
+            sub = os.path.join(dirpath, name)
+            try:
+                st = os.stat(sub)
+            except OSError:
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if ident in entered:
+                if skipped is not None and ident in chain:
+                    skipped.append(Skipped(printable(sub), SYMLINK_LOOP))
+                continue
+            entered.add(ident)
+            chains[sub] = (*chain, ident)
+            keep.append(name)
+        dirnames[:] = keep
+        yield dirpath, sorted(filenames)
+
+
+def folder_key(path: str, skipped: list[Skipped] | None = None) -> StatKey:
+    """A model folder's key: total size, newest mtime and ctime of everything in it, its inode."""
+    st = os.stat(path)
+    size, newest, changed = 0, st.st_mtime_ns, st.st_ctime_ns
+    for dirpath, filenames in walk_tree(path, skipped):
+        dst = os.stat(dirpath)
+        newest, changed = max(newest, dst.st_mtime_ns), max(changed, dst.st_ctime_ns)
         for name in filenames:
             try:
                 fst = os.stat(os.path.join(dirpath, name))
             except OSError:
                 continue
             size += fst.st_size
-            newest = max(newest, fst.st_mtime_ns)
-    return StatKey(size, newest, st.st_ino, st.st_dev)
+            newest, changed = max(newest, fst.st_mtime_ns), max(changed, fst.st_ctime_ns)
+    return StatKey(size, newest, st.st_ino, st.st_dev, changed)
+
+
+def is_model_folder(path: str) -> bool:
+    """A folder that is one model: a diffusers pipeline, or a sharded component folder."""
+    if os.path.isfile(os.path.join(path, PIPELINE_MARKER)):
+        return True
+    from modelsafe.registry.formats.diffusers_dir_reader import shard_index_of
+
+    return shard_index_of(Path(path)) is not None
 
 
 class _Walker:
@@ -127,7 +201,10 @@ class _Walker:
         except OSError as exc:
             self.skip(root, f"cannot read: {exc.strerror or exc}")
             return
-        if stat_module.S_ISDIR(st.st_mode):
+        partial = partial_download(os.path.basename(root), folder=stat_module.S_ISDIR(st.st_mode))
+        if partial:
+            self.skip(root, partial.reason("scan"))
+        elif stat_module.S_ISDIR(st.st_mode):
             self.folder(root, st, chain=())
         elif stat_module.S_ISREG(st.st_mode):
             self.add(root, StatKey.of(st))
@@ -137,15 +214,15 @@ class _Walker:
     def folder(self, path: str, st: os.stat_result, chain: tuple[tuple[int, int], ...]) -> None:
         ident = (st.st_dev, st.st_ino)
         if ident in chain:
-            self.skip(path, "symlink loop: leads back to a folder above it")
+            self.skip(path, SYMLINK_LOOP)
             return
         if ident in self._entered:
-            self.skip(path, "already scanned through another path")
+            self.skip(path, ALREADY_WALKED)
             return
         self._entered.add(ident)
-        if os.path.isfile(os.path.join(path, PIPELINE_MARKER)):
+        if is_model_folder(path):
             try:
-                self.add(path, folder_key(path), is_dir=True)
+                self.add(path, folder_key(path, self.result.skipped), is_dir=True)
             except OSError as exc:
                 self.skip(path, f"cannot read: {exc.strerror or exc}")
             return
@@ -162,9 +239,9 @@ class _Walker:
             self.entry(entry, (*chain, ident))
 
     def entry(self, entry: os.DirEntry[str], chain: tuple[tuple[int, int], ...]) -> None:
-        stem, partial = os.path.splitext(entry.name)
-        if partial.lower() in PARTIAL_DOWNLOADS and is_model_file(stem):
-            self.skip(printable(entry.path), PARTIAL_DOWNLOADS[partial.lower()])
+        partial = partial_download(entry.name, folder=entry.is_dir())
+        if partial:
+            self.skip(printable(entry.path), partial.reason("scan"))
             return
         if not _utf8(entry.name):
             if is_model_file(entry.name) or entry.is_dir(follow_symlinks=False):
@@ -191,14 +268,56 @@ class _Walker:
             self.skip(entry.path, "not a regular file")
 
 
-# Names browsers and downloaders give a model file while it downloads.
+@dataclass(frozen=True)
+class PartialDownload:
+    """A name a browser or downloader gives a file while it downloads, and what to do."""
+
+    what: str  # "an unfinished Chrome/Edge download"
+    todo: str = "let it finish, then {command} again"
+
+    def advice(self, command: str) -> str:
+        """What to do, for ``command`` (``scan``, ``inspect``)."""
+        return self.todo.format(command=command)
+
+    def reason(self, command: str) -> str:
+        return f"{self.what}: {self.advice(command)}"
+
+
+# Suffixes browsers and downloaders add to a file while it downloads (``model.safetensors.part``).
 PARTIAL_DOWNLOADS = {
-    ".crdownload": "an unfinished Chrome/Edge download: let it finish, then scan again",
-    ".part": "an unfinished Firefox (or wget/curl) download: let it finish, then scan again",
-    ".partial": "an unfinished download: let it finish, then scan again",
-    ".download": "an unfinished Safari download: let it finish, then scan again",
-    ".incomplete": "an unfinished Hugging Face download: download it again to finish it",
+    ".crdownload": PartialDownload("an unfinished Chrome/Edge download"),
+    ".part": PartialDownload("an unfinished Firefox (or wget/curl) download"),
+    ".partial": PartialDownload("an unfinished download"),
+    ".download": PartialDownload("an unfinished Safari download"),
+    ".incomplete": PartialDownload(
+        "an unfinished Hugging Face download", "download it again to finish it"
+    ),
+    ".tmp": PartialDownload("an unfinished download or copy (a temporary file)"),
 }
+# Suffixes that mark a download in progress even when the name before them is not a model file's:
+# Firefox's random ``Xa3bC.part`` and Chrome's ``Unconfirmed 123456.crdownload`` (the final name is
+# not known yet), a Hugging Face blob ``<sha256>.incomplete``. (``.tmp`` alone says too little.)
+_PARTIAL_ANY_STEM = frozenset({".crdownload", ".part", ".incomplete"})
+
+
+def partial_download(name: str, *, folder: bool = False) -> PartialDownload | None:
+    """What ``name`` says about a download still in progress, or None for an ordinary name.
+
+    A folder counts only with a model file's name before the suffix (Safari downloads into a
+    ``model.safetensors.download`` folder); ``old.part/`` is just a folder.
+    """
+    stem, suffix = os.path.splitext(name)
+    found = PARTIAL_DOWNLOADS.get(suffix.lower())
+    if found is None:
+        return None
+    if is_model_file(stem):
+        return found
+    bare = bool(stem) and not os.path.splitext(stem)[1]
+    if not folder and bare and suffix.lower() in _PARTIAL_ANY_STEM:
+        return found
+    return None
+
+
 NOT_UTF8 = (
     "its name is not valid UTF-8, which the catalog cannot store; rename it (e.g. with "
     "`convmv -f latin1 -t utf8`) to scan it"
@@ -215,8 +334,17 @@ def _utf8(name: str) -> bool:
 
 
 def printable(path: str) -> str:
-    """``path`` with any undecodable byte shown as U+FFFD (for messages, never for opening)."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """``path`` with any undecodable byte shown as U+FFFD (for messages, never for opening).
+
+    This is the one rule for text from the file system that modelsafe prints or stores
+    (``modelsafe.output`` applies it to every ``--json`` output too).
+    """
+    if _utf8(path):
+        return path
+    try:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return re.sub("[\ud800-\udfff]", "\ufffd", path)
 
 
 def _readlink(path: str) -> str:

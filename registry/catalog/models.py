@@ -43,6 +43,9 @@ class Model(Base):
     weight_bytes: Mapped[int | None] = mapped_column(BigInteger)
     tensor_count: Mapped[int | None] = mapped_column(Integer)
     confidence: Mapped[float | None] = mapped_column(Float)
+    # The worst audit of its locations on disk (``locations.audit_status``): one unsafe copy
+    # makes the model unsafe. Kept up to date by every scan; readers may recompute it
+    # (``queries.model_audit``).
     audit_status: Mapped[str | None] = mapped_column(String(20), index=True)
     # Full inspect/audit records (evidence, candidates, findings, vram, facts) as JSON.
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -69,12 +72,19 @@ class Location(Base):
     path: Mapped[str] = mapped_column(String(4096), unique=True)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    # st_ctime_ns: changes with chmod and with any write, even one that restores the mtime.
+    ctime_ns: Mapped[int | None] = mapped_column(BigInteger)
     inode: Mapped[int | None] = mapped_column(BigInteger)
     device: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(20), index=True)  # present | missing | error
+    # This file's own audit (safe | unsafe | error): a .ckpt and the .safetensors holding the
+    # same tensors are one model, but only one of them may run code. NULL: not audited yet
+    # (a catalog from before 0004 that could not tell), so the next scan reads it again.
+    audit_status: Mapped[str | None] = mapped_column(String(20), index=True)
     error: Mapped[str | None] = mapped_column(Text)
     warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    # Where the location came from (e.g. {"hf_repo": ..., "hf_revision": ...}) and folder facts.
+    # Where the location came from (e.g. {"hf_repo": ..., "hf_revision": ...}), folder facts,
+    # this copy's format, hashes and audit verdict ("audit": status, format, findings).
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
     first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,36 @@ KINDS = (
 )
 
 
+# Audit statuses, worst first: one unsafe copy makes a model unsafe; an unreadable (error) or
+# unknown audit is not "safe" either.
+AUDIT_ORDER = ("unsafe", "error", "unknown", "safe")
+
+
+def worst_audit(statuses: Iterable[str | None]) -> str | None:
+    """The worst of ``statuses`` (``unsafe`` > ``error`` > anything else > ``safe``); None if
+    there is none."""
+    known = [s for s in statuses if s]
+    if not known:
+        return None
+    return min(known, key=lambda s: AUDIT_ORDER.index(s) if s in AUDIT_ORDER else 2)
+
+
+def location_audit(loc: Location) -> str | None:
+    """The audit of the file at ``loc`` (its model's for a row scanned before 0004)."""
+    if loc.audit_status:
+        return loc.audit_status
+    return loc.model.audit_status if loc.model is not None else None
+
+
+def model_audit(model: Model) -> str | None:
+    """The worst audit of the model's copies on disk (of every copy when none is left)."""
+    on_disk = [loc for loc in model.locations if loc.status != "missing"]
+    considered = on_disk or list(model.locations)
+    if not considered:
+        return model.audit_status
+    return worst_audit(loc.audit_status or model.audit_status for loc in considered)
+
+
 def model_status(model: Model) -> str:
     """``present`` if a copy is on disk and readable, ``error`` if only unreadable ones are,
     ``missing`` if every known location is gone."""
@@ -74,8 +104,14 @@ def model_size(model: Model) -> int:
 
 
 def file_on_disk(model: Model) -> Path | None:
-    """The first location the catalog holds as present that is still on this machine."""
-    for loc in model.locations:
+    """A location the catalog holds as present that is still on this machine: a copy audited
+    safe first (a .ckpt and its .safetensors are one model), then safetensors, then by path."""
+
+    def preference(loc: Location) -> tuple[bool, bool, str]:
+        fmt = (loc.extra or {}).get("format")
+        return (location_audit(loc) != "safe", fmt != "safetensors", loc.path)
+
+    for loc in sorted(model.locations, key=preference):
         if loc.status == "present" and Path(loc.path).exists():
             return Path(loc.path)
     return None
@@ -124,10 +160,18 @@ def find_models(session: Session, ref: str) -> list[Model]:
         ]
     exact = session.scalars(_models().where(func.lower(Model.name) == ref.lower())).all()
     if exact:
-        return list(exact)
+        return _on_disk_first(exact)
     # (autoescape: a ref's % and _ are characters of a name, not LIKE wildcards)
     part = func.lower(Model.name).contains(ref.lower(), autoescape=True)
-    return list(session.scalars(_models().where(part)).all())
+    return _on_disk_first(session.scalars(_models().where(part)).all())
+
+
+def _on_disk_first(models: Sequence[Model]) -> list[Model]:
+    """Of several models a name matches, those with a copy on disk: the content a file had
+    before it was replaced (a v2 download at the same path) keeps its name but is no longer
+    what the user means. Only when none is on disk are the missing ones returned."""
+    on_disk = [m for m in models if model_status(m) != "missing"]
+    return on_disk or list(models)
 
 
 def _location_hash_matches(loc: Location, prefix: str) -> bool:
@@ -150,11 +194,13 @@ def list_models(
         query = query.where(Model.family == family)
     if kind:
         query = query.where(Model.kind == kind)
-    if unsafe:
-        query = query.where(Model.audit_status == "unsafe")
     models = session.scalars(query).unique().all()
     wanted = {"missing"} if missing else {"present", "error"}
-    return [m for m in models if model_status(m) in wanted]
+    return [
+        m
+        for m in models
+        if model_status(m) in wanted and (not unsafe or model_audit(m) == "unsafe")
+    ]
 
 
 @dataclass(frozen=True)
@@ -219,21 +265,39 @@ def set_overrides(
     return model
 
 
+# Keys of ``locations.extra`` shown under their own names (or not at all) by location_json.
+_EXTRA_OWN_KEYS = ("format", "hashes", "audit", "os_error")
+
+
 def location_json(loc: Location) -> dict[str, Any]:
     extra = loc.extra or {}
+    verdict = extra.get("audit") or {}
     return {
         "path": loc.path,
         "status": loc.status,
         "size": loc.size,
         "format": extra.get("format"),
+        "audit": location_audit(loc),
+        "findings": list(verdict.get("findings") or []),
         "error": loc.error,
         "warnings": list(loc.warnings or []),
         "mtime_ns": loc.mtime_ns,
         "first_seen_at": loc.first_seen_at.isoformat() if loc.first_seen_at else None,
         "last_seen_at": loc.last_seen_at.isoformat() if loc.last_seen_at else None,
-        **{k: v for k, v in extra.items() if k not in ("format", "hashes")},
+        **{k: v for k, v in extra.items() if k not in _EXTRA_OWN_KEYS},
         "hashes": extra.get("hashes"),
     }
+
+
+def _audit_verdict(model: Model) -> Any:
+    """The verdict that explains the model's audit: that of its worst copy on disk."""
+    audit = model_audit(model)
+    on_disk = [loc for loc in model.locations if loc.status != "missing"]
+    for loc in sorted(on_disk or model.locations, key=lambda x: x.path):
+        verdict = (loc.extra or {}).get("audit")
+        if verdict and location_audit(loc) == audit:
+            return verdict
+    return (model.details or {}).get("audit")
 
 
 def model_json(model: Model, *, full: bool = False) -> dict[str, Any]:
@@ -250,7 +314,12 @@ def model_json(model: Model, *, full: bool = False) -> dict[str, Any]:
         "precision": model.precision,
         "parameter_count": model.parameter_count,
         "size": model_size(model),
-        "audit": model.audit_status,
+        "audit": model_audit(model),
+        "unsafe_paths": [
+            loc.path
+            for loc in model.locations
+            if loc.status != "missing" and location_audit(loc) == "unsafe"
+        ],
         "sha256": model.sha256,
         "autov2": model.autov2,
         "content_id": model.content_id,
@@ -269,7 +338,7 @@ def model_json(model: Model, *, full: bool = False) -> dict[str, Any]:
                 "tensor_count": model.tensor_count,
                 "locations": [location_json(loc) for loc in model.locations],
                 "inspect": details.get("inspect"),
-                "audit_verdict": details.get("audit"),
+                "audit_verdict": _audit_verdict(model),
                 "error": details.get("error"),
                 "hash_error": details.get("hash_error"),
                 "components": details.get("components"),
@@ -294,6 +363,7 @@ EXPORT_COLUMNS: Sequence[str] = (
     "precision",
     "parameter_count",
     "audit",
+    "model_audit",
     "sha256",
     "autov1",
     "autov2",
@@ -309,9 +379,11 @@ EXPORT_COLUMNS: Sequence[str] = (
 
 
 def export_rows(session: Session) -> list[dict[str, Any]]:
-    """One row per location (a model stored twice gives two rows), for CSV."""
+    """One row per location (a model stored twice gives two rows), for CSV. ``audit`` is that
+    file's own audit, ``model_audit`` the worst of the model's copies on disk."""
     rows = []
     for model in session.scalars(_models()).unique():
+        audit = model_audit(model)
         for loc in sorted(model.locations, key=lambda x: x.path):
             hashes = (loc.extra or {}).get("hashes") or {}
             rows.append(
@@ -328,7 +400,8 @@ def export_rows(session: Session) -> list[dict[str, Any]]:
                     "prediction_type": model.prediction_type,
                     "precision": model.precision,
                     "parameter_count": model.parameter_count,
-                    "audit": model.audit_status,
+                    "audit": location_audit(loc),
+                    "model_audit": audit,
                     **{c: hashes.get(c, getattr(model, c)) for c in HASH_COLUMNS},
                     "overrides": ";".join(f"{k}={v}" for k, v in (model.overrides or {}).items()),
                     "note": model.note,

@@ -3,7 +3,9 @@
 - Pipeline: ``model_index.json`` names the pipeline class and its components; each component
   folder with weights becomes a TensorIndex in ``TensorIndex.components``; the top-level tensors
   are all components' tensors named ``<component>.<tensor>``, with ``source`` the weights file
-  relative to the folder.
+  relative to the folder. A declared component whose folder has a config but no weights (an
+  interrupted download) makes the pipeline unreadable, except ``safety_checker`` and
+  ``feature_extractor``, which modelsafe loads pipelines without (a warning then).
 - Component: a folder with ``config.json`` and weights (``diffusion_pytorch_model*.safetensors``,
   ``model*.safetensors``, a sharded ``*.safetensors.index*.json``, or a torch ``.bin``).
 - Variants (``.fp16.``, ``.bf16.``, ...): one per component is read, the full-precision file when
@@ -34,6 +36,9 @@ _SHARDED = re.compile(
 )
 _VARIANT_ORDER = ("", "fp32", "fp16", "bf16")
 _SHARD_NAME = re.compile(r"-\d{5}-of-\d{5}$")
+# Components a pipeline loads without (modelsafe passes None for them): their weights are often
+# deleted on purpose.
+OPTIONAL_COMPONENTS = frozenset({"safety_checker", "feature_extractor"})
 # Config keys copied into the flat ``facts`` of a pipeline (component.key).
 FACT_KEYS = (
     "_class_name",
@@ -129,6 +134,44 @@ def find_weights(folder: Path) -> WeightsChoice | None:
     ext = "safetensors" if (best_variant, "safetensors") in found else "bin"
     path, sharded_flag = found[(best_variant, ext)]
     return WeightsChoice(path, best_variant, sharded_flag, variants)
+
+
+def shard_index_of(folder: Path) -> Path | None:
+    """The shard index of a sharded component folder, or None when ``folder`` is not one.
+
+    It is one when it holds ``config.json`` and a ``<weights>.safetensors.index.json`` (or
+    ``.bin.index.json``, any variant) whose ``weight_map`` maps tensor names to shard file names:
+    a folder of unrelated model files that happens to hold a ``config.json`` is not one. Only the
+    index is read (it is small), never a shard.
+    """
+    try:
+        if not (folder / "config.json").is_file():
+            return None
+        names = sorted(p.name for p in folder.iterdir())
+    except OSError:
+        return None
+    for name in names:
+        match = _SHARDED.match(name)
+        if match is None or match["base"] not in _WEIGHT_BASES:
+            continue
+        try:
+            data = load_json(folder / name, str(folder))
+        except FileReadError:
+            continue
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if (
+            isinstance(weight_map, dict)
+            and weight_map
+            and all(
+                isinstance(k, str)
+                and isinstance(v, str)
+                and v.endswith((".safetensors", ".bin"))
+                and "/" not in v
+                for k, v in weight_map.items()
+            )
+        ):
+            return folder / name
+    return None
 
 
 def _variant_rank(variant: str) -> tuple[int, str]:
@@ -285,6 +328,7 @@ def read_pipeline(root: Path) -> TensorIndex:
     configs: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
     tensors: list[TensorInfo] = []
+    weightless: list[tuple[str, str]] = []  # (name, class) of components with no weights file
     for name, (library, class_name) in declared.items():
         if library is None and class_name is None:
             continue  # e.g. safety_checker: [null, null]
@@ -299,7 +343,7 @@ def read_pipeline(root: Path) -> TensorIndex:
         if component is None:
             if (folder / "config.json").is_file() and library in ("diffusers", "transformers"):
                 if "Tokenizer" not in str(class_name) and "Scheduler" not in str(class_name):
-                    warnings.append(f"component {name} ({class_name}) has a config but no weights")
+                    weightless.append((name, str(class_name)))
             continue
         components[name] = component
         warnings += [f"{name}: {w}" for w in component.warnings]
@@ -309,6 +353,19 @@ def read_pipeline(root: Path) -> TensorIndex:
             f"{root}: model_index.json declares no component with weights",
             hint="the download is incomplete: fetch the component folders' weights files",
         )
+    missing = [(n, c) for n, c in weightless if n not in OPTIONAL_COMPONENTS]
+    if missing:
+        # diffusers cannot load the pipeline without them (an interrupted download has fetched the
+        # small config files, not the weights).
+        names = ", ".join(n for n, _ in missing)
+        what = ", ".join(f"{n} ({c})" for n, c in missing)
+        raise MalformedFileError(
+            f"{root}: component{'s' if len(missing) > 1 else ''} {what} "
+            f"{'have' if len(missing) > 1 else 'has'} a config.json but no weights file, so the "
+            "pipeline cannot be loaded",
+            hint=f"the download is incomplete: fetch the weights files of {names}",
+        )
+    warnings += [f"component {n} ({c}) has a config but no weights" for n, c in weightless]
     return TensorIndex(
         path=root,
         format=Format.DIFFUSERS_DIR.value,

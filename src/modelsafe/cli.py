@@ -12,7 +12,7 @@ import importlib.util
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -124,6 +124,52 @@ def _show_error(message: str, hint: str = "") -> None:
         click.echo(f"Hint: {hint}", err=True)
 
 
+def _asked_for_json(argv: list[str] | None) -> bool:
+    """Whether the command line that just failed gave its command ``--json``.
+
+    The command's context is gone once its error reaches :func:`main`, so the line is parsed again
+    the way click parsed it (resiliently: no callback fails, nothing runs) and the command's own
+    ``as_json`` parameter is read: a ``--json`` that is the value of another option does not
+    count.
+    """
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    command: click.Command | None = cli
+    name: str | None = "modelsafe"
+    parent: click.Context | None = None
+    try:
+        while command is not None and name is not None:
+            ctx = command.make_context(name, list(tokens), parent=parent, resilient_parsing=True)
+            if not isinstance(command, click.Group):
+                return bool(ctx.params.get("as_json"))
+            # A group keeps the tokens after its subcommand's name in ctx.args: the name is the
+            # token before them.
+            start = len(tokens) - len(ctx.args) - 1
+            if start < 0:
+                return False
+            name, command, tokens = command.resolve_command(ctx, tokens[start:])
+            parent = ctx
+    except (click.exceptions.ClickException, click.exceptions.Exit):
+        return False
+    return False
+
+
+def _fail(exc: BaseException, exit_code: int, as_json: bool) -> NoReturn:
+    """End a failed command: the message (and hint) on stderr; with ``--json`` also one object
+    ``{"error": {"type", "reason", "hint", "exit_code"}}`` on stdout, so a script that reads
+    stdout always gets JSON (unless the command wrote its own JSON before it failed: ``scan``
+    prints its summary, then exits 2 for a root it could not use)."""
+    from modelsafe.output import emit_json, error_json, json_written
+
+    if as_json and not json_written():
+        emit_json(error_json(exc, exit_code))
+    if isinstance(exc, ModelsafeError):
+        _show_error(exc.reason, exc.hint)
+    else:
+        assert isinstance(exc, click.ClickException)
+        exc.show()
+    sys.exit(exit_code)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP (``timeout``, ``docker stop``, a closed SSH session): unwinds like
     Ctrl-C, so every ``finally`` and ``except BaseException`` cleanup runs (temp files removed)."""
@@ -153,18 +199,19 @@ def main(argv: list[str] | None = None) -> Any:
     """Entry point of the ``modelsafe`` script: runs the CLI and maps errors to exit codes."""
     debug = os.environ.get("MODELSAFE_DEBUG") == "1"
     _handle_termination()
+    from modelsafe.output import json_written
+
+    json_written(reset=True)
     try:
         rv = cli.main(args=argv, prog_name="modelsafe", standalone_mode=False)
     except ModelsafeError as exc:
         if debug:
             traceback.print_exc()
-        _show_error(exc.reason, exc.hint)
-        sys.exit(exc.exit_code)
+        _fail(exc, exc.exit_code, _asked_for_json(argv))
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        _fail(exc, exc.exit_code, _asked_for_json(argv))
     except (KeyboardInterrupt, click.exceptions.Abort) as exc:
         # (click turns a KeyboardInterrupt into Abort; the signal that caused it is its cause)
         cause = exc if isinstance(exc, Terminated) else exc.__cause__ or exc.__context__

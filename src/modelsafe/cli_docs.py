@@ -17,6 +17,13 @@ Generated from the commands' own help by `python -m modelsafe.cli_docs > docs/cl
 Exit codes for every command: 0 success (safe, compatible), 1 a negative answer (unsafe file,
 rejected component), 2 an error (unreadable input, bad usage, catalog trouble), 3 an unexpected
 internal error (a bug: run with `MODELSAFE_DEBUG=1` for the traceback), 130 interrupted.
+
+With `--json` the result is JSON on stdout (progress and messages go to stderr). A command that
+fails prints one object there instead, `{"error": {"type": "FileReadError", "reason": "...",
+"hint": "...", "exit_code": 2}}` (`type`: the error's class), as well as the message on stderr
+(a command that wrote its result before it failed, as `scan` does for a path it could not read,
+leaves that result alone).
+A file name that is not valid UTF-8 is written with U+FFFD for each undecodable byte.
 """
 
 

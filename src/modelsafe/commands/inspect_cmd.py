@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from modelsafe.output import emit_json
+from modelsafe.output import emit_json, printable
 
 
 @click.command("inspect")
@@ -27,7 +27,12 @@ def inspect_command(path: Path, with_hashes: bool, as_json: bool) -> int:
 
     report = inspect_path(path, with_hashes=with_hashes)
     if as_json:
-        emit_json(report)
+        from modelsafe.plugin_manager import get_plugin_manager
+        from modelsafe.types import to_jsonable
+
+        value = to_jsonable(report)
+        value["plugin_failures"] = to_jsonable(get_plugin_manager().take_failures())
+        emit_json(value)
     else:
         _print_summary(report)
     return 0
@@ -36,29 +41,34 @@ def inspect_command(path: Path, with_hashes: bool, as_json: bool) -> int:
 def _print_summary(report: Any) -> None:
     from modelsafe.units import format_count, format_size
 
+    def echo(line: str, **style: Any) -> None:
+        # (names come from the file system and tensor names from the file: a newline or an
+        # escape sequence in them must not split a line or colour the terminal)
+        click.secho(printable(line), **style)
+
     label = "/".join(x for x in (report.family, report.kind, report.variant) if x)
-    click.echo(f"{report.path}")
-    click.echo(f"  what       {label}  (confidence {report.confidence:.2f})")
-    click.echo(f"  format     {report.format}")
+    echo(f"{report.path}")
+    echo(f"  what       {label}  (confidence {report.confidence:.2f})")
+    echo(f"  format     {report.format}")
     if report.prediction_type:
-        click.echo(f"  prediction {report.prediction_type}")
-    click.echo(
+        echo(f"  prediction {report.prediction_type}")
+    echo(
         f"  weights    {format_count(report.parameter_count)} parameters, "
         f"{format_size(report.weight_bytes)}, {report.tensor_count} tensors, "
         f"precision {report.precision}"
     )
     vram = ", ".join(f"{k} {format_size(v)}" for k, v in report.vram.items() if isinstance(v, int))
     if vram:
-        click.echo(f"  vram       {vram}")
+        echo(f"  vram       {vram}")
     for line in report.evidence:
-        click.echo(f"  evidence   {line}")
+        echo(f"  evidence   {line}")
     for cand in report.candidates[:3]:
         why = "; ".join(cand["why"][:2])
-        click.echo(f"  not        {cand['family']}/{cand['kind']} ({cand['score']:.2f}): {why}")
+        echo(f"  not        {cand['family']}/{cand['kind']} ({cand['score']:.2f}): {why}")
     for name, comp in report.components.items():
-        click.echo(f"  component  {name}: {comp['family']}/{comp['kind']} {comp['precision']}")
+        echo(f"  component  {name}: {comp['family']}/{comp['kind']} {comp['precision']}")
     for warning in report.warnings:
-        click.secho(f"  warning    {warning}", fg="yellow")
+        echo(f"  warning    {warning}", fg="yellow")
     if report.hashes:
         for name, value in report.hashes.items():
-            click.echo(f"  {name:10} {value}")
+            echo(f"  {name:10} {value}")

@@ -7,13 +7,17 @@ from typing import Any
 import click
 
 from modelsafe.commands.catalog_option import catalog_option
-from modelsafe.output import emit_json
+from modelsafe.output import emit_json, printable
 
 
 @click.command("ls")
 @click.option("--family", "-f", default=None, help="Only this family (sd1, sdxl, flux1, ...).")
 @click.option("--kind", "-k", default=None, help="Only this kind (checkpoint, lora, vae, ...).")
-@click.option("--unsafe", is_flag=True, help="Only files whose audit found code that would run.")
+@click.option(
+    "--unsafe",
+    is_flag=True,
+    help="Only models with a file on disk whose audit found code that would run.",
+)
 @click.option("--missing", is_flag=True, help="Only models with no copy left on disk.")
 @click.option(
     "--duplicates", is_flag=True, help="Models stored more than once, with reclaimable bytes."
@@ -80,7 +84,7 @@ def _show_compatible(catalog: Any, checkpoint: str, kind: str | None, as_json: b
         click.echo(f"nothing in the catalog fits {checkpoint}", err=True)
     for f in fits:
         model = f.model
-        click.echo(f"{model.get('family')}/{model.get('kind')}  {model.get('name')}")
+        click.echo(printable(f"{model.get('family')}/{model.get('kind')}  {model.get('name')}"))
         for reason in f.reasons:
             click.echo(f"    {reason.status}: {reason.reason}")
     return 0
@@ -109,7 +113,7 @@ def _show_table(rows: list[dict[str, Any]]) -> None:
                 r["precision"] or "-",
                 format_size(r["size"]),
                 r["autov2"] or "-",
-                r["name"],
+                printable(r["name"]),
             )
         )
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
@@ -141,8 +145,8 @@ def _show_duplicates(groups: list[Any], as_json: bool) -> None:
         )
         return
     for g in groups:
-        click.echo(f"{g.model.name}  ({format_size(g.reclaimable)} reclaimable)")
-        click.echo(f"  keep    {g.keep.path}")
+        click.echo(printable(f"{g.model.name}  ({format_size(g.reclaimable)} reclaimable)"))
+        click.echo(printable(f"  keep    {g.keep.path}"))
         for other in g.others:
-            click.echo(f"  also    {other.path}")
+            click.echo(printable(f"  also    {other.path}"))
     click.echo(f"{len(groups)} models stored more than once; {format_size(total)} reclaimable")

@@ -12,7 +12,7 @@ import click
 
 from modelsafe.commands.catalog_option import catalog_option
 from modelsafe.errors import UsageError
-from modelsafe.output import emit_json
+from modelsafe.output import emit_json, printable
 
 
 @click.command()
@@ -52,12 +52,13 @@ def scan(
 ) -> int:
     """Scan model files and folders into the catalog: identify, hash, audit each one.
 
-    Only files that changed since the last scan (size, mtime, inode, device) are read. A file
-    stored twice is one model with two locations; files gone from disk are marked missing.
-    Without PATHS the config's model_roots are scanned.
+    Only files that changed since the last scan (size, mtime, ctime, inode, device) are read. A
+    file stored twice is one model with two locations, each with its own audit; files gone from
+    disk are marked missing. Without PATHS the config's model_roots are scanned.
 
-    Exit codes: 0 done (even with unreadable files: they are error rows), 1 an unsafe file was
-    found, 2 the catalog or a path could not be used.
+    Exit codes: 0 done (even with unreadable files: they are error rows), 1 an unsafe file is in
+    the scanned paths (changed or not), 2 the catalog could not be used, or a PATH does not
+    exist or cannot be read (the other paths are scanned first).
     """
     from modelsafe.commands.catalog_option import open_cli_catalog
     from modelsafe.config import load_config
@@ -101,10 +102,40 @@ def scan(
     if as_json:
         from dataclasses import asdict
 
-        emit_json(asdict(summary))
+        from modelsafe.plugin_manager import get_plugin_manager
+        from modelsafe.types import to_jsonable
+
+        value = asdict(summary)
+        value["plugin_failures"] = to_jsonable(get_plugin_manager().take_failures())
+        emit_json(value)
     else:
         _print_summary(summary)
-    return 1 if summary.unsafe else 0
+    problem = _unusable_roots_error(summary.unusable_roots, len(roots))
+    if problem is not None and summary.unsafe:
+        # (1 wins, as for `audit`: an unsafe file is the finding that matters most)
+        click.secho(f"Error: {problem.reason}", fg="red", err=True)
+        click.echo(f"Hint: {problem.hint}", err=True)
+    if summary.unsafe:
+        return 1
+    if problem is not None:
+        raise problem
+    return 0
+
+
+def _unusable_roots_error(roots: list[dict[str, str]], given: int) -> UsageError | None:
+    """Exit 2 with the reason when a path given could not be scanned at all."""
+    if not roots:
+        return None
+    hint = "check the spelling, that the drive is mounted and that you may read it"
+    if given > len(roots):
+        hint += "; the other paths were scanned"
+    what = "; ".join(f"{r['path']}: {r['reason']}" for r in roots[:5])
+    more = f" (and {len(roots) - 5} more)" if len(roots) > 5 else ""
+    counted = "a path given" if len(roots) == 1 else f"{len(roots)} paths given"
+    return UsageError(
+        f"{counted} could not be scanned: {what}{more}",
+        hint=hint,
+    )
 
 
 @contextmanager
@@ -138,15 +169,19 @@ def _print_summary(summary: Any) -> None:
     from modelsafe.units import format_size
 
     for item in summary.unsafe_files:
-        click.secho(f"UNSAFE  {item}", fg="red")
+        click.secho(printable(f"UNSAFE  {item}"), fg="red")
     for item in summary.error_files:
         path, reason = item["path"], item["reason"]
         text = reason if reason.startswith(path) else f"{path}: {reason}"
-        click.secho(f"ERROR   {text}", fg="yellow")
+        click.secho(printable(f"ERROR   {text}"), fg="yellow")
     for item in summary.wrong_folder:
-        click.secho(f"FOLDER  {item['path']}: {item['problem']}", fg="yellow")
+        click.secho(printable(f"FOLDER  {item['path']}: {item['problem']}"), fg="yellow")
+    for item in summary.warnings:
+        click.secho(printable(f"WARNING {item['path']}: {item['warning']}"), fg="yellow")
+    for item in summary.notices:
+        click.echo(printable(f"NOTE    {item['path']}: {item['message']}"))
     for item in summary.skipped:
-        click.echo(f"SKIPPED {item['path']}: {item['reason']}", err=True)
+        click.echo(printable(f"SKIPPED {item['path']}: {item['reason']}"), err=True)
     click.echo(
         f"{summary.files} files: {summary.new} new, {summary.changed} changed, "
         f"{summary.unchanged} unchanged, {summary.removed} removed, {summary.unsafe} unsafe, "

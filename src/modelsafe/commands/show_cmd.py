@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from modelsafe.commands.catalog_option import catalog_option
-from modelsafe.output import emit_json
+from modelsafe.output import emit_json, printable
 
 
 @click.command()
@@ -17,7 +17,8 @@ from modelsafe.output import emit_json
 @click.pass_context
 def show(ctx: click.Context, model: str, as_json: bool) -> int:
     """Show MODEL (a path, a hash prefix of 6+ hex digits, or a name) from the catalog:
-    identity (with overrides marked), hashes, every location, audit findings and evidence.
+    identity (with overrides marked), hashes, every location with its own audit, audit
+    findings and evidence. A model is as unsafe as the worst of its copies on disk.
 
     Exit codes: 0 shown, 2 no model (or more than one) matches, or the catalog cannot be read.
     """
@@ -41,9 +42,9 @@ def _print(m: dict[str, Any]) -> None:
     from modelsafe.units import format_count, format_size
 
     def line(label: str, text: object) -> None:
-        click.echo(f"  {label:16}{text}")
+        click.echo(printable(f"  {label:16}{text}"))
 
-    click.echo(f"{m['name']}  [{m['status']}]")
+    click.echo(printable(f"{m['name']}  [{m['status']}]"))
     detected = m.get("detected") or {}
     for name in ("family", "kind", "variant", "prediction_type"):
         label = name.replace("_", " ")
@@ -64,10 +65,17 @@ def _print(m: dict[str, Any]) -> None:
     if m["note"]:
         line("note", m["note"])
     audit = m.get("audit_verdict") or {}
-    line("audit", m["audit"] or "-")
-    for f in audit.get("findings") or []:
-        where = f" at {f['location']}" if f.get("location") else ""
-        line("", f"{f['severity']}: {f['message']}{where}")
+    unsafe_paths = m.get("unsafe_paths") or []
+    on_disk = [loc for loc in m["locations"] if loc["status"] != "missing"]
+    mixed = bool(unsafe_paths) and len(on_disk) > len(unsafe_paths)
+    if mixed:
+        # One content, several files: say which of them would run code (findings: per location).
+        line("audit", f"{m['audit']}: {', '.join(unsafe_paths)} (see each location)")
+    else:
+        line("audit", m["audit"] or "-")
+        for f in audit.get("findings") or []:
+            where = f" at {f['location']}" if f.get("location") else ""
+            line("", f"{f['severity']}: {f['message']}{where}")
     if m.get("error"):
         line("error", m["error"])
     for name, value in (m.get("hashes") or {}).items():
@@ -83,10 +91,21 @@ def _print(m: dict[str, Any]) -> None:
     if sizes:
         line("vram", sizes)
     for loc in m["locations"]:
-        line("location", f"{loc['path']}  [{loc['status']}, {format_size(loc['size'])}]")
+        audited = f", audit {loc['audit']}" if loc.get("audit") else ""
+        line(
+            "location",
+            f"{loc['path']}  [{loc['status']}, {format_size(loc['size'])}{audited}]",
+        )
+        said = set()
+        if mixed and loc.get("audit") not in (None, "safe"):
+            for f in loc.get("findings") or []:
+                said.add(f"{f['severity']}: {f['message']}")
+                where = f" at {f['location']}" if f.get("location") else ""
+                line("", f"{f['severity']}: {f['message']}{where}")
         if loc.get("error"):
             line("", f"error: {loc['error']}")
         for w in loc.get("warnings") or []:
-            line("", f"warning: {w}")
+            if w not in said:  # (a reader repeats audit findings as warnings)
+                line("", f"warning: {w}")
         if loc.get("hf_repo"):
             line("", f"hf: {loc['hf_repo']}@{loc['hf_revision'][:12]} {loc['hf_refs']}")
