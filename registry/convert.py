@@ -124,7 +124,7 @@ def _convert(
     plan = _plan(tf)
     values = tf.content.values if tf.content else {}
     aliases = _aliases(plan)
-    tmp = dst.parent / f".{dst.name}.{secrets.token_hex(4)}.modelsafe-tmp"
+    tmp = _temp_path(dst)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as exc:
@@ -177,6 +177,24 @@ def _convert(
         dropped_tensors=len(tf.content.dropped) if tf.content else 0,
         seconds=time.perf_counter() - started,
     )
+
+
+# A destination name longer than this many bytes is cut to it in the temp file's name, so that
+# ".{name}.{8 hex}.modelsafe-tmp" stays within NAME_MAX (255 bytes on every common file system)
+# for a destination name of any length the file system allows.
+_TEMP_NAME_KEEP = 150
+
+
+def _temp_path(dst: Path) -> Path:
+    """The temp file beside ``dst``: ``.{dst.name}.{random}.modelsafe-tmp``, with the name cut to
+    its first ``_TEMP_NAME_KEEP`` bytes (at a UTF-8 character boundary) when it is longer."""
+    raw = os.fsencode(dst.name)
+    if len(raw) > _TEMP_NAME_KEEP:
+        cut = _TEMP_NAME_KEEP
+        while cut > 0 and raw[cut] & 0xC0 == 0x80:  # (not inside a UTF-8 sequence)
+            cut -= 1
+        raw = raw[:cut]
+    return dst.parent / f".{os.fsdecode(raw)}.{secrets.token_hex(4)}.modelsafe-tmp"
 
 
 @contextmanager

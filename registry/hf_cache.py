@@ -9,6 +9,7 @@ path. Each location records the repo, its type, the revision and its refs.
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ def hf_cache_roots(cache_dir: Path | str | None = None) -> HFCache:
             hint="pass --hf-cache-dir DIR, or set HF_HUB_CACHE / HF_HOME",
         ) from exc
     root = os.path.abspath(cache_dir) if cache_dir else _default_cache()
-    result = HFCache(root, warnings=[str(w) for w in info.warnings])
+    # (a ref to no snapshot is said in modelsafe's words, per ref: see _ref_problems)
+    result = HFCache(root, warnings=[str(w) for w in info.warnings if not _is_ref_warning(w)])
     listed: set[str] = set()
     for repo in sorted(info.repos, key=lambda r: (r.repo_type, r.repo_id)):
         listed.add(os.path.abspath(repo.repo_path))
@@ -89,6 +91,7 @@ def _unlisted_repos(root: str, listed: set[str], result: HFCache) -> None:
         except OSError:
             continue
         refs = _refs(folder)
+        result.warnings.extend(_ref_problems(folder, repo_id, commits))
         for commit in commits:
             snapshot = os.path.join(snapshots, commit)
             if not os.path.isdir(snapshot):
@@ -102,18 +105,56 @@ def _unlisted_repos(root: str, listed: set[str], result: HFCache) -> None:
             }
 
 
-def _refs(folder: str) -> dict[str, str]:
+def _refs(folder: str, *, raw: bool = False) -> dict[str, str]:
+    """Ref name (``main``, ``refs/pr/1``) -> the commit its file holds (``raw``: the file's text
+    as it is, which is what huggingface_hub reads)."""
     found: dict[str, str] = {}
     refs = os.path.join(folder, "refs")
     for dirpath, _dirs, files in os.walk(refs):
         for name in files:
             path = os.path.join(dirpath, name)
             try:
-                with open(path, encoding="utf-8") as fh:
-                    found[os.path.relpath(path, refs)] = fh.read(100).strip()
+                with open(path, encoding="utf-8", newline="") as fh:
+                    text = fh.read(100)
             except (OSError, UnicodeDecodeError):
                 continue
+            found[os.path.relpath(path, refs)] = text if raw else text.strip()
     return found
+
+
+def _is_ref_warning(warning: Exception) -> bool:
+    """huggingface_hub's "Reference(s) refer to missing commit hashes: {...} (repo)": it drops
+    the whole repo for it; :func:`_unlisted_repos` scans it anyway and says what is wrong."""
+    return str(warning).startswith("Reference(s) refer to missing commit hashes")
+
+
+def _ref_problems(folder: str, repo_id: str, commits: list[str]) -> list[str]:
+    """What is wrong with each ref of the repo at ``folder`` that names no snapshot, the way
+    huggingface_hub reads it (the file's text as it is: the hub writes the bare 40-digit commit
+    hash, no newline). Such a ref cannot be used offline (``from_pretrained(repo_id)`` with
+    HF_HUB_OFFLINE=1 finds nothing), and huggingface_hub's cache scan leaves the repo out."""
+    problems = []
+    for ref, text in sorted(_refs(folder, raw=True).items()):
+        if text in commits:
+            continue
+        path = os.path.join(folder, "refs", ref)
+        commit = text.strip()
+        scanned = "its snapshots were scanned anyway"
+        if commit in commits:
+            problems.append(
+                f"{path}: the ref {ref!r} holds the commit {commit!r} with a newline or spaces "
+                "around it (a ref written by hand?), so huggingface_hub finds no snapshot for "
+                f"it and cannot load {repo_id} by that ref offline; {scanned}. Write the bare "
+                f"hash, as the hub does: printf %s {shlex.quote(commit)} > {shlex.quote(path)}"
+            )
+        else:
+            problems.append(
+                f"{path}: the ref {ref!r} points at the commit {commit!r}, which has no "
+                "snapshots/ folder (deleted, or its download never finished), so huggingface_hub "
+                f"cannot load {repo_id} by that ref offline; {scanned}. Download it again "
+                f"(hf download {repo_id} --revision {shlex.quote(ref)}) or delete the ref file"
+            )
+    return problems
 
 
 def _incomplete_blobs(root: str) -> list[str]:

@@ -10,7 +10,9 @@ its own transaction, then mark what is gone as missing.
 - A file that changes while it is read is read again (up to ``MAX_TRIES`` times).
 - The audit belongs to each file (``locations.audit_status``): a safe .safetensors and a .ckpt
   that runs code can hold the same tensors, so be one model. The model's ``audit_status`` is the
-  worst of its copies on disk.
+  worst of its copies on disk; its ``format`` and file hashes (sha256, AutoV2...) are those of
+  its preferred copy (``queries.preferred_location``: audited safe, then safetensors), whatever
+  order the copies were scanned in.
 - Files no longer on disk (a link whose target is gone included) are marked ``missing``; nothing
   is deleted.
 """
@@ -34,7 +36,7 @@ from sqlalchemy.orm import Session, selectinload
 from modelsafe.registry.analyse import Analysis, HashCache, analyse
 from modelsafe.registry.catalog.db import Catalog
 from modelsafe.registry.catalog.models import Location, Model, Scan
-from modelsafe.registry.catalog.queries import model_audit, worst_audit
+from modelsafe.registry.catalog.queries import model_audit, preferred_location, worst_audit
 from modelsafe.registry.folders import convention_of, folder_report
 from modelsafe.registry.walk import Found, StatKey, printable, walk
 
@@ -647,13 +649,18 @@ def write_result(
         loc.last_seen_at = now
     session.flush()
     model.audit_status = model_audit(model)
+    _preferred_copy_facts(model)
     for old in previous:
         if old is not model:
             old.audit_status = model_audit(old)
+            _preferred_copy_facts(old)
     for old in placeholders:
         if old is not model and not old.locations:
             session.delete(old)
     return Written(was_new, report, notices)
+
+
+_FILE_HASHES = ("sha256", "autov1", "autov2", "autov3", "blake3", "crc32", "content_id")
 
 
 def _fill_model(model: Model, result: Analysis) -> None:
@@ -674,7 +681,7 @@ def _fill_model(model: Model, result: Analysis) -> None:
     model.weight_bytes = report.get("weight_bytes")
     model.tensor_count = report.get("tensor_count")
     model.confidence = report.get("confidence")
-    for name in ("sha256", "autov1", "autov2", "autov3", "blake3", "crc32", "content_id"):
+    for name in _FILE_HASHES:
         setattr(model, name, hashes.get(name))
     model.details = {
         "detected": detected,
@@ -687,6 +694,24 @@ def _fill_model(model: Model, result: Analysis) -> None:
         "is_dir": result.is_dir,
     }
     model.updated_at = utcnow()
+
+
+def _preferred_copy_facts(model: Model) -> None:
+    """The model's format and file hashes from its preferred copy on disk (each location keeps
+    its own in ``extra``), so a model with a .ckpt and a .safetensors copy shows the same ones
+    whichever was scanned last. Kept as they are when no copy is present, or when the preferred
+    one was recorded before locations kept their own."""
+    loc = preferred_location(model)
+    extra = (loc.extra or {}) if loc is not None else {}
+    fmt, hashes = extra.get("format"), extra.get("hashes")
+    if not isinstance(fmt, str) or not isinstance(hashes, dict):
+        return
+    if model.format == fmt and all(getattr(model, n) == hashes.get(n) for n in _FILE_HASHES):
+        return
+    model.format = fmt
+    for name in _FILE_HASHES:
+        setattr(model, name, hashes.get(name))
+    model.details = {**(model.details or {}), "hashes": hashes or None}
 
 
 def _gone(path: str) -> bool:
@@ -729,4 +754,5 @@ def _mark_missing(
             query = select(Model).where(Model.id.in_(ids)).options(selectinload(Model.locations))
             for model in session.scalars(query):
                 model.audit_status = model_audit(model)
+                _preferred_copy_facts(model)  # (the preferred copy may be the one gone)
     return len(gone)

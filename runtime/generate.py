@@ -10,6 +10,7 @@ post-processor plugins, save PNGs and record each output with its recipe in the 
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from modelsafe.runtime.recipe import ModelRef, Recipe
 if TYPE_CHECKING:
     from modelsafe.plugin_manager import ModelsafePluginManager
     from modelsafe.registry.catalog import Catalog
+    from modelsafe.runtime.backends import Backend
     from modelsafe.types import Compatibility, Part
 
 MAX_SEED = 2**32 - 1  # random seeds are drawn in [0, MAX_SEED] (A1111's range)
@@ -401,14 +403,22 @@ _AUDITED_SAFE: dict[str, tuple[Any, ...]] = {}
 
 
 def _stat_key(path: Path) -> tuple[Any, ...]:
+    """What says a file (or each file of a folder) is unchanged: size, mtime, inode and ctime.
+
+    ``st_ctime_ns`` is there because mtime can be set back (``touch -r``, ``cp -p``,
+    ``os.utime``) after a file is rewritten in place with the same size; ctime cannot be set
+    back (as ``registry.walk.StatKey``)."""
     if path.is_dir():
         return tuple(
-            (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+            (str(p.relative_to(path)), *_file_key(p.stat()))
             for p in sorted(path.rglob("*"))
             if p.is_file()
         )
-    st = path.stat()
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+    return _file_key(path.stat())
+
+
+def _file_key(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns)
 
 
 @dataclass(frozen=True)
@@ -1081,7 +1091,6 @@ def _generate(
     pm: ModelsafePluginManager | None,
 ) -> GenerateResult:
     from modelsafe.plugin_manager import get_plugin_manager
-    from modelsafe.runtime.backends import get_backend
     from modelsafe.runtime.generate_plan import settle
 
     pm = pm or get_plugin_manager()
@@ -1096,17 +1105,11 @@ def _generate(
 
         request = replace(request, upscale=find_upscaler(request.upscale, catalog))
     refuse_unsafe(request.input_files())
-    check_denoiser(request)  # an inpainting / image-editing model: nothing to feed it
+    request, backend = check_before_load(request, pm)
     if isinstance(request.upscale, Path):
         from modelsafe.runtime.upscalers.select import describe_upscaler
 
         upscaler = describe_upscaler(request.upscale)
-    request = with_defaults(request)
-    backend = get_backend(request.backend, pm)
-    check = getattr(backend, "check", None)
-    if callable(check):  # a backend's own checks of the inputs (headers only, no load)
-        _call_backend(backend, "check", check, request)
-    check_compatibility(request)  # LoRAs and embeddings, as `modelsafe resolve` judges them
     settled = settle(request, catalog)  # the VRAM plan: refused here, before any load
     request = replace(request, plan=settled.settings)
     refs = input_refs(request, catalog)
@@ -1143,6 +1146,48 @@ def _generate(
     if catalog is not None:
         results = record_outputs(catalog, results, refs)
     return GenerateResult(tuple(results), request, sampling=sampling)
+
+
+def check_before_load(
+    request: GenerateRequest, pm: ModelsafePluginManager | None = None
+) -> tuple[GenerateRequest, Backend]:
+    """generate's refusals of an audited request that read only headers and configs: a denoiser
+    text-to-image cannot feed (:func:`check_denoiser`), the family and its defaults
+    (:func:`with_defaults`), the backend's own ``check`` (a scheduler the model's sampling cannot
+    use, a VAE or LoRA it cannot apply), the LoRAs and embeddings against the checkpoint
+    (:func:`check_compatibility`). Returns the request with its defaults and the backend."""
+    from modelsafe.runtime.backends import get_backend
+
+    check_denoiser(request)  # an inpainting / image-editing model: nothing to feed it
+    request = with_defaults(request)
+    backend = get_backend(request.backend, pm)
+    check = getattr(backend, "check", None)
+    if callable(check):  # a backend's own checks of the inputs (headers only, no load)
+        _call_backend(backend, "check", check, request)
+    check_compatibility(request)  # LoRAs and embeddings, as `modelsafe resolve` judges them
+    return request, backend
+
+
+def check_later_run(request: GenerateRequest, pm: ModelsafePluginManager | None = None) -> None:
+    """For a request that runs later, maybe on another machine (a job being submitted): raise
+    now what generate would refuse it with before loading anything (:func:`check_before_load`),
+    its warnings dropped (the run reports them). Not checked here: the output folder and the
+    VRAM plan (the run's machine decides them) and the upscaler (not looked up). An input that
+    the audit does not find safe is left to the run, whose audit refuses it with its findings;
+    with no backend of the request's name here, only the denoiser is checked."""
+    from modelsafe.runtime.backends import available_backends
+
+    with _collect_warnings(None):
+        check_numbers(request)
+        check_input_files(request)
+        try:
+            refuse_unsafe(request.input_files())
+        except (UnsafeFileError, FileReadError):
+            return
+        if request.backend not in available_backends(pm):
+            check_denoiser(request)
+            return
+        check_before_load(request, pm)
 
 
 def _no_progress(step: int, total: int) -> None:

@@ -103,15 +103,24 @@ def model_size(model: Model) -> int:
     return max(sizes or [loc.size for loc in model.locations] or [0])
 
 
+def copy_preference(loc: Location) -> tuple[bool, bool, str]:
+    """Which copy of a model to use (sort key, best first): one audited safe first (a .ckpt and
+    its .safetensors are one model), then safetensors, then by path."""
+    fmt = (loc.extra or {}).get("format")
+    return (location_audit(loc) != "safe", fmt != "safetensors", loc.path)
+
+
+def preferred_location(model: Model) -> Location | None:
+    """The model's best copy (:func:`copy_preference`) among those the catalog holds as present
+    (readable when last scanned); None when it has none."""
+    present = [loc for loc in model.locations if loc.status == "present"]
+    return min(present, key=copy_preference, default=None)
+
+
 def file_on_disk(model: Model) -> Path | None:
-    """A location the catalog holds as present that is still on this machine: a copy audited
-    safe first (a .ckpt and its .safetensors are one model), then safetensors, then by path."""
-
-    def preference(loc: Location) -> tuple[bool, bool, str]:
-        fmt = (loc.extra or {}).get("format")
-        return (location_audit(loc) != "safe", fmt != "safetensors", loc.path)
-
-    for loc in sorted(model.locations, key=preference):
+    """A location the catalog holds as present that is still on this machine, the best first
+    (:func:`copy_preference`)."""
+    for loc in sorted(model.locations, key=copy_preference):
         if loc.status == "present" and Path(loc.path).exists():
             return Path(loc.path)
     return None

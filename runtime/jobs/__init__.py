@@ -19,6 +19,7 @@ from modelsafe.runtime.jobs.errors import (
     JobTooBigError,
     QueueError,
 )
+from modelsafe.runtime.jobs.routing import JobRefusedError
 from modelsafe.runtime.jobs.spec import MAX_SEED, validate_spec
 from modelsafe.runtime.jobs.store import STATUSES, JobInfo, get_job, list_jobs
 
@@ -30,6 +31,7 @@ __all__ = [
     "JobInfo",
     "JobNotFoundError",
     "JobQueue",
+    "JobRefusedError",
     "JobStateError",
     "JobTooBigError",
     "QueueError",
@@ -53,17 +55,20 @@ class JobQueue(Protocol):
 def submit_job(catalog: Catalog, spec: Mapping[str, Any], queue: JobQueue) -> JobInfo:
     """Check ``spec``, route it by its VRAM need, record it ``queued`` and hand it to ``queue``.
 
-    A UsageError (nothing recorded) for a bad spec; a JobTooBigError (a UsageError, nothing
-    recorded) for a job bigger than the largest tier, one no running worker has the budget for,
-    or one the in-process queue's machine cannot hold; a QueueError (the job is then recorded
-    ``failed``) when the queue cannot take it.
+    A UsageError (nothing recorded) for a bad spec; a JobRefusedError (a UsageError, HTTP 422,
+    nothing recorded) for a job generate would refuse before loading, where this machine has its
+    inputs (``routing.check_before_queue``); a JobTooBigError (a UsageError, nothing recorded)
+    for a job bigger than the largest tier, one no running worker has the budget for, or one the
+    in-process queue's machine cannot hold; a QueueError (the job is then recorded ``failed``)
+    when the queue cannot take it.
     """
     from modelsafe.runtime.jobs import store
-    from modelsafe.runtime.jobs.routing import JobSize, queue_name, tier_for
+    from modelsafe.runtime.jobs.routing import JobSize, check_before_queue, queue_name, tier_for
 
     checked = validate_spec(spec)
     if "seed" not in checked:  # chosen now, so a re-run after a worker died makes the same images
         checked["seed"] = secrets.randbelow(MAX_SEED + 1)
+    check_before_queue(checked, catalog)  # what generate refuses before loading: refused now
     size = JobSize(checked, catalog)
     need = size.need()
     tier = tier_for(need)

@@ -13,13 +13,14 @@ hold (available RAM on a CPU, the GPU's memory on CUDA). Rule and numbers: docs/
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from modelsafe.errors import UsageError
+from modelsafe.errors import ModelsafeError, UsageError
 from modelsafe.runtime.jobs.errors import JobTooBigError
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from modelsafe.runtime.plan import Plan
     from modelsafe.types import Part
 
+log = logging.getLogger("modelsafe.jobs")
 GIB = 1024**3
 TIERS_GIB = (2, 4, 6, 8, 12, 16, 24, 48, 80)
 QUEUE_PREFIX = "modelsafe.vram."
@@ -92,6 +94,38 @@ def resolve_job(spec: Mapping[str, Any], catalog: Catalog | None) -> JobSet:
     base, *parts = result.loaded
     accepted = [p for p, r in zip(parts, result.parts, strict=True) if r.status != "rejected"]
     return JobSet(base, accepted, [m.slot for m in result.missing])
+
+
+class JobRefusedError(UsageError):
+    """A job that ``generate`` would refuse before loading anything (an inpainting or
+    image-editing checkpoint, a scheduler the model's sampling cannot use, a LoRA the checkpoint
+    cannot take...): refused at submit with generate's reason (HTTP 422: nothing is queued)."""
+
+    http_status = 422
+
+
+def check_before_queue(spec: Mapping[str, Any], catalog: Catalog | None) -> None:
+    """Refuse a validated spec now when the run would refuse it before loading: generate's own
+    checks (``runtime.generate.check_later_run``: headers and configs only, nothing loads) on the
+    request the worker would build; a :class:`JobRefusedError` with generate's reason and hint.
+    They run only where this machine has every input: a ref the catalog cannot find here, or
+    whose files are elsewhere (a worker reads them), is left to the run. Anything but a
+    ModelsafeError that a check raises (the runtime extra not installed here, a reader's bug) is
+    logged and left to the run too."""
+    from modelsafe.runtime.jobs.spec import build_request
+
+    try:
+        request = build_request(spec, catalog)
+    except ModelsafeError:
+        return  # (the job's size check, or its run, says what is missing)
+    try:
+        from modelsafe.runtime.generate import check_later_run
+
+        check_later_run(request)
+    except ModelsafeError as exc:
+        raise JobRefusedError(exc.reason, exc.hint) from exc
+    except Exception:  # noqa: BLE001 - a check that cannot run here is the run's to make
+        log.warning("job spec not checked before queueing", exc_info=True)
 
 
 def _size(spec: Mapping[str, Any]) -> tuple[int | None, int | None]:

@@ -56,7 +56,7 @@ def test_in_process_queue_runs_jobs_end_to_end(
         jobs = [
             submit_job(catalog, make_spec(batch_size=2, seed=11), queue),
             submit_job(catalog, make_spec(), queue),
-            submit_job(catalog, make_spec(scheduler="no-such-scheduler"), queue),
+            submit_job(catalog, make_spec(tokenizers=str(tmp_path / "no-such-tokenizers")), queue),
         ]
         assert all(j.status == "queued" and j.queue == "modelsafe.vram.2gib" for j in jobs)
         assert "seed" in jobs[1].spec  # chosen at submit: a re-run makes the same images
@@ -68,7 +68,7 @@ def test_in_process_queue_runs_jobs_end_to_end(
     assert first.attempts == 1 and first.worker and first.worker.startswith("in-process@")
     assert first.started_at and first.finished_at and first.finished_at >= first.started_at
     assert len(first.output_ids) == 2 and len(second.output_ids) == 1
-    assert bad.error and "no-such-scheduler" in bad.error["reason"] and bad.error["hint"]
+    assert bad.error and "no-such-tokenizers" in bad.error["reason"] and bad.error["hint"]
     rows = {o.id: o for o in _outputs(catalog)}
     assert sorted(rows) == sorted(first.output_ids + second.output_ids)
     for oid, seed in zip(first.output_ids, (11, 12), strict=True):

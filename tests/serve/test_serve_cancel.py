@@ -129,7 +129,7 @@ def test_cancel_is_refused_to_a_page_of_another_site(make_client: Callable[..., 
     queue = RecordingQueue()
     client = make_client(queue=queue, allowed_hosts=["127.0.0.1"])
     host = {"host": "127.0.0.1:8765"}
-    spec = {"checkpoint": "tiny-sd1", "prompt": "a"}
+    spec = {"checkpoint": "tiny-sd1", "prompt": "a", "family": "sd1"}
     job = client.post("/api/jobs", json=spec, headers=host).json()
     url = f"/api/jobs/{job['id']}/cancel"
     for foreign in (

@@ -113,8 +113,8 @@ def scan(
     problem = _unusable_roots_error(summary.unusable_roots, len(roots))
     if problem is not None and summary.unsafe:
         # (1 wins, as for `audit`: an unsafe file is the finding that matters most)
-        click.secho(f"Error: {problem.reason}", fg="red", err=True)
-        click.echo(f"Hint: {problem.hint}", err=True)
+        click.secho(printable(f"Error: {problem.reason}"), fg="red", err=True)
+        click.echo(printable(f"Hint: {problem.hint}"), err=True)
     if summary.unsafe:
         return 1
     if problem is not None:

@@ -50,8 +50,9 @@ SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
     **WRITE_ERRORS,
     422: {
         "model": ErrorBody,
-        "description": "Invalid field (named in `field`), or a job too big for the memory that "
-        "would run it (reason and hint)",
+        "description": "Invalid field (named in `field`), a job too big for the memory that "
+        "would run it, or one generate would refuse before loading (an inpainting/edit "
+        "checkpoint, a scheduler the model cannot use, a LoRA that does not fit): reason and hint",
     },
 }
 CANCEL_ERRORS: dict[int | str, dict[str, Any]] = {
