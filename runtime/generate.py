@@ -762,22 +762,65 @@ def known_hashes(path: Path, catalog: Catalog | None) -> dict[str, Any]:
 
 
 def _catalog_hashes(path: Path, catalog: Catalog) -> dict[str, Any]:
+    """The hashes the catalog has for this very file (its location's own: a model stored as a
+    .ckpt and a .safetensors has one row but two sets of file hashes), when it is unchanged."""
+    with catalog.session() as session:
+        loc = _catalog_location(path, session)
+        if loc is None or loc.model is None:
+            return {}
+        model = loc.model
+        own = (loc.extra or {}).get("hashes")
+        if isinstance(own, dict) and own.get("sha256"):
+            return {"sha256": own["sha256"], "autov2": own.get("autov2"), "model_id": model.id}
+        if path.is_file() and (not model.sha256 or len(model.locations) > 1):
+            return {}  # (the model's hashes may be another copy's)
+        return {"sha256": model.sha256, "autov2": model.autov2, "model_id": model.id}
+
+
+def _catalog_location(path: Path, session: Any) -> Any:
+    """The catalog's row for ``path`` when the file is as the catalog saw it (size, mtime and,
+    where recorded, ctime), else None. Folders match by path."""
     from sqlalchemy import select
 
     from modelsafe.registry.catalog.models import Location
 
     resolved = path.resolve()
-    stat = resolved.stat()
+    try:
+        stat = resolved.stat()
+    except OSError:
+        return None
+    loc = session.scalars(select(Location).where(Location.path == str(resolved))).first()
+    if loc is None or not path.is_file():
+        return loc
+    changed = loc.size != stat.st_size or loc.mtime_ns != stat.st_mtime_ns
+    if changed or (loc.ctime_ns and loc.ctime_ns != stat.st_ctime_ns):
+        return None
+    return loc
+
+
+# What a user's `modelsafe set` corrections of the checkpoint change in a request.
+_OVERRIDABLE = ("family", "kind", "variant", "prediction_type")
+
+
+def with_catalog_overrides(request: GenerateRequest, catalog: Catalog | None) -> GenerateRequest:
+    """``request`` with the user's corrections of its checkpoint (``modelsafe set MODEL
+    --family ...``) where the request does not say otherwise: they win over detection in the
+    catalog, and so in generation. Each one used is a warning naming it."""
+    if catalog is None:
+        return request
     with catalog.session() as session:
-        loc = session.scalars(select(Location).where(Location.path == str(resolved))).first()
-        if loc is None or loc.model is None:
-            return {}
-        if path.is_file() and (loc.size != stat.st_size or loc.mtime_ns != stat.st_mtime_ns):
-            return {}
-        model = loc.model
-        if path.is_file() and not model.sha256:
-            return {}
-        return {"sha256": model.sha256, "autov2": model.autov2, "model_id": model.id}
+        loc = _catalog_location(Path(request.checkpoint), session)
+        overrides = dict(loc.model.overrides or {}) if loc is not None and loc.model else {}
+    changes = {
+        name: overrides[name]
+        for name in _OVERRIDABLE
+        if overrides.get(name) and getattr(request, name) is None
+    }
+    if not changes:
+        return request
+    shown = ", ".join(f"{name}={value}" for name, value in changes.items())
+    warn(f"using your catalog correction of {Path(request.checkpoint).name}: {shown}")
+    return replace(request, **changes)
 
 
 # -- recipes -------------------------------------------------------------------------------------
@@ -1105,6 +1148,7 @@ def _generate(
 
         request = replace(request, upscale=find_upscaler(request.upscale, catalog))
     refuse_unsafe(request.input_files())
+    request = with_catalog_overrides(request, catalog)
     request, backend = check_before_load(request, pm)
     if isinstance(request.upscale, Path):
         from modelsafe.runtime.upscalers.select import describe_upscaler
@@ -1168,7 +1212,11 @@ def check_before_load(
     return request, backend
 
 
-def check_later_run(request: GenerateRequest, pm: ModelsafePluginManager | None = None) -> None:
+def check_later_run(
+    request: GenerateRequest,
+    pm: ModelsafePluginManager | None = None,
+    catalog: Catalog | None = None,
+) -> None:
     """For a request that runs later, maybe on another machine (a job being submitted): raise
     now what generate would refuse it with before loading anything (:func:`check_before_load`),
     its warnings dropped (the run reports them). Not checked here: the output folder and the
@@ -1184,6 +1232,7 @@ def check_later_run(request: GenerateRequest, pm: ModelsafePluginManager | None 
             refuse_unsafe(request.input_files())
         except (UnsafeFileError, FileReadError):
             return
+        request = with_catalog_overrides(request, catalog)
         if request.backend not in available_backends(pm):
             check_denoiser(request)
             return

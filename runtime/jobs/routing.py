@@ -121,7 +121,7 @@ def check_before_queue(spec: Mapping[str, Any], catalog: Catalog | None) -> None
     try:
         from modelsafe.runtime.generate import check_later_run
 
-        check_later_run(request)
+        check_later_run(request, catalog=catalog)
     except ModelsafeError as exc:
         raise JobRefusedError(exc.reason, exc.hint) from exc
     except Exception:  # noqa: BLE001 - a check that cannot run here is the run's to make

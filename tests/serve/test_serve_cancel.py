@@ -129,8 +129,10 @@ def test_cancel_is_refused_to_a_page_of_another_site(make_client: Callable[..., 
     queue = RecordingQueue()
     client = make_client(queue=queue, allowed_hosts=["127.0.0.1"])
     host = {"host": "127.0.0.1:8765"}
-    spec = {"checkpoint": "tiny-sd1", "prompt": "a", "family": "sd1"}
-    job = client.post("/api/jobs", json=spec, headers=host).json()
+    spec = {"checkpoint": "tiny-sd1", "prompt": "a"}  # (its family: the catalog's correction)
+    submitted = client.post("/api/jobs", json=spec, headers=host)
+    assert submitted.status_code == 201, submitted.text
+    job = submitted.json()
     url = f"/api/jobs/{job['id']}/cancel"
     for foreign in (
         {"origin": "http://evil.example"},
