@@ -26,14 +26,18 @@ that are exact aliases of another (same storage, offset, shape, stride: tied wei
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
 import json
 import math
 import os
+import re
 import secrets
+import stat
 import threading
 import time
+import zlib
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from modelsafe.errors import ConversionError, UnsafeFileError, UsageError
-from modelsafe.registry.pickle_vm.tensors import TensorRecord
+from modelsafe.registry.pickle_vm.tensors import NUMPY_ARRAY_REASON, TensorRecord
 from modelsafe.registry.torch_archive import KeptRead, TorchFile, keep_reads, read_torch_file
 from modelsafe.types import SAFETENSORS_DTYPES
 
@@ -51,6 +55,17 @@ CHUNK = 8 << 20
 FLUSH_INTERVAL = 0.05
 _SHA_PLACEHOLDER = "0" * 64
 _MAX_VALUES_JSON = 64 * 1024
+# The zip format versions torch.load reads (caffe2/serialize: kMinSupportedFileFormatVersion to
+# kMaxSupportedFileFormatVersion; torch.save writes 3).
+_TORCH_ZIP_VERSIONS = range(1, 11)
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """An array of the checkpoint that is not in the output, and why."""
+
+    name: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -65,9 +80,12 @@ class ConvertResult:
     source_format: str
     aliases: dict[str, str] = field(default_factory=dict)
     rewritten_views: tuple[str, ...] = ()
-    dropped_tensors: int = 0
+    dropped_tensors: int = 0  # tensors and numpy arrays left out (listed in ``dropped``)
     seconds: float = 0.0
     verified: bool = True
+    dropped: tuple[Dropped, ...] = ()
+    warnings: tuple[str, ...] = ()
+    removed_stale_temps: tuple[str, ...] = ()  # temp files of killed converts, removed first
 
 
 @dataclass
@@ -78,6 +96,8 @@ class _Planned:
     sequential: bool = False  # copied during the sequential pass
     out_offset: int = 0
     digest: bytes = b""
+    # the zip member this tensor's bytes are, all of them: its CRC-32 is computed by the copy
+    crc_member: _CrcMember | None = None
 
 
 _SOURCE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle", ".safetensors"})
@@ -101,6 +121,7 @@ def convert_file(
     """
     started = time.perf_counter()
     src = Path(src)
+    defaulted = dst is None
     dst = Path(dst) if dst is not None else default_destination(src)
     try:
         before = os.stat(src)  # the file the audit will read; the copy must read the same one
@@ -108,7 +129,10 @@ def convert_file(
         raise UsageError(
             f"cannot read {src}: {exc.strerror or exc}", hint="check the path"
         ) from exc
-    tf = _checked_source(src, dst, overwrite, before)
+    if not src.is_file():
+        raise UsageError(f"{src} is not a file", hint="give the path of a .ckpt/.pt/.bin file")
+    _check_destination(src, dst, overwrite, defaulted)
+    tf = _checked_source(src, before)
     # The checkpoint's records (a few objects per tensor) stay alive to the end, and what the
     # plan, the header and the copy allocate per tensor would set off full passes of the cyclic
     # GC over all of them, again and again (as in the pickle VM, which pauses it too): ~1 s of
@@ -121,29 +145,27 @@ def _convert(
     src: Path, dst: Path, tf: TorchFile, before: os.stat_result, started: float
 ) -> ConvertResult:
     """The conversion of a checked source: see the module's docstring."""
+    assert tf.content is not None
     plan = _plan(tf)
-    values = tf.content.values if tf.content else {}
     aliases = _aliases(plan)
-    tmp = _temp_path(dst)
+    stale = _remove_stale_temps(dst.parent)
+    tmp, fd, lock = _create_temp(dst)
+    warnings: list[str] = []
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except OSError as exc:
-        raise ConversionError(
-            f"cannot create a temp file beside {dst}: {exc.strerror or exc}",
-            hint="check that the destination folder exists and is writable",
-        ) from exc
-    try:
+        in_hash_thread = _assign_crcs(plan, _crc_members(tf))
         with (
-            _SourceSha256(src, before) as source_sha,  # hashes the source beside the copy
+            # hashes the source (and takes the CRC-32 of the zip members) beside the copy
+            _SourceSha256(src, before, in_hash_thread) as source_sha,
             os.fdopen(fd, "wb") as out,
             _Flusher(out.fileno()) as flusher,
         ):
-            header, data_start = _header(tf, plan, values, aliases)
+            header, data_start = _header(tf, plan, aliases)
             out.write(header)
-            _copy(source_sha.fd, src, out, plan, data_start)
+            bad_crcs = _copy(source_sha.fd, src, out, plan, data_start)
             out.flush()
             total = _verify(tmp, plan, data_start)  # every tensor, re-read from the temp file
             sha = source_sha.result()
+            warnings += _check_crcs(src, tf, plan, (bad_crcs or []) + source_sha.crc_mismatches())
             final = _with_sha(header, sha)
             out.seek(0)
             out.write(final)
@@ -158,13 +180,21 @@ def _convert(
         tmp.unlink(missing_ok=True)
         if isinstance(exc, (ConversionError, KeyboardInterrupt)):
             raise
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+            raise UsageError(
+                f"cannot write {dst}: the name is too long for its file system",
+                hint="pass a shorter DST",
+            ) from exc
         if isinstance(exc, OSError):
             raise ConversionError(
                 f"converting {src} failed: {exc.strerror or exc}",
                 hint="nothing was written at the destination; check free space and permissions",
             ) from exc
         raise
+    finally:
+        os.close(lock)  # (after the rename or the unlink: no one saw the temp file unlocked)
     views = tuple(p.record.name for p in plan if p.source_offset < 0)
+    dropped = _dropped(tf)
     return ConvertResult(
         source=src,
         destination=dst,
@@ -174,8 +204,22 @@ def _convert(
         source_format=tf.format,
         aliases=aliases,
         rewritten_views=views,
-        dropped_tensors=len(tf.content.dropped) if tf.content else 0,
+        dropped_tensors=len(dropped),
         seconds=time.perf_counter() - started,
+        dropped=dropped,
+        warnings=tuple(warnings),
+        removed_stale_temps=stale,
+    )
+
+
+def _dropped(tf: TorchFile) -> tuple[Dropped, ...]:
+    """The arrays of the checkpoint that are not in the output: tensors outside the unwrapped
+    state_dict, numpy arrays (anywhere)."""
+    assert tf.content is not None
+    outside = f"outside {tf.content.unwrapped!r} (optimizer or other training state)"
+    return tuple(
+        [Dropped(name, outside) for name in tf.content.dropped]
+        + [Dropped(name or "(root)", NUMPY_ARRAY_REASON) for name in tf.content.numpy_arrays]
     )
 
 
@@ -197,6 +241,95 @@ def _temp_path(dst: Path) -> Path:
     return dst.parent / f".{os.fsdecode(raw)}.{secrets.token_hex(4)}.modelsafe-tmp"
 
 
+# Any convert's temp file (see _temp_path); a name of this shape in a destination folder that no
+# running convert holds locked is what a killed convert (SIGKILL, power loss) left behind.
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.modelsafe-tmp", re.DOTALL)
+
+
+def _flock(fd: int) -> bool | None:
+    """An exclusive, non-blocking flock on ``fd``: True taken, False held by another open file
+    (a running convert), None when the file system has no locks."""
+    try:
+        import fcntl
+    except ImportError:  # (not POSIX)
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
+def _create_temp(dst: Path) -> tuple[Path, int, int]:
+    """A new temp file beside ``dst``, locked (flock) for as long as the convert runs, so that
+    another convert's :func:`_remove_stale_temps` leaves it alone: (path, fd to write, fd that
+    holds the lock: closed after the rename or the unlink)."""
+    for _ in range(8):
+        tmp = _temp_path(dst)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise UsageError(
+                    f"cannot write beside {dst}: the name is too long for its file system",
+                    hint="pass a shorter DST",
+                ) from exc
+            raise ConversionError(
+                f"cannot create a temp file beside {dst}: {exc.strerror or exc}",
+                hint="check that the destination folder exists and is writable",
+            ) from exc
+        # (between the open and the lock another convert's cleanup may have locked and removed
+        # it: then it is not ours to use; try another name)
+        if _flock(fd) is not False and _is_at(tmp, fd):
+            return tmp, fd, os.dup(fd)  # (the dup keeps the lock once the writer is closed)
+        os.close(fd)
+    raise ConversionError(
+        f"cannot create a temp file beside {dst}: its names keep being taken",
+        hint="try again",
+    )
+
+
+def _is_at(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        there = os.lstat(path)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _remove_stale_temps(folder: Path) -> tuple[str, ...]:
+    """Remove the temp files of converts that were killed before they could (SIGKILL, a power
+    cut): the regular files of ``folder`` named like one (:func:`_temp_path`) that no running
+    convert holds locked (:func:`_create_temp`). Best effort: what cannot be checked is left."""
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return ()
+    for entry in entries:
+        if not entry.name.endswith(".modelsafe-tmp") or not _TEMP_NAME.fullmatch(entry.name):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode) and _flock(fd) and _is_at(Path(entry.path), fd):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return tuple(sorted(removed))
+
+
 @contextmanager
 def _gc_paused() -> Iterator[None]:
     collecting = gc.isenabled()
@@ -208,15 +341,100 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+@dataclass(frozen=True, slots=True)
+class _CrcMember:
+    """A zip member whose CRC-32 is checked while the source is hashed."""
+
+    name: str
+    offset: int
+    nbytes: int
+    crc: int
+    storage: str
+
+
+def _crc32_function() -> Any:
+    """ISA-L's CRC-32 (a dependency: ~25 GB/s, the same values as zlib's, ~7 GB/s), else zlib's."""
+    try:
+        from isal import isal_zlib
+
+        return isal_zlib.crc32
+    except ImportError:  # pragma: no cover - isal is a dependency
+        return zlib.crc32
+
+
+def _crc_members(tf: TorchFile) -> list[_CrcMember]:
+    """The storage members of a zip checkpoint (stored, so their bytes are the file's), by
+    offset. torch does not check their CRC-32; convert does, over each member's whole bytes."""
+    members = [
+        _CrcMember(blob.member, blob.offset, blob.nbytes, blob.crc, key)
+        for key, blob in tf.storages.items()
+        if blob.crc is not None and not blob.compressed
+    ]
+    return sorted(members, key=lambda m: (m.offset, m.nbytes))
+
+
+def _assign_crcs(plan: list[_Planned], members: list[_CrcMember]) -> list[_CrcMember]:
+    """Give each member that is exactly the bytes of one tensor the sequential copy takes (the
+    common case: one storage, one tensor) to that tensor, whose copy computes its CRC-32 on the
+    main thread, which has time to spare (and keeps the hash thread's core at full speed); the
+    others (views, shared storages, tensors left out) are left to the hash thread."""
+    by_range = {(m.offset, m.nbytes): m for m in members}
+    taken: set[str] = set()
+    for item in plan:
+        if item.sequential and item.record.nbytes:
+            member = by_range.get((item.source_offset, item.record.nbytes))
+            if member is not None and member.name not in taken:
+                item.crc_member = member
+                taken.add(member.name)
+    return [m for m in members if m.name not in taken]
+
+
+def _check_crcs(src: Path, tf: TorchFile, plan: list[_Planned], bad: list[_CrcMember]) -> list[str]:
+    """Refuse a member that fails its CRC-32 and holds bytes of a tensor in the output (a
+    bit-rotted or broken download: the bytes are not what was saved), naming it and its tensors.
+    One only tensors left out read is a warning."""
+    if not bad:
+        return []
+    users: dict[str, list[str]] = {}
+    for item in plan:
+        users.setdefault(item.record.storage.key, []).append(item.record.name)
+    for member in bad:
+        names = users.get(member.storage)
+        if names:
+            shown = ", ".join(repr(n) for n in names[:5]) + (
+                f" and {len(names) - 5} more" if len(names) > 5 else ""
+            )
+            raise ConversionError(
+                f"cannot convert {src}: zip member {member.name!r} fails its CRC-32 check: the "
+                f"bytes of tensor{'s' if len(names) > 1 else ''} {shown} are not the bytes that "
+                "were saved (a corrupt copy: bit rot or a broken download)",
+                hint="nothing was written; download or copy the file again (torch.load does not "
+                "check CRC-32 and would load the damaged bytes)",
+            )
+    return [
+        f"zip member {m.name!r} fails its CRC-32 check; only tensors left out of the output "
+        "read it (the file is damaged)"
+        for m in bad
+    ]
+
+
 class _SourceSha256:
     """SHA-256 of the whole source, in a thread that reads the source by itself (``preadv`` into
     one cache-sized buffer), so that it runs beside the copy and the verification on another
-    core instead of bounding the copy. ``check_unchanged`` compares the source's size, mtime and
-    inode with what they were before: a source rewritten in between is an error."""
+    core instead of bounding the copy. The same reads give the CRC-32 of each zip member in
+    ``members`` (each stored byte read once, whether the copy takes a member's bytes in one
+    pass, gathers them by pieces, or not at all): see :meth:`crc_mismatches`.
+    ``check_unchanged`` compares the source's size, mtime and inode with what they were before:
+    a source rewritten in between is an error."""
 
     BUFFER = 1 << 20
 
-    def __init__(self, src: Path, before: os.stat_result) -> None:
+    def __init__(
+        self, src: Path, before: os.stat_result, members: list[_CrcMember] | None = None
+    ) -> None:
+        self._members = members or []
+        self._crcs = [0] * len(self._members)
+        self._hashed = 0  # bytes read to the end of the file
         self._fd = os.open(src, os.O_RDONLY)
         self.fd = self._fd  # the copy reads through this descriptor too: one file, whatever
         # happens to the path
@@ -243,13 +461,29 @@ class _SourceSha256:
     def _run(self) -> None:
         view = memoryview(bytearray(self.BUFFER))
         pos = 0
+        members, crcs = self._members, self._crcs
+        crc32 = _crc32_function()
+        first = 0  # members before this one end before ``pos``
         try:
             while not self._stop:
                 got = os.preadv(self._fd, [view], pos)
                 if got <= 0:
                     break
-                self._hash.update(view[:got])
-                pos += got
+                chunk = view[:got]
+                self._hash.update(chunk)
+                end = pos + got
+                index = first
+                while index < len(members) and members[index].offset < end:
+                    m = members[index]
+                    if m.offset + m.nbytes > pos:
+                        begin = max(m.offset, pos)
+                        stop = min(m.offset + m.nbytes, end)
+                        crcs[index] = crc32(chunk[begin - pos : stop - pos], crcs[index])
+                    index += 1
+                while first < len(members) and members[first].offset + members[first].nbytes <= end:
+                    first += 1
+                pos = end
+            self._hashed = pos
         except BaseException as exc:
             self._error = exc
 
@@ -258,6 +492,14 @@ class _SourceSha256:
         if self._error is not None:
             raise self._error
         return self._hash.hexdigest()
+
+    def crc_mismatches(self) -> list[_CrcMember]:
+        """The members whose bytes do not give the CRC-32 the zip records (after result())."""
+        return [
+            m
+            for m, crc in zip(self._members, self._crcs, strict=True)
+            if crc != m.crc or m.offset + m.nbytes > self._hashed
+        ]
 
     def check_unchanged(self) -> None:
         if self._identity() != self._before:
@@ -316,19 +558,45 @@ class _Flusher:
 # -- checks -------------------------------------------------------------------------------------
 
 
-def _checked_source(src: Path, dst: Path, overwrite: bool, before: os.stat_result) -> TorchFile:
+def _check_destination(src: Path, dst: Path, overwrite: bool, defaulted: bool) -> None:
+    """A destination that cannot work, refused before anything is read: a name too long for a
+    file name, the source itself, a folder, an existing entry (a link too, even one to nothing)
+    without ``overwrite``."""
+    size = len(os.fsencode(dst.name))
+    try:
+        name_max = os.pathconf(dst.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if size > name_max:
+        raise UsageError(
+            f"the destination name is {size} bytes long, more than the {name_max} a file name "
+            "can have",
+            hint="pass a shorter DST"
+            + (" (the default one is SRC's name with .safetensors)" if defaulted else ""),
+        )
+    try:
+        os.lstat(dst)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # (a folder that is not one is the temp file's error, with its hint)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot use {dst} as the destination: {exc.strerror or exc}",
+            hint="pass another DST",
+        ) from exc
+    if os.path.exists(dst) and os.path.samefile(dst, src):
+        raise UsageError("the destination is the source", hint="give another destination")
+    if dst.is_dir():
+        raise UsageError(f"{dst} is a folder", hint="give the path of the file to write")
+    if not overwrite:  # (os.lstat: a link to nothing is an existing entry too)
+        dangling = "" if os.path.exists(dst) else " (a link to a file that does not exist)"
+        raise UsageError(f"{dst} already exists{dangling}", hint="remove it or pass --force")
+
+
+def _checked_source(src: Path, before: os.stat_result) -> TorchFile:
     """The checkpoint as the audit read and judged it, or an error saying why it is refused."""
     from modelsafe.registry.audit import audit_path
     from modelsafe.registry.sniff import read_head, sniff
 
-    if not src.is_file():
-        raise UsageError(f"{src} is not a file", hint="give the path of a .ckpt/.pt/.bin file")
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise UsageError("the destination is the source", hint="give another destination")
-    if dst.is_dir():
-        raise UsageError(f"{dst} is a folder", hint="give the path of the file to write")
-    if dst.exists() and not overwrite:
-        raise UsageError(f"{dst} already exists", hint="remove it or pass --force")
     with keep_reads() as kept:  # the TorchFile the audit judges is the one converted
         verdict = audit_path(src)
     if verdict.status == "unsafe":
@@ -349,6 +617,8 @@ def _checked_source(src: Path, dst: Path, overwrite: bool, before: os.stat_resul
     tf = _audited_read(src, fmt, kept, before)
     if tf.status != "safe" or tf.content is None:
         raise ConversionError(f"cannot convert {src}: the checkpoint does not read cleanly")
+    if tf.format == "torch-zip":
+        _check_version_record(src, tf.extra.get("version_record"))
     if tf.content.unsupported:
         raise ConversionError(
             f"cannot convert {src}: {len(tf.content.unsupported)} tensors of a kind safetensors "
@@ -364,6 +634,25 @@ def _checked_source(src: Path, dst: Path, overwrite: bool, before: os.stat_resul
         raise ConversionError(f"cannot convert {src}: it holds no tensors")
     _check_names_and_dtypes(src, tf.content)
     return tf
+
+
+def _check_version_record(src: Path, record: str | None) -> None:
+    """torch.load refuses a zip checkpoint without a (.data/)version record, or with one it
+    cannot parse or does not support: so does convert."""
+    if record is None:
+        raise ConversionError(
+            f"cannot convert {src}: not a torch checkpoint torch can load: no version record",
+            hint="torch.load refuses it too; save the weights again with torch.save",
+        )
+    text = record.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) not in _TORCH_ZIP_VERSIONS:
+        shown = text if len(text) <= 20 else text[:20] + "..."
+        raise ConversionError(
+            f"cannot convert {src}: not a torch checkpoint torch can load: its version record "
+            f"is {shown!r}, not a version from {_TORCH_ZIP_VERSIONS.start} to "
+            f"{_TORCH_ZIP_VERSIONS.stop - 1}",
+            hint="torch.load refuses it too; save the weights again with torch.save",
+        )
 
 
 def _audited_read(src: Path, fmt: str, kept: list[KeptRead], before: os.stat_result) -> TorchFile:
@@ -449,23 +738,27 @@ def _plan(tf: TorchFile) -> list[_Planned]:
     return plan
 
 
-def _header(
-    tf: TorchFile, plan: list[_Planned], values: dict[str, Any], aliases: dict[str, str]
-) -> tuple[bytes, int]:
+def _header(tf: TorchFile, plan: list[_Planned], aliases: dict[str, str]) -> tuple[bytes, int]:
     """The safetensors header (its length first), with _SHA_PLACEHOLDER for the source's
     SHA-256 (see :func:`_with_sha`), and where the data starts."""
+    assert tf.content is not None
     meta: dict[str, str] = {
         "format": "pt",
         "modelsafe.source_name": tf.path.name,
         "modelsafe.source_format": tf.format,
         "modelsafe.source_sha256": _SHA_PLACEHOLDER,
     }
-    if values:
-        kept, omitted = _fitting_values(values)
-        if kept:
-            meta["modelsafe.values"] = _values_json(kept)
-        if omitted:
-            meta["modelsafe.values_omitted"] = json.dumps(omitted)
+    kept, omitted = _fitting_values(tf.content.values)
+    if kept:
+        meta["modelsafe.values"] = _values_json(kept)
+    why = dict(tf.content.values_omitted)  # cut or over a count limit, as the walk found them
+    for name in tf.content.numpy_arrays:
+        why[name or "(root)"] = NUMPY_ARRAY_REASON + ": not converted"
+    for name in omitted:
+        left = "left out: the values would not fit in the 64 KiB of metadata"
+        why[name] = f"{why[name]}; then {left}" if name in why else left
+    if why:
+        meta["modelsafe.values_omitted"] = _omitted_json(why)
     if aliases:
         meta["modelsafe.aliases"] = json.dumps(aliases, sort_keys=True)
     header: dict[str, Any] = {"__metadata__": meta}
@@ -509,16 +802,45 @@ def _values_json(values: dict[str, Any]) -> str:
 
 def _fitting_values(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The plain values that fit in the metadata (the biggest ones left out first; their keys
-    listed), so a long config text never costs ``global_step`` and ``epoch``."""
-    sizes = {k: len(_values_json({k: v})) for k, v in values.items()}
+    listed), so a long config text never costs ``global_step`` and ``epoch``.
+
+    Linear: the JSON of a dict is ``{`` + its entries joined by ``, `` + ``}``, so its length is
+    known from each entry's length (one dump of each), whatever is left out."""
+    if not values:
+        return {}, []
+    sizes = {k: len(_values_json({k: v})) - 2 for k, v in values.items()}  # '"k": v'
+    total = 2 + sum(sizes.values()) + 2 * (len(sizes) - 1)
     kept = dict(values)
     omitted: list[str] = []
     for key in sorted(sizes, key=lambda k: (-sizes[k], k)):
-        if len(_values_json(kept)) <= _MAX_VALUES_JSON:
+        if total <= _MAX_VALUES_JSON:
             break
         del kept[key]
         omitted.append(key)
+        total -= sizes[key] + (2 if kept else 0)
+    while kept and len(_values_json(kept)) > _MAX_VALUES_JSON:  # (never: the sum is exact)
+        key = max(kept, key=lambda k: (sizes[k], k))
+        del kept[key]
+        omitted.append(key)
     return kept, sorted(omitted)
+
+
+def _omitted_json(why: dict[str, str]) -> str:
+    """``modelsafe.values_omitted``: ``{name: why}``, in at most _MAX_VALUES_JSON (a count of
+    the entries that did not fit in it last)."""
+    text = json.dumps(why, sort_keys=True)
+    if len(text) <= _MAX_VALUES_JSON:
+        return text
+    shown: dict[str, str] = {}
+    size = 2
+    for name in sorted(why):
+        entry = len(json.dumps({name: why[name]})) + 2
+        if size + entry > _MAX_VALUES_JSON - 200:
+            break
+        shown[name] = why[name]
+        size += entry
+    shown["(more)"] = f"{len(why) - len(shown)} more entries left out of this list"
+    return json.dumps(shown, sort_keys=True)
 
 
 def _aliases(plan: list[_Planned]) -> dict[str, str]:
@@ -537,16 +859,20 @@ def _aliases(plan: list[_Planned]) -> dict[str, str]:
 # -- copying ------------------------------------------------------------------------------------
 
 
-def _copy(fd: int, src: Path, out: Any, plan: list[_Planned], data_start: int) -> None:
+def _copy(fd: int, src: Path, out: Any, plan: list[_Planned], data_start: int) -> list[_CrcMember]:
     """One sequential pass over the tensor bytes of ``src``: copy the sequential tensors (each
-    chunk read once into one reused buffer, written, and BLAKE3-hashed for the verification);
-    then gather the rest. (The source's SHA-256 is computed beside this, by _SourceSha256, whose
-    descriptor ``fd`` this reads too: the file audited is the file copied.)"""
+    chunk read once into one reused buffer, written, and BLAKE3-hashed for the verification,
+    and CRC-32'd when the tensor is a whole zip member: see :func:`_assign_crcs`); then gather
+    the rest. (The source's SHA-256 is computed beside this, by _SourceSha256, whose descriptor
+    ``fd`` this reads too: the file audited is the file copied.) Returns the members whose
+    CRC-32 is wrong."""
     import blake3
 
+    crc32 = _crc32_function()
     # zero-byte tensors need no bytes: their digest is BLAKE3 of nothing
     sequential = [p for p in plan if p.sequential and p.record.nbytes]
     hashers = {id(p): blake3.blake3() for p in plan}
+    crcs = {id(p): 0 for p in sequential if p.crc_member is not None}
     view = memoryview(bytearray(CHUNK))
     index = 0
     pos = sequential[0].source_offset if sequential else 0
@@ -565,6 +891,8 @@ def _copy(fd: int, src: Path, out: Any, plan: list[_Planned], data_start: int) -
                 part = chunk[begin - pos : end - pos]
                 out.write(part)
                 hashers[id(item)].update(part)
+                if item.crc_member is not None:
+                    crcs[id(item)] = crc32(part, crcs[id(item)])
             if item.source_offset + item.record.nbytes <= chunk_end:
                 index += 1
                 continue
@@ -579,6 +907,11 @@ def _copy(fd: int, src: Path, out: Any, plan: list[_Planned], data_start: int) -
                 hashers[id(item)].update(piece)
     for item in plan:
         item.digest = hashers[id(item)].digest()
+    return [
+        p.crc_member
+        for p in sequential
+        if p.crc_member is not None and crcs[id(p)] != p.crc_member.crc
+    ]
 
 
 def _source_ended(src: Path) -> ConversionError:

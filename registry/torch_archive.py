@@ -289,6 +289,16 @@ def _read_zip(out: TorchFile, data: Any) -> TorchFile:
     if byteorder is not None:
         order = _member_bytes(out, data, byteorder)
         out.extra["byteorder"] = (order or b"").decode("ascii", "replace")
+    # torch reads the format version from .data/version, else from version, and refuses an
+    # archive with neither (or one it cannot parse): kept for convert, which refuses it too.
+    version = member(".data/version") or member("version")
+    if version is None:
+        out.extra["version_record"] = None
+    elif version.usize > 64:  # (a number: never this long)
+        out.extra["version_record"] = f"<{version.usize} bytes>"
+    else:
+        text = _member_bytes(out, data, version)
+        out.extra["version_record"] = (text or b"").decode("ascii", "replace")
     _resolve_zip_storages(out, member)
     return out
 

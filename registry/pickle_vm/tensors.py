@@ -86,8 +86,45 @@ _MAX_STORAGE_SEARCH = 10_000  # values searched for storages inside one unsuppor
 _MAX_PATH = 1024  # a flattened key longer than this is not extended (deep nesting)
 _PLAIN_REBUILD = {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3"}
 _PARAMETER = {"_rebuild_parameter", "_rebuild_parameter_with_state"}
+# Plain values kept beside the tensors (for convert's ``modelsafe.values``): bounded so a hostile
+# pickle cannot make the walk keep millions. Optimizer and scheduler state (a ``params`` list of
+# one int per parameter) has its own, smaller budget, so it never crowds out ``epoch``,
+# ``global_step`` or ``hyper_parameters``; what a budget leaves out is counted, by top-level key,
+# in ``values_omitted``.
 _MAX_VALUES = 1000
-_MAX_TEXT = 4096
+_MAX_BOOKKEEPING_VALUES = 200
+_BOOKKEEPING = frozenset(
+    {
+        "optimizer",
+        "optimizers",
+        "optimizer_states",
+        "optimizer_state",
+        "optimizer_state_dict",
+        "optim",
+        "lr_scheduler",
+        "lr_schedulers",
+        "scheduler",
+        "schedulers",
+        "scheduler_state_dict",
+        "scaler",
+        "grad_scaler",
+        "amp",
+    }
+)
+_MAX_OMITTED_GROUPS = 50  # top-level keys named in values_omitted; the rest counted together
+_OTHER_KEYS = "(other keys)"
+# A text value is kept whole up to the size of the whole metadata budget (a longer one could not
+# fit in it); a longer one is cut to its first _TEXT_PREVIEW characters (a reference to the VM's
+# own string otherwise: no copy) and named in values_omitted.
+_MAX_TEXT = 64 * 1024
+_TEXT_PREVIEW = 4096
+# Dict keys that are not text become tensor names as ``str(key)`` does (``(1, 2)``, ``b'raw'``)
+# when they are plain constants of bounded size.
+_MAX_KEY_ITEMS = 64
+_MAX_KEY_DEPTH = 8
+_MAX_KEY_BITS = 2048
+_NUMPY_MULTIARRAY = ("numpy.core.multiarray", "numpy._core.multiarray")
+NUMPY_ARRAY_REASON = "a numpy array (pickled inside data.pkl), not a torch tensor"
 MAX_DIM = 1 << 63  # no real tensor has a size, stride or offset this large
 MAX_ELEMENTS = 1 << 64  # ... nor this many elements
 
@@ -164,6 +201,11 @@ class Interpretation:
     findings: list[Finding] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)  # tensors modelsafe cannot rebuild
     dropped: list[str] = field(default_factory=list)  # tensors outside the unwrapped state_dict
+    # numpy arrays (``numpy.core.multiarray._reconstruct``: the array's bytes are inside the
+    # pickle, not a storage): never tensors of the output, wherever they are
+    numpy_arrays: list[str] = field(default_factory=list)
+    # plain values left out of ``values`` or cut short: name (or top-level key) -> why
+    values_omitted: dict[str, str] = field(default_factory=dict)
     # Why some tensors get no flat name of their own (a safetensors file needs one per tensor):
     # two that flatten to the same name, a key path too long to extend. torch.load does not care;
     # convert refuses.
@@ -178,17 +220,20 @@ class _Walker:
         self.label = label
         self.budget = limits.max_walk_nodes
         self.active: set[int] = set()
+        self.bookkeeping_values = 0  # of out.values, how many are optimizer/scheduler state
+        self.capped: dict[str, int] = {}  # values a budget left out, by top-level key
 
     def finding(self, severity: str, code: str, message: str, where: str = "") -> None:
         self.out.findings.append(Finding(severity, code, message, where or self.label))
 
     # -- structure ------------------------------------------------------------------------------
 
-    def walk(self, value: Any, path: str, keep: bool) -> None:
-        """Depth-first, in order, with an explicit stack: any nesting depth, no recursion."""
-        todo: list[tuple[Any, str, bool]] = [(value, path, False)]
+    def walk(self, value: Any, path: str, keep: bool, bad_key: str = "") -> None:
+        """Depth-first, in order, with an explicit stack: any nesting depth, no recursion.
+        ``bad_key``: why a key on the way to ``value`` has no text name ("" when all have)."""
+        todo: list[tuple[Any, str, bool, str]] = [(value, path, False, bad_key)]
         while todo:
-            value, path, leaving = todo.pop()
+            value, path, leaving, bad_key = todo.pop()
             if leaving:
                 self.active.discard(id(value))
                 continue
@@ -199,9 +244,20 @@ class _Walker:
                 return
             if id(value) in self.active:
                 continue  # a container that holds itself: pickle allows it, tensors never need it
+            if isinstance(value, Call) and any(
+                _is(value.func, module, "_reconstruct") for module in _NUMPY_MULTIARRAY
+            ):
+                self.out.numpy_arrays.append(path)  # (its state holds its bytes: not walked)
+                continue
             tensor = self.tensor(value, path)
             if tensor is not None:
                 if keep:
+                    if bad_key and len(self.out.name_problems) < 8:
+                        self.out.name_problems.append(
+                            f"the tensor {path!r} is under a dict key that is {bad_key}, which "
+                            "has no plain text form (only text, numbers, bytes and tuples of "
+                            "them do)"
+                        )
                     self.out.tensors.append(tensor)
                 else:
                     self.out.dropped.append(tensor.name)
@@ -211,60 +267,116 @@ class _Walker:
                 self.leaf(value, path)
                 continue
             self.active.add(id(value))
-            todo.append((value, path, True))
+            todo.append((value, path, True, bad_key))
             if len(path) > _MAX_PATH and not self.out.name_problems:
                 self.out.name_problems.append(
                     f"a key path longer than {_MAX_PATH} characters ({path[:48]}...)"
                 )
             for key, child in reversed(children):
-                todo.append((child, _join(path, key), False))
+                name, problem = self.key(key)
+                todo.append((child, _join(path, name), False, bad_key or problem))
 
-    def children(self, value: Any) -> list[tuple[str, Any]] | None:
+    def children(self, value: Any) -> list[tuple[Any, Any]] | None:
+        """A container's (key, child) pairs, keys as in the pickle (see :meth:`key`)."""
         if isinstance(value, SymDict):
-            return [(self.key(k), v) for k, v in value.items]
+            return list(value.items)
         if isinstance(value, (list, tuple)):
-            return [(str(i), v) for i, v in enumerate(value)]
+            return list(enumerate(value))
         if isinstance(value, Call) and _is(value.func, "collections", "OrderedDict", "Counter"):
-            pairs: list[tuple[str, Any]] = []
+            pairs: list[tuple[Any, Any]] = []
             if value.args and isinstance(value.args[0], (list, tuple)):
                 for item in value.args[0]:
                     if isinstance(item, (list, tuple)) and len(item) == 2:
-                        pairs.append((self.key(item[0]), item[1]))
-            pairs.extend((self.key(k), v) for k, v in value.dictitems)
+                        pairs.append((item[0], item[1]))
+            pairs.extend(value.dictitems)
             return pairs
         return None
 
-    def key(self, key: Any) -> str:
-        if isinstance(key, (str, int, float, bool)) or key is None:
-            return str(key)
-        return describe(key)
+    def key(self, key: Any) -> tuple[str, str]:
+        """A dict key as a name part: ``str(key)``, what torch.load's key gives, for text,
+        numbers, bytes (``b'raw'``; protocol 2 pickles them as a ``_codecs.encode`` call) and
+        tuples of them (``(1, 2)``); for anything else a description, and why it is no name."""
+        if isinstance(key, str):
+            return key, ""
+        constant = _constant(key, _MAX_KEY_DEPTH, [_MAX_KEY_ITEMS])
+        if constant is not _NOT_CONSTANT:
+            return str(constant), ""
+        described = describe(key)
+        return described, described
 
     def leaf(self, value: Any, path: str) -> None:
-        if len(self.out.values) >= _MAX_VALUES:
+        group = path.partition(".")[0]
+        bookkeeping = group.lower() in _BOOKKEEPING
+        if bookkeeping and self.bookkeeping_values >= _MAX_BOOKKEEPING_VALUES:
+            self.cap(group)
             return
+        if not bookkeeping and len(self.out.values) - self.bookkeeping_values >= _MAX_VALUES:
+            self.cap(group)
+            return
+        kept = self.plain_value(value, path)
+        if kept is _NOT_CONSTANT:
+            return
+        self.out.values[path] = kept
+        if bookkeeping:
+            self.bookkeeping_values += 1
+
+    def cap(self, group: str) -> None:
+        if group not in self.capped and len(self.capped) >= _MAX_OMITTED_GROUPS:
+            group = _OTHER_KEYS
+        self.capped[group] = self.capped.get(group, 0) + 1
+
+    def omit(self, path: str, why: str) -> None:
+        self.out.values_omitted[path] = why
+
+    def plain_value(self, value: Any, path: str) -> Any:
+        """What ``modelsafe.values`` keeps of a leaf (_NOT_CONSTANT: nothing)."""
         if isinstance(value, bool) or value is None or isinstance(value, float):
-            self.out.values[path] = value
-        elif isinstance(value, int):
-            self.out.values[path] = (
+            return value
+        if isinstance(value, int):
+            return (
                 value
                 if abs(value) < 1 << 63
                 else str(value)
                 if value.bit_length() < 10_000
                 else f"<a {value.bit_length()}-bit integer>"
             )
-        elif isinstance(value, str):
-            self.out.values[path] = value[:_MAX_TEXT]
-        elif isinstance(value, (bytes, LargeBytes)):
+        if isinstance(value, str):
+            if len(value) <= _MAX_TEXT:
+                return value
+            self.omit(path, f"cut at {_TEXT_PREVIEW} of its {len(value)} characters")
+            return value[:_TEXT_PREVIEW]
+        if isinstance(value, LargeBytes) and value.text:
+            self.omit(path, f"a text of {value.length} bytes, too long to keep")
+            return f"<a text of {value.length} bytes>"
+        if isinstance(value, (bytes, LargeBytes)):
             size = value.length if isinstance(value, LargeBytes) else len(value)
-            self.out.values[path] = f"<{size} bytes>"
-        elif isinstance(value, SymSet):
-            self.out.values[path] = f"<set of {len(value.items)}>"
-        elif isinstance(value, Call) and _is(value.func, "torch", "Size") and value.args:
-            self.out.values[path] = [v for v in _ints(value.args[0]) or []]
-        elif isinstance(value, Call):
-            self.out.values[path] = f"<{describe(value.func)}>"
-        elif isinstance(value, Global):
-            self.out.values[path] = f"<{value.dotted}>"
+            return f"<{size} bytes>"
+        if isinstance(value, SymSet):
+            return f"<set of {len(value.items)}>"
+        if isinstance(value, Call) and _is(value.func, "_codecs", "encode"):  # (protocol 2 bytes)
+            data = _constant(value, 0, [1])
+            if isinstance(data, bytes):
+                return f"<{len(data)} bytes>"
+        if isinstance(value, Call) and _is(value.func, "torch", "Size") and value.args:
+            return [v for v in _ints(value.args[0]) or []]
+        if isinstance(value, Call):
+            return f"<{describe(value.func)}>"
+        if isinstance(value, Global):
+            return f"<{value.dotted}>"
+        return _NOT_CONSTANT
+
+    def finish(self) -> None:
+        """Name what the value budgets left out, by top-level key, in ``values_omitted``."""
+        for group, count in self.capped.items():
+            limit = _MAX_BOOKKEEPING_VALUES if group.lower() in _BOOKKEEPING else _MAX_VALUES
+            what = (
+                "optimizer and scheduler values" if limit == _MAX_BOOKKEEPING_VALUES else "values"
+            )
+            name = group if group == _OTHER_KEYS else f"{group}.*" if group else "(root)"
+            self.out.values_omitted[name] = (
+                f"{count} value{'s' if count != 1 else ''} left out: over the "
+                f"{limit}-value limit for {what}"
+            )
 
     # -- tensors --------------------------------------------------------------------------------
 
@@ -440,6 +552,47 @@ class _Walker:
         return ref
 
 
+class _NotConstant:
+    pass
+
+
+_NOT_CONSTANT: Any = _NotConstant()
+
+
+def _constant(value: Any, depth: int, items: list[int]) -> Any:
+    """``value`` as the plain Python constant torch.load would give (str, int, float, bool,
+    None, bytes, tuples of them), or _NOT_CONSTANT; ``items`` bounds the elements looked at."""
+    items[0] -= 1
+    if items[0] < 0 or depth < 0:
+        return _NOT_CONSTANT
+    if isinstance(value, (str, float, bool, bytes)) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() <= _MAX_KEY_BITS else _NOT_CONSTANT
+    if (
+        isinstance(value, Call)
+        and _is(value.func, "_codecs", "encode")
+        and len(value.args) == 2
+        and isinstance(value.args[0], str)
+        and value.args[1] in ("latin1", "latin-1")
+        and not value.kwargs
+        and value.state is None
+    ):
+        try:
+            return value.args[0].encode("latin-1")
+        except UnicodeEncodeError:
+            return _NOT_CONSTANT
+    if isinstance(value, tuple):
+        parts = []
+        for item in value:
+            part = _constant(item, depth - 1, items)
+            if part is _NOT_CONSTANT:
+                return _NOT_CONSTANT
+            parts.append(part)
+        return tuple(parts)
+    return _NOT_CONSTANT
+
+
 def _join(path: str, key: str) -> str:
     if len(path) > _MAX_PATH:
         return path
@@ -479,7 +632,9 @@ def interpret(
             if key == "state_dict" and child is wrapper:
                 walker.walk(child, "", keep=True)
             else:
-                walker.walk(child, key, keep=False)
+                name, problem = walker.key(key)
+                walker.walk(child, name, keep=False, bad_key=problem)
+    walker.finish()
     seen: set[str] = set()
     for record in walker.out.tensors:
         if record.name in seen:

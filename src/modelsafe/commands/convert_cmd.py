@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from modelsafe.output import emit_json
+from modelsafe.output import emit_json, printable
 
 
 @click.command()
@@ -19,14 +19,32 @@ def convert(src: Path, dst: Path | None, force: bool, as_json: bool) -> int:
 
     Only files the audit calls safe are converted. Tensors are streamed into a temp file beside
     DST (default: SRC with the .safetensors suffix), re-read and compared bit for bit, fsynced and
-    renamed into place; the source is never written. Views of one storage become separate
-    tensors; exact aliases (tied weights) are listed in the metadata key ``modelsafe.aliases``.
+    renamed into place; the source is never written. A tensor whose zip member fails its CRC-32
+    check is an error. Views of one storage become separate tensors; exact aliases (tied weights)
+    are listed in the metadata key ``modelsafe.aliases``. Arrays left out (tensors outside a
+    top-level state_dict, numpy arrays) are listed under "dropped" in --json; numpy arrays are
+    also named in a warning on stderr. Temp files of converts that were killed (SIGKILL) in
+    DST's folder are removed first.
 
     Exit codes: 0 converted, 1 refused because the file is unsafe, 2 error (nothing written).
     """
     from modelsafe.registry.convert import convert_file
+    from modelsafe.registry.pickle_vm.tensors import NUMPY_ARRAY_REASON
 
     result = convert_file(src, dst, overwrite=force)
+    numpy_arrays = [d.name for d in result.dropped if d.reason == NUMPY_ARRAY_REASON]
+    if numpy_arrays:
+        shown = ", ".join(printable(n) for n in numpy_arrays[:5])
+        more = f" and {len(numpy_arrays) - 5} more" if len(numpy_arrays) > 5 else ""
+        click.echo(
+            f"warning: {len(numpy_arrays)} numpy array{'s' if len(numpy_arrays) > 1 else ''} "
+            f"left out (pickled inside data.pkl, not torch tensors): {shown}{more}",
+            err=True,
+        )
+    for warning in result.warnings:
+        click.echo(f"warning: {printable(warning)}", err=True)
+    for name in result.removed_stale_temps:
+        click.echo(f"removed {printable(name)}, left by a convert that was killed", err=True)
     if as_json:
         emit_json(result)
     else:
@@ -37,6 +55,7 @@ def convert(src: Path, dst: Path | None, force: bool, as_json: bool) -> int:
         click.echo(f"  source sha256 {result.source_sha256}")
         if result.aliases:
             click.echo(f"  {len(result.aliases)} aliased tensors stored as copies")
-        if result.dropped_tensors:
-            click.echo(f"  {result.dropped_tensors} tensors outside state_dict left out")
+        outside = len(result.dropped) - len(numpy_arrays)
+        if outside:
+            click.echo(f"  {outside} tensors outside state_dict left out")
     return 0
