@@ -811,8 +811,9 @@ def check_vae(
     path: Path, family: str, variant: str | None, config_dir: Path | None, model: Path
 ) -> None:
     """Refuse a ``--vae`` that is not a VAE, or whose latent channels are not the model's
-    (``this VAE has 16 latent channels; sd1 needs 4``), before anything loads."""
-    from modelsafe.runtime.family_needs import NEEDS
+    (``this VAE has 16 latent channels; sd1 needs 4``), or that is a 3-D video VAE (Qwen-Image's,
+    Wan's: same channel count as Flux's, another latent space), before anything loads."""
+    from modelsafe.runtime.family_needs import NEEDS, label
 
     report = _inspect(path)
     if report is None:
@@ -825,6 +826,14 @@ def check_vae(
             "what a file is)",
         )
     facts = dict(report.facts or {})
+    if facts.get("conv3d") and kind in ("vae", "unknown"):  # (the image families' are 2-D)
+        raise BackendError(
+            f"--vae {path.name} is a 3-D (video) VAE ({label(str(report.family))}'s: 5-D conv "
+            f"weights, another class of VAE and another latent space); {family} decodes with a "
+            "2-D image VAE",
+            hint=f"pass the VAE made for {family} models (or leave --vae out to use the "
+            "model's own)",
+        )
     have = facts.get("vae_latent_channels") if kind == "checkpoint" else None
     have = have or (facts.get("latent_channels") if kind in ("vae", "unknown") else None)
     config = component_config(family, variant, config_dir, model, "vae") or {}

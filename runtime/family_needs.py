@@ -22,6 +22,7 @@ LABELS: dict[str, str] = {
     "qwen-image": "Qwen-Image",
     "hidream": "HiDream",
     "stable-cascade": "Stable Cascade",
+    "wan": "Wan",
     "any": "any family",
     "unknown": "an unknown family",
 }
@@ -59,7 +60,8 @@ NEEDS: dict[str, FamilyNeeds] = {
 }
 
 # The VAE each family was trained with, by the family that introduced it (SD2 kept SD1's VAE,
-# the SDXL refiner SDXL's, SD3.5 SD3's; Chroma, Z-Image and HiDream use Flux.1's ae).
+# the SDXL refiner SDXL's, SD3.5 SD3's; Chroma, Z-Image and HiDream use Flux.1's ae; Qwen-Image
+# fine-tuned Wan 2.1's 3-D causal video VAE, diffusers AutoencoderKLQwenImage).
 VAE_LINEAGE: dict[str, str] = {
     "sd1": "sd1",
     "sd2": "sd1",
@@ -71,10 +73,21 @@ VAE_LINEAGE: dict[str, str] = {
     "chroma": "flux1",
     "z-image": "flux1",
     "hidream": "flux1",
+    "qwen-image": "wan",
+    "wan": "wan",
 }
+# Lineages whose VAE is a 3-D (video, causal) VAE: 5-D conv weights, a latent with a time axis.
+# Its latent space is no image VAE's, whatever the channel count says.
+VAE_3D_LINEAGES = frozenset({"wan"})
 
 # Families whose add-ons partly load onto another (derived weights share layer names).
 RELATED: dict[str, set[str]] = {"chroma": {"flux1"}, "sd3.5": set(), "sd3": set()}
+
+
+def cross_attention(family: str) -> bool:
+    """True for the UNet families, whose text reaches the denoiser through cross-attention
+    (DiTs such as Flux.1 and SD3 attend jointly over image and text tokens)."""
+    return family in CONTEXT_DIM
 
 
 def label(family: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -464,13 +465,48 @@ def _encoder_kind(component: Component) -> str:
 _CLIP_NAMES = ("clip_l", "openclip_h", "clip_g")
 
 
+# CLIP text encoders by width: the role a CLIP layer of that input width plays (kohya's
+# lora_te1_ is CLIP-L in SDXL, SD3 and Flux.1, lora_te2_ CLIP-G in SDXL and SD3).
+_CLIP_BY_WIDTH = {768: "clip_l", 1024: "openclip_h", 1280: "clip_g"}
+_CLIP_WIDTH = {role: width for width, role in _CLIP_BY_WIDTH.items()}
+_ROLE_LABEL = {
+    "clip_l": "text encoder 1 (CLIP-L)",
+    "openclip_h": "text encoder 1 (OpenCLIP-H)",
+    "clip_g": "text encoder 2 (CLIP-G)",
+}
+
+
+def _encoder_width(component: Component) -> int | None:
+    """The hidden width of a CLIP text encoder component (its token embedding or attention)."""
+    for t in component.tensors:
+        if t.name.endswith(("token_embedding.weight", "q_proj.weight", "in_proj_weight")):
+            if len(t.shape) == 2:
+                return t.shape[1]
+    return None
+
+
 class _EncoderResolver:
-    """Which of a checkpoint's text encoders a LoRA module patches (identity, then position)."""
+    """Which of a checkpoint's text encoders a LoRA module patches: the encoder its naming names,
+    else by role (a CLIP layer's input width says which CLIP: 768 CLIP-L, 1280 CLIP-G), then by
+    encoder family and position."""
 
     def __init__(self, components: Iterable[Component]) -> None:
         self.encoders = _text_encoder_order(components)
         self.kinds = [_encoder_kind(c) for c in self.encoders]
+        self.widths = [_encoder_width(c) for c in self.encoders]
         self._tables: dict[str, ModuleTable] = {}
+        self.roles: dict[str, str] = {}  # LoRA target -> the CLIP it patches, by width
+
+    def learn(self, modules: Iterable[LoraModule]) -> None:
+        """Read each text-encoder target's role off its layers' input widths (the hidden width
+        of the CLIP they patch: q/k/v/out_proj and fc1 take it; fc2 takes the MLP width)."""
+        seen: dict[str, Counter[str]] = {}
+        for m in modules:
+            if m.target in TEXT_ENCODER_TARGETS and not m.encoder and m.encoder_kind() != "t5":
+                role = _CLIP_BY_WIDTH.get(m.in_features() or 0)
+                if role:
+                    seen.setdefault(m.target, Counter())[role] += 1
+        self.roles = {t: c.most_common(1)[0][0] for t, c in seen.items()}
 
     def table(self, mod: LoraModule) -> tuple[ModuleTable | None, str]:
         """The module table of the encoder ``mod`` patches, or None and the absent one's label."""
@@ -478,8 +514,20 @@ class _EncoderResolver:
         found: Component | None = None
         kind = mod.encoder_kind()
         named = [c for c in self.encoders if mod.encoder and c.name.split(".")[-1] == mod.encoder]
+        role = self.roles.get(mod.target) if kind != "t5" and not mod.encoder else None
         if named:
             found = named[0]
+        elif role:
+            # By role: the CLIP of this width (never a CLIP of another width by position).
+            width = _CLIP_WIDTH[role]
+            fits = [
+                c
+                for c, k, w in zip(self.encoders, self.kinds, self.widths, strict=True)
+                if k != "t5" and (w == width or (w is None and c.name.split(".")[-1] == role))
+            ]
+            found = fits[0] if fits else None
+            if found is None:
+                return None, _ROLE_LABEL[role]
         elif kind:
             same = [c for c, k in zip(self.encoders, self.kinds, strict=True) if k == kind]
             # One T5 at most; CLIPs in order (CLIP-L, then OpenCLIP-H or CLIP-G) by target.
@@ -504,15 +552,16 @@ _TARGET_LABEL = {
     "text_encoder_2": "text encoder 2",
     "text_encoder_3": "text encoder 3",
 }
-_LYCORIS_FIRST_FACTORS = ("hada_w1_a", "lokr_w1", "lokr_w1_a")
+_LYCORIS_FIRST_FACTORS = ("hada_w1_a", "lokr_w1", "lokr_w1_a", "ia3_on_input")
 
 
 def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
     """Look every key of ``lora`` up in the checkpoint ``components`` and check its shapes."""
     denoiser = next((c for c in components if c.role in ("denoiser", "controlnet")), None)
     encoders = _EncoderResolver(components)
-    denoiser_table = build_table(denoiser) if denoiser else None
     layout = group_modules(lora.tensors)
+    encoders.learn(layout.modules)
+    denoiser_table = build_table(denoiser) if denoiser else None
     mapped_keys = mapped_modules = 0
     unmapped: list[str] = list(layout.unparsed)
     mismatches: list[str] = []

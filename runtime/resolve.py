@@ -335,8 +335,16 @@ def _base_result(base: Part) -> PartResult:
     elif base.family in ("unknown", "any"):
         reasons.append(Compatibility("base", "warn", "the checkpoint's family is unknown"))
     else:
+        from modelsafe.runtime.family_needs import cross_attention
+
         ctx = base.facts.get("context_dim")
-        extra = f", cross-attention context {ctx}" if ctx else ""
+        extra = ""
+        if ctx and cross_attention(base.family):
+            extra = f", cross-attention context {ctx}"
+        elif ctx == 4096:  # Flux.1, SD3: joint attention over image and T5 tokens
+            extra = ", text width 4096 (T5; joint attention)"
+        elif ctx:
+            extra = f", text width {ctx}"
         reasons.append(Compatibility("base", "accept", f"{label(base.family)} {base.kind}{extra}"))
     return _result(base, status, tuple(reasons))
 
@@ -528,9 +536,14 @@ def compatible_models(
     kind: str | None = None,
     *,
     include_rejected: bool = False,
+    family: str | None = None,
+    unsafe: bool = False,
+    missing: bool = False,
 ) -> list[CompatibleModel]:
     """What in the catalog fits ``checkpoint`` (a Model row, name, path or hash prefix).
 
+    ``kind`` is what the part would be given as: ``lora`` takes LyCORIS files too (both go to
+    ``--lora``); ``family``, ``unsafe`` and ``missing`` filter as ``modelsafe ls`` does.
     Answered from catalog rows only (stored inspect facts): no model file is opened, so rules that
     need tensor names (LoRA key coverage) do not run here; `resolve` runs them.
     """
@@ -543,6 +556,7 @@ def compatible_models(
             f"--kind {kind} cannot be checked against a checkpoint",
             hint=f"one of: {', '.join(ADDON_KINDS)}",
         )
+    kinds = KINDS_OF_ROLE["lora"] if kind == "lora" else ((kind,) if kind else ADDON_KINDS)
     cat = open_catalog(catalog) if isinstance(catalog, str) else catalog
     try:
         with cat.session() as session:
@@ -551,8 +565,9 @@ def compatible_models(
             )
             base = part_from_model(row, "checkpoint")
             found = []
-            for model in list_models(session, kind=kind):
-                if model.id == row.id or model.kind not in ADDON_KINDS:
+            rows = list_models(session, family=family, unsafe=unsafe, missing=missing)
+            for model in rows:
+                if model.id == row.id or model.kind not in kinds:
                     continue
                 part = part_from_model(model)
                 status, reasons = check_part(base, part)

@@ -559,8 +559,13 @@ def apply_embeddings(pipe: Any, request: GenerateRequest) -> None:
 
     for emb in request.embeddings:
         state = load_state_dict(emb.path)
-        two_encoders = getattr(pipe, "text_encoder_2", None) is not None and hasattr(
-            pipe, "tokenizer_2"
+        # SDXL's second encoder is CLIP-G and takes vectors too; Flux's is T5, which takes none
+        # (a Flux embedding is CLIP-L's alone, reaching the pooled vector).
+        second = getattr(pipe, "text_encoder_2", None)
+        two_encoders = (
+            second is not None
+            and hasattr(pipe, "tokenizer_2")
+            and type(second).__name__.startswith("CLIPTextModel")
         )
         if two_encoders and not ("clip_l" in state and "clip_g" in state):
             raise BackendError(

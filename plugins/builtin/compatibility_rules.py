@@ -2,10 +2,12 @@
 
 Rules: ``family`` (LoRA/LyCORIS/ControlNet/adapters are for the checkpoint's base, told by
 cross-attention width where known), ``lora_keys`` (the LoRA's keys mapped onto the checkpoint's
-modules, shapes checked), ``vae_latent`` (latent channels), ``embedding_width`` (token width vs
-the checkpoint's text encoders), ``text_encoder_slot`` (the encoder is one the family uses; a file
-holding several, variant ``clip_l+clip_g+t5xxl``, when each of them is), ``quantized_base``
-(LoRA on a GGUF checkpoint). See docs/resolve.md.
+modules, shapes checked), ``vae_latent`` (latent channels), ``vae_lineage`` (the latent space: a
+VAE told to be another lineage's, or a 3-D video VAE for an image model, is rejected; a tie of
+one layout warns), ``embedding_width`` (token width vs the checkpoint's text encoders; on Flux.1
+a CLIP-L vector reaches only the pooled vector, a warning), ``text_encoder_slot`` (the encoder
+is one the family uses; a file holding several, variant ``clip_l+clip_g+t5xxl``, when each of
+them is), ``quantized_base`` (LoRA on a GGUF checkpoint). See docs/resolve.md.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from modelsafe.runtime.family_needs import (
     CONTEXT_DIM,
     NEEDS,
     TEXT_ENCODER_WIDTHS,
+    VAE_3D_LINEAGES,
     VAE_LINEAGE,
+    cross_attention,
     label,
     related,
 )
@@ -53,8 +57,18 @@ def _warn(rule: str, reason: str, *evidence: str) -> Compatibility:
 
 
 def _context(part: Part) -> int | None:
+    """The cross-attention width ``part`` was made for, where it has one: only UNet families
+    have cross-attention (Flux.1 and SD3 attend jointly over image and T5 text tokens); a LoRA's
+    width is read off its patched attn2 layers (a LoRA without UNet keys has none), and a
+    T2I-Adapter has no cross-attention (it adds features to the UNet's levels)."""
+    if part.kind == "t2i_adapter" or not cross_attention(part.family):
+        return None
     value = part.facts.get("context_dim")
-    return int(value) if isinstance(value, int) else CONTEXT_DIM.get(part.family)
+    if isinstance(value, int):
+        return value
+    if part.kind in ("lora", "lycoris"):
+        return None  # no attn2 layer patched: the keys say nothing of a context width
+    return CONTEXT_DIM.get(part.family)
 
 
 def family_rule(base: Part, part: Part) -> Compatibility | None:
@@ -69,6 +83,8 @@ def family_rule(base: Part, part: Part) -> Compatibility | None:
         )
     pc, bc = _context(part), _context(base)
     ctx = f" (cross-attention context {pc})" if pc and pc == bc else ""
+    if part.kind == "t2i_adapter":
+        ctx = " (its channel widths and levels)"
     if part.family == base.family:
         return _ok("family", f"{noun} is for {label(part.family)}, like the checkpoint{ctx}")
     if related(base.family, part.family):
@@ -83,7 +99,11 @@ def family_rule(base: Part, part: Part) -> Compatibility | None:
             f"{noun} targets {label(part.family)}: cross-attention context {pc}, "
             f"checkpoint is {label(base.family)} ({bc})",
         )
-    return _no("family", f"{noun} is for {label(part.family)}, checkpoint is {label(base.family)}")
+    return _no(
+        "family",
+        f"{noun} is for {label(part.family)}{ctx if part.kind == 't2i_adapter' else ''}, "
+        f"checkpoint is {label(base.family)}",
+    )
 
 
 def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
@@ -120,7 +140,7 @@ def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
         absent = ", ".join(cov.absent_components)
         if any(c.role == "text_encoder" for c in comps):
             # The file brings its text encoders: what it lacks, the family lacks.
-            family = label(base.family)
+            family = ("the " if base.family == "sdxl_refiner" else "") + label(base.family)
             reason += f"; {absent_keys} keys patch {absent}, which {family} does not have"
         else:
             reason += (
@@ -135,9 +155,33 @@ def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
     return _ok("lora_keys", reason, *evidence)
 
 
+def _is_3d_vae(part: Part) -> bool:
+    """A 3-D (video, causal) VAE: 5-D conv weights, or a family whose VAE is one."""
+    if part.facts.get("conv3d") or VAE_LINEAGE.get(part.family) in VAE_3D_LINEAGES:
+        return True
+    index = part.index
+    return index is not None and any(len(t.shape) == 5 for t in index.tensors[:64])
+
+
 def vae_rule(base: Part, part: Part) -> Compatibility | list[Compatibility] | None:
     if part.role != "vae" and part.kind != "vae":
         return None
+    want = VAE_LINEAGE.get(base.family)
+    made_for = VAE_LINEAGE.get(part.family)
+    if want is not None and _is_3d_vae(part) != (want in VAE_3D_LINEAGES):
+        if want in VAE_3D_LINEAGES:
+            why = (
+                f"{label(base.family)} decodes with a 3-D (video) VAE of the {label(want)} "
+                "lineage; this is a 2-D image VAE: another class of VAE and another latent space"
+            )
+        else:
+            who = f"{label(part.family)}'s" if made_for else "a video model's"
+            why = (
+                f"a 3-D (video) VAE ({who}, 5-D conv weights): another class of VAE and "
+                f"another latent space; {label(base.family)} decodes with {label(want)}'s 2-D "
+                "VAE, whatever the channel count"
+            )
+        return _no("vae_lineage", why)
     pl = part.facts.get("latent_channels") or part.facts.get("vae_latent_channels")
     bl = base.facts.get("latent_channels") or (
         NEEDS[base.family].latent_channels if base.family in NEEDS else None
@@ -147,7 +191,6 @@ def vae_rule(base: Part, part: Part) -> Compatibility | list[Compatibility] | No
     if pl != bl:
         return _no("vae_latent", f"VAE latent channels {pl} != {bl} of the checkpoint")
     fits = _ok("vae_latent", f"VAE latent channels {pl} = checkpoint's {bl}")
-    want = VAE_LINEAGE.get(base.family)
     tied = [str(f) for f in part.facts.get("tied_families") or ()]
     lineages = {VAE_LINEAGE[f] for f in tied if f in VAE_LINEAGE}
     if want is not None and want in lineages and len(lineages) > 1:
@@ -161,13 +204,13 @@ def vae_rule(base: Part, part: Part) -> Compatibility | list[Compatibility] | No
                 "VAE trained for another family gives off colours or noise",
             ),
         ]
-    made_for = VAE_LINEAGE.get(part.family)
     if want is not None and made_for is not None and made_for != want:
-        return _warn(
+        # Its family is told (not a tie of one layout): another latent space.
+        return _no(
             "vae_lineage",
             f"VAE latent channels {pl} = {bl}, but it was trained for {label(part.family)} "
-            f"(checkpoint is {label(base.family)}, which uses {label(want)}'s VAE): colours "
-            "may be off",
+            f"({label(made_for)}'s latent space); {label(base.family)} uses {label(want)}'s "
+            "VAE: the decoded images would have wrong colours or noise",
         )
     return fits
 
@@ -181,7 +224,7 @@ def _base_encoder_widths(base: Part) -> dict[str, int]:
     return {n: TEXT_ENCODER_WIDTHS[n] for n in names}
 
 
-def embedding_rule(base: Part, part: Part) -> Compatibility | None:
+def embedding_rule(base: Part, part: Part) -> Compatibility | list[Compatibility] | None:
     if part.kind != "embedding":
         return None
     widths: dict[str, int] = dict(part.facts.get("token_widths") or {})
@@ -190,19 +233,35 @@ def embedding_rule(base: Part, part: Part) -> Compatibility | None:
     encoders = _base_encoder_widths(base)
     if not widths or not encoders:
         return _warn("embedding_width", "token width or text encoders unknown; not checked")
+    fam = label(base.family)
+    have = ", ".join(f"{n} {w}" for n, w in encoders.items())
     fits: list[str] = []
     fed: set[str] = set()
+    misfit: list[tuple[str, int]] = []
     for slot, width in widths.items():
         match = [n for n, w in encoders.items() if w == width and (slot in (n, "emb_params"))]
         if not match:
-            have = ", ".join(f"{n} {w}" for n, w in encoders.items())
-            return _no(
-                "embedding_width",
-                f"embedding width {width} fits none of {label(base.family)}'s text encoders "
-                f"({have})",
-            )
+            misfit.append((slot, width))
+            continue
         fits.append(f"embedding width {width} fits {match[0]}")
         fed.add(match[0])
+    if misfit and fed:
+        # A multi-encoder embedding (SDXL's clip_l + clip_g) on a family with fewer encoders.
+        held = " + ".join(f"{s} {w}" for s, w in widths.items())
+        lacks = ", ".join(s for s, _ in misfit)
+        return _no(
+            "embedding_width",
+            f"this embedding holds one vector per text encoder ({held}), made for a family with "
+            f"all of them; {fam} has no {lacks} (its text encoders: {have}). A1111 skips such "
+            f"a file; ComfyUI would use only its {', '.join(sorted(fed))} vector, trained "
+            "beside the others, with an unpredictable effect",
+        )
+    if misfit:
+        slot, width = misfit[0]
+        return _no(
+            "embedding_width",
+            f"embedding width {width} fits none of {fam}'s text encoders ({have})",
+        )
     # Every CLIP encoder of a multi-encoder family reads the prompt's token: a vector set for
     # CLIP-L alone leaves CLIP-G without one (A1111 skips such an embedding on SDXL, ComfyUI
     # warns of a shape mismatch). T5 takes no textual-inversion vectors.
@@ -210,11 +269,23 @@ def embedding_rule(base: Part, part: Part) -> Compatibility | None:
     if unfed and len(encoders) > 1 and base.family in ("sdxl", "sd3", "sd3.5"):
         return _no(
             "embedding_width",
-            "; ".join(fits)
-            + f", but {label(base.family)} also needs a vector for "
-            + ", ".join(unfed),
+            "; ".join(fits) + f", but {fam} also needs a vector for " + ", ".join(unfed),
         )
-    return _ok("embedding_width", "; ".join(fits))
+    fit = _ok("embedding_width", "; ".join(fits))
+    if fed == {"clip_l"} and "t5xxl" in encoders and base.family not in ("sd3", "sd3.5"):
+        # Flux.1: CLIP-L gives only the pooled vector; the prompt's tokens reach the
+        # transformer through T5, which takes no textual-inversion vectors.
+        return [
+            fit,
+            _warn(
+                "embedding_width",
+                f"in {fam} the clip_l encoder gives only the pooled prompt vector; the prompt's "
+                "tokens reach the model through t5xxl, which takes no textual-inversion "
+                "vectors: this embedding reaches only the pooled CLIP-L vector and has little "
+                "effect",
+            ),
+        ]
+    return fit
 
 
 def _multi_encoder_rule(base: Part, variant: str, slots: tuple[str, ...]) -> Compatibility:

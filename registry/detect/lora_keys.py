@@ -11,7 +11,8 @@ LoRA files name the layer they patch in several conventions (public facts of the
   ``lora_te2_`` (SDXL), ``lora_te3_`` (the T5 of SD3 and Flux: sd-scripts' ``lora_te3``; some
   older Flux builds wrote ``lora_te2_`` for it); older LyCORIS ``lycoris_``; LyCORIS parts
   ``hada_w1_a`` ... (LoHa), ``lokr_w1`` ... (LoKr), ``lora_mid`` (LoCon with CP decomposition),
-  ``diff`` (full), ``oft_*``;
+  ``diff`` (full), ``oft_*``, ``weight`` + ``on_input`` ((IA)^3: a ``[out, 1]`` vector, or
+  ``[1, in]`` when it scales the input);
 - PEFT (what diffusers saves today): ``unet.<module>.lora_A.weight`` / ``lora_B.weight``,
   ``transformer.<module>...`` (Flux, SD3), ``text_encoder.`` / ``text_encoder_2.``; raw PEFT
   saves under ``base_model.model.``, with the adapter's name (``lora_A.default.weight``);
@@ -95,10 +96,13 @@ PARTS: dict[str, str] = {
     "a2.weight": "glora_a2",
     "b1.weight": "glora_b1",
     "b2.weight": "glora_b2",
+    # LyCORIS (IA)^3: a scaling vector per layer and the flag saying which side it scales.
+    "weight": "ia3_w",
+    "on_input": "ia3_on_input",
 }
 # Parts that carry a weight delta (a module without one only scales or annotates).
 DELTA_PARTS = frozenset({"down", "hada_w1_a", "lokr_w1", "lokr_w1_a", "diff", "oft_blocks"})
-DELTA_PARTS |= {"glora_a1"}
+DELTA_PARTS |= {"glora_a1", "ia3_on_input"}
 
 # kohya flat prefixes -> the model part they patch.
 KOHYA_TARGETS: dict[str, str] = {
@@ -183,6 +187,7 @@ LYCORIS_PARTS: dict[str, str] = {
     "oft_blocks": "oft",
     "diff": "full",
     "glora_a1": "glora",
+    "ia3_on_input": "ia3",
 }
 
 
@@ -337,7 +342,7 @@ class LoraModule:
 
     def says(self) -> str:
         """``<stored name> has shape [r, in]`` for the part that shows the input width."""
-        for part in ("down", "hada_w1_b", "lokr_w1", "lokr_w1_b", "diff"):
+        for part in ("down", "hada_w1_b", "lokr_w1", "lokr_w1_b", "diff", "ia3_w"):
             if part in self.parts:
                 shape = ", ".join(str(d) for d in self.parts[part])
                 return f"{self.stored[part]} has shape [{shape}]"
@@ -366,7 +371,7 @@ class LoraModule:
         diff = self.parts.get("diff")
         if diff is not None and len(diff) >= 2:
             return diff[1]
-        return None
+        return self.delta_shape()[1] if "ia3_w" in self.parts else None
 
     def is_conv(self) -> bool:
         """True when the patched layer is a spatial conv (kernel larger than 1x1)."""
@@ -400,6 +405,12 @@ class LoraModule:
         diff = p.get("diff")
         if diff and len(diff) >= 2:
             return diff[0], diff[1], False
+        ia3 = p.get("ia3_w")
+        if ia3:
+            # (IA)^3 scales one side: [1, in] on the input, [out, 1] (or [out]) on the output.
+            if len(ia3) == 2 and ia3[0] == 1 and ia3[1] > 1:
+                return None, ia3[1], False
+            return ia3[0], None, False
         return None, None, False
 
 

@@ -8,7 +8,11 @@ The base is read off the layers a LoRA patches (public layouts of the base model
   encoder widths (768 CLIP-L, 1024 OpenCLIP-H, CLIP-L + 1280 bigG for SDXL) decide; text-encoder
   layers are told apart by identity (T5 blocks, or the encoder the naming names) before their
   position: a T5 layer means Flux.1 or SD3, whatever its target (kohya's ``lora_te3_``, older
-  ``lora_te2_``, diffusers' Flux ``text_encoder_2.``);
+  ``lora_te2_``, diffusers' Flux ``text_encoder_2.``); CLIP-L alone tells no base (SD1, SDXL,
+  SD3 and Flux.1 all have it; kohya writes ``lora_te_`` only for SD1/SD2, ``lora_te1_`` for the
+  others), so a text-encoder-only LoRA of CLIP-L is left to its metadata;
+- LyCORIS (IA)^3: a ``.weight`` vector per layer (``[out, 1]``, or ``[1, in]`` with
+  ``on_input``) and an ``.on_input`` flag: the UNet's self-attention widths tell the base;
 - transformers by their block names: Flux ``double_blocks``/``single_blocks`` (BFL) or
   ``single_transformer_blocks`` (diffusers), SD3 ``joint_blocks`` (SAI) or ``transformer_blocks``
   with ``add_q_proj`` and no single blocks (diffusers), HiDream ``double_stream_blocks``,
@@ -44,6 +48,7 @@ MAX_FOREIGN_SHARE = 0.1
 
 _ATTN2_KV = re.compile(r"attn2_to_[kv]$")
 _ATTN1_Q = re.compile(r"attn1_to_q$")
+_ATTN1_QKV = re.compile(r"attn1_to_[qkv]$")
 # A UNet's attention sits inside its levels; a DiT's (LTX-Video, PixArt) in top-level blocks.
 _UNET_LEVEL = re.compile(
     r"(?:^|_)(?:down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block)_"
@@ -197,7 +202,9 @@ def _kind(
     example = next(iter(modules))
     module_meta = metadata.get("ss_network_module", "")
     if algos:
-        variant = next(a for a in ("loha", "lokr", "oft", "glora", "full", "locon") if a in algos)
+        variant = next(
+            a for a in ("loha", "lokr", "oft", "glora", "full", "ia3", "locon") if a in algos
+        )
         parts = sorted({p for m in modules for p in m.parts})
         evidence.insert(
             0,
@@ -243,7 +250,9 @@ def _family(
     if foreign:
         evidence.append(foreign)
         return None, 0.5
-    family, score = _family_of_layers(denoiser, te_family, te_why, evidence, facts)
+    family, score = _family_of_layers(
+        denoiser, te_family, te_why, evidence, facts, _clip_l_hint(modules)
+    )
     if family in UNET_FAMILIES:
         alien = _foreign_text_encoder(modules)
         if alien:
@@ -307,6 +316,7 @@ def _family_of_layers(
     te_why: str,
     evidence: list[str],
     facts: dict[str, Any],
+    clip_l_hint: str | None = None,
 ) -> tuple[str | None, float]:
     for dit in _DITS:
         hits = [m for m in denoiser if dit.pattern.search(m.flat)]
@@ -332,7 +342,7 @@ def _family_of_layers(
             + (f" = {family}" if family else ": no known UNet family")
         )
         if te_why:
-            evidence.append(te_why + (" agrees" if te_family in (family, None) else ""))
+            evidence.append(te_why + (" agrees" if te_family == family else ""))
         return (family, 0.95) if family else (None, 0.5)
     if unet_layers:
         family = _unet_by_widths(unet_layers, evidence)
@@ -340,6 +350,12 @@ def _family_of_layers(
             if te_family in ("sd1", "sd2"):
                 evidence.append(te_why)
                 return te_family, 0.85
+            if clip_l_hint == "sd1":
+                evidence.append(
+                    te_why + "; beside these UNet widths CLIP-L (768) = sd1 (SD2 has OpenCLIP-H, "
+                    "1024)"
+                )
+                return "sd1", 0.85
             evidence.append(
                 "SD1 and SD2 share these widths; no attn2 or text-encoder layer decides"
             )
@@ -478,14 +494,24 @@ def _not_flux1(denoiser: list[LoraModule], width: int | None) -> str | None:
     return None
 
 
+def _attn1_width(m: LoraModule) -> int | None:
+    """A self-attention projection's width (square: its input or, for an (IA)^3 vector on the
+    output, its output)."""
+    return m.in_features() or m.delta_shape()[0]
+
+
 def _unet_by_widths(denoiser: list[LoraModule], evidence: list[str]) -> str | None:
     attn = [m for m in denoiser if _ATTN1_Q.search(m.flat) and m.in_features()]
-    widths = sorted({m.in_features() or 0 for m in attn})
+    if not attn:  # (IA)^3 scales to_k/to_v outputs: their widths are the attention widths
+        attn = [m for m in denoiser if _ATTN1_QKV.search(m.flat) and _attn1_width(m)]
+    widths = sorted({_attn1_width(m) or 0 for m in attn})
     if not widths:
         return None
     narrowest = widths[0]
-    first = min(attn, key=lambda m: m.in_features() or 0)
-    evidence.append(f"self-attention widths {widths}, e.g. {first.says()} (no attn2 patched)")
+    first = min(attn, key=lambda m: _attn1_width(m) or 0)
+    evidence.append(
+        f"self-attention widths {widths}, e.g. {first.says()} (no attn2 input width to read)"
+    )
     return {320: "sd1/sd2", 640: "sdxl", 768: "sdxl_refiner"}.get(narrowest)
 
 
@@ -517,7 +543,41 @@ def _text_encoder_family(
     if clip.get("text_encoder_2") == 1280:
         return "sdxl", f"text-encoder layers: {desc} (CLIP-L + bigG) = sdxl"
     family = TEXT_WIDTH_FAMILY.get(clip.get("text_encoder", 0))
+    if family == "sd1" and set(clip) == {"text_encoder"}:
+        prefix = _kohya_te_prefix(modules)
+        if prefix != "lora_te":
+            # CLIP-L alone: SD1's only encoder, but SDXL's, SD3's and Flux.1's first one too.
+            note = (
+                "; kohya's lora_te1_ prefix is written for SDXL, SD3 and Flux.1 (SD1 gets "
+                "lora_te_), so not for SD1"
+                if prefix == "lora_te1"
+                else ""
+            )
+            return None, (
+                f"text-encoder layers: {desc}: CLIP-L, which SD1, SDXL, SD3 and Flux.1 all "
+                f"have, so it does not tell the base{note}"
+            )
+        return family, f"text-encoder layers: {desc} (kohya's lora_te_ prefix, SD1/SD2) = sd1"
     return family, f"text-encoder layers: {desc}" + (f" = {family}" if family else "")
+
+
+def _kohya_te_prefix(modules: list[LoraModule]) -> str | None:
+    """``lora_te`` or ``lora_te1`` when kohya names the first text encoder's layers so."""
+    for m in modules:
+        if m.target == "text_encoder" and m.naming == "kohya" and m.keys:
+            return "lora_te1" if m.keys[0].startswith("lora_te1_") else "lora_te"
+    return None
+
+
+def _clip_l_hint(modules: list[LoraModule]) -> str | None:
+    """``sd1`` when the only text-encoder layers are CLIP-L's (768): beside a 320-wide UNet this
+    tells SD1 from SD2 (OpenCLIP-H, 1024), though alone it tells no base."""
+    widths = {
+        m.target: m.in_features()
+        for m in modules
+        if m.target.startswith("text_encoder") and _TE_Q.search(m.flat)
+    }
+    return "sd1" if widths == {"text_encoder": 768} else None
 
 
 def _targets(modules: list[LoraModule], family: str | None) -> list[str]:

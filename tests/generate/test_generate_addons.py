@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from test_generate_families import pixels, request_for
@@ -91,3 +92,38 @@ def test_sdxl_refiner(tiny: Callable[[str], Tiny], tmp_path: Path) -> None:
     ).images[0]
     assert refined.recipe.refiner is not None and refined.recipe.refiner_switch == 0.8
     assert not np.array_equal(pixels(plain.path), pixels(refined.path))
+
+
+def test_a_clip_l_embedding_on_flux_loads_into_clip_l(
+    tiny: Callable[[str], Tiny], tmp_path: Path
+) -> None:
+    """Flux's second text encoder is T5 (no textual inversion): a one-set embedding goes to
+    CLIP-L, whose pooled vector it changes (resolve warns that the effect is small)."""
+    t = tiny("flux1")
+    gen = torch.Generator().manual_seed(5)
+    emb = save_tensors(
+        tmp_path / "zq.safetensors", {"emb_params": 5 * torch.randn(2, 32, generator=gen)}
+    )
+    base = pixels(generate(request_for(t, t.folder, prompt="a zq"), tmp_path / "0").images[0].path)
+    with_emb = generate(
+        request_for(t, t.folder, prompt="a zq", embeddings=(EmbeddingSpec(emb, "zq"),)),
+        tmp_path / "1",
+    )
+    assert with_emb.images[0].recipe.embeddings[0].token == "zq"
+    assert not np.array_equal(base, pixels(with_emb.images[0].path))
+
+
+def test_a_video_vae_is_refused_before_the_load(tmp_path: Path) -> None:
+    """A 16-channel video VAE (Qwen-Image's) has Flux's channel count but another latent space:
+    the backend's pre-load check refuses it (headers only)."""
+    from modelsafe.errors import BackendError
+    from modelsafe.runtime.diffusers_loader import check_vae
+    from modelsafe.testing import write_safetensors
+    from modelsafe.testing.layouts import base_models, components
+
+    flux = write_safetensors(tmp_path / "flux.safetensors", base_models.bfl_flux(), data="sparse")
+    qwen = write_safetensors(tmp_path / "qwen_vae.safetensors", components.qwen_image_vae())
+    ae = write_safetensors(tmp_path / "ae.safetensors", base_models.ldm_vae(16, False))
+    with pytest.raises(BackendError, match="3-D \\(video\\) VAE"):
+        check_vae(qwen, "flux1", None, None, flux)
+    check_vae(ae, "flux1", None, None, flux)  # Flux's own kind of VAE passes

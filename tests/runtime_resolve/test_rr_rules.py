@@ -90,7 +90,9 @@ def test_unet_only_checkpoint_lora_text_encoder_keys_named(part_of: Any, write: 
     lora = _sd1_lora(write) + L.lora_specs(te, style="kohya", prefix="lora_te", only=("q_proj",))
     result = resolve_parts(base, [part_of(write("l.safetensors", lora), "lora", "sd1", "lora")])
     assert result.parts[0].status == "accepted", _reasons(result)
-    assert "36 keys patch text encoder 1, which this file does not contain" in _reasons(result)
+    assert "36 keys patch text encoder 1 (CLIP-L), which this file does not contain" in _reasons(
+        result
+    )
 
 
 def test_vae_latent_channels(part_of: Any, write: Any) -> None:

@@ -270,7 +270,7 @@ def test_text_encoder_keys_the_family_lacks_are_named_so(pm: Any, write: Any) ->
     te2 = {f"text_model.encoder.layers.{i}.self_attn.q_proj": (1280, 1280) for i in range(2)}
     lora = write("te2.safetensors", L.lora_specs(te2, style="kohya", prefix="lora_te2", only=("",)))
     part = resolve(sd1, loras=[str(lora)], catalog=NO_CATALOG).parts[0]
-    assert "patch text encoder 2, which SD1 does not have" in _reasons(part)
+    assert "patch text encoder 2 (CLIP-G), which SD1 does not have" in _reasons(part)
 
 
 def test_text_encoder_keys_land_on_the_encoders_given_beside(pm: Any, write: Any) -> None:
@@ -282,7 +282,9 @@ def test_text_encoder_keys_land_on_the_encoders_given_beside(pm: Any, write: Any
     specs += L.lora_specs(blocks, style="kohya", prefix="lora_unet", only=("",))
     lora = write("flux-te.safetensors", specs)
     alone = resolve(flux, loras=[str(lora)], catalog=NO_CATALOG).parts[0]
-    assert "36 keys patch text encoder 1, which this file does not contain" in _reasons(alone)
+    assert "36 keys patch text encoder 1 (CLIP-L), which this file does not contain" in _reasons(
+        alone
+    )
     result = resolve(flux, loras=[str(lora)], text_encoders=[str(clip)], catalog=NO_CATALOG)
     with_clip = result.parts[0]
     assert f"{len(specs)} of {len(specs)} LoRA keys map" in _reasons(with_clip), _reasons(with_clip)

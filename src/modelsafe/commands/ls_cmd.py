@@ -55,7 +55,8 @@ def ls(
     try:
         with catalog.session() as session:
             if compatible_with:
-                return _show_compatible(catalog, compatible_with, kind, as_json)
+                filters = {"family": family, "unsafe": unsafe, "missing": missing}
+                return _show_compatible(catalog, compatible_with, kind, as_json, filters)
             if duplicates:
                 groups = queries.duplicates(session)
                 _show_duplicates(groups, as_json)
@@ -72,11 +73,14 @@ def ls(
     return 0
 
 
-def _show_compatible(catalog: Any, checkpoint: str, kind: str | None, as_json: bool) -> int:
-    """Catalog models that fit ``checkpoint``, answered from stored facts (no file reads)."""
+def _show_compatible(
+    catalog: Any, checkpoint: str, kind: str | None, as_json: bool, filters: dict[str, Any]
+) -> int:
+    """Catalog models that fit ``checkpoint``, answered from stored facts (no file reads);
+    ``--family``, ``--unsafe`` and ``--missing`` filter them as they filter the plain list."""
     from modelsafe.runtime.resolve import compatible_models
 
-    fits = compatible_models(catalog, checkpoint, kind)
+    fits = compatible_models(catalog, checkpoint, kind, **filters)
     if as_json:
         emit_json([{"model": f.model, "status": f.status, "reasons": f.reasons} for f in fits])
         return 0
