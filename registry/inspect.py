@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,11 +50,19 @@ def dtype_histogram(index: TensorIndex) -> dict[str, int]:
 
 
 def precision_of(histogram: dict[str, int]) -> str | None:
-    """The dtype holding most elements, in human form (fp16, bf16, fp8_e4m3fn, Q4_K, ...)."""
+    """The dtype holding most elements, in human form (fp16, bf16, fp8_e4m3fn, Q4_K, ...).
+
+    A GGUF file's quantization wins over the plain dtypes beside it: an SD1.5 UNet at Q8_0 keeps
+    most of its weights (3x3 convolutions, norms) in F16, and it is still a Q8_0 file."""
     if not histogram:
         return None
-    dtype = next(iter(histogram))
+    quantized = [d for d in histogram if _GGUF_QUANT.match(d)]
+    dtype = quantized[0] if quantized else next(iter(histogram))
     return PRECISION_NAMES.get(dtype, dtype)
+
+
+# GGUF's quantized tensor types (Q8_0, Q4_K, IQ4_XS, TQ1_0, MXFP4...): not plain dtypes.
+_GGUF_QUANT = re.compile(r"^(?:I?Q\d|TQ\d|MXFP\d)")
 
 
 def _candidate_json(c: Candidate) -> dict[str, Any]:

@@ -392,9 +392,10 @@ def _t5(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
 
 
 # GGUF ``general.architecture`` of text encoders people keep beside diffusion models (city96's
-# T5/UMT5 ``t5encoder`` files, llama.cpp LLM files used as encoders) -> what the width names.
+# T5/UMT5 ``t5encoder`` files); any other architecture with llama.cpp names is a language model,
+# a text encoder only at the dimensions of :data:`_LLM_VARIANTS` (``llama``: Llama-3.1-8B,
+# ``qwen2vl``, ``qwen3``, ``gemma2``), else no image model's.
 _GGUF_T5 = ("t5encoder", "t5")
-_GGUF_LLMS = ("llama", "qwen2", "qwen2vl", "qwen3", "gemma2")
 _GGUF_BLOCK = re.compile(r"^(?:enc\.)?blk\.(\d+)\.")
 
 
@@ -403,7 +404,7 @@ def _gguf_text_encoder(index: TensorIndex, detector: str) -> list[Candidate]:
     ``enc.blk.0.attn_q.weight``, ``blk.0.attn_q.weight``)."""
     arch = index.extra.get("architecture")
     kv = index.extra.get("kv") or {}
-    if not isinstance(arch, str) or arch not in _GGUF_T5 + _GGUF_LLMS:
+    if not isinstance(arch, str):
         return []
     embed = next((t for t in index.tensors if t.name == "token_embd.weight"), None)
     if embed is None:
@@ -428,9 +429,25 @@ def _gguf_text_encoder(index: TensorIndex, detector: str) -> list[Candidate]:
         variant = _t5_variant(width, layers, umt5=vocab == UMT5_VOCAB, vocab=vocab)
     else:
         variant = _LLM_VARIANTS.get((vocab or 0, width or 0, layers or 0))
+        if variant is None:  # a chat/base LLM: no image model uses it, so not a text encoder
+            return [_not_image_model(arch, facts, evidence, detector)]
     score = 0.9 if variant else 0.6
     _say_variant(variant, facts, evidence)
     return [_cand("any", "text_encoder", score, evidence, facts, detector, variant)]
+
+
+def _not_image_model(
+    arch: str, facts: dict[str, Any], evidence: list[str], detector: str
+) -> Candidate:
+    """A llama.cpp GGUF language model (any architecture but the T5 encoders) whose dimensions
+    are no text encoder's: said to be no image model, so nothing takes it for one."""
+    facts["not_image_model"] = True
+    evidence.append(
+        f"llama.cpp tensor names (token_embd, blk.N): a {arch} language model, not an image "
+        "model; no image model modelsafe knows uses a language model of these dimensions as its "
+        "text encoder"
+    )
+    return _cand("unknown", "unknown", 0.9, evidence, facts, detector)
 
 
 def _llm(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:

@@ -3,9 +3,13 @@
 The file is read (buffered, never memory-mapped: a file cut short while it is read must be an
 error, not a SIGBUS) with a cursor that checks every length against the bytes left, so a lying
 count or string length is a :class:`MalformedFileError`, never a huge allocation; long arrays are
-skipped over, keeping only their type and length. Quant types and their block sizes come from the
-``gguf`` package's constants (``GGML_QUANT_SIZES``), so new types are known as soon as the package
-knows them.
+skipped over, keeping only their type and length. What is kept is bounded too, whatever the file
+size: at most :data:`MAX_TENSORS` tensors and :data:`MAX_KEYS` key/values, a string value longer
+than :data:`MAX_KEPT_TEXT` is skipped (summarised as ``{"string_of_length": n}``), a string array of
+more than :data:`MAX_ARRAY_STRINGS` items is refused (skipping it costs one step per item), and
+keys, names and kept strings together may hold :data:`MAX_HEADER_TEXT` bytes. Quant types and
+their block sizes come from the ``gguf`` package's constants (``GGML_QUANT_SIZES``), so new types
+are known as soon as the package knows them.
 
 Shapes are reported in PyTorch order (GGUF stores ``ne[0]``, the fastest-moving dimension,
 first); offsets are absolute; ``nbytes`` is ``elements / block_size * type_size``.
@@ -24,6 +28,15 @@ from modelsafe.types import Format, TensorIndex, TensorInfo
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 8  # GGML uses 4; anything above 8 is not a real tensor
 KEEP_ARRAY_ITEMS = 64  # arrays longer than this are summarised in ``extra``, not copied
+# Limits far above any real file (LLM GGUFs: ~50 keys, a few thousand tensors, vocabularies of
+# ~260k tokens, chat templates of a few KiB), so a crafted header costs seconds and megabytes,
+# not minutes and gigabytes, however big the file it sits in.
+MAX_TENSORS = 1 << 18
+MAX_KEYS = 1 << 18
+MAX_ARRAY_STRINGS = 1 << 22
+MAX_NAME = 1 << 16  # a key or tensor name (GGUF's own limit for keys is 65,535 bytes)
+MAX_KEPT_TEXT = 1 << 20  # a longer string value is skipped, its length kept
+MAX_HEADER_TEXT = 64 << 20  # keys, tensor names and kept strings, all together
 _HINT = "the file is damaged or is not a GGUF file; download it again"
 
 # GGUF value type id -> struct format of a scalar (8: string, 9: array are handled apart).
@@ -49,6 +62,7 @@ class _Cursor:
     def __init__(self, fh: BinaryIO, size: int, where: str, wide: bool) -> None:
         self.fh, self.size, self.where, self.pos = fh, size, where, 0
         self.count_format = "<Q" if wide else "<I"
+        self.kept = 0  # bytes of text kept so far (MAX_HEADER_TEXT)
 
     def fail(self, problem: str) -> MalformedFileError:
         return MalformedFileError(f"{self.where}: {problem} (at byte {self.pos:,})", hint=_HINT)
@@ -86,8 +100,32 @@ class _Cursor:
             )
         return value
 
-    def text(self, what: str) -> str:
-        raw = self.take(self.count(f"{what} length", 1), what)
+    def count_at_most(self, what: str, min_item_bytes: int, limit: int) -> int:
+        value = self.count(what, min_item_bytes)
+        if value > limit:
+            raise self.fail(f"{what} {value:,} is more than any real model has ({limit:,})")
+        return value
+
+    def name(self, what: str) -> str:
+        """A key or tensor name: always kept, so refused when absurdly long."""
+        return self._decode(
+            self.take(self.count_at_most(f"{what} length", 1, MAX_NAME), what), what
+        )
+
+    def text(self, what: str) -> str | dict[str, int]:
+        """A string value: kept when it is short, else skipped and summarised by its length."""
+        n = self.count(f"{what} length", 1)
+        if n > MAX_KEPT_TEXT:
+            self.skip(n, what)
+            return {"string_of_length": n}
+        return self._decode(self.take(n, what), what)
+
+    def _decode(self, raw: bytes, what: str) -> str:
+        self.kept += len(raw)
+        if self.kept > MAX_HEADER_TEXT:
+            raise self.fail(
+                f"the header holds more than {MAX_HEADER_TEXT:,} bytes of names and strings"
+            )
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -106,6 +144,11 @@ class _Cursor:
             if item_type in _SCALARS:  # skipped in one step: no list of millions of numbers
                 self.skip(n * _min_bytes(item_type), what)
             elif item_type == _STRING:  # each length read, the text skipped (never decoded)
+                if n > MAX_ARRAY_STRINGS:
+                    raise self.fail(
+                        f"{what} has {n:,} strings, more than any real model has "
+                        f"({MAX_ARRAY_STRINGS:,})"
+                    )
                 for _ in range(n):
                     self.skip(self.count(f"{what} item length", 1), what)
             else:
@@ -159,25 +202,31 @@ def _parse(fh: BinaryIO, size: int, path: Path) -> TensorIndex:
     if head[:4] != b"GGUF":
         raise MalformedFileError(f"{where}: no GGUF magic", _HINT)
     (version,) = struct.unpack("<I", head[4:8])
+    if version not in (1, 2, 3) and struct.unpack(">I", head[4:8])[0] in (1, 2, 3):
+        raise MalformedFileError(
+            f"{where}: a big-endian GGUF file (for s390x/POWER machines); modelsafe reads the "
+            "little-endian GGUF files that PyTorch, ComfyUI and llama.cpp on x86/ARM use",
+            hint="download the little-endian file, or convert it (gguf-py's gguf_convert_endian)",
+        )
     if version not in (1, 2, 3):
         raise MalformedFileError(
             f"{where}: GGUF version {version} is not one modelsafe reads (1-3)",
-            hint="a byte-swapped (big-endian) or newer GGUF file; convert it with llama.cpp tools",
+            hint="a GGUF version newer than modelsafe knows, or not a GGUF file",
         )
     cur = _Cursor(fh, size, where, wide=version >= 2)
     cur.pos = 8
-    n_tensors = cur.count("tensor count", 8 + 4 + 4 + 8)
-    n_kv = cur.count("key/value count", 8 + 4 + 1)
+    n_tensors = cur.count_at_most("tensor count", 8 + 4 + 4 + 8, MAX_TENSORS)
+    n_kv = cur.count_at_most("key/value count", 8 + 4 + 1, MAX_KEYS)
     kv: dict[str, Any] = {}
     for _ in range(n_kv):
-        key = cur.text("key")
+        key = cur.name("key")
         vtype = int(cur.unpack("<I", f"type of {key!r}"))
         if key in kv:
             raise cur.fail(f"key {key!r} appears twice")
         kv[key] = cur.value(vtype, f"value of {key!r}")
     infos = []
     for _ in range(n_tensors):
-        name = cur.text("tensor name")
+        name = cur.name("tensor name")
         n_dims = int(cur.unpack("<I", f"dimension count of {name!r}"))
         if n_dims > MAX_DIMS:
             raise cur.fail(f"tensor {name!r} claims {n_dims} dimensions")
@@ -283,6 +332,8 @@ def _warnings(tensors: list[TensorInfo], data_start: int, size: int) -> tuple[st
 def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, dict) and "string_of_length" in value:
+        return f"({value['string_of_length']:,}-byte string, not read)"
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
