@@ -311,16 +311,31 @@ def _multi_encoder_rule(base: Part, variant: str, slots: tuple[str, ...]) -> Com
 def text_encoder_rule(base: Part, part: Part) -> Compatibility | None:
     if part.kind != "text_encoder" and part.role != "text_encoder":
         return None
+    if part.facts.get("not_image_model"):  # a chat LLM: as wide as T5, not an encoder of one
+        return _no(
+            "text_encoder_slot",
+            "this file is a language model, not the text encoder of an image model",
+            *(str(e) for e in list(part.report.get("evidence") or ())[:2]),
+        )
     variant = part.variant or ""
     width = part.facts.get("hidden_size")
+    guessed = False
     if variant not in TEXT_ENCODER_WIDTHS and "+" not in variant and isinstance(width, int):
-        variant = next((n for n, w in TEXT_ENCODER_WIDTHS.items() if w == width), variant)
+        found = next((n for n, w in TEXT_ENCODER_WIDTHS.items() if w == width), None)
+        guessed = found is not None and part.kind != "text_encoder"
+        variant = found or variant
     needs = NEEDS.get(base.family)
     if needs is None:
         return _warn("text_encoder_slot", f"text encoders of {label(base.family)} not tabulated")
     slots = needs.text_encoders + needs.optional_text_encoders
     if "+" in variant:  # several encoders in one file
         return _multi_encoder_rule(base, variant, slots)
+    if variant in slots and guessed:
+        return _warn(
+            "text_encoder_slot",
+            f"what this file is could not be told; by its width ({width}) it would be "
+            f"{variant}, one of {label(base.family)}'s text encoders: check it is",
+        )
     if variant in slots:
         w = TEXT_ENCODER_WIDTHS.get(variant)
         return _ok(

@@ -179,3 +179,19 @@ def test_a_mixed_gguf_is_named_by_its_quantization(tmp_path: Path) -> None:
     size = -(-path.stat().st_size // 32) * 32 + sum(-(-n // 32) * 32 for n in nbytes)
     os.truncate(path, size)
     assert inspect_path(path).precision == "Q8_0"
+
+
+def test_an_llm_given_as_a_text_encoder_is_refused_by_resolve(tmp_path: Path) -> None:
+    """Llama-2-7B is as wide as T5-XXL (4096): resolve says it is a language model, and never
+    "ok t5xxl (4096 wide)"."""
+    from modelsafe.runtime.resolve import resolve
+    from modelsafe.testing import write_safetensors
+    from modelsafe.testing.layouts import base_models
+
+    flux = write_safetensors(tmp_path / "flux.safetensors", base_models.bfl_flux(), data="sparse")
+    llm = _llama(tmp_path / "llama-2-7b.Q8_0.gguf", 32000, 4096, 2)
+    result = resolve(str(flux), text_encoders=[str(llm)]).as_json()
+    part = next(p for p in result["parts"] if p["role"] == "text_encoder")
+    slot = next(r for r in part["reasons"] if r["rule"] == "text_encoder_slot")
+    assert slot["status"] == "reject" and "language model" in slot["reason"]
+    assert not result["compatible"]
