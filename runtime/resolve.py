@@ -24,6 +24,8 @@ from modelsafe.paths import user_path
 from modelsafe.types import Compatibility, Part, to_jsonable
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from modelsafe.plugin_manager import HookFailure
     from modelsafe.registry.catalog.db import Catalog
     from modelsafe.registry.catalog.models import Model
@@ -216,7 +218,8 @@ def load_part(ref: str, role: str, *, catalog: Catalog | None = None, weight: fl
 
         index = read_index(path)
         report = to_jsonable(inspect_index(index))
-        return part_from_index(index, report, role, ref, weight)
+        part = part_from_index(index, report, role, ref, weight)
+        return _with_corrections(part, path, catalog) if catalog is not None else part
     if catalog is None:
         raise FileReadError(
             f"{ref} does not exist, and there is no catalog to look it up in",
@@ -239,6 +242,34 @@ def load_part(ref: str, role: str, *, catalog: Catalog | None = None, weight: fl
             raise
         part = part_from_model(model, role, read=True)
     return replace(part, ref=ref, weight=weight)
+
+
+def _with_corrections(part: Part, path: Path, catalog: Catalog) -> Part:
+    """``part`` with the user's catalog corrections of that file (``modelsafe set MODEL
+    --family ...``) over its detection, as the catalog and ``generate`` use them; the file must
+    be as the catalog last saw it (size and mtime)."""
+    from sqlalchemy import select
+
+    from modelsafe.errors import ModelsafeError
+    from modelsafe.registry.catalog.models import Location
+
+    resolved = path.resolve()
+    try:
+        stat = resolved.stat()
+        with catalog.session() as session:
+            loc = session.scalars(select(Location).where(Location.path == str(resolved))).first()
+            if loc is None or loc.model is None:
+                return part
+            if resolved.is_file() and (loc.size, loc.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+                return part
+            overrides = dict(loc.model.overrides or {})
+    except (OSError, ModelsafeError):
+        return part
+    changes = {k: v for k, v in overrides.items() if k in ("family", "kind", "variant") and v}
+    if not changes:
+        return part
+    facts = {**part.facts, "corrected_in_catalog": sorted(changes)}
+    return replace(part, facts=facts, **changes)
 
 
 # -- checking -----------------------------------------------------------------------------------
