@@ -303,11 +303,18 @@ def _is_at(path: Path, fd: int) -> bool:
     return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
 
 
+# A temp file unchanged for this long (seconds) with no lock on it is a killed convert's: a live
+# one is written continuously, and its lock may not be seen from another machine (NFS, FUSE).
+STALE_AFTER = 15 * 60
+
+
 def _remove_stale_temps(folder: Path) -> tuple[str, ...]:
     """Remove the temp files of converts that were killed before they could (SIGKILL, a power
-    cut): the regular files of ``folder`` named like one (:func:`_temp_path`) that no running
-    convert holds locked (:func:`_create_temp`). Best effort: what cannot be checked is left."""
+    cut): the regular files of ``folder`` named like one (:func:`_temp_path`), unchanged for
+    STALE_AFTER seconds, that no running convert holds locked (:func:`_create_temp`). Best
+    effort: what cannot be checked is left."""
     removed: list[str] = []
+    now = time.time()
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -320,7 +327,9 @@ def _remove_stale_temps(folder: Path) -> tuple[str, ...]:
         except OSError:
             continue
         try:
-            if stat.S_ISREG(os.fstat(fd).st_mode) and _flock(fd) and _is_at(Path(entry.path), fd):
+            st = os.fstat(fd)
+            old = now - st.st_mtime >= STALE_AFTER
+            if stat.S_ISREG(st.st_mode) and old and _flock(fd) and _is_at(Path(entry.path), fd):
                 os.unlink(entry.path)
                 removed.append(entry.name)
         except OSError:

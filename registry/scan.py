@@ -600,9 +600,13 @@ def write_result(
     if model is None:
         model = Model(content_key=key, name="", overrides={}, details={}, format="unknown")
         session.add(model)
-    for old in placeholders:
-        if old is not model and not model.overrides and old.overrides:
-            model.overrides, model.note = dict(old.overrides), old.note
+    for old in placeholders:  # (read without hashes before: the user's settings join it)
+        if old is model:
+            continue
+        if old.overrides:
+            model.overrides = {**dict(old.overrides), **dict(model.overrides or {})}
+        if old.note and old.note != model.note:
+            model.note = f"{model.note} / {old.note}" if model.note else old.note
     with session.no_autoflush:  # (a new model row is not complete before _fill_model)
         notices = _carry_user_settings(
             model, [m for m in previous if m not in placeholders], found.paths

@@ -789,7 +789,10 @@ def _catalog_location(path: Path, session: Any) -> Any:
         stat = resolved.stat()
     except OSError:
         return None
-    loc = session.scalars(select(Location).where(Location.path == str(resolved))).first()
+    # The path as scanned (a symlinked root, a hub snapshot: links are kept) or its target.
+    spellings = [os.path.abspath(path), str(resolved)]
+    rows = session.scalars(select(Location).where(Location.path.in_(spellings))).all()
+    loc = min(rows, key=lambda row: spellings.index(row.path), default=None)
     if loc is None or not path.is_file():
         return loc
     changed = loc.size != stat.st_size or loc.mtime_ns != stat.st_mtime_ns

@@ -254,10 +254,12 @@ def _with_corrections(part: Part, path: Path, catalog: Catalog) -> Part:
     from modelsafe.registry.catalog.models import Location
 
     resolved = path.resolve()
+    spellings = [os.path.abspath(path), str(resolved)]  # as scanned (links kept), or the target
     try:
         stat = resolved.stat()
         with catalog.session() as session:
-            loc = session.scalars(select(Location).where(Location.path == str(resolved))).first()
+            rows = session.scalars(select(Location).where(Location.path.in_(spellings))).all()
+            loc = min(rows, key=lambda row: spellings.index(row.path), default=None)
             if loc is None or loc.model is None:
                 return part
             if resolved.is_file() and (loc.size, loc.mtime_ns) != (stat.st_size, stat.st_mtime_ns):

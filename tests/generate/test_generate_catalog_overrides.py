@@ -111,3 +111,30 @@ def test_the_recipe_has_the_hashes_of_the_file_that_ran(
             assert result.images[0].recipe.checkpoint.sha256 == hash_file(path)["sha256"]
     finally:
         catalog.close()
+
+
+def test_a_correction_is_found_through_a_symlinked_folder(tmp_path: Path) -> None:
+    """Scan keeps the path it walked (``models -> data``); the checkpoint given by that path
+    still finds its row, correction and hashes."""
+    from modelsafe.runtime.generate import known_hashes, with_catalog_overrides
+    from modelsafe.testing import write_safetensors
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "models").symlink_to(tmp_path / "data")
+    write_safetensors(tmp_path / "data" / "ck.safetensors", [("w", "F32", (8,))], data="random")
+    checkpoint = tmp_path / "models" / "ck.safetensors"
+    catalog = open_catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    try:
+        scan(catalog, [tmp_path / "models"], jobs=1)
+        with catalog.session() as session:
+            loc = session.query(Location).filter_by(path=str(checkpoint)).one()
+            assert loc.model is not None
+            set_overrides(session, loc.model, {"family": "sdxl"})
+        request = with_catalog_overrides(
+            GenerateRequest(checkpoint=checkpoint, prompt="a"), catalog
+        )
+        assert request.family == "sdxl"
+        assert known_hashes(checkpoint, catalog)["sha256"] == hash_file(checkpoint)["sha256"]
+        assert "model_id" in known_hashes(checkpoint, catalog)
+    finally:
+        catalog.close()

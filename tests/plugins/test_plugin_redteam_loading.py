@@ -122,6 +122,29 @@ def test_a_hookimpl_with_a_known_specname_is_fine() -> None:
         assert pm.records["named"].hooks == ["modelsafe_identify"]
 
 
+def test_an_optional_hook_of_a_later_hookspec_is_fine() -> None:
+    """pluggy's ``optionalhook=True`` marks a hook a later 1.x may add: the plugin loads and its
+    other hooks run (only unmarked unknown names are misspellings)."""
+    called: list[str] = []
+
+    @hookimpl(optionalhook=True)
+    def modelsafe_some_hook_from_1_9(index: TensorIndex) -> None:
+        called.append("future")
+
+    @hookimpl
+    def modelsafe_identify(index: TensorIndex) -> None:
+        called.append("identify")
+
+    plugin = SimpleNamespace(
+        __name__="forward",
+        modelsafe_some_hook_from_1_9=modelsafe_some_hook_from_1_9,
+        modelsafe_identify=modelsafe_identify,
+    )
+    with fresh_plugin_manager(plugin) as pm:
+        assert pm.records["forward"].status == "ok"
+        assert pm.get_plugin("forward") is not None
+
+
 # -- 8. a mistyped --disable-plugin name is said, once ------------------------------------------
 
 
