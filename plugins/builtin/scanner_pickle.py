@@ -35,14 +35,28 @@ def modelsafe_audit(path: Path, head: bytes, fmt: str) -> list[Finding] | None:
             findings = [f for f in findings if f.code != "not-a-checkpoint"] + npy
         else:
             findings += [f for f in npy if f.severity == "unsafe"]
+    from modelsafe.registry.pickle_vm.allowlist import NUMPY_HELPERS
+
     opt_in = sorted({g for g in tf.extra.get("globals", []) if needs_torch_opt_in(g)})
-    if opt_in:
+    numpy = [g for g in opt_in if g in NUMPY_HELPERS]
+    others = [g for g in opt_in if g not in NUMPY_HELPERS]
+    if numpy:
         findings.append(
             Finding(
                 "warning",
                 "numpy-globals",
-                f"uses {', '.join(opt_in)}: allowed (they only rebuild arrays), but "
+                f"uses {', '.join(numpy)}: allowed (they only rebuild arrays), but "
                 "torch.load(weights_only=True) refuses them without add_safe_globals",
+            )
+        )
+    if others:
+        findings.append(
+            Finding(
+                "warning",
+                "weights-only-refuses",
+                f"uses {', '.join(others)}: allowed (they only build data, or name no "
+                "class torch has), but torch.load(weights_only=True) refuses them: they are "
+                "not on torch's own allow-list",
             )
         )
     if tf.content is not None and tf.content.unsupported:

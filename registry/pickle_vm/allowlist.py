@@ -51,6 +51,25 @@ NUMPY_HELPERS = frozenset(
 ) | {"numpy.ndarray", "numpy.dtype"}
 
 
+# Allowed here (they only build data, or name a type that does not exist, which no load can
+# call), but torch 2.13's weights-only unpickler refuses them: a dtype alias (torch keys dtypes
+# by ``str(dtype)``: ``torch.float32``, never ``torch.float``), ``frozenset`` (which
+# ``torch.save`` writes for a frozenset value), and tensor/storage classes torch does not have.
+WEIGHTS_ONLY_REFUSES = frozenset(
+    {
+        "builtins.frozenset",
+        *(f"torch.{d}" for d in "double float half long int short cfloat cdouble".split()),
+        *(f"{p}.Complex{t}Tensor" for p in ("torch", "torch.cuda") for t in ("Double", "Float")),
+        *(f"torch.cuda.{t}Storage" for t in "QInt8 QInt32 QUInt8 QUInt4x2 QUInt2x4".split()),
+        *(
+            f"{p}.{t}Tensor"
+            for p in ("torch.sparse", "torch.cuda.sparse")
+            for t in ("Bool", "ComplexDouble", "ComplexFloat")
+        ),
+    }
+)
+
+
 def _build() -> frozenset[str]:
     names: set[str] = {
         "collections.OrderedDict",
@@ -93,4 +112,4 @@ def is_allowed(module: str, name: str) -> bool:
 
 def needs_torch_opt_in(dotted: str) -> bool:
     """Allowed here, but torch.load(weights_only=True) refuses it without add_safe_globals."""
-    return dotted in NUMPY_HELPERS
+    return dotted in NUMPY_HELPERS or dotted in WEIGHTS_ONLY_REFUSES

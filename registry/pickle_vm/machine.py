@@ -578,7 +578,7 @@ class _Machine:
         if name == "PROTO":
             if arg > HIGHEST_PROTOCOL:
                 raise self.fail("protocol", f"unsupported pickle protocol {arg}", pos)
-            self.result.protocol = max(self.result.protocol, arg)
+            self.result.protocol = arg  # (the last PROTO counts, as in CPython)
         elif name == "FRAME":
             if self.frame_end >= 0 and pos < self.frame_end:
                 self.finding(
