@@ -180,7 +180,8 @@ def scan(
 ) -> ScanSummary:
     """Scan ``roots`` into ``catalog``.
 
-    ``force`` reads every file again (after an upgrade taught modelsafe new formats);
+    ``force`` reads every file again (after an upgrade taught modelsafe new formats); one whose
+    stat and content are as stored still counts as unchanged;
     ``extra_for(path)`` adds facts to a location (the Hugging Face cache scan uses it);
     ``missing_roots`` are the folders whose vanished files are marked missing (default: roots).
     """
@@ -243,8 +244,14 @@ def _scan_roots(
     summary.unusable_roots = _unusable_roots(abs_roots, walked.skipped)
     todo: list[Found] = []
     unchanged: list[tuple[str, int | None]] = []
+    # --force: files whose stat is as stored, read again; same content -> counted unchanged
+    forced: dict[str, str | None] = {}
     for found in walked.found:
-        if not force and _is_unchanged(found, stored, with_hash):
+        same = _is_unchanged(found, stored, with_hash)
+        if same and force:
+            forced[found.path] = stored[found.path].content_key
+            todo.append(found)
+        elif same:
             summary.unchanged += 1
             unchanged.extend((p, _ctime(found.key)) for p in found.paths)
             first = stored[found.path]
@@ -256,7 +263,7 @@ def _scan_roots(
         else:
             todo.append(found)
     _touch(catalog, unchanged)
-    _analyse_all(catalog, todo, summary, jobs, with_hash, extra_for, progress)
+    _analyse_all(catalog, todo, summary, jobs, with_hash, extra_for, progress, forced)
     # (a skipped path is not "seen": a link whose target is gone is missing)
     seen = {p for f in walked.found for p in f.paths}
     summary.removed = _mark_missing(
@@ -329,6 +336,7 @@ def _analyse_all(
     with_hash: bool,
     extra_for: Callable[[str], dict[str, Any]] | None,
     progress: Progress | None,
+    forced: dict[str, str | None] | None = None,
 ) -> None:
     total_bytes = sum(f.key.size for f in todo)
     done_files = done_bytes = 0
@@ -357,7 +365,7 @@ def _analyse_all(
                         {"path": found.path, "reason": f"kept changing while read ({MAX_TRIES}x)"}
                     )
                 elif not result.vanished:
-                    _record(catalog, found, result, summary, extra_for)
+                    _record(catalog, found, result, summary, extra_for, forced)
                     summary.bytes_read += result.key.size
                 done_files += 1
                 done_bytes += found.key.size
@@ -371,6 +379,7 @@ def _record(
     result: Analysis,
     summary: ScanSummary,
     extra_for: Callable[[str], dict[str, Any]] | None,
+    forced: dict[str, str | None] | None = None,
 ) -> None:
     for attempt in range(WRITE_TRIES):
         try:
@@ -388,6 +397,8 @@ def _record(
             return
     if written.was_new:
         summary.new += 1
+    elif forced and found.path in forced and forced[found.path] == content_key(result):
+        summary.unchanged += 1  # read again by --force, same stat and content
     else:
         summary.changed += 1
     if result.audit_status == "unsafe":
@@ -541,8 +552,9 @@ def _carry_user_settings(
     model: Model, previous: Iterable[Model], paths: Sequence[str]
 ) -> list[str]:
     """A path whose file got new content (a v2 download, a re-save): the user's overrides and
-    note on the old content move with the path, unless the old content is still on disk
-    elsewhere (then they stay with it). Returns a sentence for each, for the scan summary."""
+    note on the old content are copied to the new one (the old model keeps them), unless the old
+    content is still on disk elsewhere (then they stay with it only). Returns a sentence for
+    each, for the scan summary."""
     notices = []
     for old in sorted(previous, key=lambda m: m.id or 0):
         if old is model or not (old.overrides or old.note):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from modelsafe.output import emit_json
+from modelsafe.output import emit_json, printable
 
 
 @click.command()
@@ -35,10 +35,16 @@ def plugins(as_json: bool) -> int:
     table = Table(title=f"modelsafe plugins (hookspec {HOOKSPEC_VERSION})")
     for column in ("name", "package", "version", "status", "hooks"):
         table.add_column(column)
+    broken = [r for r in records if r.status == "broken" and r.reason]
     for r in records:
-        status = r.status if not r.reason else f"{r.status}: {r.reason}"
+        if r.status == "broken" and r.reason:
+            status = f"{r.status} (see below)"  # (the reason in full, not cut to the column)
+        else:
+            status = r.status if not r.reason else f"{r.status}: {r.reason}"
         table.add_row(r.name, r.package, r.version, status, ", ".join(r.hooks))
     stdout_console().print(table)
+    for r in broken:
+        click.secho(printable(f"broken: {r.name}: {r.reason}"), fg="red")
     for failure in pm.failures:  # (hooks that ran in this process; commands warn as they fail)
         click.secho(f"failed: {failure.message()}", fg="yellow")
     return 0

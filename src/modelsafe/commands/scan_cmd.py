@@ -37,6 +37,14 @@ from modelsafe.output import emit_json, printable
     default=None,
     help="Scan this Hugging Face hub cache folder (implies --hf-cache).",
 )
+@click.option(
+    "--model-root",
+    "model_roots",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Scan this folder when no PATHS are given, instead of the config's model_roots "
+    "(repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="The summary as one JSON object on stdout.")
 @catalog_option
 @click.pass_context
@@ -48,13 +56,15 @@ def scan(
     force: bool,
     hf_cache: bool,
     hf_cache_dir: Path | None,
+    model_roots: tuple[Path, ...],
     as_json: bool,
 ) -> int:
     """Scan model files and folders into the catalog: identify, hash, audit each one.
 
     Only files that changed since the last scan (size, mtime, ctime, inode, device) are read. A
     file stored twice is one model with two locations, each with its own audit; files gone from
-    disk are marked missing. Without PATHS the config's model_roots are scanned.
+    disk are marked missing. Without PATHS the model roots are scanned (--model-root, else
+    MODELSAFE_MODEL_ROOTS, else the config file's model_roots).
 
     Exit codes: 0 done (even with unreadable files: they are error rows), 1 an unsafe file is in
     the scanned paths (changed or not), 2 the catalog could not be used, or a PATH does not
@@ -65,12 +75,12 @@ def scan(
     from modelsafe.registry.scan import scan as run_scan
 
     roots = [str(p) for p in paths]
-    if not roots and not (hf_cache or hf_cache_dir):
-        roots = load_config().model_roots
+    if not roots and (model_roots or not (hf_cache or hf_cache_dir)):
+        roots = load_config({"model_roots": [str(p) for p in model_roots]}).model_roots
         if not roots:
             raise UsageError(
                 "nothing to scan",
-                hint="give folders (modelsafe scan ~/models), use --hf-cache, "
+                hint="give folders (modelsafe scan ~/models), use --model-root or --hf-cache, "
                 "or set model_roots in the config file",
             )
     extra_for = None
@@ -168,13 +178,14 @@ def _progress() -> Iterator[Any]:
 def _print_summary(summary: Any) -> None:
     from modelsafe.units import format_size
 
-    for item in summary.unsafe_files:
+    # (in path order, whichever file a worker thread finished first)
+    for item in sorted(summary.unsafe_files):
         click.secho(printable(f"UNSAFE  {item}"), fg="red")
-    for item in summary.error_files:
+    for item in sorted(summary.error_files, key=lambda e: str(e["path"])):
         path, reason = item["path"], item["reason"]
         text = reason if reason.startswith(path) else f"{path}: {reason}"
         click.secho(printable(f"ERROR   {text}"), fg="yellow")
-    for item in summary.wrong_folder:
+    for item in sorted(summary.wrong_folder, key=lambda w: str(w["path"])):
         click.secho(printable(f"FOLDER  {item['path']}: {item['problem']}"), fg="yellow")
     for item in summary.warnings:
         click.secho(printable(f"WARNING {item['path']}: {item['warning']}"), fg="yellow")
