@@ -480,6 +480,19 @@ def _hf_place(path: str, is_dir: bool, extra: dict[str, Any] | None) -> list[str
     return None
 
 
+def _file_stem(name: str) -> str:
+    """A model file's name without its extension: ``model`` for ``model.safetensors``, without
+    the trailing whitespace of ``model.safetensors `` and keeping wget's duplicate number
+    (``model.1`` for ``model.safetensors.1``)."""
+    from modelsafe.registry.walk import _WGET_DUPLICATE, model_extension
+
+    base = name.rstrip()
+    duplicate = _WGET_DUPLICATE.search(base)
+    if duplicate and model_extension(base) and not Path(base).suffix[1:].isalpha():
+        return f"{Path(base[: duplicate.start()]).stem}.{duplicate.group().lstrip('.')}"
+    return Path(base).stem
+
+
 def _model_name(path: str, is_dir: bool, extra: dict[str, Any] | None = None) -> str:
     """A file's stem (a folder's name), except where that name says nothing of the model: a
     file named as Hugging Face names them all, a pipeline's component folder, a cached
@@ -495,16 +508,17 @@ def _model_name(path: str, is_dir: bool, extra: dict[str, Any] | None = None) ->
         if p.name.lower() in _COMPONENT_FOLDERS and p.parent.name:
             return f"{p.parent.name}/{p.name}"
         return p.name
-    generic = _GENERIC_STEM.match(p.stem)
+    stem = _file_stem(p.name)
+    generic = _GENERIC_STEM.match(stem)
     if not generic:
-        return p.stem
+        return stem
     place = _hf_place(path, False, extra)
     if place:
         name = "/".join(place)
     elif p.parent.name.lower() in _COMPONENT_FOLDERS and p.parent.parent.name:
         name = f"{p.parent.parent.name}/{p.parent.name}"
     else:
-        return p.stem
+        return stem
     variant, shard = generic.group(1), generic.group(2)
     return name + (f".{variant}" if variant else "") + (shard or "")
 

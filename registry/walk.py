@@ -4,7 +4,8 @@ What counts as a model (decided here, documented in docs/scan.md):
 
 - a file whose extension is a model extension (``.safetensors``, ``.sft``, ``.ckpt``, ``.pt``,
   ``.pth``, ``.bin``, ``.gguf``, ``.pkl``, ``.pickle``; ``.npy`` is not a model) whatever its bytes
-  are: a model file that turns out to be an HTML page is exactly what a scan must report;
+  are: a model file that turns out to be an HTML page is exactly what a scan must report. Trailing
+  whitespace and wget's duplicate number (``model.safetensors.1``) after it are allowed;
 - a folder holding ``model_index.json`` (a diffusers pipeline): one entry for the whole folder,
   nothing inside it is listed separately;
 - a sharded component folder (``config.json`` and a shard index such as
@@ -101,8 +102,32 @@ class WalkResult:
     unlisted: list[str] = field(default_factory=list)
 
 
+# wget's name for a second download of a file already there: ``model.safetensors.1``, ``.2``...
+_WGET_DUPLICATE = re.compile(r"\.[0-9]+\Z")
+
+
+def model_extension(name: str) -> str | None:
+    """The model extension (lower case) that ``name`` ends with, or None for no model file.
+
+    Trailing whitespace is not part of it (``model.safetensors `` after a copy-paste rename on a
+    Windows share), and neither is wget's number for a duplicate download (``model.safetensors.1``:
+    a complete file; the bytes decide its format as for any other). A number after any other name
+    (``x.1``) does not make a model file.
+    """
+    base = name.rstrip()
+    ext = os.path.splitext(base)[1].lower()
+    if ext in MODEL_FILE_EXTENSIONS:
+        return ext
+    duplicate = _WGET_DUPLICATE.search(base)
+    if duplicate:
+        ext = os.path.splitext(base[: duplicate.start()])[1].lower()
+        if ext in MODEL_FILE_EXTENSIONS:
+            return ext
+    return None
+
+
 def is_model_file(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in MODEL_FILE_EXTENSIONS
+    return model_extension(name) is not None
 
 
 SYMLINK_LOOP = "symlink loop: leads back to a folder above it"

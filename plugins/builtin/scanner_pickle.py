@@ -35,6 +35,16 @@ def modelsafe_audit(path: Path, head: bytes, fmt: str) -> list[Finding] | None:
             findings = [f for f in findings if f.code != "not-a-checkpoint"] + npy
         else:
             findings += [f for f in npy if f.severity == "unsafe"]
+        if "version_record" in tf.extra and tf.extra["version_record"] is None:
+            # torch_archive found neither .data/version nor version: torch.load refuses the file
+            findings.append(
+                Finding(
+                    "warning",
+                    "no-version-record",
+                    "no version record: torch.load refuses this file (it is not a loadable "
+                    "checkpoint); nothing in it runs",
+                )
+            )
     from modelsafe.registry.pickle_vm.allowlist import NUMPY_HELPERS
 
     opt_in = sorted({g for g in tf.extra.get("globals", []) if needs_torch_opt_in(g)})

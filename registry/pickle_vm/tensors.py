@@ -8,6 +8,7 @@ plain values (numbers, strings) it meets on the way. Nothing is imported or call
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -359,6 +360,12 @@ class _Walker:
                 return f"<{len(data)} bytes>"
         if isinstance(value, Call) and _is(value.func, "torch", "Size") and value.args:
             return [v for v in _ints(value.args[0]) or []]
+        if isinstance(value, Call) and any(
+            _is(value.func, module, "scalar") for module in _NUMPY_MULTIARRAY
+        ):
+            number = _numpy_scalar(value)
+            if number is not _NOT_CONSTANT:
+                return number
         if isinstance(value, Call):
             return f"<{describe(value.func)}>"
         if isinstance(value, Global):
@@ -590,6 +597,53 @@ def _constant(value: Any, depth: int, items: list[int]) -> Any:
                 return _NOT_CONSTANT
             parts.append(part)
         return tuple(parts)
+    return _NOT_CONSTANT
+
+
+# numpy float item size -> struct format (bools and ints are read with int.from_bytes)
+_NUMPY_FLOATS = {2: "e", 4: "f", 8: "d"}
+
+
+def _numpy_scalar(value: Call) -> Any:
+    """A pickled numpy scalar (``numpy.core.multiarray.scalar(numpy.dtype('f8', ...) with its
+    BUILD state, raw bytes)``, e.g. a checkpoint's ``np.float64`` loss) as the Python bool, int or
+    float it holds, read from its bytes (nothing unpickled or called); _NOT_CONSTANT unless its
+    dtype is a plain bool, int or float one whose item size the bytes match."""
+    if len(value.args) != 2 or value.kwargs or value.state is not None:
+        return _NOT_CONSTANT
+    dtype, raw = value.args
+    if not (
+        isinstance(dtype, Call)
+        and _is(dtype.func, "numpy", "dtype")
+        and not dtype.kwargs
+        and dtype.args
+        and isinstance(dtype.args[0], str)
+        and isinstance(dtype.state, tuple)
+        and len(dtype.state) >= 2
+        and all(part is None for part in dtype.state[2:5])  # no sub-array, no fields
+    ):
+        return _NOT_CONSTANT
+    code = dtype.args[0].lstrip("<>|=")
+    order = dtype.state[1]
+    data = _constant(raw, 0, [1])
+    digits = code[1:]
+    if not (0 < len(digits) <= 2 and digits.isascii() and digits.isdigit()):
+        return _NOT_CONSTANT
+    if not isinstance(data, bytes):
+        return _NOT_CONSTANT
+    kind, size = code[0], int(digits)
+    if len(data) != size or not isinstance(order, str):
+        return _NOT_CONSTANT
+    if size == 1 and order in ("|", "<", ">"):
+        order = "<"  # (one byte: no byte order)
+    if order not in ("<", ">"):
+        return _NOT_CONSTANT
+    if kind == "b" and size == 1:
+        return data != b"\x00"
+    if kind in ("i", "u") and size in (1, 2, 4, 8):
+        return int.from_bytes(data, "big" if order == ">" else "little", signed=kind == "i")
+    if kind == "f" and size in _NUMPY_FLOATS:
+        return float(struct.unpack(order + _NUMPY_FLOATS[size], data)[0])
     return _NOT_CONSTANT
 
 
