@@ -10,7 +10,6 @@ post-processor plugins, save PNGs and record each output with its recipe in the 
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -407,18 +406,16 @@ def _stat_key(path: Path) -> tuple[Any, ...]:
 
     ``st_ctime_ns`` is there because mtime can be set back (``touch -r``, ``cp -p``,
     ``os.utime``) after a file is rewritten in place with the same size; ctime cannot be set
-    back (as ``registry.walk.StatKey``)."""
+    back (``registry.walk.StatKey``, which scan compares too)."""
+    from modelsafe.registry.walk import StatKey
+
     if path.is_dir():
         return tuple(
-            (str(p.relative_to(path)), *_file_key(p.stat()))
+            (str(p.relative_to(path)), StatKey.of(p.stat()))
             for p in sorted(path.rglob("*"))
             if p.is_file()
         )
-    return _file_key(path.stat())
-
-
-def _file_key(st: os.stat_result) -> tuple[int, ...]:
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns)
+    return (StatKey.of(path.stat()),)
 
 
 @dataclass(frozen=True)
@@ -764,8 +761,10 @@ def known_hashes(path: Path, catalog: Catalog | None) -> dict[str, Any]:
 def _catalog_hashes(path: Path, catalog: Catalog) -> dict[str, Any]:
     """The hashes the catalog has for this very file (its location's own: a model stored as a
     .ckpt and a .safetensors has one row but two sets of file hashes), when it is unchanged."""
+    from modelsafe.registry.catalog.queries import location_of_file
+
     with catalog.session() as session:
-        loc = _catalog_location(path, session)
+        loc = location_of_file(session, path)
         if loc is None or loc.model is None:
             return {}
         model = loc.model
@@ -775,30 +774,6 @@ def _catalog_hashes(path: Path, catalog: Catalog) -> dict[str, Any]:
         if path.is_file() and (not model.sha256 or len(model.locations) > 1):
             return {}  # (the model's hashes may be another copy's)
         return {"sha256": model.sha256, "autov2": model.autov2, "model_id": model.id}
-
-
-def _catalog_location(path: Path, session: Any) -> Any:
-    """The catalog's row for ``path`` when the file is as the catalog saw it (size, mtime and,
-    where recorded, ctime), else None. Folders match by path."""
-    from sqlalchemy import select
-
-    from modelsafe.registry.catalog.models import Location
-
-    resolved = path.resolve()
-    try:
-        stat = resolved.stat()
-    except OSError:
-        return None
-    # The path as scanned (a symlinked root, a hub snapshot: links are kept) or its target.
-    spellings = [os.path.abspath(path), str(resolved)]
-    rows = session.scalars(select(Location).where(Location.path.in_(spellings))).all()
-    loc = min(rows, key=lambda row: spellings.index(row.path), default=None)
-    if loc is None or not path.is_file():
-        return loc
-    changed = loc.size != stat.st_size or loc.mtime_ns != stat.st_mtime_ns
-    if changed or (loc.ctime_ns and loc.ctime_ns != stat.st_ctime_ns):
-        return None
-    return loc
 
 
 # What a user's `modelsafe set` corrections of the checkpoint change in a request.
@@ -811,8 +786,10 @@ def with_catalog_overrides(request: GenerateRequest, catalog: Catalog | None) ->
     catalog, and so in generation. Each one used is a warning naming it."""
     if catalog is None:
         return request
+    from modelsafe.registry.catalog.queries import location_of_file
+
     with catalog.session() as session:
-        loc = _catalog_location(Path(request.checkpoint), session)
+        loc = location_of_file(session, Path(request.checkpoint))
         overrides = dict(loc.model.overrides or {}) if loc is not None and loc.model else {}
     changes = {
         name: overrides[name]

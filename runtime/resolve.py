@@ -246,23 +246,15 @@ def load_part(ref: str, role: str, *, catalog: Catalog | None = None, weight: fl
 
 def _with_corrections(part: Part, path: Path, catalog: Catalog) -> Part:
     """``part`` with the user's catalog corrections of that file (``modelsafe set MODEL
-    --family ...``) over its detection, as the catalog and ``generate`` use them; the file must
-    be as the catalog last saw it (size and mtime)."""
-    from sqlalchemy import select
-
+    --family ...``) over its detection, as the catalog and ``generate`` use them, while the
+    file is as the catalog last saw it (``queries.location_of_file``)."""
     from modelsafe.errors import ModelsafeError
-    from modelsafe.registry.catalog.models import Location
+    from modelsafe.registry.catalog.queries import location_of_file
 
-    resolved = path.resolve()
-    spellings = [os.path.abspath(path), str(resolved)]  # as scanned (links kept), or the target
     try:
-        stat = resolved.stat()
         with catalog.session() as session:
-            rows = session.scalars(select(Location).where(Location.path.in_(spellings))).all()
-            loc = min(rows, key=lambda row: spellings.index(row.path), default=None)
+            loc = location_of_file(session, path)
             if loc is None or loc.model is None:
-                return part
-            if resolved.is_file() and (loc.size, loc.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
                 return part
             overrides = dict(loc.model.overrides or {})
     except (OSError, ModelsafeError):

@@ -117,6 +117,27 @@ def preferred_location(model: Model) -> Location | None:
     return min(present, key=copy_preference, default=None)
 
 
+def location_of_file(session: Session, path: Path) -> Location | None:
+    """The catalog's row for the file at ``path`` while it is as the catalog saw it (size,
+    mtime and, where recorded, ctime), else None; a folder matches by path alone. ``path`` is
+    looked up as scanned (a symlinked root or a hub snapshot keeps its links), then as its
+    target."""
+    resolved = path.resolve()
+    try:
+        stat = resolved.stat()
+    except OSError:
+        return None
+    spellings = [os.path.abspath(path), str(resolved)]
+    rows = session.scalars(select(Location).where(Location.path.in_(spellings))).all()
+    loc = min(rows, key=lambda row: spellings.index(row.path), default=None)
+    if loc is None or not path.is_file():
+        return loc
+    changed = loc.size != stat.st_size or loc.mtime_ns != stat.st_mtime_ns
+    if changed or (loc.ctime_ns and loc.ctime_ns != stat.st_ctime_ns):
+        return None
+    return loc
+
+
 def file_on_disk(model: Model) -> Path | None:
     """A location the catalog holds as present that is still on this machine, the best first
     (:func:`copy_preference`)."""

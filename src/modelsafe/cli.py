@@ -119,14 +119,9 @@ def cli(ctx: click.Context, catalog: str | None, disable_plugins: tuple[str, ...
 
 
 def _show_error(message: str, hint: str = "") -> None:
-    """The message (and hint) on stderr, each on one line: a reason often names a file, and a
-    name's control characters (an ESC sequence, a newline) are shown escaped, never sent to the
-    terminal (no reason modelsafe writes spans lines on purpose)."""
-    from modelsafe.output import printable
+    from modelsafe.output import show_error
 
-    click.secho(f"Error: {printable(message)}", fg="red", err=True)
-    if hint:
-        click.echo(f"Hint: {printable(hint)}", err=True)
+    show_error(message, hint)
 
 
 def _asked_for_json(argv: list[str] | None) -> bool:

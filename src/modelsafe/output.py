@@ -55,10 +55,26 @@ class _Stdout:
     json_written = False  # a command wrote its JSON already (the error path must not add one)
 
 
-def emit_json(value: Any) -> None:
-    """Write ``value`` as indented JSON to stdout."""
+def emit_json(value: Any, *, plugin_failures: bool = False) -> None:
+    """Write ``value`` as indented JSON to stdout; ``plugin_failures``: with the plugin hook
+    failures of this command under that key (``value`` is then a dict or a dataclass)."""
+    if plugin_failures:
+        from modelsafe.plugin_manager import get_plugin_manager
+
+        value = {**to_jsonable(value), "plugin_failures": get_plugin_manager().take_failures()}
     sys.stdout.write(json_text(value))
     _Stdout.json_written = True
+
+
+def show_error(message: str, hint: str = "") -> None:
+    """``Error: message`` (and ``Hint: hint``) on stderr, each on one line: a reason often
+    names a file, and a name's control characters (an ESC sequence, a newline) are shown
+    escaped, never sent to the terminal (no reason modelsafe writes spans lines on purpose)."""
+    import click
+
+    click.secho(f"Error: {printable(message)}", fg="red", err=True)
+    if hint:
+        click.echo(f"Hint: {printable(hint)}", err=True)
 
 
 def json_written(reset: bool = False) -> bool:

@@ -179,14 +179,11 @@ def generate(ctx: click.Context, **opts: Any) -> int:
     same = _same_pixels(old_image, result.images[0].path) if old_image else None
     if opts["as_json"]:
         from modelsafe.output import emit_json
-        from modelsafe.plugin_manager import get_plugin_manager
-        from modelsafe.types import to_jsonable
 
         value = result.to_json()
-        value["plugin_failures"] = to_jsonable(get_plugin_manager().take_failures())
         if old_image is not None:
             value["reproduces"] = {"image": str(old_image), "identical_pixels": same}
-        emit_json(value)
+        emit_json(value, plugin_failures=True)
     else:
         _echo_plan(result.images[0].recipe.plan)
         for image in result.images:

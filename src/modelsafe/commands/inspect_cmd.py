@@ -27,12 +27,7 @@ def inspect_command(path: Path, with_hashes: bool, as_json: bool) -> int:
 
     report = inspect_path(path, with_hashes=with_hashes)
     if as_json:
-        from modelsafe.plugin_manager import get_plugin_manager
-        from modelsafe.types import to_jsonable
-
-        value = to_jsonable(report)
-        value["plugin_failures"] = to_jsonable(get_plugin_manager().take_failures())
-        emit_json(value)
+        emit_json(report, plugin_failures=True)
     else:
         _print_summary(report)
     return 0

@@ -12,7 +12,7 @@ import click
 
 from modelsafe.commands.catalog_option import catalog_option
 from modelsafe.errors import UsageError
-from modelsafe.output import emit_json, printable
+from modelsafe.output import emit_json, printable, show_error
 
 
 @click.command()
@@ -112,19 +112,13 @@ def scan(
     if as_json:
         from dataclasses import asdict
 
-        from modelsafe.plugin_manager import get_plugin_manager
-        from modelsafe.types import to_jsonable
-
-        value = asdict(summary)
-        value["plugin_failures"] = to_jsonable(get_plugin_manager().take_failures())
-        emit_json(value)
+        emit_json(asdict(summary), plugin_failures=True)
     else:
         _print_summary(summary)
     problem = _unusable_roots_error(summary.unusable_roots, len(roots))
     if problem is not None and summary.unsafe:
         # (1 wins, as for `audit`: an unsafe file is the finding that matters most)
-        click.secho(printable(f"Error: {problem.reason}"), fg="red", err=True)
-        click.echo(printable(f"Hint: {problem.hint}"), err=True)
+        show_error(problem.reason, problem.hint)
     if summary.unsafe:
         return 1
     if problem is not None:
