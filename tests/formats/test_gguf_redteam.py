@@ -12,6 +12,7 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -124,6 +125,14 @@ def _llama(path: Path, vocab: int, width: int, layers: int) -> Path:
             (f"blk.{b}.attn_q.weight", (width, width), Q.Q8_0),
         ]
     tensors.append(("output.weight", (vocab, width), Q.Q8_0))
+    return _sparse_gguf(writer, path, tensors)
+
+
+def _sparse_gguf(
+    writer: gguf.GGUFWriter, path: Path, tensors: list[tuple[str, tuple[int, ...], Any]]
+) -> Path:
+    """Write ``writer``'s header with ``tensors`` (name, shape, quantization type) and leave
+    their data as a sparse hole of the right, aligned size."""
     nbytes = []
     for name, shape, qtype in tensors:
         block, type_size = gguf.GGML_QUANT_SIZES[qtype]
@@ -165,19 +174,8 @@ def test_a_mixed_gguf_is_named_by_its_quantization(tmp_path: Path) -> None:
     assert precision_of({"F16": 900, "Q8_0": 100, "F32": 5}) == "Q8_0"
     assert precision_of({"BF16": 900, "F32": 5}) == "bf16"
     path = tmp_path / "mixed-Q8_0.gguf"
-    writer = gguf.GGUFWriter(str(path), "sd1")
     tensors = [("conv.weight", (320, 320, 3, 3), Q.F16), ("proj.weight", (320, 320), Q.Q8_0)]
-    nbytes = []
-    for name, shape, qtype in tensors:
-        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
-        nbytes.append(int(np.prod(shape)) // block * type_size)
-        writer.add_tensor_info(name, shape, np.dtype(np.float32), nbytes[-1], raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    writer.close()
-    size = -(-path.stat().st_size // 32) * 32 + sum(-(-n // 32) * 32 for n in nbytes)
-    os.truncate(path, size)
+    _sparse_gguf(gguf.GGUFWriter(str(path), "sd1"), path, tensors)
     assert inspect_path(path).precision == "Q8_0"
 
 

@@ -34,6 +34,14 @@ def _request(t: Tiny, checkpoint: Path) -> GenerateRequest:
     )
 
 
+def _copy_in(t: Tiny, tmp_path: Path) -> Path:
+    """The tiny checkpoint copied into a models folder of its own (to scan)."""
+    checkpoint = tmp_path / "models" / "tiny.safetensors"
+    checkpoint.parent.mkdir()
+    shutil.copyfile(t.single, checkpoint)
+    return checkpoint
+
+
 def _catalog_with(tmp_path: Path, checkpoint: Path, **overrides: str):  # type: ignore[no-untyped-def]
     catalog = open_catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
     scan(catalog, [checkpoint.parent], jobs=1)
@@ -49,9 +57,7 @@ def test_a_catalog_correction_of_the_family_is_used(
     tiny: Callable[[str], Tiny], tmp_path: Path
 ) -> None:
     t = tiny("sd1")
-    checkpoint = tmp_path / "models" / "tiny.safetensors"
-    checkpoint.parent.mkdir()
-    shutil.copyfile(t.single, checkpoint)
+    checkpoint = _copy_in(t, tmp_path)
     (tmp_path / "bare").mkdir()
     bare = _catalog_with(tmp_path / "bare", checkpoint)
     try:
@@ -74,9 +80,7 @@ def test_a_request_that_names_the_family_wins_over_the_correction(
     tiny: Callable[[str], Tiny], tmp_path: Path
 ) -> None:
     t = tiny("sd1")
-    checkpoint = tmp_path / "models" / "tiny.safetensors"
-    checkpoint.parent.mkdir()
-    shutil.copyfile(t.single, checkpoint)
+    checkpoint = _copy_in(t, tmp_path)
     catalog = _catalog_with(tmp_path, checkpoint, family="sdxl")
     try:
         result = generate(

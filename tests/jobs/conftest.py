@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from modelsafe.registry.catalog import Catalog, open_catalog
 from modelsafe.testing.tiny_models import Tiny
 
 REDIS_ENV = "MODELSAFE_TEST_REDIS_URL"
@@ -31,6 +32,19 @@ def missing_service(reason: str) -> None:
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{reason} ({REQUIRE_ENV}=1)")
     pytest.skip(reason)
+
+
+@pytest.fixture
+def catalog_path(tmp_path: Path) -> Path:
+    return tmp_path / "catalog.db"
+
+
+@pytest.fixture
+def catalog(catalog_path: Path) -> Iterator[Catalog]:
+    """A SQLite catalog of the test's own (test files with another store override it)."""
+    cat = open_catalog(catalog_path)
+    yield cat
+    cat.close()
 
 
 @pytest.fixture(scope="session")

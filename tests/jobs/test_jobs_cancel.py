@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from modelsafe.registry.catalog import Catalog, open_catalog
+from modelsafe.registry.catalog import Catalog
 from modelsafe.registry.catalog.models import Output
 from modelsafe.runtime.jobs import (
     JobNotFoundError,
@@ -35,18 +35,6 @@ from modelsafe.runtime.jobs.runner import WorkerSettings, run_job
 
 Spec = Callable[..., dict[str, Any]]
 MANY_STEPS = 200  # far more than a test lets run: a job that finished was not stopped
-
-
-@pytest.fixture
-def catalog_path(tmp_path: Path) -> Path:
-    return tmp_path / "catalog.db"
-
-
-@pytest.fixture
-def catalog(catalog_path: Path) -> Iterator[Catalog]:
-    cat = open_catalog(catalog_path)
-    yield cat
-    cat.close()
 
 
 def _outputs(catalog: Catalog) -> list[Output]:

@@ -4,7 +4,7 @@ failures carry a reason, a dead attempt's leftovers are cleared, a redelivery is
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +12,13 @@ import pytest
 from sqlalchemy import func, select
 
 from modelsafe.errors import ModelsafeError, UsageError
-from modelsafe.registry.catalog import Catalog, open_catalog
+from modelsafe.registry.catalog import Catalog
 from modelsafe.registry.catalog.models import Output
 from modelsafe.runtime.jobs import JobInfo, get_job, list_jobs, open_queue, store, submit_job
 from modelsafe.runtime.jobs.inprocess import InProcessQueue
 from modelsafe.runtime.jobs.runner import WorkerSettings, run_job
 
 Spec = Callable[..., dict[str, Any]]
-
-
-@pytest.fixture
-def catalog_path(tmp_path: Path) -> Path:
-    return tmp_path / "catalog.db"
-
-
-@pytest.fixture
-def catalog(catalog_path: Path) -> Iterator[Catalog]:
-    cat = open_catalog(catalog_path)
-    yield cat
-    cat.close()
 
 
 def _wait(catalog: Catalog, jobs: list[JobInfo], timeout: float = 120) -> list[JobInfo]:
