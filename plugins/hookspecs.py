@@ -17,7 +17,7 @@ import pluggy
 
 from modelsafe.types import Candidate, Compatibility, Finding, Part, TensorIndex
 
-HOOKSPEC_VERSION = "1.0"
+HOOKSPEC_VERSION = "1.1"
 
 hookspec = pluggy.HookspecMarker("modelsafe")
 hookimpl = pluggy.HookimplMarker("modelsafe")
@@ -52,6 +52,15 @@ def modelsafe_read_index(path: Path, head: bytes, fmt: str) -> TensorIndex | Non
     ``head`` is the file's first 4 KiB (empty for a folder) and ``fmt`` the format sniffed from it.
     Return a TensorIndex when the file is this reader's format, None to let another reader try;
     raise a ``MalformedFileError`` when it is this format but broken.
+    """
+
+
+@hookspec
+def modelsafe_model_extensions() -> list[str] | None:
+    """Called when a scan starts; return the file name extensions (``[".onnx"]``: lower case,
+    with the dot) of model files in this plugin's format, so that ``scan`` finds them beside the
+    built-in ones (``.safetensors``, ``.ckpt``, ...). ``inspect``, ``audit`` and ``resolve`` take
+    any path and do not need this.
     """
 
 

@@ -38,7 +38,14 @@ from modelsafe.registry.catalog.db import Catalog
 from modelsafe.registry.catalog.models import Location, Model, Scan
 from modelsafe.registry.catalog.queries import model_audit, preferred_location, worst_audit
 from modelsafe.registry.folders import convention_of, folder_report
-from modelsafe.registry.walk import Found, StatKey, printable, walk
+from modelsafe.registry.walk import (
+    MODEL_FILE_EXTENSIONS,
+    PARTIAL_DOWNLOADS,
+    Found,
+    StatKey,
+    printable,
+    walk,
+)
 
 MAX_TRIES = 3  # reads of a file that keeps changing before the scan gives up on it for now
 WRITE_TRIES = 5  # attempts at one file's transaction when a concurrent scan got in the way
@@ -163,6 +170,40 @@ def _is_unchanged(found: Found, stored: dict[str, _Stored], with_hash: bool) -> 
     return True
 
 
+_EXTENSION = re.compile(r"\.[a-z0-9][a-z0-9_+-]{0,30}\Z")
+
+
+def model_extensions() -> frozenset[str]:
+    """The extensions a scan looks for: the built-in ones and those plugins add
+    (``modelsafe_model_extensions``). An answer that is not a list of extensions such as
+    ``".onnx"`` (a dot, then up to 31 letters, digits, ``_``, ``+``, ``-``), or names a partial
+    download's suffix (``.part``), is recorded as the plugin's failure and left out."""
+    from modelsafe.plugin_manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    found = set(MODEL_FILE_EXTENSIONS)
+    for name, answer in pm.call_each("modelsafe_model_extensions"):
+        items = [answer] if isinstance(answer, str) else answer
+        if not isinstance(items, (list, tuple, set, frozenset)):
+            pm.record_failure(
+                name,
+                "modelsafe_model_extensions",
+                f"returned {type(answer).__name__}, not a list of extensions",
+            )
+            continue
+        for item in items:
+            ext = item.lower() if isinstance(item, str) else None
+            if ext is None or not _EXTENSION.match(ext) or ext in PARTIAL_DOWNLOADS:
+                pm.record_failure(
+                    name,
+                    "modelsafe_model_extensions",
+                    f"{item!r} is not a model file extension (like '.onnx'); left out",
+                )
+                continue
+            found.add(ext)
+    return frozenset(found)
+
+
 def _under(path: str, roots: Iterable[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
@@ -238,7 +279,7 @@ def _scan_roots(
     missing_roots: Sequence[str] | None,
     progress: Progress | None,
 ) -> None:
-    walked = walk(abs_roots)
+    walked = walk(abs_roots, model_extensions())
     summary.files = len(walked.found)
     summary.skipped = [{"path": s.path, "reason": s.reason} for s in walked.skipped]
     summary.unusable_roots = _unusable_roots(abs_roots, walked.skipped)

@@ -5,7 +5,8 @@ What counts as a model (decided here, documented in docs/scan.md):
 - a file whose extension is a model extension (``.safetensors``, ``.sft``, ``.ckpt``, ``.pt``,
   ``.pth``, ``.bin``, ``.gguf``, ``.pkl``, ``.pickle``; ``.npy`` is not a model) whatever its bytes
   are: a model file that turns out to be an HTML page is exactly what a scan must report. Trailing
-  whitespace and wget's duplicate number (``model.safetensors.1``) after it are allowed;
+  whitespace and wget's duplicate number (``model.safetensors.1``) after it are allowed. Plugins
+  add extensions of their formats (hook ``modelsafe_model_extensions``);
 - a folder holding ``model_index.json`` (a diffusers pipeline): one entry for the whole folder,
   nothing inside it is listed separately;
 - a sharded component folder (``config.json`` and a shard index such as
@@ -106,8 +107,9 @@ class WalkResult:
 _WGET_DUPLICATE = re.compile(r"\.[0-9]+\Z")
 
 
-def model_extension(name: str) -> str | None:
-    """The model extension (lower case) that ``name`` ends with, or None for no model file.
+def model_extension(name: str, extensions: frozenset[str] = MODEL_FILE_EXTENSIONS) -> str | None:
+    """The model extension (lower case, one of ``extensions``) that ``name`` ends with, or None
+    for no model file.
 
     Trailing whitespace is not part of it (``model.safetensors `` after a copy-paste rename on a
     Windows share), and neither is wget's number for a duplicate download (``model.safetensors.1``:
@@ -116,18 +118,18 @@ def model_extension(name: str) -> str | None:
     """
     base = name.rstrip()
     ext = os.path.splitext(base)[1].lower()
-    if ext in MODEL_FILE_EXTENSIONS:
+    if ext in extensions:
         return ext
     duplicate = _WGET_DUPLICATE.search(base)
     if duplicate:
         ext = os.path.splitext(base[: duplicate.start()])[1].lower()
-        if ext in MODEL_FILE_EXTENSIONS:
+        if ext in extensions:
             return ext
     return None
 
 
-def is_model_file(name: str) -> bool:
-    return model_extension(name) is not None
+def is_model_file(name: str, extensions: frozenset[str] = MODEL_FILE_EXTENSIONS) -> bool:
+    return model_extension(name, extensions) is not None
 
 
 SYMLINK_LOOP = "symlink loop: leads back to a folder above it"
@@ -193,7 +195,8 @@ def is_model_folder(path: str) -> bool:
 
 
 class _Walker:
-    def __init__(self) -> None:
+    def __init__(self, extensions: frozenset[str]) -> None:
+        self.extensions = extensions
         self.result = WalkResult()
         self._by_inode: dict[tuple[int, int], int] = {}  # (device, inode) -> index in found
         self._entered: set[tuple[int, int]] = set()
@@ -226,7 +229,11 @@ class _Walker:
         except OSError as exc:
             self.skip(root, f"cannot read: {exc.strerror or exc}")
             return
-        partial = partial_download(os.path.basename(root), folder=stat_module.S_ISDIR(st.st_mode))
+        partial = partial_download(
+            os.path.basename(root),
+            folder=stat_module.S_ISDIR(st.st_mode),
+            extensions=self.extensions,
+        )
         if partial:
             self.skip(root, partial.reason("scan"))
         elif stat_module.S_ISDIR(st.st_mode):
@@ -264,21 +271,22 @@ class _Walker:
             self.entry(entry, (*chain, ident))
 
     def entry(self, entry: os.DirEntry[str], chain: tuple[tuple[int, int], ...]) -> None:
-        partial = partial_download(entry.name, folder=entry.is_dir())
+        partial = partial_download(entry.name, folder=entry.is_dir(), extensions=self.extensions)
         if partial:
             self.skip(printable(entry.path), partial.reason("scan"))
             return
+        is_model = is_model_file(entry.name, self.extensions)
         if not _utf8(entry.name):
-            if is_model_file(entry.name) or entry.is_dir(follow_symlinks=False):
+            if is_model or entry.is_dir(follow_symlinks=False):
                 self.skip(printable(entry.path), NOT_UTF8)
             return
         try:
             is_dir = entry.is_dir(follow_symlinks=True)
-            if not is_dir and not is_model_file(entry.name):
+            if not is_dir and not is_model:
                 return
             st = entry.stat(follow_symlinks=True)
         except FileNotFoundError:
-            if is_model_file(entry.name) or entry.is_symlink():
+            if is_model or entry.is_symlink():
                 target = _readlink(entry.path)
                 self.skip(entry.path, f"broken symlink to {target}")
             return
@@ -325,7 +333,9 @@ PARTIAL_DOWNLOADS = {
 _PARTIAL_ANY_STEM = frozenset({".crdownload", ".part", ".incomplete"})
 
 
-def partial_download(name: str, *, folder: bool = False) -> PartialDownload | None:
+def partial_download(
+    name: str, *, folder: bool = False, extensions: frozenset[str] = MODEL_FILE_EXTENSIONS
+) -> PartialDownload | None:
     """What ``name`` says about a download still in progress, or None for an ordinary name.
 
     A folder counts only with a model file's name before the suffix (Safari downloads into a
@@ -335,7 +345,7 @@ def partial_download(name: str, *, folder: bool = False) -> PartialDownload | No
     found = PARTIAL_DOWNLOADS.get(suffix.lower())
     if found is None:
         return None
-    if is_model_file(stem):
+    if is_model_file(stem, extensions):
         return found
     bare = bool(stem) and not os.path.splitext(stem)[1]
     if not folder and bare and suffix.lower() in _PARTIAL_ANY_STEM:
@@ -379,9 +389,15 @@ def _readlink(path: str) -> str:
         return "?"
 
 
-def walk(roots: Iterable[str | os.PathLike[str]]) -> WalkResult:
-    """Every model file and diffusers folder under ``roots`` (files or folders), in path order."""
-    walker = _Walker()
+def walk(
+    roots: Iterable[str | os.PathLike[str]], extensions: frozenset[str] = MODEL_FILE_EXTENSIONS
+) -> WalkResult:
+    """Every model file and diffusers folder under ``roots`` (files or folders), in path order.
+
+    ``extensions`` are the model file extensions (lower case, with the dot): the built-in ones,
+    plus those plugins add (``modelsafe_model_extensions``) when a scan passes them.
+    """
+    walker = _Walker(extensions)
     for root in roots:
         walker.root(os.path.abspath(os.fspath(root)))
     return walker.result

@@ -98,6 +98,7 @@ def plugin(name: str, hook: str, answer: Callable[..., Any]) -> SimpleNamespace:
         "modelsafe_estimate_vram": "index, family, kind, facts",
         "modelsafe_check_compatibility": "base, part",
         "modelsafe_read_index": "path, head, fmt",
+        "modelsafe_model_extensions": "",
     }[hook]
     scope: dict[str, Any] = {"answer": answer}
     exec(f"def {hook}({args}):\n    return answer(**locals())\n", scope)
@@ -342,6 +343,81 @@ def test_a_plugin_taught_format_is_audited_by_its_own_scanner(toy: dict[str, Pat
     assert [f.code for f in unscanned.findings] == ["not-a-model"]
     with fresh_plugin_manager(toy_reader(), toy_scanner()):
         assert audit_path(toy["base"]).status == "safe"
+
+
+# -- 8. a plugin-taught format is found by scan ---------------------------------------------
+
+
+def toy_extensions(answer: object = (".TOY",)) -> SimpleNamespace:
+    @hookimpl
+    def modelsafe_model_extensions() -> object:
+        return answer
+
+    return SimpleNamespace(
+        __name__="toy_extensions", modelsafe_model_extensions=modelsafe_model_extensions
+    )
+
+
+def _scanned(cli: Run, root: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    (root / ".catalog").mkdir(exist_ok=True)  # (hidden: the scan does not enter it)
+    catalog = f"sqlite:///{root / '.catalog' / 'c.db'}"
+    code, out, err = cli("--catalog", catalog, "scan", str(root), "--json")
+    assert code == 0, err
+    code, listing, err = cli("--catalog", catalog, "ls", "--json")
+    assert code == 0, err
+    return json.loads(out), {m["name"]: m["family"] for m in json.loads(listing)}
+
+
+def test_scan_finds_files_of_a_plugin_format_by_the_extensions_it_adds(
+    toy: dict[str, Path], sd1: Path, cli: Run
+) -> None:
+    root = toy["base"].parent
+    (root / "sd15.safetensors").symlink_to(sd1)
+    (root / "base.toy.part").write_bytes(b"TOYFMT")  # an unfinished download of one
+    toy_format = (toy_reader(), toy_scanner(), toy_detector())
+    with fresh_plugin_manager(*toy_format):
+        _summary, found = _scanned(cli, root)
+    assert "base" not in found and found["sd15"] == "sd1"
+    with fresh_plugin_manager(*toy_format, toy_extensions()):
+        summary, found = _scanned(cli, root)
+    assert found["base"] == found["lora"] == "toyfam"
+    assert found["sd15"] == "sd1"
+    skipped = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
+    assert "unfinished" in skipped["base.toy.part"]
+    assert summary["unsafe_files"] == [] and summary["plugin_failures"] == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "named"),
+    [
+        ([".toy", "toy", ".part", 7, "a/b.x"], ["'toy'", "'.part'", "7", "'a/b.x'"]),
+        ({"ext": ".toy"}, ["returned dict"]),
+    ],
+)
+def test_a_garbage_extension_answer_is_named_and_the_scan_goes_on(
+    toy: dict[str, Path], cli: Run, answer: object, named: list[str]
+) -> None:
+    root = toy["base"].parent
+    with fresh_plugin_manager(toy_reader(), toy_extensions(answer)):
+        summary, found = _scanned(cli, root)
+    assert ("base" in found) is isinstance(answer, list)
+    failures = [f for f in summary["plugin_failures"] if f["plugin"] == "toy_extensions"]
+    assert len(failures) == len(named)
+    for failure, text in zip(failures, named, strict=True):
+        assert failure["hook"] == "modelsafe_model_extensions" and text in failure["reason"]
+
+
+def test_a_raising_extension_hook_leaves_the_builtin_extensions(
+    toy: dict[str, Path], sd1: Path, cli: Run
+) -> None:
+    root = toy["base"].parent
+    (root / "sd15.safetensors").symlink_to(sd1)
+    crashy = plugin("crashy_ext", "modelsafe_model_extensions", raises)
+    with fresh_plugin_manager(toy_reader(), crashy):
+        summary, found = _scanned(cli, root)
+    assert set(found) == {"sd15"}
+    [failure] = summary["plugin_failures"]
+    assert failure["plugin"] == "crashy_ext" and "boom" in failure["reason"]
 
 
 @pytest.fixture(autouse=True)
