@@ -233,6 +233,15 @@ def list_models(
     ]
 
 
+def catalog_labels(session: Session) -> tuple[int, list[str], list[str]]:
+    """How many models the catalog holds, and the families and kinds they have (for saying why a
+    filter matched nothing)."""
+    total = session.scalar(select(func.count()).select_from(Model)) or 0
+    families = sorted({f for f in session.scalars(select(Model.family).distinct()) if f})
+    kinds = sorted({k for k in session.scalars(select(Model.kind).distinct()) if k})
+    return total, families, kinds
+
+
 @dataclass(frozen=True)
 class DuplicateGroup:
     model: Model

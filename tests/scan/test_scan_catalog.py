@@ -228,6 +228,10 @@ def test_override_survives_rescans_and_is_shown_as_override(
     assert code == 0 and "sdxl*" in out and "lora*" in out
     code, out, _ = run_cli("--catalog", catalog_url, "show", "m")
     assert "(override; detected" in out
+    # A filter that matches nothing says what the catalog holds instead (a typo'd family).
+    code, out, err = run_cli("--catalog", catalog_url, "ls", "--family", "sd15")
+    assert code == 0 and out == ""
+    assert "no models match --family sd15 (1 in the catalog; families: sdxl)" in err
     code, _, err = run_cli("--catalog", catalog_url, "set", "m", "--family", "sd9")
     assert code == 2 and "unknown family" in err
     assert cli_json("set", "m", "--reset")["overrides"] == {}

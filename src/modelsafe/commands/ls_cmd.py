@@ -66,8 +66,11 @@ def ls(
             )
             if as_json:
                 emit_json([queries.model_json(m) for m in models])
-            else:
+            elif models:
                 _show_table([queries.model_json(m) for m in models])
+            else:
+                filters = {"family": family, "kind": kind, "unsafe": unsafe, "missing": missing}
+                click.echo(_nothing_matches(*queries.catalog_labels(session), filters), err=True)
     finally:
         catalog.close()
     return 0
@@ -99,12 +102,26 @@ def _mark(row: dict[str, Any], name: str) -> str:
     return f"{value}*" if name in row["overrides"] else str(value)
 
 
+def _nothing_matches(
+    total: int, families: list[str], kinds: list[str], filters: dict[str, Any]
+) -> str:
+    """Why ``ls`` lists nothing: an empty catalog, or filters that match none of its models."""
+    if not total:
+        return "the catalog is empty: run `modelsafe scan PATH` to fill it"
+    given = [f"--{k} {v}" if isinstance(v, str) else f"--{k}" for k, v in filters.items() if v]
+    if not given:
+        return f"no model has a copy on disk ({total} in the catalog; `--missing` lists them)"
+    text = f"no models match {' '.join(given)} ({total} in the catalog"
+    if filters.get("family") and filters["family"] not in families:
+        text += f"; families: {', '.join(families)}"
+    if filters.get("kind") and filters["kind"] not in kinds:
+        text += f"; kinds: {', '.join(kinds)}"
+    return text + ")"
+
+
 def _show_table(rows: list[dict[str, Any]]) -> None:
     from modelsafe.units import format_size
 
-    if not rows:
-        click.echo("no models match (run `modelsafe scan PATH` to fill the catalog)", err=True)
-        return
     header = ("STATUS", "AUDIT", "FAMILY", "KIND", "PRECISION", "SIZE", "AUTOV2", "NAME")
     table = [header]
     for r in rows:
