@@ -137,15 +137,26 @@ class ResolveResult:
 # -- loading parts ------------------------------------------------------------------------------
 
 
-def parse_weighted(ref: str) -> tuple[str, float]:
-    """``path:0.8`` -> (path, 0.8); a path that exists as given keeps its colons."""
-    if os.path.exists(os.path.expanduser(ref)) or ":" not in ref:
+def parse_weighted(ref: str, flag: str = "--lora") -> tuple[str, float]:
+    """``REF[:WEIGHT]`` -> (ref, weight), weight 1.0 when left out. A path that exists as given
+    keeps its colons (``a:b.safetensors``); a tail that is not a number is part of the ref (a
+    missing file, reported as such), unless what is before it exists; the weight must be a
+    finite number (a UsageError naming ``flag`` otherwise)."""
+    import math
+
+    head, sep, tail = ref.rpartition(":")
+    if not sep or not head or os.path.exists(os.path.expanduser(ref)):
         return ref, 1.0
-    head, _, tail = ref.rpartition(":")
+    hint = f"REF:WEIGHT, e.g. {flag} style.safetensors:0.8"
     try:
-        return head, float(tail)
+        weight = float(tail)
     except ValueError:
+        if os.path.exists(os.path.expanduser(head)):
+            raise UsageError(f"{flag} {ref!r}: weight {tail!r} is not a number", hint) from None
         return ref, 1.0
+    if not math.isfinite(weight):
+        raise UsageError(f"{flag} {ref!r}: weight {tail!r} is not a finite number", hint)
+    return head, weight
 
 
 def _facts_from_report(report: dict[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,38 @@ def test_path_becomes_sqlite_url_and_url_is_kept(tmp_path: Path) -> None:
     assert catalog_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
 
 
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_a_plain_postgresql_url_uses_psycopg_3_when_psycopg2_is_absent(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import modelsafe.registry.catalog.db as db
+
+    url = f"{scheme}://user:p%40ss@db.internal:5433/models"
+    monkeypatch.setattr(db, "_psycopg3_only", lambda: True)
+    assert catalog_url(url) == "postgresql+psycopg://user:p%40ss@db.internal:5433/models"
+    monkeypatch.setattr(db, "_psycopg3_only", lambda: False)  # psycopg2 there: SQLAlchemy's pick
+    assert catalog_url(url) == url
+
+
+def test_plain_postgresql_url_maps_to_what_is_installed() -> None:
+    from importlib.util import find_spec
+
+    if find_spec("psycopg2") is not None or find_spec("psycopg") is None:
+        pytest.skip("needs psycopg 3 without psycopg2, as modelsafe installs it")
+    assert catalog_url("postgresql://h/db") == "postgresql+psycopg://h/db"
+
+
+def test_a_missing_database_driver_is_a_clear_error() -> None:
+    from importlib.util import find_spec
+
+    if find_spec("pg8000") is not None:
+        pytest.skip("pg8000 is installed here")
+    with pytest.raises(CatalogError) as info:
+        open_catalog("postgresql+pg8000://u:secret@h/db")
+    assert "driver is not installed" in info.value.reason and "pg8000" in info.value.reason
+    assert "secret" not in info.value.reason and "pip install" in (info.value.hint or "")
+
+
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CatalogError) as info:
         open_catalog(tmp_path / "nope" / "catalog.db")

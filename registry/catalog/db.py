@@ -26,13 +26,23 @@ def catalog_url(value: str | os.PathLike[str]) -> str:
     text = os.fspath(value)
     if "://" in text:
         try:
-            make_url(text)
+            url = make_url(text)
         except ArgumentError as exc:
             raise CatalogError(
                 f"{text!r} is not a database URL", hint="e.g. postgresql+psycopg://host/db"
             ) from exc
+        if url.drivername in ("postgresql", "postgres") and _psycopg3_only():
+            # A plain postgresql:// means psycopg2 to SQLAlchemy; modelsafe installs psycopg 3.
+            # (postgres:// is how Heroku and others write it; SQLAlchemy refuses that name.)
+            return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
         return text
     return f"sqlite:///{user_path(text).resolve()}"
+
+
+def _psycopg3_only() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("psycopg2") is None and find_spec("psycopg") is not None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -121,6 +131,15 @@ def open_catalog(value: str | os.PathLike[str], *, migrate: bool = True) -> Cata
         engine = create_catalog_engine(url)
         if migrate:
             upgrade(engine)
+    except ImportError as exc:  # the URL's database driver is not installed
+        shown = make_url(url)
+        raise CatalogError(
+            f"cannot open catalog {shown.render_as_string(hide_password=True)}: its database "
+            f"driver is not installed ({exc})",
+            hint=f"install the driver for {shown.drivername} in modelsafe's environment "
+            "(PostgreSQL: pip install 'psycopg[binary]' with a postgresql+psycopg:// URL); "
+            "modelsafe is tested on SQLite and PostgreSQL",
+        ) from exc
     except SQLAlchemyError as exc:
         raise CatalogError(
             f"cannot open catalog {make_url(url).render_as_string(hide_password=True)}: "

@@ -90,6 +90,15 @@ def test_resolve_all_compatible_exit_0(cli: Any, files: dict[str, str]) -> None:
     assert "compatible" in out.splitlines()[-1]
 
 
+@pytest.mark.parametrize(("tail", "words"), [("nan", "not a finite"), ("abc", "not a number")])
+def test_resolve_refuses_a_lora_weight_that_is_no_number(
+    cli: Any, files: dict[str, str], tail: str, words: str
+) -> None:
+    code, out, err = cli("resolve", files["ckpt"], "--lora", f"{files['lora']}:{tail}")
+    assert code == 2 and out == ""
+    assert f"weight '{tail}' is {words}" in err and "Traceback" not in err
+
+
 def test_resolve_rejects_json_exit_1(cli: Any, files: dict[str, str]) -> None:
     code, out, _ = cli(
         "resolve", files["ckpt"], "--lora", files["xl"], "--vae", files["vae16"], "--json"

@@ -27,27 +27,10 @@ SCHEDULER_CHOICES = (
 
 
 def parse_lora(text: str) -> tuple[Path, float]:
-    """``PATH[:WEIGHT]`` (weight 1.0 when left out). A file whose own name holds a ``:``
-    (``a:b.safetensors``) is taken whole when it exists; the weight must be a finite number."""
-    import math
+    """``PATH[:WEIGHT]`` (weight 1.0 when left out): the rules of ``resolve --lora``."""
+    from modelsafe.runtime.resolve import parse_weighted
 
-    path, sep, tail = text.rpartition(":")
-    if not sep or not path or Path(text).exists():
-        return Path(text), 1.0
-    try:
-        weight = float(tail)
-    except ValueError:
-        if Path(path).exists():
-            raise UsageError(
-                f"--lora {text!r}: weight {tail!r} is not a number",
-                hint="PATH:WEIGHT, e.g. --lora style.safetensors:0.8",
-            ) from None
-        return Path(text), 1.0  # reported as a missing file
-    if not math.isfinite(weight):
-        raise UsageError(
-            f"--lora {text!r}: weight {tail!r} is not a finite number",
-            hint="PATH:WEIGHT, e.g. --lora style.safetensors:0.8",
-        )
+    path, weight = parse_weighted(text)
     return Path(path), weight
 
 

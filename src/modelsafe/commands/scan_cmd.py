@@ -114,7 +114,7 @@ def scan(
 
         emit_json(asdict(summary), plugin_failures=True)
     else:
-        _print_summary(summary)
+        _print_summary(summary, with_hash=not no_hash)
     problem = _unusable_roots_error(summary.unusable_roots, len(roots))
     if problem is not None and summary.unsafe:
         # (1 wins, as for `audit`: an unsafe file is the finding that matters most)
@@ -169,7 +169,7 @@ def _progress() -> Iterator[Any]:
         yield update
 
 
-def _print_summary(summary: Any) -> None:
+def _print_summary(summary: Any, with_hash: bool = True) -> None:
     from modelsafe.units import format_size
 
     # (in path order, whichever file a worker thread finished first)
@@ -187,9 +187,10 @@ def _print_summary(summary: Any) -> None:
         click.echo(printable(f"NOTE    {item['path']}: {item['message']}"))
     for item in summary.skipped:
         click.echo(printable(f"SKIPPED {item['path']}: {item['reason']}"), err=True)
+    read = "read" if with_hash else "of files, headers read"
     click.echo(
         f"{summary.files} files: {summary.new} new, {summary.changed} changed, "
         f"{summary.unchanged} unchanged, {summary.removed} removed, {summary.unsafe} unsafe, "
-        f"{summary.errors} errors ({format_size(summary.bytes_read)} read in "
+        f"{summary.errors} errors ({format_size(summary.bytes_read)} {read} in "
         f"{summary.seconds:.1f} s)"
     )
