@@ -370,22 +370,31 @@ def check_control_image(path: Path) -> None:
         ) from exc
 
 
-def refuse_unsafe(paths: Iterable[Path]) -> None:
-    """Audit every input; anything not ``safe`` is refused before anything loads it."""
+def refuse_unsafe(paths: Iterable[Path]) -> dict[Path, tuple[Any, ...]]:
+    """Audit every input; anything not ``safe`` is refused before anything loads it.
+
+    Returns each input's stat key as audited: :func:`refuse_changed` checks after the load that
+    the files loaded are those audited (a file swapped in between is refused)."""
     from modelsafe.registry.audit import audit_path
 
+    audited: dict[Path, tuple[Any, ...]] = {}
     for path in paths:
         if not path.exists():
             raise FileReadError(f"{path} does not exist", hint="check the path")
         key = _stat_key(path)
+        audited[path] = key
         if _AUDITED_SAFE.get(str(path.resolve())) == key:
             continue
         verdict = audit_path(path)
         if verdict.status == "safe":
             if _stat_key(path) == key:  # unchanged while it was read
                 _AUDITED_SAFE[str(path.resolve())] = key
+            else:
+                refuse_changed({path: key})
             continue
-        detail = "; ".join(f.message for f in verdict.findings[:3])
+        detail = "; ".join(
+            _file_in_folder(f) if path.is_dir() else f.message for f in verdict.findings[:3]
+        )
         if verdict.status == "unsafe":
             raise UnsafeFileError(
                 f"refusing to load {path}: it can run code when loaded ({detail})",
@@ -395,6 +404,33 @@ def refuse_unsafe(paths: Iterable[Path]) -> None:
             f"refusing to load {path}: it could not be audited ({detail})",
             hint=f"see `modelsafe audit {path}`",
         )
+    return audited
+
+
+def _file_in_folder(finding: Any) -> str:
+    """A folder's finding with the file it is about first (``unet/x.bin: message``): the
+    folder audit puts that file's path at the start of the location."""
+    where = (finding.location or "").split(":", 1)[0].split(" @ ", 1)[0]
+    return f"{where}: {finding.message}" if where else finding.message
+
+
+def refuse_changed(audited: dict[Path, tuple[Any, ...]]) -> None:
+    """Refuse when a file changed since its audit (``refuse_unsafe`` gave the keys): what was
+    loaded may not be what was audited. Call it after loading; a load error is checked with
+    it too, as a swapped-in file is what makes a weights-only load fail."""
+    for path, key in audited.items():
+        try:
+            now = _stat_key(path)
+        except OSError:
+            now = None
+        if now != key:
+            _AUDITED_SAFE.pop(str(path.resolve()), None)
+            raise UnsafeFileError(
+                f"{path} changed after it was audited, while it was being loaded: what was "
+                "loaded may not be what was audited, so none of it is used",
+                hint="run again once nothing writes to it (a download or sync still going "
+                "on?); if nothing should change it, find out what did",
+            )
 
 
 # path -> stat key of the files found safe in this process (a changed file is audited again).
@@ -406,16 +442,25 @@ def _stat_key(path: Path) -> tuple[Any, ...]:
 
     ``st_ctime_ns`` is there because mtime can be set back (``touch -r``, ``cp -p``,
     ``os.utime``) after a file is rewritten in place with the same size; ctime cannot be set
-    back (``registry.walk.StatKey``, which scan compares too)."""
-    from modelsafe.registry.walk import StatKey
+    back, and a file renamed away and back gets a new one (``registry.walk.StatKey``, which scan
+    compares too). A folder's files are found as the audit finds them: through symlinked
+    folders (``unet -> ../store/unet``), each real folder once."""
+    import os
 
-    if path.is_dir():
-        return tuple(
-            (str(p.relative_to(path)), StatKey.of(p.stat()))
-            for p in sorted(path.rglob("*"))
-            if p.is_file()
-        )
-    return (StatKey.of(path.stat()),)
+    from modelsafe.registry.walk import StatKey, walk_tree
+
+    if not path.is_dir():
+        return (StatKey.of(path.stat()),)
+    found = []
+    for folder, names in walk_tree(str(path)):
+        for name in names:
+            full = os.path.join(folder, name)
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue
+            found.append((os.path.relpath(full, path), StatKey.of(st)))
+    return tuple(sorted(found, key=lambda item: item[0]))
 
 
 @dataclass(frozen=True)

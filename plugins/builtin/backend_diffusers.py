@@ -73,10 +73,15 @@ class DiffusersBackend:
         check_request(request)
 
     def generate(self, request: GenerateRequest, progress: Progress | None = None) -> list[Any]:
-        from modelsafe.runtime.generate import refuse_unsafe
+        from modelsafe.runtime.generate import refuse_changed, refuse_unsafe
 
-        refuse_unsafe(request.input_files())  # remembered: free after generate() did it
-        pipe, refiner = build_pipelines(request)
+        audited = refuse_unsafe(request.input_files())  # remembered: free after generate()
+        try:
+            pipe, refiner = build_pipelines(request)
+        except Exception:
+            refuse_changed(audited)  # a file swapped in after its audit: say that, not this
+            raise
+        refuse_changed(audited)  # what was loaded is what was audited
         return run(pipe, refiner, request, progress)
 
 
