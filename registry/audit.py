@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -546,12 +547,77 @@ def shard_findings(index: Path) -> list[Finding]:
     ]
 
 
+# The libraries a diffusers model_index.json may name without shipping code of its own.
+KNOWN_LIBRARIES = frozenset({"diffusers", "transformers"})
+
+
+def custom_classes(folder: Path) -> list[str]:
+    """``component: module.Class`` for each component of a diffusers folder's model_index.json
+    (and the pipeline itself) whose class is code shipped in the folder (``unet/evil.py``),
+    which only ``trust_remote_code`` loads."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return []
+    if not isinstance(index, dict):
+        return []
+    found = []
+    if isinstance(index.get("_class_name"), list):  # a custom pipeline class: [module, class]
+        found.append(f"pipeline: {'.'.join(str(x) for x in index['_class_name'])}")
+    for name, spec in index.items():
+        if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2:
+            continue
+        library, cls = spec
+        if not isinstance(library, str) or library in KNOWN_LIBRARIES:
+            continue
+        # (diffusers also takes its own pipeline modules here, as SD 1.5's safety_checker
+        # ["stable_diffusion", ...]: only a module the folder ships is code of its own)
+        if any((where / f"{library}.py").is_file() for where in (folder / name, folder)):
+            found.append(f"{name}: {library}.{cls}")
+    return found
+
+
+def custom_code_findings(folder: Path, files: list[Path]) -> list[Finding]:
+    """Warnings for Python code shipped in a model folder and for components naming classes
+    outside diffusers/transformers: nothing runs it when loading without ``trust_remote_code``
+    (modelsafe never sets it), but a tool that sets it runs that code."""
+    code = [str(rel) for rel in files if rel.suffix.lower() == ".py"]
+    classes = custom_classes(folder)
+    found = []
+    if classes:
+        found.append(
+            Finding(
+                "warning",
+                "custom-code",
+                f"model_index.json names classes of its own code ({'; '.join(classes[:5])}): "
+                "only a loader with trust_remote_code runs them "
+                "(modelsafe never does, so it cannot load this model)",
+                location="model_index.json",
+                scanner="audit",
+            )
+        )
+    if code:
+        found.append(
+            Finding(
+                "warning",
+                "python-code",
+                f"Python code ships with the model ({', '.join(code[:5])}"
+                f"{', ...' if len(code) > 5 else ''}): a loader with trust_remote_code runs it; "
+                "read it before letting any tool do that",
+                location=code[0],
+                scanner="audit",
+            )
+        )
+    return found
+
+
 def _audit_folder(path: Path) -> Verdict:
     """A folder is as safe as the least safe model file in it, whatever the files are named;
     symlinked folders in it are audited too (a loader follows them)."""
     findings: list[Finding] = []
     audited = 0
-    for child, rel in folder_files(path):
+    files = folder_files(path)
+    for child, rel in files:
         if not child.is_file():
             continue
         if not _may_load(child):
@@ -567,6 +633,8 @@ def _audit_folder(path: Path) -> Verdict:
         findings.extend(replace_location(f, str(rel)) for f in sub.findings)
         if sub.status != "safe" and not sub.findings:
             findings.append(Finding(sub.status, "component", f"{rel} is {sub.status}"))
+    if any((path / name).is_file() for name in ("model_index.json", "config.json")):
+        findings.extend(custom_code_findings(path, [rel for _child, rel in files]))
     if not audited:
         # Nothing to vouch for is not "safe": a folder named like a model file, an empty download.
         findings.append(

@@ -16,6 +16,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -149,6 +150,10 @@ class LoadRequest:
 # -- configs ---------------------------------------------------------------------------------
 
 
+# What a diffusers model_index.json names a component (and so a folder): never a path.
+COMPONENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+
 def config_names(family: str, variant: str | None) -> list[str]:
     """Config file stems to try, most specific first (``sd3.5-large``, ``sd3.5``, ``sd3``)."""
     names = [f"{family}-{variant}"] if variant else []
@@ -162,6 +167,11 @@ def read_config(
     family: str, variant: str | None, component: str, config_dir: Path | None = None
 ) -> dict[str, Any] | None:
     """The JSON config of ``component`` (``config_dir`` first, then the shipped ones)."""
+    if not COMPONENT_NAME.fullmatch(component):
+        raise BackendError(
+            f"{component!r} is not a pipeline component name",
+            hint="a model_index.json names components like unet, vae or text_encoder_2",
+        )
     stems = config_names(family, variant)
     for stem in stems if config_dir is not None else ():
         assert config_dir is not None
@@ -186,6 +196,11 @@ def config_folder(
         raise BackendError(
             f"modelsafe has no configs for family {family!r}",
             hint="pass the model as a diffusers folder, or --family with a supported family",
+        )
+    if not isinstance(index, dict):
+        raise BackendError(
+            f"the model_index config of {family!r} is not a JSON object",
+            hint="check the model_index.json in --config-dir",
         )
     with tempfile.TemporaryDirectory(prefix="modelsafe-config-") as tmp:
         root = Path(tmp)
@@ -216,16 +231,16 @@ def model_index(family: str, variant: str | None, config_dir: Path | None) -> di
 
 
 def load_state_dict(path: Path) -> dict[str, Any]:
-    """Tensors of an audited file: safetensors directly, pickles only with ``weights_only``."""
+    """Tensors of an audited file: safetensors directly, pickles only with ``weights_only``
+    (whatever the file's extension says: a PyTorch zip named ``.safetensors`` loads too)."""
     import torch
 
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if path.suffix.lower() == ".safetensors" or (len(head) > 9 and head[8:9] == b"{"):
+    if _safetensors_header(path) is not None:  # the bytes decide, not the name
         from safetensors.torch import load_file
 
         return dict(load_file(str(path), device="cpu"))
-    loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    with open(path, "rb") as fh:  # (given a name ending .safetensors, torch.load reads safetensors)
+        loaded = torch.load(fh, map_location="cpu", weights_only=True)
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
@@ -268,6 +283,25 @@ def _safetensors_header(path: Path) -> dict[str, Any] | None:
         except (UnicodeDecodeError, json.JSONDecodeError):
             return None
     return header if isinstance(header, dict) else None
+
+
+@contextlib.contextmanager
+def named_by_content(path: Path) -> Iterator[Path]:
+    """``path`` for a diffusers ``from_single_file`` call, or a link to it whose extension says
+    what the bytes are: diffusers reads a single file with safetensors only when its name ends in
+    ``.safetensors`` (else ``torch.load``), and files arrive misnamed (BFL's ``ae.sft``, a
+    PyTorch zip saved as ``.safetensors``). The link lives in a private temporary folder."""
+    if path.is_dir() or path.suffix.lower() == ".gguf":
+        yield path
+        return
+    is_safetensors = _safetensors_header(path) is not None
+    if is_safetensors == (path.suffix.lower() == ".safetensors"):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="modelsafe-named-") as tmp:
+        link = Path(tmp) / (path.stem + (".safetensors" if is_safetensors else ".ckpt"))
+        link.symlink_to(path.resolve())
+        yield link
 
 
 # -- identity of a model the detectors could not place ------------------------------------------
@@ -752,13 +786,14 @@ def load_vae(path: Path, family: str, variant: str | None, config_root: Path, dt
 
     if path.is_dir():
         return AutoencoderKL.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype)
-    return AutoencoderKL.from_single_file(
-        str(path),
-        config=str(config_root),
-        subfolder="vae",
-        local_files_only=True,
-        torch_dtype=dtype,
-    )
+    with named_by_content(path) as named:
+        return AutoencoderKL.from_single_file(
+            str(named),
+            config=str(config_root),
+            subfolder="vae",
+            local_files_only=True,
+            torch_dtype=dtype,
+        )
 
 
 # -- checks before loading (headers and configs only) ----------------------------------------------
@@ -906,13 +941,14 @@ def load_pipeline(req: LoadRequest, components: Mapping[str, Any] | None = None)
                     **given,
                 )
             else:
-                pipe = pipeline_cls.from_single_file(
-                    str(req.path),
-                    config=str(config_root),
-                    local_files_only=True,
-                    torch_dtype=dtype,
-                    **given,
-                )
+                with named_by_content(req.path) as named:
+                    pipe = pipeline_cls.from_single_file(
+                        str(named),
+                        config=str(config_root),
+                        local_files_only=True,
+                        torch_dtype=dtype,
+                        **given,
+                    )
         except BackendError:
             raise
         except load_errors as exc:

@@ -137,6 +137,7 @@ def check_request(request: GenerateRequest) -> None:
     from modelsafe.runtime.diffusers_loader import check_text_encoders, check_vae
 
     assert request.family is not None
+    check_custom_code(request.checkpoint)
     check_sampling(request)
     if request.vae is not None:
         check_vae(
@@ -150,6 +151,22 @@ def check_request(request: GenerateRequest) -> None:
         check_lora_kind(lora.path)
     if request.controlnet is not None:
         check_controlnet(request)
+
+
+def check_custom_code(path: Path) -> None:
+    """Refuse a diffusers folder whose model_index.json names classes of code it ships: only
+    ``trust_remote_code`` loads them, and modelsafe never runs a model's code."""
+    from modelsafe.errors import UsageError
+    from modelsafe.registry.audit import custom_classes
+
+    classes = custom_classes(path) if path.is_dir() else []
+    if classes:
+        raise UsageError(
+            f"{path} needs code shipped in the folder ({'; '.join(classes[:3])}), which "
+            "modelsafe never runs",
+            hint="use the model as a single-file checkpoint, or a folder of diffusers' own "
+            "classes (`modelsafe audit` lists the code files)",
+        )
 
 
 def check_lora_kind(path: Path) -> None:
@@ -630,7 +647,7 @@ def _check_embedding_width(pipe: Any, name: str, state: dict[str, Any]) -> None:
 def attach_controlnet(pipe: Any, request: GenerateRequest) -> Any:
     import diffusers
 
-    from modelsafe.runtime.diffusers_loader import config_folder, torch_dtype
+    from modelsafe.runtime.diffusers_loader import config_folder, named_by_content, torch_dtype
 
     assert request.controlnet is not None and request.family is not None
     if request.family not in CONTROLNET_CLASSES:
@@ -647,13 +664,14 @@ def attach_controlnet(pipe: Any, request: GenerateRequest) -> Any:
                     f"modelsafe has no single-file ControlNet config for {request.family}",
                     hint="pass the ControlNet as a diffusers folder",
                 )
-            controlnet = model_cls.from_single_file(
-                str(path),
-                config=str(root),
-                subfolder="controlnet",
-                local_files_only=True,
-                torch_dtype=dtype,
-            )
+            with named_by_content(path) as named:
+                controlnet = model_cls.from_single_file(
+                    str(named),
+                    config=str(root),
+                    subfolder="controlnet",
+                    local_files_only=True,
+                    torch_dtype=dtype,
+                )
     return getattr(diffusers, pipe_cls_name).from_pipe(pipe, controlnet=controlnet)
 
 
