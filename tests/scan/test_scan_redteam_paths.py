@@ -161,7 +161,10 @@ def test_a_root_that_does_not_exist_exits_2_after_the_others_are_scanned(
     assert "Hint: " in err and "the other paths were scanned" in err
     assert "Traceback" not in err
     code, _, err = run_cli("--catalog", catalog_url, "scan", str(typo))
-    assert code == 2 and "Hint: " in err and "other paths" not in err
+    assert code == 2 and "Hint: check the spelling" in err and "other paths" not in err
+    partial = model_file(tmp_path / "model.safetensors.part", seed=2)  # given by name
+    code, _, err = run_cli("--catalog", catalog_url, "scan", str(partial))
+    assert code == 2 and "unfinished" in err and "check the spelling" not in err
     # An unsafe file found wins, as for `audit`: exit 1, and the bad root is still named.
     bad = lib / "bad.pkl"
     bad.write_bytes(b"cos\nsystem\n(S'true'\ntR.")

@@ -130,7 +130,11 @@ def _unusable_roots_error(roots: list[dict[str, str]], given: int) -> UsageError
     """Exit 2 with the reason when a path given could not be scanned at all."""
     if not roots:
         return None
-    hint = "check the spelling, that the drive is mounted and that you may read it"
+    unreachable = ("does not exist", "broken symlink", "cannot read", "cannot list")
+    if any(word in r["reason"] for r in roots for word in unreachable):
+        hint = "check the spelling, that the drive is mounted and that you may read it"
+    else:  # (an unfinished download, a name that is not UTF-8: the reason says what to do)
+        hint = "do what the reason says, then scan again"
     if given > len(roots):
         hint += "; the other paths were scanned"
     what = "; ".join(f"{r['path']}: {r['reason']}" for r in roots[:5])
