@@ -526,29 +526,29 @@ def resolve(
     from modelsafe.registry.catalog.db import Catalog as CatalogType
 
     pm = get_plugin_manager()
-    failed_before = len(pm.failures)
     opened = None
     if isinstance(catalog, CatalogType):
         cat: Catalog | None = catalog
     else:
         cat = opened = open_catalog_if_present(catalog)
     try:
-        base = load_part(os.fspath(checkpoint), "checkpoint", catalog=cat)
-        parts: list[Part] = []
-        for item in loras:
-            ref, weight = item if isinstance(item, tuple) else parse_weighted(os.fspath(item))
-            parts.append(load_part(ref, "lora", catalog=cat, weight=weight))
-        if vae is not None:
-            parts.append(load_part(os.fspath(vae), "vae", catalog=cat))
-        for role, refs in (
-            ("embedding", embeddings),
-            ("controlnet", controlnets),
-            ("text_encoder", text_encoders),
-        ):
-            for r in refs:
-                parts.append(load_part(os.fspath(r), role, catalog=cat))
-        result = resolve_parts(base, parts, cat)
-        return replace(result, plugin_failures=tuple(pm.failures[failed_before:]))
+        with pm.collecting_failures() as failed:
+            base = load_part(os.fspath(checkpoint), "checkpoint", catalog=cat)
+            parts: list[Part] = []
+            for item in loras:
+                ref, weight = item if isinstance(item, tuple) else parse_weighted(os.fspath(item))
+                parts.append(load_part(ref, "lora", catalog=cat, weight=weight))
+            if vae is not None:
+                parts.append(load_part(os.fspath(vae), "vae", catalog=cat))
+            for role, refs in (
+                ("embedding", embeddings),
+                ("controlnet", controlnets),
+                ("text_encoder", text_encoders),
+            ):
+                for r in refs:
+                    parts.append(load_part(os.fspath(r), role, catalog=cat))
+            result = resolve_parts(base, parts, cat)
+            return replace(result, plugin_failures=tuple(failed))
     finally:
         if opened is not None:
             opened.close()

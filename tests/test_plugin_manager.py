@@ -90,3 +90,32 @@ def test_hang_on_import_is_bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 )
 def test_version_ranges(version: str, spec: str, ok: bool) -> None:
     assert version_in_range(version, spec) is ok
+
+
+def test_collecting_failures_sees_only_its_own_thread() -> None:
+    import threading
+
+    from modelsafe.plugin_manager import ModelsafePluginManager
+
+    pm = ModelsafePluginManager()
+    pm.warn = False
+    started, seen = threading.Barrier(2), {}
+
+    def call(name: str) -> None:
+        with pm.collecting_failures() as failed:
+            started.wait()
+            for i in range(50):
+                pm.record_failure(name, "modelsafe_identify", f"boom {i}")
+            started.wait()
+        seen[name] = {f.plugin for f in failed}, len(failed)
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"a": ({"a"}, 50), "b": ({"b"}, 50)}
+    assert len(pm.failures) == 100  # the manager still keeps them all
+    with pm.collecting_failures() as outer, pm.collecting_failures() as inner:
+        pm.record_failure("c", "modelsafe_identify", "nested")
+    assert [f.plugin for f in outer] == [f.plugin for f in inner] == ["c"]

@@ -15,6 +15,8 @@ that.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import importlib.metadata
 import os
@@ -60,6 +62,12 @@ class HookFailure:
 
     def message(self) -> str:
         return f"plugin {self.plugin} failed in {self.hook}: {self.reason}"
+
+
+# The failure lists of the collecting_failures() blocks running in this context (thread/task).
+_COLLECTORS: contextvars.ContextVar[tuple[list[HookFailure], ...]] = contextvars.ContextVar(
+    "modelsafe_plugin_failure_collectors", default=()
+)
 
 
 class ModelsafePluginManager(pluggy.PluginManager):
@@ -156,6 +164,8 @@ class ModelsafePluginManager(pluggy.PluginManager):
         distinct (plugin, hook, reason) while :attr:`warn` is on.
         """
         failure = HookFailure(plugin, hook, reason)
+        for collector in _COLLECTORS.get():
+            collector.append(failure)
         with self._lock:
             self.failures.append(failure)
             key = (plugin, hook, reason)
@@ -172,6 +182,18 @@ class ModelsafePluginManager(pluggy.PluginManager):
         why nothing answered)."""
         with self._lock:
             return [f for f in self.failures if f.hook == hook_name]
+
+    @contextlib.contextmanager
+    def collecting_failures(self) -> Iterator[list[HookFailure]]:
+        """The failures recorded inside the block by this thread (or task), for a library call
+        that returns its own (``resolve``): another thread's failures at the same time are not
+        in it, as they would be in a slice of :attr:`failures`."""
+        found: list[HookFailure] = []
+        token = _COLLECTORS.set((*_COLLECTORS.get(), found))
+        try:
+            yield found
+        finally:
+            _COLLECTORS.reset(token)
 
     def take_failures(self) -> list[HookFailure]:
         """The failures recorded since the last call (a command puts them in its ``--json``
