@@ -244,17 +244,21 @@ def _text_fails(opcode: bytes, partial: bytes) -> bool:
 # placeholder for a huge one too), a computed one, a STOP inside its FRAME (the next reader starts
 # elsewhere), a second pickle, and a persistent id where one is resolved (torch's legacy main
 # pickle). Not counted there, since real files' bytes read that way and CPython stops on them: a
-# call on a constant, BUILD, EXT codes (the registry is empty), a persistent id in a first pickle
+# call on a constant, BUILD, a persistent id in a first pickle
 # (plain pickle.load has no persistent_load), structural findings of the other format.
 _CODE_REACHING = frozenset({"global", "dynamic-global", "ambiguous-frame", "second-pickle"})
 
 
-def _pickle_findings(tf: Any, fmt: str, valid: bool, need_complete: bool) -> list[Finding]:
+def _pickle_findings(
+    tf: Any, fmt: str, valid: bool, need_complete: bool, pickled: bool = False
+) -> list[Finding]:
+    """``pickled``: the content is a pickle by format (a decompressed ``.pkl.gz``), so an EXT
+    code counts as in any pickle; else the stream is judged up to its first EXT only."""
     if need_complete and not (tf.vm is not None and tf.vm.completed):
         return []
     unsafe = [
         _named(f, "audit")
-        for f in tf.findings
+        for f in (tf.findings if pickled else _before_extension(tf.findings))
         if f.severity == "unsafe"
         and f.code != "polyglot-tar"  # (a tar header is the archive scanner's to judge)
         and (not valid or _reaches_code(f, tf.format))
@@ -275,6 +279,16 @@ def _pickle_findings(tf: Any, fmt: str, valid: bool, need_complete: bool) -> lis
             )
         )
     return unsafe
+
+
+def _before_extension(findings: list[Finding]) -> list[Finding]:
+    """The findings before the stream's first EXT1/2/4 (findings come in stream order): CPython's
+    pickle.load raises there ("unregistered extension code", or "code <= 0"), since copyreg's
+    extension registry is empty (nothing in CPython, torch, numpy or diffusers registers a code),
+    so nothing after it runs. Only for files that are not pickles by format: a real pickle's EXT
+    stays an ``unsafe`` finding of its own scanner."""
+    cut = next((i for i, f in enumerate(findings) if f.code == "extension"), len(findings))
+    return findings[:cut]
 
 
 def _reaches_code(finding: Finding, file_format: str = "") -> bool:
@@ -374,7 +388,7 @@ def _compressed(path: Path, head: bytes, need_complete: bool) -> list[Finding]:
             )
         ]
     tf = read_torch_data(path, Format.PICKLE.value, data)
-    found = _pickle_findings(tf, what, False, need_complete)
+    found = _pickle_findings(tf, what, False, need_complete, pickled=True)
     for item in found:
         if item.code == "disguised-pickle":
             found[found.index(item)] = Finding(

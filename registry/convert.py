@@ -616,11 +616,20 @@ def _checked_source(src: Path, before: os.stat_result) -> TorchFile:
             hint="run `modelsafe audit` for every finding; get the weights from a trusted source",
         )
     fmt = sniff(read_head(src)).value
+    if fmt == "safetensors" and verdict.status == "error":  # (a broken one, whatever its name)
+        first = next(f for f in verdict.findings if f.severity == "error")
+        raise ConversionError(
+            f"cannot convert {src}: it is a safetensors file (nothing to convert), and a broken "
+            f"one: {first.message}",
+            hint=f"see `modelsafe audit {src}`",
+        )
     if fmt == "safetensors":
         raise UsageError(f"{src} is already safetensors", hint="nothing to convert")
     if verdict.status == "error":
         first = next(f for f in verdict.findings if f.severity == "error")
-        raise ConversionError(f"cannot convert {src}: {first.message}", hint="the file is broken")
+        raise ConversionError(
+            f"cannot convert {src}: {first.message}", hint=f"see `modelsafe audit {src}`"
+        )
     if fmt not in ("zip", "legacy-torch", "pickle"):
         raise ConversionError(f"cannot convert {src}: {fmt} is not a torch checkpoint")
     tf = _audited_read(src, fmt, kept, before)

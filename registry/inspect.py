@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections import Counter
@@ -83,13 +84,23 @@ def _vram(index: TensorIndex, family: str, kind: str, facts: dict[str, Any]) -> 
 
 
 def inspect_index(index: TensorIndex) -> InspectReport:
+    """The report for ``index``, with a ``zero-tail`` warning for each file whose tensor data ends
+    in a long run of zeros (a few small reads near its end)."""
+    from dataclasses import replace
+
+    report = _inspect_index(index)
+    tails = zero_tail_warnings(index)
+    return replace(report, warnings=[*report.warnings, *tails]) if tails else report
+
+
+def _inspect_index(index: TensorIndex) -> InspectReport:
     identity = identify(index)
     hist = dtype_histogram(index)
     facts = dict(identity.facts)
     components = {
         name: {
             k: v
-            for k, v in _report_dict(inspect_index(sub)).items()
+            for k, v in _report_dict(_inspect_index(sub)).items()
             if k not in ("path", "components", "metadata", "hashes")
         }
         for name, sub in index.components.items()
@@ -142,6 +153,86 @@ def unfinished_download(path: Path) -> str | None:
                 "inspect it again when the download is done"
             )
     return None
+
+
+# A file whose tensor data ends in zeros: a download preallocated at full size (aria2, IDM,
+# torrent clients) that stopped before its end, once its control file is gone. Only big files are
+# checked, and only a long run counts, so the zero-initialised last tensors of a small real file
+# (an untrained LoRA's lora_up) are not taken for one.
+ZERO_TAIL_MIN_FILE = 256 << 20
+ZERO_TAIL_RUN = 64 << 20  # zeros that always count
+ZERO_TAIL_SHORT_RUN = 4 << 20  # zeros that count when they hold the last 2+ tensors whole
+_ZERO_CHUNK = 4 << 20
+_MiB = 1 << 20
+
+
+def zero_tail_warnings(index: TensorIndex) -> list[str]:
+    """``zero-tail`` warnings for the files of ``index`` (a file, or a folder whose tensors name
+    their file in ``source``) whose tensor data ends in a long run of zero bytes. Reads at most
+    64 MiB backwards from the end of each file's tensor data, and stops at the first non-zero
+    byte (a real file: one small read); a file that cannot be read is left to the other checks."""
+    spans: dict[Path, list[tuple[int, int]]] = {}
+    folder = index.path.is_dir()
+    for t in index.tensors:
+        if t.offset < 0 or t.nbytes <= 0 or (folder and not t.source):
+            continue
+        file = index.path / t.source if folder else index.path
+        spans.setdefault(file, []).append((t.offset, t.offset + t.nbytes))
+    found = []
+    for file, ranges in spans.items():
+        try:
+            warning = _zero_tail(file, ranges)
+        except OSError:
+            warning = None
+        if warning:
+            found.append(warning if not folder else f"{file.relative_to(index.path)}: {warning}")
+    return found
+
+
+def _zero_tail(file: Path, ranges: list[tuple[int, int]]) -> str | None:
+    if os.path.getsize(file) < ZERO_TAIL_MIN_FILE:
+        return None
+    start, end = min(b for b, _ in ranges), max(e for _, e in ranges)
+    with open(file, "rb", buffering=0) as fh:
+        run = _zero_run(fh.fileno(), start, end, ZERO_TAIL_RUN)
+    whole = sum(1 for b, e in ranges if b >= end - run)
+    if run < ZERO_TAIL_RUN and (run < ZERO_TAIL_SHORT_RUN or whole < 2):
+        return None
+    if run >= ZERO_TAIL_RUN:
+        what = f"the tensor data ends in {run // _MiB:,} MiB or more of zeros ({whole}+ tensors)"
+    else:
+        what = f"the last {run / _MiB:,.1f} MiB of tensor data ({whole} tensors) are all zeros"
+    return f"{what}: an unfinished or preallocated download? compare its sha256 with the source's"
+
+
+def _zero_run(fd: int, start: int, end: int, limit: int) -> int:
+    """How many bytes before ``end`` (down to ``start``, at most ``limit``) are zeros: read
+    backwards, a small piece first; holes of a sparse file are skipped without reading."""
+    run = 0
+    size = 64 << 10
+    while run < limit and end - run > start:
+        begin = max(start, end - run - size)
+        if _is_hole(fd, begin, end - run):
+            run = end - begin
+        else:
+            chunk = os.pread(fd, end - run - begin, begin)
+            kept = len(chunk.rstrip(b"\x00"))
+            if kept or len(chunk) < end - run - begin:
+                return run + len(chunk) - kept
+            run += len(chunk)
+        size = _ZERO_CHUNK
+    return min(run, end - start)
+
+
+def _is_hole(fd: int, begin: int, end: int) -> bool:
+    """Whether ``[begin, end)`` of a sparse file holds no data (reads as zeros)."""
+    seek_data = getattr(os, "SEEK_DATA", None)
+    if seek_data is None:
+        return False
+    try:
+        return os.lseek(fd, begin, seek_data) >= end
+    except OSError as exc:  # ENXIO: no data at or after begin; else SEEK_DATA is not supported
+        return exc.errno == errno.ENXIO
 
 
 def _refuse_partial_download(path: Path) -> None:

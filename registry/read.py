@@ -7,7 +7,13 @@ import stat
 from pathlib import Path
 
 from modelsafe.errors import FileReadError, UnsupportedFormatError
-from modelsafe.registry.sniff import extension_lies, not_a_model, read_head, sniff
+from modelsafe.registry.sniff import (
+    describe_unknown,
+    extension_lies,
+    not_a_model,
+    read_head,
+    sniff,
+)
 from modelsafe.types import Format, TensorIndex
 
 
@@ -41,6 +47,11 @@ def check_readable_kind(path: Path) -> bool:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
+        if os.path.islink(path):  # (stat follows it; the link itself is there)
+            raise FileReadError(
+                f"{path} is a broken symlink to {os.readlink(path)} (which does not exist)",
+                hint="fix or remove the link; the file it pointed at was moved or deleted",
+            ) from None
         raise FileReadError(f"{path} does not exist", hint="check the path") from None
     except OSError as exc:
         raise open_error(path, exc) from exc
@@ -104,9 +115,16 @@ def _unsupported(path: Path, fmt: str, is_dir: bool) -> UnsupportedFormatError:
             hint="point at a model file, or at a diffusers folder (it has model_index.json)",
         )
     size = os.path.getsize(path)
-    what = not_a_model(fmt, size, read_head(path))
+    head = read_head(path)
+    what = not_a_model(fmt, size, head)
     if what is not None:
         return UnsupportedFormatError(f"{path}: {what.reason}", hint=what.hint)
+    if fmt == Format.UNKNOWN.value and head:  # (what `audit` says of it too)
+        return UnsupportedFormatError(
+            f"{path}: {describe_unknown(head)} ({size:,} bytes)",
+            hint="supported: safetensors, torch .ckpt/.pt/.bin (zip or legacy), GGUF, diffusers "
+            "folders; `modelsafe plugins` lists the readers installed",
+        )
     return UnsupportedFormatError(
         f"{path}: not a model format modelsafe reads (looks like {fmt}, {size} bytes)",
         hint="supported: safetensors, torch .ckpt/.pt/.bin (zip or legacy), GGUF, diffusers "

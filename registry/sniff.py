@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import struct
 import tarfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,8 +103,16 @@ def not_a_model(fmt: str, size: int, head: bytes = b"") -> NotAModel | None:
     found = _NOT_A_MODEL.get(fmt)
     if found is None:
         return None
+    if fmt == Format.TEXT.value and _is_url_shortcut(head):
+        return _url_shortcut(head)
     archive = archive_kind(head) or "an archive or compressed file"
     return NotAModel(found.code, found.reason.format(size=size, archive=archive), found.hint)
+
+
+def packed_archive(what: str) -> NotAModel:
+    """The "extract it" answer for ``what`` (e.g. "a zip archive holding x.safetensors")."""
+    found = _NOT_A_MODEL[Format.ARCHIVE.value]
+    return NotAModel(found.code, found.reason.format(archive=what), found.hint)
 
 
 MODEL_EXTENSIONS = frozenset(
@@ -142,6 +152,8 @@ def sniff(head: bytes) -> Format:
     lowered = text[:512].lower()
     if lowered.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in lowered:
         return Format.HTML
+    if _is_url_shortcut(head) or _is_utf16_text(head):
+        return Format.TEXT
     if text[:1] in (b"{", b"["):
         return Format.JSON
     if _is_text(head):
@@ -180,11 +192,16 @@ def is_tar_header(block: bytes) -> bool:
     return True
 
 
+# JSON's whitespace: the safetensors library (serde_json) takes it before the header's ``{``.
+JSON_SPACE = b" \t\r\n"
+_MAX_LENGTH = 1 << 40  # a header length past this is no safetensors file's
+
+
 def _looks_like_safetensors(head: bytes) -> bool:
     if len(head) < 10:
         return False
     (length,) = struct.unpack("<Q", head[:8])
-    return 2 <= length < (1 << 40) and head[8:9] == b"{"
+    return 2 <= length < _MAX_LENGTH and head[8 : 8 + length].lstrip(JSON_SPACE)[:1] == b"{"
 
 
 def _is_text(head: bytes) -> bool:
@@ -192,7 +209,84 @@ def _is_text(head: bytes) -> bool:
         decoded = head.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return all(ch.isprintable() or ch in "\r\n\t" for ch in decoded)
+    return _printable(decoded)
+
+
+def _printable(text: str) -> bool:
+    return all(ch.isprintable() or ch in "\r\n\t" for ch in text)
+
+
+def _is_utf16_text(head: bytes) -> bool:
+    """UTF-16 text with its byte-order mark (a Windows "Access denied" page, a saved note)."""
+    if not head.startswith((b"\xff\xfe", b"\xfe\xff")) or len(head) < 4:
+        return False
+    try:
+        decoded = head[: len(head) & ~1].decode("utf-16")
+    except UnicodeDecodeError:
+        return False
+    return _printable(decoded)
+
+
+_URL_SHORTCUT = b"[internetshortcut]"
+
+
+def _is_url_shortcut(head: bytes) -> bool:
+    """A Windows Internet shortcut (``.url``): ``[InternetShortcut]`` then ``URL=...``."""
+    return head.lstrip().lower().startswith(_URL_SHORTCUT)
+
+
+def _url_shortcut(head: bytes) -> NotAModel:
+    url = next(
+        (
+            line[4:].strip().decode("utf-8", "replace")[:200]
+            for line in head.splitlines()
+            if line.lower().startswith(b"url=")
+        ),
+        "",
+    )
+    return NotAModel(
+        "url-shortcut",
+        "the file is an Internet shortcut (.url file)"
+        + (f" to {url}" if url else "")
+        + ", not model weights",
+        "open the link and download the model file itself",
+    )
+
+
+_LNK_MAGIC = b"L\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00F"
+
+
+def describe_unknown(head: bytes) -> str:
+    """What bytes no format claims look like: a Windows shortcut, random bytes, or unknown."""
+    if head.startswith(_LNK_MAGIC):
+        return (
+            "the file is a Windows shortcut (.lnk file), not model weights: a link saved "
+            "instead of the file; download the model file itself"
+        )
+    counts = Counter(head)
+    total = len(head)
+    entropy = -sum(c / total * math.log2(c / total) for c in counts.values()) if total else 0.0
+    if entropy > 7.5:
+        return (
+            f"the file is random-looking bytes (entropy {entropy:.2f} bits/byte, no known "
+            "header): encrypted, compressed or corrupt, not a model format"
+        )
+    return f"unknown binary data (starts {head[:8].hex()}): not a model format modelsafe reads"
+
+
+def cut_safetensors(name: str, head: bytes) -> bool:
+    """Whether a file named ``.safetensors``/``.sft`` that no format claims is a safetensors file
+    cut short or broken in its first bytes: shorter than the 8-byte header length, a JSON object
+    (after JSON whitespace) after it, or a JSON array or nothing after a plausible length. Any
+    other bytes there
+    (a header length past every limit before random bytes, UTF-16 text, a ``.lnk``) are not
+    safetensors at all."""
+    if not name.lower().endswith(EXTENSIONS[Format.SAFETENSORS.value]):
+        return False
+    if len(head) < 8:
+        return True
+    rest = head[8:].lstrip(JSON_SPACE)[:1]
+    return rest == b"{" or (rest in (b"[", b"") and struct.unpack("<Q", head[:8])[0] < _MAX_LENGTH)
 
 
 def extension_lies(path: Path, fmt: str) -> str | None:

@@ -28,8 +28,8 @@ from modelsafe.errors import FileReadError, MalformedFileError
 from modelsafe.registry.pickle_vm.machine import VMResult, run_pickle
 from modelsafe.registry.pickle_vm.symbols import SymDict
 from modelsafe.registry.pickle_vm.tensors import Interpretation, TensorRecord, interpret
-from modelsafe.registry.sniff import check_tar
-from modelsafe.types import DTYPE_SIZES, Finding, TensorIndex, TensorInfo
+from modelsafe.registry.sniff import MODEL_EXTENSIONS, check_tar, packed_archive, sniff
+from modelsafe.types import DTYPE_SIZES, Finding, Format, TensorIndex, TensorInfo
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -211,6 +211,11 @@ def _read_zip(out: TorchFile, data: Any) -> TorchFile:
     if not members:
         out.add("error", "not-a-checkpoint", "the zip archive is empty")
         return out
+    if _packs_files(data, members):
+        what = packed_archive(_zip_holding(members))
+        out.extra["packed_archive"] = what
+        out.add("error", f"not-a-model:{what.code}", f"{what.reason}; {what.hint}")
+        return out
     first = members[0].name
     if "/" not in first:
         out.add(
@@ -301,6 +306,49 @@ def _read_zip(out: TorchFile, data: Any) -> TorchFile:
         out.extra["version_record"] = (text or b"").decode("ascii", "replace")
     _resolve_zip_storages(out, member)
     return out
+
+
+_MAX_PACKED_MEMBERS = 1000  # members sniffed to tell a packed archive from a checkpoint
+_LOADABLE = frozenset({Format.PICKLE.value, Format.LEGACY_TORCH.value, Format.NUMPY.value})
+
+
+def _packs_files(data: Any, members: list[ZipMember]) -> bool:
+    """Whether a zip is model files packed for transport (``mylora/mylora.safetensors`` and a
+    README, Civitai's flat zips), not a checkpoint: no member a loader unpickles (by its name,
+    ``*.pkl``, or by its first bytes: a pickle, a legacy torch file, a ``.npy``) and none torch
+    cannot read. torch.load refuses such a zip (no data.pkl, no version record); anything that
+    could hold a pickle keeps the checkpoint checks (a pickle outside the archive folder)."""
+    if len(members) > _MAX_PACKED_MEMBERS:
+        return False
+    for m in members:
+        if m.problem or m.name.lower().endswith((".pkl", ".pickle")):
+            return False
+        if m.usize and sniff(_member_head(data, m)).value in _LOADABLE:
+            return False
+    return True
+
+
+def _member_head(data: Any, m: ZipMember, size: int = 4096) -> bytes:
+    """The first ``size`` bytes of a member's content (inflated when deflated), or b""."""
+    if m.method not in (0, 8) or m.data_offset < 0:
+        return b""
+    read = size if m.method == 0 else 1 << 20  # (deflated: enough to inflate ``size`` bytes)
+    raw = bytes(data[m.data_offset : m.data_offset + min(m.csize, read)])
+    if m.method == 0:
+        return raw
+    try:
+        return zlib.decompressobj(-15).decompress(raw, size)
+    except zlib.error:
+        return b""
+
+
+def _zip_holding(members: list[ZipMember]) -> str:
+    """``a zip archive holding mylora/mylora.safetensors (2 members)``: model files named first."""
+    names = [m.name for m in members if not m.name.endswith("/")]
+    models = [n for n in names if Path(n).suffix.lower() in MODEL_EXTENSIONS]
+    shown = (models or names)[:3]
+    listed = ", ".join(shown) + (", ..." if len(models or names) > 3 else "")
+    return f"a zip archive holding {listed or 'only folders'} ({len(members)} members)"
 
 
 def _resolve_zip_storages(out: TorchFile, member: Any) -> None:
@@ -936,6 +984,9 @@ def build_index(tf: TorchFile) -> TensorIndex:
     member holding the storage. VM facts (protocol, globals, plain values) go in ``extra``.
     """
     errors = tf.errors()
+    packed = tf.extra.get("packed_archive")
+    if packed is not None:  # model files zipped for transport: say what to do, as for a tar
+        raise MalformedFileError(f"{tf.path}: {packed.reason}", hint=packed.hint)
     if errors or tf.content is None:
         first = errors[0] if errors else Finding("error", "bad-pickle", "no pickle content")
         where = f" ({first.location})" if first.location else ""

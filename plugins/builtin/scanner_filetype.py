@@ -7,12 +7,10 @@ are checked by reading their header.
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from pathlib import Path
 
 from modelsafe.plugins.hookspecs import hookimpl
-from modelsafe.registry.sniff import is_tar_header, not_a_model
+from modelsafe.registry.sniff import cut_safetensors, describe_unknown, is_tar_header, not_a_model
 from modelsafe.types import Finding, Format
 
 
@@ -35,7 +33,12 @@ def modelsafe_audit(path: Path, head: bytes, fmt: str) -> list[Finding] | None:
             return hidden
         if _plugin_reader_claims(path, head, fmt):
             return None  # a plugin-taught format: its own scanner judges it
-        return [Finding("error", "not-a-model:unknown", _describe_unknown(head))]
+        unknown = Finding("error", "not-a-model:unknown", describe_unknown(head))
+        if cut_safetensors(path.name, head):  # (cut inside its 8-byte header length...)
+            from modelsafe.plugins.builtin.scanner_safetensors import validate_safetensors
+
+            return validate_safetensors(path) or [unknown]
+        return [unknown]
     if fmt == Format.GGUF.value:
         return _check_gguf(path)
     return None
@@ -63,18 +66,6 @@ def _plugin_reader_claims(path: Path, head: bytes, fmt: str) -> bool:
     except ModelsafeError:
         return True
     return found is not None and isinstance(found[1], TensorIndex)
-
-
-def _describe_unknown(head: bytes) -> str:
-    counts = Counter(head)
-    total = len(head)
-    entropy = -sum(c / total * math.log2(c / total) for c in counts.values())
-    if entropy > 7.5:
-        return (
-            f"the file is random-looking bytes (entropy {entropy:.2f} bits/byte, no known "
-            "header): encrypted, compressed or corrupt, not a model format"
-        )
-    return f"unknown binary data (starts {head[:8].hex()}): not a model format modelsafe reads"
 
 
 def _check_gguf(path: Path) -> list[Finding]:

@@ -1,10 +1,13 @@
 """Built-in scanner: validates a safetensors header the way the safetensors library would.
 
-Checks the header length, that it is one JSON object with string metadata, each tensor's dtype,
-shape and byte range (size = elements x itemsize, inside the data section), that ranges neither
-overlap nor leave gaps, and that no bytes trail the last tensor. Safetensors cannot run code, so a
-valid file is safe; anything the library would refuse is an ``error``; a header two JSON parsers
-could read differently (duplicate keys) is ``unsafe``.
+Checks the header length (at most 100,000,000 bytes, as the library), that it is one JSON object
+(JSON whitespace before it allowed) with string metadata, each tensor's dtype, shape and byte range
+(size = elements x itemsize, inside the data section; other keys in an entry are ignored, as the
+library ignores them), that ranges neither overlap nor leave gaps, and that no bytes trail the last
+tensor. Safetensors cannot run code, so a valid file is safe; anything the library would refuse is
+an ``error``, and so is a header far denser than any tensor table (not parsed: memory stays
+bounded, as in ``inspect``); a header two JSON parsers could read differently (duplicate keys) is
+``unsafe``. A file cut short is one ``truncated`` error, however many tensors lie past its end.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from modelsafe.plugins.hookspecs import hookimpl
+from modelsafe.registry.formats.safetensors_reader import MAX_HEADER_BYTES, dense_header
 from modelsafe.types import DTYPE_SIZES, SAFETENSORS_DTYPES, Finding, Format
 
-MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+_REDOWNLOAD = "the download was cut short; download it again"
 
 
 @hookimpl
@@ -33,13 +37,28 @@ def validate_safetensors(path: Path) -> list[Finding]:
     with open(path, "rb") as fh:
         prefix = fh.read(8)
         if len(prefix) < 8:
-            return [_err("truncated", "shorter than the 8-byte header length")]
+            return [_err("truncated", f"shorter than the 8-byte header length; {_REDOWNLOAD}")]
         (length,) = struct.unpack("<Q", prefix)
-        if length > MAX_HEADER:
-            return [_err("header-length", f"header length {length} exceeds the 100 MiB limit")]
+        if length > MAX_HEADER_BYTES:
+            return [
+                _err(
+                    "header-length",
+                    f"header length {length:,} bytes exceeds the {MAX_HEADER_BYTES:,}-byte "
+                    "limit of the safetensors format (the library refuses it)",
+                )
+            ]
         if 8 + length > size:
-            return [_err("truncated", f"header length {length} runs past the file ({size} bytes)")]
+            return [
+                _err(
+                    "truncated",
+                    f"header length {length:,} bytes runs past the end of the file ({size:,} "
+                    f"bytes): the file is truncated; {_REDOWNLOAD}",
+                )
+            ]
         raw = fh.read(length)
+    dense = dense_header(raw)
+    if dense:
+        return [_err("dense-header", f"{dense}: not parsed, as no real model has such a header")]
     return _check_header(raw, size - 8 - length)
 
 
@@ -82,9 +101,10 @@ def _check_header(raw: bytes, data_size: int) -> list[Finding]:  # noqa: C901
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         findings.append(_err("bad-metadata", "__metadata__ must map strings to strings"))
     spans: list[tuple[int, int, str]] = []
+    past_end: list[tuple[int, str]] = []  # (end, name) of tensors past the data section's end
     for name, info in header.items():
         where = f"tensor {name!r}"
-        if not isinstance(info, dict) or set(info) - {"dtype", "shape", "data_offsets"}:
+        if not isinstance(info, dict) or not _ENTRY_KEYS <= set(info):
             findings.append(_err("bad-entry", "entry is not {dtype, shape, data_offsets}", where))
             continue
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
@@ -129,11 +149,11 @@ def _check_header(raw: bytes, data_size: int) -> list[Finding]:  # noqa: C901
             )
             continue
         if end > data_size:
-            findings.append(
-                _err("out-of-bounds", f"ends at {end}, the data section is {data_size}", where)
-            )
+            past_end.append((end, name))
             continue
         spans.append((begin, end, name))
+    if past_end:
+        findings.append(_truncated(past_end, data_size))
     spans.sort()
     cursor = 0
     for begin, end, name in spans:
@@ -156,6 +176,19 @@ def _check_header(raw: bytes, data_size: int) -> list[Finding]:  # noqa: C901
 
 
 _USIZE = (1 << 64) - 1
+_ENTRY_KEYS = frozenset({"dtype", "shape", "data_offsets"})
+
+
+def _truncated(past_end: list[tuple[int, str]], data_size: int) -> Finding:
+    """One finding for every tensor that ends past the data section, worded as ``inspect``."""
+    end, name = max(past_end)
+    more = f" ({len(past_end)} tensors lie past its end)" if len(past_end) > 1 else ""
+    return _err(
+        "truncated",
+        f"tensor {name!r} ends at byte {end:,} of the data region but only {data_size:,} bytes "
+        f"follow the header: the file is truncated{more}; {_REDOWNLOAD}",
+        "data",
+    )
 
 
 def _numel(shape: list[int]) -> int | None:

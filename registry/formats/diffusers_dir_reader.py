@@ -3,9 +3,11 @@
 - Pipeline: ``model_index.json`` names the pipeline class and its components; each component
   folder with weights becomes a TensorIndex in ``TensorIndex.components``; the top-level tensors
   are all components' tensors named ``<component>.<tensor>``, with ``source`` the weights file
-  relative to the folder. A declared component whose folder has a config but no weights (an
-  interrupted download) makes the pipeline unreadable, except ``safety_checker`` and
-  ``feature_extractor``, which modelsafe loads pipelines without (a warning then).
+  relative to the folder. A declared (non-null) component whose folder is missing or empty, a
+  model component without weights or without its ``config.json``, or a scheduler without its
+  ``scheduler_config.json`` (an interrupted download) makes the pipeline unreadable, naming the
+  component, except ``safety_checker`` and ``feature_extractor``, which modelsafe loads
+  pipelines without (a warning then).
 - Component: a folder with ``config.json`` and weights (``diffusion_pytorch_model*.safetensors``,
   ``model*.safetensors``, a sharded ``*.safetensors.index*.json``, or a torch ``.bin``).
 - Variants (``.fp16.``, ``.bf16.``, ...): one per component is read, the full-precision file when
@@ -313,6 +315,34 @@ def _component_config(folder: Path) -> dict[str, Any]:
     return {}
 
 
+# Component classes that hold no weights: their folders hold tokenizer files, a scheduler config,
+# a preprocessor config.
+_WEIGHTLESS_CLASSES = ("Tokenizer", "Scheduler", "FeatureExtractor", "Processor")
+_NO_WEIGHTS = "has a config.json but no weights file"
+
+
+def _has_files(folder: Path) -> bool:
+    try:
+        return any(p.is_file() for p in folder.rglob("*"))
+    except OSError:
+        return False
+
+
+def _component_problem(folder: Path, library: Any, class_name: str, has_weights: bool) -> str:
+    """Why diffusers cannot load a (non-empty) component folder, or "": a model without weights or
+    without its config.json (both are needed to build it), a scheduler without its config."""
+    if "Scheduler" in class_name and not (folder / "scheduler_config.json").is_file():
+        return "has no scheduler_config.json"
+    if library not in ("diffusers", "transformers") or any(
+        word in class_name for word in _WEIGHTLESS_CLASSES
+    ):
+        return ""  # (a tokenizer's files, or a class modelsafe does not know)
+    config = (folder / "config.json").is_file()
+    if not has_weights:
+        return _NO_WEIGHTS if config else "has neither a weights file nor a config.json"
+    return "" if config else "has a weights file but no config.json"
+
+
 def read_pipeline(root: Path) -> TensorIndex:
     """The TensorIndex of a diffusers pipeline folder (it has model_index.json)."""
     where = str(root / "model_index.json")
@@ -328,44 +358,47 @@ def read_pipeline(root: Path) -> TensorIndex:
     configs: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
     tensors: list[TensorInfo] = []
-    weightless: list[tuple[str, str]] = []  # (name, class) of components with no weights file
+    broken: list[tuple[str, str]] = []  # (component, what is wrong with its folder)
     for name, (library, class_name) in declared.items():
         if library is None and class_name is None:
             continue  # e.g. safety_checker: [null, null]
         folder = root / name
-        if not folder.is_dir():
-            warnings.append(
-                f"component {name} ({class_name}) is declared but its folder is missing"
+        label = f"{name} ({class_name})"
+        if not folder.is_dir() or not _has_files(folder):
+            broken.append(
+                (label, "has no folder" if not folder.is_dir() else "has an empty folder")
             )
             continue
         configs[name] = _component_config(folder)
         component = read_component(folder)
+        problem = _component_problem(folder, library, str(class_name), component is not None)
+        if problem:
+            broken.append((label, problem))
         if component is None:
-            if (folder / "config.json").is_file() and library in ("diffusers", "transformers"):
-                if "Tokenizer" not in str(class_name) and "Scheduler" not in str(class_name):
-                    weightless.append((name, str(class_name)))
             continue
         components[name] = component
         warnings += [f"{name}: {w}" for w in component.warnings]
         tensors += _with_source(component.tensors, "", prefix=f"{name}.", folder=name)
+    missing = [(n, p) for n, p in broken if n.split(" ", 1)[0] not in OPTIONAL_COMPONENTS]
+    if missing:
+        # diffusers cannot load the pipeline without them (an interrupted download has fetched the
+        # small config files, not the weights, or left a folder empty).
+        names = ", ".join(n.split(" ", 1)[0] for n, _ in missing)
+        what = "; ".join(f"{n} {p}" for n, p in missing)
+        weights = all(p == _NO_WEIGHTS for _, p in missing)
+        raise MalformedFileError(
+            f"{root}: component{'s' if len(missing) > 1 else ''} {what}, so the pipeline cannot "
+            "be loaded",
+            hint=f"the download is incomplete: fetch the {'weights ' if weights else ''}files "
+            f"of {names}",
+        )
     if not components:
         raise MalformedFileError(
             f"{root}: model_index.json declares no component with weights",
             hint="the download is incomplete: fetch the component folders' weights files",
         )
-    missing = [(n, c) for n, c in weightless if n not in OPTIONAL_COMPONENTS]
-    if missing:
-        # diffusers cannot load the pipeline without them (an interrupted download has fetched the
-        # small config files, not the weights).
-        names = ", ".join(n for n, _ in missing)
-        what = ", ".join(f"{n} ({c})" for n, c in missing)
-        raise MalformedFileError(
-            f"{root}: component{'s' if len(missing) > 1 else ''} {what} "
-            f"{'have' if len(missing) > 1 else 'has'} a config.json but no weights file, so the "
-            "pipeline cannot be loaded",
-            hint=f"the download is incomplete: fetch the weights files of {names}",
-        )
-    warnings += [f"component {n} ({c}) has a config but no weights" for n, c in weightless]
+    # (components pipelines load without: their weights are often deleted on purpose)
+    warnings += [f"component {n} {p}" for n, p in broken]
     return TensorIndex(
         path=root,
         format=Format.DIFFUSERS_DIR.value,

@@ -28,7 +28,7 @@ from modelsafe.errors import FileReadError, MalformedFileError
 from modelsafe.types import DTYPE_SIZES, SAFETENSORS_DTYPES, Format, TensorIndex, TensorInfo
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library's MAX_HEADER_SIZE
-# Headers larger than this get a structural pre-check before json.loads (see _check_skeleton).
+# Headers larger than this get a structural pre-check before json.loads (see check_skeleton).
 _SKELETON_CHECK_FROM = 1 << 20
 # A real header spends ~50+ bytes per tensor entry on 3 containers and ~5 commas; far denser
 # structure can only be an attempt to make the parser allocate many small objects.
@@ -63,7 +63,11 @@ def _malformed(where: str, problem: str, hint: str = _HINT) -> MalformedFileErro
 def read_header_length(prefix: bytes, file_size: int, where: str) -> int:
     """Validate the 8-byte length prefix against the limit and the file size; return N."""
     if len(prefix) < 8:
-        raise _malformed(where, f"truncated: {len(prefix)} bytes, shorter than the 8-byte prefix")
+        raise _malformed(
+            where,
+            f"truncated: {len(prefix)} bytes, shorter than the 8-byte header length",
+            hint="the download was cut short; download it again",
+        )
     (length,) = struct.unpack("<Q", prefix[:8])
     if length > MAX_HEADER_BYTES:
         raise _malformed(
@@ -101,8 +105,7 @@ def parse_header(raw: bytes, file_size: int, where: str = "<safetensors>") -> Sa
     stripped = text.rstrip(" \x00")
     if not stripped.lstrip().startswith("{"):
         raise _malformed(where, "header is not a JSON object")
-    if length > _SKELETON_CHECK_FROM:
-        _check_skeleton(raw, where)
+    check_skeleton(raw, where)
     try:
         header = json.loads(
             stripped, object_pairs_hook=_unique_object, parse_constant=_reject_constant
@@ -128,17 +131,31 @@ def parse_header(raw: bytes, file_size: int, where: str = "<safetensors>") -> Sa
     return SafetensorsHeader(length, tuple(tensors), metadata, tuple(warnings))
 
 
-def _check_skeleton(raw: bytes, where: str) -> None:
+def check_skeleton(raw: bytes, where: str) -> None:
+    """Refuse a header that :func:`dense_header` finds too dense to parse."""
+    problem = dense_header(raw)
+    if problem:
+        raise _malformed(
+            where, problem, hint="the file is damaged or built to exhaust the reader's memory"
+        )
+
+
+def dense_header(raw: bytes) -> str | None:
+    """Why a header over 1 MiB is built of far more JSON containers or items than any real tensor
+    table (``[],[],...``, a shape of millions of ones), or None: json.loads would make tens of
+    bytes of objects per byte of it. The safetensors library may accept such a header; no real
+    model has one (numpy refuses over 64 dimensions), so inspect and audit refuse it unparsed."""
+    if len(raw) <= _SKELETON_CHECK_FROM:
+        return None
     skeleton = _STRING.sub(b'""', raw)
     containers = skeleton.count(b"{") + skeleton.count(b"[")
     commas = skeleton.count(b",")
     if containers * _MIN_BYTES_PER_CONTAINER > len(raw) or commas * _MIN_BYTES_PER_COMMA > len(raw):
-        raise _malformed(
-            where,
+        return (
             f"header of {len(raw):,} bytes holds {containers:,} JSON containers and "
-            f"{commas:,} items: far denser than any real tensor table",
-            hint="the file is damaged or built to exhaust the reader's memory",
+            f"{commas:,} items: far denser than any real tensor table"
         )
+    return None
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

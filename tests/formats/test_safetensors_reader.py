@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelsafe.errors import MalformedFileError
+from modelsafe.errors import MalformedFileError, UnsupportedFormatError
 from modelsafe.registry.formats.safetensors_reader import (
     MAX_HEADER_BYTES,
     parse_header,
@@ -117,10 +117,13 @@ def test_hundred_megabyte_header_is_refused_before_reading(tmp_path: Path) -> No
         read_index(path)
 
 
-def test_absurd_length_with_safetensors_name_is_still_a_safetensors_error(tmp_path: Path) -> None:
+def test_random_bytes_named_safetensors_are_named_as_unknown_data(tmp_path: Path) -> None:
+    """Bytes whose length field points past the file and whose header cannot start are no
+    safetensors at all: inspect says what audit says (it spoke of a header built to exhaust
+    memory)."""
     path = tmp_path / "x.safetensors"
     path.write_bytes(b"\xff" * 64)
-    with pytest.raises(MalformedFileError, match="exceeds"):
+    with pytest.raises(UnsupportedFormatError, match="unknown binary data"):
         read_index(path)
 
 
