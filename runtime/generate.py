@@ -207,20 +207,40 @@ def family_defaults(family: str, variant: str | None = None) -> FamilyDefaults:
     return found
 
 
+# Beyond these no model of the families here makes a useful image, and a typo (or a hostile
+# recipe) would otherwise ask for terabytes: 16384 px is 8x SDXL's size, 4x Flux's largest.
+MAX_STEPS = 10_000
+MAX_SIDE = 16_384
+MAX_BATCH = 1_000
+
+
 def check_numbers(request: GenerateRequest) -> None:
     """Refuse settings no run can use (checked before the family is identified or anything
     loads): steps, sizes, seeds, batch size, LoRA weights and the ControlNet scale."""
     import math
 
-    if request.batch_size < 1:
-        raise UsageError(f"batch size {request.batch_size} must be at least 1")
+    if not 1 <= request.batch_size <= MAX_BATCH:
+        raise UsageError(
+            f"batch size {request.batch_size} must be 1 to {MAX_BATCH}",
+            hint="run more batches for more images",
+        )
     if request.steps is not None and request.steps < 1:
         raise UsageError(f"--steps {request.steps}: at least 1 denoising step is needed")
+    if request.steps is not None and request.steps > MAX_STEPS:
+        raise UsageError(
+            f"--steps {request.steps}: more than {MAX_STEPS} denoising steps",
+            hint="samplers converge in 20 to 150 steps",
+        )
     for name, size in (("width", request.width), ("height", request.height)):
         if size is not None and (size < 8 or size % 8):
             raise UsageError(
                 f"--{name} {size}: image sizes are positive multiples of 8",
                 hint="e.g. 512, 768 or 1024",
+            )
+        if size is not None and size > MAX_SIDE:
+            raise UsageError(
+                f"--{name} {size}: larger than {MAX_SIDE} pixels",
+                hint="generate at the model's size and upscale (--upscale MODEL)",
             )
     seeds = [request.seed] if request.seed is not None else []
     for seed in [*seeds, *request.seeds]:
@@ -242,6 +262,37 @@ def check_numbers(request: GenerateRequest) -> None:
         raise UsageError(f"--control-scale {request.controlnet.scale} is not a finite number")
 
 
+def check_device(device: str) -> None:
+    """Refuse a device torch cannot name, or one this machine's torch cannot use (a CPU-only
+    build asked for ``cuda``), before anything loads."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(
+            f"--device {device!r} is not a device torch knows",
+            hint="e.g. cpu, cuda, cuda:1, mps or xpu",
+        ) from None
+    backends = {"cuda": torch.cuda, "mps": getattr(torch.backends, "mps", None)}
+    backends["xpu"] = getattr(torch, "xpu", None)
+    module = backends.get(parsed.type)
+    if parsed.type != "cpu" and module is not None and not module.is_available():
+        build = "a CPU-only build" if not torch.cuda.is_available() else "this build"
+        raise UsageError(
+            f"--device {device}: this torch ({torch.__version__}, {build}) sees no "
+            f"{parsed.type.upper()} device",
+            hint="run on --device cpu, or install the torch build for your GPU "
+            "(https://pytorch.org/get-started/locally/)",
+        )
+    if parsed.type == "cuda" and parsed.index is not None:
+        if parsed.index >= torch.cuda.device_count():
+            raise UsageError(
+                f"--device {device}: there are {torch.cuda.device_count()} CUDA devices",
+                hint="count from cuda:0",
+            )
+
+
 def with_defaults(request: GenerateRequest) -> GenerateRequest:
     """``request`` with its family identified, seeds chosen and every None setting filled.
 
@@ -253,8 +304,10 @@ def with_defaults(request: GenerateRequest) -> GenerateRequest:
     check_numbers(request)
     family, variant, kind, prediction = request.family, request.variant, request.kind, None
     if family is not None:
+        from modelsafe.registry.read import read_index
         from modelsafe.runtime.diffusers_loader import guess_kind, guess_variant
 
+        read_index(request.checkpoint)  # a broken file or folder is refused here, not mid-load
         kind = kind or guess_kind(request.checkpoint, family)
         if variant is None:
             variant, prediction = guess_variant(request.checkpoint, family)
@@ -476,6 +529,8 @@ def identify_model(path: Path) -> ModelIdentity:
 
     (This is the one place generation depends on identification.)
     """
+    from modelsafe.errors import MalformedFileError
+
     try:
         from modelsafe.registry.inspect import inspect_path
 
@@ -484,6 +539,8 @@ def identify_model(path: Path) -> ModelIdentity:
             return ModelIdentity(report.family, report.kind, report.variant, report.prediction_type)
         if report.family in FAMILIES and report.kind == "pipeline":
             return ModelIdentity(report.family, "pipeline", report.variant, report.prediction_type)
+    except MalformedFileError:
+        raise  # a broken file or folder (a missing shard, a truncated file): no load can help
     except Exception:  # noqa: BLE001 - a detector gap falls back to the loader's own check
         pass
     from modelsafe.runtime.diffusers_loader import guess_identity
@@ -949,8 +1006,15 @@ def request_from_recipe(
 
     ``overridden`` names the request fields the caller replaces (``checkpoint``, ``vae``,
     ``loras``, ``embeddings``, ``text_encoders``, ``controlnet``, ``refiner``, ``upscale``):
-    the recipe's models there are not looked up (they may be on no machine at all)."""
+    the recipe's models there are not looked up (they may be on no machine at all). A recipe
+    may leave ``seed`` (an image that does not record it) and ``scheduler`` (a sampler the
+    backend lacks) open: that is refused unless ``overridden`` names them too. What reading the
+    recipe found worth saying (:attr:`Recipe.warnings`: another tool's image, its prompt
+    syntax) is reported with :func:`warn`."""
     skip = set(overridden)
+    _refuse_open_settings(recipe, skip)
+    for message in recipe.warnings:
+        warn(message)
 
     def find(ref: ModelRef, what: str) -> Path:
         return _find_model(ref, what, catalog)
@@ -961,7 +1025,11 @@ def request_from_recipe(
     control = None
     if recipe.controlnet is not None and "controlnet" not in skip:
         if not recipe.control_image:
-            raise UsageError("the recipe names a ControlNet but no control image")
+            raise UsageError(
+                f"the image was made with the ControlNet {recipe.controlnet.name!r}, but its "
+                "recipe does not record the control image (a parameters text never does)",
+                hint=f"give both: {_OVERRIDE_FLAGS['ControlNet']}",
+            )
         control = ControlNetSpec(
             find(recipe.controlnet, "ControlNet"),
             Path(recipe.control_image),
@@ -976,14 +1044,16 @@ def request_from_recipe(
         checkpoint=checkpoint,
         prompt=recipe.prompt,
         negative_prompt=recipe.negative_prompt,
-        seed=recipe.seed,
+        seed=None if recipe.seed == RANDOM_SEED else recipe.seed,
         steps=recipe.steps,
         cfg=recipe.cfg,
         width=recipe.width,
         height=recipe.height,
         # An A1111 block names no family: its "Euler" is flow_euler on a flow model, and the
         # family default (euler or flow_euler) is what it meant.
-        scheduler=None if not recipe.family and recipe.scheduler == "euler" else recipe.scheduler,
+        scheduler=None
+        if not recipe.scheduler or (not recipe.family and recipe.scheduler == "euler")
+        else recipe.scheduler,
         family=recipe.family or None,
         variant=recipe.variant,
         prediction_type=recipe.prediction_type,
@@ -1011,6 +1081,36 @@ def request_from_recipe(
     )
 
 
+def _refuse_open_settings(recipe: Recipe, given: set[str]) -> None:
+    """Refuse what the recipe leaves open and the caller does not give: the seed of an image
+    that does not record it (A1111's ``Seed: -1``), a sampler the backend does not have, the
+    Forge modules (VAE, text encoders) an image names by file name only."""
+    if recipe.seed == RANDOM_SEED and "seed" not in given:
+        raise UsageError(
+            "the image does not record its seed (Seed: -1, or none): a random seed would make "
+            "another image",
+            hint="pass --seed N to make it with seed N",
+        )
+    if not recipe.scheduler and "scheduler" not in given:
+        from modelsafe.runtime.recipe import SAMPLER_NAMES, SUPPORTED_SAMPLERS
+
+        sampler = str(recipe.extra.get("sampler") or "")[:80]
+        raise UsageError(
+            f"the image was sampled with A1111's {sampler!r}, which modelsafe's diffusers "
+            f"backend does not have (it runs {SUPPORTED_SAMPLERS})",
+            hint="pass --scheduler NAME to make it with another sampler (the image will differ): "
+            + ", ".join(SAMPLER_NAMES),
+        )
+    modules = recipe.extra.get("modules")
+    if modules and not {"vae", "text_encoders"} & given:
+        names = ", ".join(repr(str(m)[:60]) for m in list(modules)[:6])
+        raise UsageError(
+            f"the image was made with the Forge modules {names} (a VAE and text encoders, named "
+            "by file name only, without a hash to find them by)",
+            hint=f"give them: {_OVERRIDE_FLAGS['VAE']}, {_OVERRIDE_FLAGS['text encoder']}",
+        )
+
+
 def _recipe_settings(recipe: Recipe) -> dict[str, Any]:
     """The settings the recipe's image ran with (all of them when it records its plan)."""
     settings = recipe.plan.get("settings") if recipe.plan else None
@@ -1024,35 +1124,77 @@ def _existing(path: Any) -> Path | None:
 
 
 def _find_model(ref: ModelRef, what: str, catalog: Catalog | None) -> Path:
+    """The file ``ref`` names: at its recorded path when that file still has the recorded
+    sha256 (or AutoV2), else the catalog's copy with that hash (checked to be unchanged since it
+    was scanned). A file that changed, a hash several models share, or none found is refused."""
     if ref.path and Path(ref.path).exists():
         path = Path(ref.path)
-        if ref.sha256 and path.is_file():
-            actual = known_hashes(path, catalog).get("sha256")
-            if actual != ref.sha256:
+        recorded = ref.sha256 or ref.autov2
+        if recorded and path.is_file():
+            hashes = known_hashes(path, catalog)
+            actual = str(hashes.get("sha256" if ref.sha256 else "autov2") or "")
+            if actual.lower() != recorded.lower():
+                kind = "sha256" if ref.sha256 else "AutoV2"
                 raise UsageError(
                     f"the {what} {path} changed since the image was made "
-                    f"(sha256 {str(actual)[:12]}..., recipe says {ref.sha256[:12]}...)",
+                    f"({kind} {actual[:12]}..., recipe says {recorded[:12]}...)",
                     hint="restore the original file, or generate anew without --from-image",
                 )
         return path
     digest = ref.sha256 or ref.autov2
-    if catalog is not None and digest:
-        from modelsafe.registry.catalog import queries
-
-        try:
-            with catalog.session() as session:
-                found = queries.file_on_disk(queries.find_model(session, digest))
-            if found is not None:
-                return found
-        except Exception:  # noqa: BLE001 - not found is reported below
-            pass
     flag = _OVERRIDE_FLAGS.get(what, "")
+    if catalog is not None and digest and _is_hash(digest):
+        found = _catalog_copy(ref, digest, what, catalog)
+        if found is not None:
+            return found
     raise UsageError(
-        f"the {what} {ref.name!r} ({ref.path or 'no path'}, hash {digest or 'unknown'}) "
+        f"the {what} {ref.name[:80]!r} ({ref.path or 'no path'}, hash {digest or 'unknown'}) "
         "is not on this machine",
-        hint="put the file back, or `modelsafe scan` the folder that holds it"
+        hint=("put the file back, or " if ref.path else "")
+        + "`modelsafe scan` the folder that holds it"
         + (f", or give it with {flag}" if flag else ""),
     )
+
+
+def _is_hash(digest: str) -> bool:
+    """A hash prefix the catalog looks models up by (never a name: a recipe's hash is text
+    from the image)."""
+    from modelsafe.registry.catalog.queries import MIN_HASH_PREFIX
+
+    return len(digest) >= MIN_HASH_PREFIX and all(c in "0123456789abcdefABCDEF" for c in digest)
+
+
+def _catalog_copy(ref: ModelRef, digest: str, what: str, catalog: Catalog) -> Path | None:
+    """The catalog's file with hash ``digest`` (None when it has none on disk). Refused: a
+    prefix several models share, and a copy whose bytes changed since it was scanned."""
+    from modelsafe.errors import ModelNotFoundError
+    from modelsafe.registry.catalog import queries
+
+    flag = _OVERRIDE_FLAGS.get(what, "")
+    with catalog.session() as session:
+        try:
+            model = queries.find_model(session, digest)
+        except ModelNotFoundError:
+            return None
+        except UsageError as exc:  # several models have that hash prefix
+            raise UsageError(
+                f"the {what} {ref.name[:80]!r} cannot be told by its hash: {exc.reason}",
+                hint=f"give the one meant with {flag}" if flag else exc.hint,
+            ) from None
+        path = queries.file_on_disk(model)
+        if path is None or not path.is_file() or queries.location_of_file(session, path):
+            return path  # (a folder's identity is the catalog's; a file unchanged since scanned)
+        loc = next(loc for loc in model.locations if Path(loc.path) == path)
+        recorded = str(((loc.extra or {}).get("hashes") or {}).get("sha256") or model.sha256)
+    now = str(known_hashes(path, None).get("sha256"))
+    if now != recorded:
+        raise UsageError(
+            f"the catalog's copy of the {what} {ref.name[:80]!r} at {path} changed since it was "
+            f"scanned (sha256 now {now[:12]}..., recorded {recorded[:12]}...)",
+            hint="run `modelsafe scan` on its folder"
+            + (f", or give the file with {flag}" if flag else ""),
+        )
+    return path
 
 
 # The generate flag that replaces a recipe's model of each kind (--from-image).
@@ -1092,7 +1234,7 @@ def warn(message: str) -> None:
 
 
 @contextmanager
-def _collect_warnings(callback: Warn | None) -> Iterator[list[str]]:
+def collect_warnings(callback: Warn | None) -> Iterator[list[str]]:
     found: list[str] = []
 
     def sink(message: str) -> None:
@@ -1145,7 +1287,7 @@ def generate(
     import time
 
     started = time.perf_counter()
-    with _collect_warnings(warn) as warnings:
+    with collect_warnings(warn) as warnings:
         result = _generate(request, out_dir, progress=progress, catalog=catalog, pm=pm)
     return replace(result, seconds=time.perf_counter() - started, warnings=tuple(warnings))
 
@@ -1180,6 +1322,7 @@ def _generate(
 
         upscaler = describe_upscaler(request.upscale)
     settled = settle(request, catalog)  # the VRAM plan: refused here, before any load
+    check_device(str(settled.settings.get("device", "cpu")))
     request = replace(request, plan=settled.settings)
     refs = input_refs(request, catalog)
     seeds = request.image_seeds()
@@ -1250,7 +1393,7 @@ def check_later_run(
     with no backend of the request's name here, only the denoiser is checked."""
     from modelsafe.runtime.backends import available_backends
 
-    with _collect_warnings(None):
+    with collect_warnings(None):
         check_numbers(request)
         check_input_files(request)
         try:
@@ -1278,11 +1421,31 @@ def _call_backend(backend: Any, what: str, call: Callable[..., Any], *args: Any)
     except ModelsafeError:
         raise
     except Exception as exc:
+        if _out_of_memory(exc):
+            raise BackendError(
+                f"ran out of memory in backend {backend.name!r} ({type(exc).__name__}: "
+                f"{str(exc)[:200]})",
+                hint="lower --width/--height/--batch, or let the planner fit the run to your "
+                "memory: --vram SIZE (or --vae-tiling, --offload model)",
+            ) from exc
         raise BackendError(
             f"backend {backend.name!r} failed in {what}(): {type(exc).__name__}: {exc}",
             hint="report it to the backend's author (MODELSAFE_DEBUG=1 shows the traceback), "
             "or choose another with --backend",
         ) from exc
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the machine running out of memory: Python's MemoryError, torch's
+    OutOfMemoryError (CUDA and others), or the CPU allocator's "can't allocate memory"."""
+    if isinstance(exc, MemoryError):
+        return True
+    if any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
 
 
 def _check_images(backend: str, images: Any, seeds: int) -> None:

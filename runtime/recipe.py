@@ -8,8 +8,12 @@ decides the pixels. It is written into each PNG twice:
 - ``modelsafe``: the recipe as JSON (``schema`` = ``modelsafe.recipe/1``), which is authoritative
   when both are present.
 
-Both parse back (:func:`recipe_from_png`); an A1111 block alone gives a partial recipe whose models
-are known only by hash.
+Both parse back (:func:`recipe_from_png`, which reads the text without decoding pixels, and also
+takes a JPEG's or WebP's EXIF UserComment); an A1111 block alone (A1111's, Forge's, Civitai's, or
+modelsafe's own) gives a partial recipe whose models are known by name and hash. A setting the
+block records that modelsafe cannot apply is refused by name (:class:`UnreproducibleError`), a
+damaged or foreign recipe is a :class:`RecipeReadError`, and what will make another tool's image
+differ is kept in :attr:`Recipe.warnings`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from modelsafe.errors import UsageError
+from modelsafe.errors import ModelsafeError, UsageError
 
 SCHEMA = "modelsafe.recipe/1"
 PARAMETERS_KEY = "parameters"
@@ -38,7 +42,6 @@ SAMPLER_NAMES: dict[str, tuple[str, str]] = {
     "unipc": ("UniPC", ""),
     "dpmpp_2m": ("DPM++ 2M", ""),
     "dpmpp_2m_karras": ("DPM++ 2M", "Karras"),
-    "dpmpp_sde": ("DPM++ SDE", ""),
     "flow_euler": ("Euler", "Simple"),
 }
 
@@ -59,16 +62,135 @@ class ModelRef:
         return self.autov2 or (self.sha256 or "")[:10]
 
 
-# Recipe fields that must be numbers (a recipe is read from any PNG: its JSON is not trusted).
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "seed": (int,),
-    "steps": (int,),
-    "width": (int,),
-    "height": (int,),
-    "cfg": (int, float),
-    "control_scale": (int, float),
-    "refiner_switch": (int, float),
+class RecipeReadError(UsageError):
+    """An image's recipe cannot be read: damaged, hostile, or not a recipe modelsafe knows.
+    :func:`recipe_from_png` says which image (``cannot read the recipe in IMG: ...``)."""
+
+
+_DEFAULT_HINT = (
+    "the image's recipe is damaged or was not written by modelsafe, A1111 or Forge: copy its "
+    "prompt into a plain `modelsafe generate --checkpoint MODEL --prompt ...` instead"
+)
+
+# The recipe's JSON fields and what each must be: (types, may be null). Bools are not numbers.
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
+    **dict.fromkeys(("seed", "steps", "width", "height"), ((int,), False)),
+    "upscale_scale": ((int,), True),
+    **dict.fromkeys(("cfg", "control_scale", "refiner_switch"), (_NUMBER, False)),
+    **dict.fromkeys(
+        ("prompt", "negative_prompt", "scheduler", "family", "backend", "dtype", "device"),
+        ((str,), False),
+    ),
+    "modelsafe_version": ((str,), False),
+    **dict.fromkeys(("variant", "prediction_type", "control_image"), ((str,), True)),
+    **dict.fromkeys(("plan", "extra"), ((Mapping,), False)),
+    **dict.fromkeys(("loras", "text_encoders", "embeddings"), ((list,), True)),
 }
+_REF_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
+    "name": ((str,), False),
+    "path": ((str,), False),
+    **dict.fromkeys(("sha256", "autov2", "token"), ((str,), True)),
+    "weight": (_NUMBER, True),
+}
+DTYPES = ("fp32", "fp16", "bf16")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+_DEVICE = re.compile(r"(cpu|cuda|mps|xpu)(:\d{1,3})?")
+# The values of a recorded plan's settings (generate_plan.DEFAULTS names them).
+_PLAN_VALUES: dict[str, tuple[str, ...]] = {
+    "dtype": DTYPES,
+    "offload": ("none", "model", "sequential"),
+}
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``value`` for a message: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bad_type(where: str, value: Any, types: tuple[type, ...]) -> RecipeReadError:
+    whole = "a whole number" if isinstance(value, float) else "a number"
+    wanted = " or ".join(
+        {int: whole, float: "a number", str: "a string", list: "a list"}.get(t, "an object")
+        for t in types
+        if not (t is int and float in types)
+    )
+    return RecipeReadError(f"malformed modelsafe recipe: {where} is {_shown(value)}, not {wanted}")
+
+
+def _check_types(
+    values: Mapping[str, Any], types: Mapping[str, tuple[tuple[type, ...], bool]], where: str
+) -> None:
+    for name, (kinds, nullable) in types.items():
+        if name not in values or (values[name] is None and nullable):
+            continue
+        value = values[name]
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise _bad_type(f"{where}{name}", value, kinds)
+
+
+def _check_fields(fields: Mapping[str, Any]) -> None:
+    """Each field of a JSON recipe has its type, and the settings the run takes as they are
+    (dtype, device, prediction type, the recorded plan) have values a run can use."""
+    _check_types(fields, _FIELD_TYPES, "")
+    for name, allowed in (("dtype", DTYPES), ("prediction_type", (None, *PREDICTION_TYPES))):
+        if name in fields and fields[name] not in allowed:
+            shown = ", ".join(str(a) for a in allowed if a)
+            raise RecipeReadError(
+                f"malformed modelsafe recipe: {name} is {_shown(fields[name])}, not one of {shown}"
+            )
+    if "device" in fields:
+        _check_device(fields["device"], "device")
+    plan = fields.get("plan") or {}
+    for name in ("settings", "source", "why"):
+        if not isinstance(plan.get(name, {}), Mapping):
+            raise _bad_type(f"plan.{name}", plan[name], (Mapping,))
+    for name in ("choices", "notes"):
+        if not isinstance(plan.get(name, []), list):
+            raise _bad_type(f"plan.{name}", plan[name], (list,))
+    _check_plan_settings(plan.get("settings") or {})
+
+
+def _check_plan_settings(settings: Mapping[str, Any]) -> None:
+    from modelsafe.runtime.generate_plan import DEFAULTS
+
+    for name, value in settings.items():
+        where = f"plan.settings.{name}"
+        if name not in DEFAULTS:
+            raise RecipeReadError(f"malformed modelsafe recipe: {where} is not a setting")
+        if name == "device":
+            _check_device(value, where)
+        elif name in _PLAN_VALUES and value not in _PLAN_VALUES[name]:
+            raise RecipeReadError(
+                f"malformed modelsafe recipe: {where} is {_shown(value)}, not one of "
+                + ", ".join(_PLAN_VALUES[name])
+            )
+        elif name not in _PLAN_VALUES and not isinstance(value, bool):
+            raise RecipeReadError(
+                f"malformed modelsafe recipe: {where} is {_shown(value)}, not true/false"
+            )
+
+
+def _check_device(value: Any, where: str) -> None:
+    if not isinstance(value, str) or not _DEVICE.fullmatch(value):
+        raise RecipeReadError(
+            f"malformed modelsafe recipe: {where} is {_shown(value)}, not a device "
+            "(cpu, cuda, cuda:N, mps, xpu)"
+        )
+
+
+def _ref(value: Any, where: str) -> ModelRef:
+    if not isinstance(value, Mapping):
+        raise _bad_type(where, value, (Mapping,))
+    _check_types(value, _REF_TYPES, f"{where}.")
+    if "name" not in value:
+        raise RecipeReadError(f"malformed modelsafe recipe: {where} has no name")
+    return ModelRef(**{k: v for k, v in value.items() if k in _REF_TYPES})
+
+
+def _refs(values: Any, where: str) -> tuple[ModelRef, ...]:
+    return tuple(_ref(v, f"{where}[{i}]") for i, v in enumerate(values or ()))
 
 
 @dataclass(frozen=True)
@@ -106,6 +228,10 @@ class Recipe:
     upscale_scale: int | None = None
     modelsafe_version: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # What reading the recipe back found worth telling (a foreign tool's prompt syntax, a
+    # parameters text that disagrees with the JSON): said as warnings by --from-image, and
+    # neither written nor compared.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     # -- JSON ---------------------------------------------------------------------------------
 
@@ -114,57 +240,55 @@ class Recipe:
 
         data = to_jsonable(self)
         assert isinstance(data, dict)
+        data.pop("warnings", None)
         return {"schema": SCHEMA, **data}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Recipe:
+    def from_json(cls, data: Any) -> Recipe:
+        """The recipe a ``modelsafe`` chunk holds. The JSON is not trusted (any PNG can carry
+        one): every field is checked for its type and, where the run depends on it, its value;
+        a bad one is a :class:`RecipeReadError` naming it. Fields a newer modelsafe wrote are
+        ignored (the image is made from the ones known)."""
+        if not isinstance(data, Mapping):
+            raise RecipeReadError(f"its modelsafe chunk holds {_shown(data)}, not a JSON object")
         if data.get("schema") != SCHEMA:
-            raise UsageError(
-                f"not a modelsafe recipe (schema {data.get('schema')!r})",
+            raise RecipeReadError(
+                f"not a modelsafe recipe (schema {_shown(data.get('schema'))})",
                 hint=f"expected schema {SCHEMA}",
             )
-
-        def ref(value: Any) -> ModelRef | None:
-            return None if value is None else ModelRef(**value)
-
-        def refs(values: Any) -> tuple[ModelRef, ...]:
-            return tuple(ModelRef(**v) for v in values or ())
-
         from dataclasses import fields as dataclass_fields
 
-        known = {f.name for f in dataclass_fields(cls)}
-        # Fields a newer modelsafe wrote are ignored (the image is made from the ones known).
+        known = {f.name for f in dataclass_fields(cls)} - {"warnings"}
         fields = {k: v for k, v in data.items() if k in known}
-        for name, kinds in _FIELD_TYPES.items():
-            value = fields.get(name)
-            if name in fields and (not isinstance(value, kinds) or isinstance(value, bool)):
-                raise UsageError(
-                    f"malformed modelsafe recipe: {name} is {value!r}, not a number",
-                    hint="pass the setting as a flag, or generate anew without --from-image",
-                )
-        try:
-            return cls(
+        if "checkpoint" not in fields:
+            raise RecipeReadError("malformed modelsafe recipe: it names no checkpoint")
+        _check_fields(fields)
+        return cls(
+            **{
+                **fields,
+                "checkpoint": _ref(fields["checkpoint"], "checkpoint"),
+                "loras": _refs(fields.get("loras"), "loras"),
+                "text_encoders": _refs(fields.get("text_encoders"), "text_encoders"),
+                "embeddings": _refs(fields.get("embeddings"), "embeddings"),
                 **{
-                    **fields,
-                    "checkpoint": ModelRef(**fields["checkpoint"]),
-                    "loras": refs(fields.get("loras")),
-                    "text_encoders": refs(fields.get("text_encoders")),
-                    "embeddings": refs(fields.get("embeddings")),
-                    "vae": ref(fields.get("vae")),
-                    "controlnet": ref(fields.get("controlnet")),
-                    "refiner": ref(fields.get("refiner")),
-                    "upscaler": ref(fields.get("upscaler")),
-                }
-            )
-        except (TypeError, KeyError, AttributeError) as exc:
-            raise UsageError(f"malformed modelsafe recipe: {exc}") from exc
+                    name: None if fields.get(name) is None else _ref(fields[name], name)
+                    for name in ("vae", "controlnet", "refiner", "upscaler")
+                },
+            }
+        )
 
     # -- A1111 ---------------------------------------------------------------------------------
 
     def to_parameters(self) -> str:
-        """The A1111 ``parameters`` text: prompt, negative prompt, then ``Key: value`` pairs."""
+        """The A1111 ``parameters`` text: prompt, negative prompt, then ``Key: value`` pairs.
+
+        Numbers are written so that they read back exactly (``7.123456789``, not ``7.12346``);
+        Flux guidance is Forge's ``Distilled CFG Scale`` (with ``CFG scale: 1``, no real CFG);
+        model names in ``Lora hashes`` / ``TI hashes`` lose ``,`` and ``:`` as A1111 writes them."""
         prompt = self.prompt
-        tags = " ".join(f"<lora:{lo.name}:{_num(lo.weight or 0.0)}>" for lo in self.loras)
+        tags = " ".join(
+            f"<lora:{lo.name.replace(':', '')}:{_num(lo.weight or 0.0)}>" for lo in self.loras
+        )
         if tags:
             prompt = f"{prompt} {tags}" if prompt else tags
         lines = [prompt]
@@ -177,8 +301,11 @@ class Recipe:
         ]
         if schedule:
             pairs.append(("Schedule type", schedule))
+        if self.family == "flux1":
+            pairs += [("CFG scale", "1"), ("Distilled CFG Scale", _num(self.cfg))]
+        else:
+            pairs.append(("CFG scale", _num(self.cfg)))
         pairs += [
-            ("CFG scale", _num(self.cfg)),
             ("Seed", str(self.seed)),
             ("Size", f"{self.width}x{self.height}"),
             ("Model hash", self.checkpoint.short_hash),
@@ -187,10 +314,12 @@ class Recipe:
         if self.vae is not None:
             pairs += [("VAE hash", self.vae.short_hash), ("VAE", self.vae.name)]
         if self.controlnet is not None:
+            name = _hash_key(self.controlnet.name)
             pairs.append(
                 (
                     "ControlNet 0",
-                    f"Model: {self.controlnet.name}, Weight: {_num(self.control_scale)}",
+                    f"Model: {name} [{self.controlnet.short_hash}], "
+                    f"Weight: {_num(self.control_scale)}",
                 )
             )
         if self.refiner is not None:
@@ -206,13 +335,18 @@ class Recipe:
             ]
         if self.loras:
             pairs.append(
-                ("Lora hashes", ", ".join(f"{lo.name}: {lo.short_hash}" for lo in self.loras))
+                (
+                    "Lora hashes",
+                    ", ".join(f"{_hash_key(lo.name)}: {lo.short_hash}" for lo in self.loras),
+                )
             )
         if self.embeddings:
             pairs.append(
                 (
                     "TI hashes",
-                    ", ".join(f"{e.token or e.name}: {e.short_hash}" for e in self.embeddings),
+                    ", ".join(
+                        f"{_hash_key(e.token or e.name)}: {e.short_hash}" for e in self.embeddings
+                    ),
                 )
             )
         pairs.append(("Version", f"modelsafe {self.modelsafe_version}".strip()))
@@ -221,8 +355,16 @@ class Recipe:
 
 
 def _num(value: float) -> str:
-    """``7`` for 7.0, ``0.8`` for 0.8 (A1111 writes floats without a trailing ``.0``)."""
-    return f"{value:g}"
+    """``7`` for 7.0, ``7.123456789`` for 7.123456789: the shortest text that reads back as the
+    same float (Python's repr), without A1111's trailing ``.0``."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _hash_key(name: str) -> str:
+    """A model's name as ``Lora hashes`` / ``TI hashes`` hold it (A1111 drops ``,`` and ``:``,
+    which its parser would split on)."""
+    return name.replace(",", "").replace(":", "").strip()
 
 
 def _quote(text: str) -> str:
@@ -231,112 +373,521 @@ def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-# A ``Key: value`` pair: the value is a JSON string or runs to the next comma.
-_PAIR = re.compile(r'\s*([A-Za-z][\w \-/]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
-_LORA_TAG = re.compile(r"\s*<lora:([^:>]+):([-+0-9.eE]+)(?::[^>]*)?>")
+# One ``Key: value`` pair's key (A1111: a word character, then words, spaces, - and /).
+_KEY = re.compile(r"\s*(\w[\w \-/]*):\s*")
+_JSON = json.JSONDecoder()
+# An extra-network tag as A1111 reads it: <kind:arg:arg...> (``<lora:style:0.8>``).
+_NETWORK_TAG = re.compile(r"\s*<(\w+):([^>]+)>")
+_WHOLE = re.compile(r"[+-]?\d{1,30}")
+_REAL = re.compile(r"[+-]?(\d{1,30}(\.\d{0,30})?|\.\d{1,30})([eE][+-]?\d{1,3})?")
+
+
+def _scan_pairs(line: str) -> list[tuple[str, str]]:
+    """The ``Key: value`` pairs of an A1111 settings line: a value is a JSON string (unquoted,
+    as A1111 does), a JSON list or object (Civitai writes ``Civitai resources: [...]`` bare), or
+    runs to the next comma."""
+    pairs: list[tuple[str, str]] = []
+    pos, end = 0, len(line)
+    while pos < end:
+        key = _KEY.match(line, pos)
+        if key is None:
+            comma = line.find(",", pos)
+            if comma < 0:
+                break
+            pos = comma + 1
+            continue
+        pos = key.end()
+        value, after = _json_value(line, pos)
+        if value is None:
+            comma = line.find(",", pos)
+            after = end if comma < 0 else comma
+            value = line[pos:after].strip()
+        pairs.append((key.group(1).strip(), value))
+        pos = after + 1
+    return pairs
+
+
+def _json_value(line: str, pos: int) -> tuple[str | None, int]:
+    """A JSON string, list or object starting at ``pos`` and ending the pair (the text for a list
+    or object, the decoded text for a string), and where the pair ends; else ``(None, pos)``."""
+    if pos >= len(line) or line[pos] not in '"[{':
+        return None, pos
+    try:
+        value, after = _JSON.raw_decode(line, pos)
+    except (ValueError, RecursionError):
+        return None, pos
+    rest = line[after:].lstrip()
+    if rest and not rest.startswith(","):
+        return None, pos
+    after = len(line) - len(rest)
+    return (value if isinstance(value, str) else line[pos:after].rstrip()), after
 
 
 def parse_parameters(text: str) -> dict[str, Any]:
-    """Parse an A1111 ``parameters`` block into prompt, negative prompt and its pairs.
+    """Parse an A1111 ``parameters`` block as A1111 does: prompt lines, a ``Negative prompt:``
+    line (each line stripped first), then the ``Key: value`` pairs of the last line (when it
+    holds at least three).
 
-    Returns ``{"prompt", "negative_prompt", "loras": [(name, weight)], "pairs": {key: value}}``.
-    """
+    Returns ``{"prompt", "negative_prompt", "loras": [(name, weight)], "tags": [(kind, args)],
+    "pairs": {key: value}}``; extra-network tags (``<lora:...>``, ``<hypernet:...>``) are taken
+    out of the prompt into ``tags`` (LoRA and LyCORIS ones also into ``loras``)."""
     lines = text.strip().split("\n")
     pairs: dict[str, str] = {}
-    if lines and _PAIR.match(lines[-1]) and len(_PAIR.findall(lines[-1])) >= 3:
-        for key, value in _PAIR.findall(lines.pop()):
-            if value.startswith('"') and value.endswith('"') and len(value) >= 2:
-                try:
-                    value = json.loads(value)
-                except json.JSONDecodeError:
-                    value = value[1:-1]
-            pairs[key.strip()] = value.strip()
+    found = _scan_pairs(lines[-1]) if lines else []
+    if len(found) >= 3:
+        lines.pop()
+        pairs = dict(found)
     prompt_lines: list[str] = []
     negative_lines: list[str] = []
     target = prompt_lines
     for line in lines:
+        line = line.strip()
         if line.startswith("Negative prompt:"):
             target = negative_lines
-            line = line[len("Negative prompt:") :].lstrip()
+            line = line[len("Negative prompt:") :].strip()
         target.append(line)
     prompt = "\n".join(prompt_lines)
-    loras = [(name, float(weight)) for name, weight in _LORA_TAG.findall(prompt)]
-    prompt = _LORA_TAG.sub("", prompt).strip()
+    tags = [(kind, args.split(":")) for kind, args in _NETWORK_TAG.findall(prompt)]
     return {
-        "prompt": prompt,
+        "prompt": _NETWORK_TAG.sub("", prompt).strip(),
         "negative_prompt": "\n".join(negative_lines).strip(),
-        "loras": loras,
+        "loras": [_lora_of_tag(kind, args)[:2] for kind, args in tags if kind in _LORA_TAGS],
+        "tags": tags,
         "pairs": pairs,
     }
 
 
+_LORA_TAGS = ("lora", "lyco")
+
+
+def _lora_of_tag(kind: str, args: list[str]) -> tuple[str, float, str]:
+    """``(name, weight, problem)`` of ``<lora:NAME[:TE[:UNET]]>`` as A1111 applies it: no
+    weight is 1, the UNet takes the text encoders' weight unless given its own (``te=`` and
+    ``unet=`` too). modelsafe applies one weight to both: ``problem`` says why it cannot apply
+    this tag (different weights, a ``dyn`` dimension), else it is empty."""
+    tag = f"<{kind}:{':'.join(args)}>"
+    named = dict(a.split("=", 1) for a in args[1:] if "=" in a)
+    positional = [a for a in args[1:] if "=" not in a]
+    te = _tag_weight(tag, named.get("te", positional[0] if positional else "1"))
+    unet = _tag_weight(tag, named.get("unet", positional[1] if len(positional) > 1 else str(te)))
+    problem = ""
+    if te != unet:
+        problem = "a LoRA with its own text-encoder and UNet weights: modelsafe applies one"
+    elif "dyn" in named or len(positional) > 2:
+        problem = "a LoRA cut to a dyn dimension: modelsafe applies the whole LoRA"
+    return args[0].strip(), te, problem
+
+
+def _tag_weight(tag: str, text: str) -> float:
+    if not _REAL.fullmatch(text.strip()):
+        raise RecipeReadError(f"the tag {_clip(tag)} has weight {_shown(text)}, not a number")
+    return float(text)
+
+
+# A1111 sampler names (and its pre-1.9 "... Karras" names) modelsafe's backend runs.
+_A1111_SAMPLERS = {
+    "Euler": "euler",
+    "Euler a": "euler_a",
+    "Heun": "heun",
+    "LMS": "lms",
+    "DDIM": "ddim",
+    "PLMS": "pndm",
+    "UniPC": "unipc",
+    "DPM++ 2M": "dpmpp_2m",
+}
+# Schedule types that give a sampler its own (discretization's) sigmas, as diffusers does.
+_OWN_SCHEDULES = ("", "Automatic", "Uniform", "Normal")
+
+
 def scheduler_from_sampler(sampler: str, schedule: str = "", family: str = "") -> str:
-    """The scheduler id for an A1111 sampler name (and schedule type)."""
-    if family in ("sd3", "sd3.5", "flux1") and sampler == "Euler":
-        return "flow_euler"
-    for ident, (name, sched) in SAMPLER_NAMES.items():
-        if name == sampler and sched == schedule and ident != "flow_euler":
-            return ident
-    for ident, (name, _sched) in SAMPLER_NAMES.items():
-        if name == sampler.replace(" Karras", "") and ident != "flow_euler":
-            return ident + ("_karras" if "Karras" in (sampler + schedule) else "")
-    return sampler
+    """The scheduler id for an A1111 sampler name and schedule type; ``""`` when modelsafe's
+    backend has no such sampler (see :data:`SUPPORTED_SAMPLERS`)."""
+    if sampler.endswith(" Karras") and schedule in _OWN_SCHEDULES:
+        sampler, schedule = sampler[: -len(" Karras")], "Karras"
+    ident = _A1111_SAMPLERS.get(sampler)
+    if ident is None:
+        return ""
+    if ident == "euler" and (schedule == "Simple" or family in ("sd3", "sd3.5", "flux1")):
+        return "flow_euler" if schedule in (*_OWN_SCHEDULES, "Simple") else ""
+    if schedule == "Karras":
+        return f"{ident}_karras" if f"{ident}_karras" in SAMPLER_NAMES else ""
+    return ident if schedule in _OWN_SCHEDULES else ""
+
+
+SUPPORTED_SAMPLERS = (
+    "Euler, Euler a, Heun, LMS, DDIM, PLMS, UniPC, DPM++ 2M (schedule type Automatic, "
+    "Uniform or Normal), DPM++ 2M Karras, and Euler with Simple on flow models"
+)
+
+
+class UnreproducibleError(UsageError):
+    """The image was made with settings modelsafe cannot apply: ``items`` holds each one (the
+    field as the image says it) with why. No flag skips them (they are not overridable)."""
+
+    def __init__(self, items: list[tuple[str, str]], source: str = "the image") -> None:
+        self.items = items
+        groups: dict[str, list[str]] = {}
+        for what, why in items:
+            groups.setdefault(why, []).append(what)
+        said = "; ".join(f"{', '.join(whats)} ({why})" for why, whats in groups.items())
+        super().__init__(
+            f"{source} was made with settings modelsafe cannot reproduce: {said}",
+            hint="flags such as --checkpoint, --seed or --steps do not skip them; to make a new "
+            "image from the same prompt, run a plain `modelsafe generate --checkpoint MODEL "
+            "--prompt ...` without --from-image",
+        )
+
+
+# Fields that do not change the pixels (or that only name what other fields say).
+_NO_PIXELS = frozenset(
+    {
+        "Version",
+        "Model name",
+        "Created Date",
+        "Civitai metadata",
+        "Template",
+        "Negative Template",
+        "Emphasis",  # how the prompt syntax is weighted: the syntax warning covers it
+        "RNG",  # where the noise was drawn: the foreign-tool warning covers it
+        "Batch size",
+        "Batch pos",
+        "Hashes",
+    }
+)
+# Fields modelsafe reads.
+_READ = frozenset(
+    {
+        "Steps",
+        "Sampler",
+        "Schedule type",
+        "CFG scale",
+        "Distilled CFG Scale",
+        "Seed",
+        "Size",
+        "Model hash",
+        "Model",
+        "VAE hash",
+        "VAE",
+        "Lora hashes",
+        "TI hashes",
+        "Refiner",
+        "Refiner switch at",
+        "ControlNet 0",
+        "Postprocess upscaler",
+        "Postprocess upscaler hash",
+        "Postprocess upscale by",
+        "Civitai resources",
+        "Clip skip",
+    }
+)
+_FORGE_MODULE = re.compile(r"Module \d+")
+# Fields modelsafe cannot apply, by the start of their name: why.
+_CANNOT = (
+    (("Hires ", "First pass size"), "hires fix: a second, upscaled pass"),
+    (("ADetailer ",), "ADetailer: faces or hands inpainted after generation"),
+    (("Variation seed", "Seed resize from"), "variation seed: noise mixed from a second seed"),
+    (
+        ("Denoising strength", "Mask blur", "Inpaint", "Masked content", "Init image hash"),
+        "img2img or inpainting: made from another image",
+    ),
+)
+_NAMED_HASH = re.compile(r"(.*?)\s*\[([0-9A-Fa-f]{6,64})\]")
+
+
+def _why_not(key: str, pairs: Mapping[str, str]) -> str:
+    """Why modelsafe cannot apply field ``key``."""
+    if key == "Denoising strength" and any(k.startswith("Hires ") for k in pairs):
+        return _CANNOT[0][1]
+    for starts, why in _CANNOT:
+        if key.startswith(starts):
+            return why
+    return "not a setting modelsafe knows"
 
 
 def recipe_from_parameters(text: str) -> Recipe:
-    """A partial recipe from an A1111 block alone: models are known by name and short hash."""
+    """A recipe from an A1111 / Forge / Civitai ``parameters`` block alone: models are known by
+    name and short hash (``Civitai resources`` entries too).
+
+    A setting modelsafe cannot apply (hires fix, img2img, ADetailer, a variation seed, clip
+    skip, any field it does not know to leave the pixels alone) raises
+    :class:`UnreproducibleError` naming each; a value that is no number raises
+    :class:`RecipeReadError`. What it cannot tell from the text but a flag can give is left
+    open for :func:`~modelsafe.runtime.generate.request_from_recipe`: a missing or ``-1`` seed is
+    ``seed`` -1, a sampler the backend lacks is ``scheduler`` ``""`` (``extra["sampler"]`` says
+    which). What makes the pixels differ without being a setting is in ``warnings``."""
     parsed = parse_parameters(text)
-    pairs = parsed["pairs"]
-    try:
-        width, height = (int(v) for v in pairs.get("Size", "512x512").split("x"))
-        steps = int(pairs.get("Steps", "20"))
-        cfg = float(pairs.get("CFG scale", "7"))
-        seed = int(pairs["Seed"])
-    except (KeyError, ValueError) as exc:
-        raise UsageError(
-            f"the image's parameters do not say {exc}", hint="pass the missing setting as a flag"
-        ) from exc
-    lora_hashes = _name_hashes(pairs.get("Lora hashes", ""))
-    loras = tuple(
-        ModelRef(name=name, autov2=lora_hashes.get(name), weight=weight)
-        for name, weight in parsed["loras"]
-    )
-    # Embeddings: A1111 names each by the token the prompt uses (its file's stem by default).
-    embeddings = tuple(
-        ModelRef(name=token, autov2=digest or None, token=token)
-        for token, digest in _name_hashes(pairs.get("TI hashes", "")).items()
-    )
-    vae = (
-        ModelRef(name=pairs.get("VAE", ""), autov2=pairs.get("VAE hash"))
-        if pairs.get("VAE") or pairs.get("VAE hash")
-        else None
-    )
+    pairs: dict[str, str] = parsed["pairs"]
+    own = pairs.get("Version", "").startswith("modelsafe")
+    cannot = [
+        (f"{key}: {_clip(value, 40)}", _why_not(key, pairs))
+        for key, value in pairs.items()
+        if key not in _READ | _NO_PIXELS and not _FORGE_MODULE.fullmatch(key)
+    ]
+    if pairs.get("Clip skip", "1") != "1":
+        cannot.append(
+            (
+                f"Clip skip: {_clip(pairs['Clip skip'], 20)}",
+                "the prompt read from an earlier CLIP layer; modelsafe has no clip-skip setting",
+            )
+        )
+    cfg = _real(pairs, "CFG scale")
+    if "Distilled CFG Scale" in pairs:  # Forge's Flux: distilled guidance, CFG 1 = no real CFG
+        if cfg != 1:
+            cannot.append(
+                (
+                    f"CFG scale: {_num(cfg)} with Distilled CFG Scale",
+                    "Flux run with real CFG besides its distilled guidance; modelsafe runs "
+                    "Flux with guidance only",
+                )
+            )
+        cfg = _real(pairs, "Distilled CFG Scale")
+    loras, embeddings, checkpoint = _parameters_models(parsed, pairs, cannot)
+    upscaler, upscale_scale = _parameters_upscaler(pairs, cannot)
+    if cannot:
+        raise UnreproducibleError(cannot)
+    sampler = pairs.get("Sampler", "")
+    schedule = pairs.get("Schedule type", "")
+    scheduler = scheduler_from_sampler(sampler, schedule)
+    extra: dict[str, Any] = {}
+    if not scheduler:
+        extra["sampler"] = f"{sampler}, Schedule type: {schedule}" if schedule else sampler
+    modules = [value for key, value in pairs.items() if _FORGE_MODULE.fullmatch(key)]
+    if modules:
+        extra["modules"] = modules
+    width, height = _size(pairs)
+    controlnet, control_scale = _parameters_controlnet(pairs)
+    refiner = _named_ref(pairs["Refiner"]) if pairs.get("Refiner") else None
+    seed = _whole(pairs, "Seed") if "Seed" in pairs else -1
     return Recipe(
         prompt=parsed["prompt"],
         negative_prompt=parsed["negative_prompt"],
         seed=seed,
-        steps=steps,
+        steps=_whole(pairs, "Steps"),
         cfg=cfg,
         width=width,
         height=height,
-        scheduler=scheduler_from_sampler(
-            pairs.get("Sampler", "Euler"), pairs.get("Schedule type", "")
-        ),
-        checkpoint=ModelRef(name=pairs.get("Model", ""), autov2=pairs.get("Model hash")),
+        scheduler=scheduler,
+        checkpoint=checkpoint,
         loras=loras,
-        vae=vae,
+        vae=(
+            ModelRef(name=pairs.get("VAE", ""), autov2=pairs.get("VAE hash"))
+            if pairs.get("VAE") or pairs.get("VAE hash")
+            else None
+        ),
         embeddings=embeddings,
-        modelsafe_version=pairs.get("Version", ""),
+        controlnet=controlnet,
+        control_scale=control_scale,
+        refiner=refiner,
+        refiner_switch=_real(pairs, "Refiner switch at") if "Refiner switch at" in pairs else 0.8,
+        upscaler=upscaler,
+        upscale_scale=upscale_scale,
+        modelsafe_version=pairs.get("Version", "").removeprefix("modelsafe").strip() if own else "",
+        extra=extra,
+        warnings=() if own else _foreign_warnings(parsed, pairs),
     )
 
 
+def _parameters_models(
+    parsed: Mapping[str, Any], pairs: Mapping[str, str], cannot: list[tuple[str, str]]
+) -> tuple[tuple[ModelRef, ...], tuple[ModelRef, ...], ModelRef]:
+    """The LoRAs (prompt tags, then ``Civitai resources``), embeddings (``TI hashes``, then
+    ``Civitai resources``) and checkpoint a parameters block names; what cannot be applied is
+    added to ``cannot``."""
+    lora_hashes = _name_hashes(pairs.get("Lora hashes", ""))
+    loras: list[ModelRef] = []
+    for kind, args in parsed["tags"]:
+        tag = _clip(f"<{kind}:{':'.join(args)}>", 60)
+        if kind not in _LORA_TAGS:
+            why = "a hypernetwork" if kind == "hypernet" else "an extra network"
+            cannot.append((f"the tag {tag}", f"{why}; modelsafe cannot apply it"))
+            continue
+        name, weight, problem = _lora_of_tag(kind, args)
+        if problem:
+            cannot.append((f"the tag {tag}", problem))
+        loras.append(ModelRef(name=name, autov2=lora_hashes.get(_hash_key(name)), weight=weight))
+    # Embeddings: A1111 names each by the token the prompt uses (its file's stem by default).
+    embeddings = [
+        ModelRef(name=token, autov2=digest or None, token=token)
+        for token, digest in _name_hashes(pairs.get("TI hashes", "")).items()
+    ]
+    checkpoint = ModelRef(
+        name=pairs.get("Model", ""),
+        autov2=pairs.get("Model hash") or _hashes_field(pairs).get("model"),
+    )
+    for item in _civitai_resources(pairs):
+        kind = str(item.get("type", "")).lower()
+        name = " ".join(
+            str(item[k]) for k in ("modelName", "modelVersionName") if item.get(k) is not None
+        )
+        digest = item.get("hash") if isinstance(item.get("hash"), str) else None
+        title = str(item.get("modelName") or name)
+        if kind == "checkpoint":
+            if not checkpoint.name and not checkpoint.autov2:
+                checkpoint = ModelRef(name=name, autov2=digest)
+        elif kind in ("lora", "locon", "lycoris"):
+            if not any(_hash_key(lo.name) == _hash_key(title) for lo in loras):
+                loras.append(ModelRef(name=title, autov2=digest, weight=_weight(item)))
+        elif kind in ("embed", "embedding", "textualinversion"):
+            if not any(e.token == title for e in embeddings):
+                embeddings.append(ModelRef(name=title, autov2=digest, token=title))
+        else:
+            cannot.append(
+                (
+                    f"the Civitai resource {_clip(name, 40)} ({_clip(kind, 20)})",
+                    "a kind of model modelsafe does not place",
+                )
+            )
+    return tuple(loras), tuple(embeddings), checkpoint
+
+
+def _civitai_resources(pairs: Mapping[str, str]) -> list[Mapping[str, Any]]:
+    if "Civitai resources" not in pairs:
+        return []
+    try:
+        items = json.loads(pairs["Civitai resources"])
+    except (ValueError, RecursionError):
+        items = None
+    if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+        raise RecipeReadError("its Civitai resources field is not a JSON list of models")
+    return items
+
+
+def _hashes_field(pairs: Mapping[str, str]) -> dict[str, str]:
+    """The ``Hashes: {"model": ...}`` object some tools add, when it is one."""
+    try:
+        value = json.loads(pairs.get("Hashes", "{}"))
+    except (ValueError, RecursionError):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
+
+
+def _weight(item: Mapping[str, Any]) -> float:
+    value = item.get("weight", 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecipeReadError(f"its Civitai resources give weight {_shown(value)}, not a number")
+    return float(value)
+
+
+def _parameters_upscaler(
+    pairs: Mapping[str, str], cannot: list[tuple[str, str]]
+) -> tuple[ModelRef | None, int | None]:
+    """The ``Postprocess upscaler`` (modelsafe writes its hash) and its whole-number scale."""
+    if not pairs.get("Postprocess upscaler"):
+        return None, None
+    by = pairs.get("Postprocess upscale by", "")
+    scale = int(by) if _WHOLE.fullmatch(by.strip()) else None
+    if by and scale is None:
+        cannot.append(
+            (
+                f"Postprocess upscale by: {_clip(by, 20)}",
+                "modelsafe upscales by the upscaler's own whole-number scale",
+            )
+        )
+    name = pairs["Postprocess upscaler"]
+    return ModelRef(name=name, autov2=pairs.get("Postprocess upscaler hash") or None), scale
+
+
+def _parameters_controlnet(pairs: Mapping[str, str]) -> tuple[ModelRef | None, float]:
+    """``ControlNet 0: "Model: NAME [HASH], Weight: W, ..."`` (modelsafe's and the A1111
+    extension's form). The control image is never in the text: generate asks for it."""
+    if not pairs.get("ControlNet 0"):
+        return None, 1.0
+    unit = dict(_scan_pairs(pairs["ControlNet 0"]))
+    ref = _named_ref(unit.get("Model", ""))
+    return ref, (_real(unit, "Weight") if "Weight" in unit else 1.0)
+
+
+def _named_ref(text: str) -> ModelRef:
+    """``name [hash]`` (A1111's way of naming a model with its short hash)."""
+    found = _NAMED_HASH.fullmatch(text.strip())
+    return ModelRef(name=found[1], autov2=found[2]) if found else ModelRef(name=text.strip())
+
+
+def _whole(pairs: Mapping[str, str], key: str) -> int:
+    text = pairs.get(key)
+    if text is None:
+        raise RecipeReadError(f"its parameters do not say {key}")
+    if not _WHOLE.fullmatch(text.strip()):
+        raise RecipeReadError(f"its {key} is {_shown(text)}, not a whole number")
+    return int(text)
+
+
+def _real(pairs: Mapping[str, str], key: str) -> float:
+    text = pairs.get(key)
+    if text is None:
+        raise RecipeReadError(f"its parameters do not say {key}")
+    if not _REAL.fullmatch(text.strip()):
+        raise RecipeReadError(f"its {key} is {_shown(text)}, not a number")
+    return float(text)
+
+
+def _size(pairs: Mapping[str, str]) -> tuple[int, int]:
+    text = pairs.get("Size")
+    if text is None:
+        raise RecipeReadError("its parameters do not say Size")
+    found = re.fullmatch(r"\s*(\d{1,12})x(\d{1,12})\s*", text)
+    if found is None:
+        raise RecipeReadError(f"its Size is {_shown(text)}, not WIDTHxHEIGHT")
+    return int(found[1]), int(found[2])
+
+
 def _name_hashes(text: str) -> dict[str, str]:
+    """``name: hash, name: hash`` -> {name as A1111 writes it (no ``,`` or ``:``): hash}."""
     out: dict[str, str] = {}
     for item in text.split(","):
         name, _, digest = item.rpartition(":")
         if name.strip():
-            out[name.strip()] = digest.strip()
+            out[_hash_key(name)] = digest.strip()
     return out
+
+
+# A1111 prompt syntax modelsafe does not interpret: (word:1.4), (word), [word], [a:b:0.5],
+# [a|b], BREAK, AND (escaped \( \) \[ \] are literal).
+_PROMPT_SYNTAX = re.compile(r"(?<!\\)[()\[\]]|\bBREAK\b|\bAND\b")
+_CLIP_PIECES = re.compile(r"[^\W\d_]+|\d|[^\s\w]+")
+CLIP_TOKENS = 75  # a CLIP text encoder's tokens besides its start and end ones
+
+
+def _foreign_warnings(parsed: Mapping[str, Any], pairs: Mapping[str, str]) -> tuple[str, ...]:
+    """What makes another tool's image come out otherwise from modelsafe, the settings being the
+    same: its samplers and noise, its prompt syntax, its prompts longer than CLIP takes."""
+    version = pairs.get("Version", "")
+    tool = (
+        "Civitai"
+        if "Civitai resources" in pairs
+        else "Forge"
+        if version.startswith("f")
+        else "A1111"
+        if version
+        else "another tool"
+    )
+    said = f" ({_clip(version, 40)})" if version else ""
+    warnings = [
+        f"the image was made by {tool}{said}, not modelsafe: modelsafe runs its settings with "
+        "diffusers' samplers and noise drawn by torch on the CPU, so the pixels will differ"
+    ]
+    for name in ("prompt", "negative_prompt"):
+        text = parsed[name]
+        syntax = sorted({m.group(0) for m in _PROMPT_SYNTAX.finditer(text)})
+        if syntax:
+            warnings.append(
+                f"the {name.replace('_', ' ')} uses A1111 prompt syntax ({' '.join(syntax)}): "
+                "modelsafe passes it to the text encoder as plain text, without its weighting, "
+                "scheduling or BREAK chunks, so the image will differ"
+            )
+        pieces = len(_CLIP_PIECES.findall(text))
+        if pieces > CLIP_TOKENS:
+            warnings.append(
+                f"the {name.replace('_', ' ')} is at least {pieces} CLIP tokens long: "
+                f"A1111 encodes such prompts in chunks of {CLIP_TOKENS}, diffusers' CLIP text "
+                f"encoders keep the first {CLIP_TOKENS} and drop the rest"
+            )
+    return tuple(warnings)
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters for a message (prompts can be megabytes)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def png_text_chunks(recipe: Recipe) -> dict[str, str]:
@@ -348,33 +899,119 @@ def png_text_chunks(recipe: Recipe) -> dict[str, str]:
 
 
 def recipe_from_chunks(chunks: Mapping[str, str]) -> Recipe | None:
-    """The recipe in a PNG's text chunks: the JSON one if present, else the A1111 block."""
+    """The recipe in a PNG's text chunks: the JSON one if present (with a warning when the
+    ``parameters`` text says otherwise), else the A1111 block; None when there is neither.
+    Another tool's metadata (ComfyUI, InvokeAI, NovelAI, SwarmUI, Fooocus) is refused with its
+    name."""
     if JSON_KEY in chunks:
         try:
             data = json.loads(chunks[JSON_KEY])
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"the image's modelsafe chunk is not JSON: {exc}") from exc
-        return Recipe.from_json(data)
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+            raise RecipeReadError(
+                f"its modelsafe chunk is not JSON ({_clip(reason, 80)})"
+            ) from None
+        recipe = Recipe.from_json(data)
+        differ = _disagreement(recipe, chunks.get(PARAMETERS_KEY))
+        if differ:
+            note = (
+                f"the image's parameters text says another {', '.join(differ)} than its "
+                "modelsafe recipe (edited after the image was made?): running the recipe's"
+            )
+            recipe = replace(recipe, warnings=(*recipe.warnings, note))
+        return recipe
+    tool = other_tool(chunks)
+    if tool:
+        raise RecipeReadError(
+            f"it was made by {tool}, whose images modelsafe cannot reproduce "
+            "(it reads modelsafe, A1111 and Forge recipes)",
+            hint="copy its prompt and settings into a plain `modelsafe generate --checkpoint "
+            "MODEL --prompt ...`",
+        )
     if PARAMETERS_KEY in chunks:
         return recipe_from_parameters(chunks[PARAMETERS_KEY])
     return None
 
 
+def _disagreement(recipe: Recipe, text: str | None) -> list[str]:
+    """The settings a ``parameters`` text gives otherwise than the JSON ``recipe``."""
+    if not text:
+        return []
+    try:
+        parsed = parse_parameters(text)
+    except ModelsafeError:
+        return ["text (it does not parse)"]
+    pairs = parsed["pairs"]
+    differ = [
+        name
+        for name, said, wanted in (
+            ("prompt", parsed["prompt"], _as_a1111_reads(recipe.prompt)),
+            ("negative prompt", parsed["negative_prompt"], _as_a1111_reads(recipe.negative_prompt)),
+            ("seed", pairs.get("Seed"), str(recipe.seed)),
+            ("steps", pairs.get("Steps"), str(recipe.steps)),
+            ("size", pairs.get("Size"), f"{recipe.width}x{recipe.height}"),
+        )
+        if said != wanted
+    ]
+    return differ
+
+
+def _as_a1111_reads(text: str) -> str:
+    return "\n".join(line.strip() for line in text.strip().split("\n")).strip()
+
+
+# Text chunks (or JSON keys) other tools write: the tool that wrote them.
+_OTHER_TOOLS = (
+    (("prompt", "workflow"), "ComfyUI (its 'prompt'/'workflow' chunks)"),
+    (("invokeai_metadata", "sd-metadata", "Dream"), "InvokeAI"),
+    (("fooocus_scheme",), "Fooocus"),
+)
+
+
+def other_tool(chunks: Mapping[str, str]) -> str:
+    """Which other tool wrote these PNG text chunks (``""`` when none modelsafe knows)."""
+    for keys, tool in _OTHER_TOOLS:
+        if any(k in chunks for k in keys):
+            return tool
+    if "NovelAI" in chunks.get("Software", "") or "NovelAI" in chunks.get("Source", ""):
+        return "NovelAI"
+    text = chunks.get(PARAMETERS_KEY, "").strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        return ""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return ""  # A1111 text whose prompt is in braces
+    if not isinstance(data, dict):
+        return ""
+    if "sui_image_params" in data:
+        return "SwarmUI (its JSON 'parameters')"
+    if "fooocus" in text.lower():
+        return "Fooocus (its JSON 'parameters')"
+    return "a tool that writes JSON 'parameters' (not A1111 text)"
+
+
 def recipe_from_png(path: Path) -> Recipe:
-    """Read the recipe back from a PNG written by modelsafe (or A1111/Forge)."""
-    from PIL import Image, UnidentifiedImageError
+    """Read the recipe back from an image written by modelsafe (or A1111/Forge/Civitai: PNG
+    text, or JPEG/WebP EXIF). Each refusal names the image: ``cannot read the recipe in IMG:
+    ...`` for a damaged or foreign one, ``IMG was made with settings modelsafe cannot
+    reproduce: ...`` for settings it cannot apply."""
+    from modelsafe.runtime.image_text import read_image_text
 
     try:
-        with Image.open(path) as image:
-            image.load()
-            chunks = {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
-    except (OSError, UnidentifiedImageError) as exc:
-        raise UsageError(f"cannot read image {path}: {exc}") from exc
-    recipe = recipe_from_chunks(chunks)
+        chunks = read_image_text(path)
+        recipe = recipe_from_chunks(chunks)
+    except UnreproducibleError as exc:
+        raise UnreproducibleError(exc.items, str(path)) from None
+    except RecipeReadError as exc:
+        raise UsageError(
+            f"cannot read the recipe in {path}: {exc.reason}", hint=exc.hint or _DEFAULT_HINT
+        ) from None
     if recipe is None:
         raise UsageError(
             f"{path} carries no generation recipe",
-            hint="modelsafe, A1111 and Forge write one in the PNG 'parameters' chunk",
+            hint="modelsafe, A1111 and Forge write one in the PNG 'parameters' chunk (JPEG and "
+            "WebP: the EXIF UserComment)",
         )
     return recipe
 

@@ -614,9 +614,17 @@ def apply_embeddings(pipe: Any, request: GenerateRequest) -> None:
             else:
                 pipe.load_textual_inversion(state, token=emb.token)
         except (ValueError, KeyError, RuntimeError, AttributeError) as exc:
+            from modelsafe.runtime.diffusers_loader import _first_line
+
+            reason = _first_line(exc).split(": {", 1)[0]  # (diffusers prints the whole dict)
+            if "state dictionary is incorrect" in reason:
+                reason = (
+                    f"it holds {len(state)} tensors but no embedding (e.g. {next(iter(state))})"
+                )
             raise BackendError(
-                f"cannot load embedding {emb.path.name} as {emb.token!r}: {exc}",
-                hint="check the embedding's family and its token name",
+                f"cannot load embedding {emb.path.name} as {emb.token!r}: {reason}",
+                hint="check that the file is a textual-inversion embedding of this family "
+                "(`modelsafe inspect FILE`) and its token name",
             ) from exc
 
 

@@ -253,7 +253,11 @@ def test_lora_file_with_a_colon_in_its_name(tmp_path: Path) -> None:
         ("--height", "36", "--height 36: image sizes are positive multiples of 8"),
         ("--seeds", str(2**64 + 5), f"seed {2**64 + 5} is out of range"),
         ("--seed", "-7", "seed -7 is out of range"),
-        ("--batch", "0", "batch size 0 must be at least 1"),
+        ("--batch", "0", "batch size 0 must be 1 to 1000"),
+        ("--batch", "5000", "batch size 5000 must be 1 to 1000"),
+        ("--steps", "20000", "--steps 20000: more than 10000 denoising steps"),
+        ("--width", "100000", "--width 100000: larger than 16384 pixels"),
+        ("--device", "tpu", "--device 'tpu' is not a device torch knows"),
     ],
 )
 def test_bad_numbers_are_refused_before_loading(
@@ -284,6 +288,37 @@ def test_seed_minus_one_is_a_random_seed_recorded_in_the_recipe(
     assert np.array_equal(pixels(image.path), pixels(again.path))
     seeds = generate(request_for(t, t.single, seeds=(-1, 5)), tmp_path / "s").images
     assert seeds[0].seed >= 0 and seeds[1].seed == 5
+
+
+def test_a_gpu_this_torch_cannot_use_is_refused_before_loading(
+    tiny: Callable[[str], Tiny], run_cli: Any, tmp_path: Path, no_load: None
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this torch sees a CUDA device")
+    t = tiny("sd1")
+    args = _args(t, tmp_path / "o", "--device", "cuda")
+    _refused(run_cli, args, tmp_path / "o", "--device cuda: this torch")
+
+
+def test_running_out_of_memory_is_said_with_what_to_do(
+    tiny: Callable[[str], Tiny], run_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CPU allocator's error (a real 8192x8192 run on a small machine) is no backend bug."""
+    from modelsafe.plugins.builtin import backend_diffusers
+
+    def too_big(request: Any) -> Any:
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 4294967296 bytes"
+        )
+
+    monkeypatch.setattr(backend_diffusers, "build_pipelines", too_big)
+    t = tiny("sd1")
+    code, _, err = run_cli(*_args(t, tmp_path / "o"))
+    assert code == 2 and "ran out of memory in backend 'diffusers'" in err
+    assert "--vram SIZE" in err and "report it" not in err
 
 
 # -- 6. --out, folders given as files ----------------------------------------------------------

@@ -237,3 +237,31 @@ def test_diffusers_own_pipeline_modules_are_not_custom_code(
     verdict = audit_path(folder)
     assert verdict.status == "safe"
     assert not [f for f in verdict.findings if f.code in ("custom-code", "python-code")]
+
+
+@pytest.mark.parametrize("family", [None, "sd1"])
+def test_a_broken_folder_is_refused_before_loading_with_or_without_family(
+    tiny: Callable[[str], Tiny],
+    tmp_path: Path,
+    run_cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    family: str | None,
+) -> None:
+    """A folder inspect knows is broken (a component's weights missing) is refused with
+    inspect's reason; it was loaded component by component until diffusers failed."""
+    from modelsafe.runtime import diffusers_loader
+
+    def never(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("loaded a broken folder")
+
+    monkeypatch.setattr(diffusers_loader, "load_pipeline", never)
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny("sd1").folder, folder)
+    for weights in (folder / "unet").glob("diffusion_pytorch_model*"):
+        weights.unlink()
+    toks = str(tiny("sd1").tokenizers)
+    args = ["generate", "--checkpoint", str(folder), "--prompt", "x", "--steps", "1",
+            "--tokenizers", toks, "--out", str(tmp_path / "out")]  # fmt: skip
+    code, _, err = run_cli(*args, *(["--family", family] if family else []))
+    assert code == 2 and "unet" in err and "Traceback" not in err
+    assert "diffusers could not load" not in err

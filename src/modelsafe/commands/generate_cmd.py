@@ -146,33 +146,42 @@ def generate(ctx: click.Context, **opts: Any) -> int:
 
     Exit codes: 0 images written, 1 an input is unsafe, 2 bad input or the backend failed.
     """
+    from dataclasses import replace
+
     from modelsafe.commands.catalog_option import open_cli_catalog
+    from modelsafe.runtime.generate import collect_warnings
     from modelsafe.runtime.generate import generate as run_generate
 
     catalog = open_cli_catalog(ctx)
     try:
-        request, old_image = _request(ctx, opts, catalog)
         shown = _progress(not opts["as_json"])
+        with collect_warnings(shown.warn) as early:  # (what reading --from-image warned of)
+            request, old_image = _request(ctx, opts, catalog)
         with shown as progress:
             result = run_generate(
                 request, opts["out_dir"], progress=progress, catalog=catalog, warn=shown.warn
             )
+        result = replace(result, warnings=(*early, *result.warnings))
     finally:
         catalog.close()
-    same = _same_pixels(old_image, result.images[0].path) if old_image else None
+    same = _compare_pixels(old_image, result.images[0].path) if old_image else None
     if opts["as_json"]:
         from modelsafe.output import emit_json
 
         value = result.to_json()
-        if old_image is not None:
-            value["reproduces"] = {"image": str(old_image), "identical_pixels": same}
+        if old_image is not None and same is not None:
+            value["reproduces"] = {
+                "image": str(old_image),
+                "identical_pixels": same[0],
+                "difference": same[1] or None,
+            }
         emit_json(value, plugin_failures=True)
     else:
         _echo_plan(result.images[0].recipe.plan)
         for image in result.images:
             click.echo(f"{image.path}  seed {image.seed}  sha256 {image.sha256[:12]}")
-        if old_image is not None:
-            word = "identical pixels" if same else "pixels differ (other device or versions?)"
+        if old_image is not None and same is not None:
+            word = "identical pixels" if same[0] else f"pixels differ ({same[1]})"
             click.echo(f"reproduces {old_image}: {word}")
     return 0
 
@@ -209,6 +218,9 @@ def _request(ctx: click.Context, opts: dict[str, Any], catalog: Any) -> tuple[An
             )
             if opts[flag]
         }
+        # Settings the image leaves open (no seed, a sampler modelsafe has not) that a flag fills.
+        overridden |= {"seed"} if given("seed") or given("seeds") else set()
+        overridden |= {"scheduler"} if given("scheduler") else set()
         base = request_from_recipe(recipe_from_png(old), catalog, overridden=overridden)
     else:
         if opts["checkpoint"] is None or opts["prompt"] is None:
@@ -333,8 +345,18 @@ class _progress:
             click.secho(line, fg="yellow", err=True)
 
 
-def _same_pixels(old: Path, new: Path) -> bool:
+def _compare_pixels(old: Path, new: Path) -> tuple[bool, str]:
+    """(same pixels?, why not). Sizes come from the headers first: a huge or hostile old image
+    is never decoded, and a size change is named as such."""
     from PIL import Image
 
+    from modelsafe.runtime.image_text import image_size
+
+    sizes = image_size(old), image_size(new)
+    if sizes[0] is None or sizes[0] != sizes[1]:
+        was = "x".join(map(str, sizes[0])) if sizes[0] else "unreadable"
+        now = "x".join(map(str, sizes[1])) if sizes[1] else "unreadable"
+        return False, f"{old.name} is {was}, the new image is {now}"
     with Image.open(old) as a, Image.open(new) as b:
-        return a.size == b.size and a.convert("RGB").tobytes() == b.convert("RGB").tobytes()
+        same = a.convert("RGB").tobytes() == b.convert("RGB").tobytes()
+    return same, "" if same else "other device or versions?"
