@@ -113,6 +113,7 @@ class GenerateRequest:
     controlnet: ControlNetSpec | None = None
     refiner: Path | None = None
     refiner_switch: float = 0.8
+    clip_skip: int = 1  # A1111's count: 1 the text encoder's last layer, 2 the one before
     tokenizers: Path | None = None
     config_dir: Path | None = None  # family configs to use instead of the shipped ones
     plan: Mapping[str, Any] = field(default_factory=dict)
@@ -212,6 +213,10 @@ def family_defaults(family: str, variant: str | None = None) -> FamilyDefaults:
 MAX_STEPS = 10_000
 MAX_SIDE = 16_384
 MAX_BATCH = 1_000
+MAX_CLIP_SKIP = 12  # CLIP-L's layers
+# Where A1111's "Clip skip" applies (its FrozenCLIPEmbedder; SD2's OpenCLIP and SDXL's encoders
+# read the layer before last already, and A1111 leaves them so).
+CLIP_SKIP_FAMILIES = frozenset({"sd1"})
 
 
 def check_numbers(request: GenerateRequest) -> None:
@@ -258,6 +263,11 @@ def check_numbers(request: GenerateRequest) -> None:
                 f"LoRA {lora.path.name}: weight {lora.weight} is not a finite number",
                 hint="give a weight such as 0.8 (PATH:WEIGHT)",
             )
+    if not 1 <= request.clip_skip <= MAX_CLIP_SKIP:
+        raise UsageError(
+            f"--clip-skip {request.clip_skip}: 1 (the last layer) to {MAX_CLIP_SKIP}",
+            hint="A1111 counts as modelsafe does: 2 reads the prompt from the layer before last",
+        )
     if request.controlnet is not None and not math.isfinite(request.controlnet.scale):
         raise UsageError(f"--control-scale {request.controlnet.scale} is not a finite number")
 
@@ -339,6 +349,14 @@ def with_defaults(request: GenerateRequest) -> GenerateRequest:
     base = family_defaults(family, variant)
     if family == "sd2" and variant != "512-base" and request.prediction_type is None:
         prediction = prediction or "v_prediction"
+    clip_skip = request.clip_skip
+    if clip_skip != 1 and family not in CLIP_SKIP_FAMILIES:
+        warn(
+            f"clip skip {clip_skip} is not applied to {family}: as in A1111, it moves the "
+            "prompt to an earlier text-encoder layer for SD1 models only (SD2 and SDXL already "
+            "read the layer before last)"
+        )
+        clip_skip = 1
     request = replace(
         request,
         family=family,
@@ -352,6 +370,7 @@ def with_defaults(request: GenerateRequest) -> GenerateRequest:
         width=base.width if request.width is None else request.width,
         height=base.height if request.height is None else request.height,
         scheduler=request.scheduler or base.scheduler,
+        clip_skip=clip_skip,
         sampling=sampling,
     )
     check_numbers(request)
@@ -977,6 +996,7 @@ def build_recipe(
         control_scale=request.controlnet.scale if request.controlnet else 1.0,
         refiner=refs.refiner,
         refiner_switch=request.refiner_switch,
+        clip_skip=request.clip_skip,
         backend=request.backend,
         dtype=request.dtype,
         device=request.device,
@@ -1072,6 +1092,7 @@ def request_from_recipe(
         controlnet=control,
         refiner=unless("refiner", recipe.refiner, "refiner"),
         refiner_switch=recipe.refiner_switch,
+        clip_skip=recipe.clip_skip,
         plan=_recipe_settings(recipe),
         recipe_plan=dict(recipe.plan),
         backend=recipe.backend,

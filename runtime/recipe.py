@@ -75,7 +75,7 @@ _DEFAULT_HINT = (
 # The recipe's JSON fields and what each must be: (types, may be null). Bools are not numbers.
 _NUMBER = (int, float)
 _FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
-    **dict.fromkeys(("seed", "steps", "width", "height"), ((int,), False)),
+    **dict.fromkeys(("seed", "steps", "width", "height", "clip_skip"), ((int,), False)),
     "upscale_scale": ((int,), True),
     **dict.fromkeys(("cfg", "control_scale", "refiner_switch"), (_NUMBER, False)),
     **dict.fromkeys(
@@ -218,6 +218,7 @@ class Recipe:
     control_scale: float = 1.0
     refiner: ModelRef | None = None
     refiner_switch: float = 0.8
+    clip_skip: int = 1  # A1111's count (2: the text encoder's layer before last)
     backend: str = "diffusers"
     dtype: str = "fp32"
     device: str = "cpu"
@@ -308,6 +309,7 @@ class Recipe:
         pairs += [
             ("Seed", str(self.seed)),
             ("Size", f"{self.width}x{self.height}"),
+            ("Clip skip", str(self.clip_skip) if self.clip_skip != 1 else ""),
             ("Model hash", self.checkpoint.short_hash),
             ("Model", self.checkpoint.name),
         ]
@@ -608,8 +610,8 @@ def recipe_from_parameters(text: str) -> Recipe:
     """A recipe from an A1111 / Forge / Civitai ``parameters`` block alone: models are known by
     name and short hash (``Civitai resources`` entries too).
 
-    A setting modelsafe cannot apply (hires fix, img2img, ADetailer, a variation seed, clip
-    skip, any field it does not know to leave the pixels alone) raises
+    A setting modelsafe cannot apply (hires fix, img2img, ADetailer, a variation seed, any field
+    it does not know to leave the pixels alone) raises
     :class:`UnreproducibleError` naming each; a value that is no number raises
     :class:`RecipeReadError`. What it cannot tell from the text but a flag can give is left
     open for :func:`~modelsafe.runtime.generate.request_from_recipe`: a missing or ``-1`` seed is
@@ -623,13 +625,6 @@ def recipe_from_parameters(text: str) -> Recipe:
         for key, value in pairs.items()
         if key not in _READ | _NO_PIXELS and not _FORGE_MODULE.fullmatch(key)
     ]
-    if pairs.get("Clip skip", "1") != "1":
-        cannot.append(
-            (
-                f"Clip skip: {_clip(pairs['Clip skip'], 20)}",
-                "the prompt read from an earlier CLIP layer; modelsafe has no clip-skip setting",
-            )
-        )
     cfg = _real(pairs, "CFG scale")
     if "Distilled CFG Scale" in pairs:  # Forge's Flux: distilled guidance, CFG 1 = no real CFG
         if cfg != 1:
@@ -679,6 +674,7 @@ def recipe_from_parameters(text: str) -> Recipe:
         control_scale=control_scale,
         refiner=refiner,
         refiner_switch=_real(pairs, "Refiner switch at") if "Refiner switch at" in pairs else 0.8,
+        clip_skip=_whole(pairs, "Clip skip") if "Clip skip" in pairs else 1,
         upscaler=upscaler,
         upscale_scale=upscale_scale,
         modelsafe_version=pairs.get("Version", "").removeprefix("modelsafe").strip() if own else "",

@@ -847,6 +847,9 @@ def run(
     }
     if request.family != "flux1":
         common["negative_prompt"] = request.negative_prompt or None
+    if request.clip_skip > 1:  # (diffusers counts the layers skipped: A1111's 2 is its 1)
+        common["clip_skip"] = request.clip_skip - 1
+        _flat_clip_compat(pipe.text_encoder)
     if request.controlnet is not None:
         common["image"] = _control_image(request)
         common["controlnet_conditioning_scale"] = request.controlnet.scale
@@ -873,6 +876,15 @@ def run(
             )
             images.extend(refined.images)
     return images
+
+
+def _flat_clip_compat(text_encoder: Any) -> None:
+    """diffusers' clip_skip reads ``text_encoder.text_model.final_layer_norm``; transformers 5
+    flattened CLIPTextModel (its ``final_layer_norm`` is on the model itself). Give such a model
+    a ``text_model`` that is itself, set past torch's module registry so that it is no
+    submodule (a module inside itself would make ``state_dict`` recurse)."""
+    if not hasattr(text_encoder, "text_model") and hasattr(text_encoder, "final_layer_norm"):
+        object.__setattr__(text_encoder, "text_model", text_encoder)
 
 
 def _control_image(request: GenerateRequest) -> Any:

@@ -67,7 +67,6 @@ def _raw_png(path: Path, width: int, height: int, *chunks: bytes) -> Path:
 @pytest.mark.parametrize(
     ("fields", "named", "why"),
     [
-        ("Clip skip: 2", "Clip skip: 2", "clip-skip"),
         (
             "Denoising strength: 0.5, Hires upscale: 2, Hires steps: 2",
             "Hires upscale: 2, Hires steps: 2",
@@ -535,3 +534,66 @@ def test_a_foreign_image_runs_with_its_open_settings_filled_by_flags_and_says_so
     assert any("was made by A1111" in w for w in result["warnings"])
     assert result["reproduces"]["identical_pixels"] is False
     assert result["reproduces"]["difference"] == "a1111.png is 64x64, the new image is 32x32"
+
+
+# -- clip skip -------------------------------------------------------------------------------------
+
+
+def test_clip_skip_changes_an_sd1_image_and_round_trips_through_both_chunks(
+    tiny: Callable[[str], Tiny], run_cli: Any, tmp_path: Path
+) -> None:
+    """A1111's Clip skip 2 (diffusers' clip_skip 1) is applied to SD1, written as `Clip skip: 2`
+    and in the JSON recipe, and an image made with it reproduces from either chunk."""
+    t = tiny("sd1")
+    common = [
+        "generate", "--checkpoint", str(t.single), "--family", "sd1",
+        "--config-dir", str(t.configs), "--tokenizers", str(t.tokenizers), "--prompt", "a cat",
+        "--seed", "5", "--steps", "2", "--width", "32", "--height", "32", "--json",
+    ]  # fmt: skip
+    runs = {}
+    for skip in ("1", "2"):
+        code, out, err = run_cli(*common, "--clip-skip", skip, "--out", str(tmp_path / skip))
+        assert code == 0, err
+        runs[skip] = json.loads(out)["images"][0]
+    with Image.open(runs["1"]["path"]) as a, Image.open(runs["2"]["path"]) as b:
+        assert a.tobytes() != b.tobytes()  # the prompt read from another layer
+    assert runs["2"]["recipe"]["clip_skip"] == 2
+    made = Path(runs["2"]["path"])
+    with Image.open(made) as image:
+        text = image.text["parameters"]  # type: ignore[attr-defined]
+    assert ", Clip skip: 2," in text
+    assert "Clip skip" not in Image.open(Path(runs["1"]["path"])).text["parameters"]  # type: ignore[attr-defined]
+    only = _png(tmp_path / "only.png", {"parameters": text}, size=(32, 32))
+    for source in (made, only):
+        code, out, err = run_cli(
+            "generate", "--from-image", str(source), "--checkpoint", str(t.single),
+            "--family", "sd1", "--config-dir", str(t.configs), "--tokenizers", str(t.tokenizers),
+            "--out", str(tmp_path / f"again-{source.stem}"), "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        again = json.loads(out)
+        assert again["images"][0]["recipe"]["clip_skip"] == 2
+        with Image.open(again["images"][0]["path"]) as a, Image.open(made) as b:
+            assert a.tobytes() == b.tobytes()  # the same pixels (the files' texts differ)
+
+
+def test_clip_skip_is_left_out_with_a_warning_where_a1111_leaves_it_out(
+    tiny: Callable[[str], Tiny], tmp_path: Path
+) -> None:
+    from test_generate_families import request_for
+
+    from modelsafe.runtime.generate import generate
+
+    t = tiny("sdxl")
+    result = generate(request_for(t, t.single, clip_skip=2), tmp_path / "x")
+    assert result.images[0].recipe.clip_skip == 1
+    assert any("clip skip 2 is not applied to sdxl" in w for w in result.warnings)
+
+
+def test_clip_skip_out_of_range_is_refused() -> None:
+    from modelsafe.runtime.generate import GenerateRequest, check_numbers
+
+    with pytest.raises(UsageError, match="--clip-skip 0: 1"):
+        check_numbers(GenerateRequest(checkpoint=Path("x"), prompt="p", clip_skip=0))
+    parsed = recipe_from_parameters(f"a lighthouse\n{BASE}, Clip skip: 2, Version: v1.10.1")
+    assert parsed.clip_skip == 2

@@ -79,6 +79,13 @@ def parse_text_encoder(text: str) -> tuple[str, Path]:
 @click.option("--control-scale", type=float, default=None)
 @click.option("--refiner", type=click.Path(path_type=Path), default=None, help="SDXL refiner.")
 @click.option("--refiner-switch", type=float, default=None, help="Fraction of steps [0.8].")
+@click.option(
+    "--clip-skip",
+    type=int,
+    default=None,
+    help="A1111's Clip skip: 2 reads the prompt from the text encoder's layer before last "
+    "(SD1 models) [1].",
+)
 @click.option("--family", default=None, help="Override the detected family.")
 @click.option("--variant", default=None, help="e.g. dev/schnell (flux1), 512-base (sd2).")
 @click.option("--prediction-type", type=click.Choice(("epsilon", "v_prediction")), default=None)
@@ -244,6 +251,7 @@ def _request(ctx: click.Context, opts: dict[str, Any], catalog: Any) -> tuple[An
         "vae",
         "refiner",
         "refiner_switch",
+        "clip_skip",
         "family",
         "variant",
         "prediction_type",
