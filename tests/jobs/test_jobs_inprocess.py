@@ -43,7 +43,7 @@ def test_in_process_queue_runs_jobs_end_to_end(
     try:
         jobs = [
             submit_job(catalog, make_spec(batch_size=2, seed=11), queue),
-            submit_job(catalog, make_spec(), queue),
+            submit_job(catalog, make_spec(clip_skip=2), queue),
             submit_job(catalog, make_spec(tokenizers=str(tmp_path / "no-such-tokenizers")), queue),
         ]
         assert all(j.status == "queued" and j.queue == "modelsafe.vram.2gib" for j in jobs)
@@ -63,6 +63,7 @@ def test_in_process_queue_runs_jobs_end_to_end(
         assert rows[oid].recipe["seed"] == seed
         assert Path(rows[oid].path).is_file()
         assert Path(rows[oid].path).parent == tmp_path / "out" / first.id / "attempt-1"
+    assert rows[second.output_ids[0]].recipe["clip_skip"] == 2
     assert [j.id for j in list_jobs(catalog, status="done")] == [second.id, first.id]
 
 
