@@ -799,22 +799,22 @@ def _named_ref(text: str) -> ModelRef:
     return ModelRef(name=found[1], autov2=found[2]) if found else ModelRef(name=text.strip())
 
 
-def _whole(pairs: Mapping[str, str], key: str) -> int:
+def _field_text(pairs: Mapping[str, str], key: str, pattern: re.Pattern[str], what: str) -> str:
+    """Field ``key``'s text, which must match ``pattern`` (bounded digits: no 5000-digit int)."""
     text = pairs.get(key)
     if text is None:
         raise RecipeReadError(f"its parameters do not say {key}")
-    if not _WHOLE.fullmatch(text.strip()):
-        raise RecipeReadError(f"its {key} is {_shown(text)}, not a whole number")
-    return int(text)
+    if not pattern.fullmatch(text.strip()):
+        raise RecipeReadError(f"its {key} is {_shown(text)}, not {what}")
+    return text
+
+
+def _whole(pairs: Mapping[str, str], key: str) -> int:
+    return int(_field_text(pairs, key, _WHOLE, "a whole number"))
 
 
 def _real(pairs: Mapping[str, str], key: str) -> float:
-    text = pairs.get(key)
-    if text is None:
-        raise RecipeReadError(f"its parameters do not say {key}")
-    if not _REAL.fullmatch(text.strip()):
-        raise RecipeReadError(f"its {key} is {_shown(text)}, not a number")
-    return float(text)
+    return float(_field_text(pairs, key, _REAL, "a number"))
 
 
 def _size(pairs: Mapping[str, str]) -> tuple[int, int]:

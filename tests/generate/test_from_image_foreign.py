@@ -274,17 +274,22 @@ def test_foreign_prompt_syntax_and_length_are_warnings_cut_short() -> None:
     assert found == list(recipe.warnings)
 
 
+def _recipe(**changes: Any) -> Recipe:
+    fields: dict[str, Any] = {
+        "prompt": "a lighthouse",
+        "seed": 1,
+        "steps": 2,
+        "cfg": 7.0,
+        "width": 64,
+        "height": 64,
+        "scheduler": "euler",
+        "checkpoint": ModelRef("sd1"),
+    }
+    return Recipe(**{**fields, **changes})
+
+
 def test_json_recipe_and_edited_parameters_text_disagree_with_a_warning() -> None:
-    recipe = Recipe(
-        prompt="a lighthouse",
-        seed=1,
-        steps=2,
-        cfg=7.0,
-        width=64,
-        height=64,
-        scheduler="euler",
-        checkpoint=ModelRef("sd1"),
-    )
+    recipe = _recipe()
     chunks = png_text_chunks(recipe)
     assert recipe_from_chunks(chunks) == recipe
     assert recipe_from_chunks(chunks).warnings == ()  # type: ignore[union-attr]
@@ -297,17 +302,7 @@ def test_json_recipe_and_edited_parameters_text_disagree_with_a_warning() -> Non
 
 
 def _good_json() -> dict[str, Any]:
-    recipe = Recipe(
-        prompt="p",
-        seed=1,
-        steps=2,
-        cfg=7.0,
-        width=64,
-        height=64,
-        scheduler="euler",
-        checkpoint=ModelRef("sd1"),
-        loras=(ModelRef("style", weight=0.8),),
-    )
+    recipe = _recipe(prompt="p", loras=(ModelRef("style", weight=0.8),))
     return recipe.to_json()
 
 
