@@ -156,7 +156,7 @@ def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]
         return [_video_vae(latent, evidence, facts, detector)]
     tie = _VAE_TIES.get(latent)
     if tie is None:
-        evidence.append(f"{latent} latent channels: no known family's KL VAE")
+        evidence.append(_unknown_kl_vae(view, latent, facts))
         return [_cand("unknown", "vae", 0.5, evidence, facts, detector)]
     families, why = tie
     evidence.append(why)
@@ -175,6 +175,24 @@ def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]
             ev.append(f"{said[1]} decides the tie")
         out.append(_cand(family, "vae", score, ev, facts, detector))
     return out
+
+
+# The FLUX.2 VAE (diffusers AutoencoderKLFlux2): 32 latent channels, normalised by a batch norm
+# over the 2x2-patched latent (128 = 32 x 4 running statistics).
+_FLUX2_VAE_LATENT = 32
+_FLUX2_VAE_BN = "bn.running_mean"
+
+
+def _unknown_kl_vae(view: KeyView, latent: int, facts: dict[str, Any]) -> str:
+    """The evidence for a KL VAE no family modelsafe identifies uses (FLUX.2's is named)."""
+    if latent == _FLUX2_VAE_LATENT and _FLUX2_VAE_BN in view:
+        facts["architecture"] = "flux2"
+        return (
+            f"{latent} latent channels + {view.says(_FLUX2_VAE_BN)} (latent batch-norm "
+            "statistics): the FLUX.2 VAE, not Flux.1's ae (16 channels); FLUX.2 is no family "
+            "modelsafe identifies"
+        )
+    return f"{latent} latent channels: no known family's KL VAE"
 
 
 def _wan_vae(
@@ -225,6 +243,8 @@ USED_BY: dict[str, list[str]] = {
     "qwen2.5_vl_7b": ["qwen-image"],
     "qwen3_4b": ["z-image"],
     "gemma2_2b": ["lumina2"],
+    "qwen3_8b": ["flux2"],
+    "mistral_small_3_24b": ["flux2"],
 }
 # (vocab, width, layers) -> variant, for decoder-only LLM text encoders.
 _LLM_VARIANTS: dict[tuple[int, int, int], str] = {
@@ -232,6 +252,8 @@ _LLM_VARIANTS: dict[tuple[int, int, int], str] = {
     (152064, 3584, 28): "qwen2.5_vl_7b",
     (151936, 2560, 36): "qwen3_4b",
     (256000, 2304, 26): "gemma2_2b",
+    (151936, 4096, 36): "qwen3_8b",  # FLUX.2 [klein] 9B
+    (131072, 5120, 40): "mistral_small_3_24b",  # FLUX.2 [dev]: Mistral-Small-3.1/3.2 24B
 }
 
 

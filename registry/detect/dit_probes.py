@@ -16,9 +16,15 @@ Decisive facts (public layouts of the released models):
   features 2560 (Qwen3-4B); Lumina-2 has the same names with 2304 (Gemma-2).
 - Qwen-Image: ``transformer_blocks.N.img_mod``/``txt_mod``, ``txt_in`` 3584 (Qwen2.5-VL), 60 blocks.
 - HiDream-I1: ``double_stream_blocks``/``single_stream_blocks`` with MoE feed-forwards.
+- Models with no family here are ``unknown`` transformers named in the evidence, never the family
+  they resemble: FLUX.2 (Flux's block names, shared ``*_stream_modulation`` layers), Lumina Image
+  2.0 (Z-Image's names at width 2304), Wan, HunyuanVideo/HunyuanImage 2.1, Kandinsky 5, SANA.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
 
 from modelsafe.registry.detect.prefixes import KeyView
 from modelsafe.registry.detect.probe import Hints, Match, Probe
@@ -46,10 +52,15 @@ def _flux_like(
     vector: str,
     modulation: str,
 ) -> list[Match]:
-    img = view.shape(img_in)
-    if img is None or len(img) != 2 or view.count_blocks(double) == 0:
+    if view.count_blocks(double) == 0 or view.count_blocks(single) == 0:
         return []
-    if view.count_blocks(single) == 0:
+    flux2 = _flux2(view, double=double, single=single, img_in=img_in, txt_in=txt_in)
+    if flux2:
+        return flux2
+    img = view.shape(img_in)
+    if img is None and "img_in_patch.weight" in view:
+        return _chroma_radiance(view, hints, double=double, single=single, txt_in=txt_in)
+    if img is None or len(img) != 2:
         return []
     hidden, in_features = img
     depth, depth_single = view.count_blocks(double), view.count_blocks(single)
@@ -98,6 +109,82 @@ def _flux_like(
         evidence.append("Flux.1 Kontext dev shares this layout")
     score = 0.95 if (hidden, depth, depth_single) == (3072, 19, 38) else 0.75
     return [_flow(Match("flux1", score, evidence, variant, _FLOW, facts), hints)]
+
+
+# FLUX.2's shared modulation layers (BFL ``.lin``, diffusers ``.linear``), which Flux.1 has per
+# block; FLUX.2 [dev] and klein 4B/9B as released: (width, double, single, text width, guidance).
+_FLUX2_MODULATION = (
+    "double_stream_modulation_img.lin.weight",
+    "double_stream_modulation_img.linear.weight",
+)
+_FLUX2_VARIANTS: dict[tuple[int, int, int, int, bool], str] = {
+    (6144, 8, 48, 15360, True): "FLUX.2 [dev] (Mistral-Small-3.1 text encoder)",
+    (3072, 5, 20, 7680, False): "FLUX.2 [klein] 4B, distilled or base (Qwen3-4B text encoder)",
+    (4096, 8, 24, 12288, False): "FLUX.2 [klein] 9B, distilled or base (Qwen3-8B text encoder)",
+}
+
+
+def _flux2(view: KeyView, *, double: str, single: str, img_in: str, txt_in: str) -> list[Match]:
+    """FLUX.2 (Nov 2025): Flux's block names with shared modulation, 128 input channels and a
+    32-channel VAE; no family modelsafe generates with, so family ``unknown``, never flux1."""
+    marker = next((m for m in _FLUX2_MODULATION if m in view), None)
+    img, txt = view.shape(img_in), view.shape(txt_in)
+    if marker is None or img is None or txt is None or len(img) != 2 or len(txt) != 2:
+        return []
+    depth, depth_single = view.count_blocks(double), view.count_blocks(single)
+    guidance = view.has_prefix("guidance_in.") or view.has_prefix("time_guidance_embed.guidance_")
+    key = (img[0], depth, depth_single, txt[1], guidance)
+    release = _FLUX2_VARIANTS.get(key, "a FLUX.2 model of no released size")
+    facts: dict[str, object] = {
+        "architecture": "flux2",
+        "hidden_size": img[0],
+        "depth": depth,
+        "num_layers": depth,
+        "num_single_layers": depth_single,
+        "in_channels": img[1],
+        "latent_channels": 32,
+        "context_dim": txt[1],
+        "guidance_embed": guidance,
+    }
+    evidence = [
+        f"{view.full(marker)} present: shared modulation layers, the FLUX.2 layout (Flux.1 "
+        "modulates per block and has vector_in)",
+        f"{view.says(img_in)}; {depth} double + {depth_single} single blocks at width {img[0]}, "
+        f"text features {txt[1]} = {release}",
+        "FLUX.2 is not Flux.1: it needs its own text encoder and 32-channel VAE; modelsafe has "
+        "no FLUX.2 family, so the family is unknown",
+    ]
+    return [Match("unknown", 0.6, evidence, None, _FLOW, facts)]
+
+
+def _chroma_radiance(
+    view: KeyView, hints: Hints, *, double: str, single: str, txt_in: str
+) -> list[Match]:
+    """Chroma1-Radiance: Chroma's blocks in pixel space (a 16x16 conv patchifier, no VAE)."""
+    patch = view.shape("img_in_patch.weight")
+    if patch is None or len(patch) != 4 or "distilled_guidance_layer.in_proj.weight" not in view:
+        return []
+    depth, depth_single = view.count_blocks(double), view.count_blocks(single)
+    facts: dict[str, object] = {
+        "hidden_size": patch[0],
+        "depth": depth,
+        "num_layers": depth,
+        "num_single_layers": depth_single,
+        "in_channels": patch[1],
+        "pixel_space": True,
+        "patch_size": patch[2],
+        "context_dim": view.dim(txt_in, 1),
+        "guidance_embed": False,
+    }
+    evidence = [
+        f"{view.says('img_in_patch.weight')}: {patch[2]}x{patch[3]} patches of RGB pixels, "
+        "no img_in: a pixel-space model, no VAE",
+        f"{view.full('distilled_guidance_layer.in_proj.weight')} + {depth} double / "
+        f"{depth_single} single blocks: Chroma's transformer = Chroma1-Radiance",
+    ]
+    if view.has_prefix("nerf_"):
+        evidence.append("nerf_* layers: Radiance's per-patch NeRF decoder head")
+    return [_flow(Match("chroma", 0.9, evidence, "radiance", _FLOW, facts), hints)]
 
 
 def _flux_bfl(view: KeyView, hints: Hints) -> list[Match]:
@@ -219,8 +306,44 @@ def _z_image(view: KeyView, hints: Hints) -> list[Match]:
         evidence.append("caption width 2560 = Qwen3-4B text encoder: Z-Image")
         evidence.append("Z-Image base and Turbo share this layout")
         return [_flow(Match("z-image", 0.95, evidence, None, _FLOW, facts), hints)]
+    if (caption, hidden) == (2304, 2304):
+        return [_lumina2(evidence, facts)]
     evidence.append(f"caption width {caption}: Lumina-2 style, not Z-Image (2560)")
     return [_flow(Match("z-image", 0.25, evidence, None, _FLOW, facts), hints)]
+
+
+def _lumina2(evidence: list[str], facts: dict[str, object]) -> Match:
+    facts["architecture"] = "lumina2"
+    evidence.append(
+        "width 2304 with caption width 2304 (Gemma-2-2B) = Lumina Image 2.0 (NetaYume Lumina and "
+        "other finetunes), not Z-Image (3840 / Qwen3-4B 2560); modelsafe has no Lumina 2 family, "
+        "so the family is unknown"
+    )
+    return Match("unknown", 0.6, evidence, None, _FLOW, facts)
+
+
+def _lumina2_diffusers(view: KeyView, hints: Hints) -> list[Match]:
+    cap = view.shape("time_caption_embed.caption_embedder.1.weight")
+    layers = view.count_blocks("layers.")
+    if cap is None or len(cap) != 2 or layers == 0:
+        return []
+    hidden, caption = cap
+    facts: dict[str, object] = {
+        "hidden_size": hidden,
+        "depth": layers,
+        "num_layers": layers,
+        "context_dim": caption,
+        "in_channels": view.dim("x_embedder.weight", 1),
+        "latent_channels": 16,
+    }
+    evidence = [
+        f"{view.says('time_caption_embed.caption_embedder.1.weight')}: caption features "
+        f"{caption} into width {hidden}, {layers} layers (diffusers Lumina2Transformer2DModel)"
+    ]
+    if (caption, hidden) == (2304, 2304):
+        return [_lumina2(evidence, facts)]
+    evidence.append("no released Lumina 2 size")
+    return [Match("unknown", 0.25, evidence, None, _FLOW, facts)]
 
 
 def _qwen_image(view: KeyView, hints: Hints) -> list[Match]:
@@ -241,10 +364,38 @@ def _qwen_image(view: KeyView, hints: Hints) -> list[Match]:
         f"{view.says('txt_in.weight')}: text features {joint} (Qwen2.5-VL) into width {hidden}",
         f"{view.full('transformer_blocks.0.img_mod.1.weight')} + txt_mod: "
         f"{layers} dual-stream MMDiT blocks",
-        "Qwen-Image and Qwen-Image-Edit share this layout",
     ]
+    variant = _qwen_variant(view, evidence)
     score = 0.95 if joint == 3584 else 0.5
-    return [_flow(Match("qwen-image", score, evidence, None, _FLOW, facts), hints)]
+    return [_flow(Match("qwen-image", score, evidence, variant, _FLOW, facts), hints)]
+
+
+# ComfyUI's marker of Qwen-Image-Edit-2511 (its reference latents get timestep zero), an empty
+# tensor in Comfy-Org's files; Qwen-Image-Layered's extra timestep condition (RGB vs layers).
+_QWEN_EDIT_2511_MARKER = "__index_timestep_zero__"
+_QWEN_LAYERED_KEY = "time_text_embed.addition_t_embedding.weight"
+
+
+def _qwen_variant(view: KeyView, evidence: list[str]) -> str | None:
+    """``edit-2511`` or ``layered`` when a marker says so; else the shared layout is named."""
+    if _QWEN_EDIT_2511_MARKER in view:
+        evidence.append(
+            f"{view.full(_QWEN_EDIT_2511_MARKER)} marker: Qwen-Image-Edit-2511 (an image-editing "
+            "model, ComfyUI's index_timestep_zero reference method), not text-to-image"
+        )
+        return "edit-2511"
+    if _QWEN_LAYERED_KEY in view:
+        evidence.append(
+            f"{view.says(_QWEN_LAYERED_KEY)}: the extra timestep condition of Qwen-Image-Layered "
+            "(RGBA layer decomposition of an input image), not text-to-image"
+        )
+        return "layered"
+    evidence.append(
+        "Qwen-Image (text-to-image, also 2512) and the editing models Qwen-Image-Edit, -2509 "
+        "and (without ComfyUI's __index_timestep_zero__ marker) -2511 share this layout: the "
+        "weights cannot say whether this is an editing model"
+    )
+    return None
 
 
 def _hidream(view: KeyView, hints: Hints) -> list[Match]:
@@ -270,6 +421,116 @@ def _hidream(view: KeyView, hints: Hints) -> list[Match]:
         "HiDream-I1 full, dev and fast share this layout",
     ]
     return [_flow(Match("hidream", 0.95, evidence, None, _FLOW, facts), hints)]
+
+
+@dataclass(frozen=True)
+class _Foreign:
+    """A DiT modelsafe does not identify, named by tensors only it has (so it is never taken
+    for a family it resembles): its anchors, a tensor whose shape shows its size, and a note."""
+
+    architecture: str
+    label: str
+    anchors: tuple[str, str, str]
+    size_key: str
+    note: str
+
+
+_FOREIGN: tuple[_Foreign, ...] = (
+    _Foreign(
+        "wan",
+        "Wan 2.1/2.2 video transformer (original naming)",
+        ("head.modulation", "blocks.0.self_attn.q.weight", "blocks.0.cross_attn.k.weight"),
+        "patch_embedding.weight",
+        "[5120, 16, ...]: 14B text-to-video (also each expert of Wan 2.2 A14B), [5120, 36, ...]: "
+        "14B image-to-video, [1536, 16, ...]: 1.3B, [3072, 48, ...]: Wan 2.2 TI2V 5B (48-channel "
+        "Wan 2.2 VAE); UMT5-XXL text encoder",
+    ),
+    _Foreign(
+        "wan",
+        "Wan 2.1/2.2 video transformer (diffusers naming)",
+        (
+            "condition_embedder.time_proj.weight",
+            "blocks.0.attn1.to_q.weight",
+            "blocks.0.attn2.to_k.weight",
+        ),
+        "patch_embedding.weight",
+        "[5120, 16, ...]: 14B, [1536, 16, ...]: 1.3B, [3072, 48, ...]: Wan 2.2 TI2V 5B",
+    ),
+    _Foreign(
+        "hunyuan",
+        "HunyuanVideo / HunyuanImage 2.1 transformer (original naming)",
+        (
+            "txt_in.individual_token_refiner.blocks.0.adaLN_modulation.1.weight",
+            "double_blocks.0.img_attn_qkv.weight",
+            "single_blocks.0.linear1.weight",
+        ),
+        "double_blocks.0.img_attn_qkv.weight",
+        "Flux-like block names with HunyuanVideo's fused img_attn_qkv / img_mod.linear layers",
+    ),
+    _Foreign(
+        "hunyuanimage2.1",
+        "HunyuanImage 2.1 transformer (diffusers HunyuanImageTransformer2DModel)",
+        (
+            "context_embedder_2.linear_1.weight",
+            "context_embedder.token_refiner.refiner_blocks.0.attn.to_q.weight",
+            "x_embedder.proj.weight",
+        ),
+        "x_embedder.proj.weight",
+        "Qwen2.5-VL + ByT5 text features, 64-channel latents of its own 32x VAE",
+    ),
+    _Foreign(
+        "kandinsky5",
+        "Kandinsky 5.0 transformer",
+        (
+            "visual_transformer_blocks.0.self_attention.to_query.weight",
+            "text_transformer_blocks.0.self_attention.to_query.weight",
+            "visual_embeddings.in_layer.weight",
+        ),
+        "visual_embeddings.in_layer.weight",
+        "Qwen2.5-VL + CLIP text features",
+    ),
+    _Foreign(
+        "sana",
+        "SANA linear-attention DiT (original naming)",
+        (
+            "blocks.0.cross_attn.q_linear.weight",
+            "blocks.0.cross_attn.kv_linear.weight",
+            "y_embedder.y_proj.fc1.weight",
+        ),
+        "x_embedder.proj.weight",
+        "SANA 1.0/1.5/Sprint, Gemma-2 text features, 32-channel DC-AE latents",
+    ),
+    _Foreign(
+        "sana",
+        "SANA linear-attention DiT (diffusers SanaTransformer2DModel)",
+        (
+            "transformer_blocks.0.ff.conv_inverted.weight",
+            "caption_projection.linear_1.weight",
+            "caption_norm.weight",
+        ),
+        "patch_embed.proj.weight",
+        "SANA 1.0/1.5/Sprint, Gemma-2 text features, 32-channel DC-AE latents",
+    ),
+)
+
+
+def _foreign(spec: _Foreign, view: KeyView, hints: Hints) -> list[Match]:
+    if sum(a in view for a in spec.anchors) < 2:
+        return []
+    facts: dict[str, object] = {"architecture": spec.architecture}
+    size = view.shape(spec.size_key)
+    if size:
+        facts["hidden_size"] = size[0]
+    evidence = [
+        f"{view.full(spec.anchors[0])} present: the {spec.label} layout",
+        f"{view.says(spec.size_key)} ({spec.note})",
+        f"{spec.label.split(' (')[0]} is no family modelsafe identifies: the family is unknown",
+    ]
+    return [Match("unknown", 0.6, evidence, None, None, facts)]
+
+
+def _foreign_probe(spec: _Foreign) -> Probe:
+    return Probe(f"{spec.architecture}", "transformer", spec.anchors, partial(_foreign, spec))
 
 
 PROBES: tuple[Probe, ...] = (
@@ -323,4 +584,15 @@ PROBES: tuple[Probe, ...] = (
         ),
         _hidream,
     ),
+    Probe(
+        "diffusers-lumina2",
+        "transformer",
+        (
+            "time_caption_embed.caption_embedder.1.weight",
+            "noise_refiner.0.ffn_norm1.weight",
+            "layers.0.ffn_norm1.weight",
+        ),
+        _lumina2_diffusers,
+    ),
+    *(_foreign_probe(spec) for spec in _FOREIGN),
 )

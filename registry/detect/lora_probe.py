@@ -265,6 +265,21 @@ def _family(
 # AuraFlow's ``joint_transformer_blocks`` (beside Flux-like ``single_transformer_blocks``).
 _FOREIGN_BLOCKS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
+        re.compile(
+            r"(?:^|_)single_transformer_blocks_\d+_attn_to_(?:qkv_mlp_proj|out)$"
+            r"|(?:^|_)transformer_blocks_\d+_ff(?:_context)?_linear_(?:in|out)$"
+            r"|(?:^|_)(?:double|single)_stream_modulation"
+        ),
+        "FLUX.2's layer names (diffusers Flux2Transformer2DModel: fused to_qkv_mlp_proj single "
+        "blocks, ff.linear_in/linear_out; Flux.1 has to_q/proj_mlp/proj_out and ff.net.0.proj): "
+        "FLUX.2 is no family modelsafe identifies",
+    ),
+    (
+        re.compile(r"(?:^|_)blocks_\d+_(?:self|cross)_attn_[qkvo]$"),
+        "Wan's layer names (blocks.N.self_attn / cross_attn .q/.k/.v/.o: the Wan 2.1/2.2 video "
+        "transformer, original naming): Wan is no family modelsafe identifies",
+    ),
+    (
         re.compile(r"(?:^|_)joint_transformer_blocks_\d+_"),
         "AuraFlow's joint_transformer_blocks (diffusers AuraFlowTransformer2DModel; Flux.1 has "
         "transformer_blocks + single_transformer_blocks, SD3 transformer_blocks only): AuraFlow "
@@ -409,6 +424,11 @@ def _dit_family(
                 f"model width 3072 with transformer block {last}: Qwen-Image (60 blocks; Flux.1 "
                 "has 19 such blocks)"
             )
+        elif width == 3072 and last == KLEIN_4B_DOUBLE_BLOCKS - 1:
+            evidence.append(
+                _klein_4b_lookalike({"double": last, "single": -1}, width) or "FLUX.2 klein 4B?"
+            )
+            return None, 0.5
         elif width == 3072:
             family = "flux1"
             evidence.append(
@@ -479,18 +499,62 @@ def _not_flux1(denoiser: list[LoraModule], width: int | None) -> str | None:
             f"{hunyuan.flat!r}: HunyuanVideo's layer names (Flux.1 has mlp.0/mlp.2, mod.lin), "
             "a model modelsafe does not know"
         )
+    width = width or _output_width(denoiser)
     if width:
         for m in denoiser:
-            out = m.delta_shape()[0]
-            if out is None:
-                continue
-            times = 7 if m.flat.endswith("linear1") else 0
-            times = 4 if m.flat.endswith(("img_mlp_0", "txt_mlp_0")) else times
-            if times and out != times * width:
-                return (
-                    f"{m.flat!r} outputs {out} = {out / width:g}x the model width, Flux.1's is "
-                    f"{times}x: another model with these block names (FLUX.2?)"
-                )
+            wrong = _flux1_ratio(m, width)
+            if wrong:
+                return wrong
+    return _klein_4b_lookalike(most, width)
+
+
+def _output_width(denoiser: list[LoraModule]) -> int | None:
+    """The model width read off a layer that outputs it (linear2, mlp.2, attn.proj), for a LoRA
+    that patches no layer taking it in (no qkv, no linear1)."""
+    for m in denoiser:
+        if m.flat.endswith(("linear2", "_mlp_2", "_attn_proj")):
+            return m.delta_shape()[0]
+    return None
+
+
+# Flux.1's layers whose width is a multiple of the model width: (name end, output side?, times).
+# FLUX.2 has the same names at other multiples (linear1 9x, linear2 from 4x, mlp.0 6x, mlp.2 3x).
+_FLUX1_RATIOS: tuple[tuple[str, bool, int], ...] = (
+    ("linear1", True, 7),
+    ("linear2", False, 5),
+    ("_mlp_0", True, 4),
+    ("_mlp_2", False, 4),
+)
+
+
+def _flux1_ratio(m: LoraModule, width: int) -> str | None:
+    """Why ``m``'s shape is not Flux.1's at ``width``, or None."""
+    for end, output, times in _FLUX1_RATIOS:
+        if not m.flat.endswith(end):
+            continue
+        size = m.delta_shape()[0] if output else m.in_features()
+        if size is not None and size != times * width:
+            side = "outputs" if output else "takes"
+            return (
+                f"{m.flat!r} {side} {size} = {size / width:g}x the model width, Flux.1's is "
+                f"{times}x: another model with these block names (FLUX.2?)"
+            )
+    return None
+
+
+# FLUX.2 [klein] 4B: 5 double blocks at Flux.1's width 3072 with Flux.1's attention shapes.
+KLEIN_4B_DOUBLE_BLOCKS = 5
+
+
+def _klein_4b_lookalike(most: dict[str, int], width: int | None) -> str | None:
+    """A LoRA on exactly the first 5 double blocks at width 3072 and no single block: FLUX.2
+    klein 4B's whole double stream, with shapes Flux.1's first blocks share."""
+    if width == 3072 and most["double"] == KLEIN_4B_DOUBLE_BLOCKS - 1 and most["single"] < 0:
+        return (
+            f"only double blocks 0-{KLEIN_4B_DOUBLE_BLOCKS - 1} at width 3072, no single block: "
+            f"FLUX.2 [klein] 4B has exactly {KLEIN_4B_DOUBLE_BLOCKS} double blocks of Flux.1's "
+            "attention shapes, so the weights cannot say Flux.1 or FLUX.2 klein"
+        )
     return None
 
 

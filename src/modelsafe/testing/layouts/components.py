@@ -134,7 +134,7 @@ LLM_CONFIGS: dict[str, tuple[int, int, int, int, int, int, int, bool, bool]] = {
     "qwen2.5_vl_7b": (152064, 3584, 28, 28, 4, 128, 18944, False, True),
     "qwen3_4b": (151936, 2560, 36, 32, 8, 128, 9728, True, False),
     "qwen3_8b": (151936, 4096, 36, 32, 8, 128, 12288, True, False),  # FLUX.2 klein 9B
-    "mistral_small_3.1_24b": (131072, 5120, 40, 32, 8, 128, 32768, False, False),  # FLUX.2 dev
+    "mistral_small_3_24b": (131072, 5120, 40, 32, 8, 128, 32768, False, False),  # FLUX.2 dev
 }
 
 
