@@ -561,11 +561,41 @@ def identify_model(path: Path) -> ModelIdentity:
     except MalformedFileError:
         raise  # a broken file or folder (a missing shard, a truncated file): no load can help
     except Exception:  # noqa: BLE001 - a detector gap falls back to the loader's own check
-        pass
+        report = None
+    if report is not None:
+        _refuse_known_unsupported(path, report)
     from modelsafe.runtime.diffusers_loader import guess_identity
 
     family, kind, variant, prediction = guess_identity(path)
     return ModelIdentity(family, kind, variant, prediction)
+
+
+_DENOISER_KINDS = ("checkpoint", "unet", "transformer", "pipeline")
+
+
+def _refuse_known_unsupported(path: Path, report: Any) -> None:
+    """Refuse a denoiser the detectors placed in a family this backend does not run (Chroma,
+    Qwen-Image, HiDream, ...), or named as an architecture of no family (FLUX.2, Wan,
+    HunyuanImage): the loader's own layout guess would take many of them for Flux.1."""
+    if report.kind not in _DENOISER_KINDS:
+        return
+    architecture = (getattr(report, "facts", None) or {}).get("architecture")
+    if report.family not in ("unknown", "", None):
+        what = f"{report.family}/{report.kind}" + (f"/{report.variant}" if report.variant else "")
+    elif architecture:
+        what = f"a {architecture} {report.kind}"
+    else:
+        return
+    if report.family == "sdxl_refiner":
+        raise UsageError(
+            f"{path.name} is an SDXL refiner: it refines an SDXL base model's images",
+            hint=f"modelsafe generate --checkpoint SDXL_BASE --refiner {path} --prompt ...",
+        )
+    raise UsageError(
+        f"{path.name} is {what}, which modelsafe cannot generate with",
+        hint=f"generate runs {', '.join(FAMILIES)} models; `modelsafe inspect {path}` shows the "
+        "evidence (pass --family to override a wrong identification)",
+    )
 
 
 # -- what the denoiser takes in, before any load ------------------------------------------------

@@ -421,7 +421,8 @@ def missing_parts(
             width = p.facts.get("hidden_size")
             # A file holding several encoders (variant ``clip_l+t5xxl``) fills each of their slots.
             present.update((p.variant or "").split("+"))
-            present.update(n for n, w in TEXT_ENCODER_WIDTHS.items() if w == width)
+            if not p.variant:  # (a named one is what it is named: Qwen3-8B is no T5-XXL)
+                present.update(n for n, w in TEXT_ENCODER_WIDTHS.items() if w == width)
         if p.kind == "vae":
             present.add("vae")
     missing: list[MissingPart] = []
@@ -430,7 +431,7 @@ def missing_parts(
         if slot not in present:
             why = f"{fam} needs the {slot} text encoder and the checkpoint does not contain it"
             missing.append(MissingPart(slot, "text_encoder", why))
-    if "vae" not in present:
+    if "vae" not in present and not base.facts.get("pixel_space"):  # (Chroma1-Radiance: none)
         why = (
             f"{fam} needs a {needs.latent_channels}-channel {needs.vae_name} and the checkpoint "
             "does not contain one"

@@ -320,7 +320,9 @@ def text_encoder_rule(base: Part, part: Part) -> Compatibility | None:
     variant = part.variant or ""
     width = part.facts.get("hidden_size")
     guessed = False
-    if variant not in TEXT_ENCODER_WIDTHS and "+" not in variant and isinstance(width, int):
+    # Only a text encoder of no known name is placed by its width: a named one (Qwen3-8B,
+    # Llama, umT5: 4096 wide too) is what it is named, not T5-XXL.
+    if not variant and isinstance(width, int):
         found = next((n for n, w in TEXT_ENCODER_WIDTHS.items() if w == width), None)
         guessed = found is not None and part.kind != "text_encoder"
         variant = found or variant

@@ -265,3 +265,37 @@ def test_a_broken_folder_is_refused_before_loading_with_or_without_family(
     code, _, err = run_cli(*args, *(["--family", family] if family else []))
     assert code == 2 and "unet" in err and "Traceback" not in err
     assert "diffusers could not load" not in err
+
+
+# -- models of families generate does not run ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layout", "words"),
+    [
+        ("flux2_bfl", "is a flux2 transformer, which modelsafe cannot generate with"),
+        ("chroma_radiance", "is chroma/transformer/radiance, which modelsafe cannot"),
+        ("hunyuan_image21", "is a hunyuanimage2.1 transformer, which modelsafe cannot"),
+        ("sdxl_refiner", "is an SDXL refiner: it refines an SDXL base model's images"),
+    ],
+)
+def test_a_denoiser_of_a_family_generate_does_not_run_is_refused_by_its_name(
+    tmp_path: Path, run_cli: Any, monkeypatch: pytest.MonkeyPatch, layout: str, words: str
+) -> None:
+    """The detectors' answer is trusted: the loader's own layout guess took FLUX.2, Chroma and
+    HunyuanImage for Flux.1 (and asked for a CLIP-L text encoder)."""
+    from modelsafe.runtime import diffusers_loader
+    from modelsafe.testing import write_safetensors
+    from modelsafe.testing.layouts import base_models, recent_models
+
+    monkeypatch.setattr(diffusers_loader, "load_pipeline", lambda *a, **k: pytest.fail("loaded"))
+    specs = (
+        base_models.unet_checkpoint("sdxl_refiner")
+        if layout == "sdxl_refiner"
+        else getattr(recent_models, layout)()
+    )
+    path = write_safetensors(tmp_path / "model.safetensors", specs, data="sparse")
+    code, _, err = run_cli(
+        "generate", "--checkpoint", str(path), "--prompt", "x", "--out", str(tmp_path / "o")
+    )
+    assert code == 2 and words in err and "text_encoder" not in err

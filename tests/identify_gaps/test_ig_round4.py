@@ -396,3 +396,32 @@ def test_z_image_lora_is_still_z_image(tmp_path: Path) -> None:
 def test_known_neighbours_unchanged(tmp_path: Path, name: str, build: Any, want: Any) -> None:
     report = _inspect(tmp_path, name, build())
     assert (report.family, report.kind, report.variant) == want
+
+
+def test_a_named_4096_wide_text_encoder_is_not_taken_for_flux1s_t5(tmp_path: Path) -> None:
+    """Qwen3-8B (FLUX.2 klein's text encoder) is as wide as T5-XXL: resolve named it "ok t5xxl
+    (4096 wide) is one of Flux.1's text encoders"; a known name is not re-read by width."""
+    from modelsafe.runtime.resolve import resolve
+    from modelsafe.testing.layouts import base_models
+
+    flux = write_safetensors(tmp_path / "flux.safetensors", base_models.bfl_flux(), data="sparse")
+    qwen = write_safetensors(
+        tmp_path / "qwen3_8b.safetensors", co.llm_text_encoder("qwen3_8b"), data="sparse"
+    )
+    result = resolve(str(flux), text_encoders=[str(qwen)]).as_json()
+    part = next(p for p in result["parts"] if p["role"] == "text_encoder")
+    slot = next(r for r in part["reasons"] if r["rule"] == "text_encoder_slot")
+    assert slot["status"] == "reject" and "t5xxl (4096 wide)" not in slot["reason"]
+    assert "qwen3_8b" in slot["reason"] and not result["compatible"]
+
+
+def test_chroma_radiance_needs_no_vae(tmp_path: Path) -> None:
+    """A pixel-space model decodes no latents: resolve listed a missing 16-channel VAE."""
+    from modelsafe.runtime.resolve import resolve
+    from modelsafe.testing.layouts import recent_models
+
+    path = write_safetensors(
+        tmp_path / "radiance.safetensors", recent_models.chroma_radiance(), data="sparse"
+    )
+    missing = [m["slot"] for m in resolve(str(path)).as_json()["missing"]]
+    assert missing == ["t5xxl"]
