@@ -825,6 +825,9 @@ def run(
     (``generate --from-image``)."""
     import torch
 
+    from modelsafe.runtime.diffusers_loader import captured_messages
+    from modelsafe.runtime.generate import warn
+
     seeds = request.image_seeds()
     done = [0]
 
@@ -856,7 +859,7 @@ def run(
     if refiner is not None:
         common.update(output_type="latent", denoising_end=request.refiner_switch)
     images: list[Any] = []
-    with torch.inference_mode():
+    with torch.inference_mode(), captured_messages() as messages:
         for seed in seeds:
             generator = [torch.Generator("cpu").manual_seed(seed)]
             result = pipe(**common, generator=generator).images
@@ -875,7 +878,38 @@ def run(
                 callback_on_step_end=on_step,
             )
             images.extend(refined.images)
+    for note in run_notes(messages):
+        warn(note)
     return images
+
+
+# What diffusers (the cut-off text, quoted whole) and transformers' tokenizer say of a prompt
+# longer than the text encoder takes.
+_TRUNCATED = (
+    "truncated because CLIP can only handle",
+    "sequence length is longer than the specified maximum sequence length",
+)
+
+
+def run_notes(messages: list[Any]) -> list[str]:
+    """What the libraries said while the images were made, as modelsafe's own warning lines,
+    once each and shortened: diffusers' "truncated because CLIP can only handle sequences up
+    to 77 tokens" quotes the whole cut-off text (megabytes for a pasted prompt): one short line
+    says it instead."""
+    notes: list[str] = []
+    for message in messages:
+        if message.level in ("FutureWarning", "DeprecationWarning"):
+            continue
+        if any(words in message.text for words in _TRUNCATED):
+            note = (
+                "a prompt is longer than its text encoder's window (77 tokens for CLIP): what "
+                "follows is cut off (diffusers encodes one window; A1111 chunks long prompts)"
+            )
+        else:
+            note = f"while generating, {message.source} says: {_short_text(message.text)}"
+        if note not in notes:
+            notes.append(note)
+    return notes
 
 
 def _flat_clip_compat(text_encoder: Any) -> None:

@@ -299,3 +299,21 @@ def test_a_denoiser_of_a_family_generate_does_not_run_is_refused_by_its_name(
         "generate", "--checkpoint", str(path), "--prompt", "x", "--out", str(tmp_path / "o")
     )
     assert code == 2 and words in err and "text_encoder" not in err
+
+
+def test_a_prompt_longer_than_clip_takes_is_one_short_warning(
+    tiny: Callable[[str], Tiny], tmp_path: Path, run_cli: Any
+) -> None:
+    """diffusers logs the whole cut-off text (megabytes for a pasted prompt) and transformers'
+    tokenizer a second line: one short modelsafe warning says it instead."""
+    t = tiny("sd1")
+    prompt = " ".join(f"word{i}" for i in range(2000))
+    out = tmp_path / "out"
+    args = _args(t, out, "--json")
+    args[args.index("a lighthouse")] = prompt
+    code, stdout, err = run_cli(*args)
+    assert code == 0, err[-500:]
+    warnings = json.loads(stdout)["warnings"]
+    said = [w for w in warnings if "longer than its text encoder's window" in w]
+    assert len(said) == 1 and len(said[0]) < 200
+    assert "word1999" not in err and "sequence length is longer" not in err
