@@ -23,6 +23,13 @@ def test_demo_scans_the_sample_library(run_cli, tmp_path: Path) -> None:  # type
     assert any("xl-detail" in w["path"] for w in result["wrong_folder"])
     assert result["summary"]["unsafe"] == 1 and result["summary"]["errors"] == 3
     assert (tmp_path / "lib" / "catalog.db").is_file()
+    # its full-size sparse checkpoint ends in real bytes: no "unfinished download" warning
+    code, out, err = run_cli(
+        "--catalog", str(tmp_path / "lib" / "catalog.db"), "show", "sd15-base", "--json"
+    )
+    assert code == 0, err
+    [location] = json.loads(out)["locations"]
+    assert not [w for w in location["warnings"] if "zeros" in w]
 
 
 def test_ls_compatible_with_answers_from_the_catalog(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -33,6 +33,14 @@ def _write_torch_zip(path: Path, data_pkl: bytes) -> None:
         zf.writestr("archive/version", "3\n")
 
 
+def _nonzero_tail(path: Path, size: int = 64 * 1024) -> None:
+    """Fill the last ``size`` bytes of ``path`` with a fixed non-zero pattern (same bytes on
+    every run, so the demo's hashes are stable)."""
+    with path.open("r+b") as fh:
+        fh.seek(-size, 2)
+        fh.write((bytes(range(1, 256)) * (size // 255 + 1))[:size])
+
+
 def _write_legacy_pickle(path: Path) -> bool:
     """A pre-1.6 torch file (needs torch to write); returns False when torch is missing."""
     try:
@@ -58,10 +66,14 @@ def build_library(root: Path) -> list[DemoFile]:
         files.append(DemoFile(path, what))
         return path
 
-    # Full-size layouts of real models, written sparse: a 2 GB checkpoint costs no disk.
-    write_safetensors(
-        add("checkpoints/sd15-base.safetensors", "an SD1.5 checkpoint (full size, sparse)"),
-        base_models.unet_checkpoint("sd1"),
+    # Full-size layouts of real models, written sparse: a 2 GB checkpoint costs no disk. Its
+    # last 64 KiB get bytes, as a real model's data ends in weights (an all-zero end is what an
+    # unfinished preallocated download looks like, and inspect/scan warn of it).
+    _nonzero_tail(
+        write_safetensors(
+            add("checkpoints/sd15-base.safetensors", "an SD1.5 checkpoint (full size, sparse)"),
+            base_models.unet_checkpoint("sd1"),
+        )
     )
     write_safetensors(
         add("loras/sd15-style.safetensors", "a kohya LoRA for SD1.5"),
