@@ -154,6 +154,31 @@ class LoadRequest:
 COMPONENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
+def _config_object(file: Path, component: str) -> dict[str, Any]:
+    """A ``--config-dir`` JSON config: an object (a model index's components, its list values,
+    each ``[library, class]``), else a BackendError naming the file."""
+    hint = "fix or remove it from --config-dir (the shipped configs are used without it)"
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BackendError(f"config {file} cannot be read: {_first_line(exc)}", hint) from None
+    if not isinstance(value, dict):
+        raise BackendError(f"config {file} is not a JSON object", hint)
+    if component == "model_index":
+        for name, spec in value.items():
+            if name.startswith("_") or not isinstance(spec, list):
+                continue  # (not a component: a setting such as requires_safety_checker)
+            if len(spec) != 2 or not all(part is None or isinstance(part, str) for part in spec):
+                raise BackendError(
+                    f"config {file}: component {name!r} is {json.dumps(spec)[:60]}, not "
+                    "[library, class] or null",
+                    hint,
+                )
+        if not isinstance(value.get("_class_name"), str):
+            raise BackendError(f"config {file} names no pipeline (_class_name)", hint)
+    return value
+
+
 def config_names(family: str, variant: str | None) -> list[str]:
     """Config file stems to try, most specific first (``sd3.5-large``, ``sd3.5``, ``sd3``)."""
     names = [f"{family}-{variant}"] if variant else []
@@ -175,9 +200,9 @@ def read_config(
     stems = config_names(family, variant)
     for stem in stems if config_dir is not None else ():
         assert config_dir is not None
-        if (config_dir / f"{stem}.{component}.json").is_file():
-            text = (config_dir / f"{stem}.{component}.json").read_text(encoding="utf-8")
-            return dict(json.loads(text))
+        file = config_dir / f"{stem}.{component}.json"
+        if file.is_file():
+            return _config_object(file, component)
     for stem in stems:
         name = f"{stem}.{component}.json"
         shipped = resources.files("modelsafe.runtime.configs").joinpath(name)
@@ -1153,6 +1178,11 @@ def _given_components(
         for name in ("safety_checker", "feature_extractor"):
             if name in index:
                 given[name] = None
+        for name in OPTIONAL_COMPONENTS.get(req.family, ()):  # SD3's T5, not downloaded
+            folder = req.path / name
+            if name in components and (not folder.is_dir() or not any(folder.iterdir())):
+                given[name] = None
+                given["tokenizer" + name[len("text_encoder") :]] = None
     sources = [p for p in (req.tokenizers, _env_tokenizers()) if p is not None]
     if req.kind == "pipeline":
         sources.append(req.path)

@@ -224,6 +224,15 @@ def check_numbers(request: GenerateRequest) -> None:
     loads): steps, sizes, seeds, batch size, LoRA weights and the ControlNet scale."""
     import math
 
+    for name, text in (("prompt", request.prompt), ("negative prompt", request.negative_prompt)):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(
+                f"the {name} holds bytes that are not UTF-8 text",
+                hint="check the terminal's or the script's encoding (a Latin-1 byte such as "
+                "\\xff passed as it is)",
+            ) from None
     if not 1 <= request.batch_size <= MAX_BATCH:
         raise UsageError(
             f"batch size {request.batch_size} must be 1 to {MAX_BATCH}",
@@ -284,6 +293,11 @@ def check_device(device: str) -> None:
             f"--device {device!r} is not a device torch knows",
             hint="e.g. cpu, cuda, cuda:1, mps or xpu",
         ) from None
+    if parsed.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise UsageError(
+            f"--device {device!r}: modelsafe generates on cpu, cuda, mps or xpu",
+            hint="e.g. --device cuda, or cuda:1 for the second GPU",
+        )
     backends = {"cuda": torch.cuda, "mps": getattr(torch.backends, "mps", None)}
     backends["xpu"] = getattr(torch, "xpu", None)
     module = backends.get(parsed.type)
@@ -453,13 +467,13 @@ def refuse_unsafe(paths: Iterable[Path]) -> dict[Path, tuple[Any, ...]]:
     for path in paths:
         if not path.exists():
             raise FileReadError(f"{path} does not exist", hint="check the path")
-        key = _stat_key(path)
+        key = stat_key(path)
         audited[path] = key
         if _AUDITED_SAFE.get(str(path.resolve())) == key:
             continue
         verdict = audit_path(path)
         if verdict.status == "safe":
-            if _stat_key(path) == key:  # unchanged while it was read
+            if stat_key(path) == key:  # unchanged while it was read
                 _AUDITED_SAFE[str(path.resolve())] = key
             else:
                 refuse_changed({path: key})
@@ -492,7 +506,7 @@ def refuse_changed(audited: dict[Path, tuple[Any, ...]]) -> None:
     it too, as a swapped-in file is what makes a weights-only load fail."""
     for path, key in audited.items():
         try:
-            now = _stat_key(path)
+            now = stat_key(path)
         except OSError:
             now = None
         if now != key:
@@ -509,30 +523,51 @@ def refuse_changed(audited: dict[Path, tuple[Any, ...]]) -> None:
 _AUDITED_SAFE: dict[str, tuple[Any, ...]] = {}
 
 
-def _stat_key(path: Path) -> tuple[Any, ...]:
+def stat_key(path: Path) -> tuple[Any, ...]:
     """What says a file (or each file of a folder) is unchanged: size, mtime, inode and ctime.
 
     ``st_ctime_ns`` is there because mtime can be set back (``touch -r``, ``cp -p``,
     ``os.utime``) after a file is rewritten in place with the same size; ctime cannot be set
     back, and a file renamed away and back gets a new one (``registry.walk.StatKey``, which scan
     compares too). A folder's files are found as the audit finds them: through symlinked
-    folders (``unet -> ../store/unet``), each real folder once."""
+    folders (``unet -> ../store/unet``), each real folder once. Every symbolic link on the way
+    (the path itself, a folder above it, a link inside a folder) is in the key by its own stat
+    too: a link pointed elsewhere while loading and back again gets a new inode or ctime, though
+    the file it points to at the end is the one audited."""
     import os
 
     from modelsafe.registry.walk import StatKey, walk_tree
 
+    links = _link_keys(path)
     if not path.is_dir():
-        return (StatKey.of(path.stat()),)
-    found = []
+        return (StatKey.of(path.stat()), *links)
+    found: list[tuple[str, Any]] = []
     for folder, names in walk_tree(str(path)):
+        if folder != str(path) and os.path.islink(folder):
+            found.append((os.path.relpath(folder, path) + "/", StatKey.of(os.lstat(folder))))
         for name in names:
             full = os.path.join(folder, name)
             try:
                 st = os.stat(full)
+                if os.path.islink(full):
+                    found.append((os.path.relpath(full, path) + " ->", StatKey.of(os.lstat(full))))
             except OSError:
                 continue
             found.append((os.path.relpath(full, path), StatKey.of(st)))
-    return tuple(sorted(found, key=lambda item: item[0]))
+    return (*sorted(found, key=lambda item: item[0]), *links)
+
+
+def _link_keys(path: Path) -> tuple[tuple[str, Any], ...]:
+    """The stat of each symbolic link among ``path`` and the folders above it."""
+    import os
+
+    from modelsafe.registry.walk import StatKey
+
+    found = []
+    for at in (path, *path.absolute().parents):
+        if os.path.islink(at):
+            found.append((str(at), StatKey.of(os.lstat(at))))
+    return tuple(found)
 
 
 @dataclass(frozen=True)

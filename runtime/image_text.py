@@ -126,7 +126,7 @@ def _user_comment(raw: bytes) -> str:
     if code.rstrip(b"\0") != b"UNICODE":
         return text.decode("utf-8", "replace").rstrip("\0")
     if text[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return text.decode("utf-16").rstrip("\0")
+        return text.decode("utf-16", "replace").rstrip("\0")
     # ASCII-range text has its zero bytes first in big-endian UTF-16, second in little-endian.
     big = text[0::2].count(0) >= text[1::2].count(0)
     return text.decode("utf-16-be" if big else "utf-16-le", "replace").rstrip("\0")

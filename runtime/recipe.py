@@ -142,6 +142,18 @@ def _check_fields(fields: Mapping[str, Any]) -> None:
             )
     if "device" in fields:
         _check_device(fields["device"], "device")
+    extra = fields.get("extra") or {}
+    for name, ok in (
+        ("modules", lambda v: isinstance(v, list) and all(isinstance(m, str) for m in v)),
+        ("sampler", lambda v: isinstance(v, str)),
+        ("tokenizers", lambda v: isinstance(v, str)),
+        ("config_dir", lambda v: isinstance(v, str)),
+        ("sampling", lambda v: isinstance(v, Mapping)),
+    ):
+        if name in extra and not ok(extra[name]):
+            raise RecipeReadError(
+                f"malformed modelsafe recipe: extra.{name} is {_shown(extra[name])}"
+            )
     plan = fields.get("plan") or {}
     for name in ("settings", "source", "why"):
         if not isinstance(plan.get(name, {}), Mapping):

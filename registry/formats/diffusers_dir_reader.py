@@ -7,7 +7,8 @@
   model component without weights or without its ``config.json``, or a scheduler without its
   ``scheduler_config.json`` (an interrupted download) makes the pipeline unreadable, naming the
   component, except ``safety_checker`` and ``feature_extractor``, which modelsafe loads
-  pipelines without (a warning then).
+  pipelines without, and SD3's ``text_encoder_3``/``tokenizer_3`` (its T5, which diffusers runs
+  without): a warning then.
 - Component: a folder with ``config.json`` and weights (``diffusion_pytorch_model*.safetensors``,
   ``model*.safetensors``, a sharded ``*.safetensors.index*.json``, or a torch ``.bin``).
 - Variants (``.fp16.``, ``.bf16.``, ...): one per component is read, the full-precision file when
@@ -20,6 +21,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,11 @@ _SHARD_NAME = re.compile(r"-\d{5}-of-\d{5}$")
 # Components a pipeline loads without (modelsafe passes None for them): their weights are often
 # deleted on purpose.
 OPTIONAL_COMPONENTS = frozenset({"safety_checker", "feature_extractor"})
+# Components a pipeline class runs without (diffusers takes None for them): SD3's T5, left out
+# of a download to save 9 GB (`hf download ... --exclude 'text_encoder_3/*'`).
+OPTIONAL_BY_PIPELINE = {
+    "StableDiffusion3Pipeline": frozenset({"text_encoder_3", "tokenizer_3"}),
+}
 # Config keys copied into the flat ``facts`` of a pipeline (component.key).
 FACT_KEYS = (
     "_class_name",
@@ -225,8 +232,11 @@ def _read_sharded(
     warnings: list[str] = []
     folder = index_path.parent
     for shard in sorted(set(weight_map.values())):
-        shard_path = (folder / shard).resolve()
-        if folder.resolve() not in shard_path.parents:
+        # Named inside the folder (no absolute path, no ".."); the file itself may be a link
+        # out of it, as every file of the Hugging Face cache is (into blobs/).
+        parts = shard.replace("\\", "/").split("/")
+        shard_path = folder / shard
+        if os.path.isabs(shard) or ".." in parts or ":" in parts[0]:
             raise MalformedFileError(
                 f"{where}: shard {shard!r} lies outside the folder", "re-download"
             )
@@ -249,7 +259,7 @@ def _read_sharded(
             warnings.append(
                 f"{shard}: {len(have - expected)} tensors not listed in {index_path.name}"
             )
-        tensors += _with_source(sub.tensors, str(shard_path.relative_to(root.resolve())))
+        tensors += _with_source(sub.tensors, os.path.relpath(shard_path, root))
         metadata.update(sub.metadata)
         warnings += [f"{shard}: {w}" for w in sub.warnings]
     return tensors, metadata, warnings
@@ -271,7 +281,9 @@ def read_component(folder: Path) -> TensorIndex | None:
         tensors, metadata, warnings = _read_sharded(choice.path, root)
     else:
         sub = _read_file(choice.path)
-        rel = str(choice.path.resolve().relative_to(root.resolve()))
+        # (the path as found, not resolved: in the Hugging Face cache each file is a link into
+        # blobs/, outside the folder)
+        rel = os.path.relpath(choice.path, root)
         tensors = _with_source(sub.tensors, rel)
         metadata, warnings = dict(sub.metadata), list(sub.warnings)
     if len(choice.variants) > 1:
@@ -379,7 +391,8 @@ def read_pipeline(root: Path) -> TensorIndex:
         components[name] = component
         warnings += [f"{name}: {w}" for w in component.warnings]
         tensors += _with_source(component.tensors, "", prefix=f"{name}.", folder=name)
-    missing = [(n, p) for n, p in broken if n.split(" ", 1)[0] not in OPTIONAL_COMPONENTS]
+    optional = OPTIONAL_COMPONENTS | OPTIONAL_BY_PIPELINE.get(str(index.get("_class_name")), set())
+    missing = [(n, p) for n, p in broken if n.split(" ", 1)[0] not in optional]
     if missing:
         # diffusers cannot load the pipeline without them (an interrupted download has fetched the
         # small config files, not the weights, or left a folder empty).

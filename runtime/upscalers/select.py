@@ -100,10 +100,15 @@ def describe_upscaler(path: Path) -> UpscalerInfo:
 def read_weights(path: Path) -> dict[str, Any]:
     """The tensors of an upscaler file, after the audit (refused unless safe)."""
     from modelsafe.runtime.diffusers_loader import load_state_dict
-    from modelsafe.runtime.generate import refuse_unsafe
+    from modelsafe.runtime.generate import refuse_changed, refuse_unsafe
 
-    refuse_unsafe([path])
-    state = load_state_dict(path)
+    audited = refuse_unsafe([path])
+    try:
+        state = load_state_dict(path)
+    except Exception:
+        refuse_changed(audited)  # a file swapped in after its audit: say that, not this
+        raise
+    refuse_changed(audited)  # what was loaded is what was audited
     for key in ("params_ema", "params"):  # Real-ESRGAN's training checkpoints nest the weights
         if isinstance(state.get(key), dict):
             return dict(state[key])
@@ -116,10 +121,10 @@ _LOADED: dict[tuple[str, tuple[Any, ...]], tuple[Any, int]] = {}
 def load_upscaler(path: Path) -> tuple[Any, int]:
     """The upscaling network in ``path`` (eval mode, on the CPU) and its scale; cached per file
     while the file is unchanged."""
+    from modelsafe.runtime.generate import stat_key
     from modelsafe.runtime.upscalers import compact, esrgan
 
-    st = path.stat()
-    key = (str(path.resolve()), (st.st_size, st.st_mtime_ns, st.st_ino))
+    key = (str(path.resolve()), stat_key(path))
     if key in _LOADED:
         return _LOADED[key]
     state = esrgan.strip_wrapper(read_weights(path))

@@ -142,3 +142,46 @@ def test_real_diffusers_save_pretrained_with_variant(tmp_path: Path) -> None:
     assert {t.dtype for t in index.tensors} == {"F32"}
     assert index.names() == set(vae.state_dict())
     assert index.extra["config"]["latent_channels"] == 4
+
+
+def _as_hf_cache(folder: Path, cache: Path) -> Path:
+    """``folder`` laid out as the Hugging Face cache keeps it: every file a relative link from
+    ``snapshots/<rev>/`` into ``blobs/``."""
+    import hashlib
+    import os
+
+    snapshot = cache / "models--org--model" / "snapshots" / "rev1"
+    blobs = cache / "models--org--model" / "blobs"
+    blobs.mkdir(parents=True)
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        blob = blobs / hashlib.sha256(file.read_bytes()).hexdigest()
+        blob.write_bytes(file.read_bytes())
+        link = snapshot / file.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    return snapshot
+
+
+def test_a_pipeline_in_the_hugging_face_cache_reads_as_the_folder_does(tmp_path: Path) -> None:
+    """Each file of a cached snapshot is a link into blobs/ (outside the folder): a component
+    read was refused ("is not in the subpath"), a sharded one "lies outside the folder"."""
+    folder = _pipeline(tmp_path / "sd15")
+    cached = read_index(_as_hf_cache(folder, tmp_path / "hub"))
+    plain = read_index(folder)
+    assert [(t.name, t.source) for t in cached.tensors] == [
+        (t.name, t.source) for t in plain.tensors
+    ]
+    assert (
+        cached.by_name()["text_encoder.b"].source == "text_encoder/model-00002-of-00002.safetensors"
+    )
+
+
+def test_a_shard_named_outside_its_folder_is_refused(tmp_path: Path) -> None:
+    folder = _pipeline(tmp_path / "sd15")
+    write_safetensors(tmp_path / "sd15" / "outside.safetensors", [("b", "F32", (5,))])
+    index_file = folder / "text_encoder" / "model.safetensors.index.json"
+    data = json.loads(index_file.read_text())
+    data["weight_map"]["b"] = "../outside.safetensors"
+    index_file.write_text(json.dumps(data))
+    with pytest.raises(MalformedFileError, match="lies outside the folder"):
+        read_index(folder)

@@ -315,6 +315,9 @@ def _good_json() -> dict[str, Any]:
         ({"plan": {"settings": [1, 2]}}, "plan.settings is [1, 2]"),
         ({"plan": {"settings": {"device": "tpu"}}}, "plan.settings.device is 'tpu'"),
         ({"extra": [1]}, "extra is [1]"),
+        ({"extra": {"modules": 5}}, "extra.modules is 5"),
+        ({"extra": {"modules": "abc"}}, "extra.modules is 'abc'"),
+        ({"extra": {"sampler": ["x"]}}, "extra.sampler is ['x']"),
         ({"loras": [{"name": "style", "weight": "0.8"}]}, "loras[0].weight is '0.8'"),
         ({"device": "tpu"}, "device is 'tpu'"),
         ({"prediction_type": "x0"}, "prediction_type is 'x0'"),
@@ -380,6 +383,21 @@ def test_jpeg_and_webp_recipes_in_exif_user_comment(
     Image.new("RGB", (16, 16)).save(path, format=fmt, exif=exif.tobytes())
     recipe = recipe_from_png(path)
     assert (recipe.prompt, recipe.negative_prompt, recipe.seed) == ("a lighthouse", "blurry", 42)
+
+
+@pytest.mark.parametrize(
+    "comment",
+    [b"\xff\xfeA\x00B", b"\xff\xfe\x00\xd8\x41\x00"],  # odd length; lone surrogate
+)
+def test_a_damaged_exif_user_comment_is_no_crash(
+    tmp_path: Path, run_cli: Any, comment: bytes
+) -> None:
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\0" + comment
+    path = tmp_path / "x.jpg"
+    Image.new("RGB", (16, 16)).save(path, format="JPEG", exif=exif.tobytes())
+    code, _, err = run_cli("generate", "--from-image", str(path), "--out", str(tmp_path / "o"))
+    assert code == 2 and "Traceback" not in err and "unexpected" not in err
 
 
 @pytest.mark.parametrize(

@@ -317,3 +317,99 @@ def test_a_prompt_longer_than_clip_takes_is_one_short_warning(
     said = [w for w in warnings if "longer than its text encoder's window" in w]
     assert len(said) == 1 and len(said[0]) < 200
     assert "word1999" not in err and "sequence length is longer" not in err
+
+
+# -- review findings: links re-pointed while loading, config shapes, odd inputs ---------------
+
+
+def test_a_link_pointed_elsewhere_while_loading_and_back_is_refused(
+    tiny: Callable[[str], Tiny], tmp_path: Path, run_cli: Any, after_audit: Any
+) -> None:
+    """The file the link names at the end is the one audited, unchanged: only the link's own
+    stat (a new inode or ctime) shows that something else was loaded."""
+    t = tiny("sd1")
+    audited = tmp_path / "a.safetensors"
+    shutil.copy(t.single, audited)
+    other = tmp_path / "b-never-audited.safetensors"
+    shutil.copy(t.single, other)
+    link = tmp_path / "model.safetensors"
+    link.symlink_to(audited)
+
+    def repoint(to: Path) -> None:
+        temp = tmp_path / "link.tmp"
+        temp.symlink_to(to)
+        os.replace(temp, link)
+
+    after_audit(lambda: (repoint(other), repoint(audited)))
+    args = _args(t, tmp_path / "out")
+    args[args.index(str(t.single))] = str(link)
+    code, _, err = run_cli(*args)
+    assert code == 1 and "changed after it was audited" in err
+
+
+@pytest.mark.parametrize(
+    ("index", "words"),
+    [
+        ('[["unet", ["diffusers", "UNet2DConditionModel"]]]', "is not a JSON object"),
+        (None, "component 'image_encoder' is [], not [library, class] or null"),
+        ('{"_class_name": "StableDiffusionPipeline", "unet": ', "cannot be read"),
+    ],
+)
+def test_a_config_dir_model_index_of_another_shape_is_named(
+    tiny: Callable[[str], Tiny], tmp_path: Path, run_cli: Any, index: str | None, words: str
+) -> None:
+    t = tiny("sd1")
+    configs = tmp_path / "configs"
+    shutil.copytree(t.configs, configs)
+    index_file = configs / "sd1.model_index.json"
+    if index is None:
+        data = json.loads(index_file.read_text())
+        data["image_encoder"] = []
+        index = json.dumps(data)
+    index_file.write_text(index)
+    args = _args(t, tmp_path / "out")
+    args[args.index(str(t.configs))] = str(configs)
+    code, _, err = run_cli(*args)
+    assert code == 2 and words in err and "report it" not in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--device", "meta", "modelsafe generates on cpu, cuda, mps or xpu"),
+        ("--prompt", "a \udcff cat", "the prompt holds bytes that are not UTF-8 text"),
+    ],
+)
+def test_odd_devices_and_undecodable_prompts_are_usage_errors(
+    tiny: Callable[[str], Tiny], tmp_path: Path, run_cli: Any, flag: str, value: str, words: str
+) -> None:
+    t = tiny("sd1")
+    args = _args(t, tmp_path / "out")
+    if flag == "--prompt":
+        args[args.index("a lighthouse")] = value
+    else:
+        args += [flag, value]
+    code, _, err = run_cli(*args)
+    assert code == 2 and words in err
+
+
+def test_an_sd3_folder_downloaded_without_its_t5_reads_and_generates(
+    tiny: Callable[[str], Tiny], tmp_path: Path, run_cli: Any
+) -> None:
+    """`hf download ... --exclude 'text_encoder_3/*'` saves 9 GB: diffusers runs SD3 without
+    T5, so the folder is a warning, not an incomplete download, and generate passes None."""
+    t = tiny("sd3")
+    folder = tmp_path / "sd3-no-t5"
+    shutil.copytree(t.folder, folder)
+    shutil.rmtree(folder / "text_encoder_3")
+    shutil.rmtree(folder / "tokenizer_3", ignore_errors=True)
+    code, out, err = run_cli("inspect", str(folder), "--json")
+    assert code == 0, err
+    assert any("text_encoder_3" in w for w in json.loads(out)["warnings"])
+    code, _, err = run_cli(
+        "generate", "--checkpoint", str(folder), "--tokenizers", str(t.tokenizers),
+        "--prompt", "x", "--steps", "1", "--width", "32", "--height", "32",
+        "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert len(list((tmp_path / "out").glob("*.png"))) == 1

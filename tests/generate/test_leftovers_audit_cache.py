@@ -81,6 +81,6 @@ def test_a_folder_with_a_file_rewritten_in_place_is_audited_again(
     folder = tmp_path / "pipe"
     folder.mkdir()
     inner = write_safetensors(folder / "w.safetensors", [("w", "F32", (4, 4))], data="zeros")
-    key = generate._stat_key(folder)
+    key = generate.stat_key(folder)
     _rewrite_in_place(inner, bytes(inner.stat().st_size))
-    assert generate._stat_key(folder) != key
+    assert generate.stat_key(folder) != key

@@ -304,3 +304,27 @@ def test_a_safe_pickle_upscaler_is_loaded_weights_only(
     assert code == 0, err
     with Image.open(json.loads(out)["images"][0]["path"]) as png:
         assert png.size == (128, 128)
+
+
+def test_an_upscaler_swapped_after_its_audit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its weights are read right after its own audit; a file renamed over it in between (an
+    unaudited file's weights) is refused, as generate's other inputs are."""
+    from modelsafe.errors import UnsafeFileError
+    from modelsafe.runtime import generate
+    from modelsafe.runtime.upscalers import select
+
+    path = save(tiny_rrdbnet_state(), tmp_path / "4x.safetensors")
+    other = save(tiny_rrdbnet_state(), tmp_path / "other.safetensors")
+    real = generate.refuse_unsafe
+
+    def then_swap(paths: Any) -> Any:
+        audited = real(paths)
+        os.replace(other, path)
+        return audited
+
+    monkeypatch.setattr(generate, "refuse_unsafe", then_swap)
+    monkeypatch.setattr(select, "_LOADED", {})
+    with pytest.raises(UnsafeFileError, match="changed after it was audited"):
+        select.read_weights(path)
