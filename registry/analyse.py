@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from modelsafe.errors import ModelsafeError
-from modelsafe.registry.walk import MODEL_FILE_EXTENSIONS, StatKey, folder_key, walk_tree
+from modelsafe.registry.walk import (
+    MODEL_FILE_EXTENSIONS,
+    PIPELINE_MARKER,
+    StatKey,
+    folder_key,
+    walk_tree,
+)
 from modelsafe.types import to_jsonable
 
 
@@ -139,12 +145,24 @@ def analyse(
 
 
 def _folder_hashes(path: str, cache: HashCache) -> dict[str, dict[str, str | None]]:
+    """The hashes of a model folder's model files: of a pipeline, only those in the component
+    folders its ``model_index.json`` declares (a checkpoint or LoRA kept beside them is a model
+    of its own, and must not change the pipeline's identity)."""
+    from modelsafe.registry.formats.diffusers_dir_reader import pipeline_components
+
+    components = (
+        pipeline_components(Path(path))
+        if os.path.isfile(os.path.join(path, PIPELINE_MARKER))
+        else None
+    )
     found: dict[str, dict[str, str | None]] = {}
     for dirpath, filenames in walk_tree(path):  # (each real folder once: links may loop)
         for name in filenames:
             if os.path.splitext(name)[1].lower() in MODEL_FILE_EXTENSIONS:
-                full = Path(dirpath) / name
-                found[str(full.relative_to(path))] = cache.get(full)
+                rel = (Path(dirpath) / name).relative_to(path)
+                if components and rel.parts[0] not in components:
+                    continue
+                found[str(rel)] = cache.get(Path(dirpath) / name)
     return found
 
 

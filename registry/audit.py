@@ -486,6 +486,13 @@ def _named(finding: Finding, scanner: str) -> Finding:
 _SYSTEM_FOLDERS = ("/proc/", "/sys/", "/dev/")
 
 
+# The Hugging Face hub's bookkeeping inside a repo folder: `.no_exist/<rev>/<name>` holds empty
+# files marking names the repo does not have; a `--local-dir` download keeps its state (and
+# partial `.incomplete` files) in `.cache/huggingface/`.
+def _hub_bookkeeping(rel: Path) -> bool:
+    return rel.name == ".no_exist" or rel.as_posix().endswith(".cache/huggingface")
+
+
 def folder_files(path: Path) -> list[tuple[Path, Path]]:
     """(file, its path relative to ``path``) for everything under ``path`` that is no folder,
     sorted by that relative path. Symlinked folders are followed (``Path.rglob`` and
@@ -511,6 +518,8 @@ def folder_files(path: Path) -> list[tuple[Path, Path]]:
                 is_dir = entry.is_dir()  # (follows a symlink)
             except OSError:
                 is_dir = False
+            if is_dir and _hub_bookkeeping(rel / entry.name):
+                continue  # (no loader reads them: empty "does not exist" markers, download state)
             if is_dir:
                 stack.append((folder / entry.name, rel / entry.name))
             else:

@@ -43,7 +43,9 @@ def hf_cache_roots(cache_dir: Path | str | None = None) -> HFCache:
             f"no Hugging Face cache at {exc.cache_dir}",
             hint="pass --hf-cache-dir DIR, or set HF_HUB_CACHE / HF_HOME",
         ) from exc
-    root = os.path.abspath(cache_dir) if cache_dir else _default_cache()
+    # (resolved, as huggingface_hub resolves it: a cache reached through a link, such as an
+    # HF_HOME that is a link to a bigger drive, is then one set of paths, not two)
+    root = os.path.realpath(cache_dir) if cache_dir else _default_cache()
     # (a ref to no snapshot is said in modelsafe's words, per ref: see _ref_problems)
     result = HFCache(root, warnings=[str(w) for w in info.warnings if not _is_ref_warning(w)])
     listed: set[str] = set()
@@ -181,4 +183,4 @@ def _incomplete_blobs(root: str) -> list[str]:
 def _default_cache() -> str:
     from huggingface_hub import constants
 
-    return os.path.abspath(constants.HF_HUB_CACHE)
+    return os.path.realpath(constants.HF_HUB_CACHE)

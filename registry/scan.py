@@ -304,6 +304,7 @@ def _scan_roots(
         else:
             todo.append(found)
     _touch(catalog, unchanged)
+    _refresh_hf_facts(catalog, [p for p, _ in unchanged], extra_for)
     _analyse_all(catalog, todo, summary, jobs, with_hash, extra_for, progress, forced)
     # (a skipped path is not "seen": a link whose target is gone is missing)
     seen = {p for f in walked.found for p in f.paths}
@@ -521,6 +522,62 @@ def _hf_place(path: str, is_dir: bool, extra: dict[str, Any] | None) -> list[str
     return None
 
 
+def _revision_suffix(extra: dict[str, Any] | None) -> str:
+    """``@<12 hex digits>`` for a cached revision that no ref names (an older download still in
+    the cache, or one fetched by commit hash), so that it is told apart from the revision
+    ``main`` names, which keeps the plain repo name."""
+    facts = extra or {}
+    revision = facts.get("hf_revision")
+    if not isinstance(revision, str) or not revision or facts.get("hf_refs"):
+        return ""
+    return f"@{revision[:12]}"
+
+
+def _naming_path(paths: Sequence[str], extras: dict[str, Any]) -> str:
+    """The path a model is named after: the first (in path order) of a cached revision a ref
+    names (``main``), else the first."""
+    named = [p for p in paths if (extras.get(p) or {}).get("hf_refs")]
+    return min(named or paths)
+
+
+_HF_FACTS = ("hf_repo", "hf_repo_type", "hf_revision", "hf_refs")
+
+
+def _refresh_hf_facts(
+    catalog: Catalog, paths: list[str], extra_for: Callable[[str], dict[str, Any]] | None
+) -> None:
+    """Unchanged files of the Hugging Face cache whose facts changed (``refs/main`` moved to a
+    new revision): their locations get the new refs, and their models the name that goes with
+    them (the revision ``main`` left is named ``org/name@<revision>``)."""
+    facts = {p: extra_for(p) for p in paths} if extra_for else {}
+    facts = {p: f for p, f in facts.items() if f}
+    todo = list(facts)
+    for i in range(0, len(todo), 500):
+        with catalog.session() as session:
+            query = select(Location).where(Location.path.in_(todo[i : i + 500]))
+            renamed: set[Model] = set()
+            for loc in session.scalars(query):
+                stored = loc.extra or {}
+                new = facts[loc.path]
+                if all(stored.get(k) == new.get(k) for k in _HF_FACTS):
+                    continue
+                loc.extra = {**stored, **new}
+                if loc.model is not None:
+                    renamed.add(loc.model)
+            session.flush()
+            for model in renamed:
+                _rename_after_locations(model)
+
+
+def _rename_after_locations(model: Model) -> None:
+    """Name ``model`` again after its locations still on disk, as :func:`write_result` does."""
+    extras = {loc.path: loc.extra or {} for loc in model.locations if loc.status != "missing"}
+    if extras:
+        first = _naming_path(list(extras), extras)
+        is_dir = bool((model.details or {}).get("is_dir"))
+        model.name = _model_name(first, is_dir, extras[first])
+
+
 def _file_stem(name: str) -> str:
     """A model file's name without its extension: ``model`` for ``model.safetensors``, without
     the trailing whitespace of ``model.safetensors `` and keeping wget's duplicate number
@@ -545,7 +602,7 @@ def _model_name(path: str, is_dir: bool, extra: dict[str, Any] | None = None) ->
         if p.parent.name == "snapshots" or p.name.lower() in _COMPONENT_FOLDERS:
             place = _hf_place(path, True, extra)
             if place:
-                return "/".join(place)
+                return "/".join(place) + _revision_suffix(extra)
         if p.name.lower() in _COMPONENT_FOLDERS and p.parent.name:
             return f"{p.parent.name}/{p.name}"
         return p.name
@@ -561,7 +618,8 @@ def _model_name(path: str, is_dir: bool, extra: dict[str, Any] | None = None) ->
     else:
         return stem
     variant, shard = generic.group(1), generic.group(2)
-    return name + (f".{variant}" if variant else "") + (shard or "")
+    name += (f".{variant}" if variant else "") + (shard or "")
+    return name + (_revision_suffix(extra) if place else "")
 
 
 @dataclass(frozen=True)
@@ -686,7 +744,7 @@ def write_result(
     extras = {path: dict(extra_for(path)) if extra_for else {} for path in found.paths}
     # Named after its first path (in path order) still on disk: stable across copies, and a
     # renamed file takes its new name.
-    first = min([*found.paths, *others])
+    first = _naming_path([*found.paths, *others], {**others, **extras})
     model.name = _model_name(first, result.is_dir, extras.get(first) or others.get(first))
     _fill_model(model, result)
     now = utcnow()

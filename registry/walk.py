@@ -7,8 +7,9 @@ What counts as a model (decided here, documented in docs/scan.md):
   are: a model file that turns out to be an HTML page is exactly what a scan must report. Trailing
   whitespace and wget's duplicate number (``model.safetensors.1``) after it are allowed. Plugins
   add extensions of their formats (hook ``modelsafe_model_extensions``);
-- a folder holding ``model_index.json`` (a diffusers pipeline): one entry for the whole folder,
-  nothing inside it is listed separately;
+- a folder holding ``model_index.json`` (a diffusers pipeline): one entry for the whole folder;
+  nothing in the component folders it declares is listed separately, but what lies beside them
+  (a Hugging Face repo's single-file checkpoint or LoRA next to its pipeline) is walked as usual;
 - a sharded component folder (``config.json`` and a shard index such as
   ``diffusion_pytorch_model.safetensors.index.json`` whose ``weight_map`` names its shard files, as
   a downloaded FLUX ``transformer/`` or T5 ``text_encoder_2/`` folder is): one entry too, so a
@@ -28,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 import stat as stat_module
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,12 +195,34 @@ def is_model_folder(path: str) -> bool:
     return shard_index_of(Path(path)) is not None
 
 
+def _any_entry(entry: os.DirEntry[str]) -> bool:
+    return True
+
+
+def _beside_pipeline(path: str) -> Callable[[os.DirEntry[str]], bool] | None:
+    """For a diffusers pipeline folder, which of its entries are models of their own: every
+    entry but the component folders ``model_index.json`` declares (a Hugging Face repo keeps
+    its single-file checkpoint, a LoRA or another VAE beside the pipeline: ``flux1-dev.safetensors``
+    and ``ae.safetensors`` in FLUX.1-dev). None for any other model folder (nothing in it is a
+    model of its own); only the loose files when ``model_index.json`` declares no component
+    (or cannot be read)."""
+    from modelsafe.registry.formats.diffusers_dir_reader import pipeline_components
+
+    if not os.path.isfile(os.path.join(path, PIPELINE_MARKER)):
+        return None
+    components = pipeline_components(Path(path))
+    if not components:
+        return lambda entry: not entry.is_dir()
+    return lambda entry: entry.name not in components
+
+
 class _Walker:
     def __init__(self, extensions: frozenset[str]) -> None:
         self.extensions = extensions
         self.result = WalkResult()
         self._by_inode: dict[tuple[int, int], int] = {}  # (device, inode) -> index in found
         self._entered: set[tuple[int, int]] = set()
+        self._skipped: set[Skipped] = set()
 
     def add(self, path: str, key: StatKey, is_dir: bool = False) -> None:
         ident = (key.device, key.inode)
@@ -215,7 +238,12 @@ class _Walker:
             )
 
     def skip(self, path: str, reason: str) -> None:
-        self.result.skipped.append(Skipped(path, reason))
+        """Report ``path`` once (a loop inside a pipeline folder is met by the folder's key and
+        again by the walk of what lies beside its components)."""
+        skipped = Skipped(path, reason)
+        if skipped not in self._skipped:
+            self._skipped.add(skipped)
+            self.result.skipped.append(skipped)
 
     def root(self, root: str) -> None:
         if not _utf8(root):
@@ -252,12 +280,21 @@ class _Walker:
             self.skip(path, ALREADY_WALKED)
             return
         self._entered.add(ident)
+        keep: Callable[[os.DirEntry[str]], bool] = _any_entry
         if is_model_folder(path):
+            inside: list[Skipped] = []
             try:
-                self.add(path, folder_key(path, self.result.skipped), is_dir=True)
+                self.add(path, folder_key(path, inside), is_dir=True)
             except OSError as exc:
                 self.skip(path, f"cannot read: {exc.strerror or exc}")
-            return
+                return
+            finally:
+                for item in inside:
+                    self.skip(item.path, item.reason)
+            beside = _beside_pipeline(path)
+            if beside is None:
+                return
+            keep = beside
         try:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
@@ -266,7 +303,7 @@ class _Walker:
             self.result.unlisted.append(path)
             return
         for entry in entries:
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or not keep(entry):
                 continue
             self.entry(entry, (*chain, ident))
 

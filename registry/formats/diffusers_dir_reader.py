@@ -355,17 +355,32 @@ def _component_problem(folder: Path, library: Any, class_name: str, has_weights:
     return "" if config else "has a weights file but no config.json"
 
 
+def _declared(index: dict[str, Any]) -> dict[str, list[Any]]:
+    """The components ``model_index.json`` declares: name -> [library, class]."""
+    return {
+        name: value
+        for name, value in index.items()
+        if not name.startswith("_") and isinstance(value, list) and len(value) == 2
+    }
+
+
+def pipeline_components(root: Path) -> frozenset[str] | None:
+    """The names of the component folders ``root/model_index.json`` declares (the folders a
+    pipeline loads from); None when it cannot be read as a JSON object."""
+    try:
+        index = load_json(root / "model_index.json", str(root / "model_index.json"))
+    except FileReadError:
+        return None
+    return frozenset(_declared(index)) if isinstance(index, dict) else None
+
+
 def read_pipeline(root: Path) -> TensorIndex:
     """The TensorIndex of a diffusers pipeline folder (it has model_index.json)."""
     where = str(root / "model_index.json")
     index = load_json(root / "model_index.json", where)
     if not isinstance(index, dict):
         raise MalformedFileError(f"{where}: not a JSON object", hint="download it again")
-    declared = {
-        name: value
-        for name, value in index.items()
-        if not name.startswith("_") and isinstance(value, list) and len(value) == 2
-    }
+    declared = _declared(index)
     components: dict[str, TensorIndex] = {}
     configs: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
