@@ -61,6 +61,20 @@ def _raw_png(path: Path, width: int, height: int, *chunks: bytes) -> Path:
     return path
 
 
+def _recipe(**changes: Any) -> Recipe:
+    fields: dict[str, Any] = {
+        "prompt": "a lighthouse",
+        "seed": 1,
+        "steps": 2,
+        "cfg": 7.0,
+        "width": 64,
+        "height": 64,
+        "scheduler": "euler",
+        "checkpoint": ModelRef("sd1"),
+    }
+    return Recipe(**{**fields, **changes})
+
+
 # -- settings modelsafe cannot apply: refused by name -------------------------------------------
 
 
@@ -157,10 +171,8 @@ def test_civitai_resources_name_the_models() -> None:
 
 
 def test_own_parameters_text_reads_back_every_setting() -> None:
-    recipe = Recipe(
-        prompt="a lighthouse",
+    recipe = _recipe(
         seed=5,
-        steps=2,
         cfg=7.123456789,
         width=32,
         height=32,
@@ -191,13 +203,10 @@ def test_own_parameters_text_reads_back_every_setting() -> None:
 
 
 def test_flux_guidance_is_written_and_read_as_forge_does() -> None:
-    recipe = Recipe(
+    recipe = _recipe(
         prompt="a cat",
         seed=3,
-        steps=2,
         cfg=3.5,
-        width=64,
-        height=64,
         scheduler="flow_euler",
         checkpoint=ModelRef("flux", autov2="d0f1fa62fd"),
         family="flux1",
@@ -272,20 +281,6 @@ def test_foreign_prompt_syntax_and_length_are_warnings_cut_short() -> None:
     with collect_warnings(None) as found:
         request_from_recipe(recipe, None, overridden={"checkpoint"})
     assert found == list(recipe.warnings)
-
-
-def _recipe(**changes: Any) -> Recipe:
-    fields: dict[str, Any] = {
-        "prompt": "a lighthouse",
-        "seed": 1,
-        "steps": 2,
-        "cfg": 7.0,
-        "width": 64,
-        "height": 64,
-        "scheduler": "euler",
-        "checkpoint": ModelRef("sd1"),
-    }
-    return Recipe(**{**fields, **changes})
 
 
 def test_json_recipe_and_edited_parameters_text_disagree_with_a_warning() -> None:
