@@ -65,6 +65,29 @@ def hf_cache_roots(cache_dir: Path | str | None = None) -> HFCache:
     return result
 
 
+def facts_from_path(path: str) -> dict[str, Any]:
+    """What ``scan --hf-cache`` records of a file or folder in a Hugging Face cache snapshot
+    (``<kind>s--org--name/snapshots/<commit>/...``), from the path and the repo's ``refs/``
+    alone, so that a plain ``scan`` of a cache folder names revisions the same way; ``{}`` for a
+    path outside a cache snapshot."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] != "snapshots":
+            continue
+        kind, sep, rest = parts[i - 1].partition("--")
+        if not sep or kind not in ("models", "datasets", "spaces") or not rest:
+            return {}
+        commit = parts[i + 1]
+        refs = _refs(os.path.join(*parts[:i]))
+        return {
+            "hf_repo": rest.replace("--", "/"),
+            "hf_repo_type": kind.rstrip("s"),
+            "hf_revision": commit,
+            "hf_refs": sorted(r for r, c in refs.items() if c == commit),
+        }
+    return {}
+
+
 def _repo_folders(root: str) -> list[str]:
     try:
         names = sorted(os.listdir(root))

@@ -223,12 +223,16 @@ def scan(
 
     ``force`` reads every file again (after an upgrade taught modelsafe new formats); one whose
     stat and content are as stored still counts as unchanged;
-    ``extra_for(path)`` adds facts to a location (the Hugging Face cache scan uses it);
+    ``extra_for(path)`` adds facts to a location (the Hugging Face cache scan uses it; without
+    it, a path in a cache snapshot gets the same facts from its path and the repo's refs);
     ``missing_roots`` are the folders whose vanished files are marked missing (default: roots).
     """
+    from modelsafe.registry.hf_cache import facts_from_path
+
     started = time.perf_counter()
     summary = ScanSummary()
     abs_roots = [os.path.abspath(os.fspath(r)) for r in roots]
+    extra_for = extra_for or facts_from_path  # (a cache folder scanned without --hf-cache)
     with catalog.session() as session:
         run = Scan(roots=[printable(r) for r in abs_roots], status="running", summary={})
         session.add(run)

@@ -180,3 +180,24 @@ def test_audit_of_a_cached_repo_skips_the_hubs_bookkeeping(
     for root in (snapshot.parent.parent, tmp_path / "hub"):
         verdict = audit_path(root)
         assert verdict.status == "safe", [f.message for f in verdict.findings]
+
+
+def test_a_plain_scan_of_the_cache_names_revisions_as_hf_cache_does(
+    tmp_path: Path, scan_json: Scan, cli_json: Cli
+) -> None:
+    """Without --hf-cache the facts come from the path and the repo's refs/: two revisions of
+    different content were both `org/tiny-lora` (`show org/tiny-lora` was ambiguous)."""
+    hub = tmp_path / "hub"
+    old = _lora_repo(hub, tmp_path, REV_A, seed=1)
+    scan_json(str(hub))
+    new = _lora_repo(hub, tmp_path, REV_C, seed=2)  # main -> C
+    scan_json(str(hub))
+    assert sorted(m["name"] for m in cli_json("ls")) == [
+        "org/tiny-lora",
+        f"org/tiny-lora@{REV_A[:12]}",
+    ]
+    assert cli_json("show", "org/tiny-lora")["paths"] == [
+        str(new / "pytorch_lora_weights.safetensors")
+    ]
+    [left] = cli_json("show", f"org/tiny-lora@{REV_A[:12]}")["locations"]
+    assert (left["path"], left["hf_refs"]) == (str(old / "pytorch_lora_weights.safetensors"), [])
