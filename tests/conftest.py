@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,22 +41,6 @@ def pm() -> Iterator[ModelsafePluginManager]:
 @pytest.fixture
 def run_cli(pm: ModelsafePluginManager):  # type: ignore[no-untyped-def]
     """Run the CLI in-process like the ``modelsafe`` script; returns (exit code, stdout, stderr)."""
-    from click.testing import CliRunner
+    from modelsafe.testing import invoke
 
-    from modelsafe.cli import main
-
-    def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-        runner = CliRunner()
-        with runner.isolation(env=env) as streams:
-            try:
-                main(list(args))
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            out = streams[0].getvalue().decode()
-            err = streams[1].getvalue().decode()
-        return code, out, err
-
-    return run
+    return invoke

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import struct
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -129,24 +128,10 @@ def toy(tmp_path: Path) -> dict[str, Path]:
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Run:
     """Run the CLI in-process on the current process-wide plugin manager."""
-    from click.testing import CliRunner
-
-    from modelsafe.cli import main
+    from modelsafe.testing import invoke
 
     monkeypatch.chdir(tmp_path)  # (no ./catalog.db: resolve reads files only)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        with CliRunner().isolation() as streams:
-            try:
-                main(list(args))
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            sys.stdout.flush()
-            sys.stderr.flush()
-            return code, streams[0].getvalue().decode(), streams[1].getvalue().decode()
-
-    return run
+    return invoke
 
 
 # -- 1. a scanner's wrong answer never reads as safe ------------------------------------------

@@ -7,7 +7,6 @@ detector names each file's family/kind from its file name (``sd1__checkpoint.saf
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 import rr_layouts as L
 
 from modelsafe.plugins.hookspecs import hookimpl
-from modelsafe.testing import fresh_plugin_manager, write_safetensors
+from modelsafe.testing import fresh_plugin_manager, invoke, write_safetensors
 from modelsafe.types import Candidate
 
 
@@ -34,25 +33,8 @@ class _NameDetector:
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Iterator[Any]:
-    from click.testing import CliRunner
-
-    from modelsafe.cli import main
-
     with fresh_plugin_manager(_NameDetector()):
-
-        def run(*args: str) -> tuple[int, str, str]:
-            runner = CliRunner()
-            with runner.isolation() as streams:
-                try:
-                    main(list(args))
-                    code = 0
-                except SystemExit as exc:
-                    code = exc.code if isinstance(exc.code, int) else 1
-                sys.stdout.flush()
-                sys.stderr.flush()
-                return code, streams[0].getvalue().decode(), streams[1].getvalue().decode()
-
-        yield run
+        yield invoke
 
 
 @pytest.fixture
