@@ -422,16 +422,7 @@ def test_a_file_at_the_recipe_path_with_another_autov2_is_refused(
     tiny: Callable[[str], Tiny],
 ) -> None:
     t = tiny("sd1")
-    recipe = Recipe(
-        prompt="p",
-        seed=1,
-        steps=2,
-        cfg=7.0,
-        width=64,
-        height=64,
-        scheduler="euler",
-        checkpoint=ModelRef("sd1", str(t.single), autov2="0000000000"),
-    )
+    recipe = _recipe(prompt="p", checkpoint=ModelRef("sd1", str(t.single), autov2="0000000000"))
     with pytest.raises(UsageError, match="changed since the image was made .AutoV2"):
         request_from_recipe(recipe)
 
@@ -455,14 +446,8 @@ def test_catalog_lookups_refuse_ambiguous_and_stale_copies(
     catalog = open_catalog(f"sqlite:///{tmp_path / 'c.db'}")
     scan(catalog, [models], jobs=1)
     autov2 = str(known_hashes(checkpoint, None)["autov2"])
-    recipe = Recipe(
+    recipe = _recipe(
         prompt="p",
-        seed=1,
-        steps=2,
-        cfg=7.0,
-        width=64,
-        height=64,
-        scheduler="euler",
         checkpoint=ModelRef("x", autov2=autov2),
         loras=(ModelRef("style", autov2="e3b0c442", weight=1.0),),
     )

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rr_catalog_rows import add_model
 
 from modelsafe.registry.catalog import open_catalog
-from modelsafe.registry.catalog.models import Location, Model
 from modelsafe.registry.inspect import inspect_path
 from modelsafe.runtime.resolve import compatible_models, resolve
 from modelsafe.testing import write_safetensors
@@ -123,35 +123,17 @@ def test_sdxl_lora_te_keys_on_the_refiner_are_named_by_role(pm: Any, files: Any)
 # -- D5: ls --compatible-with filters; --kind lora includes LyCORIS; (IA)^3 detected ---------------
 
 
-def _row(s: Any, name: str, family: str, kind: str, facts: dict[str, Any], status: str) -> None:
-    sha = f"{abs(hash(name)):064x}"[:64]
-    inspect = {"family": family, "kind": kind, "facts": facts}
-    m = Model(
-        content_key=sha,
-        name=name,
-        sha256=sha,
-        autov2=sha[:10],
-        format="safetensors",
-        family=family,
-        kind=kind,
-        overrides={},
-        details={"inspect": inspect},
-    )
-    s.add(m)
-    s.add(Location(path=f"/nowhere/{name}.st", size=1, mtime_ns=0, status=status, model=m))
-
-
 def test_compatible_with_applies_filters_and_kind_lora_takes_lycoris(
     tmp_path: Path, pm: Any, run_cli: Any
 ) -> None:
     db = tmp_path / "catalog.db"
     cat = open_catalog(db)
     with cat.session() as s:
-        _row(s, "xl", "sdxl", "checkpoint", {"context_dim": 2048}, "present")
-        _row(s, "xl-lora", "sdxl", "lora", {"context_dim": 2048}, "present")
-        _row(s, "xl-loha", "sdxl", "lycoris", {"context_dim": 2048}, "present")
-        _row(s, "gone-lora", "sdxl", "lora", {"context_dim": 2048}, "missing")
-        _row(s, "any-vae", "any", "vae", {"latent_channels": 4}, "present")
+        add_model(s, "xl", "sdxl", "checkpoint", {"context_dim": 2048})
+        add_model(s, "xl-lora", "sdxl", "lora", {"context_dim": 2048})
+        add_model(s, "xl-loha", "sdxl", "lycoris", {"context_dim": 2048})
+        add_model(s, "gone-lora", "sdxl", "lora", {"context_dim": 2048}, status="missing")
+        add_model(s, "any-vae", "any", "vae", {"latent_channels": 4})
     names = {c.model["name"] for c in compatible_models(cat, "xl", kind="lora")}
     assert names == {"xl-lora", "xl-loha"}
     names = {c.model["name"] for c in compatible_models(cat, "xl", family="sdxl")}

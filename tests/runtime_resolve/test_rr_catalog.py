@@ -6,60 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import rr_layouts as L
+from rr_catalog_rows import add_model
 
 from modelsafe.registry.catalog import open_catalog
-from modelsafe.registry.catalog.models import Location, Model
 from modelsafe.runtime.resolve import compatible_models, resolve_parts
-
-
-def _add(
-    session: Any,
-    name: str,
-    family: str,
-    kind: str,
-    facts: dict[str, Any],
-    *,
-    variant: str | None = None,
-    path: str = "",
-    comps: dict[str, Any] | None = None,
-) -> Model:
-    sha = f"{abs(hash(name)):064x}"[:64]
-    m = Model(
-        content_key=sha,
-        name=name,
-        sha256=sha,
-        autov2=sha[:10],
-        format="safetensors",
-        family=family,
-        kind=kind,
-        variant=variant,
-        overrides={},
-        details={
-            "inspect": {
-                "family": family,
-                "kind": kind,
-                "facts": facts,
-                "vram": {"components": comps or {}},
-            }
-        },
-    )
-    session.add(m)
-    session.add(
-        Location(
-            path=path or f"/nowhere/{name}.safetensors",
-            size=1,
-            mtime_ns=0,
-            status="present",
-            model=m,
-        )
-    )
-    return m
 
 
 def _fill(tmp_path: Path) -> Any:
     cat = open_catalog(tmp_path / "catalog.db")
     with cat.session() as s:
-        _add(
+        add_model(
             s,
             "sd15",
             "sd1",
@@ -67,14 +23,14 @@ def _fill(tmp_path: Path) -> Any:
             {"context_dim": 768},
             comps={"unet": {}, "vae": {}, "text_encoder.clip_l": {}},
         )
-        _add(s, "flux-dev", "flux1", "transformer", {}, comps={"transformer": {}})
-        _add(s, "sd1-style", "sd1", "lora", {"context_dim": 768})
-        _add(s, "xl-style", "sdxl", "lora", {"context_dim": 2048})
-        _add(s, "vae-ft-mse", "any", "vae", {"latent_channels": 4})
-        _add(s, "flux-ae", "flux1", "vae", {"latent_channels": 16})
-        _add(s, "t5", "any", "text_encoder", {"hidden_size": 4096}, variant="t5xxl")
-        _add(s, "clip-l", "any", "text_encoder", {"hidden_size": 768}, variant="clip_l")
-        _add(s, "ti-768", "sd1", "embedding", {"token_width": 768})
+        add_model(s, "flux-dev", "flux1", "transformer", {}, comps={"transformer": {}})
+        add_model(s, "sd1-style", "sd1", "lora", {"context_dim": 768})
+        add_model(s, "xl-style", "sdxl", "lora", {"context_dim": 2048})
+        add_model(s, "vae-ft-mse", "any", "vae", {"latent_channels": 4})
+        add_model(s, "flux-ae", "flux1", "vae", {"latent_channels": 16})
+        add_model(s, "t5", "any", "text_encoder", {"hidden_size": 4096}, variant="t5xxl")
+        add_model(s, "clip-l", "any", "text_encoder", {"hidden_size": 768}, variant="clip_l")
+        add_model(s, "ti-768", "sd1", "embedding", {"token_width": 768})
     return cat
 
 
@@ -123,7 +79,7 @@ def test_resolve_by_hash_prefix_reads_the_catalogued_file(
     path = write("style.safetensors", L.lora_specs(mods, style="kohya", prefix="lora_unet"))
     cat = open_catalog(tmp_path / "catalog.db")
     with cat.session() as s:
-        m = _add(s, "style", "sd1", "lora", {}, path=str(path))
+        m = add_model(s, "style", "sd1", "lora", {}, path=str(path))
         prefix = m.autov2
     part = load_part(prefix, "lora", catalog=cat, weight=0.5)
     assert part.index is not None and part.family == "sd1" and part.weight == 0.5
