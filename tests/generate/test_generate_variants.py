@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_generate_families import pixels
+from test_generate_families import pixels, request_for
 
 from modelsafe.errors import BackendError
 from modelsafe.runtime.diffusers_loader import denoiser_channels, model_sampling
@@ -73,23 +73,6 @@ def write(
     return make
 
 
-def request(t: Tiny, path: Path, **changes: Any) -> GenerateRequest:
-    base = GenerateRequest(
-        checkpoint=path,
-        prompt="a cat",
-        seed=7,
-        steps=2,
-        width=32,
-        height=32,
-        family="sdxl",
-        tokenizers=t.tokenizers,
-        config_dir=t.configs,
-        vae=t.parts["vae"],
-        text_encoders={k: v for k, v in t.parts.items() if k != "vae"},
-    )
-    return replace(base, **changes)
-
-
 def scheduler_of(req: GenerateRequest) -> tuple[Any, Any]:
     """(scheduler, VAE) of the pipeline the backend builds for ``req``."""
     from modelsafe.plugins.builtin.backend_diffusers import build_pipelines
@@ -111,7 +94,7 @@ def test_playground_markers_sample_edm_with_its_latent_format(
     sdxl: Tiny, write: Callable[..., Path], tmp_path: Path
 ) -> None:
     path = write("playground", PLAYGROUND)
-    scheduler, vae = scheduler_of(request(sdxl, path))
+    scheduler, vae = scheduler_of(request_for(sdxl, path))
     assert type(scheduler).__name__ == "EDMDPMSolverMultistepScheduler"  # Playground's own
     config = scheduler.config
     assert (config.sigma_min, config.sigma_max, config.sigma_data) == (0.002, 80.0, 0.5)
@@ -120,7 +103,7 @@ def test_playground_markers_sample_edm_with_its_latent_format(
     assert vae.config.latents_mean == [-1.6574, 1.886, -1.383, 2.5155]
     assert vae.config.latents_std == [8.4927, 5.9022, 6.5498, 5.2299]
 
-    result, image = twice(request(sdxl, path), tmp_path)
+    result, image = twice(request_for(sdxl, path), tmp_path)
     recipe = result.images[0].recipe
     assert (recipe.variant, recipe.scheduler, recipe.cfg) == (
         "playground-v2.5",
@@ -134,7 +117,7 @@ def test_playground_markers_sample_edm_with_its_latent_format(
     assert sampling["source"] == "edm_mean and edm_std tensors"
     assert result.to_json()["sampling"] == sampling
     assert recipe_from_png(result.images[0].path).extra["sampling"] == sampling  # in the PNG
-    plain = generate(request(sdxl, write("plain", {})), tmp_path / "plain").images[0]
+    plain = generate(request_for(sdxl, write("plain", {})), tmp_path / "plain").images[0]
     assert plain.recipe.extra["sampling"]["scheduler_class"] == "EulerDiscreteScheduler"
     assert not np.array_equal(image, pixels(plain.path))
 
@@ -143,17 +126,17 @@ def test_cosxl_markers_sample_edm_v_prediction_with_the_files_sigmas(
     sdxl: Tiny, write: Callable[..., Path], tmp_path: Path
 ) -> None:
     path = write("cosxl", edm_vpred(160.0, 0.004))  # not ComfyUI's defaults: read from the file
-    scheduler, vae = scheduler_of(request(sdxl, path))
+    scheduler, vae = scheduler_of(request_for(sdxl, path))
     assert type(scheduler).__name__ == "EDMEulerScheduler"  # the default euler, as EDM
     config = scheduler.config
     assert (config.sigma_min, config.sigma_max, config.sigma_data) == (0.004, 160.0, 1.0)
     assert (config.prediction_type, config.sigma_schedule) == ("v_prediction", "exponential")
     assert vae.config.get("latents_mean") is None and vae.config.scaling_factor != 0.5
-    karras, _ = scheduler_of(request(sdxl, path, scheduler="dpmpp_2m_karras"))
+    karras, _ = scheduler_of(request_for(sdxl, path, scheduler="dpmpp_2m_karras"))
     assert type(karras).__name__ == "EDMDPMSolverMultistepScheduler"
     assert (karras.config.sigma_max, karras.config.sigma_schedule) == (160.0, "karras")
 
-    result, _ = twice(request(sdxl, path), tmp_path)
+    result, _ = twice(request_for(sdxl, path), tmp_path)
     recipe = result.images[0].recipe
     assert (recipe.variant, recipe.prediction_type, recipe.scheduler) == (
         "cosxl",
@@ -171,16 +154,16 @@ def test_v_pred_and_ztsnr_markers_set_the_prediction_and_zero_terminal_snr(
 ) -> None:
     both = write("vpred-ztsnr", {"v_pred": EMPTY, "ztsnr": EMPTY})
     for name, cls in (("euler", "EulerDiscreteScheduler"), ("ddim", "DDIMScheduler")):
-        scheduler, _ = scheduler_of(request(sdxl, both, scheduler=name))
+        scheduler, _ = scheduler_of(request_for(sdxl, both, scheduler=name))
         assert type(scheduler).__name__ == cls
         config = scheduler.config
         assert config.prediction_type == "v_prediction" and config.rescale_betas_zero_snr
         assert config.timestep_spacing == "trailing"
-    only_v, _ = scheduler_of(request(sdxl, write("vpred", {"v_pred": EMPTY})))
+    only_v, _ = scheduler_of(request_for(sdxl, write("vpred", {"v_pred": EMPTY})))
     assert only_v.config.prediction_type == "v_prediction"
     assert not only_v.config.rescale_betas_zero_snr and only_v.config.timestep_spacing == "leading"
 
-    result, _ = twice(request(sdxl, both), tmp_path)
+    result, _ = twice(request_for(sdxl, both), tmp_path)
     recipe = result.images[0].recipe
     assert recipe.prediction_type == "v_prediction" and recipe.variant is None
     assert recipe.extra["sampling"] == {
@@ -211,7 +194,7 @@ def test_a_diffusers_folder_with_an_edm_scheduler_is_playground(sdxl: Tiny, tmp_
     vae_config = json.loads(vae_file.read_text())
     latents = {"latents_mean": [0.1, 0.2, 0.3, 0.4], "latents_std": [1.0, 2.0, 3.0, 4.0]}
     vae_file.write_text(json.dumps({**vae_config, **latents, "scaling_factor": 0.5}))
-    req = replace(request(sdxl, folder), vae=None, text_encoders={}, config_dir=None)
+    req = replace(request_for(sdxl, folder), vae=None, text_encoders={}, config_dir=None)
     image = generate(req, tmp_path / "out").images[0]
     assert (image.recipe.variant, image.recipe.scheduler) == ("playground-v2.5", "dpmpp_2m_karras")
     sampling = image.recipe.extra["sampling"]
@@ -258,7 +241,7 @@ def test_schedulers_the_sampling_cannot_use_are_refused_before_loading(
     said: str,
 ) -> None:
     path = write(f"refused-{scheduler}-{refiner}", markers)
-    req = request(sdxl, path, scheduler=scheduler, refiner=path if refiner else None)
+    req = request_for(sdxl, path, scheduler=scheduler, refiner=path if refiner else None)
     with pytest.raises(BackendError) as caught:
         generate(req, tmp_path)
     assert said in caught.value.reason and caught.value.hint and not no_load
@@ -327,7 +310,7 @@ def test_a_bad_edm_vpred_range_is_a_warning_of_the_run(
     sdxl: Tiny, write: Callable[..., Path], tmp_path: Path
 ) -> None:
     path = write("min-above-max", edm_vpred(1.0, 5.0))
-    result = generate(request(sdxl, path), tmp_path)
+    result = generate(request_for(sdxl, path), tmp_path)
     assert any("no usable sigma range" in w and "sigma_max 120" in w for w in result.warnings)
     sampling = result.images[0].recipe.extra["sampling"]
     assert (sampling["sigma_min"], sampling["sigma_max"]) == (0.002, 120.0)
@@ -338,6 +321,6 @@ def test_a_prediction_type_flag_against_the_markers_wins_with_a_warning(
 ) -> None:
     path = write("vpred-flag", {"v_pred": EMPTY})
     with pytest.warns(UserWarning, match="--prediction-type epsilon overrides v_prediction"):
-        filled = with_defaults(request(sdxl, path, prediction_type="epsilon"))
+        filled = with_defaults(request_for(sdxl, path, prediction_type="epsilon"))
     assert filled.prediction_type == "epsilon"
-    assert with_defaults(request(sdxl, path)).prediction_type == "v_prediction"
+    assert with_defaults(request_for(sdxl, path)).prediction_type == "v_prediction"
