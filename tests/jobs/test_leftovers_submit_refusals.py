@@ -13,24 +13,12 @@ import pytest
 
 from modelsafe.registry.catalog import Catalog, open_catalog
 from modelsafe.runtime.jobs import JobRefusedError, list_jobs, submit_job
+from modelsafe.testing.queues import RecordingQueue
 from modelsafe.testing.tiny_models import Tiny
 
 torch = pytest.importorskip("torch")
 Spec = Callable[..., dict[str, Any]]
 FIRST_CONV = "model.diffusion_model.input_blocks.0.0.weight"
-
-
-class Recording:
-    """A queue that keeps what it is given (nothing runs)."""
-
-    def __init__(self) -> None:
-        self.jobs: list[Any] = []
-
-    def enqueue(self, job: Any) -> None:
-        self.jobs.append(job)
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +52,14 @@ def catalog(tmp_path: Path) -> Iterator[Catalog]:
 
 
 @pytest.fixture
-def client(catalog: Catalog, tmp_path: Path) -> Iterator[tuple[Any, Recording]]:
+def client(catalog: Catalog, tmp_path: Path) -> Iterator[tuple[Any, RecordingQueue]]:
     """A TestClient over an app on ``catalog`` whose jobs go to a recording queue."""
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
     from modelsafe.serve import create_app
 
-    queue = Recording()
+    queue = RecordingQueue()
     app = create_app(catalog.url, queue=queue, outputs=tmp_path / "outputs")
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client, queue
@@ -85,7 +73,7 @@ def _refused(response: Any) -> dict[str, Any]:
 
 
 def test_an_inpainting_checkpoint_is_422_at_submit(
-    client: tuple[Any, Recording], catalog: Catalog, make_spec: Spec, variants: dict[str, Path]
+    client: tuple[Any, RecordingQueue], catalog: Catalog, make_spec: Spec, variants: dict[str, Path]
 ) -> None:
     http, queue = client
     path = variants["inpaint"]
@@ -98,7 +86,7 @@ def test_an_inpainting_checkpoint_is_422_at_submit(
 
 @pytest.mark.parametrize("scheduler", ["heun", "ddim", "unipc"])
 def test_a_scheduler_an_edm_model_cannot_use_is_422_at_submit(
-    client: tuple[Any, Recording],
+    client: tuple[Any, RecordingQueue],
     catalog: Catalog,
     make_spec: Spec,
     variants: dict[str, Path],
@@ -114,7 +102,7 @@ def test_a_scheduler_an_edm_model_cannot_use_is_422_at_submit(
 
 
 def test_the_edm_model_with_a_scheduler_it_can_use_is_queued(
-    client: tuple[Any, Recording], catalog: Catalog, make_spec: Spec, variants: dict[str, Path]
+    client: tuple[Any, RecordingQueue], catalog: Catalog, make_spec: Spec, variants: dict[str, Path]
 ) -> None:
     http, queue = client
     for scheduler in ("euler", "dpmpp_2m_karras"):
@@ -127,14 +115,14 @@ def test_the_edm_model_with_a_scheduler_it_can_use_is_queued(
 def test_a_plain_job_is_still_queued_and_submit_warns_of_nothing(
     catalog: Catalog, make_spec: Spec, recwarn: pytest.WarningsRecorder
 ) -> None:
-    queue = Recording()
+    queue = RecordingQueue()
     job = submit_job(catalog, make_spec(), queue)
     assert job.status == "queued" and queue.jobs == [job]
     assert not [w for w in recwarn if "modelsafe" in str(w.filename)]
 
 
 def test_submit_job_refuses_an_unknown_scheduler(catalog: Catalog, make_spec: Spec) -> None:
-    queue = Recording()
+    queue = RecordingQueue()
     with pytest.raises(JobRefusedError, match="unknown scheduler 'no-such-scheduler'") as caught:
         submit_job(catalog, make_spec(scheduler="no-such-scheduler"), queue)
     assert caught.value.http_status == 422 and "euler" in caught.value.hint
@@ -149,7 +137,7 @@ def test_a_job_whose_files_are_not_here_is_left_to_its_run(
 
     checked: list[Any] = []
     monkeypatch.setattr(generate, "check_later_run", lambda request: checked.append(request))
-    queue = Recording()
+    queue = RecordingQueue()
     lora = str(tmp_path / "on-the-worker" / "style.safetensors")
     spec = make_spec(loras=[{"ref": lora}], vram="1GiB")
     job = submit_job(catalog, spec, queue)
@@ -165,6 +153,6 @@ def test_an_unsafe_input_is_left_to_the_runs_audit(
 
     hostile = tmp_path / "free-model.ckpt"
     _write_torch_zip(hostile, _hostile_pickle_bytes())
-    queue = Recording()
+    queue = RecordingQueue()
     job = submit_job(catalog, make_spec(loras=[{"ref": str(hostile)}], vram="1GiB"), queue)
     assert job.status == "queued"

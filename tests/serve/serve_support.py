@@ -90,16 +90,3 @@ def job_spec(tiny: Tiny, **changes: Any) -> dict[str, Any]:
     }
     spec.update(changes)
     return spec
-
-
-class RecordingQueue:
-    """A queue that keeps what it is given (for tests that must not run generation)."""
-
-    def __init__(self) -> None:
-        self.jobs: list[Any] = []
-
-    def enqueue(self, job: Any) -> None:
-        self.jobs.append(job)
-
-    def close(self) -> None:
-        pass

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from serve_support import HOSTILE_NAME, Library, RecordingQueue, job_spec
+from serve_support import HOSTILE_NAME, Library, job_spec
 
 from modelsafe.errors import UsageError
+from modelsafe.testing.queues import RecordingQueue
 
 
 def _error(response: Any, status: int) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serve_support import Library, RecordingQueue, job_spec
+from serve_support import Library, job_spec
+
+from modelsafe.testing.queues import RecordingQueue
 
 MANY_STEPS = 200
 

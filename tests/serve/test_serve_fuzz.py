@@ -15,7 +15,8 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from serve_support import RecordingQueue
+
+from modelsafe.testing.queues import RecordingQueue
 
 CHECKS = [
     not_a_server_error,
