@@ -500,6 +500,20 @@ def _file_in_folder(finding: Any) -> str:
     return f"{where}: {finding.message}" if where else finding.message
 
 
+@contextmanager
+def audited_load(paths: Iterable[Path]) -> Iterator[None]:
+    """Audit ``paths`` (:func:`refuse_unsafe`), then run the block that loads them and check
+    that what it loaded is what was audited (:func:`refuse_changed`), also when the load
+    failed: a file swapped in is what makes a weights-only load fail, and is said as such."""
+    audited = refuse_unsafe(paths)
+    try:
+        yield
+    except Exception:
+        refuse_changed(audited)
+        raise
+    refuse_changed(audited)
+
+
 def refuse_changed(audited: dict[Path, tuple[Any, ...]]) -> None:
     """Refuse when a file changed since its audit (``refuse_unsafe`` gave the keys): what was
     loaded may not be what was audited. Call it after loading; a load error is checked with
@@ -589,10 +603,8 @@ def identify_model(path: Path) -> ModelIdentity:
         from modelsafe.registry.inspect import inspect_path
 
         report = inspect_path(path)
-        if report.family in FAMILIES and report.kind in ("checkpoint", "unet", "transformer"):
+        if report.family in FAMILIES and report.kind in _DENOISER_KINDS:
             return ModelIdentity(report.family, report.kind, report.variant, report.prediction_type)
-        if report.family in FAMILIES and report.kind == "pipeline":
-            return ModelIdentity(report.family, "pipeline", report.variant, report.prediction_type)
     except MalformedFileError:
         raise  # a broken file or folder (a missing shard, a truncated file): no load can help
     except Exception:  # noqa: BLE001 - a detector gap falls back to the loader's own check

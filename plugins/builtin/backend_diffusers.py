@@ -73,15 +73,10 @@ class DiffusersBackend:
         check_request(request)
 
     def generate(self, request: GenerateRequest, progress: Progress | None = None) -> list[Any]:
-        from modelsafe.runtime.generate import refuse_changed, refuse_unsafe
+        from modelsafe.runtime.generate import audited_load
 
-        audited = refuse_unsafe(request.input_files())  # remembered: free after generate()
-        try:
+        with audited_load(request.input_files()):  # (remembered: free after generate())
             pipe, refiner = build_pipelines(request)
-        except Exception:
-            refuse_changed(audited)  # a file swapped in after its audit: say that, not this
-            raise
-        refuse_changed(audited)  # what was loaded is what was audited
         return run(pipe, refiner, request, progress)
 
 

@@ -100,15 +100,10 @@ def describe_upscaler(path: Path) -> UpscalerInfo:
 def read_weights(path: Path) -> dict[str, Any]:
     """The tensors of an upscaler file, after the audit (refused unless safe)."""
     from modelsafe.runtime.diffusers_loader import load_state_dict
-    from modelsafe.runtime.generate import refuse_changed, refuse_unsafe
+    from modelsafe.runtime.generate import audited_load
 
-    audited = refuse_unsafe([path])
-    try:
+    with audited_load([path]):
         state = load_state_dict(path)
-    except Exception:
-        refuse_changed(audited)  # a file swapped in after its audit: say that, not this
-        raise
-    refuse_changed(audited)  # what was loaded is what was audited
     for key in ("params_ema", "params"):  # Real-ESRGAN's training checkpoints nest the weights
         if isinstance(state.get(key), dict):
             return dict(state[key])
