@@ -161,7 +161,7 @@ def _config_object(file: Path, component: str) -> dict[str, Any]:
     try:
         value = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BackendError(f"config {file} cannot be read: {_first_line(exc)}", hint) from None
+        raise BackendError(f"config {file} cannot be read: {error_line(exc)}", hint) from None
     if not isinstance(value, dict):
         raise BackendError(f"config {file} is not a JSON object", hint)
     if component == "model_index":
@@ -978,7 +978,7 @@ def load_pipeline(req: LoadRequest, components: Mapping[str, Any] | None = None)
             raise
         except load_errors as exc:
             raise BackendError(
-                f"diffusers could not load {req.path.name} as {req.family}: {_first_line(exc)}",
+                f"diffusers could not load {req.path.name} as {req.family}: {error_line(exc)}",
                 hint="check --family, and that --vae / --text-encoder files belong to this "
                 "family (`modelsafe inspect FILE`)",
             ) from exc
@@ -1029,10 +1029,17 @@ def _load_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's text, shortened (diffusers can print whole key lists)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+def first_line(text: str, limit: int = 300) -> str:
+    """The first line of a library's message, at most ``limit`` characters (diffusers can print
+    whole key lists)."""
+    lines = text.strip().splitlines()
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception's first line, shortened; its type's name when it says nothing."""
+    return first_line(str(exc)) or type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelsafe.errors import BackendError
 from modelsafe.plugins.hookspecs import hookimpl
+from modelsafe.runtime.diffusers_loader import error_line, first_line
 
 if TYPE_CHECKING:
     from modelsafe.runtime.backends import Progress
@@ -420,7 +421,7 @@ def apply_loras(pipe: Any, request: GenerateRequest) -> None:
             except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
                 failure = BackendError(
                     f"diffusers cannot apply LoRA {lora.path.name} to this {request.family} "
-                    f"model: {_short(exc)}",
+                    f"model: {error_line(exc)}",
                     hint=hint,
                 )
                 failure.__cause__ = exc
@@ -435,10 +436,10 @@ def apply_loras(pipe: Any, request: GenerateRequest) -> None:
         try:
             pipe.set_adapters(names, adapter_weights=[lora.weight for lora in request.loras])
         except (ValueError, KeyError, RuntimeError) as exc:
-            raise BackendError(f"diffusers cannot set the LoRA weights: {_short(exc)}") from exc
+            raise BackendError(f"diffusers cannot set the LoRA weights: {error_line(exc)}") from exc
     for message in messages:
         if message.level not in ("FutureWarning", "DeprecationWarning"):
-            warn(f"setting the LoRA weights, {message.source} says: {_short_text(message.text)}")
+            warn(f"setting the LoRA weights, {message.source} says: {first_line(message.text)}")
 
 
 def _adapters(pipe: Any) -> set[str]:
@@ -547,22 +548,8 @@ def lora_notes(
                 example = f" (e.g. {keys[0]})" if keys else ""
                 notes.append(f"LoRA {name}: {len(keys)} {what.format(family=family)}{example}")
             continue
-        notes.append(f"LoRA {name}: {message.source} says: {_short_text(text)}")
+        notes.append(f"LoRA {name}: {message.source} says: {first_line(text)}")
     return notes
-
-
-def _short_text(text: str) -> str:
-    """The first line of a library message, at most 300 characters."""
-    lines = text.strip().splitlines()
-    line = lines[0] if lines else ""
-    return line if len(line) <= 300 else line[:297] + "..."
-
-
-def _short(exc: BaseException) -> str:
-    """An exception's first line, at most 300 characters (diffusers can list every key)."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def apply_embeddings(pipe: Any, request: GenerateRequest) -> None:
@@ -609,9 +596,7 @@ def apply_embeddings(pipe: Any, request: GenerateRequest) -> None:
             else:
                 pipe.load_textual_inversion(state, token=emb.token)
         except (ValueError, KeyError, RuntimeError, AttributeError) as exc:
-            from modelsafe.runtime.diffusers_loader import _first_line
-
-            reason = _first_line(exc).split(": {", 1)[0]  # (diffusers prints the whole dict)
+            reason = error_line(exc).split(": {", 1)[0]  # (diffusers prints the whole dict)
             if "state dictionary is incorrect" in reason:
                 reason = (
                     f"it holds {len(state)} tensors but no embedding (e.g. {next(iter(state))})"
@@ -901,7 +886,7 @@ def run_notes(messages: list[Any]) -> list[str]:
                 "follows is cut off (diffusers encodes one window; A1111 chunks long prompts)"
             )
         else:
-            note = f"while generating, {message.source} says: {_short_text(message.text)}"
+            note = f"while generating, {message.source} says: {first_line(message.text)}"
         if note not in notes:
             notes.append(note)
     return notes
