@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelsafe.errors import FileReadError, UnsafeFileError, UsageError
-from modelsafe.runtime.recipe import ModelRef, Recipe
+from modelsafe.runtime.recipe import DEVICE_TYPES, ModelRef, Recipe
 
 if TYPE_CHECKING:
     from modelsafe.plugin_manager import ModelsafePluginManager
@@ -293,9 +293,10 @@ def check_device(device: str) -> None:
             f"--device {device!r} is not a device torch knows",
             hint="e.g. cpu, cuda, cuda:1, mps or xpu",
         ) from None
-    if parsed.type not in ("cpu", "cuda", "mps", "xpu"):
+    if parsed.type not in DEVICE_TYPES:
         raise UsageError(
-            f"--device {device!r}: modelsafe generates on cpu, cuda, mps or xpu",
+            f"--device {device!r}: modelsafe generates on {', '.join(DEVICE_TYPES[:-1])} or "
+            f"{DEVICE_TYPES[-1]}",
             hint="e.g. --device cuda, or cuda:1 for the second GPU",
         )
     backends = {"cuda": torch.cuda, "mps": getattr(torch.backends, "mps", None)}

@@ -95,7 +95,8 @@ _REF_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
 }
 DTYPES = ("fp32", "fp16", "bf16")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
-_DEVICE = re.compile(r"(cpu|cuda|mps|xpu)(:\d{1,3})?")
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")  # what modelsafe generates on
+_DEVICE = re.compile(rf"({'|'.join(DEVICE_TYPES)})(:\d{{1,3}})?")
 # The values of a recorded plan's settings (generate_plan.DEFAULTS names them).
 _PLAN_VALUES: dict[str, tuple[str, ...]] = {
     "dtype": DTYPES,
