@@ -587,10 +587,9 @@ def custom_classes(folder: Path) -> list[str]:
     found = []
     if isinstance(index.get("_class_name"), list):  # a custom pipeline class: [module, class]
         found.append(f"pipeline: {'.'.join(str(x) for x in index['_class_name'])}")
-    for name, spec in index.items():
-        if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2:
-            continue
-        library, cls = spec
+    from modelsafe.registry.formats.diffusers_dir_reader import declared_components
+
+    for name, (library, cls) in declared_components(index).items():
         if not isinstance(library, str) or library in KNOWN_LIBRARIES:
             continue
         # (diffusers also takes its own pipeline modules here, as SD 1.5's safety_checker

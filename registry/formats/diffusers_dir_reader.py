@@ -355,7 +355,7 @@ def _component_problem(folder: Path, library: Any, class_name: str, has_weights:
     return "" if config else "has a weights file but no config.json"
 
 
-def _declared(index: dict[str, Any]) -> dict[str, list[Any]]:
+def declared_components(index: dict[str, Any]) -> dict[str, list[Any]]:
     """The components ``model_index.json`` declares: name -> [library, class]."""
     return {
         name: value
@@ -371,7 +371,7 @@ def pipeline_components(root: Path) -> frozenset[str] | None:
         index = load_json(root / "model_index.json", str(root / "model_index.json"))
     except FileReadError:
         return None
-    return frozenset(_declared(index)) if isinstance(index, dict) else None
+    return frozenset(declared_components(index)) if isinstance(index, dict) else None
 
 
 def read_pipeline(root: Path) -> TensorIndex:
@@ -380,7 +380,7 @@ def read_pipeline(root: Path) -> TensorIndex:
     index = load_json(root / "model_index.json", where)
     if not isinstance(index, dict):
         raise MalformedFileError(f"{where}: not a JSON object", hint="download it again")
-    declared = _declared(index)
+    declared = declared_components(index)
     components: dict[str, TensorIndex] = {}
     configs: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
