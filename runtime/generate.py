@@ -468,6 +468,14 @@ def refuse_unsafe(paths: Iterable[Path]) -> dict[Path, tuple[Any, ...]]:
     for path in paths:
         if not path.exists():
             raise FileReadError(f"{path} does not exist", hint="check the path")
+        if path.is_dir() and not _model_folder(path):
+            # (never audited: a folder such as / or ~ would be read whole, file by file)
+            raise UsageError(
+                f"{path} is a folder, but no model folder (it has no model_index.json or "
+                "config.json)",
+                hint="point at a model file, a diffusers pipeline folder (model_index.json) or "
+                "a component folder (config.json and its weights)",
+            )
         key = stat_key(path)
         audited[path] = key
         if _AUDITED_SAFE.get(str(path.resolve())) == key:
@@ -492,6 +500,14 @@ def refuse_unsafe(paths: Iterable[Path]) -> dict[Path, tuple[Any, ...]]:
             hint=f"see `modelsafe audit {path}`",
         )
     return audited
+
+
+def _model_folder(path: Path) -> bool:
+    """A folder a loader takes as a model: a diffusers pipeline, a component folder with its
+    config, or a sharded component folder."""
+    from modelsafe.registry.walk import is_model_folder
+
+    return (path / "config.json").is_file() or is_model_folder(str(path))
 
 
 def _file_in_folder(finding: Any) -> str:

@@ -413,3 +413,17 @@ def test_an_sd3_folder_downloaded_without_its_t5_reads_and_generates(
     )  # fmt: skip
     assert code == 0, err
     assert len(list((tmp_path / "out").glob("*.png"))) == 1
+
+
+def test_a_folder_that_is_no_model_is_refused_before_its_audit(
+    tmp_path: Path, run_cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--checkpoint /` (or a job submitted with it) audited the whole disk file by file."""
+    from modelsafe.registry import audit
+
+    monkeypatch.setattr(audit, "audit_path", lambda *a, **k: pytest.fail("audited"))
+    (tmp_path / "notes.txt").write_text("x")
+    code, _, err = run_cli(
+        "generate", "--checkpoint", str(tmp_path), "--prompt", "x", "--out", str(tmp_path / "o")
+    )
+    assert code == 2 and "is a folder, but no model folder" in err

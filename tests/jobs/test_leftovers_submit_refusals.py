@@ -84,6 +84,23 @@ def test_an_inpainting_checkpoint_is_422_at_submit(
     assert not queue.jobs and not list_jobs(catalog)
 
 
+def test_a_folder_that_is_no_model_is_422_at_submit_without_reading_it(
+    client: tuple[Any, RecordingQueue],
+    catalog: Catalog,
+    make_spec: Spec,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job naming `/` as its checkpoint audited the whole disk inside the HTTP request."""
+    from modelsafe.registry import audit
+
+    monkeypatch.setattr(audit, "audit_path", lambda *a, **k: pytest.fail("audited"))
+    http, queue = client
+    body = _refused(http.post("/api/jobs", json=make_spec(checkpoint=str(tmp_path))))
+    assert "is a folder, but no model folder" in body["error"]
+    assert not queue.jobs and not list_jobs(catalog)
+
+
 @pytest.mark.parametrize("scheduler", ["heun", "ddim", "unipc"])
 def test_a_scheduler_an_edm_model_cannot_use_is_422_at_submit(
     client: tuple[Any, RecordingQueue],
