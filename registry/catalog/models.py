@@ -57,7 +57,12 @@ class Model(Base):
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
 
-    locations: Mapped[list[Location]] = relationship(back_populates="model")
+    # By path, on every database: rows come back in no fixed order otherwise (PostgreSQL moves
+    # an updated row; a parallel scan records copies in the order its workers finish), which
+    # made `show`'s paths and the copy picked first change between scans.
+    locations: Mapped[list[Location]] = relationship(
+        back_populates="model", order_by="Location.path"
+    )
 
 
 class Location(Base):
