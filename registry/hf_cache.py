@@ -46,8 +46,7 @@ def hf_cache_roots(cache_dir: Path | str | None = None) -> HFCache:
     # (resolved, as huggingface_hub resolves it: a cache reached through a link, such as an
     # HF_HOME that is a link to a bigger drive, is then one set of paths, not two)
     root = os.path.realpath(cache_dir) if cache_dir else _default_cache()
-    # (a ref to no snapshot is said in modelsafe's words, per ref: see _ref_problems)
-    result = HFCache(root, warnings=[str(w) for w in info.warnings if not _is_ref_warning(w)])
+    result = HFCache(root, warnings=[str(w) for w in info.warnings if not _said_elsewhere(w)])
     listed: set[str] = set()
     for repo in sorted(info.repos, key=lambda r: (r.repo_type, r.repo_id)):
         listed.add(os.path.abspath(repo.repo_path))
@@ -147,10 +146,15 @@ def _refs(folder: str, *, raw: bool = False) -> dict[str, str]:
     return found
 
 
-def _is_ref_warning(warning: Exception) -> bool:
-    """huggingface_hub's "Reference(s) refer to missing commit hashes: {...} (repo)": it drops
-    the whole repo for it; :func:`_unlisted_repos` scans it anyway and says what is wrong."""
-    return str(warning).startswith("Reference(s) refer to missing commit hashes")
+def _said_elsewhere(warning: Exception) -> bool:
+    """huggingface_hub's warnings that modelsafe says in its own words, once, for the path
+    concerned: it drops the whole repo for a ref to no snapshot ("Reference(s) refer to missing
+    commit hashes") or for one broken link ("Blob missing (broken symlink)");
+    :func:`_unlisted_repos` scans such a repo anyway, :func:`_ref_problems` names each bad ref
+    and the walk names each broken link."""
+    return str(warning).startswith(
+        ("Reference(s) refer to missing commit hashes", "Blob missing (broken symlink)")
+    )
 
 
 def _ref_problems(folder: str, repo_id: str, commits: list[str]) -> list[str]:

@@ -164,3 +164,7 @@ def test_one_broken_link_does_not_drop_a_hugging_face_repo(tmp_path: Path, scan_
     reasons = " | ".join(s["reason"] for s in summary["skipped"])
     assert "broken symlink" in reasons
     assert "an interrupted download (1,000 bytes so far)" in reasons
+    # The broken link is said once, for its own path (huggingface_hub's "Blob missing" for the
+    # whole cache said it again).
+    assert reasons.count("broken symlink") == 1, reasons
+    assert "Blob missing" not in reasons
