@@ -46,7 +46,8 @@ def hf_cache_roots(cache_dir: Path | str | None = None) -> HFCache:
     # (resolved, as huggingface_hub resolves it: a cache reached through a link, such as an
     # HF_HOME that is a link to a bigger drive, is then one set of paths, not two)
     root = os.path.realpath(cache_dir) if cache_dir else _default_cache()
-    result = HFCache(root, warnings=[str(w) for w in info.warnings if not _said_elsewhere(w)])
+    # (sorted: huggingface_hub lists the cache in the file system's order)
+    result = HFCache(root, warnings=sorted(str(w) for w in info.warnings if not _said_elsewhere(w)))
     listed: set[str] = set()
     for repo in sorted(info.repos, key=lambda r: (r.repo_type, r.repo_id)):
         listed.add(os.path.abspath(repo.repo_path))

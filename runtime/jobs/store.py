@@ -367,7 +367,9 @@ def release_stale(catalog: Catalog) -> list[JobInfo]:
             .execution_options(synchronize_session=False)
         )
     with catalog.session() as session:
-        ids = list(session.scalars(select(Job.id).where(stale)))
+        # (oldest first, as they were submitted: without an order PostgreSQL returns them in
+        # the order their rows were last updated)
+        ids = list(session.scalars(select(Job.id).where(stale).order_by(Job.created_at, Job.id)))
     for job_id in ids:
         with catalog.session() as session:
             row = session.get(Job, job_id)

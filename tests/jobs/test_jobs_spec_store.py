@@ -155,6 +155,22 @@ def test_release_stale_requeues_then_gives_up(catalog: Catalog) -> None:
     assert f"stopped {store.MAX_ATTEMPTS} times" in final.error["reason"]
 
 
+def test_stale_jobs_are_requeued_oldest_first(shared_catalog_url: str) -> None:
+    """Whatever order their leases were taken and renewed in (on PostgreSQL an updated row
+    moves, and an unordered select returns them in that order)."""
+    catalog = open_catalog(shared_catalog_url)
+    try:
+        jobs = [_job(catalog) for _ in range(4)]
+        claims = [store.claim(catalog, jobs[i].id, f"w{i}", lease_s=0.3) for i in (2, 0, 3, 1)]
+        for held in (claims[1], claims[0]):
+            assert held is not None and store.renew(catalog, held, 0.3)
+        time.sleep(0.6)
+        released = store.release_stale(catalog)
+        assert [j.id for j in released] == [j.id for j in jobs]
+    finally:
+        catalog.close()
+
+
 def test_get_and_list(catalog: Catalog) -> None:
     jobs = [_job(catalog) for _ in range(3)]
     with pytest.raises(JobNotFoundError) as info:
