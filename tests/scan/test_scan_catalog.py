@@ -256,6 +256,18 @@ def test_show_finds_by_path_hash_prefix_and_name(
     assert code == 2 and "no model" in err and "Hint" in err
 
 
+def test_names_with_letters_beyond_ascii_are_found_in_any_case(
+    tmp_path: Path, scan_json: Scan, cli_json: Cli
+) -> None:
+    a = model_file(tmp_path / "lib" / "Äpfel-Übermensch.safetensors", seed=12)
+    model_file(tmp_path / "lib" / "風景.safetensors", seed=13)
+    scan_json(str(tmp_path / "lib"))
+    digest = hashlib.sha256(a.read_bytes()).hexdigest()
+    for ref in ("Äpfel-Übermensch", "äpfel-übermensch", "ÄPFEL-ÜBERMENSCH", "übermensch"):
+        assert cli_json("show", ref)["sha256"] == digest, ref
+    assert cli_json("show", "風景")["name"] == "風景"
+
+
 def test_export_json_and_csv(
     tmp_path: Path, scan_json: Scan, run_cli: Callable[..., Any], catalog_url: str
 ) -> None:
