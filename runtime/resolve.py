@@ -196,10 +196,12 @@ def part_from_model(model: Model, role: str | None = None, *, read: bool = False
     """A Part from a catalog row; with ``read`` the file at a present location is read too."""
     report = dict((model.details or {}).get("inspect") or {})
     report.update(family=model.family, kind=model.kind, variant=model.variant)
-    paths = [loc.path for loc in model.locations if loc.status == "present"]
     role = role or ROLE_OF_KIND.get(model.kind, "checkpoint")
     ref = model.autov2 or model.sha256 or model.name
-    from modelsafe.registry.catalog.queries import file_on_disk
+    from modelsafe.registry.catalog.queries import file_on_disk, preferred_location
+
+    # (the copy generate would use: a safe .safetensors before its .ckpt, whatever the paths)
+    preferred = preferred_location(model)
 
     on_disk = file_on_disk(model) if read else None
     if on_disk is not None:
@@ -215,7 +217,7 @@ def part_from_model(model: Model, role: str | None = None, *, read: bool = False
         variant=model.variant,
         facts=facts,
         index=None,
-        path=paths[0] if paths else None,
+        path=preferred.path if preferred else None,
         report=report,
     )
 
