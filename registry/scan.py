@@ -10,9 +10,14 @@ its own transaction, then mark what is gone as missing.
 - A file that changes while it is read is read again (up to ``MAX_TRIES`` times).
 - The audit belongs to each file (``locations.audit_status``): a safe .safetensors and a .ckpt
   that runs code can hold the same tensors, so be one model. The model's ``audit_status`` is the
-  worst of its copies on disk; its ``format`` and file hashes (sha256, AutoV2...) are those of
-  its preferred copy (``queries.preferred_location``: audited safe, then safetensors), whatever
-  order the copies were scanned in.
+  worst of its copies on disk; its ``format``, file hashes (sha256, AutoV2...), detected columns
+  and ``details`` (the inspect report) are those of its preferred copy
+  (``queries.preferred_location``: audited safe, then safetensors, then by path), whatever
+  order the copies were scanned in; the other copies keep their own (:func:`_settle_details`).
+- Placeholder models (read with --no-hash) found to be one merge into the oldest (by id). User
+  settings are taken oldest first, those already there winning (:func:`_take_settings`).
+- The summary's lists are in path order (:meth:`ScanSummary.sort`), whatever order the worker
+  threads finished in.
 - Files no longer on disk (a link whose target is gone included) are marked ``missing``; nothing
   is deleted.
 """
@@ -36,7 +41,12 @@ from sqlalchemy.orm import Session, selectinload
 from modelsafe.registry.analyse import Analysis, HashCache, analyse
 from modelsafe.registry.catalog.db import Catalog
 from modelsafe.registry.catalog.models import Location, Model, Scan
-from modelsafe.registry.catalog.queries import model_audit, preferred_location, worst_audit
+from modelsafe.registry.catalog.queries import (
+    copy_preference,
+    model_audit,
+    preferred_location,
+    worst_audit,
+)
 from modelsafe.registry.folders import convention_of, folder_report
 from modelsafe.registry.walk import (
     MODEL_FILE_EXTENSIONS,
@@ -85,6 +95,24 @@ class ScanSummary:
     notices: list[dict[str, str]] = field(default_factory=list)
     unusable_roots: list[dict[str, str]] = field(default_factory=list)
     scan_id: int | None = None
+
+    def sort(self) -> None:
+        """Every list in path order, then by message: files are recorded in the order worker
+        threads finish them, which no two scans share."""
+        self.unsafe_files.sort()
+        for entries in (
+            self.skipped,
+            self.wrong_folder,
+            self.error_files,
+            self.warnings,
+            self.notices,
+            self.unusable_roots,
+        ):
+            entries.sort(key=_path_then_message)
+
+
+def _path_then_message(entry: dict[str, str]) -> tuple[str, ...]:
+    return (str(entry.get("path")), *(str(v) for k, v in sorted(entry.items()) if k != "path"))
 
 
 @dataclass(frozen=True)
@@ -318,6 +346,7 @@ def _scan_roots(
     summary.unsafe = len(summary.unsafe_files)
     summary.errors = len(summary.error_files)
     summary.seconds = round(time.perf_counter() - started, 3)
+    summary.sort()
 
 
 # Why the walk skips a root that is fine: it was reached through another root already.
@@ -665,6 +694,29 @@ def _describe(overrides: dict[str, Any], note: str | None) -> str:
     return " and ".join(parts)
 
 
+def _by_id(models: Iterable[Model]) -> list[Model]:
+    """``models`` oldest first: the order in which their user settings are taken."""
+    return sorted(models, key=lambda m: m.id or 0)
+
+
+def _take_settings(
+    model: Model, old: Model, *, join_notes: bool
+) -> tuple[dict[str, Any], str | None]:
+    """Give ``model`` the user's overrides on ``old`` that it has none of (its own win, and so
+    do those taken from models before: callers go oldest first, :func:`_by_id`), and ``old``'s
+    note where it has none (``join_notes``: also where it has another, joined as ``"mine /
+    old's"``). Returns what was taken."""
+    mine = dict(model.overrides or {})
+    taken = {k: v for k, v in (old.overrides or {}).items() if k not in mine}
+    if taken:
+        model.overrides = {**mine, **taken}
+    note = None
+    if old.note and old.note != model.note and (join_notes or not model.note):
+        note = old.note
+        model.note = f"{model.note} / {old.note}" if model.note else old.note
+    return taken, note
+
+
 def _carry_user_settings(
     model: Model, previous: Iterable[Model], paths: Sequence[str]
 ) -> list[str]:
@@ -673,7 +725,7 @@ def _carry_user_settings(
     content is still on disk elsewhere (then they stay with it only). Returns a sentence for
     each, for the scan summary."""
     notices = []
-    for old in sorted(previous, key=lambda m: m.id or 0):
+    for old in _by_id(previous):
         if old is model or not (old.overrides or old.note):
             continue
         settings = _describe(dict(old.overrides or {}), old.note)
@@ -684,13 +736,7 @@ def _carry_user_settings(
                 f"still at {elsewhere[0]} (use `modelsafe set` to set them for the new content)"
             )
             continue
-        mine = model.overrides or {}
-        carried = {k: v for k, v in (old.overrides or {}).items() if k not in mine}
-        note = old.note if old.note and not model.note else None
-        if carried:
-            model.overrides = {**mine, **carried}
-        if note:
-            model.note = note
+        carried, note = _take_settings(model, old, join_notes=False)
         kept = _describe(carried, note)
         if kept:
             notices.append(f"new content at this path: kept your {kept} from its previous content")
@@ -721,7 +767,8 @@ def write_result(
         model = session.scalar(select(Model).where(Model.content_key == sha256))
         if model is not None:
             model.content_key = key  # first seen unreadable (keyed by sha256), now readable
-    previous = {loc.model for loc in locations.values() if loc.model is not None}
+    # Oldest first (by id), whatever order the rows were loaded in.
+    previous = _by_id({loc.model for loc in locations.values() if loc.model is not None})
     placeholders = [m for m in previous if m.content_key.startswith(PLACEHOLDER_PREFIXES)]
     if model is None and placeholders:
         model = placeholders[0]  # the same file read without hashes before: it gains its key
@@ -730,13 +777,9 @@ def write_result(
         model = Model(content_key=key, name="", overrides={}, details={}, format="unknown")
         session.add(model)
     for old in placeholders:  # (read without hashes before: the user's settings join it)
-        if old is model:
-            continue
-        if old.overrides:
-            model.overrides = {**dict(old.overrides), **dict(model.overrides or {})}
-        if old.note and old.note != model.note:
-            model.note = f"{model.note} / {old.note}" if model.note else old.note
-    with session.no_autoflush:  # (a new model row is not complete before _fill_model)
+        if old is not model:
+            _take_settings(model, old, join_notes=True)
+    with session.no_autoflush:  # (a new model row is not complete before _settle_details)
         notices = _carry_user_settings(
             model, [m for m in previous if m not in placeholders], found.paths
         )
@@ -750,17 +793,15 @@ def write_result(
     # renamed file takes its new name.
     first = _naming_path([*found.paths, *others], {**others, **extras})
     model.name = _model_name(first, result.is_dir, extras.get(first) or others.get(first))
-    _fill_model(model, result)
     now = utcnow()
-    report: list[str] = []
     os_error = bool(result.error) and _os_error(found.path, result.is_dir)
+    written: list[Location] = []
     for path in found.paths:
         loc = locations.get(path)
         if loc is None:
             loc = Location(path=path, first_seen_at=now)
             session.add(loc)
-        problems = folder_report(path, model.family, model.kind)
-        report.extend(problems)
+        written.append(loc)
         conv = convention_of(path)
         extra: dict[str, Any] = {"format": result.format, "hashes": result.hashes}
         if conv:
@@ -777,16 +818,23 @@ def write_result(
         loc.status = "error" if result.error else "present"
         loc.error = result.error
         loc.audit_status = result.audit_status
-        loc.warnings = [*((result.report or {}).get("warnings") or []), *problems]
         loc.extra = extra
         loc.last_seen_at = now
+    own = _own_details(result)
+    with session.no_autoflush:
+        _settle_details(model, {loc.path: own for loc in written})
+    # (the folder is judged by what the model is: its preferred copy, the user's corrections)
+    report: list[str] = []
+    for loc in written:
+        problems = folder_report(loc.path, model.family, model.kind)
+        report.extend(problems)
+        loc.warnings = [*((result.report or {}).get("warnings") or []), *problems]
     session.flush()
     model.audit_status = model_audit(model)
-    _preferred_copy_facts(model)
     for old in previous:
         if old is not model:
             old.audit_status = model_audit(old)
-            _preferred_copy_facts(old)
+            _settle_details(old)  # (its copy here may have been the one it showed)
     for old in placeholders:
         if old is not model and not old.locations:
             session.delete(old)
@@ -796,19 +844,81 @@ def write_result(
 _FILE_HASHES = ("sha256", "autov1", "autov2", "autov3", "blake3", "crc32", "content_id")
 
 
-def _fill_model(model: Model, result: Analysis) -> None:
+# ``locations.extra`` key: a copy's own facts (:func:`_own_details`) while another copy of its
+# model is the one the model shows, so that the model can show this one when that copy goes.
+# The copy the model shows has them in ``model.details`` only.
+OWN_DETAILS = "own_details"
+
+
+def _own_details(result: Analysis) -> dict[str, Any]:
+    """What ``model.details`` holds of one copy, less what the copy's location holds in
+    ``extra`` already (its format, hashes and audit verdict)."""
     report = result.report or {}
-    hashes = result.hashes or {}
-    detected = {
-        "family": report.get("family", "unknown"),
-        "kind": report.get("kind", "unknown"),
-        "variant": report.get("variant"),
-        "prediction_type": report.get("prediction_type"),
+    return {
+        "detected": {
+            "family": report.get("family", "unknown"),
+            "kind": report.get("kind", "unknown"),
+            "variant": report.get("variant"),
+            "prediction_type": report.get("prediction_type"),
+        },
+        "inspect": result.report or None,
+        "error": result.error,
+        "hash_error": result.hash_error,
+        "components": result.component_hashes or None,
+        "is_dir": result.is_dir,
     }
-    model.format = result.format
-    for name in OVERRIDABLE:
-        value = model.overrides.get(name, detected[name]) if model.overrides else detected[name]
-        setattr(model, name, value)
+
+
+def _details_source(model: Model) -> Location | None:
+    """The copy the model shows: its preferred one (``queries.preferred_location``), else,
+    when none is readable, the first of those on disk in the same order."""
+    on_disk = [loc for loc in model.locations if loc.status != "missing"]
+    return preferred_location(model) or min(on_disk, key=copy_preference, default=None)
+
+
+def _settle_details(model: Model, fresh: dict[str, dict[str, Any]] | None = None) -> None:
+    """Make the model show its source copy (:func:`_details_source`) whatever order its copies
+    were read in: its columns and ``details`` from that copy, the user's overrides on top; each
+    other copy on disk keeps its own facts in ``extra[OWN_DETAILS]``.
+
+    ``fresh``: the facts of the copies just read, by path. A copy recorded before copies kept
+    their own gives the model its format and hashes only (:func:`_preferred_copy_facts`)."""
+    fresh = fresh or {}
+    source = _details_source(model)
+    details = model.details or {}
+    shown = details.get("source")  # the copy the model showed until now
+    shown_own = {k: v for k, v in details.items() if k not in _FROM_EXTRA}
+    for loc in model.locations:
+        if loc is source or loc.status == "missing":
+            continue
+        own = fresh.get(loc.path) or (shown_own if loc.path == shown else None)
+        if own is not None:
+            loc.extra = {**(loc.extra or {}), OWN_DETAILS: own}
+    if source is None:
+        return  # (no copy on disk: the model shows what it showed)
+    extra = dict(source.extra or {})
+    stashed = extra.pop(OWN_DETAILS, None)
+    if stashed is not None:
+        source.extra = extra  # (the copy the model shows has its facts in model.details)
+    own = fresh.get(source.path) or (shown_own if source.path == shown else stashed)
+    if isinstance(own, dict):
+        _show_copy(model, source, own)
+    else:
+        _preferred_copy_facts(model, source)
+    _apply_overrides(model)
+
+
+# ``model.details`` keys taken from the shown copy's location rather than its own facts.
+_FROM_EXTRA = ("audit", "hashes", "source")
+
+
+def _show_copy(model: Model, loc: Location, own: dict[str, Any]) -> None:
+    """The model's columns and ``details`` from its copy at ``loc`` (``own``: that copy's
+    :func:`_own_details`)."""
+    extra = loc.extra or {}
+    report = own.get("inspect") or {}
+    hashes = extra.get("hashes") or {}
+    model.format = str(extra.get("format") or model.format)
     model.precision = report.get("precision")
     model.parameter_count = report.get("parameter_count")
     model.weight_bytes = report.get("weight_bytes")
@@ -816,26 +926,27 @@ def _fill_model(model: Model, result: Analysis) -> None:
     model.confidence = report.get("confidence")
     for name in _FILE_HASHES:
         setattr(model, name, hashes.get(name))
-    model.details = {
-        "detected": detected,
-        "inspect": report or None,
-        "audit": result.verdict,
-        "error": result.error,
-        "hash_error": result.hash_error,
-        "hashes": hashes or None,
-        "components": result.component_hashes or None,
-        "is_dir": result.is_dir,
-    }
-    model.updated_at = utcnow()
+    details = {**own, "audit": extra.get("audit"), "hashes": hashes or None, "source": loc.path}
+    if details != model.details:
+        model.details = details
+        model.updated_at = utcnow()
 
 
-def _preferred_copy_facts(model: Model) -> None:
-    """The model's format and file hashes from its preferred copy on disk (each location keeps
-    its own in ``extra``), so a model with a .ckpt and a .safetensors copy shows the same ones
-    whichever was scanned last. Kept as they are when no copy is present, or when the preferred
-    one was recorded before locations kept their own."""
-    loc = preferred_location(model)
-    extra = (loc.extra or {}) if loc is not None else {}
+def _apply_overrides(model: Model) -> None:
+    """Family, kind, variant and prediction type: the user's overrides, else what was detected
+    in the copy the model shows."""
+    detected = (model.details or {}).get("detected") or {}
+    overrides = model.overrides or {}
+    for name in OVERRIDABLE:
+        if name in overrides or name in detected:
+            setattr(model, name, overrides.get(name, detected.get(name)))
+
+
+def _preferred_copy_facts(model: Model, loc: Location) -> None:
+    """The model's format and file hashes from its copy at ``loc`` (each location keeps its own
+    in ``extra``), for a copy recorded before locations kept their own facts. Kept as they are
+    when it was recorded before locations kept their format and hashes too."""
+    extra = loc.extra or {}
     fmt, hashes = extra.get("format"), extra.get("hashes")
     if not isinstance(fmt, str) or not isinstance(hashes, dict):
         return
@@ -887,5 +998,5 @@ def _mark_missing(
             query = select(Model).where(Model.id.in_(ids)).options(selectinload(Model.locations))
             for model in session.scalars(query):
                 model.audit_status = model_audit(model)
-                _preferred_copy_facts(model)  # (the preferred copy may be the one gone)
+                _settle_details(model)  # (the copy it showed may be the one gone)
     return len(gone)

@@ -305,7 +305,7 @@ def set_overrides(
 
 
 # Keys of ``locations.extra`` shown under their own names (or not at all) by location_json.
-_EXTRA_OWN_KEYS = ("format", "hashes", "audit", "os_error")
+_EXTRA_OWN_KEYS = ("format", "hashes", "audit", "os_error", "own_details")
 
 
 def location_json(loc: Location) -> dict[str, Any]:

@@ -109,6 +109,7 @@ def scan(
         catalog.close()
     if hf_cache or hf_cache_dir:
         summary.skipped.extend({"path": cache.cache_dir, "reason": w} for w in cache.warnings)
+        summary.sort()
     if as_json:
         from dataclasses import asdict
 
@@ -176,14 +177,14 @@ def _progress() -> Iterator[Any]:
 def _print_summary(summary: Any, with_hash: bool = True) -> None:
     from modelsafe.units import format_size
 
-    # (in path order, whichever file a worker thread finished first)
-    for item in sorted(summary.unsafe_files):
+    # (each list is in path order already: ScanSummary.sort)
+    for item in summary.unsafe_files:
         click.secho(printable(f"UNSAFE  {item}"), fg="red")
-    for item in sorted(summary.error_files, key=lambda e: str(e["path"])):
+    for item in summary.error_files:
         path, reason = item["path"], item["reason"]
         text = reason if reason.startswith(path) else f"{path}: {reason}"
         click.secho(printable(f"ERROR   {text}"), fg="yellow")
-    for item in sorted(summary.wrong_folder, key=lambda w: str(w["path"])):
+    for item in summary.wrong_folder:
         click.secho(printable(f"FOLDER  {item['path']}: {item['problem']}"), fg="yellow")
     for item in summary.warnings:
         click.secho(printable(f"WARNING {item['path']}: {item['warning']}"), fg="yellow")
