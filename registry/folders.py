@@ -86,6 +86,7 @@ _INVOKE_BASES = {
     "sdxl-refiner": "sdxl_refiner",
     "sd-3": "sd3",
     "flux": "flux1",
+    "flux2": "flux2",
     "cogview4": "cogview4",
     "any": "any",
 }
@@ -104,6 +105,9 @@ _INVOKE_TYPES: dict[str, frozenset[str]] = {
 }
 
 # Family a folder name points at, first match wins (people write SD1.5, sd15, SDXL, Pony, ...).
+# Only names that say one family: a plain "hunyuan", "kandinsky", "lumina" or "sana" folder may
+# hold models of another generation (HunyuanDiT, Kandinsky 3, Lumina-Next, a character named
+# Sana), and a wrong "wrong folder" is worse than none.
 _FAMILY_HINTS: list[tuple[str, re.Pattern[str]]] = [
     (family, re.compile(pattern))
     for family, pattern in [
@@ -113,16 +117,34 @@ _FAMILY_HINTS: list[tuple[str, re.Pattern[str]]] = [
         ("sd3", r"sd[-_ ]?3([^0-9.]|$)"),
         ("sd2", r"sd[-_ ]?v?2(\.?[01x])?([^0-9.]|$)"),
         ("sd1", r"sd[-_ ]?v?1(\.?[45x])?([^0-9.]|$)"),
-        ("flux1", r"flux"),
+        ("flux2", r"flux[-_. ]?2(?![0-9])"),
+        ("flux1", r"flux[-_. ]?1(?![0-9])|flux.*(schnell|kontext|krea)"),
+        ("flux", r"flux"),
         ("chroma", r"chroma"),
         ("hidream", r"hidream"),
         ("qwen-image", r"qwen"),
         ("z-image", r"z[-_ ]?image"),
+        ("lumina2", r"lumina[-_ ]?(image[-_ ]?)?2(?![0-9])"),
+        ("wan", r"(^|[^a-z0-9])wan([-_. ]?2\.?[12]|[-_ ]?video)?(?=[^a-z0-9.]|$)"),
+        ("hunyuan-video", r"hunyuan[-_ ]?video(?![-_. ]?1\.?5)"),
+        ("hunyuanimage2.1", r"hunyuan[-_ ]?image[-_ ]?2\.?1(?![0-9])"),
+        ("kandinsky5", r"kandinsky[-_ ]?5(?![0-9])"),
+        ("sana", r"(^|[^a-z0-9])sana[-_ ]?(1\.?[05]|sprint)(?![0-9])"),
         ("stable-cascade", r"cascade"),
     ]
 ]
 # Families that are one family for the purpose of "is it in the right folder".
 _SAME = {"sd3.5": "sd3", "sdxl_refiner": "sdxl"}
+# Folder names that say one of several families: a plain "flux" folder may hold Flux.1 or FLUX.2.
+_EITHER: dict[str, tuple[str, ...]] = {"flux": ("flux1", "flux2")}
+# The VAE a family's folder rightly holds under another family's name: Flux.1's ae (SD3's VAE
+# has its layout) for the families decoding with it; the Wan 2.1 VAE, identified as Qwen-Image's
+# (the same file), for Wan; SD1's for SD2 (SDXL's VAE has its layout).
+_VAE_KEPT_WITH: dict[str, frozenset[str]] = {
+    "flux1": frozenset({"sd3", "chroma", "z-image", "hidream", "lumina2"}),
+    "qwen-image": frozenset({"wan"}),
+    "sd1": frozenset({"sd2", "sdxl"}),
+}
 
 
 @dataclass(frozen=True)
@@ -132,7 +154,7 @@ class Convention:
     app: str  # ComfyUI, A1111/Forge, InvokeAI, ...
     folder: str  # the folder name that set the expectation (as written on disk)
     kinds: frozenset[str]
-    family: str | None = None  # family a folder name points at
+    family: str | None = None  # family a folder name points at ("flux": flux1 or flux2)
     family_folder: str | None = None
 
     def as_json(self) -> dict[str, object]:
@@ -198,17 +220,22 @@ def folder_report(path: str | PurePath, family: str, kind: str) -> list[str]:
     if (
         conv.family
         and family not in ("unknown", "any", "")
-        and not _same_family(family, conv.family)
+        and not _fits_folder(family, kind, conv.family)
     ):
+        says = " or ".join(_EITHER.get(conv.family, (conv.family,)))
         problems.append(
             f"wrong folder: a {family} {kind} in {conv.family_folder}/ "
-            f"(the folder name says {conv.family})"
+            f"(the folder name says {says})"
         )
     return problems
 
 
-def _same_family(a: str, b: str) -> bool:
-    return _SAME.get(a, a) == _SAME.get(b, b)
+def _fits_folder(family: str, kind: str, hint: str) -> bool:
+    """Whether a ``family`` file of ``kind`` belongs in a folder whose name says ``hint``."""
+    folder_families = {_SAME.get(f, f) for f in _EITHER.get(hint, (hint,))}
+    if _SAME.get(family, family) in folder_families:
+        return True
+    return kind == "vae" and bool(folder_families & _VAE_KEPT_WITH.get(family, frozenset()))
 
 
 def _home_for(app: str, kind: str) -> str | None:

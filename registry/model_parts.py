@@ -15,15 +15,24 @@ from typing import Any
 
 from modelsafe.types import TensorIndex, TensorInfo
 
-# Families whose denoiser is a transformer (DiT/MMDiT) rather than a UNet.
-TRANSFORMER_FAMILIES = frozenset(
-    {"sd3", "sd3.5", "flux1", "chroma", "z-image", "qwen-image", "hidream"}
+# DiT families the built-in detectors name but whose module layout modelsafe does not map (no
+# LoRA-key aliases between their original and diffusers namings): rules that need a layout
+# leave them unchecked rather than reject a LoRA whose names are the other naming's.
+NAMED_ONLY_FAMILIES = frozenset(
+    {"flux2", "lumina2", "sana", "wan", "hunyuan-video", "hunyuanimage2.1", "kandinsky5"}
 )
 
-# Every model family modelsafe's built-in detectors know; a family outside this set comes from a
-# plugin, and built-in rules that need a family's module layout leave such a model to its plugin.
-BUILTIN_FAMILIES = frozenset(
-    {"sd1", "sd2", "sdxl", "sdxl_refiner", "stable-cascade", *TRANSFORMER_FAMILIES}
+# Families whose denoiser is a transformer (DiT/MMDiT) rather than a UNet.
+TRANSFORMER_FAMILIES = frozenset(
+    {"sd3", "sd3.5", "flux1", "chroma", "z-image", "qwen-image", "hidream", *NAMED_ONLY_FAMILIES}
+)
+
+# The model families whose module layout modelsafe's built-in rules know; a family outside this
+# set comes from a plugin (or is one of NAMED_ONLY_FAMILIES), and built-in rules that need a
+# family's module layout leave such a model to its plugin.
+BUILTIN_FAMILIES = (
+    frozenset({"sd1", "sd2", "sdxl", "sdxl_refiner", "stable-cascade", *TRANSFORMER_FAMILIES})
+    - NAMED_ONLY_FAMILIES
 )
 
 # Text-encoder width (hidden size) -> the name the ecosystem uses for it.

@@ -22,7 +22,13 @@ LABELS: dict[str, str] = {
     "qwen-image": "Qwen-Image",
     "hidream": "HiDream",
     "stable-cascade": "Stable Cascade",
+    "flux2": "FLUX.2",
+    "lumina2": "Lumina 2",
+    "sana": "SANA",
     "wan": "Wan",
+    "hunyuan-video": "HunyuanVideo",
+    "hunyuanimage2.1": "HunyuanImage 2.1",
+    "kandinsky5": "Kandinsky 5",
     "any": "any family",
     "unknown": "an unknown family",
 }
@@ -60,8 +66,11 @@ NEEDS: dict[str, FamilyNeeds] = {
 }
 
 # The VAE each family was trained with, by the family that introduced it (SD2 kept SD1's VAE,
-# the SDXL refiner SDXL's, SD3.5 SD3's; Chroma, Z-Image and HiDream use Flux.1's ae; Qwen-Image
-# fine-tuned Wan 2.1's 3-D causal video VAE, diffusers AutoencoderKLQwenImage).
+# the SDXL refiner SDXL's, SD3.5 SD3's; Chroma, Z-Image, HiDream and Lumina 2 use Flux.1's ae;
+# FLUX.2 has its own 32-channel VAE; Qwen-Image fine-tuned Wan 2.1's 3-D causal video VAE,
+# diffusers AutoencoderKLQwenImage; HunyuanVideo has its own 3-D VAE). Families without an entry
+# (SANA's DC-AE, HunyuanImage 2.1's 32x VAE, Kandinsky 5's per-model VAEs) are checked by latent
+# channels only.
 VAE_LINEAGE: dict[str, str] = {
     "sd1": "sd1",
     "sd2": "sd1",
@@ -73,12 +82,15 @@ VAE_LINEAGE: dict[str, str] = {
     "chroma": "flux1",
     "z-image": "flux1",
     "hidream": "flux1",
+    "lumina2": "flux1",
+    "flux2": "flux2",
     "qwen-image": "wan",
     "wan": "wan",
+    "hunyuan-video": "hunyuan-video",
 }
 # Lineages whose VAE is a 3-D (video, causal) VAE: 5-D conv weights, a latent with a time axis.
 # Its latent space is no image VAE's, whatever the channel count says.
-VAE_3D_LINEAGES = frozenset({"wan"})
+VAE_3D_LINEAGES = frozenset({"wan", "hunyuan-video"})
 
 # Families whose add-ons partly load onto another (derived weights share layer names).
 RELATED: dict[str, set[str]] = {"chroma": {"flux1"}, "sd3.5": set(), "sd3": set()}

@@ -639,27 +639,34 @@ _DENOISER_KINDS = ("checkpoint", "unet", "transformer", "pipeline")
 
 def _refuse_known_unsupported(path: Path, report: Any) -> None:
     """Refuse a denoiser the detectors placed in a family this backend does not run (Chroma,
-    Qwen-Image, HiDream, ...), or named as an architecture of no family (FLUX.2, Wan,
-    HunyuanImage): the loader's own layout guess would take many of them for Flux.1."""
+    Qwen-Image, HiDream, FLUX.2, Wan, ...), by that family's name, or named as an architecture of
+    no family (HunyuanVideo 1.5, SANA-Video, PixArt): the loader's own layout guess would take
+    many of them for Flux.1."""
     if report.kind not in _DENOISER_KINDS:
         return
     architecture = (getattr(report, "facts", None) or {}).get("architecture")
-    if report.family not in ("unknown", "", None):
-        what = f"{report.family}/{report.kind}" + (f"/{report.variant}" if report.variant else "")
-    elif architecture:
-        what = f"a {architecture} {report.kind}"
-    else:
-        return
+    hint = (
+        f"generate runs {', '.join(FAMILIES)} models; `modelsafe inspect {path}` shows the "
+        "evidence (pass --family to override a wrong identification)"
+    )
     if report.family == "sdxl_refiner":
         raise UsageError(
             f"{path.name} is an SDXL refiner: it refines an SDXL base model's images",
             hint=f"modelsafe generate --checkpoint SDXL_BASE --refiner {path} --prompt ...",
         )
-    raise UsageError(
-        f"{path.name} is {what}, which modelsafe cannot generate with",
-        hint=f"generate runs {', '.join(FAMILIES)} models; `modelsafe inspect {path}` shows the "
-        "evidence (pass --family to override a wrong identification)",
-    )
+    if report.family not in ("unknown", "", None):
+        from modelsafe.runtime.family_needs import label
+
+        name = label(report.family)
+        what = f"{report.family}/{report.kind}" + (f"/{report.variant}" if report.variant else "")
+        raise UsageError(
+            f"{path.name} is {what}: modelsafe does not generate {name} models", hint=hint
+        )
+    if architecture:
+        raise UsageError(
+            f"{path.name} is a {architecture} {report.kind}, which modelsafe cannot generate with",
+            hint=hint,
+        )
 
 
 # -- what the denoiser takes in, before any load ------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from modelsafe.errors import UsageError
+from modelsafe.registry.model_parts import TRANSFORMER_FAMILIES
 from modelsafe.runtime.vram_model import (
     CUDA_CONTEXT_BYTES,
     DTYPE_BYTES,
@@ -48,7 +49,8 @@ DEFAULT_PARAMS = {
     "vae": 83_653_863,
 }
 DEFAULT_LARGEST = {"t5xxl": 32128 * 4096 * 2, "clip_g": 49408 * 1280 * 2, "clip_l": 49408 * 768 * 2}
-DIT_FAMILIES = frozenset({"sd3", "sd3.5", "flux1", "chroma", "z-image", "qwen-image", "hidream"})
+# Transformer families compute in bf16 and have a width (``hidden_size``) the planner reads.
+DIT_FAMILIES = TRANSFORMER_FAMILIES
 
 
 @dataclass(frozen=True)

@@ -384,7 +384,26 @@ def _base_result(base: Part) -> PartResult:
         elif ctx:
             extra = f", text width {ctx}"
         reasons.append(Compatibility("base", "accept", f"{label(base.family)} {base.kind}{extra}"))
+        reasons.extend(_needs_unknown(base))
     return _result(base, status, tuple(reasons))
+
+
+def _needs_unknown(base: Part) -> list[Compatibility]:
+    """A warning when modelsafe has no table of the text encoders and VAE ``base``'s family
+    needs (FLUX.2, Wan, ...): nothing is reported missing, and that is not a check."""
+    from modelsafe.runtime.family_needs import NEEDS, label
+
+    if base.family in NEEDS:
+        return []
+    fam = label(base.family)
+    return [
+        Compatibility(
+            "base",
+            "warn",
+            f"modelsafe has no table of the text encoders and VAE {fam} needs: what is missing "
+            "from this set is not checked",
+        )
+    ]
 
 
 def _a_kind(kind: str) -> str:

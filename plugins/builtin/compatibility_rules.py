@@ -1,10 +1,12 @@
 """Built-in compatibility rules: each part of a set against its base checkpoint, with reasons.
 
 Rules: ``family`` (LoRA/LyCORIS/ControlNet/adapters are for the checkpoint's base, told by
-cross-attention width where known), ``lora_keys`` (the LoRA's keys mapped onto the checkpoint's
-modules, shapes checked), ``vae_latent`` (latent channels), ``vae_lineage`` (the latent space: a
-VAE told to be another lineage's, or a 3-D video VAE for an image model, is rejected; a tie of
-one layout warns), ``embedding_width`` (token width vs the checkpoint's text encoders; on Flux.1
+cross-attention width where known), ``lora_width`` (a LoRA of the checkpoint's family trained
+for another of its sizes, told by model width: FLUX.2 [dev] / [klein] 4B / 9B, Wan 14B / 1.3B /
+5B), ``lora_keys`` (the LoRA's keys mapped onto the checkpoint's modules, shapes checked),
+``vae_latent`` (latent channels), ``vae_lineage`` (the latent space: a VAE told to be another
+lineage's, or a 3-D video VAE for an image model, is rejected; a tie of one layout warns),
+``embedding_width`` (token width vs the checkpoint's text encoders; on Flux.1
 a CLIP-L vector reaches only the pooled vector, a warning), ``text_encoder_slot`` (the encoder
 is one the family uses; a file holding several, variant ``clip_l+clip_g+t5xxl``, when each of
 them is), ``quantized_base`` (LoRA on a GGUF checkpoint). See docs/resolve.md.
@@ -153,6 +155,41 @@ def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
     if share < FULL_COVERAGE:
         return _warn("lora_keys", reason + " (the rest would be ignored)", *evidence)
     return _ok("lora_keys", reason, *evidence)
+
+
+# The released sizes of the families whose sizes differ by model width (the widths the probes
+# record as ``hidden_size``), to say which model a width is.
+_SIZES: dict[tuple[str, int], str] = {
+    ("flux2", 6144): "FLUX.2 [dev]",
+    ("flux2", 3072): "FLUX.2 [klein] 4B",
+    ("flux2", 4096): "FLUX.2 [klein] 9B",
+    ("wan", 5120): "Wan 14B",
+    ("wan", 1536): "Wan 2.1 1.3B",
+    ("wan", 3072): "Wan 2.2 TI2V 5B",
+    ("sd3.5", 2432): "SD3.5 large",
+    ("sd3.5", 1536): "SD3.5 medium",
+}
+
+
+def _sized(family: str, width: int) -> str:
+    return _SIZES.get((family, width)) or f"{label(family)} model"
+
+
+def lora_width_rule(base: Part, part: Part) -> Compatibility | None:
+    """A LoRA of the checkpoint's family trained for another of its sizes (a FLUX.2 [klein] 4B
+    LoRA on FLUX.2 [dev]): its layers are another width. Judged only when the LoRA and the
+    checkpoint both record their model width (``hidden_size``)."""
+    if part.kind not in ("lora", "lycoris") or part.family != base.family:
+        return None
+    lora, model = part.facts.get("hidden_size"), base.facts.get("hidden_size")
+    if not isinstance(lora, int) or not isinstance(model, int) or lora == model:
+        return None
+    noun = _NOUN[part.kind]
+    return _no(
+        "lora_width",
+        f"the {noun} was trained for a {lora}-wide {_sized(part.family, lora)}, the checkpoint "
+        f"is the {model}-wide {_sized(base.family, model)}: its layers do not fit the model's",
+    )
 
 
 def _is_3d_vae(part: Part) -> bool:
@@ -368,6 +405,7 @@ def quantized_base_rule(base: Part, part: Part) -> Compatibility | None:
 
 RULES = (
     family_rule,
+    lora_width_rule,
     lora_keys_rule,
     vae_rule,
     embedding_rule,

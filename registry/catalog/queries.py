@@ -35,6 +35,13 @@ FAMILIES = (
     "qwen-image",
     "hidream",
     "stable-cascade",
+    "flux2",
+    "lumina2",
+    "sana",
+    "wan",
+    "hunyuan-video",
+    "hunyuanimage2.1",
+    "kandinsky5",
     "any",
     "unknown",
 )

@@ -9,7 +9,9 @@ Decisive facts (public layouts):
 - VAE (LDM ``encoder.down.N.block`` / diffusers ``encoder.down_blocks.N.resnets``): latent channels
   are ``decoder.conv_in``'s input. 4 channels: the SD1/SD2 VAE and SDXL's retrained VAE share one
   layout, so shapes cannot tell them apart; 16 channels without ``quant_conv``: Flux's ``ae`` and
-  the SD3/SD3.5 VAE share one layout too. 5-D (3-D conv) weights: the Wan 2.1 VAE of Qwen-Image.
+  the SD3/SD3.5 VAE share one layout too; 32 channels with a latent batch norm (``bn.*``): the
+  FLUX.2 VAE. 5-D (3-D conv) weights: the Wan 2.1 VAE of Qwen-Image (16 channels), the Wan 2.2
+  VAE (48).
 - Text encoders: HF CLIP (``text_model.*``), OpenCLIP (``transformer.resblocks``), T5
   (``encoder.block.N.layer``), decoder-only LLMs (``model.layers``); width, depth and vocabulary
   name the variant (CLIP-L 768x12, OpenCLIP-H 1024x24, bigG 1280x32, T5-XXL 4096x24 vocab 32128,
@@ -156,8 +158,7 @@ def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]
         return [_video_vae(latent, evidence, facts, detector)]
     tie = _VAE_TIES.get(latent)
     if tie is None:
-        evidence.append(_unknown_kl_vae(view, latent, facts))
-        return [_cand("unknown", "vae", 0.5, evidence, facts, detector)]
+        return [_untied_kl_vae(view, latent, facts, evidence, detector)]
     families, why = tie
     evidence.append(why)
     facts["compatible_families"] = {
@@ -183,16 +184,20 @@ _FLUX2_VAE_LATENT = 32
 _FLUX2_VAE_BN = "bn.running_mean"
 
 
-def _unknown_kl_vae(view: KeyView, latent: int, facts: dict[str, Any]) -> str:
-    """The evidence for a KL VAE no family modelsafe identifies uses (FLUX.2's is named)."""
+def _untied_kl_vae(
+    view: KeyView, latent: int, facts: dict[str, Any], evidence: list[str], detector: str
+) -> Candidate:
+    """A KL VAE no two families share: FLUX.2's (32 channels + latent batch norm), else unknown."""
     if latent == _FLUX2_VAE_LATENT and _FLUX2_VAE_BN in view:
         facts["architecture"] = "flux2"
-        return (
+        facts["compatible_families"] = ["flux2"]
+        evidence.append(
             f"{latent} latent channels + {view.says(_FLUX2_VAE_BN)} (latent batch-norm "
-            "statistics): the FLUX.2 VAE, not Flux.1's ae (16 channels); FLUX.2 is no family "
-            "modelsafe identifies"
+            "statistics): the FLUX.2 VAE, not Flux.1's ae (16 channels)"
         )
-    return f"{latent} latent channels: no known family's KL VAE"
+        return _cand("flux2", "vae", 0.9, evidence, facts, detector)
+    evidence.append(f"{latent} latent channels: no known family's KL VAE")
+    return _cand("unknown", "vae", 0.5, evidence, facts, detector)
 
 
 def _wan_vae(
@@ -209,17 +214,30 @@ def _wan_vae(
     return [_video_vae(latent, evidence, facts, detector)]
 
 
+# The Wan 2.2 VAE (TI2V 5B): the only 3-D VAE with 48 latent channels (HunyuanVideo's and the
+# Wan 2.1 VAE have 16, HunyuanVideo 1.5's 32, LTX-Video's 128).
+_WAN22_VAE_LATENT = 48
+
+
 def _video_vae(latent: int, evidence: list[str], facts: dict[str, Any], detector: str) -> Candidate:
-    """Qwen-Image's VAE is the Wan 2.1 VAE (16 latent channels); other 3-D VAEs (Wan 2.2's 48
-    channels, ...) belong to video models modelsafe does not know."""
+    """Qwen-Image's VAE is the Wan 2.1 VAE (16 latent channels); the Wan 2.2 VAE has 48; other
+    3-D VAEs belong to video models modelsafe does not know."""
     if latent == 16:
         evidence.append(
-            "16 latent channels: the Wan 2.1 VAE, which Qwen-Image uses (Wan 2.1, a video "
-            "model modelsafe does not know, shares the same file)"
+            "16 latent channels: the Wan 2.1 VAE, which Qwen-Image uses (Wan 2.1's 14B and 1.3B "
+            "models and Wan 2.2's 14B ones decode with the same file)"
         )
         return _cand("qwen-image", "vae", 0.85, evidence, facts, detector)
+    if latent == _WAN22_VAE_LATENT:
+        facts["architecture"] = "wan2.2"
+        evidence.append(
+            f"{latent} latent channels: the Wan 2.2 VAE (of Wan 2.2 TI2V 5B; no other video VAE "
+            "has 48)"
+        )
+        return _cand("wan", "vae", 0.85, evidence, facts, detector)
     evidence.append(
-        f"{latent} latent channels: not Qwen-Image's (16); a video model's VAE (Wan 2.2 uses 48)"
+        f"{latent} latent channels: neither the Wan 2.1 VAE (16, Qwen-Image's) nor the Wan 2.2 "
+        "VAE (48); a video model's VAE modelsafe does not know"
     )
     return _cand("unknown", "vae", 0.5, evidence, facts, detector)
 
@@ -234,15 +252,15 @@ _CLIP_VARIANTS: dict[tuple[int, int], str] = {
     (1280, 32): "clip_g",
 }
 USED_BY: dict[str, list[str]] = {
-    "clip_l": ["sd1", "sdxl", "sd3", "sd3.5", "flux1", "hidream"],
+    "clip_l": ["sd1", "sdxl", "sd3", "sd3.5", "flux1", "hidream", "hunyuan-video", "kandinsky5"],
     "openclip_h": ["sd2"],
     "clip_g": ["sdxl", "sdxl_refiner", "sd3", "sd3.5", "hidream", "stable-cascade"],
     "t5xxl": ["sd3", "sd3.5", "flux1", "chroma", "hidream"],
     "umt5xxl": ["wan"],
     "llama3.1_8b": ["hidream"],
-    "qwen2.5_vl_7b": ["qwen-image"],
-    "qwen3_4b": ["z-image"],
-    "gemma2_2b": ["lumina2"],
+    "qwen2.5_vl_7b": ["qwen-image", "hunyuanimage2.1", "kandinsky5"],
+    "qwen3_4b": ["z-image", "flux2"],
+    "gemma2_2b": ["lumina2", "sana"],
     "qwen3_8b": ["flux2"],
     "mistral_small_3_24b": ["flux2"],
 }

@@ -1,5 +1,6 @@
-"""Probes for the transformer (DiT/MMDiT) families: sd3, sd3.5, flux1, chroma, z-image,
-qwen-image, hidream, in their original single-file naming and in diffusers naming.
+"""Probes for the transformer (DiT/MMDiT) families: sd3, sd3.5, flux1, flux2, chroma, z-image,
+lumina2, qwen-image, hidream, wan, hunyuan-video, hunyuanimage2.1, kandinsky5 and sana, in their
+original single-file naming and in diffusers naming.
 
 Decisive facts (public layouts of the released models):
 
@@ -16,9 +17,16 @@ Decisive facts (public layouts of the released models):
   features 2560 (Qwen3-4B); Lumina-2 has the same names with 2304 (Gemma-2).
 - Qwen-Image: ``transformer_blocks.N.img_mod``/``txt_mod``, ``txt_in`` 3584 (Qwen2.5-VL), 60 blocks.
 - HiDream-I1: ``double_stream_blocks``/``single_stream_blocks`` with MoE feed-forwards.
-- Models with no family here are ``unknown`` transformers named in the evidence, never the family
-  they resemble: FLUX.2 (Flux's block names, shared ``*_stream_modulation`` layers), Lumina Image
-  2.0 (Z-Image's names at width 2304), Wan, HunyuanVideo/HunyuanImage 2.1, Kandinsky 5, SANA.
+- FLUX.2 (``flux2``): Flux's block names with shared ``*_stream_modulation`` layers, no
+  ``vector_in``, 128 input channels; width, block counts and text width name dev / klein 4B / 9B.
+- Lumina Image 2.0 (``lumina2``): Z-Image's NextDiT names at width 2304 with 2304-wide captions.
+- Told by names only they have (:data:`_ANCHORED`): Wan 2.1/2.2 (``wan``), Kandinsky 5
+  (``kandinsky5``), SANA (``sana``: PixArt's names plus its GLUMBConv MLP, a 2-D patch embedding);
+  HunyuanVideo (``hunyuan-video``) and HunyuanImage 2.1 (``hunyuanimage2.1``) share block names and
+  are told by the patch embedding (2-D conv = the image model, 3-D conv of 1x2x2 patches beside
+  the CLIP-L pooled vector = HunyuanVideo). What none of these tells (HunyuanVideo 1.5 vs
+  HunyuanImage 2.1's refiner, SANA-Video, PixArt) is an ``unknown`` transformer with the reason,
+  never the family it resembles.
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ def _flux_like(
 ) -> list[Match]:
     if view.count_blocks(double) == 0 or view.count_blocks(single) == 0:
         return []
-    flux2 = _flux2(view, double=double, single=single, img_in=img_in, txt_in=txt_in)
+    flux2 = _flux2(view, hints, double=double, single=single, img_in=img_in, txt_in=txt_in)
     if flux2:
         return flux2
     img = view.shape(img_in)
@@ -112,29 +120,38 @@ def _flux_like(
 
 
 # FLUX.2's shared modulation layers (BFL ``.lin``, diffusers ``.linear``), which Flux.1 has per
-# block; FLUX.2 [dev] and klein 4B/9B as released: (width, double, single, text width, guidance).
+# block; FLUX.2 [dev] and klein 4B/9B as released: (width, double, single, text width, guidance)
+# -> (variant, what it is).
 _FLUX2_MODULATION = (
     "double_stream_modulation_img.lin.weight",
     "double_stream_modulation_img.linear.weight",
 )
-_FLUX2_VARIANTS: dict[tuple[int, int, int, int, bool], str] = {
-    (6144, 8, 48, 15360, True): "FLUX.2 [dev] (Mistral-Small-3.1 text encoder)",
-    (3072, 5, 20, 7680, False): "FLUX.2 [klein] 4B, distilled or base (Qwen3-4B text encoder)",
-    (4096, 8, 24, 12288, False): "FLUX.2 [klein] 9B, distilled or base (Qwen3-8B text encoder)",
+_FLUX2_VARIANTS: dict[tuple[int, int, int, int, bool], tuple[str, str]] = {
+    (6144, 8, 48, 15360, True): ("dev", "FLUX.2 [dev] (Mistral-Small-3.1 text encoder)"),
+    (3072, 5, 20, 7680, False): (
+        "klein-4b",
+        "FLUX.2 [klein] 4B, distilled or base (Qwen3-4B text encoder)",
+    ),
+    (4096, 8, 24, 12288, False): (
+        "klein-9b",
+        "FLUX.2 [klein] 9B, distilled or base (Qwen3-8B text encoder)",
+    ),
 }
 
 
-def _flux2(view: KeyView, *, double: str, single: str, img_in: str, txt_in: str) -> list[Match]:
+def _flux2(
+    view: KeyView, hints: Hints, *, double: str, single: str, img_in: str, txt_in: str
+) -> list[Match]:
     """FLUX.2 (Nov 2025): Flux's block names with shared modulation, 128 input channels and a
-    32-channel VAE; no family modelsafe generates with, so family ``unknown``, never flux1."""
+    32-channel VAE; family ``flux2``, never flux1."""
     marker = next((m for m in _FLUX2_MODULATION if m in view), None)
     img, txt = view.shape(img_in), view.shape(txt_in)
     if marker is None or img is None or txt is None or len(img) != 2 or len(txt) != 2:
         return []
     depth, depth_single = view.count_blocks(double), view.count_blocks(single)
     guidance = view.has_prefix("guidance_in.") or view.has_prefix("time_guidance_embed.guidance_")
-    key = (img[0], depth, depth_single, txt[1], guidance)
-    release = _FLUX2_VARIANTS.get(key, "a FLUX.2 model of no released size")
+    released = _FLUX2_VARIANTS.get((img[0], depth, depth_single, txt[1], guidance))
+    variant, release = released or (None, "a FLUX.2 model of no released size")
     facts: dict[str, object] = {
         "architecture": "flux2",
         "hidden_size": img[0],
@@ -151,10 +168,10 @@ def _flux2(view: KeyView, *, double: str, single: str, img_in: str, txt_in: str)
         "modulates per block and has vector_in)",
         f"{view.says(img_in)}; {depth} double + {depth_single} single blocks at width {img[0]}, "
         f"text features {txt[1]} = {release}",
-        "FLUX.2 is not Flux.1: it needs its own text encoder and 32-channel VAE; modelsafe has "
-        "no FLUX.2 family, so the family is unknown",
+        "FLUX.2 is not Flux.1: it needs its own text encoder and 32-channel VAE",
     ]
-    return [Match("unknown", 0.6, evidence, None, _FLOW, facts)]
+    score = 0.95 if released else 0.7
+    return [_flow(Match("flux2", score, evidence, variant, _FLOW, facts), hints)]
 
 
 def _chroma_radiance(
@@ -307,19 +324,18 @@ def _z_image(view: KeyView, hints: Hints) -> list[Match]:
         evidence.append("Z-Image base and Turbo share this layout")
         return [_flow(Match("z-image", 0.95, evidence, None, _FLOW, facts), hints)]
     if (caption, hidden) == (2304, 2304):
-        return [_lumina2(evidence, facts)]
+        return [_lumina2(evidence, facts, hints)]
     evidence.append(f"caption width {caption}: Lumina-2 style, not Z-Image (2560)")
     return [_flow(Match("z-image", 0.25, evidence, None, _FLOW, facts), hints)]
 
 
-def _lumina2(evidence: list[str], facts: dict[str, object]) -> Match:
+def _lumina2(evidence: list[str], facts: dict[str, object], hints: Hints) -> Match:
     facts["architecture"] = "lumina2"
     evidence.append(
         "width 2304 with caption width 2304 (Gemma-2-2B) = Lumina Image 2.0 (NetaYume Lumina and "
-        "other finetunes), not Z-Image (3840 / Qwen3-4B 2560); modelsafe has no Lumina 2 family, "
-        "so the family is unknown"
+        "other finetunes), not Z-Image (3840 / Qwen3-4B 2560)"
     )
-    return Match("unknown", 0.6, evidence, None, _FLOW, facts)
+    return _flow(Match("lumina2", 0.95, evidence, None, _FLOW, facts), hints)
 
 
 def _lumina2_diffusers(view: KeyView, hints: Hints) -> list[Match]:
@@ -341,9 +357,13 @@ def _lumina2_diffusers(view: KeyView, hints: Hints) -> list[Match]:
         f"{caption} into width {hidden}, {layers} layers (diffusers Lumina2Transformer2DModel)"
     ]
     if (caption, hidden) == (2304, 2304):
-        return [_lumina2(evidence, facts)]
-    evidence.append("no released Lumina 2 size")
-    return [Match("unknown", 0.25, evidence, None, _FLOW, facts)]
+        return [_lumina2(evidence, facts, hints)]
+    facts["architecture"] = "lumina2"
+    evidence.append(
+        "no released Lumina 2 size (2304 wide, Gemma-2-2B captions); the names are diffusers' "
+        "Lumina2Transformer2DModel's"
+    )
+    return [_flow(Match("lumina2", 0.5, evidence, None, _FLOW, facts), hints)]
 
 
 def _qwen_image(view: KeyView, hints: Hints) -> list[Match]:
@@ -424,19 +444,33 @@ def _hidream(view: KeyView, hints: Hints) -> list[Match]:
 
 
 @dataclass(frozen=True)
-class _Foreign:
-    """A DiT modelsafe does not identify, named by tensors only it has (so it is never taken
-    for a family it resembles): its anchors, a tensor whose shape shows its size, and a note."""
+class _Check:
+    """A tensor a family always has (of ``rank`` dimensions, when given); without it the file is
+    an unknown transformer: ``architecture``, for the reason ``why``."""
 
+    key: str
+    rank: int | None
     architecture: str
+    why: str
+
+
+@dataclass(frozen=True)
+class _Anchored:
+    """A DiT family told by tensor names only it has (so it is never taken for a family it
+    resembles): two of its three anchors, then every check; ``size_key``'s shape shows its size,
+    which ``note`` reads."""
+
+    family: str
     label: str
     anchors: tuple[str, str, str]
     size_key: str
     note: str
+    checks: tuple[_Check, ...] = ()
 
 
-_FOREIGN: tuple[_Foreign, ...] = (
-    _Foreign(
+_SANA_VIDEO = "a video model of SANA's blocks (SANA-Video), no family modelsafe identifies"
+_ANCHORED: tuple[_Anchored, ...] = (
+    _Anchored(
         "wan",
         "Wan 2.1/2.2 video transformer (original naming)",
         ("head.modulation", "blocks.0.self_attn.q.weight", "blocks.0.cross_attn.k.weight"),
@@ -445,7 +479,7 @@ _FOREIGN: tuple[_Foreign, ...] = (
         "14B image-to-video, [1536, 16, ...]: 1.3B, [3072, 48, ...]: Wan 2.2 TI2V 5B (48-channel "
         "Wan 2.2 VAE); UMT5-XXL text encoder",
     ),
-    _Foreign(
+    _Anchored(
         "wan",
         "Wan 2.1/2.2 video transformer (diffusers naming)",
         (
@@ -456,29 +490,7 @@ _FOREIGN: tuple[_Foreign, ...] = (
         "patch_embedding.weight",
         "[5120, 16, ...]: 14B, [1536, 16, ...]: 1.3B, [3072, 48, ...]: Wan 2.2 TI2V 5B",
     ),
-    _Foreign(
-        "hunyuan",
-        "HunyuanVideo / HunyuanImage 2.1 transformer (original naming)",
-        (
-            "txt_in.individual_token_refiner.blocks.0.adaLN_modulation.1.weight",
-            "double_blocks.0.img_attn_qkv.weight",
-            "single_blocks.0.linear1.weight",
-        ),
-        "double_blocks.0.img_attn_qkv.weight",
-        "Flux-like block names with HunyuanVideo's fused img_attn_qkv / img_mod.linear layers",
-    ),
-    _Foreign(
-        "hunyuanimage2.1",
-        "HunyuanImage 2.1 transformer (diffusers HunyuanImageTransformer2DModel)",
-        (
-            "context_embedder_2.linear_1.weight",
-            "context_embedder.token_refiner.refiner_blocks.0.attn.to_q.weight",
-            "x_embedder.proj.weight",
-        ),
-        "x_embedder.proj.weight",
-        "Qwen2.5-VL + ByT5 text features, 64-channel latents of its own 32x VAE",
-    ),
-    _Foreign(
+    _Anchored(
         "kandinsky5",
         "Kandinsky 5.0 transformer",
         (
@@ -487,9 +499,10 @@ _FOREIGN: tuple[_Foreign, ...] = (
             "visual_embeddings.in_layer.weight",
         ),
         "visual_embeddings.in_layer.weight",
-        "Qwen2.5-VL + CLIP text features",
+        "Qwen2.5-VL + CLIP text features; Kandinsky 5.0 Video and Image, Lite and Pro, share "
+        "these names",
     ),
-    _Foreign(
+    _Anchored(
         "sana",
         "SANA linear-attention DiT (original naming)",
         (
@@ -499,8 +512,20 @@ _FOREIGN: tuple[_Foreign, ...] = (
         ),
         "x_embedder.proj.weight",
         "SANA 1.0/1.5/Sprint, Gemma-2 text features, 32-channel DC-AE latents",
+        (
+            _Check(
+                "blocks.0.mlp.inverted_conv.conv.weight",
+                None,
+                "pixart",
+                "no GLUMBConv MLP (mlp.inverted_conv), which every SANA block has: PixArt-α/Σ's "
+                "names (SANA was built on PixArt's code), no family modelsafe identifies",
+            ),
+            _Check(
+                "x_embedder.proj.weight", 4, "sana-video", "no 2-D patch embedding: " + _SANA_VIDEO
+            ),
+        ),
     ),
-    _Foreign(
+    _Anchored(
         "sana",
         "SANA linear-attention DiT (diffusers SanaTransformer2DModel)",
         (
@@ -510,27 +535,166 @@ _FOREIGN: tuple[_Foreign, ...] = (
         ),
         "patch_embed.proj.weight",
         "SANA 1.0/1.5/Sprint, Gemma-2 text features, 32-channel DC-AE latents",
+        (
+            _Check(
+                "patch_embed.proj.weight",
+                4,
+                "sana-video",
+                "no 2-D patch embedding patch_embed.proj (SANA-Video has a 3-D patch_embedding): "
+                + _SANA_VIDEO,
+            ),
+        ),
     ),
 )
 
 
-def _foreign(spec: _Foreign, view: KeyView, hints: Hints) -> list[Match]:
-    if sum(a in view for a in spec.anchors) < 2:
+def _present(view: KeyView, anchors: tuple[str, ...]) -> list[str]:
+    return [a for a in anchors if a in view]
+
+
+def _failed(view: KeyView, checks: tuple[_Check, ...]) -> _Check | None:
+    for check in checks:
+        shape = view.shape(check.key)
+        if shape is None or (check.rank is not None and len(shape) != check.rank):
+            return check
+    return None
+
+
+def _anchored(spec: _Anchored, view: KeyView, hints: Hints) -> list[Match]:
+    present = _present(view, spec.anchors)
+    if len(present) < 2:
         return []
-    facts: dict[str, object] = {"architecture": spec.architecture}
+    names = f"{view.full(present[0])}, {view.full(present[1])}"
+    facts: dict[str, object] = {}
     size = view.shape(spec.size_key)
     if size:
         facts["hidden_size"] = size[0]
+    if size and len(size) > 1:
+        facts["in_channels"] = size[1]
+    failed = _failed(view, spec.checks)
+    if failed is not None:
+        facts["architecture"] = failed.architecture
+        evidence = [
+            f"{names}: names of the {spec.label}",
+            f"{view.says(failed.key)}: {failed.why}",
+        ]
+        return [Match("unknown", 0.6, evidence, None, None, facts)]
+    facts["architecture"] = spec.family
+    evidence = [f"{names}: the {spec.label} layout"]
+    if size is not None:
+        evidence.append(f"{view.says(spec.size_key)} ({spec.note})")
+    if spec.family == "wan" and size:
+        facts.update(_wan_latents(size))
+    score = 0.9 if len(present) == len(spec.anchors) else 0.75
+    return [Match(spec.family, score, evidence, None, None, facts)]
+
+
+# Wan's patch embedding (width, input) -> the latent channels it works in: the Wan 2.1 VAE's 16
+# for text-to-video (input 16) and image-to-video (36 = 16 + 4 mask + 16 image channels) at any
+# width; the Wan 2.2 VAE's 48 for TI2V 5B only (3072 wide: Fun-Control models take 48 inputs too,
+# 16-channel latents plus their control). Other inputs say nothing of the latents.
+_WAN_LATENTS = {16: 16, 36: 16}
+_WAN_TI2V_5B = ((3072, 48), 48)
+
+
+def _wan_latents(size: tuple[int, ...]) -> dict[str, object]:
+    if len(size) < 2:
+        return {}
+    latent = _WAN_LATENTS.get(size[1])
+    if (size[0], size[1]) == _WAN_TI2V_5B[0]:
+        latent = _WAN_TI2V_5B[1]
+    return {"latent_channels": latent} if latent else {}
+
+
+@dataclass(frozen=True)
+class _HunyuanNaming:
+    """One naming of the HunyuanVideo / HunyuanImage 2.1 blocks: its anchors, the patch
+    embedding conv and HunyuanVideo's input of the CLIP-L pooled vector (768 wide)."""
+
+    naming: str
+    anchors: tuple[str, str, str]
+    patch: str
+    pooled: str
+
+
+_HUNYUAN: tuple[_HunyuanNaming, ...] = (
+    _HunyuanNaming(
+        "original",
+        (
+            "txt_in.individual_token_refiner.blocks.0.adaLN_modulation.1.weight",
+            "double_blocks.0.img_attn_qkv.weight",
+            "single_blocks.0.linear1.weight",
+        ),
+        "img_in.proj.weight",
+        "vector_in.in_layer.weight",
+    ),
+    _HunyuanNaming(
+        "diffusers",
+        (
+            "context_embedder_2.linear_1.weight",
+            "context_embedder.token_refiner.refiner_blocks.0.attn.to_q.weight",
+            "x_embedder.proj.weight",
+        ),
+        "x_embedder.proj.weight",
+        "time_text_embed.text_embedder.linear_1.weight",
+    ),
+)
+# HunyuanVideo's patches of video latents (1 frame x 2 x 2), and its VAE's latent channels.
+_HUNYUAN_VIDEO_PATCH = (1, 2, 2)
+_HUNYUAN_VIDEO_LATENTS = 16
+
+
+def _hunyuan(names: _HunyuanNaming, view: KeyView, hints: Hints) -> list[Match]:
+    """HunyuanVideo and HunyuanImage 2.1 share their block names; the patch embedding tells
+    them (ComfyUI reads a 2-D patch as the image model). HunyuanVideo 1.5 and HunyuanImage 2.1's
+    refiner (3-D, 1x1x1 patches) share them too, and nothing here tells those two apart."""
+    present = _present(view, names.anchors)
+    if len(present) < 2:
+        return []
+    patch = view.shape(names.patch)
     evidence = [
-        f"{view.full(spec.anchors[0])} present: the {spec.label} layout",
-        f"{view.says(spec.size_key)} ({spec.note})",
-        f"{spec.label.split(' (')[0]} is no family modelsafe identifies: the family is unknown",
+        f"{view.full(present[0])}, {view.full(present[1])}: the block names HunyuanVideo and "
+        f"HunyuanImage 2.1 share ({names.naming} naming)"
     ]
+    facts: dict[str, object] = {}
+    if patch and len(patch) >= 2:
+        facts.update(hidden_size=patch[0], in_channels=patch[1])
+    if patch is not None and len(patch) == 4:
+        facts.update(architecture="hunyuanimage2.1", latent_channels=patch[1])
+        evidence.append(
+            f"{view.says(names.patch)}: a 2-D patch embedding, an image model (HunyuanVideo's "
+            "is a 3-D conv over frames) = HunyuanImage 2.1 (Qwen2.5-VL + ByT5 text features, "
+            "64-channel latents of its own 32x VAE)"
+        )
+        score = 0.9 if patch[0] == 3584 else 0.7
+        return [Match("hunyuanimage2.1", score, evidence, None, None, facts)]
+    if patch is not None and tuple(patch[2:]) == _HUNYUAN_VIDEO_PATCH and names.pooled in view:
+        facts["architecture"] = "hunyuan-video"
+        if patch[1] == _HUNYUAN_VIDEO_LATENTS:  # text-to-video: the latents alone
+            facts["latent_channels"] = _HUNYUAN_VIDEO_LATENTS
+        evidence.append(
+            f"{view.says(names.patch)}: 1x2x2 patches of video latents, and "
+            f"{view.says(names.pooled)} (the CLIP-L pooled vector) = HunyuanVideo (text-to-video; "
+            "image-to-video and SkyReels take more input channels, FramePack shares the layout)"
+        )
+        score = 0.9 if patch[0] == 3072 else 0.75
+        return [Match("hunyuan-video", score, evidence, None, None, facts)]
+    facts["architecture"] = "hunyuan"
+    evidence.append(
+        f"{view.says(names.patch)}: neither HunyuanImage 2.1's 2-D patches nor HunyuanVideo's "
+        "1x2x2 ones beside a CLIP-L pooled vector; HunyuanVideo 1.5 and HunyuanImage 2.1's "
+        "refiner (1x1x1 patches) share these names and the weights do not tell them apart: no "
+        "family modelsafe identifies"
+    )
     return [Match("unknown", 0.6, evidence, None, None, facts)]
 
 
-def _foreign_probe(spec: _Foreign) -> Probe:
-    return Probe(f"{spec.architecture}", "transformer", spec.anchors, partial(_foreign, spec))
+def _anchored_probe(spec: _Anchored) -> Probe:
+    return Probe(spec.family, "transformer", spec.anchors, partial(_anchored, spec))
+
+
+def _hunyuan_probe(names: _HunyuanNaming) -> Probe:
+    return Probe(f"hunyuan-{names.naming}", "transformer", names.anchors, partial(_hunyuan, names))
 
 
 PROBES: tuple[Probe, ...] = (
@@ -594,5 +758,6 @@ PROBES: tuple[Probe, ...] = (
         ),
         _lumina2_diffusers,
     ),
-    *(_foreign_probe(spec) for spec in _FOREIGN),
+    *(_anchored_probe(spec) for spec in _ANCHORED),
+    *(_hunyuan_probe(names) for names in _HUNYUAN),
 )

@@ -16,7 +16,10 @@ The base is read off the layers a LoRA patches (public layouts of the base model
 - transformers by their block names: Flux ``double_blocks``/``single_blocks`` (BFL) or
   ``single_transformer_blocks`` (diffusers), SD3 ``joint_blocks`` (SAI) or ``transformer_blocks``
   with ``add_q_proj`` and no single blocks (diffusers), HiDream ``double_stream_blocks``,
-  Qwen-Image ``img_mlp``/``txt_mlp``, Z-Image ``layers.N.attention`` plus refiners; widths check.
+  Qwen-Image ``img_mlp``/``txt_mlp``, Z-Image ``layers.N.attention`` plus refiners (2304 wide:
+  Lumina 2); widths check;
+  names only one DiT has: FLUX.2's diffusers names (``to_qkv_mlp_proj``, ``ff.linear_in``,
+  ``*_stream_modulation``), Wan's original ``blocks.N.self_attn``/``cross_attn``.
 
 Metadata (``ss_base_model_version``, ``modelspec.architecture``, ``ss_network_module``) supports or
 is noted against the keys; it decides only when the keys cannot.
@@ -65,6 +68,8 @@ class _DiT:
     what: str
     # Only these block names, no family-specific layer: the width alone decides (else no family).
     width_decides: bool = False
+    # Other families with these layer names, told by the model width: (width, family, what).
+    by_width: tuple[tuple[int, str, str], ...] = ()
 
 
 _DITS: tuple[_DiT, ...] = (
@@ -110,6 +115,14 @@ _DITS: tuple[_DiT, ...] = (
         re.compile(r"layers_\d+_attention_(?:qkv|to_q)$"),
         (3840,),
         "Z-Image layers/noise_refiner/context_refiner (S3-DiT)",
+        by_width=(
+            (
+                2304,
+                "lumina2",
+                "Lumina Image 2.0 (Z-Image's NextDiT names at Gemma-2-2B's width; Lumina-Next "
+                "has no fused attention.qkv)",
+            ),
+        ),
     ),
     _DiT(
         "sd3",
@@ -246,10 +259,9 @@ def _family(
 ) -> tuple[str | None, float]:
     denoiser = [m for m in modules if m.target == "denoiser"]
     te_family, te_why = _text_encoder_family(modules, facts)
-    foreign = _foreign_model(denoiser)
-    if foreign:
-        evidence.append(foreign)
-        return None, 0.5
+    named = _named_model(denoiser, evidence, facts)
+    if named is not None:
+        return named
     family, score = _family_of_layers(
         denoiser, te_family, te_why, evidence, facts, _clip_l_hint(modules)
     )
@@ -261,38 +273,69 @@ def _family(
     return family, score
 
 
-# Block names of DiTs modelsafe does not know that overlap the supported families' names:
-# AuraFlow's ``joint_transformer_blocks`` (beside Flux-like ``single_transformer_blocks``).
-_FOREIGN_BLOCKS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
+@dataclass(frozen=True)
+class _Named:
+    """Layer names only one DiT has, where they overlap the names the width-checked families
+    use (:data:`_DITS`): the family they name (None: no family modelsafe identifies), a layer
+    whose input is the model width, and why."""
+
+    pattern: re.Pattern[str]
+    family: str | None
+    width_key: re.Pattern[str] | None
+    why: str
+
+
+_NAMED: tuple[_Named, ...] = (
+    _Named(
         re.compile(
             r"(?:^|_)single_transformer_blocks_\d+_attn_to_(?:qkv_mlp_proj|out)$"
             r"|(?:^|_)transformer_blocks_\d+_ff(?:_context)?_linear_(?:in|out)$"
             r"|(?:^|_)(?:double|single)_stream_modulation"
         ),
+        "flux2",
+        re.compile(r"transformer_blocks_\d+_attn_(?:to_q|to_qkv_mlp_proj)$"),
         "FLUX.2's layer names (diffusers Flux2Transformer2DModel: fused to_qkv_mlp_proj single "
-        "blocks, ff.linear_in/linear_out; Flux.1 has to_q/proj_mlp/proj_out and ff.net.0.proj): "
-        "FLUX.2 is no family modelsafe identifies",
+        "blocks, ff.linear_in/linear_out, shared *_stream_modulation; Flux.1 has to_q/proj_mlp/"
+        "proj_out and ff.net.0.proj) = flux2",
     ),
-    (
+    _Named(
         re.compile(r"(?:^|_)blocks_\d+_(?:self|cross)_attn_[qkvo]$"),
+        "wan",
+        re.compile(r"(?:^|_)blocks_\d+_self_attn_q$"),
         "Wan's layer names (blocks.N.self_attn / cross_attn .q/.k/.v/.o: the Wan 2.1/2.2 video "
-        "transformer, original naming): Wan is no family modelsafe identifies",
+        "transformer, original naming) = wan",
     ),
-    (
+    _Named(
         re.compile(r"(?:^|_)joint_transformer_blocks_\d+_"),
+        None,
+        None,
         "AuraFlow's joint_transformer_blocks (diffusers AuraFlowTransformer2DModel; Flux.1 has "
         "transformer_blocks + single_transformer_blocks, SD3 transformer_blocks only): AuraFlow "
         "is no family modelsafe knows",
     ),
 )
+_NAMED_SCORE = 0.85
 
 
-def _foreign_model(denoiser: list[LoraModule]) -> str | None:
-    for pattern, why in _FOREIGN_BLOCKS:
-        hit = next((m for m in denoiser if pattern.search(m.flat)), None)
-        if hit is not None:
-            return f"{hit.flat!r}: {why}"
+def _named_model(
+    denoiser: list[LoraModule], evidence: list[str], facts: dict[str, Any]
+) -> tuple[str | None, float] | None:
+    """(family, score) when the denoiser layers carry names only one DiT has, else None."""
+    for named in _NAMED:
+        hit = next((m for m in denoiser if named.pattern.search(m.flat)), None)
+        if hit is None:
+            continue
+        evidence.append(f"{hit.flat!r}: {named.why}")
+        if named.family is None:
+            return None, 0.5
+        sized = next(
+            (m for m in denoiser if named.width_key and named.width_key.search(m.flat)), None
+        )
+        width = sized.in_features() if sized is not None else None
+        if sized is not None and width:
+            facts["hidden_size"] = width
+            evidence.append(f"{sized.says()}: model width {width}")
+        return named.family, _NAMED_SCORE
     return None
 
 
@@ -448,6 +491,9 @@ def _dit_family(
                 "are not patched here)"
             )
             score = min(score, 0.85)
+    elif (other := _other_family(dit, width)) is not None:
+        family, what = other
+        evidence.append(f"model width {width} = {what}")
     elif width is not None and width not in dit.widths:
         evidence.append(
             f"model width {width}, but {family} is {dit.widths[0]} wide: another model "
@@ -467,6 +513,11 @@ def _dit_family(
             )
         evidence.append("Chroma (derived from Flux.1) shares these block names")
     return family, score
+
+
+def _other_family(dit: _DiT, width: int | None) -> tuple[str, str] | None:
+    """(family, what) of another family with ``dit``'s layer names at this model width."""
+    return next(((f, what) for w, f, what in dit.by_width if w == width), None)
 
 
 _DIT_BLOCK = re.compile(r"(?:^|_)transformer_blocks_(\d+)_")

@@ -113,10 +113,15 @@ def test_a_file_behind_a_symlinked_component_folder_is_audited_again(
     monkeypatch.setattr(audit, "audit_path", lambda p, *a, **k: audited.append(p) or real(p))
     store = tmp_path / "store" / "unet"
     store.mkdir(parents=True)
-    weights = write_safetensors(store / "w.safetensors", [("w", "F32", (4, 4))], data="zeros")
+    (store / "config.json").write_text('{"_class_name": "UNet2DConditionModel"}')
+    weights = write_safetensors(
+        store / "diffusion_pytorch_model.safetensors", [("w", "F32", (4, 4))], data="zeros"
+    )
     model = tmp_path / "model"
     model.mkdir()
-    (model / "model_index.json").write_text("{}")
+    (model / "model_index.json").write_text(
+        '{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}'
+    )
     (model / "unet").symlink_to(store)  # a layout docs/security.md names
     generate.refuse_unsafe([model])
     generate.refuse_unsafe([model])
@@ -273,9 +278,9 @@ def test_a_broken_folder_is_refused_before_loading_with_or_without_family(
 @pytest.mark.parametrize(
     ("layout", "words"),
     [
-        ("flux2_bfl", "is a flux2 transformer, which modelsafe cannot generate with"),
-        ("chroma_radiance", "is chroma/transformer/radiance, which modelsafe cannot"),
-        ("hunyuan_image21", "is a hunyuanimage2.1 transformer, which modelsafe cannot"),
+        ("flux2_bfl", "is flux2/transformer/dev: modelsafe does not generate FLUX.2 models"),
+        ("chroma_radiance", "is chroma/transformer/radiance: modelsafe does not generate Chroma"),
+        ("hunyuan_image21", "is hunyuanimage2.1/transformer: modelsafe does not generate Hunyuan"),
         ("sdxl_refiner", "is an SDXL refiner: it refines an SDXL base model's images"),
     ],
 )

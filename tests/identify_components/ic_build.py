@@ -238,7 +238,7 @@ CASES: dict[str, Case] = {
         "any",
         "text_encoder",
         "qwen3_4b",
-        {"hidden_size": 2560, "num_layers": 36, "used_by": ["z-image"]},
+        {"hidden_size": 2560, "num_layers": 36, "used_by": ["z-image", "flux2"]},
     ),
     # -------------------------------------------------------------- upscalers
     "upscaler_esrgan_x4_old": Case(

@@ -2,9 +2,10 @@
 
 A confident wrong family is the worst answer `inspect` can give, so each model here that shares
 block names with a family modelsafe knows (HunyuanVideo and FLUX.2 with Flux.1, LTX-Video with a
-UNet's attn2 widths, Lumina 2 with Z-Image, Kolors with SDXL) must come out `unknown`; the odd
-forms of known families (BFL control LoRAs, Stability control-LoRAs, Playground v2.5, XLabs and
-attention-only Qwen-Image LoRAs) must be named.
+UNet's attn2 widths, Kolors with SDXL) must come out `unknown`, unless its width tells which
+(Lumina 2 has Z-Image's names at its own width); the odd forms of known families (BFL control
+LoRAs, Stability control-LoRAs, Playground v2.5, XLabs and attention-only Qwen-Image LoRAs) must
+be named.
 """
 
 from __future__ import annotations
@@ -113,16 +114,31 @@ def test_dit_cross_attention_is_no_unet_context(tmp_path: Path) -> None:
     assert "outside any UNet level" in _evidence(report)
 
 
-def test_a_width_other_than_the_family_s_gives_no_family(tmp_path: Path) -> None:
-    lumina = [
-        (f"{g}.{i}.attention.qkv", (3840, 2304))
+def _nextdit(width: int) -> list[Module]:
+    """Z-Image's (and Lumina 2's) NextDiT attention layers at ``width``."""
+    return [
+        (f"{g}.{i}.attention.qkv", (3 * width, width))
         for g, n in (("noise_refiner", 2), ("context_refiner", 2), ("layers", 26))
         for i in range(n)
     ]
-    meta = {"ss_base_model_version": "lumina2", "ss_network_module": "networks.lora_lumina"}
-    report = _inspect(tmp_path, "lumina", _kohya(lumina), meta)
+
+
+def test_a_width_other_than_the_family_s_gives_no_family(tmp_path: Path) -> None:
+    report = _inspect(tmp_path, "nextdit-3072", _kohya(_nextdit(3072)))
     assert (report.family, report.kind) == ("unknown", "lora"), report.evidence
     assert "z-image is 3840 wide" in _evidence(report)
+
+
+def test_z_image_s_names_at_lumina_2_s_width_are_lumina2(tmp_path: Path) -> None:
+    """Lumina Image 2.0 (2304 wide, Gemma-2-2B) shares Z-Image's names; sd-scripts' metadata
+    (ss_base_model_version lumina2) agrees with the width, and decides nothing."""
+    meta = {"ss_base_model_version": "lumina2", "ss_network_module": "networks.lora_lumina"}
+    for name, with_meta in (("no-meta", None), ("with-meta", meta)):
+        report = _inspect(tmp_path, name, _kohya(_nextdit(2304)), with_meta)
+        assert (report.family, report.kind) == ("lumina2", "lora"), report.evidence
+        assert report.facts["hidden_size"] == 2304
+        assert "model width 2304 = Lumina Image 2.0" in _evidence(report)
+    assert "ss_base_model_version='lumina2' agrees" in _evidence(report)
 
 
 def test_attention_only_qwen_image_lora(tmp_path: Path) -> None:
@@ -225,16 +241,20 @@ def test_comfyui_gguf_unet_with_flattened_tensors(tmp_path: Path) -> None:
 
 
 def test_video_models_are_not_image_families(tmp_path: Path) -> None:
-    from modelsafe.testing.layouts import components
+    from modelsafe.testing.layouts import components, recent_models
 
-    wan22 = [
-        (n, d, (s[0], 48, *s[2:]) if n == "decoder.conv_in.weight" else s)
+    # a 3-D VAE of neither Wan VAE's latent channels (HunyuanVideo 1.5's has 32)
+    other = [
+        (n, d, (s[0], 32, *s[2:]) if n == "decoder.conv_in.weight" else s)
         for n, d, s in components.qwen_image_vae()
     ]
-    report = _inspect(tmp_path, "wan22-vae", wan22)
+    report = _inspect(tmp_path, "video-vae", other)
     assert (report.family, report.kind) == ("unknown", "vae"), report.evidence
     wan21 = _inspect(tmp_path, "wan21-vae", components.qwen_image_vae())
     assert (wan21.family, wan21.kind) == ("qwen-image", "vae")
+    wan22 = _inspect(tmp_path, "wan22-vae", recent_models.wan22_vae())
+    assert (wan22.family, wan22.kind, wan22.facts["latent_channels"]) == ("wan", "vae", 48)
+    assert "the Wan 2.2 VAE" in _evidence(wan22)
     svd = list(base_models.ldm_unet(**base_models.UNET_PARAMS["sd2"]))
     svd += [("input_blocks.1.0.time_stack.in_layers.2.weight", "F16", (320, 320, 3, 1, 1))]
     report = _inspect(tmp_path, "svd", svd)

@@ -5,6 +5,8 @@ checks that `inspect` names it, or says `unknown` with the model named in the ev
 family it resembles: FLUX.2 [dev]/[klein] (and their LoRAs and VAE) as Flux.1, Lumina Image 2.0
 as Z-Image, Qwen-Image-Edit-2511 / Qwen-Image-Layered as text-to-image Qwen-Image, Wan, SANA,
 HunyuanImage 2.1 and Kandinsky 5 as nothing at all, Chroma1-Radiance as a Chroma needing a VAE.
+(Round 5 made FLUX.2, Lumina 2, Wan, HunyuanImage 2.1, Kandinsky 5 and SANA families:
+tests/identify_gaps/test_ig_round5_families.py.)
 """
 
 from __future__ import annotations
@@ -64,56 +66,56 @@ BASE_CASES: dict[str, Case] = {
     # ------------------------------------------------------------------ FLUX.2
     "flux2_dev_bfl": Case(
         lambda: rm.flux2_bfl("dev"),
-        "unknown",
+        "flux2",
         "transformer",
-        None,
+        "dev",
         "FLUX.2 [dev]",
         {"architecture": "flux2", "hidden_size": 6144, "in_channels": 128, "guidance_embed": True},
     ),
     "flux2_dev_comfy_prefix": Case(
         lambda: bm.prefixed(_COMFY, rm.flux2_bfl("dev")),
-        "unknown",
+        "flux2",
         "transformer",
-        None,
+        "dev",
         "FLUX.2 [dev]",
         {"architecture": "flux2", "key_prefix": _COMFY},
     ),
     "flux2_klein_4b": Case(
         lambda: rm.flux2_bfl("klein-4b"),
-        "unknown",
+        "flux2",
         "transformer",
-        None,
+        "klein-4b",
         "FLUX.2 [klein] 4B",
         {"architecture": "flux2", "hidden_size": 3072, "guidance_embed": False},
     ),
     "flux2_klein_9b": Case(
         lambda: rm.flux2_bfl("klein-9b"),
-        "unknown",
+        "flux2",
         "transformer",
-        None,
+        "klein-9b",
         "FLUX.2 [klein] 9B",
         {"architecture": "flux2", "hidden_size": 4096, "context_dim": 12288},
     ),
     "flux2_dev_diffusers": Case(
         lambda: rm.flux2_diffusers("dev"),
-        "unknown",
+        "flux2",
         "transformer",
-        None,
+        "dev",
         "FLUX.2 [dev]",
         {"architecture": "flux2"},
     ),
     "flux2_klein_4b_diffusers": Case(
         lambda: rm.flux2_diffusers("klein-4b"),
-        "unknown",
+        "flux2",
         "transformer",
-        None,
+        "klein-4b",
         "FLUX.2 [klein] 4B",
         {"architecture": "flux2"},
     ),
     # ------------------------------------------------------------------ Lumina Image 2.0
     "lumina2_original": Case(
         lambda: rm.lumina2("original"),
-        "unknown",
+        "lumina2",
         "transformer",
         None,
         "Lumina Image 2.0",
@@ -121,7 +123,7 @@ BASE_CASES: dict[str, Case] = {
     ),
     "lumina2_comfy_prefix": Case(
         lambda: bm.prefixed(_COMFY, rm.lumina2("original")),
-        "unknown",
+        "lumina2",
         "transformer",
         None,
         "not Z-Image",
@@ -129,7 +131,7 @@ BASE_CASES: dict[str, Case] = {
     ),
     "lumina2_diffusers": Case(
         lambda: rm.lumina2("diffusers"),
-        "unknown",
+        "lumina2",
         "transformer",
         None,
         "Lumina Image 2.0",
@@ -158,10 +160,10 @@ BASE_CASES: dict[str, Case] = {
         None,
         "cannot say whether this is an editing model",
     ),
-    # ------------------------------------------------------------------ DiTs with no family
+    # ------------------------------------------------------------------ other 2025 DiTs
     "wan21_t2v_14b": Case(
         lambda: rm.wan_transformer("t2v-14b"),
-        "unknown",
+        "wan",
         "transformer",
         None,
         "Wan 2.1/2.2 video transformer",
@@ -169,7 +171,7 @@ BASE_CASES: dict[str, Case] = {
     ),
     "wan22_ti2v_5b_comfy_prefix": Case(
         lambda: bm.prefixed(_COMFY, rm.wan_transformer("ti2v-5b")),
-        "unknown",
+        "wan",
         "transformer",
         None,
         "[3072, 48, 1, 2, 2]",
@@ -177,7 +179,7 @@ BASE_CASES: dict[str, Case] = {
     ),
     "wan21_1_3b_diffusers": Case(
         lambda: rm.wan_transformer("t2v-1.3b", "diffusers"),
-        "unknown",
+        "wan",
         "transformer",
         None,
         "Wan 2.1/2.2 video transformer (diffusers naming)",
@@ -185,7 +187,7 @@ BASE_CASES: dict[str, Case] = {
     ),
     "hunyuanimage_2_1": Case(
         rm.hunyuan_image21,
-        "unknown",
+        "hunyuanimage2.1",
         "transformer",
         None,
         "HunyuanImage 2.1",
@@ -193,7 +195,7 @@ BASE_CASES: dict[str, Case] = {
     ),
     "kandinsky_5": Case(
         rm.kandinsky5,
-        "unknown",
+        "kandinsky5",
         "transformer",
         None,
         "Kandinsky 5.0",
@@ -201,7 +203,7 @@ BASE_CASES: dict[str, Case] = {
     ),
     "sana_original": Case(
         lambda: rm.sana("original"),
-        "unknown",
+        "sana",
         "transformer",
         None,
         "SANA",
@@ -209,7 +211,7 @@ BASE_CASES: dict[str, Case] = {
     ),
     "sana_diffusers": Case(
         lambda: rm.sana("diffusers"),
-        "unknown",
+        "sana",
         "transformer",
         None,
         "SANA",
@@ -218,7 +220,7 @@ BASE_CASES: dict[str, Case] = {
     # ------------------------------------------------------------------ VAEs, text encoders
     "flux2_vae": Case(
         rm.flux2_vae,
-        "unknown",
+        "flux2",
         "vae",
         None,
         "the FLUX.2 VAE",
@@ -262,8 +264,8 @@ def test_recent_models_are_named_or_unknown_with_a_reason(tmp_path: Path, name: 
 
 def test_flux2_is_not_flux1_even_as_a_weak_guess(tmp_path: Path) -> None:
     report = _inspect(tmp_path, "flux2", rm.flux2_bfl("klein-4b"))
-    assert report.confidence >= 0.3  # a named unknown transformer, not "no detector"
-    assert "modelsafe has no FLUX.2 family" in _all_evidence(report)
+    assert (report.family, report.confidence) == ("flux2", 0.95)
+    assert "FLUX.2 is not Flux.1" in _all_evidence(report)
     assert not any(c["family"] == "flux1" for c in report.candidates)
 
 
@@ -282,46 +284,55 @@ _BFL_ALL = r"(?:double|single)_blocks\."
 _BFL_ATTN = r"double_blocks\.\d+\.(?:img|txt)_attn\.(?:qkv|proj)"
 _DIFF_ATTN = r"^transformer_blocks\.\d+\.attn\.(?:to_q|to_k|to_v|to_out\.0)"
 
-LORA_CASES: dict[str, tuple[Callable[[], Specs], str]] = {
-    # (build, a phrase the evidence must hold)
+LORA_CASES: dict[str, tuple[Callable[[], Specs], str, str]] = {
+    # (build, family, a phrase the evidence must hold); names only FLUX.2 (diffusers) and Wan
+    # have give the family, Flux's BFL names at FLUX.2's ratios only say "FLUX.2?"
     "klein4b_peft_full": (
         lambda: ad.peft_lora(
             [("transformer.", _flux2_diffusers_mods("klein-4b", r"transformer_blocks"))]
         ),
+        "flux2",
         "FLUX.2's layer names",
     ),
     "klein4b_peft_single_only": (
         lambda: ad.peft_lora(
             [("transformer.", _flux2_diffusers_mods("klein-4b", r"^single_transformer_blocks"))]
         ),
+        "flux2",
         "to_qkv_mlp_proj",
     ),
     "klein4b_peft_double_attention": (
         lambda: ad.peft_lora([("transformer.", _flux2_diffusers_mods("klein-4b", _DIFF_ATTN))]),
+        "unknown",
         "cannot say Flux.1 or FLUX.2 klein",
     ),
     "klein4b_comfy_double_attention": (
         lambda: ad.comfy_lora(_flux2_bfl_mods("klein-4b", _BFL_ATTN)),
+        "unknown",
         "cannot say Flux.1 or FLUX.2 klein",
     ),
     "klein4b_comfy_linear2_only": (
         lambda: ad.comfy_lora(_flux2_bfl_mods("klein-4b", r"single_blocks\.\d+\.linear2")),
+        "unknown",
         "Flux.1's is 5x",
     ),
     "klein4b_kohya_full": (
         lambda: ad.kohya_lora([("lora_unet_", _flux2_bfl_mods("klein-4b", _BFL_ALL))]),
+        "unknown",
         "FLUX.2?",
     ),
     "flux2_dev_peft": (
         lambda: ad.peft_lora(
             [("transformer.", _flux2_diffusers_mods("dev", r"transformer_blocks"))]
         ),
-        "FLUX.2",
+        "flux2",
+        "model width 6144",
     ),
     "wan_comfy": (
         lambda: ad.comfy_lora(
             _linears(rm.wan_transformer("t2v-14b"), r"blocks\.\d+\.(?:self_attn|cross_attn)")
         ),
+        "wan",
         "Wan's layer names",
     ),
 }
@@ -329,9 +340,9 @@ LORA_CASES: dict[str, tuple[Callable[[], Specs], str]] = {
 
 @pytest.mark.parametrize("name", sorted(LORA_CASES))
 def test_loras_of_recent_models_are_not_flux1(tmp_path: Path, name: str) -> None:
-    build, says = LORA_CASES[name]
+    build, family, says = LORA_CASES[name]
     report = _inspect(tmp_path, name, build())
-    assert (report.family, report.kind) == ("unknown", "lora"), report.evidence
+    assert (report.family, report.kind) == (family, "lora"), report.evidence
     assert says in _all_evidence(report)
     assert not any(c["family"] == "flux1" for c in report.candidates)
 

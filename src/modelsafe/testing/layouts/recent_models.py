@@ -1,8 +1,9 @@
 """Tensor layouts of image models released in 2025-2026, and of the look-alikes they must not be
 taken for: FLUX.2 (dev, klein 4B/9B) and its VAE, Lumina Image 2.0, Chroma1-Radiance, the
-Qwen-Image-Edit-2511 and Qwen-Image-Layered markers, HunyuanImage 2.1, Kandinsky 5, Wan 2.1/2.2
-transformers and the Wan 2.2 VAE, and SANA (the LLM text encoders FLUX.2 uses, Qwen3-8B and
-Mistral-Small-3.1, are in :data:`.components.LLM_CONFIGS`).
+Qwen-Image-Edit-2511 and Qwen-Image-Layered markers, HunyuanImage 2.1, HunyuanVideo (1.0 and
+1.5), Kandinsky 5, Wan 2.1/2.2 transformers and the Wan 2.2 VAE, SANA and its look-alike
+PixArt-Sigma (the LLM text encoders FLUX.2 uses, Qwen3-8B and Mistral-Small-3.1, are in
+:data:`.components.LLM_CONFIGS`).
 
 Released single-file naming is written from the published architectures (BFL ``flux2`` blocks,
 Alpha-VLLM NextDiT, Wan ``WanModel``, NVIDIA SANA) with the shapes read off the diffusers model
@@ -12,6 +13,7 @@ Each returns ``(name, dtype, shape)`` specs for :func:`modelsafe.testing.write_s
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -177,10 +179,94 @@ def qwen_image_layered(dtype: str = "BF16") -> Specs:
 # ---------------------------------------------------------------- other 2025 DiTs (diffusers)
 
 
-def hunyuan_image21(dtype: str = "BF16") -> Specs:
+def hunyuan_image21(naming: str = "diffusers", dtype: str = "BF16") -> Specs:
     """HunyuanImage 2.1 (``HunyuanImageTransformer2DModel``: 20 double + 40 single blocks at
-    3584, Qwen2.5-VL + ByT5 text features, 64-channel 32x VAE latents)."""
+    3584, Qwen2.5-VL + ByT5 text features, 64-channel 32x VAE latents in 1x1 patches: a 2-D patch
+    conv); ``original``: Tencent's names (``img_in.proj``, ``byt5_in``, ``double_blocks``)."""
+    if naming == "original":
+        return _hunyuan_original(3584, 64, (1, 1), 3584, byt5=True, dtype=dtype)
     return meta_state_dict("HunyuanImageTransformer2DModel", {"text_embed_2_dim": 1472}, dtype)
+
+
+def hunyuan_video(naming: str = "original", dtype: str = "BF16") -> Specs:
+    """HunyuanVideo (text-to-video 13B: 20 double + 40 single blocks at 3072, 1x2x2 patches of
+    16-channel video latents: a 3-D patch conv, LLaVA-Llama-3 text features 4096 wide and the
+    CLIP-L pooled vector, cfg-distilled guidance input); ``original``: Tencent's names as
+    ComfyUI's ``split_files`` ship them, ``diffusers``: ``HunyuanVideoTransformer3DModel``."""
+    if naming == "diffusers":
+        return meta_state_dict("HunyuanVideoTransformer3DModel", {}, dtype)
+    return _hunyuan_original(3072, 16, (1, 2, 2), 4096, byt5=False, dtype=dtype)
+
+
+def hunyuan_video15(dtype: str = "BF16") -> Specs:
+    """HunyuanVideo 1.5 (``HunyuanVideo15Transformer3DModel``: 1x1x1 patches of latents plus the
+    image condition, 65 input channels; HunyuanImage 2.1's refiner has 1x1x1 patches too)."""
+    return meta_state_dict("HunyuanVideo15Transformer3DModel", {}, dtype)
+
+
+def _hunyuan_original(
+    h: int,
+    channels: int,
+    patch: tuple[int, ...],
+    text: int,
+    *,
+    byt5: bool,
+    dtype: str,
+    double: int = 20,
+    single: int = 40,
+) -> Specs:
+    """Tencent's HunyuanVideo / HunyuanImage 2.1 names (``HYVideoDiffusionTransformer``): fused
+    ``*_attn_qkv``, ``*_mod.linear``, ``mlp.fc1/fc2``, a 2-block token refiner on the text, and
+    ``vector_in`` (CLIP-L pooled) + ``guidance_in`` for the video model, ``byt5_in`` (glyph ByT5
+    features) for the image model."""
+    mlp = 4 * h
+    specs: Specs = [
+        ("img_in.proj.weight", dtype, (h, channels, *patch)),
+        ("img_in.proj.bias", dtype, (h,)),
+    ]
+    specs += _lin("txt_in.input_embedder", h, text, dtype)
+    specs += _lin("txt_in.t_embedder.mlp.0", h, 256, dtype) + _lin(
+        "txt_in.t_embedder.mlp.2", h, h, dtype
+    )
+    specs += _lin("txt_in.c_embedder.linear_1", h, text, dtype)
+    specs += _lin("txt_in.c_embedder.linear_2", h, h, dtype)
+    for i in range(2):
+        b = f"txt_in.individual_token_refiner.blocks.{i}"
+        specs += [(f"{b}.norm1.weight", dtype, (h,)), (f"{b}.norm2.weight", dtype, (h,))]
+        specs += _lin(f"{b}.self_attn_qkv", 3 * h, h, dtype) + _lin(
+            f"{b}.self_attn_proj", h, h, dtype
+        )
+        specs += _lin(f"{b}.mlp.fc1", mlp, h, dtype) + _lin(f"{b}.mlp.fc2", h, mlp, dtype)
+        specs += _lin(f"{b}.adaLN_modulation.1", 2 * h, h, dtype)
+    specs += _lin("time_in.mlp.0", h, 256, dtype) + _lin("time_in.mlp.2", h, h, dtype)
+    if byt5:
+        specs += [("byt5_in.layernorm.weight", dtype, (1472,))]
+        specs += _lin("byt5_in.fc1", 2048, 1472, dtype) + _lin("byt5_in.fc2", 2048, 2048, dtype)
+        specs += _lin("byt5_in.fc3", h, 2048, dtype)
+    else:
+        specs += _lin("vector_in.in_layer", h, 768, dtype) + _lin(
+            "vector_in.out_layer", h, h, dtype
+        )
+        specs += _lin("guidance_in.mlp.0", h, 256, dtype) + _lin("guidance_in.mlp.2", h, h, dtype)
+    for i in range(double):
+        for s in ("img", "txt"):
+            b = f"double_blocks.{i}.{s}"
+            specs += _lin(f"{b}_mod.linear", 6 * h, h, dtype)
+            specs += _lin(f"{b}_attn_qkv", 3 * h, h, dtype)
+            specs += [(f"{b}_attn_q_norm.weight", dtype, (128,))]
+            specs += [(f"{b}_attn_k_norm.weight", dtype, (128,))]
+            specs += _lin(f"{b}_attn_proj", h, h, dtype)
+            specs += _lin(f"{b}_mlp.fc1", mlp, h, dtype) + _lin(f"{b}_mlp.fc2", h, mlp, dtype)
+    for i in range(single):
+        b = f"single_blocks.{i}"
+        specs += _lin(f"{b}.linear1", 3 * h + mlp, h, dtype) + _lin(
+            f"{b}.linear2", h, h + mlp, dtype
+        )
+        specs += [(f"{b}.q_norm.weight", dtype, (128,)), (f"{b}.k_norm.weight", dtype, (128,))]
+        specs += _lin(f"{b}.modulation.linear", 3 * h, h, dtype)
+    out = channels * math.prod(patch)
+    specs += _lin("final_layer.linear", out, h, dtype)
+    return specs + _lin("final_layer.adaLN_modulation.1", 2 * h, h, dtype)
 
 
 def kandinsky5(dtype: str = "BF16") -> Specs:
@@ -219,6 +305,29 @@ def sana(naming: str = "diffusers", dtype: str = "BF16") -> Specs:
         specs += _conv(f"{b}.mlp.point_conv.conv", h, 5600, 1, dtype)
     specs += [("final_layer.scale_shift_table", dtype, (2, h))]
     return specs + _lin("final_layer.linear", 32, h, dtype)
+
+
+def pixart_sigma(dtype: str = "BF16") -> Specs:
+    """PixArt-Sigma in its original names (28 blocks at 1152, T5-XXL captions, 4-channel SDXL VAE
+    latents in 2x2 patches, plain ``mlp.fc1/fc2``): the ``cross_attn.q_linear`` /
+    ``y_embedder`` names SANA kept from PixArt's code, without SANA's GLUMBConv MLP."""
+    h = 1152
+    specs: Specs = _conv("x_embedder.proj", h, 4, 2, dtype)
+    specs += _lin("t_embedder.mlp.0", h, 256, dtype) + _lin("t_embedder.mlp.2", h, h, dtype)
+    specs += _lin("t_block.1", 6 * h, h, dtype)
+    specs += _lin("y_embedder.y_proj.fc1", h, 4096, dtype)
+    specs += _lin("y_embedder.y_proj.fc2", h, h, dtype)
+    specs += [("y_embedder.y_embedding", dtype, (300, 4096))]
+    for i in range(28):
+        b = f"blocks.{i}"
+        specs += [(f"{b}.scale_shift_table", dtype, (6, h))]
+        specs += _lin(f"{b}.attn.qkv", 3 * h, h, dtype) + _lin(f"{b}.attn.proj", h, h, dtype)
+        specs += _lin(f"{b}.cross_attn.q_linear", h, h, dtype)
+        specs += _lin(f"{b}.cross_attn.kv_linear", 2 * h, h, dtype)
+        specs += _lin(f"{b}.cross_attn.proj", h, h, dtype)
+        specs += _lin(f"{b}.mlp.fc1", 4 * h, h, dtype) + _lin(f"{b}.mlp.fc2", h, 4 * h, dtype)
+    specs += [("final_layer.scale_shift_table", dtype, (2, h))]
+    return specs + _lin("final_layer.linear", 2 * 2 * 8, h, dtype)
 
 
 # ---------------------------------------------------------------- Wan 2.1 / 2.2 (video DiTs)
