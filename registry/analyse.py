@@ -92,10 +92,12 @@ def analyse(
     path: str, is_dir: bool, *, with_hash: bool = True, cache: HashCache | None = None
 ) -> Analysis:
     """Read, identify, hash and audit ``path``; problems become fields, never exceptions."""
+    from modelsafe.errors import FileReadError
     from modelsafe.registry import audit, hashing
-    from modelsafe.registry.inspect import inspect_index, unfinished_download
+    from modelsafe.registry.inspect import beside_warnings, inspect_index
     from modelsafe.registry.read import read_index
     from modelsafe.registry.sniff import read_head, sniff
+    from modelsafe.registry.walk import unfinished_error
 
     try:
         before = _stat(path, is_dir)
@@ -108,12 +110,13 @@ def analyse(
     try:
         index = read_index(path)
         report = inspect_index(index)
-        unfinished = None if is_dir else unfinished_download(Path(path))
-        if unfinished:  # (inspect_path says the same for one file)
-            report.warnings.append(unfinished)
+        if not is_dir:  # (inspect_path says the same for one file)
+            report.warnings.extend(beside_warnings(Path(path)))
         fields["report"] = to_jsonable(report)
         fields["format"] = index.format
     except Exception as exc:  # a bad file (or a broken plugin) is an error row, never a crash
+        if isinstance(exc, FileReadError) and not is_dir:  # (aria2 still filling it)
+            exc = unfinished_error(Path(path), exc, "scan")
         fields["error"] = _reason(exc)
         try:
             fields["format"] = "diffusers-dir" if is_dir else sniff(read_head(Path(path))).value
@@ -124,8 +127,12 @@ def analyse(
             if is_dir:
                 fields["component_hashes"] = _folder_hashes(path, cache or HashCache())
                 fields["hashes"] = {"folder_id": _folder_id(fields["component_hashes"])}
+                found = hashing.folder_warnings(fields["component_hashes"])
             else:
                 fields["hashes"] = hashing.hash_file(Path(path), index)
+                found = hashing.pop_warnings(fields["hashes"])
+            if found and fields.get("report") is not None:  # (a corrupt zip member)
+                fields["report"]["warnings"] = [*fields["report"]["warnings"], *found]
         except Exception as exc:
             fields["hash_error"] = _reason(exc)
     try:

@@ -23,11 +23,44 @@ def verdict_status(findings: list[Finding]) -> str:
 
 
 def audit_path(path: Path | str) -> Verdict:
-    """The verdict for one file; unreadable input is an ``error`` verdict, never an exception."""
+    """The verdict for one file or folder; unreadable input is an ``error`` verdict, never an
+    exception. A download still in progress is named as such, as ``inspect`` names it."""
+    path = Path(path)
+    return _as_download(path, _audit_one(path))
+
+
+def _as_download(path: Path, verdict: Verdict) -> Verdict:
+    """``verdict`` for a file still being downloaded, by its name (``.part``, ``.crdownload``),
+    as Firefox's empty placeholder of one, or (when it has errors) with a downloader's control
+    file beside it (``.aria2``): its errors (truncated, empty) become one ``unfinished-download``
+    error that says to let it finish, not to download it again; unsafe findings stay."""
+    from dataclasses import replace
+
+    from modelsafe.registry.walk import (
+        partial_download,
+        placeholder_download,
+        preallocated_download,
+    )
+
+    folder = path.is_dir()
+    download = partial_download(path.name, folder=folder)
+    if download is None and not folder:
+        download = placeholder_download(path)
+        if download is None and verdict.status == "error":
+            download = preallocated_download(path)
+    if download is None:
+        return verdict
+    findings = (
+        *(f for f in verdict.findings if f.severity != "error"),
+        Finding("error", "unfinished-download", download.reason("audit"), scanner="audit"),
+    )
+    return replace(verdict, status=verdict_status(list(findings)), findings=findings)
+
+
+def _audit_one(path: Path) -> Verdict:
     from modelsafe.plugin_manager import HookFailure, get_plugin_manager
     from modelsafe.registry.sniff import not_a_model
 
-    path = Path(path)
     try:
         if path.is_dir():
             return _audit_folder(path)
@@ -265,9 +298,11 @@ def _pickle_findings(
     ]
     if unsafe:
         what = (
-            f"the file is a valid {fmt} file and also a pickle that calls code"
-            if valid
-            else f"the file is not a valid {fmt} file but is a pickle"
+            f"the file is not a valid {fmt} file but is a pickle"
+            if not valid
+            else f"the file is a valid {fmt} file and also a pickle that calls code"
+            if fmt in _MODEL_FORMATS
+            else f"the file reads as {fmt} but is also a pickle that calls code"
         )
         unsafe.append(
             Finding(
@@ -278,7 +313,24 @@ def _pickle_findings(
                 scanner="audit",
             )
         )
-    return unsafe
+    return unsafe + _unread_pickle(tf, pickled)
+
+
+# Sniffed formats whose files are models when valid (a stray HTML or text file is "valid" only in
+# the sense that it is not judged as a model).
+_MODEL_FORMATS = frozenset(
+    {Format.SAFETENSORS.value, Format.GGUF.value, Format.NUMPY.value, Format.ZIP.value}
+)
+
+
+def _unread_pickle(tf: Any, pickled: bool) -> list[Finding]:
+    """The errors of content that is a pickle by format (a decompressed ``.pkl.gz``, a legacy
+    torch file under any name): a loader unpickles it, and modelsafe could not read all of it,
+    so it is not vouched for (a folder holding it is not safe). Other files' errors are only
+    bytes that are no pickle."""
+    if not (pickled or tf.format == Format.LEGACY_TORCH.value):
+        return []
+    return [_named(f, "audit") for f in tf.findings if f.severity == "error"]
 
 
 def _before_extension(findings: list[Finding]) -> list[Finding]:
@@ -314,7 +366,13 @@ def _is_zlib(head: bytes) -> bool:
 
 
 def _can_decompress(head: bytes) -> bool:
-    return head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")) or _is_zlib(head)
+    from modelsafe.registry.sniff import is_lzma_alone
+
+    return (
+        head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00"))
+        or _is_zlib(head)
+        or is_lzma_alone(head)
+    )
 
 
 def _open_compressed(path: Path, head: bytes) -> Any:
@@ -326,8 +384,10 @@ def _open_compressed(path: Path, head: bytes) -> Any:
         return gzip.open(path, "rb")
     if head.startswith(b"BZh"):
         return bz2.open(path, "rb")
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return lzma.open(path, "rb")
+    from modelsafe.registry.sniff import is_lzma_alone
+
+    if head.startswith(b"\xfd7zXZ\x00") or is_lzma_alone(head):
+        return lzma.open(path, "rb")  # (format auto: xz, or the legacy .lzma "alone" format)
     if _is_zlib(head):
         return _ZlibReader(path)
     return None
@@ -633,6 +693,26 @@ def custom_code_findings(folder: Path, files: list[Path]) -> list[Finding]:
     return found
 
 
+def _unloadable(folder: Path) -> list[Finding]:
+    """Why a model folder (a diffusers pipeline, a component or sharded folder) cannot be loaded,
+    as the reader ``inspect`` uses finds it: a shard or a component's weights missing, an index
+    that is not JSON or that names tensors a shard lacks. Its files alone audit clean then."""
+    from modelsafe.errors import ModelsafeError
+    from modelsafe.registry.formats.diffusers_dir_reader import is_model_dir
+    from modelsafe.registry.read import read_index
+
+    if not is_model_dir(folder):
+        return []
+    try:
+        read_index(folder)
+    except (ModelsafeError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, ModelsafeError) else f"cannot read: {exc}"
+        hint = exc.hint if isinstance(exc, ModelsafeError) else ""
+        message = f"{reason}; {hint}" if hint else reason
+        return [Finding("error", "cannot-load", message, scanner="audit")]
+    return []
+
+
 def _audit_folder(path: Path) -> Verdict:
     """A folder is as safe as the least safe model file in it, whatever the files are named;
     symlinked folders in it are audited too (a loader follows them)."""
@@ -655,9 +735,11 @@ def _audit_folder(path: Path) -> Verdict:
         findings.extend(replace_location(f, str(rel)) for f in sub.findings)
         if sub.status != "safe" and not sub.findings:
             findings.append(Finding(sub.status, "component", f"{rel} is {sub.status}"))
+    unloadable = _unloadable(path) if verdict_status(findings) == "safe" else []
+    findings.extend(unloadable)
     if any((path / name).is_file() for name in ("model_index.json", "config.json")):
         findings.extend(custom_code_findings(path, [rel for _child, rel in files]))
-    if not audited:
+    if not audited and not unloadable:
         # Nothing to vouch for is not "safe": a folder named like a model file, an empty download.
         findings.append(
             Finding("error", "no-model-files", "the folder holds no file a loader could read")

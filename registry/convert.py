@@ -37,7 +37,6 @@ import secrets
 import stat
 import threading
 import time
-import zlib
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,7 +45,16 @@ from typing import Any
 
 from modelsafe.errors import ConversionError, UnsafeFileError, UsageError
 from modelsafe.registry.pickle_vm.tensors import NUMPY_ARRAY_REASON, TensorRecord
-from modelsafe.registry.torch_archive import KeptRead, TorchFile, keep_reads, read_torch_file
+from modelsafe.registry.torch_archive import (
+    CrcMember,
+    KeptRead,
+    MemberCrcCheck,
+    TorchFile,
+    crc32_function,
+    crc_members,
+    keep_reads,
+    read_torch_file,
+)
 from modelsafe.types import SAFETENSORS_DTYPES
 
 CHUNK = 8 << 20
@@ -97,7 +105,7 @@ class _Planned:
     out_offset: int = 0
     digest: bytes = b""
     # the zip member this tensor's bytes are, all of them: its CRC-32 is computed by the copy
-    crc_member: _CrcMember | None = None
+    crc_member: CrcMember | None = None
 
 
 _SOURCE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle", ".safetensors"})
@@ -152,7 +160,7 @@ def _convert(
     tmp, fd, lock = _create_temp(dst)
     warnings: list[str] = []
     try:
-        in_hash_thread = _assign_crcs(plan, _crc_members(tf))
+        in_hash_thread = _assign_crcs(plan, crc_members(tf))
         with (
             # hashes the source (and takes the CRC-32 of the zip members) beside the copy
             _SourceSha256(src, before, in_hash_thread) as source_sha,
@@ -350,39 +358,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-@dataclass(frozen=True, slots=True)
-class _CrcMember:
-    """A zip member whose CRC-32 is checked while the source is hashed."""
-
-    name: str
-    offset: int
-    nbytes: int
-    crc: int
-    storage: str
-
-
-def _crc32_function() -> Any:
-    """ISA-L's CRC-32 (a dependency: ~25 GB/s, the same values as zlib's, ~7 GB/s), else zlib's."""
-    try:
-        from isal import isal_zlib
-
-        return isal_zlib.crc32
-    except ImportError:  # pragma: no cover - isal is a dependency
-        return zlib.crc32
-
-
-def _crc_members(tf: TorchFile) -> list[_CrcMember]:
-    """The storage members of a zip checkpoint (stored, so their bytes are the file's), by
-    offset. torch does not check their CRC-32; convert does, over each member's whole bytes."""
-    members = [
-        _CrcMember(blob.member, blob.offset, blob.nbytes, blob.crc, key)
-        for key, blob in tf.storages.items()
-        if blob.crc is not None and not blob.compressed
-    ]
-    return sorted(members, key=lambda m: (m.offset, m.nbytes))
-
-
-def _assign_crcs(plan: list[_Planned], members: list[_CrcMember]) -> list[_CrcMember]:
+def _assign_crcs(plan: list[_Planned], members: list[CrcMember]) -> list[CrcMember]:
     """Give each member that is exactly the bytes of one tensor the sequential copy takes (the
     common case: one storage, one tensor) to that tensor, whose copy computes its CRC-32 on the
     main thread, which has time to spare (and keeps the hash thread's core at full speed); the
@@ -398,7 +374,7 @@ def _assign_crcs(plan: list[_Planned], members: list[_CrcMember]) -> list[_CrcMe
     return [m for m in members if m.name not in taken]
 
 
-def _check_crcs(src: Path, tf: TorchFile, plan: list[_Planned], bad: list[_CrcMember]) -> list[str]:
+def _check_crcs(src: Path, tf: TorchFile, plan: list[_Planned], bad: list[CrcMember]) -> list[str]:
     """Refuse a member that fails its CRC-32 and holds bytes of a tensor in the output (a
     bit-rotted or broken download: the bytes are not what was saved), naming it and its tensors.
     One only tensors left out read is a warning."""
@@ -439,11 +415,9 @@ class _SourceSha256:
     BUFFER = 1 << 20
 
     def __init__(
-        self, src: Path, before: os.stat_result, members: list[_CrcMember] | None = None
+        self, src: Path, before: os.stat_result, members: list[CrcMember] | None = None
     ) -> None:
-        self._members = members or []
-        self._crcs = [0] * len(self._members)
-        self._hashed = 0  # bytes read to the end of the file
+        self._crcs = MemberCrcCheck(members or [])
         self._fd = os.open(src, os.O_RDONLY)
         self.fd = self._fd  # the copy reads through this descriptor too: one file, whatever
         # happens to the path
@@ -470,9 +444,6 @@ class _SourceSha256:
     def _run(self) -> None:
         view = memoryview(bytearray(self.BUFFER))
         pos = 0
-        members, crcs = self._members, self._crcs
-        crc32 = _crc32_function()
-        first = 0  # members before this one end before ``pos``
         try:
             while not self._stop:
                 got = os.preadv(self._fd, [view], pos)
@@ -480,19 +451,8 @@ class _SourceSha256:
                     break
                 chunk = view[:got]
                 self._hash.update(chunk)
-                end = pos + got
-                index = first
-                while index < len(members) and members[index].offset < end:
-                    m = members[index]
-                    if m.offset + m.nbytes > pos:
-                        begin = max(m.offset, pos)
-                        stop = min(m.offset + m.nbytes, end)
-                        crcs[index] = crc32(chunk[begin - pos : stop - pos], crcs[index])
-                    index += 1
-                while first < len(members) and members[first].offset + members[first].nbytes <= end:
-                    first += 1
-                pos = end
-            self._hashed = pos
+                self._crcs.update(pos, chunk)
+                pos += got
         except BaseException as exc:
             self._error = exc
 
@@ -502,13 +462,9 @@ class _SourceSha256:
             raise self._error
         return self._hash.hexdigest()
 
-    def crc_mismatches(self) -> list[_CrcMember]:
+    def crc_mismatches(self) -> list[CrcMember]:
         """The members whose bytes do not give the CRC-32 the zip records (after result())."""
-        return [
-            m
-            for m, crc in zip(self._members, self._crcs, strict=True)
-            if crc != m.crc or m.offset + m.nbytes > self._hashed
-        ]
+        return self._crcs.mismatches()
 
     def check_unchanged(self) -> None:
         if self._identity() != self._before:
@@ -877,7 +833,7 @@ def _aliases(plan: list[_Planned]) -> dict[str, str]:
 # -- copying ------------------------------------------------------------------------------------
 
 
-def _copy(fd: int, src: Path, out: Any, plan: list[_Planned], data_start: int) -> list[_CrcMember]:
+def _copy(fd: int, src: Path, out: Any, plan: list[_Planned], data_start: int) -> list[CrcMember]:
     """One sequential pass over the tensor bytes of ``src``: copy the sequential tensors (each
     chunk read once into one reused buffer, written, and BLAKE3-hashed for the verification,
     and CRC-32'd when the tensor is a whole zip member: see :func:`_assign_crcs`); then gather
@@ -886,7 +842,7 @@ def _copy(fd: int, src: Path, out: Any, plan: list[_Planned], data_start: int) -
     CRC-32 is wrong."""
     import blake3
 
-    crc32 = _crc32_function()
+    crc32 = crc32_function()
     # zero-byte tensors need no bytes: their digest is BLAKE3 of nothing
     sequential = [p for p in plan if p.sequential and p.record.nbytes]
     hashers = {id(p): blake3.blake3() for p in plan}

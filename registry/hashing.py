@@ -32,6 +32,12 @@ Embedded hashes in a safetensors header (kohya's ``sshs_model_hash``, ``modelspe
 are compared with the sha256 of the tensor data computed in the same pass; a mismatch is reported
 under the key ``stale_embedded_hashes`` (None when every embedded hash matches or there is none).
 Definitions, and which tools produce the same values: docs/hashes.md.
+
+The same pass checks the CRC-32 of a torch zip checkpoint's tensor storages (``torch.load``
+does not: a corrupt copy loads its damaged bytes silently), from the member byte ranges its
+reader recorded (``torch_archive.MemberCrcCheck``, the code convert checks them with too); a
+mismatch is reported under the key :data:`CORRUPT_MEMBERS` (absent when there is none), which
+``inspect`` and ``scan`` show as a warning (:func:`pop_warnings`).
 """
 
 from __future__ import annotations
@@ -43,11 +49,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeGuard
+from typing import TYPE_CHECKING, Protocol, TypeGuard
 
 from modelsafe.errors import FileReadError
 from modelsafe.plugins.hookspecs import Hasher
 from modelsafe.types import Format, TensorIndex
+
+if TYPE_CHECKING:
+    from modelsafe.registry.torch_archive import MemberCrcCheck
 
 CHUNK_SIZE = 1 << 20
 WINDOW_CHUNKS = 4
@@ -62,6 +71,7 @@ HASH_NAMES = ("sha256", "autov1", "autov2", "autov3", "blake3", "crc32", "conten
 # Civitai's AutoV3 skips the header only when its length is below this (docs/hashes.md).
 AUTOV3_HEADER_LIMIT = 16 << 20
 EMBEDDED_HASH_KEYS = ("sshs_model_hash", "modelspec.hash_sha256")
+CORRUPT_MEMBERS = "corrupt_members"
 _TENSOR_DATA = "_tensor_data_sha256"
 _HAVE_PREADV = hasattr(os, "preadv")
 
@@ -560,7 +570,8 @@ def hash_file(path: Path, index: TensorIndex | None = None) -> dict[str, str | N
     embedded = _embedded(index)
     if embedded and _needs_own_tensor_hash(index):
         hashers.append(TensorDataSha256())
-    _size, failures = stream_hashers(path, hashers)
+    crc_check = _member_crc_check(index)
+    _size, failures = stream_hashers(path, [*hashers, *([crc_check] if crc_check else [])])
     values: dict[str, str | None] = {}
     for h in hashers:
         if h.name in failures:
@@ -595,7 +606,52 @@ def hash_file(path: Path, index: TensorIndex | None = None) -> dict[str, str | N
     result["stale_embedded_hashes"] = "; ".join(stale) if stale else None
     if failures:
         result["hash_failures"] = "; ".join(f"{k}: {v}" for k, v in sorted(failures.items()))
+    corrupt = _corrupt_members(crc_check, index, failures)
+    if corrupt:
+        result[CORRUPT_MEMBERS] = corrupt
     return result
+
+
+def _member_crc_check(index: TensorIndex | None) -> MemberCrcCheck | None:
+    """The CRC-32 check of a torch zip's storage members, when its reader recorded any."""
+    if index is None or index.format != Format.TORCH_ZIP.value:
+        return None
+    from modelsafe.registry.torch_archive import MemberCrcCheck
+
+    return MemberCrcCheck.of_index(index)
+
+
+def _corrupt_members(
+    check: MemberCrcCheck | None, index: TensorIndex | None, failures: dict[str, str]
+) -> str | None:
+    if check is None or index is None or check.name in failures:
+        return None
+    bad = check.mismatches()
+    if not bad:
+        return None
+    from modelsafe.registry.torch_archive import corrupt_members_message
+
+    tensors: dict[str, list[str]] = {}
+    for t in index.tensors:
+        tensors.setdefault(t.source, []).append(t.name)
+    return corrupt_members_message(bad, tensors)
+
+
+def pop_warnings(hashes: dict[str, str | None]) -> list[str]:
+    """What the hashing pass found wrong with the file (a corrupt zip member), taken out of its
+    hashes to be shown as a warning."""
+    found = hashes.pop(CORRUPT_MEMBERS, None)
+    return [found] if found else []
+
+
+def folder_warnings(components: dict[str, dict[str, str | None]]) -> list[str]:
+    """:func:`pop_warnings` of a folder's model files (their hashes left as they are), each
+    prefixed with the file's path in the folder."""
+    return [
+        f"{rel}: {hashes[CORRUPT_MEMBERS]}"
+        for rel, hashes in sorted(components.items())
+        if hashes.get(CORRUPT_MEMBERS)
+    ]
 
 
 def _extra_values(more: object) -> dict[str, str | None]:

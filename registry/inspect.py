@@ -136,23 +136,27 @@ def _report_dict(report: InspectReport) -> dict[str, Any]:
     return value
 
 
-# Control files downloaders keep beside a file they have preallocated at full size and are still
-# filling: the file reads as complete (its header is there) while its data is partly zeros.
-DOWNLOAD_CONTROL_FILES = {".aria2": "aria2", ".!qB": "qBittorrent"}
-
-
 def unfinished_download(path: Path) -> str | None:
     """A warning when a downloader's control file sits beside ``path`` (download in progress)."""
-    for suffix, tool in DOWNLOAD_CONTROL_FILES.items():
-        # (os.path.exists, not Path.exists: a name near the 255-byte limit makes the sibling's
-        # name too long, which Path.exists raises as ENAMETOOLONG; such a sibling cannot exist)
-        if os.path.exists(os.fspath(path) + suffix):
-            return (
-                f"{path.name}{suffix} is beside it: {tool} has not finished downloading this "
-                "file (it is preallocated at full size, so its data may still be zeros); "
-                "inspect it again when the download is done"
-            )
-    return None
+    from modelsafe.registry.walk import download_control_file
+
+    control = download_control_file(path)
+    if control is None:
+        return None
+    beside, tool = control
+    return (
+        f"{beside} is beside it: {tool} has not finished downloading this file (it is "
+        "preallocated at full size, so its data may still be zeros); inspect it again when the "
+        "download is done"
+    )
+
+
+def beside_warnings(path: Path) -> list[str]:
+    """What the files beside ``path`` say is unfinished: a downloader's control file (download
+    in progress), the rest of a sharded checkpoint's set missing (``x-00001-of-00003``)."""
+    from modelsafe.registry.formats.diffusers_dir_reader import lone_shard_warning
+
+    return [w for w in (unfinished_download(path), lone_shard_warning(path)) if w]
 
 
 # A file whose tensor data ends in zeros: a download preallocated at full size (aria2, IDM,
@@ -238,9 +242,12 @@ def _is_hole(fd: int, begin: int, end: int) -> bool:
 def _refuse_partial_download(path: Path) -> None:
     """A file still being downloaded (``model.safetensors.part``) is named as such: read, it would
     only look truncated."""
-    from modelsafe.registry.walk import partial_download
+    from modelsafe.registry.walk import partial_download, placeholder_download
 
-    partial = partial_download(path.name, folder=os.path.isdir(path))
+    folder = os.path.isdir(path)
+    partial = partial_download(path.name, folder=folder) or (
+        None if folder else placeholder_download(path)
+    )
     if partial is not None:
         raise FileReadError(
             f"{path}: {partial.what}",
@@ -252,14 +259,21 @@ def inspect_path(path: Path | str, *, with_hashes: bool = False) -> InspectRepor
     """Read, identify and (optionally) hash ``path``."""
     from dataclasses import replace
 
-    _refuse_partial_download(Path(path))
-    index = read_index(path)
-    report = inspect_index(index)
-    unfinished = unfinished_download(Path(path))
-    if unfinished:
-        report = replace(report, warnings=[*report.warnings, unfinished])
-    if with_hashes and Path(path).is_file():
-        from modelsafe.registry.hashing import hash_file
+    from modelsafe.registry.walk import unfinished_error
 
-        report = replace(report, hashes=hash_file(Path(path), index))
+    _refuse_partial_download(Path(path))
+    try:
+        index = read_index(path)
+    except FileReadError as exc:  # (aria2 still filling it: not a file to download again)
+        raise unfinished_error(Path(path), exc, "inspect") from None
+    report = inspect_index(index)
+    beside = beside_warnings(Path(path))
+    if beside:
+        report = replace(report, warnings=[*report.warnings, *beside])
+    if with_hashes and Path(path).is_file():
+        from modelsafe.registry.hashing import hash_file, pop_warnings
+
+        hashes = hash_file(Path(path), index)
+        found = pop_warnings(hashes)  # (a corrupt zip member: the same read found it)
+        report = replace(report, hashes=hashes, warnings=[*report.warnings, *found])
     return report

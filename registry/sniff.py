@@ -95,7 +95,25 @@ def archive_kind(head: bytes) -> str | None:
             return what
     if is_tar_header(head):
         return "a tar archive"
+    if is_lzma_alone(head):
+        return "an lzma-compressed file"
     return None
+
+
+_LZMA_PROPERTIES = 0x5D  # lc=3, lp=0, pb=2: what every xz/lzma preset writes
+
+
+def is_lzma_alone(head: bytes) -> bool:
+    """The legacy ``.lzma`` ("alone") header that ``lzma.open``, joblib (``compress="lzma"``) and
+    pandas (``.xz``) decompress: the standard properties byte, a dictionary size liblzma accepts
+    (2^n or 2^n + 2^(n-1), 4 KiB to 1.5 GiB), an uncompressed size below 2^38 or unknown. No
+    pickle that loads starts so (its zero bytes are no opcodes)."""
+    if len(head) < 13 or head[0] != _LZMA_PROPERTIES:
+        return False
+    dict_size, size = struct.unpack("<IQ", head[1:13])
+    low = dict_size & -dict_size  # (the lowest set bit)
+    shaped = dict_size in (low, 3 * low)
+    return shaped and 4096 <= dict_size <= 3 << 29 and (size == (1 << 64) - 1 or size < 1 << 38)
 
 
 def not_a_model(fmt: str, size: int, head: bytes = b"") -> NotAModel | None:

@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelsafe.errors import FileReadError
+
 MODEL_FILE_EXTENSIONS = frozenset(
     {".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".pkl", ".pickle"}
 )
@@ -187,12 +189,13 @@ def folder_key(path: str, skipped: list[Skipped] | None = None) -> StatKey:
 
 
 def is_model_folder(path: str) -> bool:
-    """A folder that is one model: a diffusers pipeline, or a sharded component folder."""
+    """A folder that is one model: a diffusers pipeline, or a sharded component folder (its
+    index or a shard missing included: one model that does not load)."""
     if os.path.isfile(os.path.join(path, PIPELINE_MARKER)):
         return True
-    from modelsafe.registry.formats.diffusers_dir_reader import shard_index_of
+    from modelsafe.registry.formats.diffusers_dir_reader import is_sharded_component
 
-    return shard_index_of(Path(path)) is not None
+    return is_sharded_component(Path(path))
 
 
 def _any_entry(entry: os.DirEntry[str]) -> bool:
@@ -267,9 +270,17 @@ class _Walker:
         elif stat_module.S_ISDIR(st.st_mode):
             self.folder(root, st, chain=())
         elif stat_module.S_ISREG(st.st_mode):
-            self.add(root, StatKey.of(st))
+            self.file(root, st)
         else:
             self.skip(root, "not a regular file or folder")
+
+    def file(self, path: str, st: os.stat_result) -> None:
+        """A regular model file; Firefox's empty placeholder of a download is named as such."""
+        placeholder = placeholder_download(path, st.st_size)
+        if placeholder:
+            self.skip(path, placeholder.reason("scan"))
+        else:
+            self.add(path, StatKey.of(st))
 
     def folder(self, path: str, st: os.stat_result, chain: tuple[tuple[int, int], ...]) -> None:
         ident = (st.st_dev, st.st_ino)
@@ -333,7 +344,7 @@ class _Walker:
         if is_dir:
             self.folder(entry.path, st, chain)
         elif stat_module.S_ISREG(st.st_mode):
-            self.add(entry.path, StatKey.of(st))
+            self.file(entry.path, st)
         else:
             self.skip(entry.path, "not a regular file")
 
@@ -363,6 +374,7 @@ PARTIAL_DOWNLOADS = {
         "an unfinished Hugging Face download", "download it again to finish it"
     ),
     ".tmp": PartialDownload("an unfinished download or copy (a temporary file)"),
+    ".!qb": PartialDownload("an unfinished qBittorrent download"),
 }
 # Suffixes that mark a download in progress even when the name before them is not a model file's:
 # Firefox's random ``Xa3bC.part`` and Chrome's ``Unconfirmed 123456.crdownload`` (the final name is
@@ -388,6 +400,61 @@ def partial_download(
     if not folder and bare and suffix.lower() in _PARTIAL_ANY_STEM:
         return found
     return None
+
+
+def placeholder_download(
+    path: str | os.PathLike[str], size: int | None = None
+) -> PartialDownload | None:
+    """The empty file Firefox keeps under a download's final name while ``NAME.part`` beside it
+    fills, or None. ``size``: the file's, when already known (else it is looked up)."""
+    name = os.fspath(path)
+    try:
+        empty = (os.path.getsize(name) if size is None else size) == 0
+    except OSError:
+        return None
+    # (os.path.isfile, not Path: a name near the 255-byte limit makes the sibling's too long)
+    if not empty or not os.path.isfile(name + ".part"):
+        return None
+    return PartialDownload(
+        f"Firefox is still downloading it ({os.path.basename(name)}.part is beside it)"
+    )
+
+
+# Control files downloaders keep beside a file they have preallocated at full size and are still
+# filling: the file reads as complete (its header is there) while its data is partly zeros.
+DOWNLOAD_CONTROL_FILES = {".aria2": "aria2", ".!qB": "qBittorrent"}
+
+
+def download_control_file(path: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """(the control file's name, the downloader) when one sits beside ``path``, else None."""
+    name = os.fspath(path)
+    for suffix, tool in DOWNLOAD_CONTROL_FILES.items():
+        # (os.path.exists, not Path.exists: a name near the 255-byte limit makes the sibling's
+        # name too long, which Path.exists raises as ENAMETOOLONG; such a sibling cannot exist)
+        if os.path.exists(name + suffix):
+            return os.path.basename(name) + suffix, tool
+    return None
+
+
+def preallocated_download(path: str | os.PathLike[str]) -> PartialDownload | None:
+    """A file a downloader is still filling (its control file is beside it), or None."""
+    control = download_control_file(path)
+    if control is None:
+        return None
+    beside, tool = control
+    return PartialDownload(f"{tool} has not finished downloading it ({beside} is beside it)")
+
+
+def unfinished_error(path: Path, exc: FileReadError, command: str) -> FileReadError:
+    """``exc`` (the file ``path`` does not read) told as what it is when a downloader's control
+    file sits beside it: a download still in progress, to let finish, not a damaged file to
+    download again. ``exc`` itself otherwise."""
+    download = preallocated_download(path)
+    if download is None:
+        return exc
+    prefix = f"{path}: "
+    detail = exc.reason[len(prefix) :] if exc.reason.startswith(prefix) else exc.reason
+    return FileReadError(f"{path}: {download.what}: {detail}", hint=download.advice(command))
 
 
 NOT_UTF8 = (

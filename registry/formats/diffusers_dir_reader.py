@@ -29,6 +29,7 @@ from typing import Any
 
 from modelsafe.errors import FileReadError, MalformedFileError
 from modelsafe.registry.formats.safetensors_reader import read_safetensors_index
+from modelsafe.registry.walk import partial_download, placeholder_download, unfinished_error
 from modelsafe.types import Format, TensorIndex, TensorInfo
 
 MAX_JSON_BYTES = 16 << 20  # configs and shard indexes are kilobytes; refuse absurd ones
@@ -40,6 +41,14 @@ _SHARDED = re.compile(
 )
 _VARIANT_ORDER = ("", "fp32", "fp16", "bf16")
 _SHARD_NAME = re.compile(r"-\d{5}-of-\d{5}$")
+# One file of a sharded checkpoint, as transformers and diffusers name them:
+# ``model-00001-of-00003.safetensors``, ``diffusion_pytorch_model.fp16-00002-of-00002.safetensors``.
+_SHARD_FILE = re.compile(
+    r"^(?P<stem>.+?)-(?P<number>\d{5})-of-(?P<total>\d{5})\.(?P<ext>safetensors|bin)$"
+)
+# A shard index, whatever the weights are called (``model.safetensors.index.json``,
+# ``flux1-dev.safetensors.index.json``, ``diffusion_pytorch_model.safetensors.index.fp16.json``).
+_ANY_INDEX = re.compile(r"^.+\.(?:safetensors|bin)\.index(?:\.[\w-]+)?\.json$")
 # Components a pipeline loads without (modelsafe passes None for them): their weights are often
 # deleted on purpose.
 OPTIONAL_COMPONENTS = frozenset({"safety_checker", "feature_extractor"})
@@ -150,8 +159,10 @@ def shard_index_of(folder: Path) -> Path | None:
 
     It is one when it holds ``config.json`` and a ``<weights>.safetensors.index.json`` (or
     ``.bin.index.json``, any variant) whose ``weight_map`` maps tensor names to shard file names:
-    a folder of unrelated model files that happens to hold a ``config.json`` is not one. Only the
-    index is read (it is small), never a shard.
+    a folder of unrelated model files that happens to hold a ``config.json`` is not one. An index
+    so named that cannot be read (cut short, an HTML page, a git-lfs pointer) counts too: the
+    folder is still one model, one that does not load. Only the index is read (it is small),
+    never a shard.
     """
     try:
         if not (folder / "config.json").is_file():
@@ -166,7 +177,7 @@ def shard_index_of(folder: Path) -> Path | None:
         try:
             data = load_json(folder / name, str(folder))
         except FileReadError:
-            continue
+            return folder / name
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if (
             isinstance(weight_map, dict)
@@ -181,6 +192,100 @@ def shard_index_of(folder: Path) -> Path | None:
         ):
             return folder / name
     return None
+
+
+def is_sharded_component(folder: Path) -> bool:
+    """Whether ``folder`` is one sharded model: its shard index names its shards
+    (:func:`shard_index_of`), or it holds ``config.json`` and shards of a weights file without
+    their index (``diffusion_pytorch_model-00001-of-00003.safetensors``, no other weights): parts
+    of one model that does not load, not models of their own."""
+    return shard_index_of(folder) is not None or bool(_orphan_shards(folder))
+
+
+def is_model_dir(folder: Path) -> bool:
+    """Whether diffusers or transformers take ``folder`` as one model: a pipeline
+    (``model_index.json``), or a component folder whose ``config.json`` sits beside weights named
+    as they name them (a weights file, a shard index, shards)."""
+    if (folder / "model_index.json").is_file():
+        return True
+    config = (folder / "config.json").is_file()
+    return config and (find_weights(folder) is not None or bool(_orphan_shards(folder)))
+
+
+def _orphan_shards(folder: Path) -> list[str]:
+    """The shards of a weights file (diffusers or transformers name) in a component folder where
+    :func:`find_weights` finds nothing: their index is not there."""
+    try:
+        if not (folder / "config.json").is_file() or find_weights(folder) is not None:
+            return []
+        names = sorted(p.name for p in folder.iterdir())
+    except OSError:
+        return []
+    return [
+        name
+        for name in names
+        if (match := _SHARD_FILE.match(name)) and match["stem"].split(".")[0] in _WEIGHT_BASES
+    ]
+
+
+def lone_shard_warning(path: Path) -> str | None:
+    """A warning for one shard of a sharded checkpoint whose set is not all there (``shard 1 of
+    3 of x: the index and shard 00003 are missing; it is not a whole model``), judged by its
+    ``-NNNNN-of-NNNNN`` name. None for any other file, and for a shard whose set is complete and
+    listed by an index beside it."""
+    match = _SHARD_FILE.match(path.name)
+    gaps = _shard_gaps(path.parent, path.name) if match and path.is_file() else ""
+    if not match or not gaps:
+        return None
+    number, total = int(match["number"]), int(match["total"])
+    return f"shard {number} of {total} of {match['stem']}: {gaps}; it is not a whole model"
+
+
+def _shard_gaps(folder: Path, shard_name: str) -> str:
+    """What the set of the shard ``shard_name`` lacks in ``folder``: "the index and shard 00003
+    are missing"; "" for a complete set that an index lists (or a name that is no shard's)."""
+    shard = _SHARD_FILE.match(shard_name)
+    try:
+        names = set(os.listdir(folder)) if shard else set()
+    except OSError:
+        names = set()
+    total = int(shard["total"]) if shard else 0
+    if shard is None or total < 2 or not names:  # (a set of one is a whole model)
+        return ""
+    stem, ext = shard["stem"], shard["ext"]
+    missing = [
+        f"{k:05d}"
+        for k in range(1, total + 1)
+        if f"{stem}-{k:05d}-of-{total:05d}.{ext}" not in names
+    ]
+    indexes = sorted(name for name in names if _ANY_INDEX.match(name))
+    listed, why_not = _listed_by_an_index(folder, indexes, shard_name)
+    absent = [] if listed or indexes else ["the index"]
+    if missing:
+        shown = missing if len(missing) <= 5 else [*missing[:4], f"... ({len(missing)} in all)"]
+        absent.append(f"shard{'s' if len(missing) > 1 else ''} {', '.join(shown)}")
+    clauses = [why_not] if why_not else []
+    if absent:
+        verb = "is" if len(absent) == 1 and len(missing) <= 1 else "are"
+        clauses.insert(0, f"{' and '.join(absent)} {verb} missing")
+    return "; ".join(clauses)
+
+
+def _listed_by_an_index(folder: Path, indexes: list[str], shard: str) -> tuple[bool, str]:
+    """Whether one of the shard indexes ``indexes`` (names in ``folder``) lists ``shard``; else
+    what is wrong with the first ("X cannot be read", "X does not list it"; "" when none)."""
+    why_not = ""
+    for name in indexes:
+        try:
+            data = load_json(folder / name, str(folder))
+        except FileReadError:
+            why_not = why_not or f"{name} cannot be read"
+            continue
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if isinstance(weight_map, dict) and shard in weight_map.values():
+            return True, ""
+        why_not = why_not or f"{name} does not list it"
+    return False, why_not
 
 
 def _variant_rank(variant: str) -> tuple[int, str]:
@@ -240,12 +345,12 @@ def _read_sharded(
             raise MalformedFileError(
                 f"{where}: shard {shard!r} lies outside the folder", "re-download"
             )
-        if not shard_path.is_file():
-            raise MalformedFileError(
-                f"{where}: shard {shard!r} is missing",
-                hint="the download is incomplete; fetch the missing shard",
-            )
-        sub = _read_file(shard_path)
+        if not shard_path.is_file() or placeholder_download(shard_path):
+            raise _missing_shard(where, shard, folder)
+        try:
+            sub = _read_file(shard_path)
+        except FileReadError as exc:
+            raise unfinished_error(shard_path, exc, "inspect") from None
         expected = {k for k, v in weight_map.items() if v == shard}
         have = sub.names()
         if expected - have:
@@ -263,6 +368,26 @@ def _read_sharded(
         metadata.update(sub.metadata)
         warnings += [f"{shard}: {w}" for w in sub.warnings]
     return tensors, metadata, warnings
+
+
+def _missing_shard(where: str, shard: str, folder: Path) -> MalformedFileError:
+    """A shard that is not there: still downloading when a browser's or downloader's partial
+    file of it is there (``<shard>.crdownload``, Firefox's ``<shard>.part``), else missing."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        names = []
+    for name in names:
+        partial = partial_download(name) if name.startswith(f"{shard}.") else None
+        if partial is not None:
+            return MalformedFileError(
+                f"{where}: shard {shard!r} is still downloading ({name}: {partial.what})",
+                hint=partial.advice("inspect"),
+            )
+    return MalformedFileError(
+        f"{where}: shard {shard!r} is missing",
+        hint="the download is incomplete; fetch the missing shard",
+    )
 
 
 def read_component(folder: Path) -> TensorIndex | None:
@@ -444,6 +569,18 @@ def read_pipeline(root: Path) -> TensorIndex:
     )
 
 
+def _refuse_orphan_shards(folder: Path) -> None:
+    """A component folder holding shards without their index: what is missing, as an error."""
+    orphans = _orphan_shards(folder)
+    gaps = _shard_gaps(folder, orphans[0]) if orphans else ""
+    if gaps:
+        shown = ", ".join(orphans[:3]) + (", ..." if len(orphans) > 3 else "")
+        raise MalformedFileError(
+            f"{folder}: {shown}: {gaps}, so the model cannot be loaded",
+            hint="the download is incomplete: fetch the shard index and every shard",
+        )
+
+
 def read_diffusers_dir(path: Path) -> TensorIndex | None:
     """A pipeline or single-component folder's index; None when the folder is neither."""
     if (path / "model_index.json").is_file():
@@ -452,6 +589,7 @@ def read_diffusers_dir(path: Path) -> TensorIndex | None:
         return None
     component = read_component(path)
     if component is None:
+        _refuse_orphan_shards(path)
         raise MalformedFileError(
             f"{path}: config.json but no weights file (diffusion_pytorch_model.safetensors, "
             "model.safetensors, a *.safetensors.index.json or a .bin)",

@@ -281,13 +281,8 @@ def _tensors(
         nbytes = numel // block * type_size
         if rel % alignment:
             raise cur.fail(f"tensor {name!r}: offset {rel} is not aligned to {alignment}")
-        if data_start + rel + nbytes > size:
-            raise MalformedFileError(
-                f"{cur.where}: tensor {name!r} ends at byte {data_start + rel + nbytes:,}, "
-                f"past the end of the file ({size:,} bytes): the file is truncated",
-                hint="the download was cut short; download it again",
-            )
         tensors.append(TensorInfo(name, dtype, tuple(reversed(dims)), data_start + rel, nbytes))
+    _check_extent(tensors, data_start, size, alignment, cur.where)
     ordered = sorted(tensors, key=lambda t: (t.offset, t.nbytes))
     for a, b in zip(ordered, ordered[1:], strict=False):
         if b.nbytes and a.offset + a.nbytes > b.offset:
@@ -296,6 +291,33 @@ def _tensors(
                 hint="a file whose tensors share bytes is damaged or crafted; download it again",
             )
     return tensors
+
+
+def _check_extent(
+    tensors: list[TensorInfo], data_start: int, size: int, alignment: int, where: str
+) -> None:
+    """Every tensor within the file. Writers pack the tensors one after another (each padded to
+    the alignment), so the table implies how long the data region is: a tensor past the end of
+    the file but inside that region is a file cut short; one past the region too (an offset
+    no writer gives) is a corrupt tensor table."""
+    region = sum(-(-t.nbytes // alignment) * alignment for t in tensors)
+    past = [t for t in tensors if t.offset + t.nbytes > size]
+    absurd = [t for t in past if t.offset + t.nbytes > data_start + region]
+    if absurd:
+        t = absurd[0]
+        raise MalformedFileError(
+            f"{where}: tensor {t.name!r} lies at offset {t.offset - data_start:,} of the data "
+            f"region, past the {region:,} bytes its {len(tensors)} tensors fill and past the end "
+            f"of the file ({size:,} bytes): the tensor table is corrupt",
+            _HINT,
+        )
+    if past:
+        t = past[0]
+        raise MalformedFileError(
+            f"{where}: tensor {t.name!r} ends at byte {t.offset + t.nbytes:,}, past the end of "
+            f"the file ({size:,} bytes): the file is truncated",
+            hint="the download was cut short; download it again",
+        )
 
 
 ORIG_SHAPE_KEY = "comfy.gguf.orig_shape."

@@ -30,6 +30,7 @@ from modelsafe.registry.pickle_vm.symbols import (
     PersistentRef,
     SymDict,
     SymSet,
+    Unparsed,
     describe,
 )
 from modelsafe.types import Finding
@@ -54,6 +55,9 @@ class VMResult:
     protocol: int = 0
     start: int = 0
     end: int = 0  # offset just after STOP (or where the run stopped)
+    # After a stop CPython may not share (a limit): where the scan on found this pickle's STOP,
+    # so where the next pickle.load starts (-1: no STOP found, or the scan searched to the end).
+    resume: int = -1
     opcodes: int = 0
     globals: list[GlobalSeen] = field(default_factory=list)
     calls: list[tuple[str, str, int]] = field(default_factory=list)  # (callable, opcode, pos)
@@ -438,6 +442,7 @@ class _Machine:
         budget = _SCAN_OPCODES
         stack, marks, memo = self._scan_state()
         memo_len = len(self.memo)
+        frame_end = self.frame_end
         note = " (found by scanning on after the pickle VM stopped)"
         while pos < n:
             if budget <= 0:
@@ -542,10 +547,26 @@ class _Machine:
                     memo_len += 1
                 if len(memo) < _SCAN_MEMO or key in memo:
                     memo[key] = stack[-1] if stack else None
+            elif name == "FRAME":
+                frame_end = pos + arg
             elif name == "STOP":
+                self._scan_stop(op_pos, pos, frame_end)
                 return -1
-            # PROTO, FRAME, READONLY_BUFFER: no stack effect
+            # PROTO, READONLY_BUFFER: no stack effect
         return -1
+
+    def _scan_stop(self, op_pos: int, pos: int, frame_end: int) -> None:
+        """The scan reached this pickle's STOP: where the next pickle.load starts (the end of the
+        frame, when STOP lies inside one), for readers of the pickles after it."""
+        if frame_end > pos:
+            self.finding(
+                "unsafe",
+                "ambiguous-frame",
+                f"STOP {frame_end - pos} bytes before the end of its FRAME: the next read starts "
+                "at the frame's end, not after STOP",
+                op_pos,
+            )
+        self.result.resume = max(pos, frame_end)
 
     def _byte_search(self, pos: int) -> None:
         """Past the scan's budget: GLOBAL/INST lines and pushed strings naming a dangerous module
@@ -616,7 +637,7 @@ class _Machine:
             push(arg, pos)
         elif name in ("INT", "LONG", "FLOAT") and isinstance(arg, LargeBytes):
             # CPython parses any length (spaces, underscores); never copy it: a placeholder.
-            push(0.0 if name == "FLOAT" else 0, pos)
+            push(Unparsed(arg.offset, arg.length), pos)
         elif name == "INT":
             push(self._text_int(arg, pos), pos)
         elif name == "LONG":
@@ -852,10 +873,10 @@ class _Machine:
     def _long(self, size: int, pos: int) -> Any:
         if size < 0:
             raise self.fail("bad-argument", "LONG4 with a negative length", pos)
-        if size > 64:
-            self.take(size, pos)
+        raw = self.take(size, pos)
+        if size > 64 and not _sign_extended(raw):
             return LargeBytes(self.base + self.pos - size, size, False)
-        return int.from_bytes(self.take(size, pos), "little", signed=True)
+        return int.from_bytes(raw[:64], "little", signed=True)
 
     def _utf8(self, raw: Any, pos: int) -> str:
         if isinstance(raw, LargeBytes):
@@ -1015,6 +1036,23 @@ def _strtol(raw: bytes) -> int | None:
     return value
 
 
+_CHUNK = 1 << 20
+
+
+def _sign_extended(raw: memoryview) -> bool:
+    """Whether a LONG1/LONG4 argument longer than 64 bytes is a number of at most 64 bytes padded
+    with sign bytes (CPython reads ``1001`` followed by zero bytes as 1001, whatever the length):
+    then the VM keeps the number itself, not a placeholder."""
+    pad = 0xFF if raw[-1] & 0x80 else 0
+    if raw[63] & 0x80 != pad & 0x80:
+        return False
+    for start in range(64, len(raw), _CHUNK):
+        chunk = bytes(raw[start : start + _CHUNK])
+        if chunk.count(pad) != len(chunk):
+            return False
+    return True
+
+
 def _int_or(raw: bytes, default: int) -> int:
     try:
         return int(raw)
@@ -1051,3 +1089,14 @@ def run_pickle(
     (so a pickle inside a larger file reports file offsets).
     """
     return _Machine(data, start, limits, label, base).run()
+
+
+def search_names(
+    data: Any, start: int = 0, *, label: str = "pickle", base: int = 0
+) -> list[Finding]:
+    """``unsafe`` findings for the GLOBAL/INST lines and dangerous module names in ``data`` from
+    ``start`` on, found by a byte search (no opcode is run): for bytes past what is run as
+    pickles one by one (the pickle after thousands of empty ones)."""
+    machine = _Machine(data, start, DEFAULT_LIMITS, label, base)
+    machine._byte_search(start)
+    return machine.result.findings

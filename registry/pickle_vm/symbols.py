@@ -73,6 +73,15 @@ class LargeBytes:
     text: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Unparsed:
+    """A number whose text (INT, LONG, FLOAT) is longer than the VM parses: CPython may read any
+    value there (``1001`` after a megabyte of spaces), so nothing may be concluded from it."""
+
+    offset: int
+    length: int
+
+
 class Buffer:
     """An out-of-band buffer (NEXT_BUFFER): its content is not in the file."""
 
@@ -96,7 +105,9 @@ def describe(value: Any) -> str:
     if isinstance(value, tuple):
         return "a tuple"
     if isinstance(value, LargeBytes):
-        return "a large string"
+        return "a large string" if value.text else f"a {value.length}-byte value"
+    if isinstance(value, Unparsed):
+        return f"a number written in {value.length} bytes"
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1 << 200:
         return f"a {value.bit_length()}-bit integer"  # (repr fails past 4,300 digits)
     text = repr(value)

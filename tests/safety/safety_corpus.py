@@ -7,6 +7,7 @@ Imported by the safety tests and by ``benchmarks/bench_audit.py``; needs torch.
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import pickle
 import random
@@ -164,6 +165,55 @@ def _str_op(text: str) -> bytes:
     return b"\x8c" + bytes([len(raw)]) + raw
 
 
+LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little") + b"."  # (no PROTO)
+# 1001 as a 65-byte LONG4: the int 1001 to CPython, whatever its length
+LONG_1001 = b"\x80\x02\x8b" + (65).to_bytes(4, "little") + (1001).to_bytes(65, "little") + b"."
+
+
+def legacy_stream(
+    main: bytes,
+    *,
+    magic: bytes = b"\x80\x02" + LEGACY_MAGIC,
+    protocol: bytes = b"\x80\x02M\xe9\x03.",
+    sys_info: bytes = b"\x80\x02}.",
+    keys: bytes = b"\x80\x02].",
+) -> bytes:
+    """A legacy torch file without storages: the five pickles torch.load reads in turn (magic
+    number, protocol, sys info, the object, the storage keys)."""
+    return magic + protocol + sys_info + main + keys
+
+
+def open_call(marker: Path) -> bytes:
+    """A protocol-2 pickle of ``{"x": builtins.open(marker, "w")}``: running it only creates the
+    marker."""
+    return (
+        b"\x80\x02}"
+        + _unicode("x")
+        + b"cbuiltins\nopen\n"
+        + _unicode(str(marker))
+        + (_unicode("w") + b"\x86Rs.")
+    )
+
+
+def _unicode(text: str) -> bytes:
+    raw = text.encode()
+    return b"X" + len(raw).to_bytes(4, "little") + raw
+
+
+def bomb_after_stop(checkpoint: bytes, zeros: int = 65 << 20) -> bytes:
+    """A torch zip whose data.pkl is followed by ``zeros`` zero bytes, deflated: a zip bomb by its
+    sizes, a pickle torch reads up to its STOP."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(checkpoint)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("/data.pkl"):
+                dst.writestr(info.filename, data + b"\0" * zeros, zipfile.ZIP_DEFLATED)
+            else:
+                dst.writestr(info.filename, data)
+    return out.getvalue()
+
+
 def _zip_from(members: list[tuple[str, bytes]], prefix: bytes = b"") -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings(), zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
@@ -282,6 +332,20 @@ def build_malicious(folder: Path) -> dict[str, Path]:
     files["object-array.npy"] = (
         b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + pickle.dumps([evil])
     )
+    # round 5: headers the audit must not stop at, a bomb-sized data.pkl, legacy .lzma
+    main = open_call(marker)
+    files["legacy-long-protocol.pt"] = legacy_stream(main, protocol=LONG_1001)
+    files["legacy-complex-protocol.pt"] = legacy_stream(
+        main, protocol=b"\x80\x02cbuiltins\ncomplex\nM\xe9\x03\x85R."
+    )
+    files["legacy-html-header.pt"] = legacy_stream(
+        main, magic=LEGACY_MAGIC, protocol=LONG_1001, sys_info=b"\x80\x02X\x06\x00\x00\x00<html>."
+    )
+    files["legacy-header-limit.pt"] = legacy_stream(
+        main, sys_info=b"\x80\x02" + b"(" * 100_001 + b"N."
+    )
+    files["zip-bomb-data-pkl.pt"] = bomb_after_stop(files["zip-reduce-p2.pt"])
+    files["pickle.pkl.lzma"] = lzma.compress(payload, format=lzma.FORMAT_ALONE)
     files["safetensors-dup-key.safetensors"] = _safetensors_raw(
         b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
         b'"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}',
