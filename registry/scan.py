@@ -41,12 +41,7 @@ from sqlalchemy.orm import Session, selectinload
 from modelsafe.registry.analyse import Analysis, HashCache, analyse
 from modelsafe.registry.catalog.db import Catalog
 from modelsafe.registry.catalog.models import Location, Model, Scan
-from modelsafe.registry.catalog.queries import (
-    copy_preference,
-    model_audit,
-    preferred_location,
-    worst_audit,
-)
+from modelsafe.registry.catalog.queries import model_audit, preferred_location, worst_audit
 from modelsafe.registry.folders import convention_of, folder_report
 from modelsafe.registry.walk import (
     MODEL_FILE_EXTENSIONS,
@@ -872,8 +867,7 @@ def _own_details(result: Analysis) -> dict[str, Any]:
 def _details_source(model: Model) -> Location | None:
     """The copy the model shows: its preferred one (``queries.preferred_location``), else,
     when none is readable, the first of those on disk in the same order."""
-    on_disk = [loc for loc in model.locations if loc.status != "missing"]
-    return preferred_location(model) or min(on_disk, key=copy_preference, default=None)
+    return preferred_location(model) or preferred_location(model, ("present", "error"))
 
 
 def _settle_details(model: Model, fresh: dict[str, dict[str, Any]] | None = None) -> None:
@@ -886,7 +880,7 @@ def _settle_details(model: Model, fresh: dict[str, dict[str, Any]] | None = None
     fresh = fresh or {}
     source = _details_source(model)
     details = model.details or {}
-    shown = details.get("source")  # the copy the model showed until now
+    shown = details.get("source") or _legacy_source(model, details, fresh)
     shown_own = {k: v for k, v in details.items() if k not in _FROM_EXTRA}
     for loc in model.locations:
         if loc is source or loc.status == "missing":
@@ -905,7 +899,23 @@ def _settle_details(model: Model, fresh: dict[str, dict[str, Any]] | None = None
         _show_copy(model, source, own)
     else:
         _preferred_copy_facts(model, source)
+        if details.get("source") not in (None, source.path):
+            # (what it shows beyond format and hashes is another copy's: not this one's path)
+            model.details = {k: v for k, v in (model.details or {}).items() if k != "source"}
     _apply_overrides(model)
+
+
+def _legacy_source(
+    model: Model, details: dict[str, Any], fresh: dict[str, dict[str, Any]]
+) -> str | None:
+    """The copy a model recorded before models named theirs (``details["source"]``) shows: its
+    details are those of the copy written last, which is known only when one copy on disk was
+    not read just now."""
+    if not details:
+        return None
+    older = [loc.path for loc in model.locations if loc.status != "missing"]
+    older = [path for path in older if path not in fresh]
+    return older[0] if len(older) == 1 else None
 
 
 # ``model.details`` keys taken from the shown copy's location rather than its own facts.

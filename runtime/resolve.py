@@ -389,11 +389,13 @@ def _base_result(base: Part) -> PartResult:
 
 
 def _needs_unknown(base: Part) -> list[Compatibility]:
-    """A warning when modelsafe has no table of the text encoders and VAE ``base``'s family
-    needs (FLUX.2, Wan, ...): nothing is reported missing, and that is not a check."""
+    """A warning when modelsafe has no table of the text encoders and VAE ``base``'s built-in
+    family needs (FLUX.2, Wan, Z-Image, ...): nothing is reported missing, and that is not a
+    check. A plugin's family is its plugin's to check (its own compatibility rules)."""
+    from modelsafe.registry.model_parts import BUILTIN_FAMILIES, NAMED_ONLY_FAMILIES
     from modelsafe.runtime.family_needs import NEEDS, label
 
-    if base.family in NEEDS:
+    if base.family in NEEDS or base.family not in BUILTIN_FAMILIES | NAMED_ONLY_FAMILIES:
         return []
     fam = label(base.family)
     return [

@@ -117,11 +117,11 @@ def copy_preference(loc: Location) -> tuple[bool, bool, str]:
     return (location_audit(loc) != "safe", fmt != "safetensors", loc.path)
 
 
-def preferred_location(model: Model) -> Location | None:
+def preferred_location(model: Model, statuses: tuple[str, ...] = ("present",)) -> Location | None:
     """The model's best copy (:func:`copy_preference`) among those the catalog holds as present
-    (readable when last scanned); None when it has none."""
-    present = [loc for loc in model.locations if loc.status == "present"]
-    return min(present, key=copy_preference, default=None)
+    (readable when last scanned; ``statuses`` to take others too); None when it has none."""
+    held = [loc for loc in model.locations if loc.status in statuses]
+    return min(held, key=copy_preference, default=None)
 
 
 def location_of_file(session: Session, path: Path) -> Location | None:

@@ -311,3 +311,17 @@ def test_generate_refuses_the_new_families_by_name_before_loading(
     )
     assert code == 2 and words in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("family", "warned"), [("flux2", True), ("z-image", True), ("sdxl", False), ("a-plugin", False)]
+)
+def test_the_unchecked_needs_are_said_for_built_in_families_only(family: str, warned: bool) -> None:
+    """A family with no table of needs is warned about; a plugin's family is its plugin's rules'
+    to check, and a family with a table is checked (no warning)."""
+    from modelsafe.runtime.resolve import _base_result
+    from modelsafe.types import Part
+
+    base = Part(role="checkpoint", ref="ck", family=family, kind="checkpoint", facts={})
+    reasons = " | ".join(r.reason for r in _base_result(base).reasons)
+    assert ("no table of the text encoders" in reasons) is warned, reasons

@@ -116,6 +116,38 @@ def test_a_model_scanned_copy_by_copy_shows_the_same_as_one_scan(
     assert [loc["path"] for loc in shown["locations"] if loc["status"] != "missing"] == [str(ckpt)]
 
 
+def test_a_model_recorded_before_it_named_its_copy_shows_the_copy_that_is_left(
+    tmp_path: Path, scan_json: Cli, cli_json: Cli, catalog_url: str
+) -> None:
+    """A catalog from before models recorded which copy they show (``details.source``): a
+    second copy added, then removed again, leaves the model showing the first one, not the
+    removed copy's report under the first one's hashes."""
+    from sqlalchemy import select
+
+    from modelsafe.registry.catalog import open_catalog
+    from modelsafe.registry.catalog.models import Model
+
+    safe, ckpt = _copies(tmp_path / "lib")
+    kept = safe.read_bytes()
+    safe.unlink()
+    scan_json(str(ckpt))
+    catalog = open_catalog(catalog_url)
+    try:
+        with catalog.session() as session:
+            [model] = session.scalars(select(Model)).all()
+            model.details = {k: v for k, v in model.details.items() if k != "source"}
+    finally:
+        catalog.close()
+    safe.write_bytes(kept)  # (the .ckpt is not read again: only the .safetensors is new)
+    assert scan_json(str(tmp_path / "lib"))["new"] == 1
+    _assert_shows(cli_json, ckpt, safe, "sdxl")
+    safe.unlink()
+    scan_json(str(tmp_path / "lib"))
+    shown = _shown(cli_json, ckpt)
+    assert shown["inspect"]["path"] == str(ckpt) and shown["format"] == "torch-zip"
+    assert shown["detected"]["family"] == "unknown"
+
+
 FAMILIES = ("sd1", "sd2", "sdxl", "flux1")
 
 
