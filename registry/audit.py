@@ -36,18 +36,9 @@ def _as_download(path: Path, verdict: Verdict) -> Verdict:
     error that says to let it finish, not to download it again; unsafe findings stay."""
     from dataclasses import replace
 
-    from modelsafe.registry.walk import (
-        partial_download,
-        placeholder_download,
-        preallocated_download,
-    )
+    from modelsafe.registry.walk import download_state
 
-    folder = path.is_dir()
-    download = partial_download(path.name, folder=folder)
-    if download is None and not folder:
-        download = placeholder_download(path)
-        if download is None and verdict.status == "error":
-            download = preallocated_download(path)
+    download = download_state(path, unreadable=verdict.status == "error")
     if download is None:
         return verdict
     findings = (

@@ -242,12 +242,9 @@ def _is_hole(fd: int, begin: int, end: int) -> bool:
 def _refuse_partial_download(path: Path) -> None:
     """A file still being downloaded (``model.safetensors.part``) is named as such: read, it would
     only look truncated."""
-    from modelsafe.registry.walk import partial_download, placeholder_download
+    from modelsafe.registry.walk import download_state
 
-    folder = os.path.isdir(path)
-    partial = partial_download(path.name, folder=folder) or (
-        None if folder else placeholder_download(path)
-    )
+    partial = download_state(path)
     if partial is not None:
         raise FileReadError(
             f"{path}: {partial.what}",

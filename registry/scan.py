@@ -43,6 +43,7 @@ from modelsafe.registry.catalog.db import Catalog
 from modelsafe.registry.catalog.models import Location, Model, Scan
 from modelsafe.registry.catalog.queries import model_audit, preferred_location, worst_audit
 from modelsafe.registry.folders import convention_of, folder_report
+from modelsafe.registry.formats.diffusers_dir_reader import SHARD_SUFFIX, WEIGHT_BASES
 from modelsafe.registry.walk import (
     MODEL_FILE_EXTENSIONS,
     PARTIAL_DOWNLOADS,
@@ -503,9 +504,10 @@ def content_key(result: Analysis) -> str:
 # File names Hugging Face repos give every model ("model.safetensors",
 # "unet/diffusion_pytorch_model.fp16.safetensors", "model-00001-of-00002.safetensors"): they say
 # nothing of the model, so such a file is named after its repo (and subfolder) instead.
+# (the names diffusers and transformers give weights, and shard suffixes, as their reader knows)
+_GENERIC_BASES = (*WEIGHT_BASES, "adapter_model", "pytorch_lora_weights", "flax_model", "tf_model")
 _GENERIC_STEM = re.compile(
-    r"^(?:model|diffusion_pytorch_model|pytorch_model|adapter_model|pytorch_lora_weights"
-    r"|flax_model|tf_model)(?:\.(fp16|bf16|fp32|fp8|onnx))?(-\d{5}-of-\d{5})?$"
+    rf"^(?:{'|'.join(_GENERIC_BASES)})(?:\.(fp16|bf16|fp32|fp8|onnx))?({SHARD_SUFFIX})?$"
 )
 _HF_REPO_FOLDER = re.compile(r"^(?:models|datasets|spaces)--(.+)$")
 # Subfolders of a diffusers pipeline: "transformer" alone does not say which model it is part of.

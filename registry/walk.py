@@ -422,7 +422,9 @@ def placeholder_download(
 
 # Control files downloaders keep beside a file they have preallocated at full size and are still
 # filling: the file reads as complete (its header is there) while its data is partly zeros.
-DOWNLOAD_CONTROL_FILES = {".aria2": "aria2", ".!qB": "qBittorrent"}
+# (qBittorrent's ``.!qB`` is no control file: it is the suffix of the unfinished file itself,
+# renamed to its final name when done; see PARTIAL_DOWNLOADS.)
+DOWNLOAD_CONTROL_FILES = {".aria2": "aria2"}
 
 
 def download_control_file(path: str | os.PathLike[str]) -> tuple[str, str] | None:
@@ -443,6 +445,24 @@ def preallocated_download(path: str | os.PathLike[str]) -> PartialDownload | Non
         return None
     beside, tool = control
     return PartialDownload(f"{tool} has not finished downloading it ({beside} is beside it)")
+
+
+def download_state(
+    path: str | os.PathLike[str], *, unreadable: bool = False
+) -> PartialDownload | None:
+    """What says that ``path`` is a download still in progress, or None: its name
+    (``model.safetensors.part``), as Firefox's empty placeholder of one (``NAME.part`` beside it)
+    or, when ``unreadable`` (it does not read: cut short, a hole), a downloader's control file
+    beside it (``NAME.aria2``: preallocated, still filling). A folder is judged by its name only
+    (Safari's ``model.safetensors.download/``)."""
+    name = os.fspath(path)
+    folder = os.path.isdir(name)
+    found = partial_download(Path(name).name, folder=folder)
+    if found is None and not folder:
+        found = placeholder_download(name)
+        if found is None and unreadable:
+            found = preallocated_download(name)
+    return found
 
 
 def unfinished_error(path: Path, exc: FileReadError, command: str) -> FileReadError:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelsafe.plugins.hookspecs import hookimpl
+from modelsafe.registry.detect.sizes import model_size
 from modelsafe.runtime.family_needs import (
     CONTEXT_DIM,
     NEEDS,
@@ -157,22 +158,9 @@ def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
     return _ok("lora_keys", reason, *evidence)
 
 
-# The released sizes of the families whose sizes differ by model width (the widths the probes
-# record as ``hidden_size``), to say which model a width is.
-_SIZES: dict[tuple[str, int], str] = {
-    ("flux2", 6144): "FLUX.2 [dev]",
-    ("flux2", 3072): "FLUX.2 [klein] 4B",
-    ("flux2", 4096): "FLUX.2 [klein] 9B",
-    ("wan", 5120): "Wan 14B",
-    ("wan", 1536): "Wan 2.1 1.3B",
-    ("wan", 3072): "Wan 2.2 TI2V 5B",
-    ("sd3.5", 2432): "SD3.5 large",
-    ("sd3.5", 1536): "SD3.5 medium",
-}
-
-
 def _sized(family: str, width: int) -> str:
-    return _SIZES.get((family, width)) or f"{label(family)} model"
+    size = model_size(family, width)
+    return size.label if size else f"{label(family)} model"
 
 
 def lora_width_rule(base: Part, part: Part) -> Compatibility | None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from modelsafe.registry.detect.metadata_family import weigh_metadata
 from modelsafe.registry.detect.prefixes import KeyView, find_prefix
+from modelsafe.registry.detect.sizes import model_size
 from modelsafe.types import Candidate, TensorIndex
 
 UNET_CONTEXT: dict[int, str] = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}
@@ -178,17 +179,26 @@ def _dit_controlnet(index: TensorIndex, detector: str) -> list[Candidate]:
         _control_input(view, evidence, facts)
     elif "pos_embed_input.proj.weight" in view:
         evidence.append(f"{view.says('pos_embed_input.proj.weight')}: SD3-family ControlNet")
-        family = {1536: "sd3", 2432: "sd3.5"}.get(width or 0)
-        if width == 1536:
-            evidence.append("width 1536: SD3 medium (SD3.5 medium shares the width)")
-        elif width == 2432:
-            evidence.append("width 2432: SD3.5 large")
+        family = _sd3_controlnet(width, evidence)
     else:
         return []
     score = 0.9 if family else 0.5
     return [
         _candidate(family, "controlnet", score, evidence, facts, detector, None, index.metadata)
     ]
+
+
+def _sd3_controlnet(width: int | None, evidence: list[str]) -> str | None:
+    """The family of an SD3-family ControlNet ``width`` wide: SD3 at SD3 medium's width (which
+    SD3.5 medium shares), SD3.5 at SD3.5 large's; else None (no family)."""
+    medium, large = model_size("sd3", width), model_size("sd3.5", width)
+    if medium is not None:
+        evidence.append(f"width {width}: {medium.label} (SD3.5 medium shares the width)")
+        return "sd3"
+    if large is not None and large.variant == "large":
+        evidence.append(f"width {width}: {large.label}")
+        return "sd3.5"
+    return None
 
 
 def _flux_controlnet(view: KeyView, width: int | None, evidence: list[str]) -> str | None:

@@ -36,6 +36,7 @@ from functools import partial
 
 from modelsafe.registry.detect.prefixes import KeyView
 from modelsafe.registry.detect.probe import Hints, Match, Probe
+from modelsafe.registry.detect.sizes import model_size, model_width
 
 _FLOW = "flow"
 
@@ -120,23 +121,27 @@ def _flux_like(
 
 
 # FLUX.2's shared modulation layers (BFL ``.lin``, diffusers ``.linear``), which Flux.1 has per
-# block; FLUX.2 [dev] and klein 4B/9B as released: (width, double, single, text width, guidance)
-# -> (variant, what it is).
+# block; FLUX.2 [dev] and klein 4B/9B as released (their widths: sizes.MODEL_SIZES): variant ->
+# (double, single, text width, guidance) and what its name is followed by.
 _FLUX2_MODULATION = (
     "double_stream_modulation_img.lin.weight",
     "double_stream_modulation_img.linear.weight",
 )
-_FLUX2_VARIANTS: dict[tuple[int, int, int, int, bool], tuple[str, str]] = {
-    (6144, 8, 48, 15360, True): ("dev", "FLUX.2 [dev] (Mistral-Small-3.1 text encoder)"),
-    (3072, 5, 20, 7680, False): (
-        "klein-4b",
-        "FLUX.2 [klein] 4B, distilled or base (Qwen3-4B text encoder)",
-    ),
-    (4096, 8, 24, 12288, False): (
-        "klein-9b",
-        "FLUX.2 [klein] 9B, distilled or base (Qwen3-8B text encoder)",
-    ),
+_FLUX2_LAYOUTS: dict[str, tuple[tuple[int, int, int, bool], str]] = {
+    "dev": ((8, 48, 15360, True), " (Mistral-Small-3.1 text encoder)"),
+    "klein-4b": ((5, 20, 7680, False), ", distilled or base (Qwen3-4B text encoder)"),
+    "klein-9b": ((8, 24, 12288, False), ", distilled or base (Qwen3-8B text encoder)"),
 }
+
+
+def _flux2_release(width: int, layout: tuple[int, int, int, bool]) -> tuple[str, str] | None:
+    """(variant, what it is) of the released FLUX.2 model ``width`` wide with ``layout``
+    (double, single, text width, guidance), or None for no released size."""
+    size = model_size("flux2", width)
+    released = _FLUX2_LAYOUTS.get(size.variant) if size else None
+    if size is None or released is None or released[0] != layout:
+        return None
+    return size.variant, size.label + released[1]
 
 
 def _flux2(
@@ -150,7 +155,7 @@ def _flux2(
         return []
     depth, depth_single = view.count_blocks(double), view.count_blocks(single)
     guidance = view.has_prefix("guidance_in.") or view.has_prefix("time_guidance_embed.guidance_")
-    released = _FLUX2_VARIANTS.get((img[0], depth, depth_single, txt[1], guidance))
+    released = _flux2_release(img[0], (depth, depth_single, txt[1], guidance))
     variant, release = released or (None, "a FLUX.2 model of no released size")
     facts: dict[str, object] = {
         "architecture": "flux2",
@@ -256,18 +261,19 @@ def _sd3_like(
     evidence = [f"{view.says(x_embed)}: MMDiT, {depth} joint blocks at width {hidden}"]
     if positions is not None:
         evidence.append(f"{view.says(pos)}: {positions} positions")
-    if depth == 38 and hidden == 2432:
-        family, variant = "sd3.5", "large"
-        evidence.append("38 blocks at 2432 = SD3.5 large (Large Turbo shares this layout)")
+    large, medium = model_size("sd3.5", hidden), model_size("sd3", hidden)
+    if depth == 38 and large is not None and large.variant == "large":
+        family, variant = "sd3.5", large.variant
+        evidence.append(f"38 blocks at {hidden} = {large.label} (Large Turbo shares this layout)")
     elif has_attn2:
         family, variant = "sd3.5", "medium"
         evidence.append(
             f"{view.full(view.first(attn2) or attn2)} present: MMDiT-X self-attention "
             "blocks = SD3.5 medium"
         )
-    elif depth == 24 and hidden == 1536 and not has_qk:
-        family, variant = "sd3", "medium"
-        evidence.append("24 blocks at 1536 without attn2 or q/k norms = SD3 medium")
+    elif depth == 24 and medium is not None and not has_qk:
+        family, variant = "sd3", medium.variant
+        evidence.append(f"24 blocks at {hidden} without attn2 or q/k norms = {medium.label}")
     else:
         evidence.append(f"{depth} blocks at {hidden}: no released SD3/3.5 model")
         return [_flow(Match("sd3", 0.4, evidence, None, _FLOW, facts), hints)]
@@ -468,6 +474,8 @@ class _Anchored:
     checks: tuple[_Check, ...] = ()
 
 
+# Wan's released widths (the first dimension of its patch embedding).
+_WAN_14B, _WAN_1_3B, _WAN_5B = (model_width("wan", size) for size in ("14b", "1.3b", "ti2v-5b"))
 _SANA_VIDEO = "a video model of SANA's blocks (SANA-Video), no family modelsafe identifies"
 _ANCHORED: tuple[_Anchored, ...] = (
     _Anchored(
@@ -475,9 +483,9 @@ _ANCHORED: tuple[_Anchored, ...] = (
         "Wan 2.1/2.2 video transformer (original naming)",
         ("head.modulation", "blocks.0.self_attn.q.weight", "blocks.0.cross_attn.k.weight"),
         "patch_embedding.weight",
-        "[5120, 16, ...]: 14B text-to-video (also each expert of Wan 2.2 A14B), [5120, 36, ...]: "
-        "14B image-to-video, [1536, 16, ...]: 1.3B, [3072, 48, ...]: Wan 2.2 TI2V 5B (48-channel "
-        "Wan 2.2 VAE); UMT5-XXL text encoder",
+        f"[{_WAN_14B}, 16, ...]: 14B text-to-video (also each expert of Wan 2.2 A14B), "
+        f"[{_WAN_14B}, 36, ...]: 14B image-to-video, [{_WAN_1_3B}, 16, ...]: 1.3B, "
+        f"[{_WAN_5B}, 48, ...]: Wan 2.2 TI2V 5B (48-channel Wan 2.2 VAE); UMT5-XXL text encoder",
     ),
     _Anchored(
         "wan",
@@ -488,7 +496,8 @@ _ANCHORED: tuple[_Anchored, ...] = (
             "blocks.0.attn2.to_k.weight",
         ),
         "patch_embedding.weight",
-        "[5120, 16, ...]: 14B, [1536, 16, ...]: 1.3B, [3072, 48, ...]: Wan 2.2 TI2V 5B",
+        f"[{_WAN_14B}, 16, ...]: 14B, [{_WAN_1_3B}, 16, ...]: 1.3B, [{_WAN_5B}, 48, ...]: "
+        "Wan 2.2 TI2V 5B",
     ),
     _Anchored(
         "kandinsky5",
@@ -594,7 +603,7 @@ def _anchored(spec: _Anchored, view: KeyView, hints: Hints) -> list[Match]:
 # width; the Wan 2.2 VAE's 48 for TI2V 5B only (3072 wide: Fun-Control models take 48 inputs too,
 # 16-channel latents plus their control). Other inputs say nothing of the latents.
 _WAN_LATENTS = {16: 16, 36: 16}
-_WAN_TI2V_5B = ((3072, 48), 48)
+_WAN_TI2V_5B = ((_WAN_5B, 48), 48)
 
 
 def _wan_latents(size: tuple[int, ...]) -> dict[str, object]:

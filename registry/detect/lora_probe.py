@@ -41,6 +41,7 @@ from modelsafe.registry.detect.lora_keys import (
     may_patch,
 )
 from modelsafe.registry.detect.metadata_family import weigh_metadata
+from modelsafe.registry.detect.sizes import family_widths, model_size
 from modelsafe.types import Candidate, TensorIndex, TensorInfo
 
 UNET_CONTEXT: dict[int, str] = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}
@@ -72,6 +73,8 @@ class _DiT:
     by_width: tuple[tuple[int, str, str], ...] = ()
 
 
+# SD3's and SD3.5's released widths (SD3 medium, SD3.5 medium and large).
+_SD3_WIDTHS = family_widths("sd3", "sd3.5")
 _DITS: tuple[_DiT, ...] = (
     _DiT(
         "flux1",
@@ -128,21 +131,21 @@ _DITS: tuple[_DiT, ...] = (
         "sd3",
         re.compile(r"(?:^|_)joint_blocks_\d+_(?:x|context)_block_"),
         re.compile(r"joint_blocks_\d+_x_block_attn_qkv$"),
-        (1536, 2432),
+        _SD3_WIDTHS,
         "SD3 joint_blocks (SAI MMDiT naming)",
     ),
     _DiT(
         "sd3",
         re.compile(r"(?:^|_)transformer_blocks_\d+_attn_add_[qkv]_proj$"),
         re.compile(r"transformer_blocks_\d+_attn_to_q$"),
-        (1536, 2432),
+        _SD3_WIDTHS,
         "MMDiT transformer_blocks with add_q/k/v_proj and no single blocks (diffusers SD3)",
     ),
     _DiT(
         "sd3",
         re.compile(r"(?:^|_)transformer_blocks_\d+_attn_(?:to_[qkv]|to_out_0)$"),
         re.compile(r"transformer_blocks_\d+_attn_to_q$"),
-        (1536, 2432, 3072),
+        (*_SD3_WIDTHS, 3072),
         "DiT transformer_blocks attention only (diffusers naming: SD3/SD3.5 or Flux.1 double "
         "blocks)",
         width_decides=True,
@@ -479,16 +482,16 @@ def _dit_family(
                 "Qwen-Image's first 19 blocks would look the same)"
             )
             score = min(score, 0.8)
-        elif width == 2432:
+        elif (large := model_size("sd3.5", width)) is not None and large.variant == "large":
             family = "sd3.5"
-            evidence.append(f"model width {width} = SD3.5 large")
+            evidence.append(f"model width {width} = {large.label}")
         elif has_attn2:
             family = "sd3.5"
             evidence.append("x_block attn2 layers (MMDiT-X) = SD3.5 medium")
-        elif width == 1536:
+        elif (medium := model_size("sd3", width)) is not None:
             evidence.append(
-                "model width 1536: SD3 medium (SD3.5 medium shares the width; its attn2 layers "
-                "are not patched here)"
+                f"model width {width}: {medium.label} (SD3.5 medium shares the width; its attn2 "
+                "layers are not patched here)"
             )
             score = min(score, 0.85)
     elif (other := _other_family(dit, width)) is not None:

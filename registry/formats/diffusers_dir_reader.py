@@ -29,26 +29,30 @@ from typing import Any
 
 from modelsafe.errors import FileReadError, MalformedFileError
 from modelsafe.registry.formats.safetensors_reader import read_safetensors_index
-from modelsafe.registry.walk import partial_download, placeholder_download, unfinished_error
+from modelsafe.registry.walk import download_state, placeholder_download, unfinished_error
 from modelsafe.types import Format, TensorIndex, TensorInfo
 
 MAX_JSON_BYTES = 16 << 20  # configs and shard indexes are kilobytes; refuse absurd ones
-_WEIGHT_BASES = ("diffusion_pytorch_model", "model", "pytorch_model")
+# The base names diffusers and transformers give a component's weights file
+# (``<base>[.<variant>].safetensors``; its shards and shard index are named after it).
+WEIGHT_BASES = ("diffusion_pytorch_model", "model", "pytorch_model")
+# What ends the name (before the extension) of one file of a sharded checkpoint: its number and
+# the count of the set, as transformers and diffusers write them (``model-00001-of-00003``). A
+# regular-expression fragment with the groups ``number`` and ``total``.
+SHARD_SUFFIX = r"-(?P<number>\d{5})-of-(?P<total>\d{5})"
+_WEIGHT_EXT = r"\.(?P<ext>safetensors|bin)"
+_INDEX_SUFFIX = _WEIGHT_EXT + r"\.index(?:\.(?P<variant>[\w-]+))?\.json$"
 # <base>[.<variant>].safetensors|bin, and <base>.safetensors.index[.<variant>].json
-_SINGLE = re.compile(r"^(?P<base>[\w-]+?)(?:\.(?P<variant>[\w-]+))?\.(?P<ext>safetensors|bin)$")
-_SHARDED = re.compile(
-    r"^(?P<base>[\w-]+?)\.(?P<ext>safetensors|bin)\.index(?:\.(?P<variant>[\w-]+))?\.json$"
-)
+_SINGLE = re.compile(r"^(?P<base>[\w-]+?)(?:\.(?P<variant>[\w-]+))?" + _WEIGHT_EXT + "$")
+_SHARDED = re.compile(r"^(?P<base>[\w-]+?)" + _INDEX_SUFFIX)
 _VARIANT_ORDER = ("", "fp32", "fp16", "bf16")
-_SHARD_NAME = re.compile(r"-\d{5}-of-\d{5}$")
+_SHARD_NAME = re.compile(SHARD_SUFFIX + "$")
 # One file of a sharded checkpoint, as transformers and diffusers name them:
 # ``model-00001-of-00003.safetensors``, ``diffusion_pytorch_model.fp16-00002-of-00002.safetensors``.
-_SHARD_FILE = re.compile(
-    r"^(?P<stem>.+?)-(?P<number>\d{5})-of-(?P<total>\d{5})\.(?P<ext>safetensors|bin)$"
-)
+_SHARD_FILE = re.compile(r"^(?P<stem>.+?)" + SHARD_SUFFIX + _WEIGHT_EXT + "$")
 # A shard index, whatever the weights are called (``model.safetensors.index.json``,
 # ``flux1-dev.safetensors.index.json``, ``diffusion_pytorch_model.safetensors.index.fp16.json``).
-_ANY_INDEX = re.compile(r"^.+\.(?:safetensors|bin)\.index(?:\.[\w-]+)?\.json$")
+_ANY_INDEX = re.compile(r"^.+" + _INDEX_SUFFIX)
 # Components a pipeline loads without (modelsafe passes None for them): their weights are often
 # deleted on purpose.
 OPTIONAL_COMPONENTS = frozenset({"safety_checker", "feature_extractor"})
@@ -137,7 +141,7 @@ def find_weights(folder: Path) -> WeightsChoice | None:
         sharded = _SHARDED.match(name)
         single = None if sharded else _SINGLE.match(name)
         match = sharded or single
-        if match is None or match["base"] not in _WEIGHT_BASES:
+        if match is None or match["base"] not in WEIGHT_BASES:
             continue
         variant = match["variant"] or ""
         if single and _SHARD_NAME.search(variant):
@@ -172,7 +176,7 @@ def shard_index_of(folder: Path) -> Path | None:
         return None
     for name in names:
         match = _SHARDED.match(name)
-        if match is None or match["base"] not in _WEIGHT_BASES:
+        if match is None or match["base"] not in WEIGHT_BASES:
             continue
         try:
             data = load_json(folder / name, str(folder))
@@ -224,7 +228,7 @@ def _orphan_shards(folder: Path) -> list[str]:
     return [
         name
         for name in names
-        if (match := _SHARD_FILE.match(name)) and match["stem"].split(".")[0] in _WEIGHT_BASES
+        if (match := _SHARD_FILE.match(name)) and match["stem"].split(".")[0] in WEIGHT_BASES
     ]
 
 
@@ -378,7 +382,7 @@ def _missing_shard(where: str, shard: str, folder: Path) -> MalformedFileError:
     except OSError:
         names = []
     for name in names:
-        partial = partial_download(name) if name.startswith(f"{shard}.") else None
+        partial = download_state(folder / name) if name.startswith(f"{shard}.") else None
         if partial is not None:
             return MalformedFileError(
                 f"{where}: shard {shard!r} is still downloading ({name}: {partial.what})",
