@@ -34,6 +34,9 @@ _FOLDERS: dict[str, tuple[frozenset[str], str]] = {
     "unet": (_DIFFUSION, "ComfyUI"),
     "diffusion_models": (_DIFFUSION, "ComfyUI"),
     "ipadapter": (frozenset({"ip_adapter"}), "ComfyUI"),
+    "instantid": (frozenset({"ip_adapter"}), "ComfyUI"),
+    "photomaker": (frozenset({"photomaker"}), "ComfyUI"),
+    "hypernetworks": (frozenset({"hypernetwork"}), "ComfyUI/A1111"),
     "diffusers": (frozenset({"pipeline"}), "ComfyUI"),
     # AUTOMATIC1111 / Forge: stable-diffusion-webui/models/<name>/
     "stable-diffusion": (frozenset({"checkpoint", "unet", "transformer"}), "A1111/Forge"),
@@ -62,6 +65,8 @@ _HOME: dict[str, dict[str, str]] = {
         "transformer": "diffusion_models/ (or unet/)",
         "ip_adapter": "ipadapter/",
         "image_encoder": "clip_vision/",
+        "photomaker": "photomaker/",
+        "hypernetwork": "hypernetworks/",
         "pipeline": "diffusers/",
     },
     "A1111/Forge": {
@@ -75,6 +80,7 @@ _HOME: dict[str, dict[str, str]] = {
         "embedding": "embeddings/",
         "upscaler": "ESRGAN/",
         "text_encoder": "text_encoder/",
+        "hypernetwork": "hypernetworks/",
     },
 }
 

@@ -864,6 +864,8 @@ _NOT_A_PART = (
     "upscaler",
     "ip_adapter",
     "t2i_adapter",
+    "hypernetwork",
+    "photomaker",
 )
 
 
@@ -886,6 +888,13 @@ def check_vae(
             "what a file is)",
         )
     facts = dict(report.facts or {})
+    if facts.get("preview_only"):
+        raise BackendError(
+            f"--vae {path.name} is a live-preview decoder (A1111's VAE approximation), not a VAE "
+            "a pipeline decodes with",
+            hint="pass the VAE made for this model family (or leave --vae out to use the "
+            "model's own)",
+        )
     if facts.get("conv3d") and kind in ("vae", "unknown"):  # (the image families' are 2-D)
         raise BackendError(
             f"--vae {path.name} is a 3-D (video) VAE ({label(str(report.family))}'s: 5-D conv "

@@ -52,6 +52,13 @@ ROLE_OF_KIND = {
     "ip_adapter": "controlnet",
     "text_encoder": "text_encoder",
 }
+# Variants of a part's kind that no pipeline loads in that role: what each one is instead.
+NOT_LOADABLE_VARIANTS = {
+    ("vae", "approx"): "A1111's VAE approximation, a live-preview decoder and not a VAE to "
+    "decode images with",
+    ("controlnet", "lllite"): "a ControlNet-LLLite (sd-scripts), which diffusers' ControlNet "
+    "pipelines cannot load (ComfyUI and A1111 load it through their LLLite extensions)",
+}
 # What a part given under a role may be.
 KINDS_OF_ROLE = {
     "lora": ("lora", "lycoris"),
@@ -308,6 +315,10 @@ def check_part(base: Part, part: Part) -> tuple[str, tuple[Compatibility, ...]]:
                 )
             )
             return "rejected", tuple(found)
+    unloadable = NOT_LOADABLE_VARIANTS.get((part.kind, part.variant or ""))
+    if unloadable:
+        found.append(Compatibility("role", "reject", f"it is {unloadable}"))
+        return "rejected", tuple(found)
     pm = get_plugin_manager()
     failed: list[HookFailure] = []
     for plugin, result in pm.call_each(

@@ -1,8 +1,10 @@
 """Built-in family detector for add-ons: lora, lycoris, controlnet, t2i_adapter, ip_adapter,
-embedding — each with the base family it is *for*, read off its keys and shapes.
+embedding, hypernetwork, photomaker — each with the base family it is *for*, read off its keys
+and shapes.
 
 The rules and the shapes that decide are in ``modelsafe.registry.detect.lora_probe`` (LoRA and
-LyCORIS), ``adapter_probes`` (ControlNet, T2I-Adapter, IP-Adapter) and ``embedding_probe``.
+LyCORIS), ``adapter_probes`` (ControlNet, T2I-Adapter, IP-Adapter), ``embedding_probe`` and
+``addon_probes`` (A1111 hypernetworks, PhotoMaker).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ DETECTOR = "family_adapters"
 def modelsafe_identify(index: TensorIndex) -> list[Candidate]:
     if index.components:
         return []  # diffusers pipelines are the base-model detectors' business
-    from modelsafe.registry.detect import adapter_probes
+    from modelsafe.registry.detect import adapter_probes, addon_probes
     from modelsafe.registry.detect.embedding_probe import embedding
     from modelsafe.registry.detect.lora_probe import analyse_lora
 
@@ -26,4 +28,6 @@ def modelsafe_identify(index: TensorIndex) -> list[Candidate]:
     found += adapter_probes.t2i_adapter(index, DETECTOR)
     found += adapter_probes.ip_adapter(index, DETECTOR)
     found += embedding(index, DETECTOR)
+    found += addon_probes.hypernetwork(index, DETECTOR)
+    found += addon_probes.photomaker(index, DETECTOR)
     return found

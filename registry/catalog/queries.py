@@ -58,6 +58,8 @@ KINDS = (
     "t2i_adapter",
     "ip_adapter",
     "embedding",
+    "hypernetwork",
+    "photomaker",
     "upscaler",
     "pipeline",
     "unknown",

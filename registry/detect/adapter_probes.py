@@ -13,11 +13,15 @@ Decisive facts (public layouts of the released models and of diffusers' classes)
   conv reads a pixel-unshuffled hint, 8x8 (64 per channel) for SD1.x, 16x16 (256) for SDXL.
 - IP-Adapter (``image_proj.*`` + ``ip_adapter.N.to_k_ip``): ``to_k_ip`` maps the UNet context
   width (768 SD1, 1024 SD2, 2048 SDXL) into each attention layer; ``image_proj.latents`` marks
-  the Resampler ("plus") variant, ``proj.0``/``proj.2`` the MLP ("full"/FaceID) ones.
+  the Resampler ("plus") variant, ``proj.0``/``proj.2`` the MLP ("full"/FaceID) ones. A
+  Resampler reading a 512-wide InsightFace embedding is InstantID's ``ip-adapter.bin``.
+- ControlNet-LLLite (sd-scripts): ``lllite_unet_<module>.conditioning1``/``down``/``mid``/``up``
+  on the attention projections; SDXL's are 640 and 1280 wide.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +31,10 @@ from modelsafe.registry.detect.sizes import model_size
 from modelsafe.types import Candidate, TensorIndex
 
 UNET_CONTEXT: dict[int, str] = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}
+# InsightFace's (antelopev2/buffalo_l) face embedding width, read by FaceID and InstantID.
+FACE_EMBED_DIM = 512
+# CLIP ViT-H/bigG hidden states at 224 px: 16x16 patches + the class token.
+CLIP_VISION_TOKENS = 257
 # Below this, a component sitting beside a full diffusion model loses to the checkpoint.
 BESIDE_CHECKPOINT_SCORE = 0.6
 
@@ -100,7 +108,40 @@ def controlnet(index: TensorIndex, detector: str) -> list[Candidate]:
             continue
         out.append(_unet_controlnet(index, view, naming, detector))
     dit = _dit_controlnet(index, detector)
-    return out + dit
+    return out + dit + lllite(index, detector)
+
+
+_LLLITE = re.compile(r"^(?:.*\.)?lllite_unet_(\w+)\.down\.0\.weight$")
+# SDXL's UNet transformer blocks are 640 (input_blocks 4-5, output 3-5) and 1280 wide; SD1's
+# also 320 (the first level), where SDXL has no transformer.
+_SDXL_ATTN_WIDTHS = frozenset({640, 1280})
+
+
+def lllite(index: TensorIndex, detector: str) -> list[Candidate]:
+    """ControlNet-LLLite (kohya sd-scripts ``control_net_lllite.py``): a small conditioning
+    net plus down/mid/up MLPs on each attention projection, ``lllite_unet_<module>.*``."""
+    modules = {m.group(1): t.shape for t in index.tensors if (m := _LLLITE.match(t.name))}
+    if not modules:
+        return []
+    widths = {shape[1] for shape in modules.values() if len(shape) == 2}
+    mlp = {shape[0] for shape in modules.values() if len(shape) == 2}
+    first = sorted(modules)[0]
+    evidence = [
+        f"lllite_unet_{first}.down.0.weight has shape {list(modules[first])}: "
+        f"ControlNet-LLLite (sd-scripts), {len(modules)} patched attention projections",
+    ]
+    facts: dict[str, Any] = {"naming": "sd-scripts", "lllite_modules": len(modules)}
+    if len(mlp) == 1:
+        facts["mlp_dim"] = mlp.pop()
+    family = "sdxl" if widths == _SDXL_ATTN_WIDTHS else None
+    evidence.append(
+        f"attention input widths {sorted(widths)}: "
+        + ("SDXL's UNet (LLLite is trained for SDXL)" if family else "not SDXL's (640, 1280)")
+    )
+    score = 0.9 if family else 0.5
+    return [
+        _candidate(family, "controlnet", score, evidence, facts, detector, "lllite", index.metadata)
+    ]
 
 
 def _unet_controlnet(index: TensorIndex, view: KeyView, naming: str, detector: str) -> Candidate:
@@ -175,6 +216,8 @@ def _dit_controlnet(index: TensorIndex, detector: str) -> list[Candidate]:
             )
         _control_input(view, evidence, facts)
     elif "controlnet_x_embedder.weight" in view or view.has_prefix("double_blocks."):
+        if view.has_prefix("double_blocks."):
+            facts["naming"] = "bfl"  # XLabs: Flux.1's own block names
         family = _flux_controlnet(view, width, evidence)
         _control_input(view, evidence, facts)
     elif "pos_embed_input.proj.weight" in view:
@@ -182,9 +225,19 @@ def _dit_controlnet(index: TensorIndex, detector: str) -> list[Candidate]:
         family = _sd3_controlnet(width, evidence)
     else:
         return []
+    variant = None
+    modes = view.dim("controlnet_mode_embedder.weight", 0)
+    if modes is not None:
+        # InstantX/Shakker Flux Union: one learned embedding per control mode.
+        variant = "union"
+        facts["control_modes"] = modes
+        evidence.append(
+            f"{view.says('controlnet_mode_embedder.weight')}: {modes} control modes, "
+            "a ControlNet Union (several controls in one)"
+        )
     score = 0.9 if family else 0.5
     return [
-        _candidate(family, "controlnet", score, evidence, facts, detector, None, index.metadata)
+        _candidate(family, "controlnet", score, evidence, facts, detector, variant, index.metadata)
     ]
 
 
@@ -323,8 +376,10 @@ def ip_adapter(index: TensorIndex, detector: str) -> list[Candidate]:
     ]
     variant, tokens, embed = _ip_variant(view, ctx, evidence)
     facts.update(num_tokens=tokens, image_embed_dim=embed)
-    if embed:
+    if embed and variant != "instantid":
         facts["image_encoder"] = _image_encoder(variant, embed)
+    if variant == "instantid":
+        facts.update(face_encoder="insightface", face_embed_dim=embed, controlnet="IdentityNet")
     if variant.startswith("faceid"):
         facts["face_encoder"] = "insightface"
         face = view.dim("image_proj.proj.0.weight", 1)
@@ -346,10 +401,20 @@ def _ip_variant(view: KeyView, ctx: int, evidence: list[str]) -> tuple[str, int 
         variant = (
             "faceid-plus" if lora or view.has_prefix("image_proj.perceiver_resampler.") else "plus"
         )
+        if variant == "plus" and embed == FACE_EMBED_DIM:
+            # InstantID's ip-adapter.bin: the same Resampler, fed InsightFace's 512-d face
+            # embedding instead of CLIP image features; it works with the IdentityNet ControlNet.
+            variant = "instantid"
         evidence.append(
             f"{view.says('image_proj.latents')}: Resampler with {latents[1]} query tokens "
             f"({variant})"
         )
+        if variant == "instantid":
+            evidence.append(
+                f"{view.says('image_proj.proj_in.weight')}: reads a {embed}-wide InsightFace "
+                "face embedding (antelopev2), not CLIP features: InstantID, used with its "
+                "IdentityNet ControlNet (ComfyUI: models/instantid/)"
+            )
         return variant, latents[1], embed
     resampler = "image_proj.perceiver_resampler.proj_in.weight"
     if resampler in view and "image_proj.proj.0.weight" in view:
@@ -374,10 +439,18 @@ def _ip_variant(view: KeyView, ctx: int, evidence: list[str]) -> tuple[str, int 
         last = view.shape("image_proj.proj.2.weight") or ()
         embed = first[1] if len(first) == 2 else None
         tokens = last[0] // ctx if len(last) == 2 and ctx else None
-        variant = "faceid" if embed == 512 or lora else "full"
+        variant = "faceid" if embed == FACE_EMBED_DIM or lora else "full"
         evidence.append(
             f"{view.says('image_proj.proj.0.weight')}: MLP image projection ({variant})"
         )
+        if variant == "full" and tokens == 1 and "image_proj.proj.3.weight" in view:
+            # IPAdapterFull's MLPProjModel maps each of the CLIP vision encoder's penultimate
+            # hidden states (257 at 224 px: 16x16 patches + class token) to one image token.
+            tokens = CLIP_VISION_TOKENS
+            evidence.append(
+                f"{view.says('image_proj.proj.2.weight')} + LayerNorm proj.3: one image token "
+                f"per CLIP hidden state ({tokens}), read from {embed}-wide penultimate states"
+            )
         return variant, tokens, embed
     proj = view.shape("image_proj.proj.weight") or ()
     if len(proj) == 2 and ctx:
@@ -391,7 +464,9 @@ def _ip_variant(view: KeyView, ctx: int, evidence: list[str]) -> tuple[str, int 
 
 
 def _image_encoder(variant: str, embed: int) -> str:
-    if variant in ("plus", "faceid-plus"):
+    # Resampler and full (per-token) variants read hidden states: ViT-H's are 1280 wide,
+    # bigG's 1664. Only the base variant reads the pooled projection (ViT-H 1024, bigG 1280).
+    if variant in ("plus", "faceid-plus", "full"):
         return {1280: "clip_vit_h", 1664: "clip_vit_bigg"}.get(embed, f"width {embed}")
     return {1024: "clip_vit_h", 1280: "clip_vit_bigg", 512: "insightface"}.get(
         embed, f"width {embed}"

@@ -11,7 +11,8 @@ Decisive facts (public layouts):
   layout, so shapes cannot tell them apart; 16 channels without ``quant_conv``: Flux's ``ae`` and
   the SD3/SD3.5 VAE share one layout too; 32 channels with a latent batch norm (``bn.*``): the
   FLUX.2 VAE. 5-D (3-D conv) weights: the Wan 2.1 VAE of Qwen-Image (16 channels), the Wan 2.2
-  VAE (48).
+  VAE (48). A1111's VAE approximation (``conv1``..``conv8``, a live-preview decoder): variant
+  ``approx``, the same 4-channel tie.
 - Text encoders: HF CLIP (``text_model.*``), OpenCLIP (``transformer.resblocks``), T5
   (``encoder.block.N.layer``), decoder-only LLMs (``model.layers``); width, depth and vocabulary
   name the variant (CLIP-L 768x12, OpenCLIP-H 1024x24, bigG 1280x32, T5-XXL 4096x24 vocab 32128,
@@ -115,7 +116,7 @@ def vae(index: TensorIndex, detector: str) -> list[Candidate]:
         shape = view.shape("decoder.conv1.weight")
         if shape is not None and len(shape) == 5 and view.has_prefix("decoder.upsamples."):
             return _wan_vae(index, view, shape, detector)
-    return []
+    return vae_approx(index, detector)
 
 
 def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
@@ -167,6 +168,18 @@ def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]
     }[latent]
     if latent == 16 and quant:
         evidence.append("note: quant_conv present, unusual for a 16-channel VAE")
+    return _tied_vae(index, families, evidence, facts, detector)
+
+
+def _tied_vae(
+    index: TensorIndex,
+    families: tuple[str, ...],
+    evidence: list[str],
+    facts: dict[str, Any],
+    detector: str,
+    variant: str | None = None,
+) -> list[Candidate]:
+    """One VAE candidate per tied family, the one the file's metadata names (if any) ahead."""
     said = family_from_metadata(index.metadata)
     out = []
     for family in families:
@@ -174,8 +187,47 @@ def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]
         if said is not None and said[0] == family:
             score = 0.95
             ev.append(f"{said[1]} decides the tie")
-        out.append(_cand(family, "vae", score, ev, facts, detector))
+        out.append(_cand(family, "vae", score, ev, facts, detector, variant))
     return out
+
+
+# AUTOMATIC1111's VAE approximation (modules/sd_vae_approx.py ``VAEApprox``; ``model.pt`` for
+# SD1/SD2, ``vaeapprox-sdxl.pt`` for SDXL, in models/VAE-approx/): eight plain convs from the
+# latent channels to 3 RGB channels, a live-preview decoder and not a VAE to decode with.
+_APPROX_CONVS = 8
+_APPROX_NAMES = frozenset(
+    f"conv{i}.{p}" for i in range(1, _APPROX_CONVS + 1) for p in ("weight", "bias")
+)
+
+
+def vae_approx(index: TensorIndex, detector: str) -> list[Candidate]:
+    shapes = {t.name: t.shape for t in index.tensors}
+    if set(shapes) != _APPROX_NAMES:
+        return []
+    first, last = shapes["conv1.weight"], shapes[f"conv{_APPROX_CONVS}.weight"]
+    if len(first) != 4 or len(last) != 4 or last[0] != 3:
+        return []
+    latent = first[1]
+    facts: dict[str, Any] = {
+        "latent_channels": latent,
+        "architecture": "vae_approx",
+        "preview_only": True,
+    }
+    evidence = [
+        f"conv1.weight has shape {shape_text(first)} .. conv{_APPROX_CONVS}.weight "
+        f"{shape_text(last)}: A1111's VAE approximation (VAEApprox, {_APPROX_CONVS} convs), "
+        f"{latent} latent channels to RGB",
+        "a cheap live-preview decoder (A1111 models/VAE-approx/), not a VAE to decode images with",
+    ]
+    if latent != 4:
+        evidence.append(f"{latent} latent channels: no known family's VAE approximation")
+        return [_cand("unknown", "vae", 0.5, evidence, facts, detector, "approx")]
+    evidence.append(
+        "A1111's model.pt (SD1/SD2) and vaeapprox-sdxl.pt (SDXL) share this layout: the "
+        "weights cannot tell sd1 from sdxl"
+    )
+    facts["compatible_families"] = ["sd1", "sd2", "sdxl", "sdxl_refiner"]
+    return _tied_vae(index, ("sd1", "sdxl"), evidence, facts, detector, "approx")
 
 
 # The FLUX.2 VAE (diffusers AutoencoderKLFlux2): 32 latent channels, normalised by a batch norm

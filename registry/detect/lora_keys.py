@@ -27,7 +27,9 @@ LoRA files name the layer they patch in several conventions (public facts of the
 - XLabs Flux LoRAs: ``double_blocks.N.processor.qkv_lora1.down.weight`` (``proj_lora1``, and
   ``qkv_lora2``/``proj_lora2`` for the text stream; ``single_blocks.N.processor.qkv_lora`` and
   ``proj_lora``): the module keeps XLabs' name, which the mapping table resolves;
-- sd-scripts' OFT network: ``oft_unet_<module>.oft_blocks`` (UNet only).
+- sd-scripts' OFT network: ``oft_unet_<module>.oft_blocks`` (UNet only); LyCORIS OFT
+  ``oft_blocks`` ``[n, b, b]`` rotates the n*b outputs; LyCORIS GLoRA ``a1``/``b1`` ``[r, in]``,
+  ``a2`` ``[in, r]``, ``b2`` ``[out, r]`` (``W @ a2 @ a1 + b2 @ b1``).
 
 The target of a text-encoder key is a *position* (``text_encoder_2`` is CLIP-G in SDXL and SD3
 but T5 in diffusers' Flux pipeline), so a key also records the encoder it names where its naming
@@ -341,8 +343,9 @@ class LoraModule:
         return any(p in self.parts for p in DELTA_PARTS)
 
     def says(self) -> str:
-        """``<stored name> has shape [r, in]`` for the part that shows the input width."""
-        for part in ("down", "hada_w1_b", "lokr_w1", "lokr_w1_b", "diff", "ia3_w"):
+        """``<stored name> has shape [r, in]`` for the part that shows the input width (OFT's
+        blocks show the output width)."""
+        for part in _SAYS_PARTS:
             if part in self.parts:
                 shape = ", ".join(str(d) for d in self.parts[part])
                 return f"{self.stored[part]} has shape [{shape}]"
@@ -350,7 +353,7 @@ class LoraModule:
 
     def rank(self) -> int | None:
         """The low-rank dimension (None for full-rank LoKr / full diffs)."""
-        for part, axis in (("down", 0), ("hada_w1_b", 0), ("lokr_w2_b", 0), ("lokr_w1_b", 0)):
+        for part, axis in _RANK_AXES:
             shape = self.parts.get(part)
             if shape:
                 return shape[axis]
@@ -371,6 +374,9 @@ class LoraModule:
         diff = self.parts.get("diff")
         if diff is not None and len(diff) >= 2:
             return diff[1]
+        glora = _glora_shape(self.parts)
+        if glora is not None:
+            return glora[1]
         return self.delta_shape()[1] if "ia3_w" in self.parts else None
 
     def is_conv(self) -> bool:
@@ -405,6 +411,13 @@ class LoraModule:
         diff = p.get("diff")
         if diff and len(diff) >= 2:
             return diff[0], diff[1], False
+        glora = _glora_shape(p)
+        if glora is not None:
+            return glora
+        oft = p.get("oft_blocks")
+        if oft and len(oft) >= 3:
+            # OFT rotates the output in blocks: [n, b, b] (BOFT [m, n, b, b]) is n*b outputs.
+            return oft[-3] * oft[-1], None, False
         ia3 = p.get("ia3_w")
         if ia3:
             # (IA)^3 scales one side: [1, in] on the input, [out, 1] (or [out]) on the output.
@@ -412,6 +425,29 @@ class LoraModule:
                 return None, ia3[1], False
             return ia3[0], None, False
         return None, None, False
+
+
+# The parts whose shape shows a layer's width (see LoraModule.says), and where each keeps the rank.
+_SAYS_PARTS = (
+    "down",
+    "hada_w1_b",
+    "lokr_w1",
+    "lokr_w1_b",
+    "diff",
+    "glora_b1",
+    "ia3_w",
+    "oft_blocks",
+)
+_RANK_AXES = (("down", 0), ("hada_w1_b", 0), ("lokr_w2_b", 0), ("lokr_w1_b", 0), ("glora_b1", 0))
+
+
+def _glora_shape(p: dict[str, tuple[int, ...]]) -> tuple[int | None, int | None, bool] | None:
+    """(out, in, in_is_flattened) of a LyCORIS GLoRA delta, ``W @ a2 @ a1 + b2 @ b1``: a1 and
+    b1 ``[r, in]``, a2 ``[in, r]``, b2 ``[out, r]`` (A1111's network_glora reads them so)."""
+    b1, b2 = p.get("glora_b1") or p.get("glora_a1"), p.get("glora_b2")
+    if b1 is None and b2 is None:
+        return None
+    return _axis(b2, 0), _axis(b1, 1), b1 is not None and len(b1) == 2
 
 
 def _axis(shape: tuple[int, ...] | None, axis: int) -> int | None:

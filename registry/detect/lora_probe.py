@@ -19,7 +19,14 @@ The base is read off the layers a LoRA patches (public layouts of the base model
   Qwen-Image ``img_mlp``/``txt_mlp``, Z-Image ``layers.N.attention`` plus refiners (2304 wide:
   Lumina 2); widths check;
   names only one DiT has: FLUX.2's diffusers names (``to_qkv_mlp_proj``, ``ff.linear_in``,
-  ``*_stream_modulation``), Wan's original ``blocks.N.self_attn``/``cross_attn``.
+  ``*_stream_modulation``), Wan's original ``blocks.N.self_attn``/``cross_attn``;
+  names a lineage shares, the width telling the model: Wan's diffusers ``blocks.N.attn1``/
+  ``attn2``/``ffn`` (1536, 3072, 5120), the HunyuanVideo lineage's text token refiner
+  (HunyuanVideo 3072, HunyuanImage 2.1 3584, HunyuanVideo 1.5 2048: no family);
+- HunyuanVideo in diffusers names has Flux.1's block names and shapes: 20 double + 40 single
+  blocks (Flux.1 19 + 38) tell it, and 20 double blocks alone at 3072 (Qwen-Image has 60);
+- LyCORIS GLoRA (``b1`` ``[r, in]``) and OFT (``oft_blocks`` ``[n, b, b]``: n*b outputs, a
+  self-attention's width) carry the widths the rules above read.
 
 Metadata (``ss_base_model_version``, ``modelspec.architecture``, ``ss_network_module``) supports or
 is noted against the keys; it decides only when the keys cannot.
@@ -286,6 +293,24 @@ class _Named:
     family: str | None
     width_key: re.Pattern[str] | None
     why: str
+    # Several models have these names, told by the model width: (width, family or None, what);
+    # a width none of them has gives no family.
+    by_width: tuple[tuple[int, str | None, str], ...] = ()
+
+
+# The model widths of the HunyuanVideo lineage, which shares its layer names (HunyuanVideo's
+# text token refiner, Flux-style double/single blocks): HunyuanVideo 3072 (20 + 40 blocks),
+# HunyuanImage 2.1 3584 (20 + 40), HunyuanVideo 1.5 2048 (54 double blocks, no family here).
+_HUNYUAN_WIDTHS: tuple[tuple[int, str | None, str], ...] = (
+    (3072, "hunyuan-video", "HunyuanVideo"),
+    (3584, "hunyuanimage2.1", "HunyuanImage 2.1"),
+    (2048, None, "HunyuanVideo 1.5, no family modelsafe identifies"),
+)
+HUNYUAN_VIDEO_BLOCKS = {"double": 20, "single": 40}
+# Wan's released widths (sizes.py): 1.3B, TI2V 5B and 14B (each Wan 2.2 A14B expert).
+_WAN_WIDTHS: tuple[tuple[int, str | None, str], ...] = tuple(
+    (w, "wan", size.label) for w in family_widths("wan") if (size := model_size("wan", w))
+)
 
 
 _NAMED: tuple[_Named, ...] = (
@@ -307,6 +332,33 @@ _NAMED: tuple[_Named, ...] = (
         re.compile(r"(?:^|_)blocks_\d+_self_attn_q$"),
         "Wan's layer names (blocks.N.self_attn / cross_attn .q/.k/.v/.o: the Wan 2.1/2.2 video "
         "transformer, original naming) = wan",
+    ),
+    _Named(
+        re.compile(
+            r"^(?:vace_)?blocks_\d+_(?:attn[12]_(?:to_[qkv]|to_out_0|add_[kv]_proj)|ffn_net_"
+            r"(?:0_proj|2))$"
+        ),
+        "wan",
+        re.compile(r"^(?:vace_)?blocks_\d+_(?:attn1_to_[qkv]|ffn_net_0_proj)$"),
+        "Wan's diffusers layer names (WanTransformer3DModel: top-level blocks.N.attn1/attn2, "
+        "ffn.net; LTX-Video, CogVideoX and PixArt name theirs transformer_blocks.N; HunyuanDiT "
+        "has blocks.N.attn1/attn2 too, with ff, 1408 wide): the width tells",
+        by_width=_WAN_WIDTHS,
+    ),
+    _Named(
+        re.compile(
+            r"(?:^|_)context_embedder_(?:token_refiner_|time_text_embed_|proj_in$)"
+            r"|(?:^|_)txt_in_(?:individual_token_refiner_|input_embedder$|[tc]_embedder_)"
+        ),
+        "hunyuan-video",
+        re.compile(
+            r"(?:^|_)(?:transformer_blocks_\d+_attn_to_q|refiner_blocks_\d+_attn_to_q"
+            r"|double_blocks_\d+_img_attn_qkv|token_refiner_blocks_\d+_self_attn_qkv)$"
+        ),
+        "the text token refiner of the HunyuanVideo lineage (diffusers' context_embedder."
+        "token_refiner / time_text_embed / proj_in, Tencent's txt_in.individual_token_refiner; "
+        "Flux.1's context_embedder and txt_in are single linears)",
+        by_width=_HUNYUAN_WIDTHS,
     ),
     _Named(
         re.compile(r"(?:^|_)joint_transformer_blocks_\d+_"),
@@ -338,8 +390,24 @@ def _named_model(
         if sized is not None and width:
             facts["hidden_size"] = width
             evidence.append(f"{sized.says()}: model width {width}")
+        if named.by_width:
+            return _by_width(named.by_width, width, evidence)
         return named.family, _NAMED_SCORE
     return None
+
+
+def _by_width(
+    table: tuple[tuple[int, str | None, str], ...], width: int | None, evidence: list[str]
+) -> tuple[str | None, float]:
+    """(family, score) of the model ``width`` names in ``table``, or no family."""
+    found = next(((family, what) for w, family, what in table if w == width), None)
+    if found is None:
+        known = ", ".join(f"{w} {what}" for w, _family, what in table)
+        evidence.append(f"model width {width}: none of {known}: no family told")
+        return None, 0.5
+    family, what = found
+    evidence.append(f"model width {width} = {what}")
+    return (family, _NAMED_SCORE) if family else (None, 0.5)
 
 
 # ChatGLM3 (Kolors' text encoder) layer names, as kohya/PEFT flatten them.
@@ -447,6 +515,9 @@ def _dit_family(
         facts["hidden_size"] = width
     family, score = dit.family, 0.9
     if dit.family == "flux1" and dit.width_decides is False:
+        hunyuan = _hunyuan_blocks(denoiser, width, evidence)
+        if hunyuan is not None:
+            return hunyuan
         why_not = _not_flux1(denoiser, width)
         if why_not:
             evidence.append(why_not)
@@ -464,11 +535,18 @@ def _dit_family(
         last = max(
             (int(b.group(1)) for m in denoiser if (b := _DIT_BLOCK.search(m.flat))), default=-1
         )
-        if width == 3072 and last >= FLUX1_BLOCKS["double"]:
+        if width == 3072 and last >= HUNYUAN_VIDEO_BLOCKS["double"]:
             family = "qwen-image"
             evidence.append(
                 f"model width 3072 with transformer block {last}: Qwen-Image (60 blocks; Flux.1 "
-                "has 19 such blocks)"
+                "has 19 such blocks, HunyuanVideo 20)"
+            )
+        elif width == 3072 and last == HUNYUAN_VIDEO_BLOCKS["double"] - 1:
+            family, score = "hunyuan-video", 0.75
+            evidence.append(
+                f"model width 3072 with transformer blocks up to {last} and no single block: "
+                "HunyuanVideo's 20 double blocks (Flux.1 has 19; Qwen-Image's first 20 of its "
+                "60 blocks would look the same)"
             )
         elif width == 3072 and last == KLEIN_4B_DOUBLE_BLOCKS - 1:
             evidence.append(
@@ -494,6 +572,13 @@ def _dit_family(
                 "layers are not patched here)"
             )
             score = min(score, 0.85)
+        elif width is not None:
+            evidence.append(
+                f"model width {width}: none of SD3's/SD3.5's ({', '.join(map(str, _SD3_WIDTHS))}) "
+                "or Flux.1's/Qwen-Image's 3072; HunyuanImage 2.1 (3584) and HunyuanVideo 1.5 "
+                "(2048) have these names too: the family is not told"
+            )
+            return None, 0.5
     elif (other := _other_family(dit, width)) is not None:
         family, what = other
         evidence.append(f"model width {width} = {what}")
@@ -525,6 +610,8 @@ def _other_family(dit: _DiT, width: int | None) -> tuple[str, str] | None:
 
 _DIT_BLOCK = re.compile(r"(?:^|_)transformer_blocks_(\d+)_")
 _BLOCK_INDEX = re.compile(r"(?:^|_)(double|single)_blocks_(\d+)_")
+# diffusers' names of the same blocks: transformer_blocks (double), single_transformer_blocks.
+_DIFFUSERS_BLOCK_INDEX = re.compile(r"(?:^|_)(single_)?transformer_blocks_(\d+)_")
 # HunyuanVideo names what Flux.1 calls mlp.0/mlp.2, mod.lin and modulation.lin differently.
 _HUNYUAN_NAMES = re.compile(r"_mlp_fc[12]$|_mod_linear$|modulation_linear$|_attn_q_norm$")
 FLUX1_BLOCKS = {"double": 19, "single": 38}
@@ -534,11 +621,7 @@ def _not_flux1(denoiser: list[LoraModule], width: int | None) -> str | None:
     """Why a LoRA with Flux-style block names is not for Flux.1 (HunyuanVideo and FLUX.2 share
     them), or None when nothing contradicts Flux.1: 19 double / 38 single blocks, linear1 7x and
     mlp.0 4x the model width, mlp.0 / mod.lin names."""
-    most = {"double": -1, "single": -1}
-    for m in denoiser:
-        found = _BLOCK_INDEX.search(m.flat)
-        if found:
-            most[found.group(1)] = max(most[found.group(1)], int(found.group(2)))
+    most = _last_blocks(denoiser)
     over = [k for k, n in FLUX1_BLOCKS.items() if most[k] >= n]
     if over:
         counts = ", ".join(f"{k} block {most[k]}" for k in over)
@@ -560,6 +643,44 @@ def _not_flux1(denoiser: list[LoraModule], width: int | None) -> str | None:
             if wrong:
                 return wrong
     return _klein_4b_lookalike(most, width)
+
+
+def _last_blocks(denoiser: list[LoraModule], *, diffusers_only: bool = False) -> dict[str, int]:
+    """The last double and single block index patched (-1: none), in BFL's names
+    (``double_blocks``/``single_blocks``) or diffusers' (``transformer_blocks``/
+    ``single_transformer_blocks``)."""
+    most = {"double": -1, "single": -1}
+    for m in denoiser:
+        bfl = None if diffusers_only else _BLOCK_INDEX.search(m.flat)
+        named = _DIFFUSERS_BLOCK_INDEX.search(m.flat)
+        if bfl is not None:
+            kind, index = bfl.group(1), int(bfl.group(2))
+        elif named is not None:
+            kind, index = ("single" if named.group(1) else "double"), int(named.group(2))
+        else:
+            continue
+        most[kind] = max(most[kind], index)
+    return most
+
+
+def _hunyuan_blocks(
+    denoiser: list[LoraModule], width: int | None, evidence: list[str]
+) -> tuple[str | None, float] | None:
+    """(family, score) when a LoRA in diffusers' Flux names patches blocks Flux.1 lacks but the
+    HunyuanVideo lineage has (20 double + 40 single blocks: HunyuanVideo at 3072, HunyuanImage
+    2.1 at 3584, the same names and shapes as Flux.1's 19 + 38), else None. Tencent's original
+    names are left to :func:`_not_flux1`."""
+    most = _last_blocks(denoiser, diffusers_only=True)
+    beyond_flux1 = any(most[k] >= n for k, n in FLUX1_BLOCKS.items())
+    within = all(most[k] < n for k, n in HUNYUAN_VIDEO_BLOCKS.items())
+    if not (beyond_flux1 and within):
+        return None
+    evidence.append(
+        f"transformer blocks up to {most['double']}, single_transformer_blocks up to "
+        f"{most['single']}: Flux.1 has 19 + 38 such blocks, the HunyuanVideo lineage 20 + 40 "
+        "(diffusers HunyuanVideoTransformer3DModel)"
+    )
+    return _by_width(_HUNYUAN_WIDTHS, width, evidence)
 
 
 def _output_width(denoiser: list[LoraModule]) -> int | None:
@@ -613,8 +734,8 @@ def _klein_4b_lookalike(most: dict[str, int], width: int | None) -> str | None:
 
 
 def _attn1_width(m: LoraModule) -> int | None:
-    """A self-attention projection's width (square: its input or, for an (IA)^3 vector on the
-    output, its output)."""
+    """A self-attention projection's width (square: its input or, for an (IA)^3 vector or OFT
+    blocks on the output, its output)."""
     return m.in_features() or m.delta_shape()[0]
 
 
@@ -642,7 +763,7 @@ def _text_encoder_family(
     t5 = any(m.target.startswith("text_encoder") and m.encoder_kind() == "t5" for m in modules)
     for m in modules:
         if m.target.startswith("text_encoder") and _TE_Q.search(m.flat):
-            w = m.in_features()
+            w = _attn1_width(m)
             if w and m.target not in widths:
                 widths[m.target], shown[m.target] = w, m.says()
             if w and m.encoder_kind() != "t5":
@@ -691,7 +812,7 @@ def _clip_l_hint(modules: list[LoraModule]) -> str | None:
     """``sd1`` when the only text-encoder layers are CLIP-L's (768): beside a 320-wide UNet this
     tells SD1 from SD2 (OpenCLIP-H, 1024), though alone it tells no base."""
     widths = {
-        m.target: m.in_features()
+        m.target: _attn1_width(m)
         for m in modules
         if m.target.startswith("text_encoder") and _TE_Q.search(m.flat)
     }

@@ -127,3 +127,30 @@ def test_a_video_vae_is_refused_before_the_load(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="3-D \\(video\\) VAE"):
         check_vae(qwen, "flux1", None, None, flux)
     check_vae(ae, "flux1", None, None, flux)  # Flux's own kind of VAE passes
+
+
+def test_a_preview_decoder_is_refused_as_vae_before_the_load(tmp_path: Path) -> None:
+    """A1111's VAE approximation (eight convs to RGB) has 4 latent channels like SD1's VAE but
+    is a live-preview decoder no pipeline decodes with."""
+    from modelsafe.errors import BackendError
+    from modelsafe.runtime.diffusers_loader import check_vae
+    from modelsafe.testing import write_safetensors
+    from modelsafe.testing.layouts import base_models
+
+    sd1 = write_safetensors(
+        tmp_path / "sd1.safetensors", base_models.unet_checkpoint("sd1"), data="sparse"
+    )
+    channels = [4, 8, 16, 32, 64, 32, 16, 8, 3]
+    approx = write_safetensors(
+        tmp_path / "model.safetensors",
+        [
+            spec
+            for i in range(8)
+            for spec in (
+                (f"conv{i + 1}.weight", "F32", (channels[i + 1], channels[i], 3, 3)),
+                (f"conv{i + 1}.bias", "F32", (channels[i + 1],)),
+            )
+        ],
+    )
+    with pytest.raises(BackendError, match="live-preview decoder"):
+        check_vae(approx, "sd1", None, None, sd1)
