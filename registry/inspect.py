@@ -13,7 +13,7 @@ from typing import Any
 from modelsafe.errors import FileReadError
 from modelsafe.registry.identify import identify
 from modelsafe.registry.read import read_index
-from modelsafe.types import PRECISION_NAMES, Candidate, TensorIndex
+from modelsafe.types import PACKED_DTYPES, PRECISION_NAMES, Candidate, TensorIndex
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,55 @@ def precision_of(histogram: dict[str, int]) -> str | None:
     most of its weights (3x3 convolutions, norms) in F16, and it is still a Q8_0 file."""
     if not histogram:
         return None
-    quantized = [d for d in histogram if _GGUF_QUANT.match(d)]
+    quantized = [d for d in histogram if _GGUF_QUANT.match(d) or d in PACKED_DTYPES]
     dtype = quantized[0] if quantized else next(iter(histogram))
     return PRECISION_NAMES.get(dtype, dtype)
 
 
 # GGUF's quantized tensor types (Q8_0, Q4_K, IQ4_XS, TQ1_0, MXFP4...): not plain dtypes.
 _GGUF_QUANT = re.compile(r"^(?:I?Q\d|TQ\d|MXFP\d)")
+
+
+# What quantized a file's packed 4-bit weights (facts["quantization"]), by their dtype.
+_PACKED_QUANTIZATION = {
+    "NF4": "bnb-4bit",
+    "FP4": "bnb-4bit",
+    "NVFP4": "comfy-nvfp4",
+    "INT4": "nunchaku-int4",
+}
+_COMFY_QUANT = ".comfy_quant"  # ComfyUI's per-layer quantization marker (newer than scaled_fp8)
+
+
+def packed_quantization(hist: dict[str, int], names: set[str]) -> tuple[dict[str, Any], str]:
+    """Facts and an evidence line for weights a detector reads past: packed 4-bit weights
+    (bitsandbytes, ComfyUI NVFP4) and ComfyUI's ``comfy_quant`` fp8 layers; ({}, "") if none."""
+    packed = [d for d in hist if d in PACKED_DTYPES]
+    if packed:
+        facts = {"quantization": _PACKED_QUANTIZATION[packed[0]], "quant_types": sorted(packed)}
+        return facts, (
+            f"{facts['quantization']} weights ({', '.join(sorted(packed))}) stored packed, 4 "
+            "bits a value; shapes, parameters and precision read at their logical size"
+        )
+    markers = sum(1 for n in names if n.endswith(_COMFY_QUANT))
+    if markers and any(d.startswith("F8_") for d in hist):
+        return {"quantization": "comfy-fp8"}, (
+            f"ComfyUI fp8 layers: {markers} *.comfy_quant markers with weight_scale/input_scale "
+            "(ignored for identification)"
+        )
+    return {}, ""
+
+
+def ema_parameters(index: TensorIndex, family: str, kind: str) -> int:
+    """Parameters of the EMA copy a training checkpoint keeps beside its model (``model_ema.``,
+    SD 1.5's v1-5-pruned): not loaded for inference; 0 when there is none."""
+    from modelsafe.registry.model_parts import split_components
+
+    if index.components or not any(t.name.startswith("model_ema.") for t in index.tensors):
+        return 0
+    comps = split_components(index, family, kind)
+    if len(comps) < 2:
+        return 0
+    return sum(t.numel for c in comps if c.name == "ema" for t in c.tensors)
 
 
 def _candidate_json(c: Candidate) -> dict[str, Any]:
@@ -97,6 +139,17 @@ def _inspect_index(index: TensorIndex) -> InspectReport:
     identity = identify(index)
     hist = dtype_histogram(index)
     facts = dict(identity.facts)
+    evidence = list(identity.evidence)
+    quantized, why = packed_quantization(hist, index.names())
+    if quantized and "quantization" not in facts:
+        facts.update(quantized)
+        evidence.append(why)
+    ema = ema_parameters(index, identity.family, identity.kind)
+    if ema:
+        evidence.append(
+            f"an EMA copy of the model (model_ema.*, {ema:,} parameters) is in the file; it is "
+            "not loaded for inference, so the parameter count and VRAM leave it out"
+        )
     components = {
         name: {
             k: v
@@ -113,12 +166,12 @@ def _inspect_index(index: TensorIndex) -> InspectReport:
         variant=identity.variant,
         prediction_type=identity.prediction_type,
         precision=precision_of(hist),
-        parameter_count=index.parameter_count,
+        parameter_count=index.parameter_count - ema,
         weight_bytes=index.weight_bytes,
         tensor_count=len(index.tensors),
         dtype_histogram=hist,
         vram=_vram(index, identity.family, identity.kind, facts),
-        evidence=list(identity.evidence),
+        evidence=evidence,
         confidence=identity.confidence,
         candidates=[_candidate_json(c) for c in identity.candidates],
         warnings=list(index.warnings),

@@ -12,7 +12,9 @@ everything diffusers' layerwise casting leaves alone (norms, embeddings, ``pos_e
 ``patch_embed``, top-level ``proj_in``/``proj_out``, T5's ``wo``); T5's ``wo`` is 4 bytes at
 fp16 (transformers keeps it in fp32 then). Integer tensors and GGUF block-quantised tensors keep
 their stored size at every precision except when a precision asks to dequantise (fp32/fp16/bf16
-of a GGUF tensor = numel * 4/2/2). Activations are not weights: they
+of a GGUF tensor = numel * 4/2/2); so do packed 4-bit weights (bitsandbytes NF4/FP4, ComfyUI
+NVFP4, counted at their logical shape), whose quantization state (absmax, scales) counts only
+while they stay quantised (native, fp8). Activations are not weights: they
 depend on resolution and batch, and ``modelsafe plan`` adds them (``modelsafe.runtime.vram_model``).
 """
 
@@ -23,7 +25,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from modelsafe.registry.model_parts import split_components
-from modelsafe.types import DTYPE_SIZES, TensorIndex, TensorInfo
+from modelsafe.types import (
+    DTYPE_SIZES,
+    PACKED_DTYPES,
+    TensorIndex,
+    TensorInfo,
+    quant_state_names,
+)
 
 # The order is the order of tensor_sizes()'s answer after the stored size.
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "fp8")
@@ -87,10 +95,10 @@ def tensor_sizes(tensor: TensorInfo, castable: bool, held_fp32: bool) -> tuple[i
             numel * 2,
             numel * (1 if castable else 2),
         )
-    if tensor.dtype in DTYPE_SIZES:  # integers, bools: kept as they are
-        return (stored,) * 5
-    # GGUF quantised blocks: fp8 keeps the (smaller or equal) quantised storage; a float
-    # precision means dequantising.
+    if tensor.dtype in DTYPE_SIZES and tensor.dtype not in PACKED_DTYPES:
+        return (stored,) * 5  # integers, bools: kept as they are
+    # GGUF quantised blocks, packed 4-bit weights (NF4, NVFP4): fp8 keeps the (smaller or
+    # equal) quantised storage; a float precision means dequantising.
     return (stored, numel * 4, numel * 2, numel * 2, stored)
 
 
@@ -100,11 +108,16 @@ def weights_by_precision(tensors: Iterable[TensorInfo]) -> dict[str, int]:
     sequential offload keeps on the GPU."""
     tensors = list(tensors)
     layer_ndim = _layer_ndim(tensors)
+    state = quant_state_names(tensors)
     totals = [0, 0, 0, 0, 0]
     per_module: dict[str, int] = {}
     parameters = 0
     for t in tensors:
         module, _, param = t.name.rpartition(".")
+        if t.name in state:  # a packed weight's absmax/scales: gone once it is dequantised
+            totals[0] += t.nbytes
+            totals[4] += t.nbytes
+            continue
         held = _KEEP_IN_FP32.search(module) is not None
         sizes = tensor_sizes(t, fp8_castable(module, param, layer_ndim), held)
         for i, size in enumerate(sizes):

@@ -151,9 +151,12 @@ class ContentIdHasher:
         if self._active or len(self._digests) != len(self._order):
             return None  # some tensor's bytes were not all in the file
         h = hashlib.sha256()
-        for t in sorted(self._order, key=lambda t: (t.name, t.dtype, t.shape)):
-            shape = ",".join(str(d) for d in t.shape)
-            h.update(f"{t.name}\0{t.dtype}\0{shape}\0{self._digests[id(t)]}\n".encode())
+        # (as stored: a packed weight read at its logical shape keeps the id its bytes had)
+        stored = {id(t): t.stored or (t.dtype, t.shape) for t in self._order}
+        for t in sorted(self._order, key=lambda t: (t.name, *stored[id(t)])):
+            dtype, dims = stored[id(t)]
+            shape = ",".join(str(d) for d in dims)
+            h.update(f"{t.name}\0{dtype}\0{shape}\0{self._digests[id(t)]}\n".encode())
         return h.hexdigest()
 
 

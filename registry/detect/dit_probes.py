@@ -375,7 +375,9 @@ def _lumina2_diffusers(view: KeyView, hints: Hints) -> list[Match]:
 def _qwen_image(view: KeyView, hints: Hints) -> list[Match]:
     txt = view.shape("txt_in.weight")
     layers = view.count_blocks("transformer_blocks.")
-    if txt is None or layers == 0 or view.first("img_mod.1.weight") is None:
+    # nunchaku's SVDQuant files keep the modulation AWQ-quantized: img_mod.1.qweight, no .weight
+    mod = view.first("img_mod.1.weight") or view.first("img_mod.1.qweight")
+    if txt is None or layers == 0 or mod is None:
         return []
     hidden, joint = txt
     facts: dict[str, object] = {
@@ -388,8 +390,7 @@ def _qwen_image(view: KeyView, hints: Hints) -> list[Match]:
     }
     evidence = [
         f"{view.says('txt_in.weight')}: text features {joint} (Qwen2.5-VL) into width {hidden}",
-        f"{view.full('transformer_blocks.0.img_mod.1.weight')} + txt_mod: "
-        f"{layers} dual-stream MMDiT blocks",
+        f"{view.full(mod)} + txt_mod: {layers} dual-stream MMDiT blocks",
     ]
     variant = _qwen_variant(view, evidence)
     score = 0.95 if joint == 3584 else 0.5

@@ -17,6 +17,7 @@ safetensors library itself refuses such files; the warning says so).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
@@ -308,13 +309,151 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
 
 
 def read_safetensors_index(path: Path) -> TensorIndex:
-    """The TensorIndex of a safetensors file: tensors in file order, metadata, header facts."""
+    """The TensorIndex of a safetensors file: tensors in file order, metadata, header facts.
+
+    Packed 4-bit weights (bitsandbytes NF4/FP4, ComfyUI NVFP4, nunchaku int4) come with their
+    logical shape and a packed dtype (see :func:`logical_tensors`); offsets and byte counts stay
+    as stored."""
     header = read_safetensors_header(path)
     return TensorIndex(
         path=path,
         format=Format.SAFETENSORS.value,
-        tensors=header.tensors,
+        tensors=logical_tensors(path, header.tensors),
         metadata=header.metadata,
         warnings=header.warnings,
         extra={"header_length": header.header_length, "data_start": header.data_start},
+    )
+
+
+# bitsandbytes' QuantState.as_dict(packed=True) keeps, beside each 4-bit weight (U8, two values
+# a byte, shape [ceil(numel/2), 1]), ``<weight>.quant_state.bitsandbytes__nf4`` (or ``__fp4``):
+# U8 bytes of a JSON object holding the weight's original "shape" and "dtype".
+_BNB_STATE = ".quant_state.bitsandbytes__"
+_BNB_TYPES = {"nf4": "NF4", "fp4": "FP4"}
+_MAX_STATE_BYTES = 4096  # a real quant state is a few hundred bytes
+_MAX_STATES_READ = 16 << 20  # all of them together (Flux: ~100 KB); past it, shapes by bias
+
+
+def logical_tensors(path: Path, tensors: tuple[TensorInfo, ...]) -> tuple[TensorInfo, ...]:
+    """``tensors`` with each packed 4-bit weight given its logical shape and dtype (NF4, FP4,
+    NVFP4, INT4): bitsandbytes weights by the shape their quant state records (read from the
+    file: a few hundred bytes each), else by their bias; ComfyUI NVFP4 weights (U8
+    ``[out, in/2]`` with an F8 ``weight_scale`` ``[out, in/16]``) and nunchaku int4 ``qweight``
+    by their scales. A weight whose shape cannot be told is left as stored."""
+    by_name = {t.name: t for t in tensors}
+    logical: dict[str, TensorInfo] = {}
+    states = [t for t in tensors if _BNB_STATE in t.name]
+    if states:
+        logical.update(_bnb_weights(path, states, by_name))
+    for t in tensors:
+        found = None
+        if t.name.endswith(".weight") and t.dtype == "U8" and t.name not in logical:
+            found = _nvfp4_weight(t, by_name)
+        elif t.name.endswith(".qweight") and t.dtype in _INT4_PER_ELEMENT:
+            found = _nunchaku_weight(t, by_name)
+        if found is not None:
+            logical[t.name] = found
+    if not logical:
+        return tensors
+    return tuple(logical.get(t.name, t) for t in tensors)
+
+
+def _bnb_weights(
+    path: Path, states: list[TensorInfo], by_name: dict[str, TensorInfo]
+) -> dict[str, TensorInfo]:
+    out: dict[str, TensorInfo] = {}
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return out
+    budget = _MAX_STATES_READ
+    with fh:
+        for state in states:
+            name, _, kind = state.name.partition(_BNB_STATE)
+            weight = by_name.get(name)
+            dtype = _BNB_TYPES.get(kind)
+            if weight is None or dtype is None or weight.dtype != "U8":
+                continue
+            budget -= state.nbytes
+            recorded = _recorded_shape(fh, state) if budget >= 0 else None
+            for shape in (recorded, _shape_by_bias(weight, by_name)):
+                # (a recorded shape of another size than the weight is not its shape)
+                if shape is not None and (math.prod(shape) + 1) // 2 == weight.numel:
+                    out[name] = _as_packed(weight, dtype, shape)
+                    break
+    return out
+
+
+def _recorded_shape(fh: Any, state: TensorInfo) -> tuple[int, ...] | None:
+    """The "shape" a bitsandbytes quant state records, or None (unreadable, not JSON)."""
+    if not 0 < state.nbytes <= _MAX_STATE_BYTES or state.dtype != "U8":
+        return None
+    try:
+        raw = os.pread(fh.fileno(), state.nbytes, state.offset)
+        value = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    shape = value.get("shape") if isinstance(value, dict) else None
+    if (
+        isinstance(shape, list)
+        and 0 < len(shape) <= 8
+        and all(type(d) is int and d > 0 for d in shape)
+    ):
+        return tuple(shape)
+    return None
+
+
+def _shape_by_bias(weight: TensorInfo, by_name: dict[str, TensorInfo]) -> tuple[int, ...] | None:
+    """``[out, in]`` of a Linear weight from its bias ``[out]`` (a quant state not readable)."""
+    bias = by_name.get(weight.name[: -len("weight")] + "bias")
+    if bias is None or len(bias.shape) != 1 or not bias.shape[0]:
+        return None
+    out = bias.shape[0]
+    total = weight.numel * 2
+    return (out, total // out) if total % out == 0 else None
+
+
+def _nvfp4_weight(weight: TensorInfo, by_name: dict[str, TensorInfo]) -> TensorInfo | None:
+    """A ComfyUI NVFP4 weight at its logical shape ``[out, in]``, or None: U8 ``[out, in/2]``
+    beside an F8 ``weight_scale`` ``[out, in/16]`` (one scale per 16 values)."""
+    scale = by_name.get(weight.name + "_scale")
+    if (
+        scale is None
+        or scale.dtype != "F8_E4M3"
+        or len(weight.shape) != 2
+        or len(scale.shape) != 2
+        or scale.shape[0] != weight.shape[0]
+        or scale.shape[1] * 8 != weight.shape[1]
+    ):
+        return None
+    return _as_packed(weight, "NVFP4", (weight.shape[0], weight.shape[1] * 2))
+
+
+# nunchaku (SVDQuant W4A4: I8 ``qweight`` [out, in/2]; AWQ W4A16: I32 [out/4, in/2]) keeps a
+# ``wscales`` [in/group, out] beside each int4 ``qweight``: int4 values per stored element.
+_INT4_PER_ELEMENT = {"I8": 2, "I32": 8}
+
+
+def _nunchaku_weight(weight: TensorInfo, by_name: dict[str, TensorInfo]) -> TensorInfo | None:
+    """A nunchaku int4 ``qweight`` at its logical shape ``[out, in]`` (``out`` from its
+    ``wscales``), or None when the two do not fit together."""
+    scales = by_name.get(weight.name[: -len("qweight")] + "wscales")
+    if scales is None or len(scales.shape) != 2 or len(weight.shape) != 2:
+        return None
+    groups, out = scales.shape
+    values = weight.numel * _INT4_PER_ELEMENT[weight.dtype]
+    if not out or not groups or values % out or (values // out) % groups:
+        return None
+    return _as_packed(weight, "INT4", (out, values // out))
+
+
+def _as_packed(weight: TensorInfo, dtype: str, shape: tuple[int, ...]) -> TensorInfo:
+    return TensorInfo(
+        weight.name,
+        dtype,
+        shape,
+        weight.offset,
+        weight.nbytes,
+        weight.source,
+        stored=(weight.dtype, weight.shape),
     )

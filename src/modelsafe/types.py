@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,38 @@ DTYPE_SIZES: dict[str, float] = {
     "BOOL": 1,
     "C64": 8,
     "C128": 16,  # torch's complex128: sized for audits; no safetensors dtype holds it
+    # 4-bit weights a safetensors file stores packed two to a U8 byte; the reader gives them
+    # these dtypes with their logical shape (modelsafe.registry.formats.safetensors_reader).
+    "NF4": 0.5,  # bitsandbytes NF4
+    "FP4": 0.5,  # bitsandbytes FP4
+    "NVFP4": 0.5,  # ComfyUI's NVFP4 (comfy_quant)
+    "INT4": 0.5,  # nunchaku's SVDQuant/AWQ int4 (qweight)
 }
+# Dtypes no file names: packed 4-bit weights read back to their logical shape.
+PACKED_DTYPES: frozenset[str] = frozenset({"NF4", "FP4", "NVFP4", "INT4"})
 # The dtypes a safetensors file may hold (the library's own list; C128 is not one of them).
-SAFETENSORS_DTYPES: frozenset[str] = frozenset(DTYPE_SIZES) - {"C128"}
+SAFETENSORS_DTYPES: frozenset[str] = frozenset(DTYPE_SIZES) - {"C128"} - PACKED_DTYPES
+# What a packed weight ``<name>`` keeps beside it (its quantization state, not parameters of
+# the model): bitsandbytes' QuantState.as_dict(packed=True), ComfyUI's comfy_quant layers,
+# nunchaku's SVDQuant/AWQ layers (their low-rank proj_down/proj_up are parameters).
+QUANT_STATE_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "NF4": (
+        ".absmax",
+        ".quant_map",
+        ".nested_absmax",
+        ".nested_quant_map",
+        ".quant_state.bitsandbytes__nf4",
+    ),
+    "FP4": (
+        ".absmax",
+        ".quant_map",
+        ".nested_absmax",
+        ".nested_quant_map",
+        ".quant_state.bitsandbytes__fp4",
+    ),
+    "NVFP4": ("_scale", "_scale_2", "@input_scale", "@comfy_quant"),
+    "INT4": ("@wscales", "@wzeros", "@smooth_factor", "@smooth_factor_orig"),
+}
 
 # Human names for precisions, as ``inspect`` reports them.
 PRECISION_NAMES: dict[str, str] = {
@@ -54,6 +83,10 @@ PRECISION_NAMES: dict[str, str] = {
     "F8_E5M2FNUZ": "fp8_e5m2fnuz",
     "I8": "int8",
     "U8": "uint8",
+    "NF4": "nf4",
+    "FP4": "fp4",
+    "NVFP4": "nvfp4",
+    "INT4": "int4",
 }
 
 
@@ -88,6 +121,10 @@ class TensorInfo:
     offset: int = -1  # absolute byte offset of the data in ``source`` (-1: not known)
     nbytes: int = 0
     source: str = ""  # zip member or shard file the bytes live in ("" = the file itself)
+    # (dtype, shape) as the file stores them, when the reader gave the tensor its logical ones (a
+    # packed 4-bit weight: U8 [numel/2, 1] read as NF4 [out, in]); None when they are the same.
+    # What identifies the bytes (content_id) uses these.
+    stored: tuple[str, tuple[int, ...]] | None = None
 
     @property
     def numel(self) -> int:
@@ -116,11 +153,27 @@ class TensorIndex:
 
     @property
     def parameter_count(self) -> int:
-        return sum(t.numel for t in self.tensors)
+        """Elements of the model's parameters: a packed 4-bit weight counts at its logical
+        shape, and the quantization state beside it (absmax, scales) not at all."""
+        state = quant_state_names(self.tensors)
+        return sum(t.numel for t in self.tensors if t.name not in state)
 
     @property
     def weight_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors)
+
+
+def quant_state_names(tensors: Iterable[TensorInfo]) -> set[str]:
+    """The names of the quantization-state tensors kept beside packed 4-bit weights (see
+    :data:`QUANT_STATE_SUFFIXES`; ``@x``: the sibling ``x`` of the weight's module)."""
+    names: set[str] = set()
+    for t in tensors:
+        for suffix in QUANT_STATE_SUFFIXES.get(t.dtype, ()):
+            if suffix.startswith("@"):
+                names.add(t.name.rpartition(".")[0] + "." + suffix[1:])
+            else:
+                names.add(t.name + suffix)
+    return names
 
 
 @dataclass(frozen=True)
