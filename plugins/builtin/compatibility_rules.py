@@ -9,7 +9,7 @@ lineage's, or a 3-D video VAE for an image model, is rejected; a tie of one layo
 ``embedding_width`` (token width vs the checkpoint's text encoders; on Flux.1
 a CLIP-L vector reaches only the pooled vector, a warning), ``text_encoder_slot`` (the encoder
 is one the family uses; a file holding several, variant ``clip_l+clip_g+t5xxl``, when each of
-them is), ``quantized_base`` (LoRA on a GGUF checkpoint). See docs/resolve.md.
+them is), ``quantized_base`` (LoRA on a GGUF or packed 4-bit checkpoint). See docs/resolve.md.
 """
 
 from __future__ import annotations
@@ -377,6 +377,18 @@ def text_encoder_rule(base: Part, part: Part) -> Compatibility | None:
     )
 
 
+# How a LoRA reaches the layers of a checkpoint whose weights are packed (facts.quantization).
+_PACKED_LORA = {
+    "bnb-4bit": "bitsandbytes 4-bit ({precision}): the LoRA runs beside the quantised layers "
+    "(Forge, diffusers/PEFT); fusing it in means dequantising and quantising again (lossy)",
+    "comfy-nvfp4": "NVFP4 ({precision}): the LoRA is applied on the fly to dequantised layers "
+    "(ComfyUI); fusing it into the 4-bit weights is not possible",
+    "nunchaku-int4": "nunchaku SVDQuant int4 ({precision}): a LoRA reaches its layers only "
+    "through nunchaku's own loader (ComfyUI-nunchaku's LoRA node), which converts it; other "
+    "LoRA loaders leave the int4 layers as they are",
+}
+
+
 def quantized_base_rule(base: Part, part: Part) -> Compatibility | None:
     if part.kind not in ("lora", "lycoris"):
         return None
@@ -388,6 +400,9 @@ def quantized_base_rule(base: Part, part: Part) -> Compatibility | None:
             "dequantised layers (ComfyUI-GGUF, diffusers GGUF); fusing it into the quantised "
             "weights is not possible",
         )
+    packed = _PACKED_LORA.get(str(base.facts.get("quantization") or ""))
+    if packed:
+        return _warn("quantized_base", "checkpoint is " + packed.format(precision=precision))
     return None
 
 

@@ -206,6 +206,8 @@ def test_a_flux1_lora_maps_onto_the_nf4_checkpoint(tmp_path: Path) -> None:
     keys = next(c for c in part.reasons if c.rule == "lora_keys")
     total = len(ad.comfy_lora(mods))
     assert keys.reason.startswith(f"{total} of {total} LoRA keys map")
+    quantized = next(c for c in part.reasons if c.rule == "quantized_base")
+    assert quantized.status == "warn" and "bitsandbytes 4-bit (nf4)" in quantized.reason
 
 
 def test_a_packed_file_keeps_the_content_id_of_its_stored_bytes(tmp_path: Path) -> None:
@@ -227,3 +229,29 @@ def test_a_packed_file_keeps_the_content_id_of_its_stored_bytes(tmp_path: Path) 
     assert any(t.dtype == "NF4" for t in index.tensors)  # (read at their logical shapes)
     as_stored = replace(index, tensors=read_safetensors_header(path).tensors)
     assert hash_file(path, index)["content_id"] == hash_file(path, as_stored)["content_id"]
+
+
+@pytest.mark.parametrize(
+    ("quantization", "precision", "said"),
+    [
+        ("comfy-nvfp4", "nvfp4", "on the fly to dequantised layers"),
+        ("nunchaku-int4", "int4", "only through nunchaku's own loader"),
+        (None, "bf16", None),
+    ],
+)
+def test_a_lora_on_a_packed_checkpoint_is_told_how_it_is_applied(
+    quantization: str | None, precision: str, said: str | None
+) -> None:
+    from modelsafe.plugins.builtin.compatibility_rules import quantized_base_rule
+    from modelsafe.types import Part
+
+    facts = {"quantization": quantization} if quantization else {}
+    base = Part(
+        "checkpoint", "ck", "flux1", "transformer", facts=facts, report={"precision": precision}
+    )
+    lora = Part("lora", "l", "flux1", "lora")
+    found = quantized_base_rule(base, lora)
+    if said is None:
+        assert found is None
+    else:
+        assert found is not None and found.status == "warn" and said in found.reason
