@@ -515,7 +515,9 @@ def _dit_family(
         facts["hidden_size"] = width
     family, score = dit.family, 0.9
     if dit.family == "flux1" and dit.width_decides is False:
-        hunyuan = _hunyuan_blocks(denoiser, width, evidence)
+        hunyuan = _hunyuan_blocks(denoiser, width, evidence) or _hunyuan_names(
+            denoiser, width, evidence
+        )
         if hunyuan is not None:
             return hunyuan
         why_not = _not_flux1(denoiser, width)
@@ -679,6 +681,21 @@ def _hunyuan_blocks(
         f"transformer blocks up to {most['double']}, single_transformer_blocks up to "
         f"{most['single']}: Flux.1 has 19 + 38 such blocks, the HunyuanVideo lineage 20 + 40 "
         "(diffusers HunyuanVideoTransformer3DModel)"
+    )
+    return _by_width(_HUNYUAN_WIDTHS, width, evidence)
+
+
+def _hunyuan_names(
+    denoiser: list[LoraModule], width: int | None, evidence: list[str]
+) -> tuple[str | None, float] | None:
+    """(family, score) for a LoRA in Tencent's original names (musubi-tuner, kohya: HunyuanVideo's
+    ``img_mlp.fc1``, ``img_mod.linear`` where Flux.1 has ``img_mlp.0``, ``img_mod.lin``), told
+    apart by model width as in :func:`_hunyuan_blocks`; None when no such name is patched."""
+    named = next((m for m in denoiser if _HUNYUAN_NAMES.search(m.flat)), None)
+    if named is None or width is None:
+        return None
+    evidence.append(
+        f"{named.flat!r}: the HunyuanVideo lineage's layer names (Flux.1 has mlp.0/mlp.2, mod.lin)"
     )
     return _by_width(_HUNYUAN_WIDTHS, width, evidence)
 

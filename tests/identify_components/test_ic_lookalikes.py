@@ -77,10 +77,19 @@ def _flux2(h: int, double: int, single: int) -> list[Module]:
     return mods
 
 
-def test_flux_shaped_loras_of_other_models_are_unknown(tmp_path: Path) -> None:
+def test_flux_shaped_loras_of_other_models_are_not_flux1(tmp_path: Path) -> None:
+    # HunyuanVideo in Tencent's names (musubi-tuner, kohya, ComfyUI): its own layer names
+    for name, specs in (
+        ("hunyuan-kohya", _kohya(_hunyuan_video())),
+        ("hunyuan-comfy", _peft(_hunyuan_video(), "diffusion_model.")),
+    ):
+        report = _inspect(tmp_path, name, specs)
+        assert (report.family, report.kind) == ("hunyuan-video", "lora"), (name, report.evidence)
+        assert "the HunyuanVideo lineage's layer names" in _evidence(report)
+        assert "model width 3072 = HunyuanVideo" in _evidence(report)
+    wider = _inspect(tmp_path, "hunyuanimage", _kohya(_hunyuan_video(3584)))
+    assert wider.family == "hunyuanimage2.1", wider.evidence
     for name, specs, why in (
-        ("hunyuan-kohya", _kohya(_hunyuan_video()), "Flux.1 has 19 double and 38 single"),
-        ("hunyuan-comfy", _peft(_hunyuan_video(), "diffusion_model."), "Flux.1 has 19 double"),
         ("flux2-klein", _peft(_flux2(3072, 5, 20), "diffusion_model."), "Flux.1's is 4x"),
         ("flux2-dev", _peft(_flux2(6144, 8, 48), "diffusion_model."), "so the family is not told"),
     ):
