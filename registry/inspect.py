@@ -105,7 +105,12 @@ def ema_parameters(index: TensorIndex, family: str, kind: str) -> int:
     comps = split_components(index, family, kind)
     if len(comps) < 2:
         return 0
-    return sum(t.numel for c in comps if c.name == "ema" for t in c.tensors)
+    ema = sum(t.numel for c in comps if c.name == "ema" for t in c.tensors)
+    # (many SD 1.5 files keep only model_ema.decay and num_updates: scalars, no copy)
+    return ema if ema >= _EMA_COPY_MIN else 0
+
+
+_EMA_COPY_MIN = 1_000_000  # parameters: less is the EMA's bookkeeping, not a copy of a model
 
 
 def _candidate_json(c: Candidate) -> dict[str, Any]:

@@ -121,6 +121,8 @@ def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
 
     if base.family not in BUILTIN_FAMILIES | {"unknown", "any"}:
         return None  # a family taught by a plugin: its module layout is that plugin's to judge
+    if base.facts.get("quantization") in _OWN_LORA_LOADER:
+        return None  # (its layers are not the model's modules: quantized_base says how instead)
     comps = split_components(base.index, base.family, base.kind)
     have = {c.name for c in comps}
     for encoder in base.beside:  # text encoders given beside a denoiser-only file
@@ -387,6 +389,12 @@ _PACKED_LORA = {
     "through nunchaku's own loader (ComfyUI-nunchaku's LoRA node), which converts it; other "
     "LoRA loaders leave the int4 layers as they are",
 }
+
+
+# Packed checkpoints whose layers a LoRA reaches only through their own loader, which converts
+# it: their stored modules (nunchaku's ``qweight``/``wscales``) are not the model's, so a LoRA's
+# keys are not mapped onto them.
+_OWN_LORA_LOADER = frozenset({"nunchaku-int4"})
 
 
 def quantized_base_rule(base: Part, part: Part) -> Compatibility | None:

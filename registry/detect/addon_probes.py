@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from modelsafe.registry.detect.metadata_family import weigh_metadata
+from modelsafe.registry.detect.adapter_probes import _candidate as adapter_candidate
 from modelsafe.registry.detect.prefixes import shape_text
 from modelsafe.types import Candidate, TensorIndex
 
@@ -42,16 +42,8 @@ def _candidate(
     index: TensorIndex,
     variant: str | None = None,
 ) -> Candidate:
-    if index.metadata:
-        family, score = weigh_metadata(family, score, index.metadata, evidence)
-    return Candidate(
-        family=family or "unknown",
-        kind=kind,
-        score=round(score if family else min(score, 0.5), 3),
-        evidence=tuple(evidence),
-        variant=variant,
-        detector=detector,
-        facts=facts,
+    return adapter_candidate(
+        family, kind, score, evidence, facts, detector, variant, index.metadata or None
     )
 
 

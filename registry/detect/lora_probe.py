@@ -339,7 +339,7 @@ _NAMED: tuple[_Named, ...] = (
             r"(?:0_proj|2))$"
         ),
         "wan",
-        re.compile(r"^(?:vace_)?blocks_\d+_(?:attn1_to_[qkv]|ffn_net_0_proj)$"),
+        re.compile(r"^(?:vace_)?blocks_\d+_(?:attn1_to_[qkv]|attn2_to_q|ffn_net_0_proj)$"),
         "Wan's diffusers layer names (WanTransformer3DModel: top-level blocks.N.attn1/attn2, "
         "ffn.net; LTX-Video, CogVideoX and PixArt name theirs transformer_blocks.N; HunyuanDiT "
         "has blocks.N.attn1/attn2 too, with ff, 1408 wide): the width tells",

@@ -68,7 +68,14 @@ QUANT_STATE_SUFFIXES: dict[str, tuple[str, ...]] = {
         ".quant_state.bitsandbytes__fp4",
     ),
     "NVFP4": ("_scale", "_scale_2", "@input_scale", "@comfy_quant"),
-    "INT4": ("@wscales", "@wzeros", "@smooth_factor", "@smooth_factor_orig"),
+    "INT4": (
+        "@wscales",
+        "@wzeros",
+        "@smooth_factor",
+        "@smooth_factor_orig",
+        "@wtscale",
+        "@wcscales",
+    ),
 }
 
 # Human names for precisions, as ``inspect`` reports them.

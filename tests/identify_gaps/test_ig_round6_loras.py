@@ -165,6 +165,14 @@ def test_wan_loras_in_diffusers_names_are_wan(
     assert "outside any UNet level" not in _evidence(report)
 
 
+def test_a_wan_diffusers_lora_of_cross_attention_only_is_wan(tmp_path: Path) -> None:
+    """attn2.to_q takes the model width in too (attn2.to_k/to_v take the text's)."""
+    cross = r"blocks\.\d+\.attn2\.(?:to_q|to_k|to_v|to_out\.0)"
+    specs = _peft(rm.wan_transformer("t2v-14b", "diffusers"), cross)
+    report = inspect_path(_write(tmp_path, "wan-attn2", specs))
+    assert (report.family, report.facts.get("hidden_size")) == ("wan", 5120), report.evidence
+
+
 def test_resolve_checks_a_wan_diffusers_lora_s_width(tmp_path: Path) -> None:
     lora = str(
         _write(

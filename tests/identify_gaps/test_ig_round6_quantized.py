@@ -187,6 +187,10 @@ def test_v1_5_pruned_counts_the_model_not_its_ema_copy(tmp_path: Path) -> None:
         "EMA copy" in e and f"{_params(ema + extra):,}" in e and "not loaded" in e
         for e in report.evidence
     )
+    # Most SD 1.5 files keep only the EMA's two scalars: no copy to speak of.
+    scalars = inspect_path(write_safetensors(tmp_path / "v1-5-ema-only.safetensors", sd1 + extra))
+    assert scalars.parameter_count == _params(sd1 + extra)
+    assert not any("EMA copy" in e for e in scalars.evidence), scalars.evidence
 
 
 def test_a_flux1_lora_maps_onto_the_nf4_checkpoint(tmp_path: Path) -> None:
@@ -255,3 +259,21 @@ def test_a_lora_on_a_packed_checkpoint_is_told_how_it_is_applied(
         assert found is None
     else:
         assert found is not None and found.status == "warn" and said in found.reason
+
+
+def test_a_lora_on_a_nunchaku_checkpoint_is_left_to_nunchakus_loader(tmp_path: Path) -> None:
+    """nunchaku's layers (``qweight``/``wscales``) are not the model's modules: its own loader
+    converts a LoRA, so resolve does not reject one for keys that map onto nothing."""
+    from modelsafe.runtime.resolve import resolve
+
+    specs = bm.diffusers_denoiser("flux1/dev", dtype="BF16")
+    base = write_safetensors(tmp_path / "svdq-int4-flux.safetensors", qz.nunchaku_int4(specs))
+    lora = write_safetensors(
+        tmp_path / "lora.safetensors",
+        ad.peft_lora([("transformer.", ad.flux_modules("diffusers"))], rank=8, dtype="BF16"),
+    )
+    part = resolve(base, loras=[str(lora)]).parts[0]
+    assert part.status != "rejected", [c.reason for c in part.reasons]
+    assert not any(c.rule == "lora_keys" for c in part.reasons)
+    quantized = next(c for c in part.reasons if c.rule == "quantized_base")
+    assert "nunchaku's own loader" in quantized.reason

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from modelsafe.registry.catalog.db import Catalog
+if TYPE_CHECKING:  # (SQLAlchemy is imported when a catalog is opened, not for --help)
+    from modelsafe.registry.catalog.db import Catalog
 
 F = TypeVar("F", bound=Callable[..., Any])
 
