@@ -73,6 +73,7 @@ _PACKED_QUANTIZATION = {
     "NVFP4": "comfy-nvfp4",
     "INT4": "nunchaku-int4",
 }
+_NUNCHAKU_WEIGHT = ".qweight"  # nunchaku's packed weights (ComfyUI's and bitsandbytes' are .weight)
 _COMFY_QUANT = ".comfy_quant"  # ComfyUI's per-layer quantization marker (newer than scaled_fp8)
 
 
@@ -81,7 +82,10 @@ def packed_quantization(hist: dict[str, int], names: set[str]) -> tuple[dict[str
     (bitsandbytes, ComfyUI NVFP4) and ComfyUI's ``comfy_quant`` fp8 layers; ({}, "") if none."""
     packed = [d for d in hist if d in PACKED_DTYPES]
     if packed:
-        facts = {"quantization": _PACKED_QUANTIZATION[packed[0]], "quant_types": sorted(packed)}
+        quantization = _PACKED_QUANTIZATION[packed[0]]
+        if any(n.endswith(_NUNCHAKU_WEIGHT) for n in names):  # (nunchaku's fp4 is NVFP4 too)
+            quantization = "nunchaku-" + packed[0].lower()
+        facts = {"quantization": quantization, "quant_types": sorted(packed)}
         return facts, (
             f"{facts['quantization']} weights ({', '.join(sorted(packed))}) stored packed, 4 "
             "bits a value; shapes, parameters and precision read at their logical size"

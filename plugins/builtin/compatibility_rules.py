@@ -379,22 +379,26 @@ def text_encoder_rule(base: Part, part: Part) -> Compatibility | None:
     )
 
 
+_NUNCHAKU_LORA = (
+    "nunchaku SVDQuant ({precision}): a LoRA reaches its layers only through nunchaku's own "
+    "loader (ComfyUI-nunchaku's LoRA node), which converts it; other LoRA loaders leave its "
+    "4-bit layers as they are"
+)
 # How a LoRA reaches the layers of a checkpoint whose weights are packed (facts.quantization).
 _PACKED_LORA = {
     "bnb-4bit": "bitsandbytes 4-bit ({precision}): the LoRA runs beside the quantised layers "
     "(Forge, diffusers/PEFT); fusing it in means dequantising and quantising again (lossy)",
     "comfy-nvfp4": "NVFP4 ({precision}): the LoRA is applied on the fly to dequantised layers "
     "(ComfyUI); fusing it into the 4-bit weights is not possible",
-    "nunchaku-int4": "nunchaku SVDQuant int4 ({precision}): a LoRA reaches its layers only "
-    "through nunchaku's own loader (ComfyUI-nunchaku's LoRA node), which converts it; other "
-    "LoRA loaders leave the int4 layers as they are",
+    "nunchaku-int4": _NUNCHAKU_LORA,
+    "nunchaku-nvfp4": _NUNCHAKU_LORA,
 }
 
 
 # Packed checkpoints whose layers a LoRA reaches only through their own loader, which converts
 # it: their stored modules (nunchaku's ``qweight``/``wscales``) are not the model's, so a LoRA's
 # keys are not mapped onto them.
-_OWN_LORA_LOADER = frozenset({"nunchaku-int4"})
+_OWN_LORA_LOADER = frozenset({"nunchaku-int4", "nunchaku-nvfp4"})
 
 
 def quantized_base_rule(base: Part, part: Part) -> Compatibility | None:

@@ -444,7 +444,9 @@ def _nunchaku_weight(weight: TensorInfo, by_name: dict[str, TensorInfo]) -> Tens
     values = weight.numel * _INT4_PER_ELEMENT[weight.dtype]
     if not out or not groups or values % out or (values // out) % groups:
         return None
-    return _as_packed(weight, "INT4", (out, values // out))
+    # (F8 scales, one per 16 values: nunchaku's NVFP4, for Blackwell GPUs; else int4)
+    dtype = "NVFP4" if scales.dtype.startswith("F8") else "INT4"
+    return _as_packed(weight, dtype, (out, values // out))
 
 
 def _as_packed(weight: TensorInfo, dtype: str, shape: tuple[int, ...]) -> TensorInfo:

@@ -67,7 +67,18 @@ QUANT_STATE_SUFFIXES: dict[str, tuple[str, ...]] = {
         ".nested_quant_map",
         ".quant_state.bitsandbytes__fp4",
     ),
-    "NVFP4": ("_scale", "_scale_2", "@input_scale", "@comfy_quant"),
+    # (ComfyUI's NVFP4 weight, then nunchaku's NVFP4 qweight)
+    "NVFP4": (
+        "_scale",
+        "_scale_2",
+        "@input_scale",
+        "@comfy_quant",
+        "@wscales",
+        "@wtscale",
+        "@wcscales",
+        "@smooth_factor",
+        "@smooth_factor_orig",
+    ),
     "INT4": (
         "@wscales",
         "@wzeros",

@@ -171,6 +171,21 @@ def test_nunchaku_int4_transformers_are_read_at_their_logical_shapes(
     assert report.parameter_count == _params(specs) + low_rank
 
 
+def test_nunchaku_fp4_transformers_are_nvfp4_not_int4(tmp_path: Path) -> None:
+    """nunchaku's ``svdq-fp4_*`` files (Blackwell GPUs only): F8 scales, one per 16 values, and
+    per-tensor ``wtscale``/``wcscales``, which are scales, not parameters."""
+    specs = bm.diffusers_denoiser("flux1/dev", dtype="BF16")
+    packed = qz.nunchaku_int4(specs, rank=32, fp4=True)
+    report = inspect_path(write_safetensors(tmp_path / "svdq-fp4_r32.safetensors", packed))
+    assert (report.family, report.variant) == ("flux1", "dev")
+    assert report.precision == "nvfp4"
+    assert report.facts["quantization"] == "nunchaku-nvfp4"
+    # (the modulation layers stay AWQ int4: the blocks' NVFP4 holds most of the weights)
+    assert report.facts["quant_types"] == ["INT4", "NVFP4"]
+    low_rank = _params([t for t in packed if t[0].endswith((".proj_down", ".proj_up"))])
+    assert report.parameter_count == _params(specs) + low_rank
+
+
 def test_v1_5_pruned_counts_the_model_not_its_ema_copy(tmp_path: Path) -> None:
     sd1 = bm.unet_checkpoint("sd1", dtype="F32")
     unet = [(n, d, s) for n, d, s in sd1 if n.startswith(_COMFY)]

@@ -129,15 +129,21 @@ _MODULATION = re.compile(
 )
 
 
-def nunchaku_int4(specs: Iterable[TensorSpec], rank: int = 32) -> Specs:
-    """``specs`` (a diffusers transformer) with its block Linears in nunchaku's int4 forms."""
+def nunchaku_int4(specs: Iterable[TensorSpec], rank: int = 32, fp4: bool = False) -> Specs:
+    """``specs`` (a diffusers transformer) with its block Linears in nunchaku's int4 forms
+    (``fp4``: its NVFP4 form, ``svdq-fp4_*``: F8 scales, one per 16 values, and per-tensor
+    ``wtscale``/``wcscales``)."""
     out: Specs = []
     for name, dtype, shape in specs:
         if not (_linear_weight(name, shape, "") and name.startswith(_BLOCKS)):
             out.append((name, dtype, shape))
             continue
         base, (o, i) = name[: -len(".weight")], shape
-        out.append((base + ".wscales", "BF16", (i // 64, o)))
+        if fp4 and not _MODULATION.search(base):
+            out.append((base + ".wscales", "F8_E4M3", (i // 16, o)))
+            out += [(base + ".wtscale", "F32", (1,)), (base + ".wcscales", "BF16", (o,))]
+        else:
+            out.append((base + ".wscales", "BF16", (i // 64, o)))
         if _MODULATION.search(base):
             out.append((base + ".qweight", "I32", (o // 4, i // 2)))
             out.append((base + ".wzeros", "BF16", (i // 64, o)))
