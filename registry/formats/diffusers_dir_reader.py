@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from modelsafe.errors import FileReadError, MalformedFileError
-from modelsafe.registry.formats.safetensors_reader import read_safetensors_index
+from modelsafe.registry.formats.safetensors_reader import logical_tensors, read_safetensors_index
 from modelsafe.registry.walk import download_state, placeholder_download, unfinished_error
 from modelsafe.types import Format, TensorIndex, TensorInfo
 
@@ -371,6 +371,8 @@ def _read_sharded(
         tensors += _with_source(sub.tensors, os.path.relpath(shard_path, root))
         metadata.update(sub.metadata)
         warnings += [f"{shard}: {w}" for w in sub.warnings]
+    # (a packed weight whose quant state was saved into the next shard: read across shards)
+    tensors = list(logical_tensors(index_path, tensors, root))
     return tensors, metadata, warnings
 
 

@@ -16,11 +16,13 @@ safetensors library itself refuses such files; the warning says so).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -334,17 +336,27 @@ _MAX_STATE_BYTES = 4096  # a real quant state is a few hundred bytes
 _MAX_STATES_READ = 16 << 20  # all of them together (Flux: ~100 KB); past it, shapes by bias
 
 
-def logical_tensors(path: Path, tensors: tuple[TensorInfo, ...]) -> tuple[TensorInfo, ...]:
+def logical_tensors(
+    path: Path, tensors: Sequence[TensorInfo], root: Path | None = None
+) -> tuple[TensorInfo, ...]:
     """``tensors`` with each packed 4-bit weight given its logical shape and dtype (NF4, FP4,
     NVFP4, INT4): bitsandbytes weights by the shape their quant state records (read from the
     file: a few hundred bytes each), else by their bias; ComfyUI NVFP4 weights (U8
     ``[out, in/2]`` with an F8 ``weight_scale`` ``[out, in/16]``) and nunchaku int4 ``qweight``
-    by their scales. A weight whose shape cannot be told is left as stored."""
+    by their scales. A weight whose shape cannot be told is left as stored.
+
+    ``root``: the tensors are a sharded model's (each one's ``source`` is its shard, under
+    ``root``): a weight whose quant state was saved into the next shard is read too."""
+    tensors = tuple(tensors)
     by_name = {t.name: t for t in tensors}
     logical: dict[str, TensorInfo] = {}
     states = [t for t in tensors if _BNB_STATE in t.name]
     if states:
-        logical.update(_bnb_weights(path, states, by_name))
+
+        def file_of(t: TensorInfo) -> Path:
+            return root / t.source if root is not None and t.source else path
+
+        logical.update(_bnb_weights(file_of, states, by_name))
     for t in tensors:
         found = None
         if t.name.endswith(".weight") and t.dtype == "U8" and t.name not in logical:
@@ -359,15 +371,14 @@ def logical_tensors(path: Path, tensors: tuple[TensorInfo, ...]) -> tuple[Tensor
 
 
 def _bnb_weights(
-    path: Path, states: list[TensorInfo], by_name: dict[str, TensorInfo]
+    file_of: Callable[[TensorInfo], Path],
+    states: list[TensorInfo],
+    by_name: dict[str, TensorInfo],
 ) -> dict[str, TensorInfo]:
     out: dict[str, TensorInfo] = {}
-    try:
-        fh = open(path, "rb")
-    except OSError:
-        return out
     budget = _MAX_STATES_READ
-    with fh:
+    with contextlib.ExitStack() as stack:
+        files: dict[Path, Any] = {}
         for state in states:
             name, _, kind = state.name.partition(_BNB_STATE)
             weight = by_name.get(name)
@@ -375,13 +386,24 @@ def _bnb_weights(
             if weight is None or dtype is None or weight.dtype != "U8":
                 continue
             budget -= state.nbytes
-            recorded = _recorded_shape(fh, state) if budget >= 0 else None
+            fh = _opened(file_of(state), files, stack) if budget >= 0 else None
+            recorded = _recorded_shape(fh, state) if fh is not None else None
             for shape in (recorded, _shape_by_bias(weight, by_name)):
                 # (a recorded shape of another size than the weight is not its shape)
                 if shape is not None and (math.prod(shape) + 1) // 2 == weight.numel:
                     out[name] = _as_packed(weight, dtype, shape)
                     break
     return out
+
+
+def _opened(path: Path, files: dict[Path, Any], stack: contextlib.ExitStack) -> Any:
+    """``path`` opened once for the states read from it (None when it cannot be opened)."""
+    if path not in files:
+        try:
+            files[path] = stack.enter_context(open(path, "rb"))
+        except OSError:
+            files[path] = None
+    return files[path]
 
 
 def _recorded_shape(fh: Any, state: TensorInfo) -> tuple[int, ...] | None:

@@ -292,3 +292,30 @@ def test_a_lora_on_a_nunchaku_checkpoint_is_left_to_nunchakus_loader(tmp_path: P
     assert not any(c.rule == "lora_keys" for c in part.reasons)
     quantized = next(c for c in part.reasons if c.rule == "quantized_base")
     assert "nunchaku's own loader" in quantized.reason
+
+
+def test_a_sharded_bnb_transformer_is_read_across_its_shards(tmp_path: Path) -> None:
+    """save_pretrained cuts big models into shards anywhere: a weight whose quant state went
+    into the next shard is read at its logical shape too."""
+    flux2 = rm.flux2_diffusers("klein-4b")
+    specs, blobs = qz.bnb_4bit(flux2)
+    cut = 1 + next(
+        i
+        for i in range(len(specs) // 2, len(specs))
+        if specs[i][0].endswith(".weight") and specs[i][1] == "U8"
+    )
+    folder = tmp_path / "transformer"
+    folder.mkdir()
+    weight_map: dict[str, str] = {}
+    for k, part in enumerate((specs[:cut], specs[cut:]), 1):
+        shard = f"diffusion_pytorch_model-0000{k}-of-00002.safetensors"
+        names = {name for name, _, _ in part}
+        qz.write_packed(folder / shard, part, {n: b for n, b in blobs.items() if n in names})
+        weight_map.update(dict.fromkeys(names, shard))
+    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
+    (folder / "config.json").write_text(json.dumps({"_class_name": "Flux2Transformer2DModel"}))
+    report = inspect_path(folder)
+    assert (report.family, report.variant) == ("flux2", "klein-4b")
+    assert report.parameter_count == _params(flux2)  # (one weight stayed U8 [numel/2, 1])
