@@ -11,7 +11,6 @@ tests/identify_gaps/test_ig_round5_families.py.)
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,15 +38,6 @@ def _all_evidence(report: Any) -> str:
     for c in report.candidates:
         lines += list(c.get("why", ()))
     return " | ".join(lines)
-
-
-def _linears(specs: Specs, pattern: str) -> list[Module]:
-    """(module, (out, in)) of every 2-D ``.weight`` whose name matches ``pattern``."""
-    return [
-        (n[: -len(".weight")], s)
-        for n, _, s in specs
-        if n.endswith(".weight") and len(s) == 2 and re.search(pattern, n)
-    ]
 
 
 @dataclass(frozen=True)
@@ -273,11 +263,11 @@ def test_flux2_is_not_flux1_even_as_a_weak_guess(tmp_path: Path) -> None:
 
 
 def _flux2_bfl_mods(variant: str, pattern: str) -> list[Module]:
-    return _linears(rm.flux2_bfl(variant), pattern)
+    return ad.linears(rm.flux2_bfl(variant), pattern)
 
 
 def _flux2_diffusers_mods(variant: str, pattern: str) -> list[Module]:
-    return _linears(rm.flux2_diffusers(variant), pattern)
+    return ad.linears(rm.flux2_diffusers(variant), pattern)
 
 
 _BFL_ALL = r"(?:double|single)_blocks\."
@@ -330,7 +320,7 @@ LORA_CASES: dict[str, tuple[Callable[[], Specs], str, str]] = {
     ),
     "wan_comfy": (
         lambda: ad.comfy_lora(
-            _linears(rm.wan_transformer("t2v-14b"), r"blocks\.\d+\.(?:self_attn|cross_attn)")
+            ad.linears(rm.wan_transformer("t2v-14b"), r"blocks\.\d+\.(?:self_attn|cross_attn)")
         ),
         "wan",
         "Wan's layer names",
@@ -348,11 +338,11 @@ def test_loras_of_recent_models_are_not_flux1(tmp_path: Path, name: str) -> None
 
 
 def _flux1_bfl_mods(pattern: str) -> list[Module]:
-    return _linears(bm.bfl_flux(), pattern)
+    return ad.linears(bm.bfl_flux(), pattern)
 
 
 def _flux1_diffusers_mods(pattern: str) -> list[Module]:
-    return _linears(bm.diffusers_denoiser("flux1/dev", "BF16"), pattern)
+    return ad.linears(bm.diffusers_denoiser("flux1/dev", "BF16"), pattern)
 
 
 @pytest.mark.parametrize(
@@ -383,7 +373,7 @@ def test_flux1_loras_are_still_flux1(tmp_path: Path, name: str, build: Any) -> N
 
 def test_z_image_lora_is_still_z_image(tmp_path: Path) -> None:
     z = bm.z_image_original(bm.diffusers_denoiser("z-image", "BF16"))
-    report = _inspect(tmp_path, "z", ad.comfy_lora(_linears(z, r"^layers\.\d+\.attention")))
+    report = _inspect(tmp_path, "z", ad.comfy_lora(ad.linears(z, r"^layers\.\d+\.attention")))
     assert (report.family, report.kind) == ("z-image", "lora")
 
 

@@ -12,7 +12,6 @@ Every file is written full size with sparse data from the project's layouts.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,22 +39,14 @@ def _evidence(report: Any) -> str:
     return " | ".join(report.evidence)
 
 
-def _linears(specs: Specs, pattern: str) -> list[tuple[str, tuple[int, ...]]]:
-    return [
-        (n[: -len(".weight")], s)
-        for n, _, s in specs
-        if n.endswith(".weight") and len(s) == 2 and re.search(pattern, n)
-    ]
-
-
 def _flux2_lora() -> Specs:
     """A PEFT LoRA of FLUX.2 [klein] 4B in diffusers names (``ff.linear_in``: FLUX.2's only)."""
-    mods = _linears(rm.flux2_diffusers("klein-4b"), r"^transformer_blocks\.")
+    mods = ad.linears(rm.flux2_diffusers("klein-4b"), r"^transformer_blocks\.")
     return ad.peft_lora([("transformer.", mods)])
 
 
 def _flux1_lora() -> Specs:
-    return ad.comfy_lora(_linears(bm.bfl_flux(), r"(?:double|single)_blocks\."))
+    return ad.comfy_lora(ad.linears(bm.bfl_flux(), r"(?:double|single)_blocks\."))
 
 
 def _flux1_vae() -> Specs:
@@ -103,7 +94,7 @@ CASES: dict[str, Case] = {
     ),
     "wan_lora": Case(
         lambda: ad.comfy_lora(
-            _linears(rm.wan_transformer("t2v-14b"), r"blocks\.\d+\.(?:self|cross)_attn")
+            ad.linears(rm.wan_transformer("t2v-14b"), r"blocks\.\d+\.(?:self|cross)_attn")
         ),
         "wan",
         "lora",

@@ -9,7 +9,6 @@ Kandinsky 5 values named no family; HunyuanVideo 1.5 (another model) still names
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,14 +73,6 @@ def test_hunyuan_video_1_5_s_architecture_is_not_overridden_by_its_version() -> 
     assert said is None
 
 
-def _linears(specs: Specs, pattern: str) -> list[tuple[str, tuple[int, ...]]]:
-    return [
-        (n[: -len(".weight")], s)
-        for n, _, s in specs
-        if n.endswith(".weight") and len(s) == 2 and re.search(pattern, n)
-    ]
-
-
 def _write(tmp_path: Path, name: str, specs: Specs, meta: dict[str, str]) -> Path:
     return write_safetensors(tmp_path / f"{name}.safetensors", specs, meta, data="sparse")
 
@@ -89,7 +80,7 @@ def _write(tmp_path: Path, name: str, specs: Specs, meta: dict[str, str]) -> Pat
 def test_ai_toolkit_s_version_decides_a_bfl_named_flux2_lora_as_flux2(tmp_path: Path) -> None:
     """FLUX.2's original (BFL) block names are Flux.1's: the keys say only "not Flux.1", and the
     metadata decides. ``flux2_klein_4b`` made it Flux.1."""
-    specs = ad.comfy_lora(_linears(rm.flux2_bfl("klein-4b"), r"(?:double|single)_blocks\."))
+    specs = ad.comfy_lora(ad.linears(rm.flux2_bfl("klein-4b"), r"(?:double|single)_blocks\."))
     report = inspect_path(_write(tmp_path, "klein", specs, {_VERSION: "flux2_klein_4b"}))
     assert (report.family, report.kind, report.confidence) == ("flux2", "lora", 0.6)
     assert "ss_base_model_version='flux2_klein_4b': the keys cannot tell" in " | ".join(
@@ -104,7 +95,7 @@ def test_ai_toolkit_s_version_decides_a_bfl_named_flux2_lora_as_flux2(tmp_path: 
         (
             "flux2-musubi",
             lambda: ad.peft_lora(
-                [("transformer.", _linears(rm.flux2_diffusers("klein-4b"), r"^transformer_"))]
+                [("transformer.", ad.linears(rm.flux2_diffusers("klein-4b"), r"^transformer_"))]
             ),
             {_VERSION: "flux_2_klein_4b", _ARCH: "Flux.2-klein-4b"},
             "flux2",
@@ -112,7 +103,7 @@ def test_ai_toolkit_s_version_decides_a_bfl_named_flux2_lora_as_flux2(tmp_path: 
         (
             "wan-musubi",
             lambda: ad.comfy_lora(
-                _linears(rm.wan_transformer("t2v-1.3b"), r"blocks\.\d+\.(?:self|cross)_attn")
+                ad.linears(rm.wan_transformer("t2v-1.3b"), r"blocks\.\d+\.(?:self|cross)_attn")
             ),
             {_VERSION: "wan", _ARCH: "wan2.1"},
             "wan",

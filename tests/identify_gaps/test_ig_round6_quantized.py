@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -212,11 +211,7 @@ def test_a_flux1_lora_maps_onto_the_nf4_checkpoint(tmp_path: Path) -> None:
     from modelsafe.runtime.resolve import resolve
 
     path, _ = _forge_flux_nf4(tmp_path)
-    mods = [
-        (n[: -len(".weight")], s)
-        for n, _, s in bm.bfl_flux()
-        if n.endswith(".weight") and len(s) == 2 and re.search(r"(?:double|single)_blocks\.", n)
-    ]
+    mods = ad.linears(bm.bfl_flux(), r"(?:double|single)_blocks\.")
     lora = write_safetensors(tmp_path / "lora.safetensors", ad.comfy_lora(mods))
     result = resolve(path, loras=[str(lora)])
     assert result.checkpoint.status == "accepted"

@@ -50,6 +50,16 @@ _FLUX_DIFFUSERS_TARGET = re.compile(
 )
 
 
+def linears(specs: Iterable[tuple[str, str, tuple[int, ...]]], pattern: str) -> list[Module]:
+    """(module, (out, in)) of every 2-D ``.weight`` whose tensor name matches ``pattern``: the
+    Linear layers a LoRA of those modules patches."""
+    return [
+        (name[: -len(".weight")], shape)
+        for name, _, shape in specs
+        if name.endswith(".weight") and len(shape) == 2 and re.search(pattern, name)
+    ]
+
+
 def modules(
     specs: Iterable[tuple[str, str, tuple[int, ...]]], pattern: re.Pattern[str]
 ) -> list[Module]:
