@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from modelsafe.registry.detect.adapter_probes import _candidate as adapter_candidate
+from modelsafe.registry.detect.adapter_probes import _candidate as candidate
 from modelsafe.registry.detect.prefixes import shape_text
 from modelsafe.types import Candidate, TensorIndex
 
@@ -30,21 +30,6 @@ _HYPER_CONTEXT = {768: "sd1", 1024: "sd2"}
 _PHOTOMAKER = "id_encoder."
 _PHOTOMAKER_ANCHORS = ("id_encoder.visual_projection_2.weight", "id_encoder.vision_model.")
 _SDXL_CONTEXT = 2048
-
-
-def _candidate(
-    family: str | None,
-    kind: str,
-    score: float,
-    evidence: list[str],
-    facts: dict[str, Any],
-    detector: str,
-    index: TensorIndex,
-    variant: str | None = None,
-) -> Candidate:
-    return adapter_candidate(
-        family, kind, score, evidence, facts, detector, variant, index.metadata or None
-    )
 
 
 def hypernetwork(index: TensorIndex, detector: str) -> list[Candidate]:
@@ -68,7 +53,9 @@ def hypernetwork(index: TensorIndex, detector: str) -> list[Candidate]:
     families = [_HYPER_CONTEXT[w] for w in contexts]
     if not families:
         evidence.append("no module for a known context width (768 = SD1, 1024 = SD2)")
-        return [_candidate(None, "hypernetwork", 0.5, evidence, facts, detector, index)]
+        return [
+            candidate(None, "hypernetwork", 0.5, evidence, facts, detector, metadata=index.metadata)
+        ]
     facts["context_dim"] = contexts[0] if len(contexts) == 1 else contexts
     evidence.append(
         "context width "
@@ -76,7 +63,7 @@ def hypernetwork(index: TensorIndex, detector: str) -> list[Candidate]:
         + (": trained for one; the weights cannot tell which" if len(contexts) > 1 else "")
     )
     return [
-        _candidate(family, "hypernetwork", 0.9, evidence, facts, detector, index)
+        candidate(family, "hypernetwork", 0.9, evidence, facts, detector, metadata=index.metadata)
         for family in families
     ]
 
@@ -115,4 +102,6 @@ def photomaker(index: TensorIndex, detector: str) -> list[Candidate]:
             f"{fuse} has shape {shape_text(shapes[fuse])}: fuses into a {width}-wide prompt "
             "embedding" + (" = SDXL" if family else ": not SDXL's 2048")
         )
-    return [_candidate(family, "photomaker", 0.9, evidence, facts, detector, index, version)]
+    return [
+        candidate(family, "photomaker", 0.9, evidence, facts, detector, version, index.metadata)
+    ]
