@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from modelsafe.errors import FileReadError, MalformedFileError
-from modelsafe.types import DTYPE_SIZES, SAFETENSORS_DTYPES, Format, TensorIndex, TensorInfo
+from modelsafe.types import (
+    BNB_STATE,
+    DTYPE_SIZES,
+    SAFETENSORS_DTYPES,
+    Format,
+    TensorIndex,
+    TensorInfo,
+)
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library's MAX_HEADER_SIZE
 # Headers larger than this get a structural pre-check before json.loads (see check_skeleton).
@@ -330,7 +337,6 @@ def read_safetensors_index(path: Path) -> TensorIndex:
 # bitsandbytes' QuantState.as_dict(packed=True) keeps, beside each 4-bit weight (U8, two values
 # a byte, shape [ceil(numel/2), 1]), ``<weight>.quant_state.bitsandbytes__nf4`` (or ``__fp4``):
 # U8 bytes of a JSON object holding the weight's original "shape" and "dtype".
-_BNB_STATE = ".quant_state.bitsandbytes__"
 _BNB_TYPES = {"nf4": "NF4", "fp4": "FP4"}
 _MAX_STATE_BYTES = 4096  # a real quant state is a few hundred bytes
 _MAX_STATES_READ = 16 << 20  # all of them together (Flux: ~100 KB); past it, shapes by bias
@@ -350,7 +356,7 @@ def logical_tensors(
     tensors = tuple(tensors)
     by_name = {t.name: t for t in tensors}
     logical: dict[str, TensorInfo] = {}
-    states = [t for t in tensors if _BNB_STATE in t.name]
+    states = [t for t in tensors if BNB_STATE in t.name]
     if states:
 
         def file_of(t: TensorInfo) -> Path:
@@ -380,7 +386,7 @@ def _bnb_weights(
     with contextlib.ExitStack() as stack:
         files: dict[Path, Any] = {}
         for state in states:
-            name, _, kind = state.name.partition(_BNB_STATE)
+            name, _, kind = state.name.partition(BNB_STATE)
             weight = by_name.get(name)
             dtype = _BNB_TYPES.get(kind)
             if weight is None or dtype is None or weight.dtype != "U8":

@@ -49,44 +49,21 @@ DTYPE_SIZES: dict[str, float] = {
 PACKED_DTYPES: frozenset[str] = frozenset({"NF4", "FP4", "NVFP4", "INT4"})
 # The dtypes a safetensors file may hold (the library's own list; C128 is not one of them).
 SAFETENSORS_DTYPES: frozenset[str] = frozenset(DTYPE_SIZES) - {"C128"} - PACKED_DTYPES
+# bitsandbytes' packed state of a 4-bit weight ``<name>``: ``<name>.quant_state.bitsandbytes__nf4``
+# (or ``__fp4``), U8 bytes of JSON holding the weight's shape.
+BNB_STATE = ".quant_state.bitsandbytes__"
+_BNB_SIDE = (".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map")
+# nunchaku's SVDQuant layer beside its ``qweight`` (int4 and NVFP4 alike).
+_NUNCHAKU_SIDE = ("@wscales", "@wtscale", "@wcscales", "@smooth_factor", "@smooth_factor_orig")
 # What a packed weight ``<name>`` keeps beside it (its quantization state, not parameters of
 # the model): bitsandbytes' QuantState.as_dict(packed=True), ComfyUI's comfy_quant layers,
 # nunchaku's SVDQuant/AWQ layers (their low-rank proj_down/proj_up are parameters).
 QUANT_STATE_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "NF4": (
-        ".absmax",
-        ".quant_map",
-        ".nested_absmax",
-        ".nested_quant_map",
-        ".quant_state.bitsandbytes__nf4",
-    ),
-    "FP4": (
-        ".absmax",
-        ".quant_map",
-        ".nested_absmax",
-        ".nested_quant_map",
-        ".quant_state.bitsandbytes__fp4",
-    ),
+    "NF4": (*_BNB_SIDE, BNB_STATE + "nf4"),
+    "FP4": (*_BNB_SIDE, BNB_STATE + "fp4"),
     # (ComfyUI's NVFP4 weight, then nunchaku's NVFP4 qweight)
-    "NVFP4": (
-        "_scale",
-        "_scale_2",
-        "@input_scale",
-        "@comfy_quant",
-        "@wscales",
-        "@wtscale",
-        "@wcscales",
-        "@smooth_factor",
-        "@smooth_factor_orig",
-    ),
-    "INT4": (
-        "@wscales",
-        "@wzeros",
-        "@smooth_factor",
-        "@smooth_factor_orig",
-        "@wtscale",
-        "@wcscales",
-    ),
+    "NVFP4": ("_scale", "_scale_2", "@input_scale", "@comfy_quant", *_NUNCHAKU_SIDE),
+    "INT4": (*_NUNCHAKU_SIDE, "@wzeros"),  # (AWQ W4A16 layers keep zero points too)
 }
 
 # Human names for precisions, as ``inspect`` reports them.
