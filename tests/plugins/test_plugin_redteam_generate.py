@@ -9,19 +9,17 @@ small safetensors file given ``--family sd1`` (nothing is loaded: the backend is
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from modelsafe.cli import main
 from modelsafe.plugins.hookspecs import hookimpl
 from modelsafe.testing import fresh_plugin_manager, write_safetensors
+from modelsafe.testing.cli import invoke
 
 
 @pytest.fixture
@@ -64,16 +62,8 @@ def backend_plugin(backend: Any) -> SimpleNamespace:
 def run(args: list[str], *plugins: object) -> tuple[int, str, str]:
     """The CLI in-process as the ``modelsafe`` script runs it (its error handling included),
     with ``plugins`` registered beside the installed ones."""
-    runner = CliRunner()
-    with fresh_plugin_manager(*plugins), runner.isolation() as streams:
-        try:
-            main(args)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        return code, streams[0].getvalue().decode(), streams[1].getvalue().decode()
+    with fresh_plugin_manager(*plugins):
+        return invoke(*args)
 
 
 def generate_args(checkpoint: Path, out: Path, *extra: str) -> list[str]:
