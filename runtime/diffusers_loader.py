@@ -888,10 +888,12 @@ def check_vae(
             "what a file is)",
         )
     facts = dict(report.facts or {})
-    if facts.get("preview_only"):
+    from modelsafe.runtime.resolve import NOT_LOADABLE_VARIANTS
+
+    unloadable = NOT_LOADABLE_VARIANTS.get(("vae", str(report.variant or "")))
+    if unloadable:  # (A1111's VAE approximation: the variant resolve refuses too)
         raise BackendError(
-            f"--vae {path.name} is a live-preview decoder (A1111's VAE approximation), not a VAE "
-            "a pipeline decodes with",
+            f"--vae {path.name} is {unloadable}",
             hint="pass the VAE made for this model family (or leave --vae out to use the "
             "model's own)",
         )
