@@ -198,3 +198,22 @@ def test_installed_backend_takes_part_in_generate(plugin_site: Path, tmp_path: P
     assert "Traceback" not in missing.stderr
     disabled = modelsafe(["--disable-plugin", "dryrun", *args], plugin_site, tmp_path)
     assert disabled.returncode == 2 and "dryrun" in disabled.stderr
+
+
+def test_a_plugins_family_can_be_set_as_a_correction(plugin_site: Path, tmp_path: Path) -> None:
+    # `set --family` took built-in families only: a file a plugin's detector missed could not be
+    # corrected to that plugin's family ("unknown family 'pixart_sigma'").
+    models = tmp_path / "models"
+    models.mkdir()
+    write_safetensors(models / "pixart.safetensors", _pixart_layout(), data="sparse")
+    write_safetensors(models / "odd.safetensors", [("foo.weight", "F16", (4, 4))], data="zeros")
+    scanned = modelsafe(["scan", str(models)], plugin_site, tmp_path)
+    assert scanned.returncode == 0, scanned.stderr
+    ok = modelsafe(["set", "odd", "--family", "pixart_sigma", "--json"], plugin_site, tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["family"] == "pixart_sigma"
+    typo = modelsafe(["set", "odd", "--family", "pixart_sigmaa"], plugin_site, tmp_path)
+    assert typo.returncode == 2
+    assert "unknown family 'pixart_sigmaa'" in typo.stderr
+    assert "pixart_sigma: from plugins, seen in the catalog" in typo.stderr
+    assert "Traceback" not in typo.stderr

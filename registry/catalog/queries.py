@@ -283,17 +283,31 @@ def _keep_order(loc: Location) -> tuple[int, int, str]:
     return (0 if fmt == "safetensors" else 1, loc.size, loc.path)
 
 
+def _check_catalog_name(session: Session, name: str, value: str, builtin: Sequence[str]) -> None:
+    """Refuse a family or kind that is neither built in nor on a model of the catalog (one a
+    plugin's detector gave: a plugin's family is a family like the built-in ones)."""
+    column = Model.family if name == "family" else Model.kind
+    seen = {v for v in session.scalars(select(column).distinct()) if v}
+    if value in seen:
+        return
+    extra = sorted(seen - set(builtin))
+    raise UsageError(
+        f"unknown {name} {value!r}",
+        hint=f"one of: {', '.join([*builtin, *extra])}"
+        + (f" ({', '.join(extra)}: from plugins, seen in the catalog)" if extra else ""),
+    )
+
+
 def set_overrides(
     session: Session, model: Model, values: dict[str, str | None], note: str | None = None
 ) -> Model:
     """Record a user's correction; it wins over detection now and after every re-scan.
 
     A value of ``""`` removes that override (detection applies again)."""
-    for name, value in values.items():
-        if name == "family" and value and value not in FAMILIES:
-            raise UsageError(f"unknown family {value!r}", hint=f"one of: {', '.join(FAMILIES)}")
-        if name == "kind" and value and value not in KINDS:
-            raise UsageError(f"unknown kind {value!r}", hint=f"one of: {', '.join(KINDS)}")
+    for name, builtin in (("family", FAMILIES), ("kind", KINDS)):
+        value = values.get(name)
+        if value and value not in builtin:
+            _check_catalog_name(session, name, value, builtin)
     overrides = dict(model.overrides or {})
     detected = (model.details or {}).get("detected") or {}
     for name, value in values.items():
