@@ -231,6 +231,8 @@ def test_job_runs_in_process_and_its_image_is_served(
     assert output_id in [o["id"] for o in listed["items"]]
     gallery = client.get("/gallery").text
     assert f"/api/outputs/{output_id}/image" in gallery and "a red cube" in gallery
+    jobs_page = client.get("/jobs").text  # the jobs page links the job's image in the gallery
+    assert f'href="/gallery#output-{output_id}"' in jobs_page and "job-done" in jobs_page
 
 
 def test_unknown_checkpoint_is_refused_and_a_failing_job_says_why(

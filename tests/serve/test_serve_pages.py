@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from serve_support import HOSTILE_NAME, Library
+from serve_support import HOSTILE_NAME, Library, job_spec
 
 
 def test_index_lists_and_filters(client: Any, library: Library) -> None:
@@ -53,3 +53,33 @@ def test_page_errors_are_pages_and_api_errors_stay_json(client: Any) -> None:
     api = client.get("/api/models/999999", headers={"accept": "text/html"})
     assert api.status_code == 404 and api.json()["error"] == "no model has the id 999999"
     assert client.get("/models/999999").json()["hint"]  # no Accept: JSON
+
+
+def test_jobs_page_lists_jobs_with_their_outcome(make_client: Any, library: Library) -> None:
+    from modelsafe.errors import ModelsafeError
+    from modelsafe.runtime.jobs.store import claim, finish
+    from modelsafe.testing.queues import RecordingQueue
+
+    client = make_client(queue=RecordingQueue())
+    assert "No jobs" in client.get("/jobs").text
+    queued = client.post("/api/jobs", json=job_spec(library.tiny, prompt="<b>a red</b> cube"))
+    failing = client.post("/api/jobs", json=job_spec(library.tiny, prompt="a blue cube"))
+    assert queued.status_code == failing.status_code == 201, failing.text
+    catalog = client.app.state.ms.catalog
+    held = claim(catalog, failing.json()["id"], "worker-a", 60)
+    assert held is not None
+    error = ModelsafeError("the tokenizer folder is gone", hint="pass --tokenizers DIR")
+    assert finish(catalog, held, error=error)
+
+    page = client.get("/jobs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "2 jobs" in page.text and '<a href="/jobs">Jobs</a>' in page.text
+    assert "&lt;b&gt;a red&lt;/b&gt; cube" in page.text and "<b>a red" not in page.text
+    assert "the tokenizer folder is gone" in page.text and "pass --tokenizers DIR" in page.text
+    assert "worker-a" in page.text and library.tiny.single.name in page.text
+    failed = client.get("/jobs", params={"status": "failed"}).text
+    assert "1 job<" in failed and "a blue cube" in failed and "a red" not in failed
+    assert '<option value="failed" selected>' in failed
+    assert "No jobs with status done" in client.get("/jobs", params={"status": "done"}).text
+    bad = client.get("/jobs", params={"status": "exploded"}, headers={"accept": "text/html"})
+    assert bad.status_code == 400 and "unknown job status" in bad.text

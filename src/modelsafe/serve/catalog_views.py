@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from modelsafe.errors import UsageError
@@ -10,6 +11,7 @@ from modelsafe.types import to_jsonable
 if TYPE_CHECKING:
     from modelsafe.registry.catalog import Catalog
     from modelsafe.registry.catalog.models import Output
+    from modelsafe.runtime.jobs.store import JobInfo
     from modelsafe.serve.schemas import SetRequest
 
 
@@ -181,3 +183,22 @@ def get_output(catalog: Catalog, output_id: int) -> Output:
             raise _not_found("output", output_id)
         session.expunge(row)
         return row
+
+
+def job_row(job: JobInfo) -> dict[str, Any]:
+    """One job as the jobs page shows it: its JSON plus the checkpoint's file name, the prompt
+    cut to a line, the creation time in UTC to the second and how long it ran."""
+    from pathlib import PurePath
+
+    row = job.to_json()
+    checkpoint = str(job.spec.get("checkpoint") or "-")
+    prompt = " ".join(str(job.spec.get("prompt") or "").split())
+    row["checkpoint"] = checkpoint
+    row["checkpoint_name"] = PurePath(checkpoint).name or checkpoint
+    row["prompt"] = prompt if len(prompt) <= 120 else prompt[:119] + "…"
+    row["created"] = job.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    took = None
+    if job.started_at is not None and job.finished_at is not None:
+        took = f"{(job.finished_at - job.started_at).total_seconds():.1f} s"
+    row["took"] = took
+    return row

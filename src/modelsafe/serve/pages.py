@@ -99,3 +99,25 @@ def gallery(
 ) -> HTMLResponse:
     total, items = views.list_outputs(_state(request).catalog, limit=limit, offset=offset)
     return templates.TemplateResponse(request, "gallery.html", {"outputs": items, "total": total})
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs_page(
+    request: Request,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> HTMLResponse:
+    from modelsafe.runtime.jobs import list_jobs
+    from modelsafe.runtime.jobs.store import STATUSES
+
+    found = list_jobs(_state(request).catalog, status=status or None, limit=limit)
+    return templates.TemplateResponse(
+        request,
+        "jobs.html",
+        {
+            "jobs": [views.job_row(job) for job in found],
+            "statuses": STATUSES,
+            "selected": status or "",
+            "limit": limit,
+        },
+    )
