@@ -114,6 +114,9 @@ class GenerateRequest:
     refiner: Path | None = None
     refiner_switch: float = 0.8
     clip_skip: int = 1  # A1111's count: 1 the text encoder's last layer, 2 the one before
+    # Flux.1's real classifier-free guidance over the negative prompt (Forge's "CFG scale" for
+    # Flux, diffusers' true_cfg_scale): 1 is off; above 1 each step runs the model twice.
+    true_cfg: float = 1.0
     tokenizers: Path | None = None
     config_dir: Path | None = None  # family configs to use instead of the shipped ones
     plan: Mapping[str, Any] = field(default_factory=dict)
@@ -214,6 +217,7 @@ MAX_STEPS = 10_000
 MAX_SIDE = 16_384
 MAX_BATCH = 1_000
 MAX_CLIP_SKIP = 12  # CLIP-L's layers
+MAX_TRUE_CFG = 30.0
 # Where A1111's "Clip skip" applies (its FrozenCLIPEmbedder; SD2's OpenCLIP and SDXL's encoders
 # read the layer before last already, and A1111 leaves them so).
 CLIP_SKIP_FAMILIES = frozenset({"sd1"})
@@ -266,6 +270,11 @@ def check_numbers(request: GenerateRequest) -> None:
     for number, value in (("cfg", request.cfg), ("refiner switch", request.refiner_switch)):
         if value is not None and not math.isfinite(value):
             raise UsageError(f"{number} {value} is not a finite number")
+    if not (math.isfinite(request.true_cfg) and 1 <= request.true_cfg <= MAX_TRUE_CFG):
+        raise UsageError(
+            f"--true-cfg {request.true_cfg}: 1 (off) to {MAX_TRUE_CFG:g}",
+            hint="real CFG for Flux.1 over the negative prompt: 2 to 5 is the usual range",
+        )
     for lora in request.loras:
         if not math.isfinite(lora.weight):
             raise UsageError(
@@ -279,6 +288,33 @@ def check_numbers(request: GenerateRequest) -> None:
         )
     if request.controlnet is not None and not math.isfinite(request.controlnet.scale):
         raise UsageError(f"--control-scale {request.controlnet.scale} is not a finite number")
+
+
+def _settle_true_cfg(request: GenerateRequest, family: str) -> GenerateRequest:
+    """Real CFG (``true_cfg``) applies to Flux.1 with a negative prompt only, and Flux.1 reads
+    a negative prompt with it only: whatever is given and not applied is said and left out of
+    the request (so that the image's recipe does not claim it)."""
+    if family != "flux1":
+        if request.true_cfg != 1:
+            warn(
+                f"--true-cfg {request.true_cfg:g} is not applied to {family}: it is Flux.1's "
+                "real CFG (--cfg is this model's classifier-free guidance)"
+            )
+            return replace(request, true_cfg=1.0)
+        return request
+    if request.true_cfg > 1 and not request.negative_prompt:
+        warn(
+            f"--true-cfg {request.true_cfg:g} has no effect without a negative prompt "
+            "(--negative): real CFG steers away from it"
+        )
+        return replace(request, true_cfg=1.0)
+    if request.true_cfg <= 1 and request.negative_prompt:
+        warn(
+            "Flux.1 ignores the negative prompt unless real CFG is on: give --true-cfg above 1 "
+            "(e.g. 3.5; each step then runs the transformer twice); it is left out of the recipe"
+        )
+        return replace(request, negative_prompt="")
+    return request
 
 
 def check_device(device: str) -> None:
@@ -372,6 +408,7 @@ def with_defaults(request: GenerateRequest) -> GenerateRequest:
             "read the layer before last)"
         )
         clip_skip = 1
+    request = _settle_true_cfg(request, family)
     request = replace(
         request,
         family=family,
@@ -1098,6 +1135,7 @@ def build_recipe(
         refiner=refs.refiner,
         refiner_switch=request.refiner_switch,
         clip_skip=request.clip_skip,
+        true_cfg=request.true_cfg,
         backend=request.backend,
         dtype=request.dtype,
         device=request.device,
@@ -1194,6 +1232,7 @@ def request_from_recipe(
         refiner=unless("refiner", recipe.refiner, "refiner"),
         refiner_switch=recipe.refiner_switch,
         clip_skip=recipe.clip_skip,
+        true_cfg=recipe.true_cfg,
         plan=_recipe_settings(recipe),
         recipe_plan=dict(recipe.plan),
         backend=recipe.backend,

@@ -77,7 +77,7 @@ _NUMBER = (int, float)
 _FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
     **dict.fromkeys(("seed", "steps", "width", "height", "clip_skip"), ((int,), False)),
     "upscale_scale": ((int,), True),
-    **dict.fromkeys(("cfg", "control_scale", "refiner_switch"), (_NUMBER, False)),
+    **dict.fromkeys(("cfg", "control_scale", "refiner_switch", "true_cfg"), (_NUMBER, False)),
     **dict.fromkeys(
         ("prompt", "negative_prompt", "scheduler", "family", "backend", "dtype", "device"),
         ((str,), False),
@@ -232,6 +232,7 @@ class Recipe:
     refiner: ModelRef | None = None
     refiner_switch: float = 0.8
     clip_skip: int = 1  # A1111's count (2: the text encoder's layer before last)
+    true_cfg: float = 1.0  # Flux.1's real CFG over the negative prompt (1: off)
     backend: str = "diffusers"
     dtype: str = "fp32"
     device: str = "cpu"
@@ -297,7 +298,8 @@ class Recipe:
         """The A1111 ``parameters`` text: prompt, negative prompt, then ``Key: value`` pairs.
 
         Numbers are written so that they read back exactly (``7.123456789``, not ``7.12346``);
-        Flux guidance is Forge's ``Distilled CFG Scale`` (with ``CFG scale: 1``, no real CFG);
+        Flux guidance is Forge's ``Distilled CFG Scale``, its real CFG (``true_cfg``) Forge's
+        ``CFG scale`` (1: none);
         model names in ``Lora hashes`` / ``TI hashes`` lose ``,`` and ``:`` as A1111 writes them."""
         prompt = self.prompt
         tags = " ".join(
@@ -316,7 +318,7 @@ class Recipe:
         if schedule:
             pairs.append(("Schedule type", schedule))
         if self.family == "flux1":
-            pairs += [("CFG scale", "1"), ("Distilled CFG Scale", _num(self.cfg))]
+            pairs += [("CFG scale", _num(self.true_cfg)), ("Distilled CFG Scale", _num(self.cfg))]
         else:
             pairs.append(("CFG scale", _num(self.cfg)))
         pairs += [
@@ -639,16 +641,9 @@ def recipe_from_parameters(text: str) -> Recipe:
         if key not in _READ | _NO_PIXELS and not _FORGE_MODULE.fullmatch(key)
     ]
     cfg = _real(pairs, "CFG scale")
-    if "Distilled CFG Scale" in pairs:  # Forge's Flux: distilled guidance, CFG 1 = no real CFG
-        if cfg != 1:
-            cannot.append(
-                (
-                    f"CFG scale: {_num(cfg)} with Distilled CFG Scale",
-                    "Flux run with real CFG besides its distilled guidance; modelsafe runs "
-                    "Flux with guidance only",
-                )
-            )
-        cfg = _real(pairs, "Distilled CFG Scale")
+    true_cfg = 1.0
+    if "Distilled CFG Scale" in pairs:  # Forge's Flux: distilled guidance; CFG 1 = no real CFG
+        true_cfg, cfg = cfg, _real(pairs, "Distilled CFG Scale")
     loras, embeddings, checkpoint = _parameters_models(parsed, pairs, cannot)
     upscaler, upscale_scale = _parameters_upscaler(pairs, cannot)
     if cannot:
@@ -688,6 +683,7 @@ def recipe_from_parameters(text: str) -> Recipe:
         refiner=refiner,
         refiner_switch=_real(pairs, "Refiner switch at") if "Refiner switch at" in pairs else 0.8,
         clip_skip=_whole(pairs, "Clip skip") if "Clip skip" in pairs else 1,
+        true_cfg=true_cfg,
         upscaler=upscaler,
         upscale_scale=upscale_scale,
         modelsafe_version=pairs.get("Version", "").removeprefix("modelsafe").strip() if own else "",

@@ -830,6 +830,8 @@ def run(
     }
     if request.family != "flux1":
         common["negative_prompt"] = request.negative_prompt or None
+    elif request.true_cfg > 1:  # Flux.1's real CFG: diffusers runs it with a negative prompt only
+        common.update(negative_prompt=request.negative_prompt, true_cfg_scale=request.true_cfg)
     if request.clip_skip > 1:  # (diffusers counts the layers skipped: A1111's 2 is its 1)
         common["clip_skip"] = request.clip_skip - 1
         _flat_clip_compat(pipe.text_encoder)

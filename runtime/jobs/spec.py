@@ -48,12 +48,17 @@ def _int(low: int, high: int, step: int = 1) -> Callable[[str, Any], int]:
     return check
 
 
-def _float(key: str, value: Any) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise UsageError(f"job spec: {key!r} must be a number", hint=HINT)
-    if not 0.0 <= float(value) <= 100.0:
-        raise UsageError(f"job spec: {key!r} is {value}; it must be 0..100", hint=HINT)
-    return float(value)
+def _number(low: float, high: float) -> Callable[[str, Any], float]:
+    def check(key: str, value: Any) -> float:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise UsageError(f"job spec: {key!r} must be a number", hint=HINT)
+        if not low <= float(value) <= high:
+            raise UsageError(
+                f"job spec: {key!r} is {value}; it must be {low:g}..{high:g}", hint=HINT
+            )
+        return float(value)
+
+    return check
 
 
 def _family(key: str, value: Any) -> str:
@@ -111,8 +116,9 @@ FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "seed": _int(0, MAX_SEED),
     "batch_size": _int(1, 8),
     "steps": _int(1, 200),
-    "cfg": _float,
+    "cfg": _number(0.0, 100.0),
     "clip_skip": _int(1, 12),
+    "true_cfg": _number(1.0, 30.0),
     "width": _int(8, 4096, 8),
     "height": _int(8, 4096, 8),
     "scheduler": _str,
@@ -203,6 +209,7 @@ def build_request(
         steps=spec.get("steps"),
         cfg=spec.get("cfg"),
         clip_skip=spec.get("clip_skip", 1),
+        true_cfg=spec.get("true_cfg", 1.0),
         width=spec.get("width"),
         height=spec.get("height"),
         scheduler=spec.get("scheduler"),

@@ -90,7 +90,6 @@ def _recipe(**changes: Any) -> Recipe:
         ("ADetailer model: face_yolov8n.pt", "ADetailer model: face_yolov8n.pt", "ADetailer"),
         ("Variation seed: 123, Variation seed strength: 0.3", "Variation seed: 123", "variation"),
         ("Token merging ratio: 0.5", "Token merging ratio: 0.5", "not a setting modelsafe knows"),
-        ("CFG scale: 3, Distilled CFG Scale: 3.5", "CFG scale: 3 with Distilled", "real CFG"),
     ],
 )
 def test_settings_modelsafe_cannot_apply_are_refused_by_name(
@@ -220,7 +219,13 @@ def test_flux_guidance_is_written_and_read_as_forge_does() -> None:
         "Version: f2.0.1v1.10.1"
     )
     back = recipe_from_parameters(forge)
-    assert (back.cfg, back.scheduler) == (2.5, "flow_euler")
+    assert (back.cfg, back.scheduler, back.true_cfg) == (2.5, "flow_euler", 1.0)
+    # Forge's Flux with real CFG (CFG scale above 1 beside its distilled guidance) is Flux.1
+    # with --true-cfg: it was refused as a setting modelsafe cannot apply
+    real = recipe_from_parameters(forge.replace("CFG scale: 1,", "CFG scale: 3,"))
+    assert (real.cfg, real.true_cfg) == (2.5, 3.0)
+    again = recipe_from_parameters(replace(recipe, true_cfg=3.5).to_parameters())
+    assert (again.cfg, again.true_cfg) == (3.5, 3.5)
 
 
 # -- settings the image leaves open: refused unless given --------------------------------------

@@ -80,6 +80,13 @@ def parse_text_encoder(text: str) -> tuple[str, Path]:
 @click.option("--refiner", type=click.Path(path_type=Path), default=None, help="SDXL refiner.")
 @click.option("--refiner-switch", type=float, default=None, help="Fraction of steps [0.8].")
 @click.option(
+    "--true-cfg",
+    type=float,
+    default=None,
+    help="Flux.1's real CFG over the --negative prompt (Forge's CFG scale for Flux); above 1 "
+    "each step runs the model twice [1: off].",
+)
+@click.option(
     "--clip-skip",
     type=int,
     default=None,
@@ -252,6 +259,7 @@ def _request(ctx: click.Context, opts: dict[str, Any], catalog: Any) -> tuple[An
         "refiner",
         "refiner_switch",
         "clip_skip",
+        "true_cfg",
         "family",
         "variant",
         "prediction_type",
