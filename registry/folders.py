@@ -37,6 +37,10 @@ _FOLDERS: dict[str, tuple[frozenset[str], str]] = {
     "instantid": (frozenset({"ip_adapter"}), "ComfyUI"),
     "photomaker": (frozenset({"photomaker"}), "ComfyUI"),
     "hypernetworks": (frozenset({"hypernetwork"}), "ComfyUI/A1111"),
+    "style_models": (frozenset({"style_model"}), "ComfyUI"),
+    # ComfyUI-AnimateDiff-Evolved: models/animatediff_models/, models/animatediff_motion_lora/
+    "animatediff_models": (frozenset({"motion_module"}), "ComfyUI"),
+    "animatediff_motion_lora": (frozenset({"motion_module"}), "ComfyUI"),
     "diffusers": (frozenset({"pipeline"}), "ComfyUI"),
     # AUTOMATIC1111 / Forge: stable-diffusion-webui/models/<name>/
     "stable-diffusion": (frozenset({"checkpoint", "unet", "transformer"}), "A1111/Forge"),
@@ -67,6 +71,8 @@ _HOME: dict[str, dict[str, str]] = {
         "image_encoder": "clip_vision/",
         "photomaker": "photomaker/",
         "hypernetwork": "hypernetworks/",
+        "motion_module": "animatediff_models/ (MotionLoRAs: animatediff_motion_lora/)",
+        "style_model": "style_models/",
         "pipeline": "diffusers/",
     },
     "A1111/Forge": {

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from modelsafe.errors import BackendError
+from modelsafe.types import NOT_PART_KINDS, a_kind
 
 TOKENIZERS_ENV = "MODELSAFE_TOKENIZERS"
 
@@ -851,22 +852,8 @@ def _inspect(path: Path) -> Any | None:
         return None
 
 
-def _a(kind: str) -> str:
-    return ("an " if kind[:1] in "aeiou" else "a ") + kind.replace("_", " ")
-
-
 # What a file given as a model part must not be (the detectors' kinds).
-_NOT_A_PART = (
-    "lora",
-    "lycoris",
-    "embedding",
-    "controlnet",
-    "upscaler",
-    "ip_adapter",
-    "t2i_adapter",
-    "hypernetwork",
-    "photomaker",
-)
+_NOT_A_PART = NOT_PART_KINDS
 
 
 def check_vae(
@@ -883,7 +870,7 @@ def check_vae(
     kind = str(report.kind)
     if kind in _NOT_A_PART or kind == "text_encoder":
         raise BackendError(
-            f"--vae {path.name} is {_a(kind)}, not a VAE",
+            f"--vae {path.name} is {a_kind(kind)}, not a VAE",
             hint="pass the VAE file of this model family (`modelsafe inspect FILE` says "
             "what a file is)",
         )
@@ -937,7 +924,7 @@ def check_text_encoders(
         kind = str(report.kind) if report is not None else "unknown"
         if kind in _NOT_A_PART or kind == "vae":
             raise BackendError(
-                f"--text-encoder {name}={path.name} is {_a(kind)}, not a text encoder",
+                f"--text-encoder {name}={path.name} is {a_kind(kind)}, not a text encoder",
                 hint=f"pass {COMPONENT_HINTS.get(name, 'the text encoder of this family')}",
             )
 

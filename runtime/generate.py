@@ -672,6 +672,38 @@ def identify_model(path: Path) -> ModelIdentity:
 
 
 _DENOISER_KINDS = ("checkpoint", "unet", "transformer", "pipeline")
+# The flag that takes a file of each kind that is not a model to generate with.
+_FLAG_OF_KIND = {
+    "lora": "--lora PATH[:WEIGHT]",
+    "lycoris": "--lora PATH[:WEIGHT]",
+    "embedding": "--embedding PATH[:TOKEN]",
+    "controlnet": "--controlnet PATH --control-image IMG",
+    "vae": "--vae PATH",
+    "text_encoder": "--text-encoder NAME=PATH",
+}
+
+
+def _refuse_an_add_on(path: Path, report: Any) -> None:
+    """Refuse a file the detectors call, with confidence, something other than a model to
+    generate with (a LoRA, a VAE, a motion module, ...), naming what it is and the flag that
+    takes it (the loader's layout guess said "cannot tell which model family" and asked for
+    --family, which cannot help)."""
+    if report.kind in ("unknown", "", None) or (report.confidence or 0) < 0.7:
+        return
+    from modelsafe.runtime.family_needs import label
+    from modelsafe.types import a_kind
+
+    whose = "" if report.family in ("unknown", "any", "", None) else f" ({label(report.family)})"
+    flag = _FLAG_OF_KIND.get(report.kind)
+    raise UsageError(
+        f"{path.name} is {a_kind(report.kind)}{whose}, not a model to generate with",
+        hint=(
+            f"give a checkpoint with --checkpoint and this file with {flag}"
+            if flag
+            else f"generate does not use {a_kind(report.kind)}; give a checkpoint"
+        )
+        + f" (`modelsafe inspect {path}` shows the evidence)",
+    )
 
 
 def _refuse_known_unsupported(path: Path, report: Any) -> None:
@@ -680,6 +712,7 @@ def _refuse_known_unsupported(path: Path, report: Any) -> None:
     no family (HunyuanVideo 1.5, SANA-Video, PixArt): the loader's own layout guess would take
     many of them for Flux.1."""
     if report.kind not in _DENOISER_KINDS:
+        _refuse_an_add_on(path, report)
         return
     architecture = (getattr(report, "facts", None) or {}).get("architecture")
     hint = (

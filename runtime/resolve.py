@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelsafe.errors import FileReadError, UsageError
 from modelsafe.paths import user_path
-from modelsafe.types import Compatibility, Part, to_jsonable
+from modelsafe.types import Compatibility, Part, a_kind, to_jsonable
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -377,7 +377,7 @@ def _base_result(base: Part) -> PartResult:
             Compatibility(
                 "base",
                 "reject",
-                f"{base.ref} is {_a_kind(base.kind)} ({label(base.family)}), not a checkpoint, "
+                f"{base.ref} is {a_kind(base.kind)} ({label(base.family)}), not a checkpoint, "
                 "UNet, transformer or diffusers pipeline",
             )
         )
@@ -417,12 +417,6 @@ def _needs_unknown(base: Part) -> list[Compatibility]:
             "from this set is not checked",
         )
     ]
-
-
-def _a_kind(kind: str) -> str:
-    if kind == "unknown":
-        return "a file of unknown kind"
-    return ("an " if kind[:1] in "aeiou" else "a ") + kind
 
 
 def _result(part: Part, status: str, reasons: tuple[Compatibility, ...]) -> PartResult:

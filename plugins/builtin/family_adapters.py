@@ -1,10 +1,10 @@
 """Built-in family detector for add-ons: lora, lycoris, controlnet, t2i_adapter, ip_adapter,
-embedding, hypernetwork, photomaker — each with the base family it is *for*, read off its keys
-and shapes.
+embedding, hypernetwork, photomaker, motion_module (AnimateDiff), style_model (Flux Redux) —
+each with the base family it is *for*, read off its keys and shapes.
 
 The rules and the shapes that decide are in ``modelsafe.registry.detect.lora_probe`` (LoRA and
 LyCORIS), ``adapter_probes`` (ControlNet, T2I-Adapter, IP-Adapter), ``embedding_probe`` and
-``addon_probes`` (A1111 hypernetworks, PhotoMaker).
+``addon_probes`` (A1111 hypernetworks, PhotoMaker, AnimateDiff motion modules, Flux Redux).
 """
 
 from __future__ import annotations
@@ -30,4 +30,6 @@ def modelsafe_identify(index: TensorIndex) -> list[Candidate]:
     found += embedding(index, DETECTOR)
     found += addon_probes.hypernetwork(index, DETECTOR)
     found += addon_probes.photomaker(index, DETECTOR)
+    found += addon_probes.motion_module(index, DETECTOR)
+    found += addon_probes.style_model(index, DETECTOR)
     return found

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from modelsafe.errors import ModelNotFoundError, UsageError
 from modelsafe.registry.catalog.models import Location, Model
+from modelsafe.types import KINDS
 
 HASH_COLUMNS = ("sha256", "autov2", "blake3", "content_id", "autov3", "autov1", "crc32")
 MIN_HASH_PREFIX = 6
@@ -43,25 +44,6 @@ FAMILIES = (
     "hunyuanimage2.1",
     "kandinsky5",
     "any",
-    "unknown",
-)
-KINDS = (
-    "checkpoint",
-    "unet",
-    "transformer",
-    "vae",
-    "text_encoder",
-    "image_encoder",
-    "lora",
-    "lycoris",
-    "controlnet",
-    "t2i_adapter",
-    "ip_adapter",
-    "embedding",
-    "hypernetwork",
-    "photomaker",
-    "upscaler",
-    "pipeline",
     "unknown",
 )
 

@@ -12,6 +12,18 @@ Decisive facts (public layouts):
   encoder with a second projection ``visual_projection_2`` and a ``fuse_module`` that merges the
   ID embedding into the 2048-wide SDXL prompt embedding; v2 adds a ``qformer_perceiver`` over an
   InsightFace embedding) and ``lora_weights`` for the SDXL UNet.
+- AnimateDiff motion module (guoyww ``mm_sd_v15_v2.ckpt``, ``v3_sd15_mm.ckpt``,
+  ``mm_sdxl_v10_beta.ckpt``; ComfyUI-AnimateDiff-Evolved ``motion_module_ad.py``; diffusers
+  ``MotionAdapter``): temporal transformers ``{down,up}_blocks.N.motion_modules.M`` (original:
+  ``.temporal_transformer.transformer_blocks.0.attention_blocks.{0,1}``, diffusers:
+  ``.transformer_blocks.0.attn1``), one per UNet resolution level, each as wide as its level:
+  320/640/1280/1280 = SD1's four levels, 320/640/1280 = SDXL's three. The positional table
+  ``pos_encoder.pe`` ``[1, frames, width]`` holds the longest clip it was trained for (24 in v1,
+  32 later); v2 added a ``mid_block``. A MotionLoRA stores ``processor.to_q_lora.down`` pairs on
+  the same modules: a LoRA for the motion module, not for the checkpoint.
+- Flux.1 Redux (``flux1-redux-dev.safetensors``, ComfyUI ``comfy/ldm/flux/redux.py``): ``redux_up``
+  ``[12288, 1152]`` and ``redux_down`` ``[4096, 12288]``, an MLP from SigLIP so400m image
+  features (1152 wide) into Flux.1's T5 text space (4096): a ComfyUI "style model".
 """
 
 from __future__ import annotations
@@ -105,3 +117,82 @@ def photomaker(index: TensorIndex, detector: str) -> list[Candidate]:
     return [
         candidate(family, "photomaker", 0.9, evidence, facts, detector, version, index.metadata)
     ]
+
+
+_MOTION = re.compile(
+    r"^(down_blocks|up_blocks|mid_block)\.(?:(\d+)\.)?motion_modules\.(\d+)\.(.*)$"
+)
+# Width of each down level's motion modules -> the UNet family they were trained beside.
+_MOTION_LEVELS = {(320, 640, 1280, 1280): "sd1", (320, 640, 1280): "sdxl"}
+_MOTION_LORA = ("_lora.down.weight", "_lora.up.weight")
+
+
+def motion_module(index: TensorIndex, detector: str) -> list[Candidate]:
+    """An AnimateDiff motion module (or a MotionLoRA for one): every tensor sits under a
+    ``motion_modules`` list of the UNet's blocks; the widths of the down levels say the base."""
+    matches = [(t, m) for t in index.tensors if (m := _MOTION.match(t.name))]
+    if not matches or len(matches) != len(index.tensors):
+        return []
+    lora = all(m[4].endswith(_MOTION_LORA) for _t, m in matches)
+    widths: dict[int, int] = {}
+    frames, table = None, ""
+    naming = "original"
+    for info, m in matches:
+        rest = m[4]
+        if m[1] == "down_blocks" and rest.endswith(("proj_in.weight", "to_q_lora.down.weight")):
+            widths.setdefault(int(m[2]), info.shape[-1] if info.shape else 0)
+        if rest.endswith(("pos_encoder.pe", "pos_embed.pe")) and len(info.shape) == 3:
+            frames, table = max(frames or 0, info.shape[1]), rest.rsplit(".", 2)[-2] + ".pe"
+        if rest.startswith("transformer_blocks."):
+            naming = "diffusers"
+    levels = tuple(widths[i] for i in sorted(widths))
+    family = _MOTION_LEVELS.get(levels)
+    mid = any(m[1] == "mid_block" for _t, m in matches)
+    first = matches[0][0]
+    what = "a MotionLoRA (a LoRA for a motion module)" if lora else "an AnimateDiff motion module"
+    evidence = [
+        f"{first.name}: every tensor is in the UNet blocks' motion_modules = {what}, "
+        "temporal attention added to an image model (AnimateDiff), not a checkpoint"
+    ]
+    facts: dict[str, Any] = {"levels": list(levels), "naming": naming, "mid_block": mid}
+    if frames:
+        facts["max_frames"] = frames
+        evidence.append(f"{table} holds {frames} frame positions: clips up to {frames} frames")
+    evidence.append(
+        f"down-level widths {list(levels)}"
+        + (f" = {family.upper()}'s UNet levels" if family else ": no UNet family modelsafe knows")
+    )
+    variant = "motion_lora" if lora else ("v1" if frames == 24 and not mid else None)
+    if variant is None and not lora and frames == 32 and mid and family == "sd1":
+        variant = "v2"
+    return [
+        candidate(family, "motion_module", 0.9, evidence, facts, detector, variant, index.metadata)
+    ]
+
+
+_REDUX = {"redux_up.weight": 2, "redux_down.weight": 2}
+_SIGLIP_WIDTH = 1152  # SigLIP so400m patch14-384, the image encoder Redux reads
+_T5_WIDTH = 4096
+
+
+def style_model(index: TensorIndex, detector: str) -> list[Candidate]:
+    """Flux.1 Redux: an MLP from SigLIP image features into Flux.1's T5 text space."""
+    shapes = {t.name: t.shape for t in index.tensors}
+    if not all(len(shapes.get(name, ())) == dims for name, dims in _REDUX.items()):
+        return []
+    if set(shapes) - {"redux_up.weight", "redux_up.bias", "redux_down.weight", "redux_down.bias"}:
+        return []
+    image_width = shapes["redux_up.weight"][1]
+    text_width = shapes["redux_down.weight"][0]
+    family = "flux1" if text_width == _T5_WIDTH else None
+    evidence = [
+        f"redux_up.weight has shape {shape_text(shapes['redux_up.weight'])}, redux_down.weight "
+        f"{shape_text(shapes['redux_down.weight'])}: Flux Redux, image features "
+        f"({image_width} wide) into the text space ({text_width} wide)",
+        "a style model: ComfyUI applies it to the conditioning (Apply Style Model); it needs the "
+        "SigLIP so400m image encoder (clip_vision)",
+    ]
+    facts: dict[str, Any] = {"context_dim": text_width, "image_width": image_width}
+    if image_width == _SIGLIP_WIDTH:
+        facts["image_encoder"] = "siglip_so400m_patch14_384"
+    return [candidate(family, "style_model", 0.9, evidence, facts, detector, "redux", None)]

@@ -66,6 +66,44 @@ QUANT_STATE_SUFFIXES: dict[str, tuple[str, ...]] = {
     "INT4": (*_NUNCHAKU_SIDE, "@wzeros"),  # (AWQ W4A16 layers keep zero points too)
 }
 
+# The kinds of file the built-in detectors tell (``ls --kind``, ``set --kind``; a plugin's
+# detector may give others). PART_KINDS are a generation pipeline's own parts; every other
+# kind is used beside a pipeline (an add-on, a tool) and is never loaded as one of its parts.
+PART_KINDS = (
+    "checkpoint",
+    "unet",
+    "transformer",
+    "vae",
+    "text_encoder",
+    "image_encoder",
+    "pipeline",
+)
+KINDS = (
+    *PART_KINDS[:-1],
+    "lora",
+    "lycoris",
+    "controlnet",
+    "t2i_adapter",
+    "ip_adapter",
+    "embedding",
+    "hypernetwork",
+    "photomaker",
+    "motion_module",
+    "style_model",
+    "upscaler",
+    PART_KINDS[-1],
+    "unknown",
+)
+NOT_PART_KINDS = tuple(k for k in KINDS if k not in PART_KINDS and k != "unknown")
+
+
+def a_kind(kind: str) -> str:
+    """A kind in words with its article: ``a motion module``, ``an ip adapter``."""
+    if kind in ("unknown", ""):
+        return "a file of unknown kind"
+    return ("an " if kind[:1] in "aeiou" else "a ") + kind.replace("_", " ")
+
+
 # Human names for precisions, as ``inspect`` reports them.
 PRECISION_NAMES: dict[str, str] = {
     "F64": "fp64",
