@@ -27,6 +27,9 @@ Decisive facts (public layouts of the released models):
   the CLIP-L pooled vector = HunyuanVideo). What none of these tells (HunyuanVideo 1.5 vs
   HunyuanImage 2.1's refiner, SANA-Video, PixArt) is an ``unknown`` transformer with the reason,
   never the family it resembles.
+- Well-known DiTs of no family (:data:`_UNNAMED`, all three of their own names): HunyuanDiT,
+  Lumina-Next, LTX-Video / LTX-2, PixArt (diffusers naming), CogVideoX, Mochi, Cosmos-Predict1/2/
+  2.5 and AuraFlow are ``unknown`` transformers with ``facts.architecture`` and the reason.
 """
 
 from __future__ import annotations
@@ -347,7 +350,8 @@ def _lumina2(evidence: list[str], facts: dict[str, object], hints: Hints) -> Mat
 def _lumina2_diffusers(view: KeyView, hints: Hints) -> list[Match]:
     cap = view.shape("time_caption_embed.caption_embedder.1.weight")
     layers = view.count_blocks("layers.")
-    if cap is None or len(cap) != 2 or layers == 0:
+    # Lumina-Next shares time_caption_embed but has no refiners (a :data:`_UNNAMED` layout)
+    if cap is None or len(cap) != 2 or layers == 0 or not view.has_prefix("noise_refiner."):
         return []
     hidden, caption = cap
     facts: dict[str, object] = {
@@ -491,10 +495,12 @@ _ANCHORED: tuple[_Anchored, ...] = (
     _Anchored(
         "wan",
         "Wan 2.1/2.2 video transformer (diffusers naming)",
+        # Wan's condition embedder is always among the two: attn1/attn2 blocks are any DiT's
+        # (HunyuanDiT's diffusers names have them too).
         (
             "condition_embedder.time_proj.weight",
             "blocks.0.attn1.to_q.weight",
-            "blocks.0.attn2.to_k.weight",
+            "condition_embedder.text_embedder.linear_1.weight",
         ),
         "patch_embedding.weight",
         f"[{_WAN_14B}, 16, ...]: 14B, [{_WAN_1_3B}, 16, ...]: 1.3B, [{_WAN_5B}, 48, ...]: "
@@ -617,6 +623,203 @@ def _wan_latents(size: tuple[int, ...]) -> dict[str, object]:
 
 
 @dataclass(frozen=True)
+class _Unnamed:
+    """A DiT of no family modelsafe identifies, told by names only it has (all three anchors):
+    an ``unknown`` transformer with ``facts.architecture`` and the reason, never a family it
+    resembles. ``width_key`` is its patch embedding (first dimension: the model width);
+    ``markers`` are (tensor, architecture, what it is) of a related model sharing the names."""
+
+    architecture: str
+    label: str
+    naming: str
+    anchors: tuple[str, str, str]
+    width_key: str
+    blocks: str
+    markers: tuple[tuple[str, str, str], ...] = ()
+
+
+_LTX_2 = "LTX-2's audio stream: LTX-2 (audio-video), not LTX-Video"
+_PIXART = "PixArt-α/Σ (Allegro, a video model, shares these names)"
+_COSMOS_1 = "Cosmos-Predict1 (Cosmos 1.0 Diffusion), not Predict2"
+_COSMOS_2_5 = "Cosmos-Predict2.5's text projection, not Predict2"
+_UNNAMED: tuple[_Unnamed, ...] = (
+    _Unnamed(
+        "hunyuan-dit",
+        "HunyuanDiT (Tencent's image DiT, CLIP + mT5 text features, 4-channel SD VAE)",
+        "diffusers",
+        (
+            "time_extra_emb.pooler.positional_embedding",
+            "text_embedding_padding",
+            "blocks.0.attn2.to_k.weight",
+        ),
+        "pos_embed.proj.weight",
+        "blocks.",
+    ),
+    _Unnamed(
+        "hunyuan-dit",
+        "HunyuanDiT (Tencent's image DiT, CLIP + mT5 text features, 4-channel SD VAE)",
+        "original",
+        ("pooler.positional_embedding", "mlp_t5.0.weight", "blocks.0.attn1.Wqkv.weight"),
+        "x_embedder.proj.weight",
+        "blocks.",
+    ),
+    _Unnamed(
+        "lumina-next",
+        "Lumina-Next (Gemma-2B captions, 4-channel SD VAE), not Lumina Image 2.0",
+        "diffusers",
+        (
+            "patch_embedder.proj.weight",
+            "time_caption_embed.caption_embedder.1.weight",
+            "layers.0.attn2.to_k.weight",
+        ),
+        "patch_embedder.proj.weight",
+        "layers.",
+    ),
+    _Unnamed(
+        "lumina-next",
+        "Lumina-Next (Gemma-2B captions, 4-channel SD VAE), not Lumina Image 2.0",
+        "original",
+        ("cap_embedder.1.weight", "layers.0.attention.wk_y.weight", "x_embedder.weight"),
+        "x_embedder.weight",
+        "layers.",
+    ),
+    _Unnamed(
+        "ltx-video",
+        "LTX-Video (Lightricks' video DiT, T5-XXL text features, 128-channel video VAE)",
+        "diffusers",
+        (
+            "time_embed.emb.timestep_embedder.linear_1.weight",
+            "caption_projection.linear_1.weight",
+            "proj_in.weight",
+        ),
+        "proj_in.weight",
+        "transformer_blocks.",
+        (("audio_proj_in.weight", "ltx-2", _LTX_2),),
+    ),
+    _Unnamed(
+        "ltx-video",
+        "LTX-Video (Lightricks' video DiT, T5-XXL text features, 128-channel video VAE)",
+        "original",
+        (
+            "adaln_single.emb.timestep_embedder.linear_1.weight",
+            "caption_projection.linear_1.weight",
+            "patchify_proj.weight",
+        ),
+        "patchify_proj.weight",
+        "transformer_blocks.",
+        (("audio_patchify_proj.weight", "ltx-2", _LTX_2),),
+    ),
+    _Unnamed(
+        "pixart",
+        _PIXART,
+        "diffusers",
+        (
+            "adaln_single.emb.timestep_embedder.linear_1.weight",
+            "caption_projection.linear_1.weight",
+            "pos_embed.proj.weight",
+        ),
+        "pos_embed.proj.weight",
+        "transformer_blocks.",
+    ),
+    _Unnamed(
+        "cogvideox",
+        "CogVideoX (THUDM's video DiT, T5-XXL text features)",
+        "diffusers",
+        ("patch_embed.text_proj.weight", "time_embedding.linear_1.weight", "norm_final.weight"),
+        "patch_embed.proj.weight",
+        "transformer_blocks.",
+    ),
+    _Unnamed(
+        "mochi",
+        "Mochi 1 (Genmo's asymmetric video DiT, T5-XXL text features, 12-channel video VAE)",
+        "diffusers",
+        ("time_embed.pooler.to_kv.weight", "time_embed.caption_proj.weight", "pos_frequencies"),
+        "patch_embed.proj.weight",
+        "transformer_blocks.",
+    ),
+    _Unnamed(
+        "mochi",
+        "Mochi 1 (Genmo's asymmetric video DiT, T5-XXL text features, 12-channel video VAE)",
+        "original",
+        ("t5_yproj.weight", "t5_y_embedder.to_kv.weight", "blocks.0.attn.qkv_x.weight"),
+        "x_embedder.proj.weight",
+        "blocks.",
+    ),
+    _Unnamed(
+        "cosmos-predict2",
+        "Cosmos-Predict2 (NVIDIA's world model DiT, T5 text features, Wan 2.1 VAE)",
+        "diffusers",
+        (
+            "time_embed.t_embedder.linear_1.weight",
+            "time_embed.norm.weight",
+            "transformer_blocks.0.norm1.linear_1.weight",
+        ),
+        "patch_embed.proj.weight",
+        "transformer_blocks.",
+        (
+            ("learnable_pos_embed.pos_emb_t", "cosmos-predict1", _COSMOS_1),
+            ("crossattn_proj.0.weight", "cosmos-predict2.5", _COSMOS_2_5),
+        ),
+    ),
+    _Unnamed(
+        "cosmos-predict2",
+        "Cosmos-Predict2 (NVIDIA's world model DiT, T5 text features, Wan 2.1 VAE)",
+        "original",
+        (
+            "t_embedding_norm.weight",
+            "blocks.0.adaln_modulation_self_attn.1.weight",
+            "x_embedder.proj.1.weight",
+        ),
+        "x_embedder.proj.1.weight",
+        "blocks.",
+        (("crossattn_proj.0.weight", "cosmos-predict2.5", _COSMOS_2_5),),
+    ),
+    _Unnamed(
+        "auraflow",
+        "AuraFlow (fal's MMDiT, Pile-T5 text features, 4-channel SDXL VAE)",
+        "diffusers",
+        (
+            "register_tokens",
+            "time_step_proj.linear_1.weight",
+            "joint_transformer_blocks.0.attn.add_q_proj.weight",
+        ),
+        "pos_embed.proj.weight",
+        "joint_transformer_blocks.",
+    ),
+    _Unnamed(
+        "auraflow",
+        "AuraFlow (fal's MMDiT, Pile-T5 text features, 4-channel SDXL VAE)",
+        "original",
+        ("cond_seq_linear.weight", "init_x_linear.weight", "double_layers.0.attn.w1q.weight"),
+        "init_x_linear.weight",
+        "double_layers.",
+    ),
+)
+
+
+def _unnamed(spec: _Unnamed, view: KeyView, hints: Hints) -> list[Match]:
+    present = _present(view, spec.anchors)
+    if len(present) < len(spec.anchors):
+        return []
+    architecture, label = spec.architecture, spec.label
+    evidence = [f"{', '.join(view.full(a) for a in present)}: the names of {label}"]
+    marker = next((m for m in spec.markers if m[0] in view), None)
+    if marker is not None:
+        architecture, label = marker[1], marker[2]
+        evidence.append(f"{view.says(marker[0])}: {label}")
+    depth = view.count_blocks(spec.blocks)
+    facts: dict[str, object] = {"architecture": architecture, "depth": depth}
+    width = view.shape(spec.width_key)
+    if width:
+        facts["hidden_size"] = width[0]
+        evidence.append(f"{view.says(spec.width_key)}: width {width[0]}, {depth} blocks")
+    if width and len(width) >= 4:  # a conv patch embedding: its input is the latent channels
+        facts["in_channels"] = width[1]
+    evidence.append(f"{architecture} is no family modelsafe identifies")
+    return [Match("unknown", 0.6, evidence, None, None, facts)]
+
+
+@dataclass(frozen=True)
 class _HunyuanNaming:
     """One naming of the HunyuanVideo / HunyuanImage 2.1 blocks: its anchors, the patch
     embedding conv and HunyuanVideo's input of the CLIP-L pooled vector (768 wide)."""
@@ -703,6 +906,11 @@ def _anchored_probe(spec: _Anchored) -> Probe:
     return Probe(spec.family, "transformer", spec.anchors, partial(_anchored, spec))
 
 
+def _unnamed_probe(spec: _Unnamed) -> Probe:
+    name = f"{spec.architecture}-{spec.naming}"
+    return Probe(name, "transformer", spec.anchors, partial(_unnamed, spec))
+
+
 def _hunyuan_probe(names: _HunyuanNaming) -> Probe:
     return Probe(f"hunyuan-{names.naming}", "transformer", names.anchors, partial(_hunyuan, names))
 
@@ -770,4 +978,5 @@ PROBES: tuple[Probe, ...] = (
     ),
     *(_anchored_probe(spec) for spec in _ANCHORED),
     *(_hunyuan_probe(names) for names in _HUNYUAN),
+    *(_unnamed_probe(spec) for spec in _UNNAMED),
 )
