@@ -11,7 +11,9 @@ Decisive facts (public layouts):
   layout, so shapes cannot tell them apart; 16 channels without ``quant_conv``: Flux's ``ae`` and
   the SD3/SD3.5 VAE share one layout too; 32 channels with a latent batch norm (``bn.*``): the
   FLUX.2 VAE. 5-D (3-D conv) weights: the Wan 2.1 VAE of Qwen-Image (16 channels), the Wan 2.2
-  VAE (48). A1111's VAE approximation (``conv1``..``conv8``, a live-preview decoder): variant
+  VAE (48); wrapped causal convs (``decoder.conv_in.conv.weight``): HunyuanVideo's VAE (16),
+  CogVideoX's, LTX-Video's, Mochi's (no family of modelsafe's). A1111's VAE approximation
+  (``conv1``..``conv8``, a live-preview decoder): variant
   ``approx``, the same 4-channel tie.
 - Text encoders: HF CLIP (``text_model.*``), OpenCLIP (``transformer.resblocks``), T5
   (``encoder.block.N.layer``), decoder-only LLMs (``model.layers``); width, depth and vocabulary
@@ -89,6 +91,9 @@ def _cand(
 
 _VAE_ANCHORS = ("decoder.conv_in.weight", "encoder.conv_in.weight", "decoder.conv_out.weight")
 _WAN_ANCHORS = ("decoder.conv1.weight", "encoder.conv1.weight", "decoder.head.2.weight")
+# The Wan VAE's RMS norms keep a ``gamma`` (diffusers AutoencoderKLWan / AutoencoderKLQwenImage);
+# other 3-D VAEs with plain ``conv_in`` names (EasyAnimate's, Allegro's) have none.
+_WAN_RMS_NORM = "decoder.mid_block.resnets.0.norm1.gamma"
 _VAE_TIES: dict[int, tuple[tuple[str, ...], str]] = {
     4: (
         ("sd1", "sdxl"),
@@ -116,7 +121,7 @@ def vae(index: TensorIndex, detector: str) -> list[Candidate]:
         shape = view.shape("decoder.conv1.weight")
         if shape is not None and len(shape) == 5 and view.has_prefix("decoder.upsamples."):
             return _wan_vae(index, view, shape, detector)
-    return vae_approx(index, detector)
+    return causal_video_vae(index, detector) or vae_approx(index, detector)
 
 
 def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
@@ -156,6 +161,12 @@ def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]
     if len(conv_in) == 5:
         facts["conv3d"] = True
         evidence.append("5-D conv weights: a video/3-D VAE")
+        if _WAN_RMS_NORM not in view:
+            evidence.append(
+                f"no {view.full(_WAN_RMS_NORM)} (the Wan VAE's RMS norm): not the Wan VAE; a "
+                "video model's VAE modelsafe does not know"
+            )
+            return [_cand("unknown", "vae", 0.5, evidence, facts, detector)]
         return [_video_vae(latent, evidence, facts, detector)]
     tie = _VAE_TIES.get(latent)
     if tie is None:
@@ -294,6 +305,93 @@ def _video_vae(latent: int, evidence: list[str], facts: dict[str, Any], detector
     return _cand("unknown", "vae", 0.5, evidence, facts, detector)
 
 
+# 3-D causal VAEs of other layouts (ComfyUI ``comfy/sd.py`` ``VAE.__init__`` tells them by these
+# names; diffusers AutoencoderKLHunyuanVideo, AutoencoderKLCogVideoX, AutoencoderKLLTXVideo,
+# AutoencoderKLMochi): the decoder's conv from the latents, by layout, and what else such a file
+# holds. CausalConv3d wrappers store ``conv_in.conv.weight`` (HunyuanVideo, CogVideoX, LTX-Video,
+# HunyuanVideo 1.5); Mochi's decoder starts with a 1x1x1 conv (diffusers ``decoder.conv_in``,
+# genmo/ComfyUI ``decoder.blocks.0.0``, or ``blocks.0.0`` in ComfyUI's decoder-only file).
+_CAUSAL_VAE_PARTS = (
+    "encoder.",
+    "decoder.",
+    "quant_conv.",
+    "post_quant_conv.",
+    "latents_mean",
+    "latents_std",
+    "per_channel_statistics.",
+)
+_CAUSAL_VAE_INPUTS: dict[str, tuple[str, ...]] = {
+    "decoder.conv_in.conv.weight": _CAUSAL_VAE_PARTS,
+    "decoder.conv_in.weight": _CAUSAL_VAE_PARTS,
+    "decoder.blocks.0.0.weight": _CAUSAL_VAE_PARTS,
+    "blocks.0.0.weight": ("blocks.", "output_proj."),
+}
+_MOCHI_MARKERS = (
+    "decoder.block_in.",
+    "decoder.blocks.2.blocks.3.stack.5.",
+    "blocks.2.blocks.3.stack.5.",
+)
+_COGVIDEOX_NORM = "decoder.mid_block.resnets.0.norm1.norm_layer.weight"
+# Wrapped-conv VAEs by latent channels (CogVideoX's, 16 too, is told by its latent-conditioned
+# SpatialNorm3D first, as ComfyUI does).
+_CAUSAL_BY_LATENT = {16: "hunyuan-video", 32: "hunyuan-video-1.5", 128: "ltx-video"}
+# architecture -> (family, what it is); the family is unknown where modelsafe has none for it.
+_CAUSAL_VAES: dict[str, tuple[str, str]] = {
+    "hunyuan-video": (
+        "hunyuan-video",
+        "HunyuanVideo's VAE (16 latent channels; FramePack and HunyuanVideo I2V decode with it)",
+    ),
+    "hunyuan-video-1.5": ("unknown", "HunyuanVideo 1.5's VAE (32 latent channels)"),
+    "cogvideox": (
+        "unknown",
+        "CogVideoX's VAE (16 latent channels, the decoder's norms conditioned on the latents)",
+    ),
+    "ltx-video": ("unknown", "LTX-Video's VAE (128 latent channels)"),
+    "mochi": ("unknown", "Mochi 1's VAE (12 latent channels)"),
+}
+
+
+def causal_video_vae(index: TensorIndex, detector: str) -> list[Candidate]:
+    """A 3-D causal VAE with wrapped convs or Mochi's layout: HunyuanVideo's (family
+    ``hunyuan-video``), CogVideoX's, LTX-Video's, Mochi's, HunyuanVideo 1.5's (``unknown``)."""
+    prefix = find_prefix(index.names(), (*_CAUSAL_VAE_INPUTS, *_MOCHI_MARKERS))
+    if prefix is None:
+        return []
+    view = KeyView.of(index, prefix)
+    latent_in = next((k for k in _CAUSAL_VAE_INPUTS if len(view.shape(k) or ()) == 5), None)
+    if latent_in is None or coverage(index, prefix, _CAUSAL_VAE_INPUTS[latent_in]) < MIN_COVERAGE:
+        return []
+    latent = (view.shape(latent_in) or (0, 0))[1]
+    arch = _causal_vae_arch(view, latent_in, latent)
+    if arch is None and latent_in != "decoder.conv_in.conv.weight":
+        return []  # a 1x1x1 conv of no Mochi layout: nothing says it is a VAE
+    facts: dict[str, Any] = {"latent_channels": latent, "conv3d": True, "architecture": arch}
+    if prefix:
+        facts["key_prefix"] = prefix
+    evidence = [f"{view.says(latent_in)}: 3-D causal VAE with {latent} latent channels"]
+    if arch is None:
+        evidence.append(
+            f"{latent} latent channels: no video VAE modelsafe knows (HunyuanVideo's has 16, "
+            "HunyuanVideo 1.5's 32, LTX-Video's 128)"
+        )
+        return [_cand("unknown", "vae", 0.5, evidence, facts, detector)]
+    family, what = _CAUSAL_VAES[arch]
+    evidence.append(f"= {what}")
+    if family == "unknown":
+        evidence.append("modelsafe has no family for this video model: family unknown")
+        return [_cand(family, "vae", 0.6, evidence, facts, detector)]
+    facts["compatible_families"] = [family]
+    return [_cand(family, "vae", 0.85, evidence, facts, detector)]
+
+
+def _causal_vae_arch(view: KeyView, latent_in: str, latent: int) -> str | None:
+    if latent_in != "decoder.conv_in.conv.weight":
+        return "mochi" if any(view.has_prefix(m) for m in _MOCHI_MARKERS) else None
+    if _COGVIDEOX_NORM in view:
+        return "cogvideox"
+    return _CAUSAL_BY_LATENT.get(latent)
+
+
 # ------------------------------------------------------------------------------------ text encoders
 
 # (width, layers) -> variant, for CLIP text towers in either naming.
@@ -309,7 +407,10 @@ USED_BY: dict[str, list[str]] = {
     "clip_g": ["sdxl", "sdxl_refiner", "sd3", "sd3.5", "hidream", "stable-cascade"],
     "t5xxl": ["sd3", "sd3.5", "flux1", "chroma", "hidream"],
     "umt5xxl": ["wan"],
+    "oldt5_xxl": ["cosmos"],
+    "byt5_small_glyph": ["hunyuanimage2.1"],
     "llama3.1_8b": ["hidream"],
+    "llava_llama3_8b": ["hunyuan-video"],
     "qwen2.5_vl_7b": ["qwen-image", "hunyuanimage2.1", "kandinsky5"],
     "qwen3_4b": ["z-image", "flux2"],
     "gemma2_2b": ["lumina2", "sana"],
@@ -319,6 +420,9 @@ USED_BY: dict[str, list[str]] = {
 # (vocab, width, layers) -> variant, for decoder-only LLM text encoders.
 _LLM_VARIANTS: dict[tuple[int, int, int], str] = {
     (128256, 4096, 32): "llama3.1_8b",
+    # HunyuanVideo's: the language model of LLaVA-Llama-3-8B (xtuner llava-llama-3-8b-v1_1; 64
+    # image/pad tokens over Llama-3's 128256: ComfyUI comfy/text_encoders/llama.py Llama2Config)
+    (128320, 4096, 32): "llava_llama3_8b",
     (152064, 3584, 28): "qwen2.5_vl_7b",
     (151936, 2560, 36): "qwen3_4b",
     (256000, 2304, 26): "gemma2_2b",
@@ -400,18 +504,48 @@ def _say_variant(variant: str | None, facts: dict[str, Any], evidence: list[str]
 # (32128), mT5-XXL's multilingual one (250112), UMT5-XXL's (256384).
 MT5_VOCAB = 250112
 UMT5_VOCAB = 256384
+# T5-family encoders by (width, blocks, feed-forward width; None: any), then by vocabulary.
+# T5 v1.0 XXL (t5-11b, ComfyUI's t5_old_config_xxl.json: Cosmos 1.0 and Cosmos-Predict2) is 1024
+# wide like t5-large and T5 v1.1 large, and told from them by its 65536-wide ReLU feed-forward;
+# ByT5-small (1472 x 12) in HunyuanImage 2.1's Glyph-SDXL-v2 build has 1510 tokens (ComfyUI
+# byt5_config_small_glyph.json), google/byt5-small 384.
+_T5_VARIANTS: dict[tuple[int, int, int | None], str] = {
+    (4096, 24, None): "t5xxl",
+    (1024, 24, 65536): "oldt5_xxl",
+    (1472, 12, None): "byt5_small",
+}
+_T5_BY_VOCAB: dict[tuple[str, int], str] = {
+    ("t5xxl", MT5_VOCAB): "mt5xxl",
+    ("t5xxl", UMT5_VOCAB): "umt5xxl",
+    ("byt5_small", 1510): "byt5_small_glyph",
+}
+_T5_NOTES: dict[str, str] = {
+    "umt5xxl": "relative attention bias in every block / 256k vocabulary: UMT5",
+    "mt5xxl": "vocabulary 250112: mT5 (multilingual), not T5 v1.1 XXL (32128); no family "
+    "modelsafe knows uses mT5-XXL",
+    "oldt5_xxl": "d_ff 65536 (ReLU DenseReluDense.wi): T5 v1.0 XXL (t5-11b), not T5 v1.1 XXL "
+    "(4096 wide)",
+    "byt5_small_glyph": "vocabulary 1510: ByT5-small with the Glyph-SDXL-v2 glyph tokens, "
+    "HunyuanImage 2.1's text renderer",
+}
 
 
 def _t5_variant(
-    width: int | None, layers: int | None, *, umt5: bool, vocab: int | None = None
+    width: int | None,
+    layers: int | None,
+    *,
+    umt5: bool,
+    vocab: int | None = None,
+    d_ff: int | None = None,
 ) -> str | None:
     """T5-XXL's encoder is 4096 wide and 24 blocks deep; UMT5-XXL (Wan) and mT5-XXL have the
     same shape and are told by their vocabularies (UMT5 also by a relative bias per block)."""
-    if width == 4096 and layers == 24:
-        if umt5:
-            return "umt5xxl"
-        return "mt5xxl" if vocab == MT5_VOCAB else "t5xxl"
-    return None
+    variant = _T5_VARIANTS.get((width or 0, layers or 0, None)) or _T5_VARIANTS.get(
+        (width or 0, layers or 0, d_ff)
+    )
+    if variant == "t5xxl" and umt5:
+        return "umt5xxl"
+    return _T5_BY_VOCAB.get((variant or "", vocab or 0), variant)
 
 
 def _hf_clip(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
@@ -459,7 +593,10 @@ def _t5(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
     layers = view.count_blocks("encoder.block.")
     vocab_key = "shared.weight" if "shared.weight" in view else "encoder.embed_tokens.weight"
     vocab = view.dim(vocab_key, 0)
-    ff = view.dim("encoder.block.0.layer.1.DenseReluDense.wi_0.weight", 0)
+    # gated (T5 v1.1: wi_0/wi_1) or ReLU (T5 v1.0: wi) feed-forward
+    ff = view.dim("encoder.block.0.layer.1.DenseReluDense.wi_0.weight", 0) or view.dim(
+        "encoder.block.0.layer.1.DenseReluDense.wi.weight", 0
+    )
     per_layer_bias = "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight" in view
     facts: dict[str, Any] = {
         "hidden_size": width,
@@ -472,14 +609,10 @@ def _t5(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
         f"{view.says('encoder.block.0.layer.0.SelfAttention.q.weight')}: T5 encoder, width "
         f"{width}, {layers} blocks" + (f", vocabulary {vocab}" if vocab else ""),
     ]
-    variant = _t5_variant(width, layers, umt5=vocab == UMT5_VOCAB or per_layer_bias, vocab=vocab)
-    if variant == "umt5xxl":
-        evidence.append("relative attention bias in every block / 256k vocabulary: UMT5")
-    elif variant == "mt5xxl":
-        evidence.append(
-            f"vocabulary {vocab}: mT5 (multilingual), not T5 v1.1 XXL (32128); no family "
-            "modelsafe knows uses mT5-XXL"
-        )
+    umt5 = vocab == UMT5_VOCAB or per_layer_bias
+    variant = _t5_variant(width, layers, umt5=umt5, vocab=vocab, d_ff=ff)
+    if variant in _T5_NOTES:
+        evidence.append(_T5_NOTES[variant])
     return _te_candidate(index, view, variant, facts, evidence, detector, ("decoder.",))
 
 
@@ -518,7 +651,8 @@ def _gguf_text_encoder(index: TensorIndex, detector: str) -> list[Candidate]:
         f"{arch}.block_count={layers}" + (f", vocabulary {vocab}" if vocab else "")
     ]
     if arch in _GGUF_T5:
-        variant = _t5_variant(width, layers, umt5=vocab == UMT5_VOCAB, vocab=vocab)
+        d_ff = kv.get(f"{arch}.feed_forward_length")
+        variant = _t5_variant(width, layers, umt5=vocab == UMT5_VOCAB, vocab=vocab, d_ff=d_ff)
     else:
         variant = _LLM_VARIANTS.get((vocab or 0, width or 0, layers or 0))
         if variant is None:  # a chat/base LLM: no image model uses it, so not a text encoder
