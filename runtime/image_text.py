@@ -4,6 +4,7 @@ UserComment, where A1111 and Forge write theirs; and an image's size from its he
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,11 @@ MAX_TEXT = 16 * 2**20  # the most one text chunk may hold (decompressed) for mod
 MAX_TEXT_TOTAL = 64 * 2**20  # ... and all it reads of one image
 # The chunks modelsafe reads (the others are only noted by name, to tell which tool wrote it).
 _WANTED = frozenset({PARAMETERS_KEY, JSON_KEY, "Software", "Source"})
+_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+_KEYWORD_BYTES = 80  # a text chunk's keyword (1 to 79 bytes) and its NUL
+MAX_TEXT_CHUNKS = 1024  # the most text chunks an image may have (tools write a handful)
 _EXIF_IFD, _USER_COMMENT = 0x8769, 0x9286
+_MAX_EXIF = 2 * MAX_TEXT + 2**16  # a UserComment of MAX_TEXT characters in UTF-16, and tags
 
 
 def read_image_text(path: Path) -> dict[str, str]:
@@ -35,11 +40,14 @@ def read_image_text(path: Path) -> dict[str, str]:
 
 
 def _png_text(file: Any) -> dict[str, str]:
-    import struct
+    """The text chunks of a PNG whose signature was read. Memory stays small whatever the file
+    holds: a chunk modelsafe does not read (pixels, another tool's text) is skipped unread, one
+    it reads is refused when larger than it reads before its bytes are read, and an image with
+    more text chunks than any tool writes is refused."""
     import zlib
 
     chunks: dict[str, str] = {}
-    budget = MAX_TEXT_TOTAL
+    budget, count = MAX_TEXT_TOTAL, 0
     while True:
         head = file.read(8)
         if len(head) < 8:
@@ -47,22 +55,33 @@ def _png_text(file: Any) -> dict[str, str]:
         length, kind = struct.unpack(">I4s", head)
         if kind == b"IEND":
             return chunks
-        if kind not in (b"tEXt", b"zTXt", b"iTXt"):
+        if kind not in _TEXT_CHUNKS:
             file.seek(length + 4, 1)
             continue
-        data = file.read(length)
-        crc = file.read(4)
-        key, _, body = data.partition(b"\0")
-        name = key.decode("latin-1")
+        count += 1
+        if count > MAX_TEXT_CHUNKS:
+            raise RecipeReadError(
+                f"it holds more than {MAX_TEXT_CHUNKS} text chunks; modelsafe reads no more"
+            )
+        start = file.read(min(length, _KEYWORD_BYTES))
+        name = start.partition(b"\0")[0].decode("latin-1")
         if name not in _WANTED:
             chunks.setdefault(name, "")
+            file.seek(length - len(start) + 4, 1)
             continue
         where = f"its {kind.decode()} chunk {_shown(name, 40)}"
+        limit = min(MAX_TEXT, budget)
+        if length - len(name) - 1 > limit:
+            raise RecipeReadError(
+                f"{where} holds more than {limit // 2**20} MiB; modelsafe reads no more"
+            )
+        data = start + file.read(length - len(start))
+        crc = file.read(4)
         if len(data) < length or len(crc) < 4:
             raise RecipeReadError(f"{where} is cut short (the file is truncated)")
         if struct.unpack(">I", crc)[0] != zlib.crc32(kind + data) & 0xFFFFFFFF:
             raise RecipeReadError(f"{where} is damaged (its CRC does not match)")
-        text = _chunk_text(kind, body, where, min(MAX_TEXT, budget))
+        text = _chunk_text(kind, data[len(name) + 1 :], where, limit)
         budget -= len(text)
         chunks[name] = text
 
@@ -84,6 +103,8 @@ def _chunk_text(kind: bytes, body: bytes, where: str, limit: int) -> str:
             body = inflate.decompress(body, limit + 1)
         except zlib.error as exc:
             raise RecipeReadError(f"{where} does not decompress ({exc})") from None
+        if len(body) <= limit and not inflate.eof:
+            raise RecipeReadError(f"{where} is damaged (its compressed text stops early)")
     if len(body) > limit:
         raise RecipeReadError(
             f"{where} holds more than {limit // 2**20} MiB of text; modelsafe reads no more"
@@ -96,7 +117,70 @@ def _chunk_text(kind: bytes, body: bytes, where: str, limit: int) -> str:
 
 def _exif_text(path: Path) -> dict[str, str]:
     """A JPEG's or WebP's EXIF UserComment (A1111: ``UNICODE\\0`` and UTF-16) as
-    ``parameters``; the image is opened, not decoded."""
+    ``parameters``. The EXIF block is taken from the file's segments, not from Pillow's opened
+    image, so an image of any declared size gives its text (no pixel is decoded); another
+    format is opened, not decoded, by Pillow."""
+    from PIL import Image
+
+    try:
+        with path.open("rb") as file:
+            head = file.read(12)
+            if head[:2] == b"\xff\xd8":
+                exif = _jpeg_exif(file)
+            elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+                exif = _webp_exif(file)
+            else:
+                return _pillow_exif_text(path)
+        if exif is None:
+            return {}
+        info = Image.Exif()
+        info.load(exif)
+        comment = info.get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    except (OSError, SyntaxError, ValueError, struct.error) as exc:
+        raise RecipeReadError(f"its EXIF cannot be read ({_clip(str(exc), 80)})") from None
+    return _comment_text(comment)
+
+
+def _jpeg_exif(file: Any) -> bytes | None:
+    """The first ``Exif`` APP1 segment of a JPEG (its markers are walked from the start up to
+    the image data; a segment holds at most 64 KiB)."""
+    file.seek(2)
+    while True:
+        marker = file.read(2)
+        while marker[1:] == b"\xff":  # fill bytes before a marker
+            marker = marker[1:] + file.read(1)
+        if len(marker) < 2 or marker[0] != 0xFF or marker[1] in (0xD9, 0xDA):
+            return None  # end of image, start of scan (the image data), or no JPEG
+        if 0xD0 <= marker[1] <= 0xD7 or marker[1] == 0x01:
+            continue  # markers without a length
+        size = file.read(2)
+        if len(size) < 2:
+            return None
+        data = file.read(struct.unpack(">H", size)[0] - 2)
+        if marker[1] == 0xE1 and data.startswith(b"Exif\0\0"):
+            return bytes(data)
+
+
+def _webp_exif(file: Any) -> bytes | None:
+    """The ``EXIF`` chunk of a WebP whose RIFF header was read; larger than a UserComment of
+    :data:`MAX_TEXT` UTF-16 text is refused before it is read."""
+    while True:
+        head = file.read(8)
+        if len(head) < 8:
+            return None
+        kind, size = struct.unpack("<4sI", head)
+        if kind != b"EXIF":
+            file.seek(size + (size & 1), 1)
+            continue
+        if size > _MAX_EXIF:
+            raise RecipeReadError(
+                f"its EXIF holds more than {_MAX_EXIF // 2**20} MiB; modelsafe reads no more"
+            )
+        return bytes(file.read(size))
+
+
+def _pillow_exif_text(path: Path) -> dict[str, str]:
+    """The EXIF UserComment of an image in another format Pillow opens (not decodes)."""
     import warnings
 
     from PIL import Image, UnidentifiedImageError
@@ -112,6 +196,12 @@ def _exif_text(path: Path) -> dict[str, str]:
         raise RecipeReadError(
             f"it is not an image Pillow can read ({_clip(str(exc), 80)})"
         ) from None
+    return _comment_text(comment)
+
+
+def _comment_text(comment: Any) -> dict[str, str]:
+    """``{"parameters": text}`` for an EXIF UserComment (a string, or bytes with their charset
+    code); ``{}`` for none."""
     if isinstance(comment, str):
         return {PARAMETERS_KEY: comment}
     if not isinstance(comment, bytes) or len(comment) < 8:
@@ -135,7 +225,6 @@ def _user_comment(raw: bytes) -> str:
 def image_size(path: Path) -> tuple[int, int] | None:
     """An image's width and height from its header, without decoding it (and without Pillow's
     decompression-bomb refusal, which a header alone cannot harm); None when unreadable."""
-    import struct
     import warnings
 
     from PIL import Image

@@ -206,6 +206,18 @@ def _refs(values: Any, where: str) -> tuple[ModelRef, ...]:
     return tuple(_ref(v, f"{where}[{i}]") for i, v in enumerate(values or ()))
 
 
+def _lora_refs(values: Any) -> tuple[ModelRef, ...]:
+    """The recipe's LoRAs: each one's weight is a number (other models' refs have none)."""
+    loras = _refs(values, "loras")
+    for i, lora in enumerate(loras):
+        if lora.weight is None:
+            raise RecipeReadError(
+                f"malformed modelsafe recipe: loras[{i}].weight is "
+                f"{'missing' if 'weight' not in values[i] else 'null'}, not a number"
+            )
+    return loras
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything that decides one image (see the module docstring)."""
@@ -282,7 +294,7 @@ class Recipe:
             **{
                 **fields,
                 "checkpoint": _ref(fields["checkpoint"], "checkpoint"),
-                "loras": _refs(fields.get("loras"), "loras"),
+                "loras": _lora_refs(fields.get("loras")),
                 "text_encoders": _refs(fields.get("text_encoders"), "text_encoders"),
                 "embeddings": _refs(fields.get("embeddings"), "embeddings"),
                 **{
@@ -303,7 +315,7 @@ class Recipe:
         model names in ``Lora hashes`` / ``TI hashes`` lose ``,`` and ``:`` as A1111 writes them."""
         prompt = self.prompt
         tags = " ".join(
-            f"<lora:{lo.name.replace(':', '')}:{_num(lo.weight or 0.0)}>" for lo in self.loras
+            f"<lora:{_tag_name(lo.name)}:{_num(lo.weight or 0.0)}>" for lo in self.loras
         )
         if tags:
             prompt = f"{prompt} {tags}" if prompt else tags
@@ -380,8 +392,14 @@ def _num(value: float) -> str:
 
 def _hash_key(name: str) -> str:
     """A model's name as ``Lora hashes`` / ``TI hashes`` hold it (A1111 drops ``,`` and ``:``,
-    which its parser would split on)."""
-    return name.replace(",", "").replace(":", "").strip()
+    which its parser would split on; ``>``, which ends a tag, is dropped as in the tag)."""
+    return _tag_name(name).replace(",", "").strip()
+
+
+def _tag_name(name: str) -> str:
+    """A LoRA's name as its ``<lora:NAME:W>`` tag holds it: without the ``:`` and ``>`` that
+    would end it."""
+    return name.replace(":", "").replace(">", "")
 
 
 def _quote(text: str) -> str:
@@ -481,18 +499,28 @@ def _lora_of_tag(kind: str, args: list[str]) -> tuple[str, float, str]:
     """``(name, weight, problem)`` of ``<lora:NAME[:TE[:UNET]]>`` as A1111 applies it: no
     weight is 1, the UNet takes the text encoders' weight unless given its own (``te=`` and
     ``unet=`` too). modelsafe applies one weight to both: ``problem`` says why it cannot apply
-    this tag (different weights, a ``dyn`` dimension), else it is empty."""
+    this tag (different weights, a ``dyn`` dimension, an option such as the LoRA Block Weight
+    extension's ``lbw=`` / ``start=`` / ``stop=``), else it is empty."""
     tag = f"<{kind}:{':'.join(args)}>"
     named = dict(a.split("=", 1) for a in args[1:] if "=" in a)
     positional = [a for a in args[1:] if "=" not in a]
     te = _tag_weight(tag, named.get("te", positional[0] if positional else "1"))
     unet = _tag_weight(tag, named.get("unet", positional[1] if len(positional) > 1 else str(te)))
+    options = [f"{_clip(key, 20)}=" for key in named if key not in _LORA_WEIGHTS]
     problem = ""
     if te != unet:
         problem = "a LoRA with its own text-encoder and UNet weights: modelsafe applies one"
     elif "dyn" in named or len(positional) > 2:
         problem = "a LoRA cut to a dyn dimension: modelsafe applies the whole LoRA"
+    elif options:
+        problem = (
+            f"a LoRA with the options {', '.join(options[:5])} (an extension's, such as LoRA "
+            "Block Weight's): modelsafe applies the LoRA at one weight to every block and step"
+        )
     return args[0].strip(), te, problem
+
+
+_LORA_WEIGHTS = ("te", "unet")  # the named weights A1111 reads (dyn is refused on its own)
 
 
 def _tag_weight(tag: str, text: str) -> float:
@@ -537,6 +565,9 @@ SUPPORTED_SAMPLERS = (
 )
 
 
+_SHOWN = 10  # the settings an UnreproducibleError names (it counts the others)
+
+
 class UnreproducibleError(UsageError):
     """The image was made with settings modelsafe cannot apply: ``items`` holds each one (the
     field as the image says it) with why. No flag skips them (they are not overridable)."""
@@ -544,9 +575,11 @@ class UnreproducibleError(UsageError):
     def __init__(self, items: list[tuple[str, str]], source: str = "the image") -> None:
         self.items = items
         groups: dict[str, list[str]] = {}
-        for what, why in items:
+        for what, why in items[:_SHOWN]:
             groups.setdefault(why, []).append(what)
         said = "; ".join(f"{', '.join(whats)} ({why})" for why, whats in groups.items())
+        if len(items) > _SHOWN:
+            said += f"; and {len(items) - _SHOWN} more"
         super().__init__(
             f"{source} was made with settings modelsafe cannot reproduce: {said}",
             hint="flags such as --checkpoint, --seed or --steps do not skip them; to make a new "
@@ -636,7 +669,7 @@ def recipe_from_parameters(text: str) -> Recipe:
     pairs: dict[str, str] = parsed["pairs"]
     own = pairs.get("Version", "").startswith("modelsafe")
     cannot = [
-        (f"{key}: {_clip(value, 40)}", _why_not(key, pairs))
+        (f"{_clip(key, 40)}: {_clip(value, 40)}", _why_not(key, pairs))
         for key, value in pairs.items()
         if key not in _READ | _NO_PIXELS and not _FORGE_MODULE.fullmatch(key)
     ]
@@ -648,11 +681,10 @@ def recipe_from_parameters(text: str) -> Recipe:
     upscaler, upscale_scale = _parameters_upscaler(pairs, cannot)
     if cannot:
         raise UnreproducibleError(cannot)
-    sampler = pairs.get("Sampler", "")
-    schedule = pairs.get("Schedule type", "")
-    scheduler = scheduler_from_sampler(sampler, schedule)
+    scheduler = _parameters_scheduler(pairs, own)
     extra: dict[str, Any] = {}
     if not scheduler:
+        sampler, schedule = pairs.get("Sampler", ""), pairs.get("Schedule type", "")
         extra["sampler"] = f"{sampler}, Schedule type: {schedule}" if schedule else sampler
     modules = [value for key, value in pairs.items() if _FORGE_MODULE.fullmatch(key)]
     if modules:
@@ -690,6 +722,17 @@ def recipe_from_parameters(text: str) -> Recipe:
         extra=extra,
         warnings=() if own else _foreign_warnings(parsed, pairs),
     )
+
+
+def _parameters_scheduler(pairs: Mapping[str, str], own: bool) -> str:
+    """The scheduler a parameters block's ``Sampler`` and ``Schedule type`` name (``""`` when
+    the backend has none such). Euler with Simple is ``flow_euler`` only on a flow model: a
+    Forge Flux image (it records ``Distilled CFG Scale``) or modelsafe's own text (which writes
+    it for ``flow_euler`` alone); A1111 and Forge write it for SD1 and SDXL too, sampled with
+    their own Simple sigmas, which diffusers lacks, so there it is left open."""
+    scheduler = scheduler_from_sampler(pairs.get("Sampler", ""), pairs.get("Schedule type", ""))
+    flow = own or "Distilled CFG Scale" in pairs
+    return "" if scheduler == "flow_euler" and not flow else scheduler
 
 
 def _parameters_models(
