@@ -173,6 +173,12 @@ def _folder_hashes(path: str, cache: HashCache) -> dict[str, dict[str, str | Non
     return found
 
 
+def folder_id(path: str, cache: HashCache | None = None) -> str:
+    """A model folder's identity as ``scan`` records it (``hashes["folder_id"]``): reads and
+    hashes its model files."""
+    return _folder_id(_folder_hashes(path, cache or HashCache()))
+
+
 def _folder_id(components: dict[str, dict[str, str | None]]) -> str:
     """One id for a folder: its model files' relative paths and content ids (or sha256)."""
     h = hashlib.sha256()

@@ -124,6 +124,9 @@ class GenerateRequest:
     vram: int | str | None = None
     upscale: Path | str | None = None
     recipe_plan: Mapping[str, Any] = field(default_factory=dict)  # --from-image: the old record
+    # --from-image of a parameters text, which names no family: its "Euler" (scheduler
+    # "euler") is flow_euler where the family samples by flow (SD3, Flux.1), Euler elsewhere.
+    euler_means_flow: bool = False
     # How the model is sampled where that is not its family's default, from its marker tensors
     # or folder configs (diffusers_loader.model_sampling; filled by with_defaults): noise_schedule
     # "edm" with sigma_min/sigma_max/sigma_data, prediction_type, zero_terminal_snr, the latent
@@ -421,12 +424,20 @@ def with_defaults(request: GenerateRequest) -> GenerateRequest:
         cfg=base.cfg if request.cfg is None else request.cfg,
         width=base.width if request.width is None else request.width,
         height=base.height if request.height is None else request.height,
-        scheduler=request.scheduler or base.scheduler,
+        scheduler=_scheduler(request, base),
         clip_skip=clip_skip,
         sampling=sampling,
     )
     check_numbers(request)
     return request
+
+
+def _scheduler(request: GenerateRequest, base: FamilyDefaults) -> str:
+    """The request's scheduler, else the family's; an A1111 "Euler" read from a recipe that
+    names no family (``euler_means_flow``) is flow_euler on a family sampled by flow."""
+    if request.euler_means_flow and request.scheduler == "euler" and base.scheduler == "flow_euler":
+        return "flow_euler"
+    return request.scheduler or base.scheduler
 
 
 # -- the inputs: audit, identity, hashes ---------------------------------------------------------
@@ -1050,6 +1061,33 @@ def known_hashes(path: Path, catalog: Catalog | None) -> dict[str, Any]:
     return {}
 
 
+def folder_identity(path: Path, catalog: Catalog | None) -> str | None:
+    """A model folder's identity as ``modelsafe scan`` records it (``folder_id``: a sha256 over
+    its model files' relative paths and content ids): the catalog's while the folder is as it
+    was scanned, else computed; None when its files cannot be read."""
+    from modelsafe.errors import ModelsafeError
+    from modelsafe.registry.analyse import folder_id
+    from modelsafe.registry.walk import StatKey, folder_key
+
+    try:
+        key = folder_key(str(path))
+        if catalog is not None:
+            from modelsafe.registry.catalog.queries import location_of_file
+
+            with catalog.session() as session:
+                loc = location_of_file(session, path)
+                hashes = ((loc.extra or {}).get("hashes") or {}) if loc is not None else {}
+                if loc is not None and isinstance(hashes.get("folder_id"), str):
+                    scanned = StatKey(
+                        loc.size, loc.mtime_ns, loc.inode or 0, loc.device or 0, loc.ctime_ns or 0
+                    )
+                    if scanned == key:
+                        return str(hashes["folder_id"])
+        return folder_id(str(path))
+    except (OSError, ModelsafeError):
+        return None
+
+
 def _catalog_hashes(path: Path, catalog: Catalog) -> dict[str, Any]:
     """The hashes the catalog has for this very file (its location's own: a model stored as a
     .ckpt and a .safetensors has one row but two sets of file hashes), when it is unchanged."""
@@ -1108,13 +1146,20 @@ class InputRefs:
     controlnet: ModelRef | None = None
     refiner: ModelRef | None = None
     upscaler: ModelRef | None = None
+    # Each model folder's identity (:func:`folder_identity`), by its path as the refs give it
+    # (a folder has no file hashes); kept as the recipe's ``extra["folder_ids"]``.
+    folder_ids: Mapping[str, str] = field(default_factory=dict)
 
 
 def input_refs(request: GenerateRequest, catalog: Catalog | None = None) -> InputRefs:
     def one(path: Path | None) -> ModelRef | None:
         return None if path is None else model_ref(path, catalog)
 
+    folders = {
+        str(p.resolve()): folder_identity(p, catalog) for p in request.input_files() if p.is_dir()
+    }
     return InputRefs(
+        folder_ids={path: ident for path, ident in folders.items() if ident is not None},
         checkpoint=model_ref(request.checkpoint, catalog),
         loras=tuple(model_ref(lo.path, catalog, weight=lo.weight) for lo in request.loras),
         vae=one(request.vae),
@@ -1186,6 +1231,7 @@ def build_recipe(
                 if value is not None
             },
             **({"sampling": dict(sampling)} if sampling else {}),
+            **({"folder_ids": dict(refs.folder_ids)} if refs.folder_ids else {}),
         },
     )
 
@@ -1208,8 +1254,10 @@ def request_from_recipe(
     for message in recipe.warnings:
         warn(message)
 
+    folder_ids = _recipe_folder_ids(recipe)
+
     def find(ref: ModelRef, what: str) -> Path:
-        return _find_model(ref, what, catalog)
+        return _find_model(ref, what, catalog, folder_ids)
 
     def unless(name: str, ref: ModelRef | None, what: str) -> Path | None:
         return None if ref is None or name in skip else find(ref, what)
@@ -1241,17 +1289,13 @@ def request_from_recipe(
         cfg=recipe.cfg,
         width=recipe.width,
         height=recipe.height,
-        # An A1111 block names no family: its "Euler" is flow_euler on a flow model, and the
-        # family default (euler or flow_euler) is what it meant.
-        scheduler=None
-        if not recipe.scheduler or (not recipe.family and recipe.scheduler == "euler")
-        else recipe.scheduler,
+        scheduler=recipe.scheduler or None,
+        # An A1111 block names no family: its "Euler" is flow_euler on a flow model.
+        euler_means_flow=not recipe.family and "scheduler" not in skip,
         family=recipe.family or None,
         variant=recipe.variant,
         prediction_type=recipe.prediction_type,
-        loras=()
-        if "loras" in skip
-        else tuple(LoraSpec(find(lo, "LoRA"), lo.weight or 0.0) for lo in recipe.loras),
+        loras=() if "loras" in skip else _recipe_loras(recipe, find),
         vae=unless("vae", recipe.vae, "VAE"),
         text_encoders={}
         if "text_encoders" in skip
@@ -1273,6 +1317,39 @@ def request_from_recipe(
         tokenizers=_existing(recipe.extra.get("tokenizers")),
         config_dir=_existing(recipe.extra.get("config_dir")),
     )
+
+
+def _recipe_loras(recipe: Recipe, find: Callable[[ModelRef, str], Path]) -> tuple[LoraSpec, ...]:
+    """The recipe's LoRAs, found. A parameters text (no family) may name one file twice: a
+    ``Civitai resources`` entry (another name: the reader drops one named as a tag) for the
+    file of a prompt tag is that tag's LoRA, applied once with the tag's weight; two tags of
+    one name are refused (A1111 would apply the file twice; modelsafe never doubles it
+    silently). A modelsafe recipe is run as it was made."""
+    loras: list[LoraSpec] = []
+    names: dict[Path, ModelRef] = {}  # resolved file -> the recipe's first entry for it
+    for ref in recipe.loras:
+        path = find(ref, "LoRA")
+        first = names.get(path.resolve())
+        if first is None or recipe.family:
+            names.setdefault(path.resolve(), ref)
+            loras.append(LoraSpec(path, ref.weight or 0.0))
+            continue
+        if first.name == ref.name:  # (the reader keeps a resource of a tag's name out)
+            raise UsageError(
+                f"the image's prompt gives the LoRA {ref.name[:80]!r} twice (weights "
+                f"{first.weight or 0:g} and {ref.weight or 0:g}), both {path}: modelsafe does "
+                "not apply one file twice",
+                hint=f"give it once with {_OVERRIDE_FLAGS['LoRA']} (A1111 added the two: "
+                f"--lora {path}:{(first.weight or 0) + (ref.weight or 0):g} is that for a plain "
+                "LoRA)",
+            )
+        if (first.weight or 0.0) != (ref.weight or 0.0):
+            warn(
+                f"the image names the LoRA {path.name} twice, as {first.name[:80]!r} (weight "
+                f"{first.weight or 0:g}) and as {ref.name[:80]!r} (weight {ref.weight or 0:g}, "
+                f"its Civitai resources entry): applied once, with weight {first.weight or 0:g}"
+            )
+    return tuple(loras)
 
 
 def _refuse_open_settings(recipe: Recipe, given: set[str]) -> None:
@@ -1317,12 +1394,33 @@ def _existing(path: Any) -> Path | None:
     return Path(path) if isinstance(path, str) and Path(path).is_dir() else None
 
 
-def _find_model(ref: ModelRef, what: str, catalog: Catalog | None) -> Path:
+def _recipe_folder_ids(recipe: Recipe) -> dict[str, str]:
+    """The model folders' identities a recipe records (``extra["folder_ids"]``, path -> id;
+    none in a recipe written before modelsafe kept them, or from a parameters text)."""
+    value = recipe.extra.get("folder_ids")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise UsageError(
+            "the recipe's extra.folder_ids is not an object of folder paths and ids",
+            hint="the image's recipe is damaged: give the models as flags, or generate anew "
+            "without --from-image",
+        )
+    return dict(value)
+
+
+def _find_model(
+    ref: ModelRef, what: str, catalog: Catalog | None, folder_ids: Mapping[str, str] | None = None
+) -> Path:
     """The file ``ref`` names: at its recorded path when that file still has the recorded
-    sha256 (or AutoV2), else the catalog's copy with that hash (checked to be unchanged since it
-    was scanned). A file that changed, a hash several models share, or none found is refused."""
+    sha256 (or AutoV2), or that folder its recorded identity (``folder_ids``), else the
+    catalog's copy with that hash (checked to be unchanged since it was scanned). A file or
+    folder that changed, a hash several models share, or none found is refused."""
     if ref.path and Path(ref.path).exists():
         path = Path(ref.path)
+        _refuse_changed_folder(path, what, (folder_ids or {}).get(ref.path), catalog)
         recorded = ref.sha256 or ref.autov2
         if recorded and path.is_file():
             hashes = known_hashes(path, catalog)
@@ -1350,6 +1448,21 @@ def _find_model(ref: ModelRef, what: str, catalog: Catalog | None) -> Path:
     )
 
 
+def _refuse_changed_folder(
+    path: Path, what: str, recorded: str | None, catalog: Catalog | None
+) -> None:
+    """Refuse a model folder whose identity is not the one the recipe records."""
+    if recorded is None or not path.is_dir():
+        return
+    now = folder_identity(path, catalog)
+    if now != recorded:
+        raise UsageError(
+            f"the {what} folder {path} changed since the image was made (its model files' "
+            f"identity is now {(now or 'unreadable')[:12]}..., recipe says {recorded[:12]}...)",
+            hint="restore the original files, or generate anew without --from-image",
+        )
+
+
 def _is_hash(digest: str) -> bool:
     """A hash prefix the catalog looks models up by (never a name: a recipe's hash is text
     from the image)."""
@@ -1375,20 +1488,47 @@ def _catalog_copy(ref: ModelRef, digest: str, what: str, catalog: Catalog) -> Pa
                 f"the {what} {ref.name[:80]!r} cannot be told by its hash: {exc.reason}",
                 hint=f"give the one meant with {flag}" if flag else exc.hint,
             ) from None
-        path = queries.file_on_disk(model)
-        if path is None or not path.is_file() or queries.location_of_file(session, path):
-            return path  # (a folder's identity is the catalog's; a file unchanged since scanned)
-        loc = next(loc for loc in model.locations if Path(loc.path) == path)
-        recorded = str(((loc.extra or {}).get("hashes") or {}).get("sha256") or model.sha256)
-    now = str(known_hashes(path, None).get("sha256"))
-    if now != recorded:
-        raise UsageError(
-            f"the catalog's copy of the {what} {ref.name[:80]!r} at {path} changed since it was "
-            f"scanned (sha256 now {now[:12]}..., recorded {recorded[:12]}...)",
-            hint="run `modelsafe scan` on its folder"
-            + (f", or give the file with {flag}" if flag else ""),
-        )
-    return path
+        copies = [
+            (
+                Path(loc.path),
+                str(((loc.extra or {}).get("hashes") or {}).get("sha256") or model.sha256),
+                queries.location_of_file(session, Path(loc.path)) is not None,
+            )
+            for loc in sorted(model.locations, key=queries.copy_preference)
+            if loc.status == "present"
+            and Path(loc.path).exists()
+            and (
+                not (loc.extra or {}).get("hashes")
+                or queries._location_hash_matches(loc, digest.lower())
+            )
+        ]
+    changed: list[tuple[Path, str, str]] = []  # (copy, sha256 now, recorded)
+    for path, recorded, unchanged in copies:
+        if not (path.is_file() and not unchanged):
+            intact: Path | None = path  # (a folder's identity is the catalog's; a file unchanged)
+        else:
+            now = str(known_hashes(path, None).get("sha256"))
+            intact = path if now == recorded else None
+            if intact is None:
+                changed.append((path, now, recorded))
+        if intact is not None:
+            if changed:
+                warn(
+                    f"the catalog's copy of the {what} {ref.name[:80]!r} at {changed[0][0]} "
+                    f"changed since it was scanned; using its copy at {intact}, which still has "
+                    "the recorded hash"
+                )
+            return intact
+    if not changed:
+        return None
+    path, now, recorded = changed[0]
+    others = f" (and {len(changed) - 1} more of its copies)" if len(changed) > 1 else ""
+    raise UsageError(
+        f"the catalog's copy of the {what} {ref.name[:80]!r} at {path}{others} changed since it "
+        f"was scanned (sha256 now {now[:12]}..., recorded {recorded[:12]}...)",
+        hint="run `modelsafe scan` on its folder"
+        + (f", or give the file with {flag}" if flag else ""),
+    )
 
 
 # The generate flag that replaces a recipe's model of each kind (--from-image).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -184,19 +184,14 @@ def generate(ctx: click.Context, **opts: Any) -> int:
 
         value = result.to_json()
         if old_image is not None and same is not None:
-            value["reproduces"] = {
-                "image": str(old_image),
-                "identical_pixels": same[0],
-                "difference": same[1] or None,
-            }
+            value["reproduces"] = same.to_json(old_image)
         emit_json(value, plugin_failures=True)
     else:
         _echo_plan(result.images[0].recipe.plan)
         for image in result.images:
             click.echo(f"{image.path}  seed {image.seed}  sha256 {image.sha256[:12]}")
         if old_image is not None and same is not None:
-            word = "identical pixels" if same[0] else f"pixels differ ({same[1]})"
-            click.echo(f"reproduces {old_image}: {word}")
+            click.echo(same.line(old_image))
     return 0
 
 
@@ -271,6 +266,9 @@ def _request(ctx: click.Context, opts: dict[str, Any], catalog: Any) -> tuple[An
     ):
         if opts[name] is not None and (old is None or given(name)):
             changes[name] = opts[name]
+    for name, flag in (("prompt", "--prompt"), ("negative_prompt", "--negative")):
+        if name in changes:
+            refuse_network_tags(changes[name], flag)
     if opts["seeds"]:
         try:
             changes["seeds"] = tuple(int(s) for s in opts["seeds"].split(",") if s.strip())
@@ -299,6 +297,29 @@ def _request(ctx: click.Context, opts: dict[str, Any], catalog: Any) -> tuple[An
             plan[name] = opts[name]
     changes["plan"] = plan
     return replace(base, **changes), old
+
+
+def refuse_network_tags(text: str, flag: str) -> None:
+    """Refuse A1111's extra-network tags (``<lora:NAME:W>``, ``<hypernet:...>``) in a prompt
+    given as a flag: modelsafe gives the prompt to the text encoder as it is, so the tag would
+    be words there, and the image's ``parameters`` text would claim a LoRA never applied."""
+    from modelsafe.runtime.recipe import _NETWORK_TAG
+
+    found = _NETWORK_TAG.search(text)
+    if found is None:
+        return
+    tag = found.group(0).strip()[:80]
+    raise UsageError(
+        f"{flag} holds the extra-network tag {tag}: modelsafe does not read such tags (A1111 "
+        "does); it would go to the text encoder as words, and the image's recipe would name a "
+        "LoRA that was never applied",
+        hint="take the tag out of the prompt and give the LoRA file with --lora PATH:WEIGHT"
+        + (
+            ""
+            if found.group(1).lower() in ("lora", "lyco")
+            else " (modelsafe has no hypernetworks)"
+        ),
+    )
 
 
 def _echo_plan(record: Any) -> None:
@@ -361,10 +382,37 @@ class _progress:
             click.secho(line, fg="yellow", err=True)
 
 
-def _compare_pixels(old: Path, new: Path) -> tuple[bool, str]:
-    """(same pixels?, why not). Sizes come from the headers first: a huge or hostile old image
-    is never decoded, and a size change is named as such."""
-    from PIL import Image
+@dataclass(frozen=True)
+class PixelComparison:
+    """How the new image's pixels compare with the old one's (``--from-image``)."""
+
+    identical: bool | None  # None: they could not be compared (``cannot`` says why)
+    difference: str = ""  # what differs, when they are not identical
+    cannot: str = ""  # why they could not be compared
+    lossy: str = ""  # the old image's lossy format (JPEG, lossy WebP): no exact match
+
+    def line(self, old: Path) -> str:
+        if self.identical is None:
+            return f"cannot compare pixels: {self.cannot}"
+        word = "identical pixels" if self.identical else f"pixels differ ({self.difference})"
+        return f"reproduces {old}: {word}"
+
+    def to_json(self, old: Path) -> dict[str, Any]:
+        return {
+            "image": str(old),
+            "identical_pixels": self.identical,
+            "difference": self.difference or None,
+            "cannot_compare": self.cannot or None,
+            "lossy": self.lossy or None,
+        }
+
+
+def _compare_pixels(old: Path, new: Path) -> PixelComparison:
+    """Compare the old image's pixels with the new one's. Sizes come from the headers first: a
+    huge or hostile old image is never decoded, and a size change is named as such. A damaged
+    old image is said, never a crash (the new image is written already); a lossy one (JPEG,
+    lossy WebP) cannot match exactly, so how far it is off is said instead."""
+    from PIL import Image, ImageChops, ImageStat
 
     from modelsafe.runtime.image_text import image_size
 
@@ -372,7 +420,47 @@ def _compare_pixels(old: Path, new: Path) -> tuple[bool, str]:
     if sizes[0] is None or sizes[0] != sizes[1]:
         was = "x".join(map(str, sizes[0])) if sizes[0] else "unreadable"
         now = "x".join(map(str, sizes[1])) if sizes[1] else "unreadable"
-        return False, f"{old.name} is {was}, the new image is {now}"
-    with Image.open(old) as a, Image.open(new) as b:
-        same = a.convert("RGB").tobytes() == b.convert("RGB").tobytes()
-    return same, "" if same else "other device or versions?"
+        return PixelComparison(False, f"{old.name} is {was}, the new image is {now}")
+    try:
+        with Image.open(old) as a, Image.open(new) as b:
+            before, after = a.convert("RGB"), b.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return PixelComparison(None, cannot=f"{old} is damaged ({str(exc)[:200]})")
+    if before.tobytes() == after.tobytes():
+        return PixelComparison(True)
+    lossy = _lossy_format(old)
+    if not lossy:
+        return PixelComparison(False, "other device or versions?")
+    diff = ImageChops.difference(before, after)
+    mean = sum(ImageStat.Stat(diff).mean) / 3
+    bands: Any = diff.getextrema()  # ((low, high), ...): one pair per band of RGB
+    most = max(high for _, high in bands)
+    return PixelComparison(
+        False,
+        f"the old image is lossy {lossy}, so no exact match can be told: mean difference "
+        f"{mean:.2f}, max {most} of 255",
+        lossy=lossy,
+    )
+
+
+def _lossy_format(path: Path) -> str:
+    """``JPEG`` or ``lossy WebP`` when the image is stored so (its decoded pixels are not the
+    ones it was made with), else ``""``. A WebP is lossy when its image chunk is ``VP8 `` (not
+    ``VP8L``); the chunk headers are read, never the image."""
+    import struct
+
+    with path.open("rb") as file:  # (it was just decoded: readable)
+        head = file.read(12)
+        if head[:3] == b"\xff\xd8\xff":
+            return "JPEG"
+        if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+            return ""
+        for _ in range(64):  # VP8X, ICCP, ANIM, ALPH... come before the image chunk
+            chunk = file.read(8)
+            if len(chunk) < 8:
+                return ""
+            kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if kind in (b"VP8 ", b"VP8L"):
+                return "WebP" if kind == b"VP8 " else ""
+            file.seek(size + (size & 1), 1)
+    return ""
