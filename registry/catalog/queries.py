@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from modelsafe.errors import ModelNotFoundError, UsageError
 from modelsafe.registry.catalog.models import Location, Model
+from modelsafe.registry.walk import printable as fs_text
 from modelsafe.types import KINDS
 
 HASH_COLUMNS = ("sha256", "autov2", "blake3", "content_id", "autov3", "autov1", "crc32")
@@ -160,6 +162,16 @@ def find_model(session: Session, ref: str) -> Model:
 
 
 def find_models(session: Session, ref: str) -> list[Model]:
+    """Every model ``ref`` may mean (see :func:`find_model`), the likeliest first found: the
+    model at that path, those whose hash starts with it, or by name (:func:`_by_name`)."""
+    if fs_text(ref) != ref:
+        raise ModelNotFoundError(
+            f"no model in the catalog matches {fs_text(ref)!r}: it is not valid UTF-8, and the "
+            "catalog holds only UTF-8 names and paths",
+            hint="`modelsafe scan` skips a file whose name is not valid UTF-8: rename it (e.g. "
+            "with `convmv -f latin1 -t utf8`), scan it again and give its new name, or give "
+            "the model's hash prefix",
+        )
     path = os.path.abspath(os.path.expanduser(ref))
     by_path = session.scalars(
         _models().join(Location, Location.model_id == Model.id).where(Location.path == path)
@@ -179,12 +191,47 @@ def find_models(session: Session, ref: str) -> list[Model]:
             for m in session.scalars(_models()).unique()
             if any(_location_hash_matches(loc, ref.lower()) for loc in m.locations)
         ]
-    exact = session.scalars(_models().where(func.lower(Model.name) == ref.lower())).all()
-    if exact:
-        return _on_disk_first(exact)
-    # (autoescape: a ref's % and _ are characters of a name, not LIKE wildcards)
-    part = func.lower(Model.name).contains(ref.lower(), autoescape=True)
-    return _on_disk_first(session.scalars(_models().where(part)).all())
+    return _by_name(session, ref)
+
+
+def _by_name(session: Session, ref: str) -> list[Model]:
+    """The models named ``ref`` exactly, else named so in another case, else whose name holds
+    it (in any case): ``Detail`` and ``detail`` are two models, each found by its own name.
+    Names are compared in Unicode NFC on both sides, so ``Pokémon`` typed on a keyboard finds a
+    file copied from macOS, whose name spells the ``é`` as ``e`` and a combining accent (NFD)."""
+    wanted = _nfc(ref)
+    folded = wanted.casefold()
+    exact: list[int] = []
+    any_case: list[int] = []
+    holding: list[int] = []
+    for model_id, name in session.execute(select(Model.id, Model.name)):
+        name = _nfc(name or "")
+        if name == wanted:
+            exact.append(model_id)
+        if name.casefold() == folded:
+            any_case.append(model_id)
+        elif folded in name.casefold():
+            holding.append(model_id)
+    for ids in (exact, any_case, holding):
+        if ids:
+            return _on_disk_first(_models_by_id(session, ids))
+    return []
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+_IDS_PER_QUERY = 500  # (well under SQLite's and PostgreSQL's limits on bound parameters)
+
+
+def _models_by_id(session: Session, ids: Sequence[int]) -> list[Model]:
+    """The models with these ids, in :func:`_models`'s order (name, then id)."""
+    found: list[Model] = []
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        chunk = ids[start : start + _IDS_PER_QUERY]
+        found += session.scalars(_models().where(Model.id.in_(chunk))).unique().all()
+    return sorted(found, key=lambda m: (m.name, m.id))
 
 
 def _on_disk_first(models: Sequence[Model]) -> list[Model]:
@@ -210,6 +257,8 @@ def list_models(
 ) -> list[Model]:
     """Models matching every filter given; ``missing`` lists those with no copy left on disk,
     otherwise only models with a copy on disk (readable or not) are listed."""
+    for name, value in (("--family", family), ("--kind", kind)):
+        check_utf8(name, value)
     query = _models()
     if family:
         query = query.where(Model.family == family)
@@ -222,6 +271,17 @@ def list_models(
         for m in models
         if model_status(m) in wanted and (not unsafe or model_audit(m) == "unsafe")
     ]
+
+
+def check_utf8(what: str, value: str | None) -> None:
+    """Refuse ``value`` (given as ``what``) if the command line gave it as bytes that are not
+    UTF-8 (Python keeps them as surrogate escapes): the catalog stores and compares text only."""
+    if value is not None and fs_text(value) != value:
+        raise UsageError(
+            f"{what} {fs_text(value)!r} is not valid UTF-8 (shown with U+FFFD for each bad byte)",
+            hint="give it as UTF-8 text: check the encoding of your terminal or script "
+            "(`locale` should name UTF-8)",
+        )
 
 
 def catalog_labels(session: Session) -> tuple[int, list[str], list[str]]:
@@ -286,6 +346,8 @@ def set_overrides(
     """Record a user's correction; it wins over detection now and after every re-scan.
 
     A value of ``""`` removes that override (detection applies again)."""
+    for name, value in [*values.items(), ("note", note)]:
+        check_utf8(f"--{name.replace('_', '-')}", value)
     for name, builtin in (("family", FAMILIES), ("kind", KINDS)):
         value = values.get(name)
         if value and value not in builtin:

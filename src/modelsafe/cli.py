@@ -42,6 +42,18 @@ EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
 
+class InternalError(ModelsafeError):
+    """An exception modelsafe did not expect (a bug here or in a plugin), as the CLI reports it."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class Interrupted(ModelsafeError):
+    """Ctrl-C or a termination signal ended the command."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported when used (keeps start-up fast)."""
 
@@ -148,7 +160,7 @@ def _asked_for_json(argv: list[str] | None) -> bool:
                 return False
             name, command, tokens = command.resolve_command(ctx, tokens[start:])
             parent = ctx
-    except (click.exceptions.ClickException, click.exceptions.Exit):
+    except Exception:  # (click's usage errors, Exit; or the failure itself, e.g. a broken import)
         return False
     return False
 
@@ -218,21 +230,20 @@ def main(argv: list[str] | None = None) -> Any:
         if isinstance(cause, Terminated):
             import signal
 
-            _show_error(f"terminated ({signal.Signals(cause.signum).name})")
-            sys.exit(128 + cause.signum)
-        _show_error("interrupted")
-        sys.exit(EXIT_INTERRUPTED)
+            name = signal.Signals(cause.signum).name
+            _fail(Interrupted(f"terminated ({name})"), 128 + cause.signum, _asked_for_json(argv))
+        _fail(Interrupted("interrupted"), EXIT_INTERRUPTED, _asked_for_json(argv))
     except BrokenPipeError:
         sys.exit(0)
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        _show_error(
+        internal = InternalError(
             f"unexpected {type(exc).__name__}: {exc}",
             "this is a bug in modelsafe or a plugin; run again with MODELSAFE_DEBUG=1 "
             "to see the traceback",
         )
-        sys.exit(EXIT_INTERNAL)
+        _fail(internal, EXIT_INTERNAL, _asked_for_json(argv))
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -20,7 +20,8 @@ internal error (a bug: run with `MODELSAFE_DEBUG=1` for the traceback), 130 inte
 
 With `--json` the result is JSON on stdout (progress and messages go to stderr). A command that
 fails prints one object there instead, `{"error": {"type": "FileReadError", "reason": "...",
-"hint": "...", "exit_code": 2}}` (`type`: the error's class), as well as the message on stderr
+"hint": "...", "exit_code": 2}}` (`type`: the error's class; `InternalError` for exit 3,
+`Interrupted` for 130 and SIGTERM's 143), as well as the message on stderr
 (a command that wrote its result before it failed, as `scan` does for a path it could not read,
 leaves that result alone).
 A file name that is not valid UTF-8 is written with U+FFFD for each undecodable byte.

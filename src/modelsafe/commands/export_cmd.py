@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from modelsafe.commands.catalog_option import catalog_option
+from modelsafe.errors import UsageError
 
 
 @click.command()
@@ -37,7 +43,6 @@ def export(ctx: click.Context, fmt: str, output: Path | None) -> int:
     import json
 
     from modelsafe.commands.catalog_option import open_cli_catalog
-    from modelsafe.errors import UsageError
     from modelsafe.registry.catalog import queries
     from modelsafe.types import to_jsonable
 
@@ -52,18 +57,91 @@ def export(ctx: click.Context, fmt: str, output: Path | None) -> int:
                 buffer = io.StringIO()
                 writer = csv.DictWriter(buffer, fieldnames=list(queries.EXPORT_COLUMNS))
                 writer.writeheader()
-                writer.writerows(queries.export_rows(session))
+                writer.writerows(csv_safe(queries.export_rows(session)))
                 text = buffer.getvalue()
     finally:
         catalog.close()
     if output is None:
         sys.stdout.write(text)
         return 0
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(
-            f"cannot write {output}: {exc.strerror or exc}", hint="check the folder exists"
-        ) from exc
+    write_output(output, text)
     click.echo(f"wrote {output}", err=True)
     return 0
+
+
+# A spreadsheet (Excel, LibreOffice, Google Sheets) runs a cell that starts with one of these as
+# a formula: a file named `=HYPERLINK(...).safetensors` or such a note must stay text.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(rows: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+    """``rows`` with each text cell that a spreadsheet would read as a formula prefixed with
+    ``'`` (as OWASP advises against CSV injection); numbers and other text are unchanged."""
+    for row in rows:
+        yield {k: _csv_cell(v) for k, v in row.items()}
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def write_output(output: Path, text: str) -> None:
+    """Write ``text`` to ``output`` whole or not at all: into a temp file in the same folder,
+    renamed over ``output`` once on disk, so a full disk or an interruption leaves the previous
+    file as it was (and no temp file). A device or pipe (``-o /dev/stdout``) is written to."""
+    try:
+        mode = os.stat(output).st_mode
+    except OSError:
+        mode = None
+    regular = mode is None or stat.S_ISREG(mode)
+    try:
+        if regular:
+            # (through a symlink: its target is replaced, the link stays)
+            _replace_atomically(Path(os.path.realpath(output)), text, mode)
+        else:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+    except OSError as exc:
+        raise _write_error(output, exc, kept=regular and mode is not None) from exc
+
+
+def _replace_atomically(output: Path, text: str, mode: int | None) -> None:
+    import tempfile
+
+    # (a short fixed name: OUTPUT's own name may be near the file system's limit)
+    fd, tmp = tempfile.mkstemp(prefix=".modelsafe-export-", suffix=".tmp", dir=output.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, stat.S_IMODE(mode) if mode is not None else _default_mode())
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _default_mode() -> int:
+    """The mode a new file gets (0o666 less the umask), as a plain ``open`` would give it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _write_error(output: Path, exc: OSError, *, kept: bool) -> UsageError:
+    """Why ``output`` could not be written, with a hint that fits the cause."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        hint = "free some disk space (or quota), or give -o a file on another disk"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "check that you may write in that folder (and that it is not read-only)"
+    elif exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        hint = "check the folder exists"
+    elif exc.errno == errno.ENAMETOOLONG:
+        hint = "give a shorter file name"
+    else:
+        hint = "check the folder exists, that you may write in it and that its disk has room"
+    unchanged = f" ({output} is as it was)" if kept else ""
+    return UsageError(f"cannot write {output}: {exc.strerror or exc}{unchanged}", hint=hint)
