@@ -594,9 +594,13 @@ def _checked_source(src: Path, before: os.stat_result) -> TorchFile:
     if tf.format == "torch-zip":
         _check_version_record(src, tf.extra.get("version_record"))
     if tf.content.unsupported:
+        count = len(tf.content.unsupported)
         raise ConversionError(
-            f"cannot convert {src}: {len(tf.content.unsupported)} tensors of a kind safetensors "
-            f"cannot hold (e.g. {tf.content.unsupported[0]})"
+            f"cannot convert {src}: {count} tensor{'s' if count != 1 else ''} of a kind "
+            f"modelsafe cannot convert (e.g. {tf.content.unsupported[0]})",
+            hint="modelsafe writes only tensors whose stored bytes are what torch.load gives; "
+            "load the file with torch.load(weights_only=True) where you trust it and save a "
+            "state dict of plain tensors",
         )
     if tf.extra.get("byteorder", "little") != "little" or not tf.extra.get("sys_info", {}).get(
         "little_endian", True

@@ -87,6 +87,14 @@ _MAX_STORAGE_SEARCH = 10_000  # values searched for storages inside one unsuppor
 _MAX_PATH = 1024  # a flattened key longer than this is not extended (deep nesting)
 _PLAIN_REBUILD = {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3"}
 _PARAMETER = {"_rebuild_parameter", "_rebuild_parameter_with_state"}
+# Attributes whose setting changes a tensor's values (torch._utils._set_obj_state applies a saved
+# attribute state with setattr): ``data`` re-points it at another tensor, ``real`` and ``imag``
+# copy into it. Dunder names (``__class__``, ``__dict__``) are refused too.
+_DATA_ATTRIBUTES = frozenset({"data", "real", "imag"})
+# Index of the ``metadata`` argument per rebuild function: torch.save writes it only for conj()
+# and _neg_view() tensors, and torch.load sets the conjugate or negative bit for a "conj" or
+# "neg" key whatever its value ({"neg": False} negates too): any metadata is refused.
+_METADATA_ARG = {"_rebuild_tensor_v2": 6, "_rebuild_tensor_v3": 7}
 # Plain values kept beside the tensors (for convert's ``modelsafe.values``): bounded so a hostile
 # pickle cannot make the walk keep millions. Optimizer and scheduler state (a ``params`` list of
 # one int per parameter) has its own, smaller budget, so it never crowds out ``epoch``,
@@ -153,6 +161,11 @@ class StorageRef:
     numel: int
     location: str
     view: tuple[str, int, int] | None = None  # legacy storage views: (view key, offset, size)
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per element of ``numel`` (1 when the storage is untyped)."""
+        return int(DTYPE_SIZES[self.dtype]) if self.dtype else 1
 
 
 @dataclass(frozen=True)
@@ -223,6 +236,8 @@ class _Walker:
         self.active: set[int] = set()
         self.bookkeeping_values = 0  # of out.values, how many are optimizer/scheduler state
         self.capped: dict[str, int] = {}  # values a budget left out, by top-level key
+        self.views: dict[str, StorageRef] = {}  # legacy storage views, by view key
+        self.ambiguous_views: set[str] = set()
 
     def finding(self, severity: str, code: str, message: str, where: str = "") -> None:
         self.out.findings.append(Finding(severity, code, message, where or self.label))
@@ -278,20 +293,11 @@ class _Walker:
                 todo.append((child, _join(path, name), False, bad_key or problem))
 
     def children(self, value: Any) -> list[tuple[Any, Any]] | None:
-        """A container's (key, child) pairs, keys as in the pickle (see :meth:`key`)."""
-        if isinstance(value, SymDict):
-            return list(value.items)
+        """A container's (key, child) pairs, keys as in the pickle (see :meth:`key`); a dict's
+        as Python builds it (see :func:`_dict_pairs`)."""
         if isinstance(value, (list, tuple)):
             return list(enumerate(value))
-        if isinstance(value, Call) and _is(value.func, "collections", "OrderedDict", "Counter"):
-            pairs: list[tuple[Any, Any]] = []
-            if value.args and isinstance(value.args[0], (list, tuple)):
-                for item in value.args[0]:
-                    if isinstance(item, (list, tuple)) and len(item) == 2:
-                        pairs.append((item[0], item[1]))
-            pairs.extend(value.dictitems)
-            return pairs
-        return None
+        return _dict_pairs(value)
 
     def key(self, key: Any) -> tuple[str, str]:
         """A dict key as a name part: ``str(key)``, what torch.load's key gives, for text,
@@ -395,10 +401,17 @@ class _Walker:
             return None
         func = value.func
         args = value.args
+        changed = self.data_change(value) if _rebuilds_tensor(func) else ""
+        if changed:
+            self.out.unsupported.append(f"{name} ({changed})")
+            self.used_storages(value, name)
+            return None
         if func.module == "torch._utils" and func.name in _PARAMETER:
+            refused = len(self.out.unsupported)
             inner = self.tensor(args[0], name, depth + 1) if args else None
             if inner is None:
-                self.finding("error", "bad-tensor", f"{name}: a parameter without tensor data")
+                if len(self.out.unsupported) == refused:
+                    self.finding("error", "bad-tensor", f"{name}: a parameter without tensor data")
                 return None
             return TensorRecord(
                 inner.name,
@@ -424,6 +437,48 @@ class _Walker:
             self.used_storages(args, name)
             return None
         return None
+
+    def data_change(self, call: Call) -> str:
+        """Why the state torch.load applies to this tensor (BUILD, a saved attribute state, the
+        conjugate/negative metadata) may give it other values than its storage's bytes ("" when
+        it cannot). convert refuses such a tensor rather than write other data than torch.load
+        gives; torch.save writes none of these for a plain tensor or parameter."""
+        if call.state is not None:
+            return (
+                "a BUILD state, which torch.load applies to the tensor (Tensor.set_ or "
+                "__setstate__: it may point it at other data)"
+            )
+        func, args = call.func, call.args
+        if func.name in ("_rebuild_parameter_with_state", "_rebuild_from_type_v2"):
+            return self.attribute_change(args[3]) if len(args) > 3 else ""
+        index = _METADATA_ARG.get(func.name)
+        if index is not None and len(args) > index and _truthy(args[index]):
+            keys = [describe(key) for key, _ in _dict_pairs(args[index]) or []][:4]
+            return (
+                f"its metadata {', '.join(keys) or describe(args[index])} marks a conjugate or "
+                "negative view: torch.load gives other values than its bytes"
+            )
+        return ""
+
+    def attribute_change(self, state: Any) -> str:
+        """What a saved attribute state (torch._utils._set_obj_state: a dict, or a (dict, slots)
+        pair, applied with setattr) sets that changes the tensor's values or type ("" if none)."""
+        parts = state if isinstance(state, tuple) else (state,)
+        if isinstance(state, tuple) and len(state) != 2:
+            return f"a malformed attribute state {describe(state)}"
+        for part in parts:
+            if not _truthy(part):
+                continue
+            pairs = _dict_pairs(part)
+            if pairs is None:
+                return f"an attribute state that is {describe(part)}, not a dict"
+            for key, _ in pairs:
+                if not isinstance(key, str) or key.startswith("__") or key in _DATA_ATTRIBUTES:
+                    return (
+                        f"its saved attributes set {describe(key)}, which changes what "
+                        "torch.load gives"
+                    )
+        return ""
 
     def used_storages(self, args: Any, name: str) -> None:
         """Register the storages a tensor modelsafe cannot rebuild still reads (sparse indices and
@@ -479,7 +534,12 @@ class _Walker:
             self.finding("error", "bad-tensor", f"{name}: untyped storage without a dtype")
             return None
         record = TensorRecord(name, storage, dtype, shape, stride, offset)
-        storage_bytes = storage.numel * (int(DTYPE_SIZES[storage.dtype]) if storage.dtype else 1)
+        if storage.view is not None and record.itemsize != storage.itemsize:
+            # torch.load places a legacy view in storage elements, modelsafe's readers in the
+            # tensor's: refused rather than read at another place (no real file does this).
+            self.out.unsupported.append(f"{name} (a legacy storage view read as another dtype)")
+            return None
+        storage_bytes = storage.numel * storage.itemsize
         if record.numel:
             last = offset + sum((s - 1) * st for s, st in zip(shape, stride, strict=True))
             if (last + 1) * record.itemsize > storage_bytes:
@@ -550,13 +610,32 @@ class _Walker:
                 where,
             )
         self.out.storages.setdefault(key, ref)
+        if key in self.views:
+            self.ambiguous_view(key, where)
         if view is not None:
-            dtype_size = int(DTYPE_SIZES[dtype]) if dtype else 1
             if view[1] < 0 or view[2] < 0 or view[1] + view[2] > numel:
                 self.finding("error", "bad-storage", f"{name}: storage view out of range", where)
                 return None
-            return StorageRef(key, dtype, view[2], ref.location, view) if dtype_size else None
+            viewed = StorageRef(key, dtype, view[2], ref.location, view)
+            if self.views.setdefault(view[0], viewed) != viewed or view[0] in self.out.storages:
+                self.ambiguous_view(view[0], where)
+            return viewed
         return ref
+
+    def ambiguous_view(self, view_key: str, where: str) -> None:
+        """A legacy storage view key declared again differently, or also a storage's key:
+        torch.load keeps whichever object it met first under that key (deserialized_objects),
+        whatever the later declaration says. Said once per view key."""
+        if view_key in self.ambiguous_views:
+            return
+        self.ambiguous_views.add(view_key)
+        self.finding(
+            "unsafe",
+            "ambiguous-storage",
+            f"storage view {view_key!r} is declared twice with different storages, offsets or "
+            "sizes, or is also a storage's key: torch.load gives every use the first one",
+            where,
+        )
 
 
 class _NotConstant:
@@ -647,6 +726,57 @@ def _numpy_scalar(value: Call) -> Any:
     return _NOT_CONSTANT
 
 
+def _dict_pairs(value: Any) -> list[tuple[Any, Any]] | None:
+    """A dict's or OrderedDict's (key, value) pairs as Python builds it (None for anything
+    else): a later key equal to an earlier one (``1``, ``True`` and ``1.0``; a repeated text)
+    replaces its value and keeps the first key and place, as ``d[key] = value`` does. Keys with
+    no constant form (symbols) are kept as they are."""
+    if isinstance(value, SymDict):
+        items = value.items
+    elif isinstance(value, Call) and _is(value.func, "collections", "OrderedDict", "Counter"):
+        items = []
+        if value.args and isinstance(value.args[0], (list, tuple)):
+            for item in value.args[0]:
+                if isinstance(item, (list, tuple)) and len(item) == 2:
+                    items.append((item[0], item[1]))
+        items.extend(value.dictitems)
+    else:
+        return None
+    pairs: list[tuple[Any, Any]] = []
+    where: dict[Any, int] = {}  # constant key -> its place in pairs
+    for key, child in items:
+        constant = key if type(key) is str else _constant(key, _MAX_KEY_DEPTH, [_MAX_KEY_ITEMS])
+        if constant is _NOT_CONSTANT:
+            pairs.append((key, child))
+            continue
+        at = where.setdefault(constant, len(pairs))
+        if at == len(pairs):
+            pairs.append((key, child))
+        else:
+            pairs[at] = (pairs[at][0], child)
+    return pairs
+
+
+def _truthy(value: Any) -> bool:
+    """Whether ``if value:`` takes the branch in torch (a symbol, a non-empty dict: yes)."""
+    if isinstance(value, SymDict):
+        return bool(value.items)
+    if isinstance(value, Call) and _is(value.func, "collections", "OrderedDict"):
+        return bool(_dict_pairs(value))
+    if value is None or isinstance(value, (bool, int, float, str, bytes, tuple, list)):
+        return bool(value)
+    return True
+
+
+def _rebuilds_tensor(func: Global) -> bool:
+    """Whether ``func`` is one of torch's tensor or parameter rebuild functions."""
+    return (
+        (func.module == "torch._utils" and func.name.startswith("_rebuild_"))
+        or _is(func, "torch._tensor", "_rebuild_from_type_v2")
+        or _is(func, "torch.nn.parameter", "Parameter")
+    )
+
+
 def _join(path: str, key: str) -> str:
     if len(path) > _MAX_PATH:
         return path
@@ -699,10 +829,10 @@ def interpret(
 
 def _state_dict_wrapper(root: Any) -> Any:
     pairs: list[tuple[Any, Any]] = []
-    if isinstance(root, SymDict):
-        pairs = root.items
-    elif isinstance(root, Call) and _is(root.func, "collections", "OrderedDict"):
-        pairs = root.dictitems
+    if isinstance(root, SymDict) or (
+        isinstance(root, Call) and _is(root.func, "collections", "OrderedDict")
+    ):
+        pairs = _dict_pairs(root) or []
     for key, value in pairs:
         if key == "state_dict" and (
             isinstance(value, SymDict)
