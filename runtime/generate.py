@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelsafe.errors import FileReadError, UnsafeFileError, UsageError
 from modelsafe.runtime.recipe import DEVICE_TYPES, ModelRef, Recipe
+from modelsafe.types import BASE_KINDS
 
 if TYPE_CHECKING:
     from modelsafe.plugin_manager import ModelsafePluginManager
@@ -293,10 +294,33 @@ def check_numbers(request: GenerateRequest) -> None:
         raise UsageError(f"--control-scale {request.controlnet.scale} is not a finite number")
 
 
+def refuse_network_tags(text: str, where: str) -> None:
+    """Refuse an A1111 extra-network tag (``<lora:NAME:W>``, ``<lyco:...>``,
+    ``<hypernet:...>``) in a prompt a user gives (``where``: the flag or spec key): modelsafe
+    gives the prompt to the text encoder as it is, so the tag would be words there, and the
+    image's ``parameters`` text would claim a LoRA never applied. (Not for --from-image: an
+    image's prompt is what it was made with.)"""
+    from modelsafe.runtime.recipe import network_tag
+
+    found = network_tag(text)
+    if found is None:
+        return
+    tag, kind = found
+    raise UsageError(
+        f"{where} holds the extra-network tag {tag[:80]}: modelsafe does not read such tags "
+        "(A1111 does); it would go to the text encoder as words, and the image's recipe would "
+        "name a LoRA that was never applied",
+        hint="take the tag out of the prompt and give the LoRA file with "
+        + _OVERRIDE_FLAGS["LoRA"]
+        + ("" if kind in ("lora", "lyco") else " (modelsafe has no hypernetworks)"),
+    )
+
+
 def _settle_true_cfg(request: GenerateRequest, family: str) -> GenerateRequest:
-    """Real CFG (``true_cfg``) applies to Flux.1 with a negative prompt only, and Flux.1 reads
-    a negative prompt with it only: whatever is given and not applied is said and left out of
-    the request (so that the image's recipe does not claim it)."""
+    """Real CFG (``true_cfg``) applies to Flux.1 only (with an empty negative prompt, as Forge
+    runs it, when none is given), and Flux.1 reads a negative prompt with it only: whatever is
+    given and not applied is said and left out of the request (so that the image's recipe does
+    not claim it)."""
     if family != "flux1":
         if request.true_cfg != 1:
             warn(
@@ -305,12 +329,6 @@ def _settle_true_cfg(request: GenerateRequest, family: str) -> GenerateRequest:
             )
             return replace(request, true_cfg=1.0)
         return request
-    if request.true_cfg > 1 and not request.negative_prompt:
-        warn(
-            f"--true-cfg {request.true_cfg:g} has no effect without a negative prompt "
-            "(--negative): real CFG steers away from it"
-        )
-        return replace(request, true_cfg=1.0)
     if request.true_cfg <= 1 and request.negative_prompt:
         warn(
             "Flux.1 ignores the negative prompt unless real CFG is on: give --true-cfg above 1 "
@@ -668,7 +686,7 @@ def identify_model(path: Path) -> ModelIdentity:
         from modelsafe.registry.inspect import inspect_path
 
         report = inspect_path(path)
-        if report.family in FAMILIES and report.kind in _DENOISER_KINDS:
+        if report.family in FAMILIES and report.kind in BASE_KINDS:
             return ModelIdentity(report.family, report.kind, report.variant, report.prediction_type)
     except MalformedFileError:
         raise  # a broken file or folder (a missing shard, a truncated file): no load can help
@@ -682,15 +700,14 @@ def identify_model(path: Path) -> ModelIdentity:
     return ModelIdentity(family, kind, variant, prediction)
 
 
-_DENOISER_KINDS = ("checkpoint", "unet", "transformer", "pipeline")
-# The flag that takes a file of each kind that is not a model to generate with.
+# The flag (:data:`_OVERRIDE_FLAGS`) that takes a file of each kind that is no model to run.
 _FLAG_OF_KIND = {
-    "lora": "--lora PATH[:WEIGHT]",
-    "lycoris": "--lora PATH[:WEIGHT]",
-    "embedding": "--embedding PATH[:TOKEN]",
-    "controlnet": "--controlnet PATH --control-image IMG",
-    "vae": "--vae PATH",
-    "text_encoder": "--text-encoder NAME=PATH",
+    "lora": "LoRA",
+    "lycoris": "LoRA",
+    "embedding": "embedding",
+    "controlnet": "ControlNet",
+    "vae": "VAE",
+    "text_encoder": "text encoder",
 }
 
 
@@ -705,7 +722,7 @@ def _refuse_an_add_on(path: Path, report: Any) -> None:
     from modelsafe.types import a_kind
 
     whose = "" if report.family in ("unknown", "any", "", None) else f" ({label(report.family)})"
-    flag = _FLAG_OF_KIND.get(report.kind)
+    flag = _OVERRIDE_FLAGS.get(_FLAG_OF_KIND.get(report.kind, ""))
     raise UsageError(
         f"{path.name} is {a_kind(report.kind)}{whose}, not a model to generate with",
         hint=(
@@ -722,7 +739,7 @@ def _refuse_known_unsupported(path: Path, report: Any) -> None:
     Qwen-Image, HiDream, FLUX.2, Wan, ...), by that family's name, or named as an architecture of
     no family (HunyuanVideo 1.5, SANA-Video, PixArt): the loader's own layout guess would take
     many of them for Flux.1."""
-    if report.kind not in _DENOISER_KINDS:
+    if report.kind not in BASE_KINDS:
         _refuse_an_add_on(path, report)
         return
     architecture = (getattr(report, "facts", None) or {}).get("architecture")
@@ -1499,7 +1516,7 @@ def _catalog_copy(ref: ModelRef, digest: str, what: str, catalog: Catalog) -> Pa
             and Path(loc.path).exists()
             and (
                 not (loc.extra or {}).get("hashes")
-                or queries._location_hash_matches(loc, digest.lower())
+                or queries.location_hash_matches(loc, digest.lower())
             )
         ]
     changed: list[tuple[Path, str, str]] = []  # (copy, sha256 now, recorded)

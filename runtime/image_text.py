@@ -5,6 +5,7 @@ UserComment, where A1111 and Forge write theirs; and an image's size from its he
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,27 +157,58 @@ def _jpeg_exif(file: Any) -> bytes | None:
         size = file.read(2)
         if len(size) < 2:
             return None
-        data = file.read(struct.unpack(">H", size)[0] - 2)
-        if marker[1] == 0xE1 and data.startswith(b"Exif\0\0"):
+        length = struct.unpack(">H", size)[0] - 2  # (the length counts its own two bytes)
+        if length < 0:
+            raise RecipeReadError("its JPEG segments are damaged (a segment shorter than 2 bytes)")
+        if marker[1] != 0xE1:
+            file.seek(length, 1)
+            continue
+        data = file.read(length)
+        if data.startswith(b"Exif\0\0"):
             return bytes(data)
+
+
+def _webp_chunks(file: Any) -> Iterator[tuple[bytes, int]]:
+    """The chunks of a WebP whose RIFF header was read, as (kind, size), the file at the
+    chunk's data; a chunk the caller does not read is skipped (seeked past)."""
+    while True:
+        head = file.read(8)
+        if len(head) < 8:
+            return
+        kind, size = struct.unpack("<4sI", head)
+        start = file.tell()
+        yield kind, size
+        file.seek(start + size + (size & 1))
 
 
 def _webp_exif(file: Any) -> bytes | None:
     """The ``EXIF`` chunk of a WebP whose RIFF header was read; larger than a UserComment of
     :data:`MAX_TEXT` UTF-16 text is refused before it is read."""
-    while True:
-        head = file.read(8)
-        if len(head) < 8:
-            return None
-        kind, size = struct.unpack("<4sI", head)
+    for kind, size in _webp_chunks(file):
         if kind != b"EXIF":
-            file.seek(size + (size & 1), 1)
             continue
         if size > _MAX_EXIF:
             raise RecipeReadError(
                 f"its EXIF holds more than {_MAX_EXIF // 2**20} MiB; modelsafe reads no more"
             )
         return bytes(file.read(size))
+    return None
+
+
+def lossy_format(path: Path) -> str:
+    """``JPEG`` or ``WebP`` when the image is stored lossily (its decoded pixels are not the
+    ones it was made with: a lossy WebP's image chunk is ``VP8 ``, a lossless one's ``VP8L``),
+    else ``""``. Only headers are read."""
+    with path.open("rb") as file:
+        head = file.read(12)
+        if head[:3] == b"\xff\xd8\xff":
+            return "JPEG"
+        if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+            return ""
+        for kind, _size in _webp_chunks(file):  # (VP8X, ICCP, ANIM, ALPH come first)
+            if kind in (b"VP8 ", b"VP8L"):
+                return "WebP" if kind == b"VP8 " else ""
+    return ""
 
 
 def _pillow_exif_text(path: Path) -> dict[str, str]:

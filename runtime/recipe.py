@@ -493,6 +493,17 @@ def parse_parameters(text: str) -> dict[str, Any]:
 
 
 _LORA_TAGS = ("lora", "lyco")
+# The extra-network tags A1111 applies from a prompt: LoRA/LyCORIS and hypernetworks.
+NETWORK_KINDS = (*_LORA_TAGS, "hypernet")
+
+
+def network_tag(text: str) -> tuple[str, str] | None:
+    """The first A1111 extra-network tag in ``text`` (``<lora:NAME:W>``, ``<lyco:...>``,
+    ``<hypernet:...>``) as (the tag, its kind); None when there is none."""
+    for found in _NETWORK_TAG.finditer(text):
+        if found.group(1).lower() in NETWORK_KINDS:
+            return found.group(0).strip(), found.group(1).lower()
+    return None
 
 
 def _lora_of_tag(kind: str, args: list[str]) -> tuple[str, float, str]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelsafe.errors import FileReadError, UsageError
 from modelsafe.paths import user_path
-from modelsafe.types import Compatibility, Part, a_kind, to_jsonable
+from modelsafe.types import BASE_KINDS, Compatibility, Part, a_kind, to_jsonable
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from modelsafe.registry.catalog.models import Model
 
 ROLES = ("checkpoint", "lora", "vae", "embedding", "controlnet", "text_encoder")
-BASE_KINDS = ("checkpoint", "unet", "transformer", "pipeline")
 ADDON_KINDS = (
     "lora",
     "lycoris",

@@ -189,7 +189,7 @@ def find_models(session: Session, ref: str) -> list[Model]:
         return [
             m
             for m in session.scalars(_models()).unique()
-            if any(_location_hash_matches(loc, ref.lower()) for loc in m.locations)
+            if any(location_hash_matches(loc, ref.lower()) for loc in m.locations)
         ]
     return _by_name(session, ref)
 
@@ -242,7 +242,8 @@ def _on_disk_first(models: Sequence[Model]) -> list[Model]:
     return on_disk or list(models)
 
 
-def _location_hash_matches(loc: Location, prefix: str) -> bool:
+def location_hash_matches(loc: Location, prefix: str) -> bool:
+    """True when one of the copy's recorded hashes starts with ``prefix`` (lower case)."""
     hashes = (loc.extra or {}).get("hashes") or {}
     return any(isinstance(v, str) and v.lower().startswith(prefix) for v in hashes.values())
 

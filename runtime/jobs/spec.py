@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelsafe.errors import FileReadError, UsageError
 from modelsafe.paths import user_path
+from modelsafe.runtime.generate import MAX_TRUE_CFG, refuse_network_tags
 
 if TYPE_CHECKING:
     from modelsafe.registry.catalog import Catalog
@@ -118,7 +119,7 @@ FIELDS: dict[str, Callable[[str, Any], Any]] = {
     "steps": _int(1, 200),
     "cfg": _number(0.0, 100.0),
     "clip_skip": _int(1, 12),
-    "true_cfg": _number(1.0, 30.0),
+    "true_cfg": _number(1.0, MAX_TRUE_CFG),
     "width": _int(8, 4096, 8),
     "height": _int(8, 4096, 8),
     "scheduler": _str,
@@ -161,6 +162,9 @@ def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(spec, Mapping):
         raise UsageError("a job spec must be a JSON object", hint=HINT)
     out = _check_object(spec, FIELDS, REQUIRED, "")
+    for key in ("prompt", "negative_prompt"):
+        if key in out:
+            refuse_network_tags(out[key], f"job spec: {key!r}")
     for lora in out.get("loras", []):
         lora.setdefault("weight", 1.0)
     return out

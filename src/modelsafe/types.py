@@ -95,6 +95,8 @@ KINDS = (
     "unknown",
 )
 NOT_PART_KINDS = tuple(k for k in KINDS if k not in PART_KINDS and k != "unknown")
+# The kinds that hold a denoiser: what generate runs and resolve pairs add-ons with.
+BASE_KINDS = ("checkpoint", "unet", "transformer", "pipeline")
 
 
 def a_kind(kind: str) -> str:

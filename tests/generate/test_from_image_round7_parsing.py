@@ -23,6 +23,7 @@ from modelsafe.runtime.generate import request_from_recipe
 from modelsafe.runtime.recipe import (
     ModelRef,
     Recipe,
+    RecipeReadError,
     UnreproducibleError,
     png_text_chunks,
     recipe_from_chunks,
@@ -270,3 +271,15 @@ def test_a_lora_name_with_a_tag_end_reads_back_with_its_hash() -> None:
     back = recipe_from_parameters(recipe.to_parameters())
     assert back.prompt == "a lighthouse"
     assert [(lo.name, lo.autov2, lo.weight) for lo in back.loras] == [("weird", "0123456789", 0.5)]
+
+
+def test_a_jpeg_segment_shorter_than_its_length_field_is_refused_not_read_whole(
+    tmp_path: Path,
+) -> None:
+    # length 1 made the reader call read(-1): the whole rest of the file (hundreds of MiB)
+    from modelsafe.runtime.image_text import read_image_text
+
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0\x00\x01" + bytes(1 << 20))
+    with pytest.raises(RecipeReadError, match="segment shorter than 2 bytes"):
+        read_image_text(path)

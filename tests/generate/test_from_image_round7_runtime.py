@@ -219,15 +219,15 @@ def test_a_jpeg_source_is_said_to_be_lossy_not_another_device(
 
 
 def test_webp_is_lossy_by_its_image_chunk(tmp_path: Path) -> None:
-    from modelsafe.commands.generate_cmd import _lossy_format
+    from modelsafe.runtime.image_text import lossy_format
 
     image = Image.new("RGBA", (16, 16), (10, 200, 30, 128))
     image.save(tmp_path / "lossy.webp", format="WEBP", quality=80)
     image.save(tmp_path / "lossless.webp", format="WEBP", lossless=True)
     image.save(tmp_path / "plain.png")
-    assert _lossy_format(tmp_path / "lossy.webp") == "WebP"
-    assert _lossy_format(tmp_path / "lossless.webp") == ""
-    assert _lossy_format(tmp_path / "plain.png") == ""
+    assert lossy_format(tmp_path / "lossy.webp") == "WebP"
+    assert lossy_format(tmp_path / "lossless.webp") == ""
+    assert lossy_format(tmp_path / "plain.png") == ""
 
 
 # -- 4. a model folder changed after the image was made ----------------------------------------
@@ -282,6 +282,25 @@ def test_extra_network_tags_in_the_prompt_flags_are_refused(
     assert f"{flag} holds the extra-network tag" in err
     assert "--lora PATH:WEIGHT" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_only_extra_network_tags_are_refused_and_job_specs_too() -> None:
+    from modelsafe.errors import UsageError
+    from modelsafe.runtime.generate import refuse_network_tags
+    from modelsafe.runtime.jobs.spec import validate_spec
+
+    # text that merely looks like a tag is a prompt like any other
+    for text in (
+        "a poster, aspect ratio <16:9>",
+        "a sign that reads <note: closed>",
+        "<https://x>",
+    ):
+        refuse_network_tags(text, "--prompt")
+    # a job spec (serve, workers) is refused as the flags are: its recipe would claim the LoRA
+    for key in ("prompt", "negative_prompt"):
+        spec = {"checkpoint": "m.safetensors", "prompt": "a cat", key: "x <lyco:detail:0.5>"}
+        with pytest.raises(UsageError, match=f"job spec: '{key}' holds the extra-network tag"):
+            validate_spec(spec)
 
 
 # -- 6. an intact second copy in the catalog ----------------------------------------------------

@@ -4,6 +4,7 @@ the recipe records what ran, and an image made with it is made again from its PN
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from test_generate_families import pixels, request_for
 
 from modelsafe.errors import UsageError
 from modelsafe.runtime.generate import generate, request_from_recipe
-from modelsafe.runtime.recipe import recipe_from_png
+from modelsafe.runtime.recipe import recipe_from_parameters, recipe_from_png
 from modelsafe.testing.tiny_models import Tiny
 
 
@@ -42,13 +43,30 @@ def test_true_cfg_applies_the_negative_prompt_to_flux(
     assert np.array_equal(pixels(real.path), pixels(remade.path))
 
 
-def test_true_cfg_without_a_negative_prompt_or_off_flux_is_said_and_dropped(
+def test_true_cfg_without_a_negative_prompt_runs_against_an_empty_one(
     tiny: Callable[[str], Tiny], tmp_path: Path
 ) -> None:
+    # Forge runs real CFG against an empty negative prompt (its Flux images say "CFG scale: 3.5,
+    # Distilled CFG Scale: 3.5" and no Negative prompt line), and so does diffusers: it is applied
+    # and recorded, so that such an image is made again.
     flux = tiny("flux1")
+    plain = generate(request_for(flux, flux.single), tmp_path / "plain").images[0]
     alone = generate(request_for(flux, flux.single, true_cfg=3.0), tmp_path / "alone")
-    assert any("no effect without a negative prompt" in w for w in alone.warnings)
-    assert alone.images[0].recipe.true_cfg == 1.0
+    assert not any("true-cfg" in w for w in alone.warnings)
+    made = alone.images[0]
+    assert (made.recipe.true_cfg, made.recipe.negative_prompt) == (3.0, "")
+    assert not np.array_equal(pixels(plain.path), pixels(made.path))
+    text = made.recipe.to_parameters()
+    assert "CFG scale: 3, Distilled CFG Scale:" in text and "Negative prompt" not in text
+    read = recipe_from_parameters(text)  # (a parameters-only copy, as Forge writes it)
+    assert (read.true_cfg, read.negative_prompt) == (3.0, "")
+    remade = generate(
+        replace(request_for(flux, flux.single), true_cfg=read.true_cfg), tmp_path / "again"
+    )
+    assert np.array_equal(pixels(made.path), pixels(remade.images[0].path))
+
+
+def test_true_cfg_off_flux_is_said_and_dropped(tiny: Callable[[str], Tiny], tmp_path: Path) -> None:
     sd1 = tiny("sd1")
     other = generate(
         request_for(sd1, sd1.single, negative_prompt="fog", true_cfg=3.0), tmp_path / "sd1"

@@ -148,4 +148,4 @@ def test_add_ons_given_as_the_checkpoint_are_refused_by_what_they_are(
     path = write_safetensors(tmp_path / "style.safetensors", lora)
     code, _, err = run_cli("generate", "--checkpoint", str(path), "--prompt", "x")
     assert code == 2 and "style.safetensors is a lora (SD1), not a model" in err, err
-    assert "--lora PATH[:WEIGHT]" in err
+    assert "--lora PATH:WEIGHT" in err

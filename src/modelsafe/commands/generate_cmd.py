@@ -201,6 +201,7 @@ def _request(ctx: click.Context, opts: dict[str, Any], catalog: Any) -> tuple[An
         EmbeddingSpec,
         GenerateRequest,
         LoraSpec,
+        refuse_network_tags,
         request_from_recipe,
     )
 
@@ -297,29 +298,6 @@ def _request(ctx: click.Context, opts: dict[str, Any], catalog: Any) -> tuple[An
             plan[name] = opts[name]
     changes["plan"] = plan
     return replace(base, **changes), old
-
-
-def refuse_network_tags(text: str, flag: str) -> None:
-    """Refuse A1111's extra-network tags (``<lora:NAME:W>``, ``<hypernet:...>``) in a prompt
-    given as a flag: modelsafe gives the prompt to the text encoder as it is, so the tag would
-    be words there, and the image's ``parameters`` text would claim a LoRA never applied."""
-    from modelsafe.runtime.recipe import _NETWORK_TAG
-
-    found = _NETWORK_TAG.search(text)
-    if found is None:
-        return
-    tag = found.group(0).strip()[:80]
-    raise UsageError(
-        f"{flag} holds the extra-network tag {tag}: modelsafe does not read such tags (A1111 "
-        "does); it would go to the text encoder as words, and the image's recipe would name a "
-        "LoRA that was never applied",
-        hint="take the tag out of the prompt and give the LoRA file with --lora PATH:WEIGHT"
-        + (
-            ""
-            if found.group(1).lower() in ("lora", "lyco")
-            else " (modelsafe has no hypernetworks)"
-        ),
-    )
 
 
 def _echo_plan(record: Any) -> None:
@@ -428,7 +406,9 @@ def _compare_pixels(old: Path, new: Path) -> PixelComparison:
         return PixelComparison(None, cannot=f"{old} is damaged ({str(exc)[:200]})")
     if before.tobytes() == after.tobytes():
         return PixelComparison(True)
-    lossy = _lossy_format(old)
+    from modelsafe.runtime.image_text import lossy_format
+
+    lossy = lossy_format(old)
     if not lossy:
         return PixelComparison(False, "other device or versions?")
     diff = ImageChops.difference(before, after)
@@ -441,26 +421,3 @@ def _compare_pixels(old: Path, new: Path) -> PixelComparison:
         f"{mean:.2f}, max {most} of 255",
         lossy=lossy,
     )
-
-
-def _lossy_format(path: Path) -> str:
-    """``JPEG`` or ``lossy WebP`` when the image is stored so (its decoded pixels are not the
-    ones it was made with), else ``""``. A WebP is lossy when its image chunk is ``VP8 `` (not
-    ``VP8L``); the chunk headers are read, never the image."""
-    import struct
-
-    with path.open("rb") as file:  # (it was just decoded: readable)
-        head = file.read(12)
-        if head[:3] == b"\xff\xd8\xff":
-            return "JPEG"
-        if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
-            return ""
-        for _ in range(64):  # VP8X, ICCP, ANIM, ALPH... come before the image chunk
-            chunk = file.read(8)
-            if len(chunk) < 8:
-                return ""
-            kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if kind in (b"VP8 ", b"VP8L"):
-                return "WebP" if kind == b"VP8 " else ""
-            file.seek(size + (size & 1), 1)
-    return ""

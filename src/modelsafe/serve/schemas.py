@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from modelsafe.runtime.generate import MAX_TRUE_CFG
+
 # No control characters in names, refs and paths (a NUL would reach the filesystem).
 Ref = Annotated[
     str,
@@ -86,7 +88,7 @@ class JobSpec(BaseModel):
     steps: int | None = Field(default=None, ge=1, le=200)
     cfg: float | None = Field(default=None, ge=0.0, le=100.0)
     clip_skip: int | None = Field(default=None, ge=1, le=12)
-    true_cfg: float | None = Field(default=None, ge=1.0, le=30.0)
+    true_cfg: float | None = Field(default=None, ge=1.0, le=MAX_TRUE_CFG)
     width: int | None = Field(default=None, ge=8, le=4096, multiple_of=8)
     height: int | None = Field(default=None, ge=8, le=4096, multiple_of=8)
     scheduler: Ref | None = None
