@@ -19,18 +19,26 @@ its own transaction, then mark what is gone as missing.
 - The summary's lists are in path order (:meth:`ScanSummary.sort`), whatever order the worker
   threads finished in.
 - Files no longer on disk (a link whose target is gone included) are marked ``missing``; nothing
-  is deleted.
+  is deleted. So is a path that holds something else now (:func:`_gone`).
+- Ctrl-C, SIGTERM or a catalog that refuses writes stops the pool at once (the files not started
+  are not read); the scan's row is closed ``interrupted`` or ``failed``, and a row a killed scan
+  left ``running`` is closed by the next scan (:func:`_close_stale_scans`).
+- A ``--no-hash`` model whose file moved (same device, inode, size, mtime) joins the file's model
+  at its new path (:class:`_Before`, :func:`_moved_placeholders`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import socket
+import stat as stat_module
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,7 @@ from sqlalchemy import BigInteger, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
+from modelsafe.errors import CatalogError
 from modelsafe.registry.analyse import Analysis, HashCache, analyse
 from modelsafe.registry.catalog.db import Catalog
 from modelsafe.registry.catalog.models import Location, Model, Scan
@@ -47,8 +56,10 @@ from modelsafe.registry.formats.diffusers_dir_reader import SHARD_SUFFIX, WEIGHT
 from modelsafe.registry.walk import (
     MODEL_FILE_EXTENSIONS,
     PARTIAL_DOWNLOADS,
+    VANISHED,
     Found,
     StatKey,
+    is_model_folder,
     printable,
     walk,
 )
@@ -58,6 +69,10 @@ WRITE_TRIES = 5  # attempts at one file's transaction when a concurrent scan got
 # Model columns a user can override with `modelsafe set`.
 OVERRIDABLE = ("family", "kind", "variant", "prediction_type")
 PLACEHOLDER_PREFIXES = ("nohash:", "path:")
+# A scan left "running" by a process this host cannot check (another machine on a PostgreSQL
+# catalog, a row written before scans recorded their process) is closed after this long.
+STALE_SCAN_AGE = timedelta(days=2)
+STOPPED = "its process stopped before the scan finished (killed, out of memory, a power cut?)"
 
 
 def utcnow() -> datetime:
@@ -155,6 +170,33 @@ def _load_stored(session: Session) -> dict[str, _Stored]:
         if (extra or {}).get("os_error") and path in stored:
             stored[path] = _replace_retry(stored[path])
     return stored
+
+
+@dataclass(frozen=True)
+class _Before:
+    """What the catalog held when the scan started, for what it writes: which paths it knew,
+    and where it holds files read without hashes (keyed by path), by the stat facts a move or
+    rename keeps: (device, inode, size, mtime_ns)."""
+
+    stored: dict[str, _Stored]
+    placeholders: dict[tuple[int, int, int, int], list[str]]
+
+    @classmethod
+    def of(cls, stored: dict[str, _Stored]) -> _Before:
+        placeholders: dict[tuple[int, int, int, int], list[str]] = {}
+        for path, old in stored.items():
+            if old.inode and (old.content_key or "").startswith(PLACEHOLDER_PREFIXES):
+                ident = (old.device, old.inode, old.size, old.mtime_ns)
+                placeholders.setdefault(ident, []).append(path)
+        return cls(stored, placeholders)
+
+    def knows(self, found: Found) -> bool:
+        return any(p in self.stored for p in found.paths)
+
+    def moved_from(self, found: Found, key: StatKey) -> list[str]:
+        """The other paths where this file (``key``: its stat) was read without hashes."""
+        paths = self.placeholders.get((key.device, key.inode, key.size, key.mtime_ns), [])
+        return [p for p in paths if p not in found.paths]
 
 
 def _replace_retry(old: _Stored) -> _Stored:
@@ -258,7 +300,9 @@ def scan(
     abs_roots = [os.path.abspath(os.fspath(r)) for r in roots]
     extra_for = extra_for or facts_from_path  # (a cache folder scanned without --hf-cache)
     with catalog.session() as session:
-        run = Scan(roots=[printable(r) for r in abs_roots], status="running", summary={})
+        _close_stale_scans(session)
+        owner = {"pid": os.getpid(), "host": socket.gethostname()}
+        run = Scan(roots=[printable(r) for r in abs_roots], status="running", summary=owner)
         session.add(run)
         session.flush()
         summary.scan_id = run.id
@@ -277,12 +321,54 @@ def scan(
             missing_roots,
             progress,
         )
+    except KeyboardInterrupt:  # (Ctrl-C; SIGTERM and SIGHUP unwind the same way)
+        _close(catalog, summary, "interrupted")
+        raise
     except BaseException:
-        # Interrupted (Ctrl-C) or failed: the scan row must not stay "running" for ever.
-        _finish(catalog, summary, "failed")
+        _close(catalog, summary, "failed")
         raise
     _finish(catalog, summary, "finished")
     return summary
+
+
+def _close(catalog: Catalog, summary: ScanSummary, status: str) -> None:
+    """Close the scan row of a scan that stops early, where the catalog still takes the write
+    (one that refused a write may refuse this one too: the error that stopped the scan is the
+    one to report; a later scan closes the row, :func:`_close_stale_scans`)."""
+    try:
+        _finish(catalog, summary, status)
+    except (CatalogError, SQLAlchemyError):
+        pass
+
+
+def _close_stale_scans(session: Session) -> None:
+    """Close the scan rows left ``running`` by a scan whose process is gone (killed with
+    SIGKILL, out of memory): ``failed``, saying so. A row of this host is stale when its process
+    no longer runs; one this host cannot check, when it started :data:`STALE_SCAN_AGE` ago. A
+    scan still running (here, or on another machine recently) is never touched."""
+    host, cutoff = socket.gethostname(), utcnow() - STALE_SCAN_AGE
+    for row in session.scalars(select(Scan).where(Scan.status == "running")):
+        owner = row.summary if isinstance(row.summary, dict) else {}
+        pid = owner.get("pid")
+        if owner.get("host") == host and isinstance(pid, int) and os.name == "posix":
+            stale = not _process_runs(pid)
+        else:
+            started = row.started_at
+            stale = started is not None and started.replace(tzinfo=started.tzinfo or UTC) < cutoff
+        if stale:
+            row.status, row.finished_at = "failed", utcnow()
+            row.summary = {**owner, "error": STOPPED}
+
+
+def _process_runs(pid: int) -> bool:
+    """Whether process ``pid`` still runs (POSIX: signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (PermissionError: it runs, as another user)
+        return True
+    return True
 
 
 def _finish(catalog: Catalog, summary: ScanSummary, status: str) -> None:
@@ -333,9 +419,12 @@ def _scan_roots(
             todo.append(found)
     _touch(catalog, unchanged)
     _refresh_hf_facts(catalog, [p for p, _ in unchanged], extra_for)
-    _analyse_all(catalog, todo, summary, jobs, with_hash, extra_for, progress, forced)
-    # (a skipped path is not "seen": a link whose target is gone is missing)
-    seen = {p for f in walked.found for p in f.paths}
+    vanished = _analyse_all(
+        catalog, todo, summary, jobs, with_hash, extra_for, progress, _Before.of(stored), forced
+    )
+    # (a skipped path is not "seen": a link whose target is gone is missing, and so is a file
+    # deleted while it was read)
+    seen = {p for f in walked.found for p in f.paths} - vanished
     summary.removed = _mark_missing(
         catalog, stored, seen, _sweep_scope(missing_roots or abs_roots), walked.unlisted
     )
@@ -395,8 +484,8 @@ def _touch(catalog: Catalog, paths: list[tuple[str, int | None]]) -> None:
         .where(Location.path == bindparam("p"))
         .values(last_seen_at=now, ctime_ns=ctime)
     )
-    with catalog.engine.begin() as conn:
-        conn.execute(statement, [{"p": p, "c": c} for p, c in paths])
+    with catalog.session() as session:  # (its errors told as the catalog's: Catalog.session)
+        session.connection().execute(statement, [{"p": p, "c": c} for p, c in paths])
 
 
 def _analyse_all(
@@ -407,20 +496,29 @@ def _analyse_all(
     with_hash: bool,
     extra_for: Callable[[str], dict[str, Any]] | None,
     progress: Progress | None,
+    before: _Before,
     forced: dict[str, str | None] | None = None,
-) -> None:
+) -> set[str]:
+    """Read ``todo`` in a thread pool, writing each file's rows as it is read. Returns the
+    paths deleted before they were read.
+
+    Ctrl-C, SIGTERM or a catalog that refuses a write stops it at once: the files not started
+    are not read, those being read finish in their threads (their results unused), and what
+    was written stays (one transaction per file)."""
     total_bytes = sum(f.key.size for f in todo)
     done_files = done_bytes = 0
     cache = HashCache()
     tries: dict[str, int] = {}
+    vanished: set[str] = set()
     if progress:
         progress(0, len(todo), 0, total_bytes)
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="modelsafe-scan") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="modelsafe-scan")
 
-        def submit(found: Found) -> Future[Analysis]:
-            tries[found.path] = tries.get(found.path, 0) + 1
-            return pool.submit(analyse, found.path, found.is_dir, with_hash=with_hash, cache=cache)
+    def submit(found: Found) -> Future[Analysis]:
+        tries[found.path] = tries.get(found.path, 0) + 1
+        return pool.submit(analyse, found.path, found.is_dir, with_hash=with_hash, cache=cache)
 
+    try:
         pending: dict[Future[Analysis], Found] = {submit(f): f for f in todo}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -435,13 +533,21 @@ def _analyse_all(
                     summary.skipped.append(
                         {"path": found.path, "reason": f"kept changing while read ({MAX_TRIES}x)"}
                     )
-                elif not result.vanished:
-                    _record(catalog, found, result, summary, extra_for, forced)
+                elif result.vanished:
+                    summary.skipped.append({"path": printable(found.path), "reason": VANISHED})
+                    vanished.add(found.path)
+                else:
+                    _record(catalog, found, result, summary, extra_for, before, forced)
                     summary.bytes_read += result.key.size
                 done_files += 1
                 done_bytes += found.key.size
                 if progress:
                     progress(done_files, len(todo), done_bytes, total_bytes)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return vanished
 
 
 def _record(
@@ -450,12 +556,16 @@ def _record(
     result: Analysis,
     summary: ScanSummary,
     extra_for: Callable[[str], dict[str, Any]] | None,
+    before: _Before,
     forced: dict[str, str | None] | None = None,
 ) -> None:
+    """Write one file's rows and count it. A file another scan stored a moment ago, as it is,
+    is unchanged to this one, not changed."""
+    moved_from = before.moved_from(found, result.key)
     for attempt in range(WRITE_TRIES):
         try:
             with catalog.session() as session:
-                written = write_result(session, found, result, extra_for)
+                written = write_result(session, found, result, extra_for, moved_from)
             break
         except (IntegrityError, OperationalError) as exc:
             # Another scan wrote the same model or path at the same moment: read again, retry.
@@ -468,6 +578,8 @@ def _record(
             return
     if written.was_new:
         summary.new += 1
+    elif written.as_stored and not before.knows(found):
+        summary.unchanged += 1  # (another scan running at the same time stored it first)
     elif forced and found.path in forced and forced[found.path] == content_key(result):
         summary.unchanged += 1  # read again by --force, same stat and content
     else:
@@ -656,7 +768,8 @@ def _model_name(path: str, is_dir: bool, extra: dict[str, Any] | None = None) ->
 class Written:
     """What writing one file's result did."""
 
-    was_new: bool
+    was_new: bool  # none of its paths had a row
+    as_stored: bool  # every path had a row of this very file (its content and stat)
     folder_problems: list[str]  # wrong-folder warnings
     notices: list[str]  # what was done on the user's behalf (an override kept)
 
@@ -750,14 +863,22 @@ def write_result(
     found: Found,
     result: Analysis,
     extra_for: Callable[[str], dict[str, Any]] | None = None,
+    moved_from: Sequence[str] = (),
 ) -> Written:
-    """Upsert the model and every location of one analysed file."""
+    """Upsert the model and every location of one analysed file. ``moved_from``: other paths
+    where the catalog may hold this file read without hashes (:meth:`_Before.moved_from`)."""
     key = content_key(result)
     locations = {
         loc.path: loc
         for loc in session.scalars(select(Location).where(Location.path.in_(found.paths)))
     }
     was_new = not locations
+    as_stored = len(locations) == len(found.paths) and all(
+        _records(loc, key, result.key) for loc in locations.values()
+    )
+    here = {loc.model_id for loc in locations.values()}
+    moved = _moved_placeholders(session, moved_from, result.key)
+    moved = [loc for loc in moved if loc.model_id not in here]  # (not joined to it already)
     model = session.scalar(select(Model).where(Model.content_key == key))
     sha256 = (result.hashes or {}).get("sha256")
     if model is None and sha256:
@@ -765,7 +886,7 @@ def write_result(
         if model is not None:
             model.content_key = key  # first seen unreadable (keyed by sha256), now readable
     # Oldest first (by id), whatever order the rows were loaded in.
-    previous = _by_id({loc.model for loc in locations.values() if loc.model is not None})
+    previous = _by_id({loc.model for loc in [*locations.values(), *moved] if loc.model is not None})
     placeholders = [m for m in previous if m.content_key.startswith(PLACEHOLDER_PREFIXES)]
     if model is None and placeholders:
         model = placeholders[0]  # the same file read without hashes before: it gains its key
@@ -773,11 +894,15 @@ def write_result(
     if model is None:
         model = Model(content_key=key, name="", overrides={}, details={}, format="unknown")
         session.add(model)
+    kept: dict[int, str] = {}  # what each of them gave it
     for old in placeholders:  # (read without hashes before: the user's settings join it)
-        if old is not model:
-            _take_settings(model, old, join_notes=True)
+        if old is model:
+            kept[old.id] = _describe(dict(old.overrides or {}), old.note)
+        else:
+            kept[old.id] = _describe(*_take_settings(model, old, join_notes=True))
+    notices = _adopt_moved(model, moved, result.key, kept)
     with session.no_autoflush:  # (a new model row is not complete before _settle_details)
-        notices = _carry_user_settings(
+        notices += _carry_user_settings(
             model, [m for m in previous if m not in placeholders], found.paths
         )
         others = {
@@ -835,7 +960,63 @@ def write_result(
     for old in placeholders:
         if old is not model and not old.locations:
             session.delete(old)
-    return Written(was_new, report, notices)
+    return Written(was_new, as_stored, report, notices)
+
+
+def _records(loc: Location, key: str, stat: StatKey) -> bool:
+    """Whether ``loc`` records the very file just read: its content key and its stat."""
+    return (
+        loc.status != "missing"
+        and loc.model is not None
+        and loc.model.content_key == key
+        and (loc.size, loc.mtime_ns, loc.inode, loc.device)
+        == (stat.size, stat.mtime_ns, stat.inode, stat.device)
+    )
+
+
+def _moved_placeholders(session: Session, paths: Sequence[str], key: StatKey) -> list[Location]:
+    """The locations at ``paths`` (:meth:`_Before.moved_from`) that still are those of a model
+    read without hashes (keyed by path) and of this file: same device, inode, size and mtime
+    (what a move or rename keeps), so that the user's settings follow the file."""
+    if not paths:
+        return []
+    query = select(Location).where(Location.path.in_(paths))
+    return [
+        loc
+        for loc in session.scalars(query)
+        if loc.model is not None
+        and loc.model.content_key.startswith(PLACEHOLDER_PREFIXES)
+        and (loc.device, loc.inode, loc.size, loc.mtime_ns)
+        == (key.device, key.inode, key.size, key.mtime_ns)
+    ]
+
+
+def _adopt_moved(
+    model: Model, moved: Sequence[Location], key: StatKey, kept: dict[int, str]
+) -> list[str]:
+    """``moved`` (:func:`_moved_placeholders`) become locations of ``model``, ``missing`` where
+    their path no longer leads to this file; the placeholder models they leave, now empty, are
+    deleted by the caller. ``kept``: the settings ``model`` took from each placeholder, by id.
+    Returns a notice for each placeholder whose settings it kept."""
+    notices = []
+    told: set[int] = set()
+    for loc in sorted(moved, key=lambda loc: loc.path):
+        old_id = loc.model_id
+        loc.model = model
+        if not _same_file(loc.path, key):
+            loc.status = "missing"
+        if old_id is not None and kept.get(old_id) and old_id not in told:
+            told.add(old_id)
+            notices.append(f"moved from {loc.path}: kept your {kept[old_id]}")
+    return notices
+
+
+def _same_file(path: str, key: StatKey) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (key.device, key.inode)
 
 
 _FILE_HASHES = ("sha256", "autov1", "autov2", "autov3", "blake3", "crc32", "content_id")
@@ -970,16 +1151,24 @@ def _preferred_copy_facts(model: Model, loc: Location) -> None:
     model.details = {**(model.details or {}), "hashes": hashes or None}
 
 
-def _gone(path: str) -> bool:
-    """True when nothing is at ``path`` any more, a link whose target was deleted included;
-    False when it exists or cannot be checked (an unreadable folder says nothing)."""
+def _gone(path: str, old: _Stored) -> bool:
+    """True when what the catalog holds at ``path`` (``old``) is no longer there, for a path
+    the walk did not find: nothing is there (a link whose target was deleted included), or
+    something else is: a FIFO or a plain folder in place of the file, a folder that is no
+    longer a model folder, a file whose stat is not the one stored (Firefox's empty placeholder
+    of a new download under the same name), a link that leads back to itself. False when it
+    cannot be checked (an unreadable folder says nothing) and for a file that is as stored."""
     try:
-        os.stat(path)
+        st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return True
-    except OSError:
-        return False
-    return False
+    except OSError as exc:
+        return exc.errno == errno.ELOOP  # (a link that now leads back to itself)
+    if stat_module.S_ISREG(st.st_mode):
+        return not _same_stat(old, StatKey.of(st))
+    if stat_module.S_ISDIR(st.st_mode):
+        return not is_model_folder(path)
+    return True
 
 
 def _mark_missing(
@@ -996,7 +1185,7 @@ def _mark_missing(
         and path not in seen
         and _under(path, scope)
         and not _under(path, unlisted)
-        and _gone(path)
+        and _gone(path, old)
     ]
     for i in range(0, len(gone), 500):
         chunk = gone[i : i + 500]

@@ -26,6 +26,7 @@ skipped, and unfinished downloads (``model.safetensors.part``) are reported as s
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat as stat_module
@@ -136,7 +137,9 @@ def is_model_file(name: str, extensions: frozenset[str] = MODEL_FILE_EXTENSIONS)
 
 
 SYMLINK_LOOP = "symlink loop: leads back to a folder above it"
+SELF_LOOP = "symlink loop: it leads back to itself"
 ALREADY_WALKED = "already scanned through another path"
+VANISHED = "deleted while being read"  # (listed, then gone before it could be read)
 
 
 def walk_tree(path: str, skipped: list[Skipped] | None = None) -> Iterator[tuple[str, list[str]]]:
@@ -215,7 +218,7 @@ def _beside_pipeline(path: str) -> Callable[[os.DirEntry[str]], bool] | None:
         return None
     components = pipeline_components(Path(path))
     if not components:
-        return lambda entry: not entry.is_dir()
+        return lambda entry: not _is_dir(entry)
     return lambda entry: entry.name not in components
 
 
@@ -292,20 +295,20 @@ class _Walker:
             return
         self._entered.add(ident)
         keep: Callable[[os.DirEntry[str]], bool] = _any_entry
-        if is_model_folder(path):
-            inside: list[Skipped] = []
-            try:
+        inside: list[Skipped] = []
+        try:
+            if is_model_folder(path):
                 self.add(path, folder_key(path, inside), is_dir=True)
-            except OSError as exc:
-                self.skip(path, f"cannot read: {exc.strerror or exc}")
-                return
-            finally:
-                for item in inside:
-                    self.skip(item.path, item.reason)
-            beside = _beside_pipeline(path)
-            if beside is None:
-                return
-            keep = beside
+                beside = _beside_pipeline(path)
+                if beside is None:
+                    return
+                keep = beside
+        except OSError as exc:  # (gone or unreadable since it was listed)
+            self.skip(printable(path), f"cannot read: {exc.strerror or exc}")
+            return
+        finally:
+            for item in inside:
+                self.skip(item.path, item.reason)
         try:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
@@ -319,27 +322,25 @@ class _Walker:
             self.entry(entry, (*chain, ident))
 
     def entry(self, entry: os.DirEntry[str], chain: tuple[tuple[int, int], ...]) -> None:
-        partial = partial_download(entry.name, folder=entry.is_dir(), extensions=self.extensions)
-        if partial:
-            self.skip(printable(entry.path), partial.reason("scan"))
-            return
+        """One entry of a folder. Every DirEntry call that may stat is in the ``try``: a link
+        to itself (ELOOP), a name too long to follow, a folder without search permission or an
+        entry deleted since the listing is a skipped entry, never the end of the scan."""
         is_model = is_model_file(entry.name, self.extensions)
-        if not _utf8(entry.name):
-            if is_model or entry.is_dir(follow_symlinks=False):
-                self.skip(printable(entry.path), NOT_UTF8)
-            return
         try:
             is_dir = entry.is_dir(follow_symlinks=True)
+            partial = partial_download(entry.name, folder=is_dir, extensions=self.extensions)
+            if partial:
+                self.skip(printable(entry.path), partial.reason("scan"))
+                return
+            if not _utf8(entry.name):
+                if is_model or entry.is_dir(follow_symlinks=False):
+                    self.skip(printable(entry.path), NOT_UTF8)
+                return
             if not is_dir and not is_model:
                 return
             st = entry.stat(follow_symlinks=True)
-        except FileNotFoundError:
-            if is_model or entry.is_symlink():
-                target = _readlink(entry.path)
-                self.skip(entry.path, f"broken symlink to {target}")
-            return
         except OSError as exc:
-            self.skip(entry.path, f"cannot read: {exc.strerror or exc}")
+            self.unreadable(entry, exc, is_model)
             return
         if is_dir:
             self.folder(entry.path, st, chain)
@@ -347,6 +348,30 @@ class _Walker:
             self.file(entry.path, st)
         else:
             self.skip(entry.path, "not a regular file")
+
+    def unreadable(self, entry: os.DirEntry[str], exc: OSError, is_model: bool) -> None:
+        """Report an entry that could not be stat-ed: a broken link or a link loop (any name:
+        it may have led to a folder), or a model file that cannot be read."""
+        path = printable(entry.path)
+        link = os.path.islink(entry.path)  # (False where it cannot be told either)
+        if exc.errno == errno.ELOOP and link:
+            self.skip(path, f"{SELF_LOOP} ({exc.strerror})")
+        elif isinstance(exc, FileNotFoundError):
+            if link:
+                self.skip(path, f"broken symlink to {printable(_readlink(entry.path))}")
+            elif is_model:
+                self.skip(path, VANISHED)
+        elif is_model or link or _is_dir(entry, follow_symlinks=False):
+            self.skip(path, f"cannot read: {exc.strerror or exc}")
+
+
+def _is_dir(entry: os.DirEntry[str], *, follow_symlinks: bool = True) -> bool:
+    """``entry.is_dir()``, False where it cannot be told (a link loop: :meth:`_Walker.entry`
+    reports it)."""
+    try:
+        return entry.is_dir(follow_symlinks=follow_symlinks)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,17 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelsafe.errors import CatalogError
 from modelsafe.paths import user_path
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+# Database errors that refuse every write, whatever is written: SQLite's primary result codes
+# (sqlite3 gives the extended code; its low byte is the primary one) and PostgreSQL's SQLSTATEs.
+SQLITE_READONLY, SQLITE_FULL = 8, 13
+PG_READ_ONLY, PG_DISK_FULL = "25006", "53100"  # read_only_sql_transaction, disk_full
 MIGRATION_LOCK_ID = 0x6D6F64656C  # PostgreSQL advisory lock held while migrating ("model")
 
 
@@ -37,6 +41,15 @@ def catalog_url(value: str | os.PathLike[str]) -> str:
             return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
         return text
     return f"sqlite:///{user_path(text).resolve()}"
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///`` URL, also when written as an SQLite URI
+    (``sqlite:///file:/data/catalog.db?mode=ro&uri=true``: a catalog opened read-only)."""
+    rest = url[len("sqlite:///") :]
+    if rest.startswith("file:"):
+        rest = rest[len("file:") :].split("?", 1)[0]
+    return rest
 
 
 def _psycopg3_only() -> bool:
@@ -103,6 +116,46 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+class CatalogWriteError(CatalogError):
+    """The catalog cannot take any write: it is read-only, or the disk holding it is full."""
+
+
+def refused_write(exc: DBAPIError, url: str) -> CatalogWriteError | None:
+    """``exc`` told as what it is when the database refuses every write (a read-only file or
+    server, a full disk), so that the command stops at the first write with a reason and a hint
+    instead of failing each one; None for any other database error."""
+    orig = exc.orig
+    detail = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+    code = getattr(orig, "sqlite_errorcode", None)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    sqlite = url.startswith("sqlite:///")
+    shown = sqlite_path(url) if sqlite else make_url(url).render_as_string(hide_password=True)
+    if (isinstance(code, int) and code & 0xFF == SQLITE_READONLY) or state == PG_READ_ONLY:
+        if not sqlite:
+            hint = (
+                "connect to the primary server (this one is a read-only replica, or "
+                "default_transaction_read_only is on), or pass --catalog with another URL"
+            )
+        elif "mode=ro" in url:
+            hint = "open it without mode=ro in its URL"
+        else:
+            hint = (
+                "make the file and its folder writable (chmod u+w; chattr -i when it is "
+                "immutable; remount the drive read-write), or pass --catalog with a writable path"
+            )
+        return CatalogWriteError(
+            f"the catalog is read-only: {shown} cannot be written ({detail})",
+            hint=hint + "; ls, show and export only read it and still work",
+        )
+    if (isinstance(code, int) and code & 0xFF == SQLITE_FULL) or state == PG_DISK_FULL:
+        return CatalogWriteError(
+            f"the disk holding the catalog is full: {shown} cannot grow ({detail})",
+            hint="free space on that disk, then run the command again (what was written "
+            "before is kept), or pass --catalog with a path on another disk",
+        )
+    return None
+
+
 @dataclass
 class Catalog:
     url: str
@@ -111,13 +164,19 @@ class Catalog:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session that commits on success and rolls back on error (one transaction)."""
+        """A session that commits on success and rolls back on error (one transaction).
+
+        A write the database refuses outright (read-only, disk full) is a
+        :class:`CatalogWriteError` (:func:`refused_write`), for every command."""
         with self.sessions() as session:
             try:
                 yield session
                 session.commit()
-            except BaseException:
+            except BaseException as exc:
                 session.rollback()
+                refused = refused_write(exc, self.url) if isinstance(exc, DBAPIError) else None
+                if refused is not None:
+                    raise refused from exc
                 raise
 
     def close(self) -> None:
@@ -128,7 +187,7 @@ def open_catalog(value: str | os.PathLike[str], *, migrate: bool = True) -> Cata
     """Open (creating and migrating as needed) the catalog at a URL or path."""
     url = catalog_url(value)
     if url.startswith("sqlite:///"):
-        parent = Path(url[len("sqlite:///") :]).parent
+        parent = Path(sqlite_path(url)).parent
         if not parent.is_dir():
             raise CatalogError(
                 f"folder {parent} for the catalog does not exist",
@@ -147,10 +206,19 @@ def open_catalog(value: str | os.PathLike[str], *, migrate: bool = True) -> Cata
             "(PostgreSQL: pip install 'psycopg[binary]' with a postgresql+psycopg:// URL); "
             "modelsafe is tested on SQLite and PostgreSQL",
         ) from exc
+    except DBAPIError as exc:
+        refused = refused_write(exc, url)  # (a migration to write into a read-only catalog)
+        if refused is not None:
+            raise refused from exc
+        raise _cannot_open(url, exc) from exc
     except SQLAlchemyError as exc:
-        raise CatalogError(
-            f"cannot open catalog {make_url(url).render_as_string(hide_password=True)}: "
-            f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}",
-            hint="check the path/URL and that the database server is running",
-        ) from exc
+        raise _cannot_open(url, exc) from exc
     return Catalog(url, engine, sessionmaker(engine, expire_on_commit=False))
+
+
+def _cannot_open(url: str, exc: SQLAlchemyError) -> CatalogError:
+    return CatalogError(
+        f"cannot open catalog {make_url(url).render_as_string(hide_password=True)}: "
+        f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}",
+        hint="check the path/URL and that the database server is running",
+    )
