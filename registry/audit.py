@@ -279,7 +279,7 @@ def _pickle_findings(
     """``pickled``: the content is a pickle by format (a decompressed ``.pkl.gz``), so an EXT
     code counts as in any pickle; else the stream is judged up to its first EXT only."""
     if need_complete and not (tf.vm is not None and tf.vm.completed):
-        return []
+        return _limit_stops(tf, fmt, pickled)  # (read on, it might complete)
     unsafe = [
         _named(f, "audit")
         for f in (tf.findings if pickled else _before_extension(tf.findings))
@@ -304,7 +304,7 @@ def _pickle_findings(
                 scanner="audit",
             )
         )
-    return unsafe + _unread_pickle(tf, pickled)
+    return unsafe + _unread_pickle(tf, pickled, fmt)
 
 
 # Sniffed formats whose files are models when valid (a stray HTML or text file is "valid" only in
@@ -314,14 +314,40 @@ _MODEL_FORMATS = frozenset(
 )
 
 
-def _unread_pickle(tf: Any, pickled: bool) -> list[Finding]:
+# VM errors that mean modelsafe stopped reading where CPython reads on: a limit (objects,
+# opcodes, the scan after a stop, memo, stack, MARKs, nesting) or a failure of the VM itself.
+_UNREAD_CODES = frozenset({"limit", "vm-failure"})
+
+
+def _unread_pickle(tf: Any, pickled: bool, fmt: str) -> list[Finding]:
     """The errors of content that is a pickle by format (a decompressed ``.pkl.gz``, a legacy
     torch file under any name): a loader unpickles it, and modelsafe could not read all of it,
     so it is not vouched for (a folder holding it is not safe). Other files' errors are only
-    bytes that are no pickle."""
-    if not (pickled or tf.format == Format.LEGACY_TORCH.value):
+    bytes that are no pickle, except a limit (:func:`_limit_stops`)."""
+    if pickled or tf.format == Format.LEGACY_TORCH.value:
+        return [_named(f, "audit") for f in tf.findings if f.severity == "error"]
+    return _limit_stops(tf, fmt, pickled)
+
+
+def _limit_stops(tf: Any, fmt: str, pickled: bool) -> list[Finding]:
+    """The VM's limit stops in the file read as a pickle (in a file that is no pickle by format,
+    only those before an EXT code, where pickle.load stops), with an error that says so:
+    the bytes may be a pickle that runs on past where modelsafe stopped, so the file is never
+    ``safe`` (an ``unread-pickle`` error). Real files' bytes read as opcodes stop long before
+    any limit."""
+    found = tf.findings if pickled else _before_extension(tf.findings)
+    stops = [_named(f, "audit") for f in found if f.severity == "error" and f.code in _UNREAD_CODES]
+    if not stops:
         return []
-    return [_named(f, "audit") for f in tf.findings if f.severity == "error"]
+    summary = Finding(
+        "error",
+        "unread-pickle",
+        f"the file reads as {fmt} but is also a pickle that modelsafe could not read to its end "
+        "(a limit): pickle.load, torch.load(weights_only=False) and "
+        "numpy.load(allow_pickle=True) may run code in it; do not load it that way",
+        scanner="audit",
+    )
+    return [*stops, summary]
 
 
 def _before_extension(findings: list[Finding]) -> list[Finding]:

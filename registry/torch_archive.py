@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from modelsafe.errors import FileReadError, MalformedFileError
+from modelsafe.registry.pickle_vm.limits import Limits
 from modelsafe.registry.pickle_vm.machine import VMResult, run_pickle, search_names
 from modelsafe.registry.pickle_vm.symbols import (
     Buffer,
@@ -310,14 +311,19 @@ def read_torch_data(path: Path, fmt: str, data: Any) -> TorchFile:
     return out
 
 
+# The legacy-shape probe reads two header pickles of a few opcodes each: a small budget and no
+# scan after a stop, so that a plain pickle (a .pkl.gz of 240 MiB) is not run through twice.
+_SHAPE_PROBE = Limits(max_opcodes=4096)
+
+
 def _shaped_like_legacy(data: Any) -> bool:
-    """An int pickle followed by a 1001 pickle: a legacy file, whatever its magic says. A first
-    pickle the VM stopped in (a limit) and scanned to its STOP counts: torch may read on."""
-    first = run_pickle(data, 0, label="probe")
-    end = first.end if first.completed else first.resume
-    if end < 0 or end >= len(data) or (first.completed and not isinstance(first.root, int)):
+    """An int pickle followed by a 1001 pickle, each read within :data:`_SHAPE_PROBE`: a legacy
+    file, whatever its magic says. A longer first pickle (one padded past a limit) is read as a
+    plain pickle: what follows its STOP is ``trailing-data``, and every pickle there is run."""
+    first = run_pickle(data, 0, limits=_SHAPE_PROBE, label="probe", scan=False)
+    if not first.completed or not isinstance(first.root, int) or first.end >= len(data):
         return False
-    second = run_pickle(data, end, label="probe")
+    second = run_pickle(data, first.end, limits=_SHAPE_PROBE, label="probe", scan=False)
     return second.completed and second.root == LEGACY_PROTOCOL
 
 

@@ -11,6 +11,7 @@ finding, never an exception; the findings gathered before the error are kept, be
 from __future__ import annotations
 
 import codecs
+import functools
 import gc
 import re
 import struct
@@ -74,7 +75,9 @@ class _Stop(Exception):
 
 
 class _Machine:
-    def __init__(self, data: Any, start: int, limits: Limits, label: str, base: int) -> None:
+    def __init__(
+        self, data: Any, start: int, limits: Limits, label: str, base: int, scan: bool = True
+    ) -> None:
         self.raw = data if hasattr(data, "find") else bytes(data)
         self.buf = memoryview(self.raw)
         self.n = len(self.buf)
@@ -91,6 +94,8 @@ class _Machine:
         self.memo: dict[int, Any] = {}
         self.frame_end = -1
         self.result = VMResult(start=start)
+        self.scan_after_stop = scan
+        self.scan_memo: dict[int, Any] = {}  # the scan's memo where its budget ran out
 
     # -- findings -----------------------------------------------------------------------------
 
@@ -329,7 +334,7 @@ class _Machine:
             self._loop()
         except _Stop:
             last = self.result.findings[-1].code if self.result.findings else ""
-            if self.resume_at >= 0 and last not in _EXACT_STOPS:
+            if self.resume_at >= 0 and last not in _EXACT_STOPS and self.scan_after_stop:
                 self.scan_rest(self.resume_at)
         except RecursionError:
             self.finding("error", "limit", "the pickle nests too deeply", self.pos)
@@ -408,13 +413,20 @@ class _Machine:
         they were at the stop), so each GLOBAL / INST name, each STACK_GLOBAL on two strings and
         each EXT code outside the allow-list is an ``unsafe`` finding, and a STACK_GLOBAL on a
         call's result a ``dynamic-global`` one. It has its own budget (:data:`_SCAN_OPCODES`);
-        past it, a byte search (C speed) names GLOBAL/INST lines and strings naming dangerous
-        modules in the rest of the stream. A limit or a divergence never hides a payload
-        silently; the verdict is at least ``error`` there anyway.
+        past it (an ``error``: the rest is not read opcode by opcode), a byte search (C speed)
+        names GLOBAL/INST lines and STACK_GLOBALs in the rest of the stream. A limit or a
+        divergence never hides a payload silently; the verdict is at least ``error`` there.
         """
         try:
             end = self._scan(pos)
             if end >= 0:
+                self.finding(
+                    "error",
+                    "limit",
+                    f"more than {_SCAN_OPCODES:,} opcodes after the pickle VM stopped: the "
+                    f"{self.n - end:,} bytes left are only searched for names",
+                    end,
+                )
                 self._byte_search(end)
         except Exception:  # noqa: BLE001,S110 - the scan only adds findings; a bad byte ends it
             pass
@@ -444,6 +456,7 @@ class _Machine:
         memo_len = len(self.memo)
         frame_end = self.frame_end
         note = " (found by scanning on after the pickle VM stopped)"
+        self.scan_memo = memo  # (kept: the byte search past the budget reads names from it)
         while pos < n:
             if budget <= 0:
                 return pos
@@ -569,19 +582,37 @@ class _Machine:
         self.result.resume = max(pos, frame_end)
 
     def _byte_search(self, pos: int) -> None:
-        """Past the scan's budget: GLOBAL/INST lines and pushed strings naming a dangerous module
-        in the rest of the stream, found by regular expressions (C speed, no opcode walk)."""
+        """Past the scan's budget: GLOBAL/INST lines, STACK_GLOBALs and pushed strings naming a
+        dangerous module in the rest of the stream, found by regular expressions (C speed, no
+        opcode walk)."""
         note = " (found by a byte search after the pickle VM stopped)"
-        found = 0
+        budget = [_SEARCH_FINDINGS]
+
+        def counted(before: int) -> bool:
+            budget[0] -= len(self.result.findings) - before
+            return budget[0] <= 0
+
         for match in _GLOBAL_LINE.finditer(self.raw, pos):
             module, attr = (part.decode("ascii") for part in match.groups())
             before = len(self.result.findings)
             self._scan_global(module, attr, "GLOBAL", match.start(), note)
-            found += len(self.result.findings) - before
-            if found >= _SEARCH_FINDINGS:
+            if counted(before):
+                return
+        seen: set[int] = set()
+        for match in _stack_global().finditer(self.raw, pos):
+            at = match.start(3)
+            if at in seen:
+                continue
+            before = len(self.result.findings)
+            self._searched_stack_global(match.group(1), match.group(2), at, note)
+            if len(self.result.findings) > before:
+                seen.add(at)
+            if counted(before):
                 return
         for match in _DANGEROUS_STRING.finditer(self.raw, pos):
-            module = next(g for g in match.groups() if g).decode("ascii")
+            module = _pushed_name(self.raw, match)
+            if module is None:
+                continue
             self.finding(
                 "unsafe",
                 "global",
@@ -589,9 +620,34 @@ class _Machine:
                 f"pickle VM stopped: likely the module of a STACK_GLOBAL{note}",
                 match.start(),
             )
-            found += 1
-            if found >= _SEARCH_FINDINGS:
+            if counted(len(self.result.findings) - 1):
                 return
+
+    def _searched_stack_global(self, module: bytes, attr: bytes, pos: int, note: str) -> None:
+        """A STACK_GLOBAL the byte search found after two pushes (``module``, ``attr``: the bytes
+        of each, a string or a memo read): a finding unless both are allow-listed names. A memo
+        read takes the string the memo held where the VM (or the scan) last saw it; one it cannot
+        tell is a ``dynamic-global``: pickle.load imports whatever the memo holds by then."""
+        values = [_search_operand(raw) for raw in (module, attr)]
+        names = [self._memo_text(v) if isinstance(v, int) else v for v in values]
+        slots = [str(v) for v in values if isinstance(v, int)]
+        fed = f"{note[:-1]}; its names come from memo slot(s) {', '.join(slots)})"
+        if isinstance(names[0], str) and isinstance(names[1], str):
+            self._scan_global(names[0], names[1], "STACK_GLOBAL", pos, fed if slots else note)
+            return
+        self.finding(
+            "unsafe",
+            "dynamic-global",
+            f"STACK_GLOBAL takes its module/name from memo slot(s) {', '.join(slots)}, whose "
+            f"content modelsafe cannot follow past where the pickle VM stopped: the callable "
+            f"cannot be known{note}",
+            pos,
+        )
+
+    def _memo_text(self, key: int) -> str | None:
+        """The string in memo slot ``key`` as the scan (else the VM) last saw it, or None."""
+        value = self.scan_memo[key] if key in self.scan_memo else self.memo.get(key)
+        return value if isinstance(value, str) else None
 
     def execute(self, op: Opcode, arg: Any, pos: int) -> None:  # noqa: C901 - one branch per op
         name = op.name
@@ -944,26 +1000,80 @@ _GLOBAL_LINE = re.compile(rb"[ci](" + _NAME + rb")\n(" + _NAME + rb")\n")
 
 
 def _dangerous_strings() -> re.Pattern[bytes]:
+    """A push of a string that may name a dangerous module: the opcode (and length prefix), then
+    the name (group 1); :func:`_pushed_name` checks the prefix and the end. One alternation of
+    names after a prefix class, so that most bytes are rejected by their first byte."""
     from modelsafe.registry.pickle_vm.known_globals import DANGEROUS
 
     modules = sorted(
-        {key.split(".")[0] for key in DANGEROUS} - {"torch", "numpy"} | {"__builtin__"}
+        {key.split(".")[0] for key in DANGEROUS} - {"torch", "numpy"} | {"__builtin__"},
+        key=len,
+        reverse=True,  # (longest first: "posixpath" before "posix")
     )
-    forms = []
-    for module in modules:
-        m = re.escape(module.encode())
-        size = len(module)
-        forms += [
-            rb"[\x8cU]" + re.escape(bytes([size])) + b"(" + m + b")",
-            rb"X" + re.escape(size.to_bytes(4, "little")) + b"(" + m + b")",
-            rb"S'(" + m + rb")'\n",
-            rb'S"(' + m + rb')"\n',
-            rb"V(" + m + rb")\n",
-        ]
-    return re.compile(b"|".join(forms))
+    names = b"|".join(re.escape(module.encode()) for module in modules)
+    prefix = rb"(?:[\x8cU][\x01-\xff]|[XT][\x01-\xff]\x00\x00\x00|\x8d[\x01-\xff]\x00{7}|V|S['\"])"
+    return re.compile(prefix + b"(" + names + b")")
+
+
+def _pushed_name(raw: Any, match: re.Match[bytes]) -> str | None:
+    """The module a :data:`_DANGEROUS_STRING` match pushes, or None when its length prefix or
+    its end (a newline, a closing quote) does not fit the name: no push of that string."""
+    name = match.group(1)
+    start, end = match.start(), match.end(1)
+    op = raw[start : start + 1]
+    if op in (b"V", b"S"):
+        closing = b"\n" if op == b"V" else raw[start + 1 : start + 2] + b"\n"
+        fits = raw[end : end + len(closing)] == closing
+    else:
+        fits = int.from_bytes(raw[start + 1 : match.start(1)], "little") == len(name)
+    return name.decode("ascii") if fits else None
 
 
 _DANGEROUS_STRING = _dangerous_strings()
+
+
+# A STACK_GLOBAL after two pushes, for the byte search: each push a string (any string opcode:
+# SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE, STRING, BINSTRING, SHORT_BINSTRING; a name
+# of up to 255 bytes) or a memo read (GET, BINGET, LONG_BINGET), each maybe memoized, with
+# value-and-POP / MARK-POP_MARK pairs between. A length prefix fixes its name's length (one
+# alternative per length, grouped by opcode so most bytes fail on the first). Searched at every
+# offset (a lookahead), since pushes may overlap false starts.
+def _search_push() -> bytes:
+    chars = rb"[A-Za-z0-9_.]"
+    sized = []
+    for op, width in ((rb"[\x8cU]", 1), (rb"[XT]", 4), (rb"\x8d", 8)):
+        lengths = b"|".join(
+            re.escape(size.to_bytes(width, "little")) + chars + b"{%d}" % size
+            for size in range(1, 256)
+        )
+        sized.append(op + b"(?:" + lengths + b")")
+    text = rb"V" + chars + rb"+\n|S'" + chars + rb"+'\n|S\"" + chars + rb"+\"\n"
+    memo = rb"g[0-9]{1,10}\n|h[\s\S]|j[\s\S]{4}"
+    return b"(?:" + b"|".join([*sized, text, memo]) + b")"
+
+
+_SEARCH_AFTER = rb"(?:q[\s\S]|r[\s\S]{4}|\x94|p[0-9]{1,10}\n)?(?:[N\x88\x89)\]}\x8f]0|\(1)*"
+
+
+@functools.cache
+def _stack_global() -> re.Pattern[bytes]:
+    """The STACK_GLOBAL search, compiled on first use (tens of ms: not at every import)."""
+    push = _search_push()
+    return re.compile(
+        rb"(?=(" + push + rb")" + _SEARCH_AFTER + rb"(" + push + rb")" + _SEARCH_AFTER + rb"(\x93))"
+    )
+
+
+def _search_operand(raw: bytes) -> str | int:
+    """What a push the byte search matched gives: its string, or the memo slot it reads."""
+    op = raw[:1]
+    if op in (b"g", b"h", b"j"):
+        return int(raw[1:-1]) if op == b"g" else int.from_bytes(raw[1:], "little")
+    if op in (b"V", b"S"):
+        text = raw[1:-1] if op == b"V" else raw[2:-2]
+        return text.decode("ascii")
+    width = {b"\x8c": 1, b"U": 1, b"X": 4, b"T": 4, b"\x8d": 8}[op]
+    return raw[1 + width :].decode("ascii")
 
 
 def _scan_py2(raw: bytes) -> Any:
@@ -1082,13 +1192,16 @@ def run_pickle(
     limits: Limits = DEFAULT_LIMITS,
     label: str = "pickle",
     base: int = 0,
+    scan: bool = True,
 ) -> VMResult:
     """Run the pickle that begins at ``data[start]`` symbolically; never raises on bad input.
 
     ``label`` names the stream in finding locations and ``base`` is added to byte positions
-    (so a pickle inside a larger file reports file offsets).
+    (so a pickle inside a larger file reports file offsets). ``scan``: after a stop CPython may
+    not share (a limit), scan the rest of the stream for names (False for a probe that only
+    asks what a short pickle holds).
     """
-    return _Machine(data, start, limits, label, base).run()
+    return _Machine(data, start, limits, label, base, scan).run()
 
 
 def search_names(

@@ -351,12 +351,58 @@ def build_malicious(folder: Path) -> dict[str, Path]:
         b'"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}',
         b"\0" * 4,
     )
+    # round 7: a limit stop, then names fed from the memo, in files valid as something else
+    past_limit = memo_fed_past_limit(marker)
+    files["limit-safetensors-polyglot.safetensors"] = polyglot_safetensors(past_limit)
+    files["limit-npy-storage.pt"] = npy_storage_checkpoint(past_limit)
     out: dict[str, Path] = {}
     for name, data in files.items():
         path = folder / f"evil-{name}"
         path.write_bytes(data)
         out[path.name] = path
     return out
+
+
+def memo_fed_past_limit(marker: Path) -> bytes:
+    """``open(marker, "w")`` after the VM's object budget (2.3M empty dicts) and the scan's
+    opcode budget (1.05M NONE/POP pairs), through a STACK_GLOBAL on two memo reads."""
+
+    def text(value: str | Path) -> bytes:
+        return b"V" + str(value).encode() + b"\n"
+
+    names = text("builtins") + b"p0\n0" + text("open") + b"p1\n0"
+    flood = b"}0" * 2_300_000 + b"N0" * 1_050_000
+    return names + flood + b"g0\ng1\n\x93" + text(marker) + text("w") + b"\x86R."
+
+
+def polyglot_safetensors(body: bytes) -> bytes:
+    """A valid safetensors file whose U8 tensor is ``body`` and whose bytes are a pickle too: the
+    header length starts with ``V`` (UNICODE to the header's closing newline), the header ends
+    ``\\n}`` (EMPTY_DICT), and a POP leads into ``body``."""
+    import json
+
+    body = b"0" + body
+    entry = {"w": {"dtype": "U8", "shape": [len(body)], "data_offsets": [0, len(body)]}}
+    core = json.dumps(entry, separators=(",", ":"))[:-1]
+    for pad in range(512):
+        header = (core + " " * pad + "\n}").encode()
+        size = struct.pack("<Q", len(header))
+        if size[0] == ord("V") and b"\n" not in size:
+            return size + header + body
+    raise AssertionError("no header length starts with V")
+
+
+def npy_storage_checkpoint(body: bytes) -> bytes:
+    """A torch checkpoint whose storage member is an object ``.npy`` holding ``body``:
+    numpy.load(allow_pickle=True) of the file unpickles it."""
+    import torch
+
+    header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    npy = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + body
+    buf = io.BytesIO()
+    torch.save({"w": torch.frombuffer(bytearray(npy), dtype=torch.uint8)}, buf)
+    return buf.getvalue()
 
 
 def _safetensors_raw(header: bytes, data: bytes) -> bytes:
