@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelsafe.atomic import replacing
 from modelsafe.errors import ConversionError, UnsafeFileError, UsageError
 from modelsafe.registry.pickle_vm.tensors import NUMPY_ARRAY_REASON, TensorRecord
 from modelsafe.registry.torch_archive import (
@@ -160,32 +161,32 @@ def _convert(
     tmp, fd, lock = _create_temp(dst)
     warnings: list[str] = []
     try:
-        in_hash_thread = _assign_crcs(plan, crc_members(tf))
-        with (
-            # hashes the source (and takes the CRC-32 of the zip members) beside the copy
-            _SourceSha256(src, before, in_hash_thread) as source_sha,
-            os.fdopen(fd, "wb") as out,
-            _Flusher(out.fileno()) as flusher,
-        ):
-            header, data_start = _header(tf, plan, aliases)
-            out.write(header)
-            bad_crcs = _copy(source_sha.fd, src, out, plan, data_start)
-            out.flush()
-            total = _verify(tmp, plan, data_start)  # every tensor, re-read from the temp file
-            sha = source_sha.result()
-            warnings += _check_crcs(src, tf, plan, (bad_crcs or []) + source_sha.crc_mismatches())
-            final = _with_sha(header, sha)
-            out.seek(0)
-            out.write(final)
-            out.flush()
-            flusher.start_final_fsync()
-            _verify_header(tmp, final)
-            flusher.wait()
-            source_sha.check_unchanged()
-        os.replace(tmp, dst)
-        _fsync_dir(dst.parent)
+        with replacing(tmp, dst):  # (renamed over dst at the end, removed on any exception)
+            in_hash_thread = _assign_crcs(plan, crc_members(tf))
+            with (
+                # hashes the source (and takes the CRC-32 of the zip members) beside the copy
+                _SourceSha256(src, before, in_hash_thread) as source_sha,
+                os.fdopen(fd, "wb") as out,
+                _Flusher(out.fileno()) as flusher,
+            ):
+                header, data_start = _header(tf, plan, aliases)
+                out.write(header)
+                bad_crcs = _copy(source_sha.fd, src, out, plan, data_start)
+                out.flush()
+                total = _verify(tmp, plan, data_start)  # every tensor, re-read from the temp file
+                sha = source_sha.result()
+                warnings += _check_crcs(
+                    src, tf, plan, (bad_crcs or []) + source_sha.crc_mismatches()
+                )
+                final = _with_sha(header, sha)
+                out.seek(0)
+                out.write(final)
+                out.flush()
+                flusher.start_final_fsync()
+                _verify_header(tmp, final)
+                flusher.wait()
+                source_sha.check_unchanged()
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
         if isinstance(exc, (ConversionError, KeyboardInterrupt)):
             raise
         if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
@@ -1177,16 +1178,3 @@ def _read_exactly(fh: Any, n: int) -> bytes:
     while len(data) < n and (piece := fh.read(n - len(data))):
         data += piece
     return data
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -23,17 +23,22 @@ its own transaction, then mark what is gone as missing.
 - Ctrl-C, SIGTERM or a catalog that refuses writes stops the pool at once (the files not started
   are not read); the scan's row is closed ``interrupted`` or ``failed``, and a row a killed scan
   left ``running`` is closed by the next scan (:func:`_close_stale_scans`).
-- A ``--no-hash`` model whose file moved (same device, inode, size, mtime) joins the file's model
-  at its new path (:class:`_Before`, :func:`_moved_placeholders`).
+- A ``--no-hash`` model whose file moved (same device, inode, size, mtime and
+  :func:`fingerprint`) joins the file's model at its new path (:class:`_Before`,
+  :func:`_moved_placeholders`).
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
+import signal
 import socket
 import stat as stat_module
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -73,6 +78,10 @@ PLACEHOLDER_PREFIXES = ("nohash:", "path:")
 # catalog, a row written before scans recorded their process) is closed after this long.
 STALE_SCAN_AGE = timedelta(days=2)
 STOPPED = "its process stopped before the scan finished (killed, out of memory, a power cut?)"
+# ``locations.extra`` key of a file read without hashes: :func:`fingerprint`.
+FINGERPRINT = "fingerprint"
+THREAD_PREFIX = "modelsafe-scan"  # the names of the worker threads
+FINGERPRINT_SPAN = 64 * 1024  # bytes read at each end of the file
 
 
 def utcnow() -> datetime:
@@ -139,6 +148,11 @@ class _Stored:
     error: str | None
     retry: bool = False  # its read failed for an OS reason (permission denied): read it again
 
+    @property
+    def key(self) -> StatKey:
+        """The stat stored (a change time not recorded matches any: :class:`StatKey`)."""
+        return StatKey(self.size, self.mtime_ns, self.inode, self.device, self.ctime_ns or 0)
+
 
 # progress callback: (files done, files to read, bytes done, bytes to read)
 Progress = Callable[[int, int, int, int], None]
@@ -176,26 +190,26 @@ def _load_stored(session: Session) -> dict[str, _Stored]:
 class _Before:
     """What the catalog held when the scan started, for what it writes: which paths it knew,
     and where it holds files read without hashes (keyed by path), by the stat facts a move or
-    rename keeps: (device, inode, size, mtime_ns)."""
+    rename keeps (:meth:`StatKey.ignoring_ctime`). Whether such a file is the one at the new
+    path is for its content to say (:func:`fingerprint`, :func:`_moved_placeholders`)."""
 
     stored: dict[str, _Stored]
-    placeholders: dict[tuple[int, int, int, int], list[str]]
+    placeholders: dict[StatKey, list[str]]
 
     @classmethod
     def of(cls, stored: dict[str, _Stored]) -> _Before:
-        placeholders: dict[tuple[int, int, int, int], list[str]] = {}
+        placeholders: dict[StatKey, list[str]] = {}
         for path, old in stored.items():
             if old.inode and (old.content_key or "").startswith(PLACEHOLDER_PREFIXES):
-                ident = (old.device, old.inode, old.size, old.mtime_ns)
-                placeholders.setdefault(ident, []).append(path)
+                placeholders.setdefault(old.key.ignoring_ctime(), []).append(path)
         return cls(stored, placeholders)
 
     def knows(self, found: Found) -> bool:
         return any(p in self.stored for p in found.paths)
 
     def moved_from(self, found: Found, key: StatKey) -> list[str]:
-        """The other paths where this file (``key``: its stat) was read without hashes."""
-        paths = self.placeholders.get((key.device, key.inode, key.size, key.mtime_ns), [])
+        """The other paths where a file with this stat (``key``) was read without hashes."""
+        paths = self.placeholders.get(key.ignoring_ctime(), [])
         return [p for p in paths if p not in found.paths]
 
 
@@ -211,23 +225,16 @@ def _ctime(key: StatKey) -> int | None:
     return value if isinstance(value, int) and value else None
 
 
-def _same_stat(old: _Stored, key: StatKey) -> bool:
-    if (old.size, old.mtime_ns, old.inode, old.device) != (
-        key.size,
-        key.mtime_ns,
-        key.inode,
-        key.device,
-    ):
-        return False
-    ctime = _ctime(key)
-    # A chmod, or a rewrite that put the old mtime back (`touch -r`), changes only the ctime.
-    return old.ctime_ns is None or ctime is None or old.ctime_ns == ctime
+def _location_key(loc: Location) -> StatKey:
+    """The stat ``loc`` records (:class:`StatKey`)."""
+    return StatKey(loc.size, loc.mtime_ns, loc.inode or 0, loc.device or 0, loc.ctime_ns or 0)
 
 
 def _is_unchanged(found: Found, stored: dict[str, _Stored], with_hash: bool) -> bool:
     for p in found.paths:
         old = stored.get(p)
-        if old is None or old.status == "missing" or not _same_stat(old, found.key):
+        # (the ctime counts: a chmod, or a rewrite that put the old mtime back, changes it)
+        if old is None or old.status == "missing" or old.key != found.key:
             return False
         if with_hash and (old.content_key or "").startswith("nohash:"):
             return False
@@ -301,8 +308,7 @@ def scan(
     extra_for = extra_for or facts_from_path  # (a cache folder scanned without --hf-cache)
     with catalog.session() as session:
         _close_stale_scans(session)
-        owner = {"pid": os.getpid(), "host": socket.gethostname()}
-        run = Scan(roots=[printable(r) for r in abs_roots], status="running", summary=owner)
+        run = Scan(roots=[printable(r) for r in abs_roots], status="running", summary=owner())
         session.add(run)
         session.flush()
         summary.scan_id = run.id
@@ -323,6 +329,7 @@ def scan(
         )
     except KeyboardInterrupt:  # (Ctrl-C; SIGTERM and SIGHUP unwind the same way)
         _close(catalog, summary, "interrupted")
+        _exit_at_next_interrupt()
         raise
     except BaseException:
         _close(catalog, summary, "failed")
@@ -341,23 +348,82 @@ def _close(catalog: Catalog, summary: ScanSummary, status: str) -> None:
         pass
 
 
+def _exit_at_next_interrupt() -> None:
+    """After Ctrl-C or SIGTERM stopped a scan, the files being read finish in their worker
+    threads, which the interpreter waits for before it exits: a second Ctrl-C (or SIGTERM)
+    then ends the process at once, instead of interrupting that wait (Python would print
+    "Exception ignored in: <module 'threading'>" and a traceback). Once those threads are done,
+    a signal is handled as before. (Handlers are set from the main thread only.)"""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        signal.signal(signum, functools.partial(_exit_now, previous))
+
+
+def _exit_now(previous: Any, signum: int, frame: Any) -> None:
+    if any(t.name.startswith(THREAD_PREFIX) and t.is_alive() for t in threading.enumerate()):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(128 + signum)
+    signal.signal(signum, previous)  # (no reader left: as before)
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_DFL:
+        signal.raise_signal(signum)
+
+
 def _close_stale_scans(session: Session) -> None:
     """Close the scan rows left ``running`` by a scan whose process is gone (killed with
-    SIGKILL, out of memory): ``failed``, saying so. A row of this host is stale when its process
-    no longer runs; one this host cannot check, when it started :data:`STALE_SCAN_AGE` ago. A
-    scan still running (here, or on another machine recently) is never touched."""
-    host, cutoff = socket.gethostname(), utcnow() - STALE_SCAN_AGE
+    SIGKILL, out of memory): ``failed``, saying so. A row of this host, PID namespace and boot
+    (:func:`owner`) is stale when its process no longer runs; one this process cannot check
+    (another machine on a PostgreSQL catalog, a container with its own PID namespace sharing the
+    catalog, a row of an older modelsafe), when it started :data:`STALE_SCAN_AGE` ago. A scan
+    still running (here, or elsewhere recently) is never touched."""
+    here, cutoff = owner(), utcnow() - STALE_SCAN_AGE
     for row in session.scalars(select(Scan).where(Scan.status == "running")):
-        owner = row.summary if isinstance(row.summary, dict) else {}
-        pid = owner.get("pid")
-        if owner.get("host") == host and isinstance(pid, int) and os.name == "posix":
+        theirs = row.summary if isinstance(row.summary, dict) else {}
+        pid = theirs.get("pid")
+        if _same_pid_space(theirs, here) and isinstance(pid, int) and os.name == "posix":
             stale = not _process_runs(pid)
         else:
             started = row.started_at
             stale = started is not None and started.replace(tzinfo=started.tzinfo or UTC) < cutoff
         if stale:
             row.status, row.finished_at = "failed", utcnow()
-            row.summary = {**owner, "error": STOPPED}
+            row.summary = {**theirs, "error": STOPPED}
+
+
+def owner() -> dict[str, Any]:
+    """Who runs this scan, as its ``running`` row records it: the process id, and what says
+    which processes that id is one of (host name, PID namespace, boot id; None where the
+    system does not tell)."""
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "pid_ns": _proc_fact(os.readlink, "/proc/self/ns/pid"),
+        "boot_id": _proc_fact(_first_line, "/proc/sys/kernel/random/boot_id"),
+    }
+
+
+def _same_pid_space(theirs: dict[str, Any], here: dict[str, Any]) -> bool:
+    """Whether a pid in ``theirs`` (:func:`owner`) names a process this one can see."""
+    return all(theirs.get(k) == here[k] for k in ("host", "pid_ns", "boot_id"))
+
+
+def _proc_fact(read: Callable[[str], str], path: str) -> str | None:
+    try:
+        return read(path) or None
+    except OSError:
+        return None
+
+
+def _first_line(path: str) -> str:
+    with open(path, encoding="ascii", errors="replace") as fh:
+        return fh.readline().strip()
 
 
 def _process_runs(pid: int) -> bool:
@@ -512,19 +578,21 @@ def _analyse_all(
     vanished: set[str] = set()
     if progress:
         progress(0, len(todo), 0, total_bytes)
-    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="modelsafe-scan")
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix=THREAD_PREFIX)
 
-    def submit(found: Found) -> Future[Analysis]:
+    def submit(found: Found) -> Future[tuple[Analysis, str | None]]:
         tries[found.path] = tries.get(found.path, 0) + 1
-        return pool.submit(analyse, found.path, found.is_dir, with_hash=with_hash, cache=cache)
+        # (a file moved since a --no-hash scan must show the content it had: fingerprinted)
+        printed = not with_hash or bool(before.moved_from(found, found.key))
+        return pool.submit(_read, found, with_hash, cache, printed)
 
     try:
-        pending: dict[Future[Analysis], Found] = {submit(f): f for f in todo}
+        pending: dict[Future[tuple[Analysis, str | None]], Found] = {submit(f): f for f in todo}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 found = pending.pop(future)
-                result = future.result()
+                result, print_ = future.result()
                 if result.changed and tries[found.path] < MAX_TRIES:
                     summary.requeued += 1
                     pending[submit(found)] = found
@@ -537,7 +605,7 @@ def _analyse_all(
                     summary.skipped.append({"path": printable(found.path), "reason": VANISHED})
                     vanished.add(found.path)
                 else:
-                    _record(catalog, found, result, summary, extra_for, before, forced)
+                    _record(catalog, found, result, print_, summary, extra_for, before, forced)
                     summary.bytes_read += result.key.size
                 done_files += 1
                 done_bytes += found.key.size
@@ -550,10 +618,47 @@ def _analyse_all(
     return vanished
 
 
+def _read(
+    found: Found, with_hash: bool, cache: HashCache, printed: bool
+) -> tuple[Analysis, str | None]:
+    """Read one file (in a worker thread): its analysis, and its :func:`fingerprint` when
+    ``printed`` (a file read without hashes, or where one was before)."""
+    result = analyse(found.path, found.is_dir, with_hash=with_hash, cache=cache)
+    if not printed or found.is_dir or result.changed or result.vanished:
+        return result, None
+    return result, fingerprint(found.path, result.key)
+
+
+def fingerprint(path: str, key: StatKey) -> str | None:
+    """A cheap check of a file's content, for a file read without hashes: the SHA-256 of its
+    size and its first and last :data:`FINGERPRINT_SPAN` bytes. None where it cannot be read,
+    or is no longer the file stat-ed as ``key`` (size, mtime, inode, device)."""
+    import hashlib
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # (a FIFO never waits)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            st = os.fstat(fd)
+            if not stat_module.S_ISREG(st.st_mode) or StatKey.of(st) != key.ignoring_ctime():
+                return None
+            digest = hashlib.sha256(str(st.st_size).encode())
+            digest.update(fh.read(FINGERPRINT_SPAN))
+            if st.st_size > FINGERPRINT_SPAN:
+                fh.seek(max(FINGERPRINT_SPAN, st.st_size - FINGERPRINT_SPAN))
+                digest.update(fh.read(FINGERPRINT_SPAN))
+        except OSError:
+            return None
+    return digest.hexdigest()
+
+
 def _record(
     catalog: Catalog,
     found: Found,
     result: Analysis,
+    print_: str | None,
     summary: ScanSummary,
     extra_for: Callable[[str], dict[str, Any]] | None,
     before: _Before,
@@ -565,7 +670,7 @@ def _record(
     for attempt in range(WRITE_TRIES):
         try:
             with catalog.session() as session:
-                written = write_result(session, found, result, extra_for, moved_from)
+                written = write_result(session, found, result, extra_for, moved_from, print_)
             break
         except (IntegrityError, OperationalError) as exc:
             # Another scan wrote the same model or path at the same moment: read again, retry.
@@ -864,9 +969,12 @@ def write_result(
     result: Analysis,
     extra_for: Callable[[str], dict[str, Any]] | None = None,
     moved_from: Sequence[str] = (),
+    print_: str | None = None,
 ) -> Written:
     """Upsert the model and every location of one analysed file. ``moved_from``: other paths
-    where the catalog may hold this file read without hashes (:meth:`_Before.moved_from`)."""
+    where the catalog may hold this file read without hashes (:meth:`_Before.moved_from`);
+    ``print_``: its :func:`fingerprint`, kept on its locations when it is read without hashes
+    and compared with theirs."""
     key = content_key(result)
     locations = {
         loc.path: loc
@@ -877,7 +985,7 @@ def write_result(
         _records(loc, key, result.key) for loc in locations.values()
     )
     here = {loc.model_id for loc in locations.values()}
-    moved = _moved_placeholders(session, moved_from, result.key)
+    moved = _moved_placeholders(session, moved_from, result.key, print_)
     moved = [loc for loc in moved if loc.model_id not in here]  # (not joined to it already)
     model = session.scalar(select(Model).where(Model.content_key == key))
     sha256 = (result.hashes or {}).get("sha256")
@@ -933,6 +1041,8 @@ def write_result(
             extra["audit"] = result.verdict
         if os_error:
             extra["os_error"] = True
+        if print_ is not None and key.startswith(PLACEHOLDER_PREFIXES):
+            extra[FINGERPRINT] = print_
         loc.model = model
         loc.size, loc.mtime_ns = result.key.size, result.key.mtime_ns
         loc.ctime_ns = _ctime(result.key)
@@ -969,16 +1079,20 @@ def _records(loc: Location, key: str, stat: StatKey) -> bool:
         loc.status != "missing"
         and loc.model is not None
         and loc.model.content_key == key
-        and (loc.size, loc.mtime_ns, loc.inode, loc.device)
-        == (stat.size, stat.mtime_ns, stat.inode, stat.device)
+        and _location_key(loc).ignoring_ctime() == stat.ignoring_ctime()
     )
 
 
-def _moved_placeholders(session: Session, paths: Sequence[str], key: StatKey) -> list[Location]:
+def _moved_placeholders(
+    session: Session, paths: Sequence[str], key: StatKey, print_: str | None
+) -> list[Location]:
     """The locations at ``paths`` (:meth:`_Before.moved_from`) that still are those of a model
-    read without hashes (keyed by path) and of this file: same device, inode, size and mtime
-    (what a move or rename keeps), so that the user's settings follow the file."""
-    if not paths:
+    read without hashes (keyed by path) and of this file, so that the user's settings follow
+    the file: same device, inode, size and mtime (what a move or rename keeps) and the same
+    :func:`fingerprint` (``print_``: this file's), since a deleted file's inode is given to the
+    next file created, which may have its size and mtime too (``cp -p``, ``unzip``). A location
+    recorded with no fingerprint (by an older modelsafe) is never taken."""
+    if not paths or print_ is None:
         return []
     query = select(Location).where(Location.path.in_(paths))
     return [
@@ -986,8 +1100,8 @@ def _moved_placeholders(session: Session, paths: Sequence[str], key: StatKey) ->
         for loc in session.scalars(query)
         if loc.model is not None
         and loc.model.content_key.startswith(PLACEHOLDER_PREFIXES)
-        and (loc.device, loc.inode, loc.size, loc.mtime_ns)
-        == (key.device, key.inode, key.size, key.mtime_ns)
+        and _location_key(loc).ignoring_ctime() == key.ignoring_ctime()
+        and (loc.extra or {}).get(FINGERPRINT) == print_
     ]
 
 
@@ -1155,9 +1269,11 @@ def _gone(path: str, old: _Stored) -> bool:
     """True when what the catalog holds at ``path`` (``old``) is no longer there, for a path
     the walk did not find: nothing is there (a link whose target was deleted included), or
     something else is: a FIFO or a plain folder in place of the file, a folder that is no
-    longer a model folder, a file whose stat is not the one stored (Firefox's empty placeholder
-    of a new download under the same name), a link that leads back to itself. False when it
-    cannot be checked (an unreadable folder says nothing) and for a file that is as stored."""
+    longer a model folder, an empty file where a model was (Firefox's placeholder of a new
+    download under the same name), a link that leads back to itself. False when it cannot be
+    checked (an unreadable folder says nothing) and for any other regular file: the walk did
+    not visit it (it reached it by another path, or the path is under a hidden folder), so a
+    change of its stat (a chmod, a new hard link, a touch) does not make it missing."""
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -1165,7 +1281,9 @@ def _gone(path: str, old: _Stored) -> bool:
     except OSError as exc:
         return exc.errno == errno.ELOOP  # (a link that now leads back to itself)
     if stat_module.S_ISREG(st.st_mode):
-        return not _same_stat(old, StatKey.of(st))
+        # (its stat says nothing: a chmod or a new hard link changes it, and the walk may have
+        # reached the file by another path; an empty file where a model was is Firefox's)
+        return st.st_size == 0 and old.size > 0
     if stat_module.S_ISDIR(st.st_mode):
         return not is_model_folder(path)
     return True

@@ -76,6 +76,11 @@ class StatKey:
     def __hash__(self) -> int:
         return hash((self.size, self.mtime_ns, self.inode, self.device))
 
+    def ignoring_ctime(self) -> StatKey:
+        """This key less its change time, which a rename or a new hard link changes: equal to
+        the key of the same file after a move (same device, inode, size and mtime)."""
+        return StatKey(self.size, self.mtime_ns, self.inode, self.device)
+
 
 @dataclass(frozen=True)
 class Found:
@@ -252,7 +257,7 @@ class _Walker:
             self.result.skipped.append(skipped)
 
     def root(self, root: str) -> None:
-        if not _utf8(root):
+        if not is_utf8(root):
             self.skip(printable(root), NOT_UTF8)
             return
         try:
@@ -332,7 +337,7 @@ class _Walker:
             if partial:
                 self.skip(printable(entry.path), partial.reason("scan"))
                 return
-            if not _utf8(entry.name):
+            if not is_utf8(entry.name):
                 if is_model or entry.is_dir(follow_symlinks=False):
                     self.skip(printable(entry.path), NOT_UTF8)
                 return
@@ -508,10 +513,11 @@ NOT_UTF8 = (
 )
 
 
-def _utf8(name: str) -> bool:
-    """False for a name the OS gave as bytes that are not UTF-8 (surrogate escapes)."""
+def is_utf8(text: str) -> bool:
+    """False for text the OS gave as bytes that are not UTF-8 (a file name, a command-line
+    argument: Python keeps them as surrogate escapes), which the catalog cannot store."""
     try:
-        name.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
@@ -523,7 +529,7 @@ def printable(path: str) -> str:
     This is the one rule for text from the file system that modelsafe prints or stores
     (``modelsafe.output`` applies it to every ``--json`` output too).
     """
-    if _utf8(path):
+    if is_utf8(path):
         return path
     try:
         return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

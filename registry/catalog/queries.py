@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from modelsafe.errors import ModelNotFoundError, UsageError
 from modelsafe.registry.catalog.models import Location, Model
+from modelsafe.registry.walk import is_utf8
 from modelsafe.registry.walk import printable as fs_text
 from modelsafe.types import KINDS
 
@@ -164,7 +165,7 @@ def find_model(session: Session, ref: str) -> Model:
 def find_models(session: Session, ref: str) -> list[Model]:
     """Every model ``ref`` may mean (see :func:`find_model`), the likeliest first found: the
     model at that path, those whose hash starts with it, or by name (:func:`_by_name`)."""
-    if fs_text(ref) != ref:
+    if not is_utf8(ref):
         raise ModelNotFoundError(
             f"no model in the catalog matches {fs_text(ref)!r}: it is not valid UTF-8, and the "
             "catalog holds only UTF-8 names and paths",
@@ -277,7 +278,7 @@ def list_models(
 def check_utf8(what: str, value: str | None) -> None:
     """Refuse ``value`` (given as ``what``) if the command line gave it as bytes that are not
     UTF-8 (Python keeps them as surrogate escapes): the catalog stores and compares text only."""
-    if value is not None and fs_text(value) != value:
+    if value is not None and not is_utf8(value):
         raise UsageError(
             f"{what} {fs_text(value)!r} is not valid UTF-8 (shown with U+FFFD for each bad byte)",
             hint="give it as UTF-8 text: check the encoding of your terminal or script "

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -229,15 +228,15 @@ def test_a_full_disk_stops_the_scan_at_the_first_write_that_fails(
 def test_a_scan_whose_process_is_gone_is_closed_by_the_next_one(tmp_path: Path) -> None:
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # (its pid now names no process)
-    host = socket.gethostname()
+    here = scan_module.owner()  # (host, PID namespace and boot id of this process)
     catalog = open_catalog(tmp_path / "c.db")
     try:
         with catalog.session() as session:
             old = utcnow() - timedelta(days=3)
             session.add_all(
                 [
-                    Scan(roots=[], status="running", summary={"pid": gone.pid, "host": host}),
-                    Scan(roots=[], status="running", summary={"pid": os.getpid(), "host": host}),
+                    Scan(roots=[], status="running", summary={**here, "pid": gone.pid}),
+                    Scan(roots=[], status="running", summary=here),
                     Scan(roots=[], status="running", summary={"pid": 1, "host": "elsewhere"}),
                     Scan(roots=[], status="running", summary={}, started_at=old),
                     Scan(roots=[], status="finished", summary={"new": 0}),

@@ -89,39 +89,73 @@ def _csv_cell(value: Any) -> Any:
 
 def write_output(output: Path, text: str) -> None:
     """Write ``text`` to ``output`` whole or not at all: into a temp file in the same folder,
-    renamed over ``output`` once on disk, so a full disk or an interruption leaves the previous
-    file as it was (and no temp file). A device or pipe (``-o /dev/stdout``) is written to."""
+    renamed over ``output`` once on disk (:func:`modelsafe.atomic.replacing`), so a full disk or
+    an interruption leaves the previous file as it was (and no temp file). The new file keeps
+    the old one's mode, and its owner and group where that is permitted. A folder that takes
+    no new entry (read-only to this user, immutable) while ``output`` may be written is
+    written in place instead (not atomic then); a device or pipe (``-o /dev/stdout``) too."""
     try:
-        mode = os.stat(output).st_mode
+        old: os.stat_result | None = os.stat(output)
     except OSError:
-        mode = None
-    regular = mode is None or stat.S_ISREG(mode)
+        old = None
+    regular = old is None or stat.S_ISREG(old.st_mode)
+    # (through a symlink: its target is replaced, the link stays)
+    target = Path(os.path.realpath(output)) if regular else output
+    in_place = not regular
     try:
-        if regular:
-            # (through a symlink: its target is replaced, the link stays)
-            _replace_atomically(Path(os.path.realpath(output)), text, mode)
+        tmp = _temp_beside(target) if regular else None
+        if tmp is None:
+            in_place = True
+            _write_in_place(target, text)
         else:
-            with open(output, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            _replace_atomically(target, tmp, text, old)
     except OSError as exc:
-        raise _write_error(output, exc, kept=regular and mode is not None) from exc
+        raise _write_error(output, exc, kept=old is not None and not in_place) from exc
 
 
-def _replace_atomically(output: Path, text: str, mode: int | None) -> None:
+def _temp_beside(output: Path) -> Path | None:
+    """A new temp file in ``output``'s folder, or None where the folder takes no new entry
+    (permission denied, immutable, read-only file system): then ``output`` is written in place."""
     import tempfile
 
-    # (a short fixed name: OUTPUT's own name may be near the file system's limit)
-    fd, tmp = tempfile.mkstemp(prefix=".modelsafe-export-", suffix=".tmp", dir=output.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        # (a short fixed name: OUTPUT's own name may be near the file system's limit)
+        fd, tmp = tempfile.mkstemp(prefix=".modelsafe-export-", suffix=".tmp", dir=output.parent)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return None
+        raise
+    os.close(fd)
+    return Path(tmp)
+
+
+def _write_in_place(output: Path, text: str) -> None:
+    with open(output, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _replace_atomically(output: Path, tmp: Path, text: str, old: os.stat_result | None) -> None:
+    from modelsafe.atomic import replacing
+
+    with replacing(tmp, output):
+        with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, stat.S_IMODE(mode) if mode is not None else _default_mode())
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        if old is not None:
+            _keep_owner(tmp, old)
+        os.chmod(tmp, stat.S_IMODE(old.st_mode) if old is not None else _default_mode())
+
+
+def _keep_owner(tmp: Path, old: os.stat_result) -> None:
+    """Give ``tmp`` the owner and group of the file it replaces, where permitted (root; a user
+    in the file's group may keep the group only)."""
+    for uid, gid in ((old.st_uid, old.st_gid), (-1, old.st_gid)):
+        try:
+            os.chown(tmp, uid, gid)
+            return
+        except OSError:
+            continue
 
 
 def _default_mode() -> int:
