@@ -109,7 +109,7 @@ def analyse(
     index = None
     try:
         index = read_index(path)
-        report = inspect_index(index)
+        report = inspect_index(index, holes=not with_hash)  # (the hashing pass finds them all)
         if not is_dir:  # (inspect_path says the same for one file)
             report.warnings.extend(beside_warnings(Path(path)))
         fields["report"] = to_jsonable(report)
@@ -131,8 +131,11 @@ def analyse(
             else:
                 fields["hashes"] = hashing.hash_file(Path(path), index)
                 found = hashing.pop_warnings(fields["hashes"])
-            if found and fields.get("report") is not None:  # (a corrupt zip member)
+            if found and fields.get("report") is not None:  # (a corrupt zip member, zero runs)
                 fields["report"]["warnings"] = [*fields["report"]["warnings"], *found]
+            corrupt = _corrupt_blob(path, is_dir, fields)
+            if corrupt and not fields.get("error"):
+                fields["error"] = corrupt
         except Exception as exc:
             fields["hash_error"] = _reason(exc)
     try:
@@ -149,6 +152,22 @@ def analyse(
     except FileNotFoundError:
         return Analysis(path, before, is_dir, fields["format"], vanished=True)
     return Analysis(path, before, is_dir, changed=after != before, **fields)
+
+
+def _corrupt_blob(path: str, is_dir: bool, fields: dict[str, Any]) -> str | None:
+    """Why the file (or a model file of the folder) is a Hugging Face cache blob whose content
+    does not match the sha256 it is named by, with the fix; None when none is."""
+    from modelsafe.registry.hf_cache import corrupt_blob
+
+    if is_dir:
+        files = {Path(path) / rel: h for rel, h in (fields.get("component_hashes") or {}).items()}
+    else:
+        files = {Path(path): fields.get("hashes") or {}}
+    for file, hashes in sorted(files.items()):
+        found = corrupt_blob(file, hashes.get("sha256"))
+        if found is not None:
+            return "; ".join(found)
+    return None
 
 
 def _folder_hashes(path: str, cache: HashCache) -> dict[str, dict[str, str | None]]:

@@ -95,7 +95,7 @@ def _audit_one(path: Path) -> Verdict:
         )
         handled = True
     if not handled:
-        what = not_a_model(fmt, path.stat().st_size, head)
+        what = not_a_model(fmt, path.stat().st_size, head, path.name)
         reason = what.reason if what else f"no scanner reads this format ({fmt})"
         findings.append(Finding("error", "not-a-model", reason))
     if not head.startswith(b"PK\x03\x04") and fmt != Format.ARCHIVE.value:

@@ -37,7 +37,9 @@ The same pass checks the CRC-32 of a torch zip checkpoint's tensor storages (``t
 does not: a corrupt copy loads its damaged bytes silently), from the member byte ranges its
 reader recorded (``torch_archive.MemberCrcCheck``, the code convert checks them with too); a
 mismatch is reported under the key :data:`CORRUPT_MEMBERS` (absent when there is none), which
-``inspect`` and ``scan`` show as a warning (:func:`pop_warnings`).
+``inspect`` and ``scan`` show as a warning (:func:`pop_warnings`). So are the runs of zero MiB
+before the end of the tensor data (``inspect.ZeroRuns``: pieces an unfinished torrent or download
+never wrote), under the key :data:`ZERO_RUNS`, found by one ``memcmp`` per MiB.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from modelsafe.plugins.hookspecs import Hasher
 from modelsafe.types import Format, TensorIndex
 
 if TYPE_CHECKING:
+    from modelsafe.registry.inspect import ZeroRuns
     from modelsafe.registry.torch_archive import MemberCrcCheck
 
 CHUNK_SIZE = 1 << 20
@@ -72,6 +75,9 @@ HASH_NAMES = ("sha256", "autov1", "autov2", "autov3", "blake3", "crc32", "conten
 AUTOV3_HEADER_LIMIT = 16 << 20
 EMBEDDED_HASH_KEYS = ("sshs_model_hash", "modelspec.hash_sha256")
 CORRUPT_MEMBERS = "corrupt_members"
+ZERO_RUNS = "zero_runs"
+# What the pass found wrong with the file, shown as warnings (:func:`pop_warnings`).
+WARNING_KEYS = (CORRUPT_MEMBERS, ZERO_RUNS)
 _TENSOR_DATA = "_tensor_data_sha256"
 _HAVE_PREADV = hasattr(os, "preadv")
 
@@ -571,7 +577,9 @@ def hash_file(path: Path, index: TensorIndex | None = None) -> dict[str, str | N
     if embedded and _needs_own_tensor_hash(index):
         hashers.append(TensorDataSha256())
     crc_check = _member_crc_check(index)
-    _size, failures = stream_hashers(path, [*hashers, *([crc_check] if crc_check else [])])
+    zeros = _zero_runs_check(index)
+    checks = [c for c in (crc_check, zeros) if c is not None]
+    _size, failures = stream_hashers(path, [*hashers, *checks])
     values: dict[str, str | None] = {}
     for h in hashers:
         if h.name in failures:
@@ -609,7 +617,19 @@ def hash_file(path: Path, index: TensorIndex | None = None) -> dict[str, str | N
     corrupt = _corrupt_members(crc_check, index, failures)
     if corrupt:
         result[CORRUPT_MEMBERS] = corrupt
+    zero_runs = zeros.warning() if zeros is not None and zeros.name not in failures else None
+    if zero_runs:
+        result[ZERO_RUNS] = zero_runs
     return result
+
+
+def _zero_runs_check(index: TensorIndex | None) -> ZeroRuns | None:
+    """The zero-run check of a file's tensor data, when its tensors were located."""
+    if index is None:
+        return None
+    from modelsafe.registry.inspect import ZeroRuns
+
+    return ZeroRuns.of_index(index)
 
 
 def _member_crc_check(index: TensorIndex | None) -> MemberCrcCheck | None:
@@ -638,19 +658,19 @@ def _corrupt_members(
 
 
 def pop_warnings(hashes: dict[str, str | None]) -> list[str]:
-    """What the hashing pass found wrong with the file (a corrupt zip member), taken out of its
-    hashes to be shown as a warning."""
-    found = hashes.pop(CORRUPT_MEMBERS, None)
-    return [found] if found else []
+    """What the hashing pass found wrong with the file (a corrupt zip member, zero runs), taken
+    out of its hashes to be shown as warnings."""
+    return [found for key in WARNING_KEYS if (found := hashes.pop(key, None))]
 
 
 def folder_warnings(components: dict[str, dict[str, str | None]]) -> list[str]:
     """:func:`pop_warnings` of a folder's model files (their hashes left as they are), each
     prefixed with the file's path in the folder."""
     return [
-        f"{rel}: {hashes[CORRUPT_MEMBERS]}"
+        f"{rel}: {found}"
         for rel, hashes in sorted(components.items())
-        if hashes.get(CORRUPT_MEMBERS)
+        for key in WARNING_KEYS
+        if (found := hashes.get(key))
     ]
 
 

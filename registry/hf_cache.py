@@ -9,12 +9,13 @@ path. Each location records the repo, its type, the revision and its refs.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelsafe.errors import UsageError
+from modelsafe.errors import FileReadError, UsageError
 
 
 @dataclass
@@ -86,6 +87,38 @@ def facts_from_path(path: str) -> dict[str, Any]:
             "hf_refs": sorted(r for r, c in refs.items() if c == commit),
         }
     return {}
+
+
+# An LFS file's blob is named by its content's sha256 (a small file's, by its git sha1: 40 digits).
+_LFS_BLOB = re.compile(r"[0-9a-f]{64}")
+
+
+def corrupt_blob(path: Path, sha256: str | None) -> tuple[str, str] | None:
+    """(reason, hint) when ``path`` is (or links to) a hub cache blob named by a sha256 that
+    ``sha256``, its content's, is not: a download damaged after the hub checked it (a flipped
+    bit, a chunk left as zeros) or a blob written by something else. None for any other file."""
+    blob = Path(os.path.realpath(path))
+    if sha256 is None or blob.parent.name != "blobs" or not _LFS_BLOB.fullmatch(blob.name):
+        return None
+    if sha256.lower() == blob.name:
+        return None
+    parts = Path(path).parts
+    at = max((i for i, part in enumerate(parts[:-2]) if part == "snapshots"), default=None)
+    name = "/".join(parts[at + 2 :]) if at is not None else "FILE"
+    repo = blob.parent.parent.name.partition("--")[2].replace("--", "/") or "REPO"
+    return (
+        f"{path}: the blob's content has the sha256 {sha256}, which does not match its name "
+        f"{blob.name}: a corrupt download",
+        f"delete {blob} and download it again (hf download {shlex.quote(repo)} "
+        f"{shlex.quote(name)} --force-download)",
+    )
+
+
+def refuse_corrupt_blob(path: Path, sha256: str | None) -> None:
+    """Raise :class:`FileReadError` for a :func:`corrupt_blob`."""
+    found = corrupt_blob(path, sha256)
+    if found is not None:
+        raise FileReadError(*found)
 
 
 def _repo_folders(root: str) -> list[str]:

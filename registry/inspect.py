@@ -6,6 +6,7 @@ import errno
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,14 +135,16 @@ def _vram(index: TensorIndex, family: str, kind: str, facts: dict[str, Any]) -> 
     return estimate_component_vram(index, family, kind, facts)
 
 
-def inspect_index(index: TensorIndex) -> InspectReport:
+def inspect_index(index: TensorIndex, *, holes: bool = True) -> InspectReport:
     """The report for ``index``, with a ``zero-tail`` warning for each file whose tensor data ends
-    in a long run of zeros (a few small reads near its end)."""
+    in a long run of zeros (a few small reads near its end) and, with ``holes``, one for each file
+    whose data has long holes before its end (``lseek`` calls only; leave it to a hashing pass of
+    the file, whose :class:`ZeroRuns` finds written zeros as well)."""
     from dataclasses import replace
 
     report = _inspect_index(index)
-    tails = zero_tail_warnings(index)
-    return replace(report, warnings=[*report.warnings, *tails]) if tails else report
+    found = download_damage_warnings(index) if holes else zero_tail_warnings(index)
+    return replace(report, warnings=[*report.warnings, *found]) if found else report
 
 
 def _inspect_index(index: TensorIndex) -> InspectReport:
@@ -232,11 +235,9 @@ _ZERO_CHUNK = 4 << 20
 _MiB = 1 << 20
 
 
-def zero_tail_warnings(index: TensorIndex) -> list[str]:
-    """``zero-tail`` warnings for the files of ``index`` (a file, or a folder whose tensors name
-    their file in ``source``) whose tensor data ends in a long run of zero bytes. Reads at most
-    64 MiB backwards from the end of each file's tensor data, and stops at the first non-zero
-    byte (a real file: one small read); a file that cannot be read is left to the other checks."""
+def data_spans(index: TensorIndex) -> dict[Path, list[tuple[int, int]]]:
+    """The byte ranges of tensor data in each file of ``index`` (a file, or a folder whose
+    tensors name their file in ``source``)."""
     spans: dict[Path, list[tuple[int, int]]] = {}
     folder = index.path.is_dir()
     for t in index.tensors:
@@ -244,10 +245,38 @@ def zero_tail_warnings(index: TensorIndex) -> list[str]:
             continue
         file = index.path / t.source if folder else index.path
         spans.setdefault(file, []).append((t.offset, t.offset + t.nbytes))
+    return spans
+
+
+def zero_tail_warnings(index: TensorIndex) -> list[str]:
+    """``zero-tail`` warnings for the files of ``index`` (a file, or a folder whose tensors name
+    their file in ``source``) whose tensor data ends in a long run of zero bytes. Reads at most
+    64 MiB backwards from the end of each file's tensor data, and stops at the first non-zero
+    byte (a real file: one small read); a file that cannot be read is left to the other checks."""
+    return _per_file(index, _zero_tail)
+
+
+def download_damage_warnings(index: TensorIndex) -> list[str]:
+    """The warnings of :func:`inspect_index` that say the data looks like an unfinished
+    download: a zero tail, zero holes."""
+    return [*zero_tail_warnings(index), *zero_hole_warnings(index)]
+
+
+def zero_hole_warnings(index: TensorIndex) -> list[str]:
+    """Warnings for the files of ``index`` whose tensor data has long holes before its end (a
+    sparse file a torrent client or downloader left unfinished), found with ``SEEK_DATA`` /
+    ``SEEK_HOLE`` without reading (:func:`zero_runs_warning` decides what counts)."""
+    return _per_file(index, _zero_holes)
+
+
+def _per_file(
+    index: TensorIndex, check: Callable[[Path, list[tuple[int, int]]], str | None]
+) -> list[str]:
+    folder = index.path.is_dir()
     found = []
-    for file, ranges in spans.items():
+    for file, ranges in data_spans(index).items():
         try:
-            warning = _zero_tail(file, ranges)
+            warning = check(file, ranges)
         except OSError:
             warning = None
         if warning:
@@ -265,7 +294,8 @@ def _zero_tail(file: Path, ranges: list[tuple[int, int]]) -> str | None:
     if run < ZERO_TAIL_RUN and (run < ZERO_TAIL_SHORT_RUN or whole < 2):
         return None
     if run >= ZERO_TAIL_RUN:
-        what = f"the tensor data ends in {run // _MiB:,} MiB or more of zeros ({whole}+ tensors)"
+        count = f" ({whole}+ tensors)" if whole else ""  # (a shard's last tensor may be longer)
+        what = f"the tensor data ends in {run // _MiB:,} MiB or more of zeros{count}"
     else:
         what = f"the last {run / _MiB:,.1f} MiB of tensor data ({whole} tensors) are all zeros"
     return f"{what}: an unfinished or preallocated download? compare its sha256 with the source's"
@@ -301,16 +331,122 @@ def _is_hole(fd: int, begin: int, end: int) -> bool:
         return exc.errno == errno.ENXIO
 
 
-def _refuse_partial_download(path: Path) -> None:
-    """A file still being downloaded (``model.safetensors.part``) is named as such: read, it would
-    only look truncated."""
+# Pieces an unfinished torrent or a parallel download never wrote: runs of zeros before the end
+# of the tensor data, as holes of a sparse file or as written zeros of a preallocated one. Only
+# whole MiB aligned to 1 MiB count, and only many of them, so a real model's zero tensors (a bias,
+# padded embedding rows, an untrained ControlNet's zero convolutions) are not taken for them.
+ZERO_RUNS_MIN = 64 << 20  # zeros in runs that always count
+ZERO_RUNS_SHORT = 16 << 20  # zeros in runs that count when they are ZERO_RUNS_SHARE of the data
+ZERO_RUNS_SHARE = 0.04
+_HOLE_SEEKS = 4096  # holes looked at per file (two lseek calls each)
+_ZEROS = bytes(_MiB)
+
+
+def zero_runs_warning(runs: list[tuple[int, int]], data_bytes: int) -> str | None:
+    """The warning for ``runs`` (``[begin, end)`` of whole zero MiB before the end of a file's
+    ``data_bytes`` of tensor data; the run that ends it is :func:`zero_tail_warnings`' business),
+    or None when they are too few to be anything but a real model's zero tensors."""
+    total = sum(e - b for b, e in runs)
+    if total < ZERO_RUNS_MIN and (total < ZERO_RUNS_SHORT or total < ZERO_RUNS_SHARE * data_bytes):
+        return None
+    count = f"{len(runs):,} run{'s' if len(runs) > 1 else ''}"
+    share = total / data_bytes if data_bytes else 1.0
+    return (
+        f"{total // _MiB:,} MiB of the tensor data ({share:.0%}) are zeros in {count} of 1 MiB or "
+        f"more before its end, the first at byte {runs[0][0]:,}: pieces an unfinished torrent or "
+        "download never wrote? compare its sha256 with the source's"
+    )
+
+
+def _zero_holes(file: Path, ranges: list[tuple[int, int]]) -> str | None:
+    start, end = min(b for b, _ in ranges), max(e for _, e in ranges)
+    with open(file, "rb", buffering=0) as fh:
+        runs = _holes(fh.fileno(), start, end)
+    return zero_runs_warning(runs, end - start)
+
+
+def _holes(fd: int, start: int, end: int) -> list[tuple[int, int]]:
+    """The whole aligned MiB of each hole in ``[start, end)`` of a sparse file, but the hole that
+    reaches ``end`` (at most :data:`_HOLE_SEEKS` holes; none where the file system cannot say)."""
+    seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
+    if seek_data is None or seek_hole is None:
+        return []
+    runs = []
+    pos = start
+    for _ in range(_HOLE_SEEKS):
+        try:
+            hole = os.lseek(fd, pos, seek_hole)
+            data = os.lseek(fd, hole, seek_data) if hole < end else end
+        except OSError:  # ENXIO: no data after the hole (the tail); else not supported
+            break
+        if data >= end:
+            break
+        begin, stop = -(-hole // _MiB) * _MiB, data // _MiB * _MiB
+        if stop > begin:
+            runs.append((begin, stop))
+        pos = data
+    return runs
+
+
+class ZeroRuns:
+    """The runs of whole, aligned zero MiB in a file's tensor data, seen as the bytes of the one
+    hashing pass stream past (a hasher of that pass, giving no hash): written zeros of a
+    preallocated download as well as holes. Chunks come in order; a MiB is checked with one
+    ``memcmp`` against zeros, which stops at the first non-zero byte (real weights: at once)."""
+
+    name = "zero-runs"
+    cost = 0.01
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+        self.runs: list[tuple[int, int]] = []
+        self._last = max(start, end // _MiB * _MiB)  # where the data's last, partial MiB begins
+        self._last_zero = True  # whether that partial MiB holds only zeros
+
+    @classmethod
+    def of_index(cls, index: TensorIndex) -> ZeroRuns | None:
+        """The check of a file's tensor data (None for a folder, or a file without tensors)."""
+        ranges = data_spans(index).get(index.path) if not index.path.is_dir() else None
+        if not ranges:
+            return None
+        return cls(min(b for b, _ in ranges), max(e for _, e in ranges))
+
+    def update(self, offset: int, data: bytes | memoryview) -> None:
+        first = -(-max(offset, self.start) // _MiB) * _MiB
+        stop = min(offset + len(data), self.end)
+        for begin in range(first, stop - _MiB + 1, _MiB):
+            if _ZEROS.startswith(data[begin - offset : begin - offset + _MiB]):
+                if self.runs and self.runs[-1][1] == begin:
+                    self.runs[-1] = (self.runs[-1][0], begin + _MiB)
+                else:
+                    self.runs.append((begin, begin + _MiB))
+        if offset <= self._last < offset + len(data):
+            self._last_zero = _ZEROS.startswith(data[self._last - offset : self.end - offset])
+
+    def hexdigest(self) -> str | None:
+        return None
+
+    def warning(self) -> str | None:
+        """:func:`zero_runs_warning` of the runs seen, but the one that ends the data."""
+        runs = list(self.runs)
+        if runs and runs[-1][1] >= self._last and self._last_zero:
+            runs.pop()
+        return zero_runs_warning(runs, self.end - self.start)
+
+
+def refuse_partial_download(
+    path: Path, command: str = "inspect", *, preallocated: bool = False
+) -> None:
+    """A file still being downloaded (``model.safetensors.part``; with ``preallocated``, also one
+    beside a downloader's control file, ``model.safetensors.aria2``) is named as such: read, it
+    would only look truncated (or full of zeros); the hint says to ``command`` again later."""
     from modelsafe.registry.walk import download_state
 
-    partial = download_state(path)
+    partial = download_state(path, unreadable=preallocated)
     if partial is not None:
         raise FileReadError(
             f"{path}: {partial.what}",
-            hint=partial.advice("inspect"),
+            hint=partial.advice(command),
         )
 
 
@@ -320,19 +456,22 @@ def inspect_path(path: Path | str, *, with_hashes: bool = False) -> InspectRepor
 
     from modelsafe.registry.walk import unfinished_error
 
-    _refuse_partial_download(Path(path))
+    refuse_partial_download(Path(path))
     try:
         index = read_index(path)
     except FileReadError as exc:  # (aria2 still filling it: not a file to download again)
         raise unfinished_error(Path(path), exc, "inspect") from None
-    report = inspect_index(index)
+    hashing = with_hashes and Path(path).is_file()
+    report = inspect_index(index, holes=not hashing)
     beside = beside_warnings(Path(path))
     if beside:
         report = replace(report, warnings=[*report.warnings, *beside])
-    if with_hashes and Path(path).is_file():
+    if hashing:
         from modelsafe.registry.hashing import hash_file, pop_warnings
+        from modelsafe.registry.hf_cache import refuse_corrupt_blob
 
         hashes = hash_file(Path(path), index)
-        found = pop_warnings(hashes)  # (a corrupt zip member: the same read found it)
+        refuse_corrupt_blob(Path(path), hashes.get("sha256"))
+        found = pop_warnings(hashes)  # (a corrupt zip member, zero runs: the same read found it)
         report = replace(report, hashes=hashes, warnings=[*report.warnings, *found])
     return report

@@ -116,12 +116,12 @@ def _unsupported(path: Path, fmt: str, is_dir: bool) -> UnsupportedFormatError:
         )
     size = os.path.getsize(path)
     head = read_head(path)
-    what = not_a_model(fmt, size, head)
+    what = not_a_model(fmt, size, head, path.name)
     if what is not None:
         return UnsupportedFormatError(f"{path}: {what.reason}", hint=what.hint)
     if fmt == Format.UNKNOWN.value and head:  # (what `audit` says of it too)
         return UnsupportedFormatError(
-            f"{path}: {describe_unknown(head)} ({size:,} bytes)",
+            f"{path}: {describe_unknown(head, path.name)} ({size:,} bytes)",
             hint="supported: safetensors, torch .ckpt/.pt/.bin (zip or legacy), GGUF, diffusers "
             "folders; `modelsafe plugins` lists the readers installed",
         )

@@ -6,6 +6,7 @@ import math
 import struct
 import tarfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,13 +117,18 @@ def is_lzma_alone(head: bytes) -> bool:
     return shaped and 4096 <= dict_size <= 3 << 29 and (size == (1 << 64) - 1 or size < 1 << 38)
 
 
-def not_a_model(fmt: str, size: int, head: bytes = b"") -> NotAModel | None:
-    """What a file of sniffed format ``fmt`` really is, when that is not a model at all."""
+def not_a_model(fmt: str, size: int, head: bytes = b"", name: str = "") -> NotAModel | None:
+    """What a file of sniffed format ``fmt`` really is, when that is not a model at all.
+    ``name``: the file's name, when known (a side file's hint then names its model)."""
     found = _NOT_A_MODEL.get(fmt)
     if found is None:
         return None
     if fmt == Format.TEXT.value and _is_url_shortcut(head):
         return _url_shortcut(head)
+    for kind, matches, what in _SAVED_ANSWERS:
+        if fmt == kind and matches(head):
+            model = name.partition(":")[0] if matches is _is_zone_identifier else ""
+            return NotAModel(what.code, what.reason, f"the model is {model}") if model else what
     archive = archive_kind(head) or "an archive or compressed file"
     return NotAModel(found.code, found.reason.format(size=size, archive=archive), found.hint)
 
@@ -170,7 +176,7 @@ def sniff(head: bytes) -> Format:
     lowered = text[:512].lower()
     if lowered.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in lowered:
         return Format.HTML
-    if _is_url_shortcut(head) or _is_utf16_text(head):
+    if _is_url_shortcut(head) or _is_zone_identifier(head) or _is_utf16_text(head):
         return Format.TEXT
     if text[:1] in (b"{", b"["):
         return Format.JSON
@@ -271,11 +277,71 @@ def _url_shortcut(head: bytes) -> NotAModel:
     )
 
 
+def _is_zone_identifier(head: bytes) -> bool:
+    """Windows' download-origin note (the ``NAME:Zone.Identifier`` stream, copied out as a file
+    by WSL, 7-Zip or a network share): INI text starting ``[ZoneTransfer]``."""
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(b"[zonetransfer]")
+
+
+def _hf_gated(head: bytes) -> bool:
+    """Hugging Face's answer for a gated model downloaded without access, saved as the model."""
+    return head.startswith(b"Access to model ") and b" is restricted" in head[:512]
+
+
+def _civitai_login(head: bytes) -> bool:
+    """Civitai's JSON answer for a model whose creator requires a logged-in download."""
+    text = head[:1024].lower()
+    return b"requires you to be logged in" in text or b'"error":"unauthorized"' in text
+
+
+# Text a download tool, a hub or the OS saved in a model's place, named for what it is.
+_SAVED_ANSWERS: tuple[tuple[str, Callable[[bytes], bool], NotAModel], ...] = (
+    (
+        Format.TEXT.value,
+        _is_zone_identifier,
+        NotAModel(
+            "zone-identifier",
+            "the file is Windows' download-origin note (a Zone.Identifier stream: "
+            "`[ZoneTransfer]` INI text), not model weights",
+            "the model is the file named before `:Zone.Identifier`; this one can be deleted",
+        ),
+    ),
+    (
+        Format.TEXT.value,
+        _hf_gated,
+        NotAModel(
+            "gated-model",
+            'the file is Hugging Face\'s "access to model ... is restricted" answer (a gated '
+            "model), not model weights",
+            "log in (`huggingface-cli login`) and accept the model's licence on its page, then "
+            "download it again",
+        ),
+    ),
+    (
+        Format.JSON.value,
+        _civitai_login,
+        NotAModel(
+            "login-required",
+            'the file is Civitai\'s "log in to download" answer (JSON), not model weights',
+            "download it with a Civitai API token: add `?token=YOUR_TOKEN` to the download "
+            "URL, or send the header `Authorization: Bearer YOUR_TOKEN`",
+        ),
+    ),
+)
+
+_APPLEDOUBLE_MAGIC = b"\x00\x05\x16\x07"
 _LNK_MAGIC = b"L\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00F"
 
 
-def describe_unknown(head: bytes) -> str:
-    """What bytes no format claims look like: a Windows shortcut, random bytes, or unknown."""
+def describe_unknown(head: bytes, name: str = "") -> str:
+    """What bytes no format claims look like: macOS metadata, a Windows shortcut, random bytes,
+    or unknown. ``name``: the file's name, when known (macOS metadata then names its model)."""
+    if head.startswith(_APPLEDOUBLE_MAGIC):
+        model = name[2:] if name.startswith("._") and len(name) > 2 else ""
+        return (
+            "the file is macOS metadata (an AppleDouble `._` file a Mac leaves on other drives), "
+            "not model weights: the model is " + (model or "the file of the same name without `._`")
+        )
     if head.startswith(_LNK_MAGIC):
         return (
             "the file is a Windows shortcut (.lnk file), not model weights: a link saved "

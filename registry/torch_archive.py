@@ -609,9 +609,11 @@ def _find(data: Any, sub: bytes, start: int, end: int) -> int:
     return -1
 
 
-def _zip_end(out: TorchFile, data: Any) -> tuple[int, int, int, int] | None:
+def _zip_end(out: TorchFile, data: Any) -> tuple[int, int, int, int, int] | None:
     """(entries, central directory size, its offset, where the records after it start) as torch's
-    miniz reads them (``mz_zip_reader_read_central_dir``). Where zipfile reads the end records
+    miniz reads them (``mz_zip_reader_read_central_dir``), and how many bytes later ``zipfile``
+    reads the archive (it shifts every offset by the bytes between the central directory and
+    its end records; miniz reads the offsets as they are). Where zipfile reads the end records
     differently (another end record, another zip64 record), an ``unsafe`` finding."""
     size = len(data)
     eocd = _find_eocd(data)
@@ -632,17 +634,14 @@ def _zip_end(out: TorchFile, data: Any) -> tuple[int, int, int, int] | None:
             f"byte {eocd + 1 + later}",
         )
     if eocd + 22 + comment_len != size:
-        out.add(
-            "unsafe",
-            "trailing-data",
-            f"{size - eocd - 22 - comment_len} bytes after the zip's end record",
-            f"byte {eocd}",
-        )
+        _after_end_record(out, data, eocd + 22 + comment_len)
     records = (total, cd_size, cd_offset)
     as_zipfile = records  # zipfile takes the zip64 record right before the locator
+    zipfile_end = eocd  # where zipfile takes the records after the central directory to start
     has_locator = eocd >= 20 and data[eocd - 20 : eocd - 16] == _EOCD64_LOCATOR
     if has_locator and eocd >= 76 and data[eocd - 76 : eocd - 72] == _EOCD64:
         as_zipfile = struct.unpack("<QQQ", data[eocd - 44 : eocd - 20])
+        zipfile_end = eocd - 76
     cd_end = eocd
     if has_locator and eocd >= 76:  # miniz looks for the locator only there
         (rec,) = struct.unpack("<Q", data[eocd - 12 : eocd - 4])
@@ -680,7 +679,36 @@ def _zip_end(out: TorchFile, data: Any) -> tuple[int, int, int, int] | None:
             "the locator) read different central directories",
             f"byte {eocd - 20}",
         )
-    return records[0], records[1], records[2], cd_end
+    shift = zipfile_end - as_zipfile[1] - as_zipfile[2]
+    return records[0], records[1], records[2], cd_end, shift
+
+
+# Signatures of zip records: bytes after the end record holding one may be read as another zip.
+_ZIP_SIGNATURES = (_LOCAL, _CENTRAL, _EOCD, _EOCD64, _EOCD64_LOCATOR)
+
+
+def _after_end_record(out: TorchFile, data: Any, end: int) -> None:
+    """Bytes after the zip's end record (and its comment). Neither torch nor zipfile reads them
+    (both take the last end record, and another one there is ``ambiguous-zip``): junk appended to
+    a download is a warning. Any zip record there (a second archive, a local header another tool
+    may find) or a comment that runs past the end of the file stays ``unsafe``."""
+    size = len(data)
+    tail = bytes(data[end:]) if end < size else b""  # (miniz looks only 64 KiB back: small)
+    if end < size and not any(sig in tail for sig in _ZIP_SIGNATURES):
+        out.add(
+            "warning",
+            "trailing-data",
+            f"{size - end:,} bytes after the zip's end record belong to no member (junk appended "
+            "to the file; torch ignores them)",
+            f"byte {end}",
+        )
+        return
+    out.add(
+        "unsafe",
+        "trailing-data",
+        f"{size - end} bytes after the zip's end record",
+        f"byte {end - 22}",
+    )
 
 
 def _zip_members(out: TorchFile, data: Any) -> list[ZipMember] | None:  # noqa: C901
@@ -692,7 +720,7 @@ def _zip_members(out: TorchFile, data: Any) -> list[ZipMember] | None:  # noqa: 
     end = _zip_end(out, data)
     if end is None:
         return None
-    total, cd_size, cd_offset, cd_end = end
+    total, cd_size, cd_offset, cd_end, shift = end
     if total > MAX_MEMBERS:
         out.add("error", "limit", f"the zip claims {total} members")
         return None
@@ -706,14 +734,31 @@ def _zip_members(out: TorchFile, data: Any) -> list[ZipMember] | None:  # noqa: 
             "the central directory runs into the end records after it",
             f"byte {cd_offset}",
         )
-    elif cd_offset + cd_size < cd_end:
-        out.add(
-            "unsafe",
-            "polyglot",
-            f"{cd_end - cd_offset - cd_size} bytes sit between the central directory and its end "
-            "record: zipfile shifts every offset (prefix/polyglot), torch does not",
-            f"byte {cd_offset}",
-        )
+    elif cd_offset + cd_size < cd_end or shift:
+        unloadable = total > 0 and data[cd_offset : cd_offset + 4] != _CENTRAL
+        if shift > 0 and _repeats(data, shift):
+            if unloadable:  # torch refuses the file; zipfile reads the copy after the prefix
+                _partial_copy(out, data, shift)
+                return None
+            if 2 * shift == size:  # the archive twice: torch reads one copy, zipfile the other
+                out.add(
+                    "warning",
+                    "trailing-data",
+                    f"the file holds the archive twice ({shift:,} bytes each): the second copy "
+                    "belongs to no member torch reads (a download appended to a finished one?); "
+                    f"its first {shift:,} bytes are the checkpoint",
+                    f"byte {shift}",
+                )
+                shift = 0
+        if shift or cd_offset + cd_size < cd_end:
+            out.add(
+                "unsafe",
+                "polyglot",
+                f"{shift or cd_end - cd_offset - cd_size} bytes sit between the central "
+                "directory and its end record: zipfile shifts every offset (prefix/polyglot), "
+                "torch does not",
+                f"byte {cd_offset}",
+            )
     members: list[ZipMember] = []
     pos = cd_offset
     limit = cd_offset + cd_size
@@ -764,6 +809,51 @@ def _zip_members(out: TorchFile, data: Any) -> list[ZipMember] | None:  # noqa: 
     _check_names(out, members)
     _is_bomb(out, members, size)
     return members
+
+
+def _repeats(data: Any, shift: int) -> bool:
+    """Whether the file's first ``shift`` bytes are repeated right after them (a download's
+    first part, then the whole download again; or one copy after another), compared 16 MiB at
+    a time."""
+    if 2 * shift > len(data):
+        return False
+    step = 16 << 20
+    return all(
+        bytes(data[at : min(at + step, shift)])
+        == bytes(data[shift + at : shift + min(at + step, shift)])
+        for at in range(0, shift, step)
+    )
+
+
+def _partial_copy(out: TorchFile, data: Any, shift: int) -> None:
+    """A file torch refuses (its end records point ``shift`` bytes before the central directory)
+    whose first ``shift`` bytes repeat the archive after them: the start of a download, then the
+    whole download again. ``zipfile`` reads that second copy, so it is audited as zipfile reads
+    it: its ``unsafe`` findings stay (another loader could run them); else the file is damaged."""
+    second = read_torch_data(out.path, "zip", memoryview(data)[shift:])
+    unsafe = [f for f in second.findings if f.severity == "unsafe"]
+    copy = (
+        f"its first {shift:,} bytes repeat the start of the archive after them: torch refuses "
+        "the file, zipfile reads that archive"
+    )
+    if unsafe:
+        out.add(
+            "unsafe",
+            "polyglot",
+            f"{copy} (a partial copy followed by a full one?), and it is unsafe (the findings "
+            f"below; their offsets count from byte {shift:,})",
+            "byte 0",
+        )
+        out.findings.extend(unsafe)
+        return
+    # (the errors found so far, a zip64 locator pointing at no record, are this damage)
+    out.findings[:] = [f for f in out.findings if f.severity != "error"]
+    out.add(
+        "error",
+        "partial-copy",
+        f"damaged: not loadable (a partial copy followed by a full one? download it again): {copy}",
+        "byte 0",
+    )
 
 
 def _zip64_extra(extra: bytes, usize: int, csize: int, header: int) -> tuple[int, int, int, str]:
@@ -1249,6 +1339,8 @@ def build_index(tf: TorchFile) -> TensorIndex:
             f"{tf.path}: {first.message}{where}",
             hint="the download was cut short; download it again"
             if first.code == "truncated"
+            else "download it again"
+            if first.code == "partial-copy"
             else "the file is damaged or is not a torch checkpoint; `modelsafe audit` says more",
         )
     tensors = []
@@ -1266,6 +1358,9 @@ def build_index(tf: TorchFile) -> TensorIndex:
         )
     unsafe = sorted({f.message for f in tf.findings if f.severity == "unsafe"})
     warnings = tuple(f"unsafe: {m}" for m in unsafe[:20])
+    warnings += tuple(
+        f.message for f in tf.findings if f.code == "trailing-data" and f.severity == "warning"
+    )
     if tf.content.unsupported:
         warnings += (f"{len(tf.content.unsupported)} tensors of a kind modelsafe cannot rebuild",)
     extra: dict[str, Any] = dict(tf.extra)

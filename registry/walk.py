@@ -397,7 +397,7 @@ class PartialDownload:
 # Suffixes browsers and downloaders add to a file while it downloads (``model.safetensors.part``).
 PARTIAL_DOWNLOADS = {
     ".crdownload": PartialDownload("an unfinished Chrome/Edge download"),
-    ".part": PartialDownload("an unfinished Firefox (or wget/curl) download"),
+    ".part": PartialDownload("an unfinished Firefox, wget/curl or Transmission download"),
     ".partial": PartialDownload("an unfinished download"),
     ".download": PartialDownload("an unfinished Safari download"),
     ".incomplete": PartialDownload(
@@ -405,6 +405,11 @@ PARTIAL_DOWNLOADS = {
     ),
     ".tmp": PartialDownload("an unfinished download or copy (a temporary file)"),
     ".!qb": PartialDownload("an unfinished qBittorrent download"),
+    ".!ut": PartialDownload("an unfinished uTorrent/BitTorrent download"),
+    ".bc!": PartialDownload("an unfinished BitComet download"),
+    ".filepart": PartialDownload("an unfinished WinSCP transfer"),
+    ".dtapart": PartialDownload("an unfinished DownThemAll download"),
+    ".opdownload": PartialDownload("an unfinished Opera download"),
 }
 # Suffixes that mark a download in progress even when the name before them is not a model file's:
 # Firefox's random ``Xa3bC.part`` and Chrome's ``Unconfirmed 123456.crdownload`` (the final name is

@@ -386,10 +386,14 @@ def with_defaults(request: GenerateRequest) -> GenerateRequest:
     check_numbers(request)
     family, variant, kind, prediction = request.family, request.variant, request.kind, None
     if family is not None:
+        from modelsafe.registry.inspect import refuse_partial_download
         from modelsafe.registry.read import read_index
         from modelsafe.runtime.diffusers_loader import guess_kind, guess_variant
 
+        # (--family skips identification, not the checks of the file itself)
+        refuse_partial_download(request.checkpoint, "generate", preallocated=True)
         read_index(request.checkpoint)  # a broken file or folder is refused here, not mid-load
+        _warn_of_download_damage(request.checkpoint)
         kind = kind or guess_kind(request.checkpoint, family)
         if variant is None:
             variant, prediction = guess_variant(request.checkpoint, family)
@@ -681,11 +685,14 @@ def identify_model(path: Path) -> ModelIdentity:
     (This is the one place generation depends on identification.)
     """
     from modelsafe.errors import MalformedFileError
+    from modelsafe.registry.inspect import refuse_partial_download
 
+    refuse_partial_download(path, "generate", preallocated=True)
     try:
         from modelsafe.registry.inspect import inspect_path
 
         report = inspect_path(path)
+        _warn_of_download_damage(path)
         if report.family in FAMILIES and report.kind in BASE_KINDS:
             return ModelIdentity(report.family, report.kind, report.variant, report.prediction_type)
     except MalformedFileError:
@@ -700,6 +707,16 @@ def identify_model(path: Path) -> ModelIdentity:
     return ModelIdentity(family, kind, variant, prediction)
 
 
+def _warn_of_download_damage(path: Path) -> None:
+    """Pass on, before the slow load, what says the file's data is an unfinished download's (a
+    zero tail, runs of zeros before its end): it would load, and make noise."""
+    from modelsafe.registry.inspect import download_damage_warnings
+    from modelsafe.registry.read import read_index
+
+    for warning in download_damage_warnings(read_index(path)):
+        warn(f"{path.name}: {warning}")
+
+
 # The flag (:data:`_OVERRIDE_FLAGS`) that takes a file of each kind that is no model to run.
 _FLAG_OF_KIND = {
     "lora": "LoRA",
@@ -711,20 +728,31 @@ _FLAG_OF_KIND = {
 }
 
 
+# Kinds whose layout no denoiser shares: a file the detectors call one of these is refused as
+# one from this confidence on (its family may be unsure: Flux.1's ae and SD3's VAE look alike).
+_NEVER_A_DENOISER = {"vae": 0.3, "text_encoder": 0.3, "image_encoder": 0.3, "lora": 0.3}
+_SURE = 0.7
+
+
 def _refuse_an_add_on(path: Path, report: Any) -> None:
     """Refuse a file the detectors call, with confidence, something other than a model to
     generate with (a LoRA, a VAE, a motion module, ...), naming what it is and the flag that
     takes it (the loader's layout guess said "cannot tell which model family" and asked for
-    --family, which cannot help)."""
-    if report.kind in ("unknown", "", None) or (report.confidence or 0) < 0.7:
+    --family, which cannot help). A VAE, text or image encoder or LoRA is refused from
+    :data:`_NEVER_A_DENOISER`'s lower confidence on, as "probably" one."""
+    confidence = report.confidence or 0
+    if report.kind in ("unknown", "", None) or confidence < _NEVER_A_DENOISER.get(
+        report.kind, _SURE
+    ):
         return
     from modelsafe.runtime.family_needs import label
     from modelsafe.types import a_kind
 
     whose = "" if report.family in ("unknown", "any", "", None) else f" ({label(report.family)})"
     flag = _OVERRIDE_FLAGS.get(_FLAG_OF_KIND.get(report.kind, ""))
+    probably = "" if confidence >= _SURE else "probably "
     raise UsageError(
-        f"{path.name} is {a_kind(report.kind)}{whose}, not a model to generate with",
+        f"{path.name} is {probably}{a_kind(report.kind)}{whose}, not a model to generate with",
         hint=(
             f"give a checkpoint with --checkpoint and this file with {flag}"
             if flag

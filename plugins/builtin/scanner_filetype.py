@@ -22,7 +22,7 @@ def modelsafe_audit(path: Path, head: bytes, fmt: str) -> list[Finding] | None:
         return list(read_torch_file(path, Format.PICKLE.value).findings)
     if fmt == Format.ARCHIVE.value and is_tar_header(head):
         return _tar(path, head)
-    what = not_a_model(fmt, path.stat().st_size, head)
+    what = not_a_model(fmt, path.stat().st_size, head, path.name)
     if what is not None:
         if fmt in _PLUGIN_FORMAT_CANDIDATES and _plugin_reader_claims(path, head, fmt):
             return None  # a plugin-taught format: its own scanner judges it
@@ -33,7 +33,7 @@ def modelsafe_audit(path: Path, head: bytes, fmt: str) -> list[Finding] | None:
             return hidden
         if _plugin_reader_claims(path, head, fmt):
             return None  # a plugin-taught format: its own scanner judges it
-        unknown = Finding("error", "not-a-model:unknown", describe_unknown(head))
+        unknown = Finding("error", "not-a-model:unknown", describe_unknown(head, path.name))
         if cut_safetensors(path.name, head):  # (cut inside its 8-byte header length...)
             from modelsafe.plugins.builtin.scanner_safetensors import validate_safetensors
 
@@ -70,12 +70,15 @@ def _plugin_reader_claims(path: Path, head: bytes, fmt: str) -> bool:
 
 def _check_gguf(path: Path) -> list[Finding]:
     from modelsafe.errors import ModelsafeError, UnsupportedFormatError
+    from modelsafe.registry.formats.gguf_reader import TruncatedGGUFError
     from modelsafe.registry.read import read_index
 
     try:
         read_index(path)
     except UnsupportedFormatError:
         return [Finding("warning", "unchecked", "no GGUF reader is installed to check the header")]
+    except TruncatedGGUFError as exc:  # (a cut download, said as other formats' cuts are)
+        return [Finding("error", "truncated", f"{exc.reason}; {exc.hint}")]
     except ModelsafeError as exc:
         return [Finding("error", "bad-gguf", exc.reason)]
     return []

@@ -364,10 +364,18 @@ def _read_sharded(
                 f"(e.g. {missing[0]!r})",
                 hint="the shard and its index do not belong together; download both again",
             )
-        if have - expected:
-            warnings.append(
-                f"{shard}: {len(have - expected)} tensors not listed in {index_path.name}"
-            )
+        extra = have - expected
+        if extra:
+            elsewhere = {n for n in extra if n in weight_map}  # (the index puts them in another)
+            if elsewhere:
+                warnings.append(
+                    f"{shard}: {len(elsewhere)} tensors listed for another shard in "
+                    f"{index_path.name} (e.g. {sorted(elsewhere)[0]!r})"
+                )
+            if extra - elsewhere:
+                warnings.append(
+                    f"{shard}: {len(extra - elsewhere)} tensors not listed in {index_path.name}"
+                )
         tensors += _with_source(sub.tensors, os.path.relpath(shard_path, root))
         metadata.update(sub.metadata)
         warnings += [f"{shard}: {w}" for w in sub.warnings]

@@ -38,6 +38,15 @@ MAX_NAME = 1 << 16  # a key or tensor name (GGUF's own limit for keys is 65,535 
 MAX_KEPT_TEXT = 1 << 20  # a longer string value is skipped, its length kept
 MAX_HEADER_TEXT = 64 << 20  # keys, tensor names and kept strings, all together
 _HINT = "the file is damaged or is not a GGUF file; download it again"
+CUT_SHORT_HINT = "the download was cut short; download it again"
+# A count or length whose items need more bytes than this is no real header's (the largest, an LLM
+# vocabulary, is tens of MiB): past the end of the file it is damage, not a download cut short.
+MAX_HEADER_CLAIM = 1 << 30
+
+
+class TruncatedGGUFError(MalformedFileError):
+    """A GGUF file that ends before what its header describes: a download cut short."""
+
 
 # GGUF value type id -> struct format of a scalar (8: string, 9: array are handled apart).
 _SCALARS: dict[int, str] = {
@@ -67,6 +76,14 @@ class _Cursor:
     def fail(self, problem: str) -> MalformedFileError:
         return MalformedFileError(f"{self.where}: {problem} (at byte {self.pos:,})", hint=_HINT)
 
+    def truncated(self, problem: str) -> TruncatedGGUFError:
+        """The file ends where its header goes on (``problem`` says what is missing)."""
+        return TruncatedGGUFError(
+            f"{self.where}: truncated: {problem} (at byte {self.pos:,}): the file ends inside "
+            "its header",
+            hint=CUT_SHORT_HINT,
+        )
+
     def take(self, n: int, what: str) -> bytes:
         self._check(n, what)
         data = self.fh.read(n)
@@ -81,7 +98,7 @@ class _Cursor:
 
     def _check(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.size:
-            raise self.fail(f"truncated: {what} needs {n:,} bytes, {self.size - self.pos:,} left")
+            raise self.truncated(f"{what} needs {n:,} bytes, {self.size - self.pos:,} left")
 
     def _shrunk(self) -> MalformedFileError:
         return MalformedFileError(
@@ -92,16 +109,21 @@ class _Cursor:
     def unpack(self, fmt: str, what: str) -> Any:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))[0]
 
-    def count(self, what: str, min_item_bytes: int) -> int:
+    def count(self, what: str, min_item_bytes: int, limit: int | None = None) -> int:
+        """A count (or length) read from the header, checked against the bytes left: one a real
+        header could hold (within ``limit``) that runs past the end is a file cut short, an
+        absurd one a damaged file."""
         value = int(self.unpack(self.count_format, what))
-        if value * min_item_bytes > self.size - self.pos:
-            raise self.fail(
-                f"{what} {value:,} cannot fit in the {self.size - self.pos:,} bytes left"
-            )
+        needed = value * min_item_bytes
+        if needed > self.size - self.pos:
+            problem = f"{what} {value:,} cannot fit in the {self.size - self.pos:,} bytes left"
+            if needed <= MAX_HEADER_CLAIM and (limit is None or value <= limit):
+                raise self.truncated(problem)
+            raise self.fail(problem)
         return value
 
     def count_at_most(self, what: str, min_item_bytes: int, limit: int) -> int:
-        value = self.count(what, min_item_bytes)
+        value = self.count(what, min_item_bytes, limit)
         if value > limit:
             raise self.fail(f"{what} {value:,} is more than any real model has ({limit:,})")
         return value
@@ -187,7 +209,9 @@ def read_gguf_index(path: Path) -> TensorIndex:
         with open(path, "rb", buffering=1 << 20) as fh:
             size = fh.seek(0, 2)
             if size < 16:
-                raise MalformedFileError(f"{where}: truncated GGUF header ({size} bytes)", _HINT)
+                raise TruncatedGGUFError(
+                    f"{where}: truncated GGUF header ({size} bytes)", CUT_SHORT_HINT
+                )
             fh.seek(0)
             return _parse(fh, size, path)
     except OSError as exc:
@@ -313,10 +337,10 @@ def _check_extent(
         )
     if past:
         t = past[0]
-        raise MalformedFileError(
+        raise TruncatedGGUFError(
             f"{where}: tensor {t.name!r} ends at byte {t.offset + t.nbytes:,}, past the end of "
             f"the file ({size:,} bytes): the file is truncated",
-            hint="the download was cut short; download it again",
+            hint=CUT_SHORT_HINT,
         )
 
 

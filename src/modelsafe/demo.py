@@ -33,12 +33,19 @@ def _write_torch_zip(path: Path, data_pkl: bytes) -> None:
         zf.writestr("archive/version", "3\n")
 
 
-def _nonzero_tail(path: Path, size: int = 64 * 1024) -> None:
-    """Fill the last ``size`` bytes of ``path`` with a fixed non-zero pattern (same bytes on
-    every run, so the demo's hashes are stable)."""
+def _nonzero_data(path: Path, size: int = 64 * 1024, every: int = 1 << 20) -> None:
+    """Give a sparse file real bytes where a real model has weights: its last ``size`` bytes
+    and a few bytes in every ``every`` bytes (a fixed pattern, so the demo's hashes are
+    stable). An all-zero end or whole zero MiB are what an unfinished download looks like, and
+    inspect/scan warn of them; this costs about 4 KiB of disk per MiB."""
+    pattern = bytes(range(1, 256))
     with path.open("r+b") as fh:
+        end = fh.seek(0, 2)
+        for offset in range(every // 2, end, every):
+            fh.seek(offset)
+            fh.write(pattern[:16])
         fh.seek(-size, 2)
-        fh.write((bytes(range(1, 256)) * (size // 255 + 1))[:size])
+        fh.write((pattern * (size // 255 + 1))[:size])
 
 
 def _write_legacy_pickle(path: Path) -> bool:
@@ -66,10 +73,10 @@ def build_library(root: Path) -> list[DemoFile]:
         files.append(DemoFile(path, what))
         return path
 
-    # Full-size layouts of real models, written sparse: a 2 GB checkpoint costs no disk. Its
-    # last 64 KiB get bytes, as a real model's data ends in weights (an all-zero end is what an
-    # unfinished preallocated download looks like, and inspect/scan warn of it).
-    _nonzero_tail(
+    # Full-size layouts of real models, written sparse: a 2 GB checkpoint costs ~8 MiB of disk.
+    # Its data gets bytes in every MiB and at its end, as a real model's weights do (whole zero
+    # MiB or an all-zero end are what an unfinished download looks like: inspect/scan warn).
+    _nonzero_data(
         write_safetensors(
             add("checkpoints/sd15-base.safetensors", "an SD1.5 checkpoint (full size, sparse)"),
             base_models.unet_checkpoint("sd1"),

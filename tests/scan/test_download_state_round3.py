@@ -208,7 +208,7 @@ def test_shards_without_their_index_are_not_whole_models(
 @pytest.mark.parametrize(
     ("suffix", "what"),
     [
-        (".part", "an unfinished Firefox (or wget/curl) download"),
+        (".part", "an unfinished Firefox, wget/curl or Transmission download"),
         (".crdownload", "an unfinished Chrome/Edge download"),
     ],
 )

@@ -32,6 +32,9 @@ Scan = Callable[..., dict[str, Any]]
 Cli = Callable[..., tuple[int, str, str]]
 
 
+_PART = "an unfinished Firefox, wget/curl or Transmission download: let it finish, then scan again"
+
+
 @contextmanager
 def deadline(seconds: int) -> Iterator[None]:
     """Fail instead of hanging (the walk that once took forever)."""
@@ -282,17 +285,18 @@ def test_browser_temp_names_are_named_as_unfinished_downloads(
     assert skipped == {
         "Unconfirmed 123456.crdownload": "an unfinished Chrome/Edge download: let it finish, "
         "then scan again",
-        "Xa3bC.part": "an unfinished Firefox (or wget/curl) download: let it finish, then scan "
-        "again",
-        "big.safetensors.part": "an unfinished Firefox (or wget/curl) download: let it finish, "
-        "then scan again",
+        "Xa3bC.part": _PART,
+        "big.safetensors.part": _PART,
         "m.safetensors.tmp": "an unfinished download or copy (a temporary file): let it finish, "
         "then scan again",
     }
     assert summary["new"] == 2 and summary["errors"] == 0
     code, _, err = run_cli("inspect", str(part))
     assert code == 2
-    assert "an unfinished Firefox (or wget/curl) download" in err and "truncated" not in err
+    assert (
+        "an unfinished Firefox, wget/curl or Transmission download" in err
+        and "truncated" not in err
+    )
     code, out, err = run_cli("--catalog", catalog_url, "scan", str(part), "--json")
     assert code in (0, 2), err  # (2: a path given could not be scanned)
     root = json.loads(out)
