@@ -97,8 +97,8 @@ def corrupt_blob(path: Path, sha256: str | None) -> tuple[str, str] | None:
     """(reason, hint) when ``path`` is (or links to) a hub cache blob named by a sha256 that
     ``sha256``, its content's, is not: a download damaged after the hub checked it (a flipped
     bit, a chunk left as zeros) or a blob written by something else. None for any other file."""
-    blob = Path(os.path.realpath(path))
-    if sha256 is None or blob.parent.name != "blobs" or not _LFS_BLOB.fullmatch(blob.name):
+    blob = _sha256_blob(Path(path)) if sha256 is not None else None
+    if blob is None or sha256 is None:
         return None
     if sha256.lower() == blob.name:
         return None
@@ -112,6 +112,24 @@ def corrupt_blob(path: Path, sha256: str | None) -> tuple[str, str] | None:
         f"delete {blob} and download it again (hf download {shlex.quote(repo)} "
         f"{shlex.quote(name)} --force-download)",
     )
+
+
+def _sha256_blob(path: Path) -> Path | None:
+    """The first ``blobs/<sha256>`` on the link chain from ``path`` (itself included): a repo's
+    blob, whether it holds the data or links on to huggingface_hub's shared Xet store
+    (``<cache>/blobs/<2 hex>/<xet hash>``); None when the chain passes none."""
+    current = Path(os.path.abspath(path))
+    for _ in range(40):  # (a loop or an absurd chain ends the walk)
+        if current.parent.name == "blobs" and _LFS_BLOB.fullmatch(current.name):
+            return current
+        if not current.is_symlink():
+            return None
+        try:
+            target = os.readlink(current)
+        except OSError:
+            return None
+        current = Path(os.path.normpath(current.parent / target))
+    return None
 
 
 def refuse_corrupt_blob(path: Path, sha256: str | None) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -166,3 +167,25 @@ def test_a_cache_blob_not_matching_its_sha256_name_is_an_error(
     assert code == 2 and "Traceback" not in err
     assert hashlib.sha256(bytes(flipped)).hexdigest() in err and "--force-download" in err
     assert _inspect(run_cli, bad)["family"]  # (without --hash nothing is hashed: read as ever)
+
+
+def test_a_corrupt_blob_moved_to_the_shared_xet_store_is_found(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    # huggingface_hub 2.4 moves a repo's blob into the cache-wide store
+    # (<cache>/blobs/<2 hex>/<xet hash>) and leaves a link at blobs/<sha256>: the blob's name is
+    # the first blobs/<sha256> on the link chain, not where the chain ends (it was never checked)
+    good = _bytes(tmp_path, 3)
+    hub = tmp_path / "hub"
+    flipped = bytearray(good)
+    flipped[-100] ^= 0xFF
+    bad = _cache(hub, "org/xet", bytes(flipped), hashlib.sha256(good).hexdigest())
+    repo_blob = Path(os.path.realpath(bad))
+    xet = "c" * 64
+    shared = hub / "blobs" / xet[:2] / xet
+    shared.parent.mkdir(parents=True)
+    repo_blob.rename(shared)
+    repo_blob.symlink_to(os.path.relpath(shared, repo_blob.parent))
+    code, _out, err = run_cli("inspect", str(bad), "--hash")
+    assert code == 2, err
+    assert f"does not match its name {hashlib.sha256(good).hexdigest()}" in err
