@@ -39,7 +39,8 @@ reader recorded (``torch_archive.MemberCrcCheck``, the code convert checks them 
 mismatch is reported under the key :data:`CORRUPT_MEMBERS` (absent when there is none), which
 ``inspect`` and ``scan`` show as a warning (:func:`pop_warnings`). So are the runs of zero MiB
 before the end of the tensor data (``inspect.ZeroRuns``: pieces an unfinished torrent or download
-never wrote), under the key :data:`ZERO_RUNS`, found by one ``memcmp`` per MiB.
+never wrote), under the key :data:`ZERO_RUNS`, found by one ``memcmp`` per MiB, and a LoRA whose
+every up factor is zeros (untrained: it changes nothing), under :data:`UNTRAINED_LORA`.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ AUTOV3_HEADER_LIMIT = 16 << 20
 EMBEDDED_HASH_KEYS = ("sshs_model_hash", "modelspec.hash_sha256")
 CORRUPT_MEMBERS = "corrupt_members"
 ZERO_RUNS = "zero_runs"
+UNTRAINED_LORA = "untrained_lora"
 # What the pass found wrong with the file, shown as warnings (:func:`pop_warnings`).
-WARNING_KEYS = (CORRUPT_MEMBERS, ZERO_RUNS)
+WARNING_KEYS = (CORRUPT_MEMBERS, ZERO_RUNS, UNTRAINED_LORA)
 _TENSOR_DATA = "_tensor_data_sha256"
 _HAVE_PREADV = hasattr(os, "preadv")
 
@@ -617,9 +619,10 @@ def hash_file(path: Path, index: TensorIndex | None = None) -> dict[str, str | N
     corrupt = _corrupt_members(crc_check, index, failures)
     if corrupt:
         result[CORRUPT_MEMBERS] = corrupt
-    zero_runs = zeros.warning() if zeros is not None and zeros.name not in failures else None
-    if zero_runs:
-        result[ZERO_RUNS] = zero_runs
+    if zeros is not None and zeros.name not in failures:
+        for key, found in ((ZERO_RUNS, zeros.warning()), (UNTRAINED_LORA, zeros.untrained())):
+            if found:
+                result[key] = found
     return result
 
 

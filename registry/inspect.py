@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import re
@@ -235,13 +236,30 @@ _ZERO_CHUNK = 4 << 20
 _MiB = 1 << 20
 
 
-def data_spans(index: TensorIndex) -> dict[Path, list[tuple[int, int]]]:
+# Tensors that are zeros by design until trained: a LoRA's up factor (PEFT: ``lora_B``; kohya and
+# PEFT initialise it to zeros), a ControlNet's zero convolutions (LDM ``zero_convs``,
+# ``middle_block_out``, the hint block's last conv; diffusers ``controlnet_down_blocks``,
+# ``controlnet_mid_block``, ``controlnet_cond_embedding.conv_out``; SD3/Flux ``controlnet_blocks``).
+# Their zeros are no download's unwritten pieces: the zero checks leave their bytes out.
+LORA_UP = re.compile(r"lora[._](?:up|B)(?:\.[^.]+)?\.weight$")
+ZERO_BY_DESIGN = re.compile(
+    rf"{LORA_UP.pattern}|(?:^|\.)(?:zero_convs|middle_block_out|controlnet_down_blocks"
+    r"|controlnet_mid_block|controlnet_blocks|controlnet_single_blocks|input_hint_block\.14"
+    r"|controlnet_cond_embedding\.conv_out)\."
+)
+
+
+def data_spans(
+    index: TensorIndex, only: re.Pattern[str] | None = None
+) -> dict[Path, list[tuple[int, int]]]:
     """The byte ranges of tensor data in each file of ``index`` (a file, or a folder whose
-    tensors name their file in ``source``)."""
+    tensors name their file in ``source``); with ``only``, of the tensors whose name it finds."""
     spans: dict[Path, list[tuple[int, int]]] = {}
     folder = index.path.is_dir()
     for t in index.tensors:
         if t.offset < 0 or t.nbytes <= 0 or (folder and not t.source):
+            continue
+        if only is not None and not only.search(t.name):
             continue
         file = index.path / t.source if folder else index.path
         spans.setdefault(file, []).append((t.offset, t.offset + t.nbytes))
@@ -269,14 +287,20 @@ def zero_hole_warnings(index: TensorIndex) -> list[str]:
     return _per_file(index, _zero_holes)
 
 
+_Ranges = list[tuple[int, int]]
+
+
 def _per_file(
-    index: TensorIndex, check: Callable[[Path, list[tuple[int, int]]], str | None]
+    index: TensorIndex, check: Callable[[Path, _Ranges, _Ranges], str | None]
 ) -> list[str]:
+    """``check`` of each file of ``index``, given its tensors' byte ranges and those of its
+    tensors that are zeros by design (:data:`ZERO_BY_DESIGN`)."""
     folder = index.path.is_dir()
+    designed = data_spans(index, ZERO_BY_DESIGN)
     found = []
     for file, ranges in data_spans(index).items():
         try:
-            warning = check(file, ranges)
+            warning = check(file, ranges, designed.get(file, []))
         except OSError:
             warning = None
         if warning:
@@ -284,13 +308,19 @@ def _per_file(
     return found
 
 
-def _zero_tail(file: Path, ranges: list[tuple[int, int]]) -> str | None:
+def _zero_tail(file: Path, ranges: _Ranges, designed: _Ranges) -> str | None:
+    """The zeros before the end of the last tensor that is not zeros by design, less the bytes
+    of those tensors."""
     if os.path.getsize(file) < ZERO_TAIL_MIN_FILE:
         return None
-    start, end = min(b for b, _ in ranges), max(e for _, e in ranges)
+    kept = _not_designed(ranges, designed)
+    if not kept:
+        return None
+    start, end = min(b for b, _ in ranges), max(e for _, e in kept)
     with open(file, "rb", buffering=0) as fh:
-        run = _zero_run(fh.fileno(), start, end, ZERO_TAIL_RUN)
-    whole = sum(1 for b, e in ranges if b >= end - run)
+        zeros = _zero_run(fh.fileno(), start, end, ZERO_TAIL_RUN)
+    run = sum(e - b for b, e in _outside([(end - zeros, end)], designed))
+    whole = sum(1 for b, e in kept if b >= end - zeros)
     if run < ZERO_TAIL_RUN and (run < ZERO_TAIL_SHORT_RUN or whole < 2):
         return None
     if run >= ZERO_TAIL_RUN:
@@ -358,11 +388,44 @@ def zero_runs_warning(runs: list[tuple[int, int]], data_bytes: int) -> str | Non
     )
 
 
-def _zero_holes(file: Path, ranges: list[tuple[int, int]]) -> str | None:
-    start, end = min(b for b, _ in ranges), max(e for _, e in ranges)
+def _zero_holes(file: Path, ranges: _Ranges, designed: _Ranges) -> str | None:
+    kept = _not_designed(ranges, designed)
+    if not kept:
+        return None
+    start, end = min(b for b, _ in ranges), max(e for _, e in kept)
     with open(file, "rb", buffering=0) as fh:
         runs = _holes(fh.fileno(), start, end)
-    return zero_runs_warning(runs, end - start)
+    return zero_runs_warning(_whole_mib(_outside(runs, designed)), end - start)
+
+
+def _not_designed(ranges: _Ranges, designed: _Ranges) -> _Ranges:
+    """The ranges of tensors that are not zeros by design."""
+    cut = set(designed)
+    return [r for r in ranges if r not in cut]
+
+
+def _outside(runs: _Ranges, cut: _Ranges) -> _Ranges:
+    """The pieces of ``runs`` outside every range of ``cut`` (tensors: they never overlap)."""
+    cut = sorted(cut)
+    ends = [e for _, e in cut]
+    pieces = []
+    for begin, end in runs:
+        pos = begin
+        i = bisect.bisect_right(ends, begin)
+        while i < len(cut) and cut[i][0] < end:
+            if cut[i][0] > pos:
+                pieces.append((pos, cut[i][0]))
+            pos = max(pos, cut[i][1])
+            i += 1
+        if end > pos:
+            pieces.append((pos, end))
+    return pieces
+
+
+def _whole_mib(runs: _Ranges) -> _Ranges:
+    """The whole aligned MiB of each run (runs holding none left out)."""
+    aligned = ((-(-b // _MiB) * _MiB, e // _MiB * _MiB) for b, e in runs)
+    return [(b, e) for b, e in aligned if e > b]
 
 
 def _holes(fd: int, start: int, end: int) -> list[tuple[int, int]]:
@@ -392,16 +455,32 @@ class ZeroRuns:
     """The runs of whole, aligned zero MiB in a file's tensor data, seen as the bytes of the one
     hashing pass stream past (a hasher of that pass, giving no hash): written zeros of a
     preallocated download as well as holes. Chunks come in order; a MiB is checked with one
-    ``memcmp`` against zeros, which stops at the first non-zero byte (real weights: at once)."""
+    ``memcmp`` against zeros, which stops at the first non-zero byte (real weights: at once).
+
+    Tensors that are zeros by design (``designed``) are left out: the data ends with the last
+    tensor that is not one. The same pass says whether every LoRA up factor (``ups``) is zeros:
+    an untrained LoRA (checked until one holds a non-zero byte: a trained one, at once)."""
 
     name = "zero-runs"
     cost = 0.01
 
-    def __init__(self, start: int, end: int) -> None:
+    def __init__(
+        self,
+        start: int,
+        end: int,
+        designed: _Ranges | None = None,
+        ups: _Ranges | None = None,
+        up_name: str = "lora_up",
+    ) -> None:
         self.start, self.end = start, end
         self.runs: list[tuple[int, int]] = []
         self._last = max(start, end // _MiB * _MiB)  # where the data's last, partial MiB begins
         self._last_zero = True  # whether that partial MiB holds only zeros
+        self._designed = designed or []
+        self._ups = sorted(ups or [])
+        self._up_ends = [e for _, e in self._ups]
+        self._ups_zero = bool(self._ups)  # whether every LoRA up factor seen so far is zeros
+        self._up_name = up_name
 
     @classmethod
     def of_index(cls, index: TensorIndex) -> ZeroRuns | None:
@@ -409,7 +488,13 @@ class ZeroRuns:
         ranges = data_spans(index).get(index.path) if not index.path.is_dir() else None
         if not ranges:
             return None
-        return cls(min(b for b, _ in ranges), max(e for _, e in ranges))
+        designed = data_spans(index, ZERO_BY_DESIGN).get(index.path, [])
+        ups = data_spans(index, LORA_UP).get(index.path, [])
+        start = min(b for b, _ in ranges)
+        kept = _not_designed(ranges, designed)
+        peft = any("lora_B" in t.name for t in index.tensors)
+        end = max((e for _, e in kept), default=start)
+        return cls(start, end, designed, ups, "lora_B" if peft else "lora_up")
 
     def update(self, offset: int, data: bytes | memoryview) -> None:
         first = -(-max(offset, self.start) // _MiB) * _MiB
@@ -422,6 +507,20 @@ class ZeroRuns:
                     self.runs.append((begin, begin + _MiB))
         if offset <= self._last < offset + len(data):
             self._last_zero = _ZEROS.startswith(data[self._last - offset : self.end - offset])
+        if self._ups_zero:
+            self._ups_zero = self._ups_all_zeros(offset, data)
+
+    def _ups_all_zeros(self, offset: int, data: bytes | memoryview) -> bool:
+        """Whether the bytes of LoRA up factors in ``data`` are all zeros."""
+        stop = offset + len(data)
+        i = bisect.bisect_right(self._up_ends, offset)
+        while i < len(self._ups) and self._ups[i][0] < stop:
+            begin, end = max(self._ups[i][0], offset) - offset, min(self._ups[i][1], stop) - offset
+            for at in range(begin, end, _MiB):
+                if not _ZEROS.startswith(data[at : min(at + _MiB, end)]):
+                    return False
+            i += 1
+        return True
 
     def hexdigest(self) -> str | None:
         return None
@@ -431,7 +530,13 @@ class ZeroRuns:
         runs = list(self.runs)
         if runs and runs[-1][1] >= self._last and self._last_zero:
             runs.pop()
-        return zero_runs_warning(runs, self.end - self.start)
+        return zero_runs_warning(_whole_mib(_outside(runs, self._designed)), self.end - self.start)
+
+    def untrained(self) -> str | None:
+        """A warning when the file is a LoRA whose every up factor is zeros (the pass read it)."""
+        if not self._ups_zero:
+            return None
+        return f"untrained LoRA: every {self._up_name} weight is zero, so it changes nothing"
 
 
 def refuse_partial_download(

@@ -749,6 +749,9 @@ def _zip_members(out: TorchFile, data: Any) -> list[ZipMember] | None:  # noqa: 
                     f"its first {shift:,} bytes are the checkpoint",
                     f"byte {shift}",
                 )
+                # (the records after the first copy's central directory are its own: without
+                # zip64 records, the end record found is the second copy's, ``shift`` later)
+                cd_end -= shift if cd_end >= shift else 0
                 shift = 0
         if shift or cd_offset + cd_size < cd_end:
             out.add(

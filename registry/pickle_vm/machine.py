@@ -96,6 +96,7 @@ class _Machine:
         self.result = VMResult(start=start)
         self.scan_after_stop = scan
         self.scan_memo: dict[int, Any] = {}  # the scan's memo where its budget ran out
+        self.scan_memo_len = 0  # len(memo) there, as CPython counts it (MEMOIZE writes it)
 
     # -- findings -----------------------------------------------------------------------------
 
@@ -459,6 +460,7 @@ class _Machine:
         self.scan_memo = memo  # (kept: the byte search past the budget reads names from it)
         while pos < n:
             if budget <= 0:
+                self.scan_memo_len = memo_len  # (MEMOIZE past here writes slots from this on)
                 return pos
             budget -= 1
             op = OPCODES.get(buf[pos])
@@ -599,12 +601,14 @@ class _Machine:
             if counted(before):
                 return
         seen: set[int] = set()
+        writes = _MemoWrites(self.raw, pos)
         for match in _stack_global().finditer(self.raw, pos):
             at = match.start(3)
             if at in seen:
                 continue
             before = len(self.result.findings)
-            self._searched_stack_global(match.group(1), match.group(2), at, note)
+            module, attr = match.group(1), match.group(2)
+            self._searched_stack_global(module, attr, at, note, writes)
             if len(self.result.findings) > before:
                 seen.add(at)
             if counted(before):
@@ -623,29 +627,36 @@ class _Machine:
             if counted(len(self.result.findings) - 1):
                 return
 
-    def _searched_stack_global(self, module: bytes, attr: bytes, pos: int, note: str) -> None:
+    def _searched_stack_global(
+        self, module: bytes, attr: bytes, pos: int, note: str, writes: _MemoWrites
+    ) -> None:
         """A STACK_GLOBAL the byte search found after two pushes (``module``, ``attr``: the bytes
-        of each, a string or a memo read): a finding unless both are allow-listed names. A memo
-        read takes the string the memo held where the VM (or the scan) last saw it; one it cannot
-        tell is a ``dynamic-global``: pickle.load imports whatever the memo holds by then."""
+        of each, a string or a memo read): a finding unless both are allow-listed names. A string
+        is decoded as pickle decodes it (escapes included); a memo read takes the string the memo
+        held where the VM (or the scan) last saw it, unless a write to that slot may lie between
+        there and here. One it cannot tell (or a string it cannot decode) is a
+        ``dynamic-global``: pickle.load imports whatever the stack holds by then."""
         values = [_search_operand(raw) for raw in (module, attr)]
-        names = [self._memo_text(v) if isinstance(v, int) else v for v in values]
+        names = [self._memo_text(v, pos, writes) if isinstance(v, int) else v for v in values]
         slots = [str(v) for v in values if isinstance(v, int)]
         fed = f"{note[:-1]}; its names come from memo slot(s) {', '.join(slots)})"
         if isinstance(names[0], str) and isinstance(names[1], str):
             self._scan_global(names[0], names[1], "STACK_GLOBAL", pos, fed if slots else note)
             return
+        source = f"memo slot(s) {', '.join(slots)}" if slots else "a string"
         self.finding(
             "unsafe",
             "dynamic-global",
-            f"STACK_GLOBAL takes its module/name from memo slot(s) {', '.join(slots)}, whose "
-            f"content modelsafe cannot follow past where the pickle VM stopped: the callable "
-            f"cannot be known{note}",
+            f"STACK_GLOBAL takes its module/name from {source}, whose content modelsafe cannot "
+            f"follow past where the pickle VM stopped: the callable cannot be known{note}",
             pos,
         )
 
-    def _memo_text(self, key: int) -> str | None:
-        """The string in memo slot ``key`` as the scan (else the VM) last saw it, or None."""
+    def _memo_text(self, key: int, pos: int, writes: _MemoWrites) -> str | None:
+        """The string in memo slot ``key`` as the scan (else the VM) last saw it, or None when
+        a PUT/BINPUT/LONG_BINPUT/MEMOIZE past there may have rewritten it before ``pos``."""
+        if writes.first(key, self.scan_memo_len) < pos:
+            return None
         value = self.scan_memo[key] if key in self.scan_memo else self.memo.get(key)
         return value if isinstance(value, str) else None
 
@@ -1047,12 +1058,65 @@ def _search_push() -> bytes:
             for size in range(1, 256)
         )
         sized.append(op + b"(?:" + lengths + b")")
-    text = rb"V" + chars + rb"+\n|S'" + chars + rb"+'\n|S\"" + chars + rb"+\"\n"
+    escaped = rb"(?:" + chars + rb"|\\[^\n]){1,255}"  # (decoded as pickle does, then judged)
+    text = rb"V" + escaped + rb"\n|S'" + escaped + rb"'\n|S\"" + escaped + rb"\"\n"
     memo = rb"g[0-9]{1,10}\n|h[\s\S]|j[\s\S]{4}"
     return b"(?:" + b"|".join([*sized, text, memo]) + b")"
 
 
-_SEARCH_AFTER = rb"(?:q[\s\S]|r[\s\S]{4}|\x94|p[0-9]{1,10}\n)?(?:[N\x88\x89)\]}\x8f]0|\(1)*"
+# What may sit after a push (before the next push or the STACK_GLOBAL) without changing the
+# two strings on top: memo writes, FRAME, PROTO, a value (DUP included) and its POP, MARK and its
+# POP / POP_MARK.
+_SEARCH_PUT = rb"q[\s\S]|r[\s\S]{4}|\x94|p[^\n]{1,24}\n"
+_SEARCH_VALUE = rb"[N\x88\x892)\]}\x8f]|K[\s\S]|M[\s\S]{2}|J[\s\S]{4}|G[\s\S]{8}|h[\s\S]|j[\s\S]{4}"
+_SEARCH_AFTER = (
+    rb"(?:"
+    + _SEARCH_PUT
+    + rb"|\x95[\s\S]{8}|\x80[\s\S]|(?:"
+    + _SEARCH_VALUE
+    + rb")(?:"
+    + _SEARCH_PUT
+    + rb")*0|\([01])*"
+)
+
+
+class _MemoWrites:
+    """Where the byte search's stream (from ``start`` on) first may write each memo slot: PUT,
+    BINPUT and LONG_BINPUT name theirs; MEMOIZE writes slot ``len(memo)``, at least the memo's
+    length where the scan stopped, so any ``0x94`` may write any slot from there on."""
+
+    def __init__(self, raw: Any, start: int) -> None:
+        self.raw, self.start = raw, start
+        self.memoize = _found(raw.find(b"\x94", start))
+        self.known: dict[int, int] = {}
+        self.puts: dict[int, int] | None = None
+
+    def first(self, key: int, memo_len: int) -> int:
+        """The first byte past ``start`` that may write slot ``key`` (a large number: none)."""
+        if key not in self.known:
+            raw, start = self.raw, self.start
+            at = [self.memoize if key >= memo_len else _NOWHERE, self._put(key)]
+            if key < 256:
+                at.append(_found(raw.find(b"q" + bytes([key]), start)))
+            if key < 1 << 32:
+                at.append(_found(raw.find(b"r" + key.to_bytes(4, "little"), start)))
+            self.known[key] = min(at)
+        return self.known[key]
+
+    def _put(self, key: int) -> int:
+        if self.puts is None:
+            self.puts = {}
+            for match in _PUT_LINE.finditer(self.raw, self.start):
+                self.puts.setdefault(_int_or(match.group(1), -1), match.start())
+        return self.puts.get(key, _NOWHERE)
+
+
+_PUT_LINE = re.compile(rb"p([^\n]{1,24})\n")
+_NOWHERE = 1 << 62
+
+
+def _found(at: int) -> int:
+    return _NOWHERE if at < 0 else at
 
 
 @functools.cache
@@ -1064,14 +1128,15 @@ def _stack_global() -> re.Pattern[bytes]:
     )
 
 
-def _search_operand(raw: bytes) -> str | int:
+def _search_operand(raw: bytes) -> str | int | None:
     """What a push the byte search matched gives: its string, or the memo slot it reads."""
     op = raw[:1]
     if op in (b"g", b"h", b"j"):
         return int(raw[1:-1]) if op == b"g" else int.from_bytes(raw[1:], "little")
-    if op in (b"V", b"S"):
-        text = raw[1:-1] if op == b"V" else raw[2:-2]
-        return text.decode("ascii")
+    if op == b"V":
+        return _scan_unicode(raw[1:-1])
+    if op == b"S":
+        return _scan_quoted(raw[1:-1])
     width = {b"\x8c": 1, b"U": 1, b"X": 4, b"T": 4, b"\x8d": 8}[op]
     return raw[1 + width :].decode("ascii")
 
