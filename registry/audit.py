@@ -40,12 +40,29 @@ def _as_download(path: Path, verdict: Verdict) -> Verdict:
 
     download = download_state(path, unreadable=verdict.status == "error")
     if download is None:
-        return verdict
+        return _still_filling(path, verdict)
     findings = (
         *(f for f in verdict.findings if f.severity != "error"),
         Finding("error", "unfinished-download", download.reason("audit"), scanner="audit"),
     )
     return replace(verdict, status=verdict_status(list(findings)), findings=findings)
+
+
+def _still_filling(path: Path, verdict: Verdict) -> Verdict:
+    """``verdict`` of a file that reads whole but has a downloader's control file beside it
+    (``NAME.aria2``: aria2 may still be writing into it) with a warning that says so, as
+    ``inspect`` warns and ``generate`` refuses; its status is what its bytes are."""
+    from dataclasses import replace
+
+    from modelsafe.registry.walk import preallocated_download
+
+    if path.is_dir() or verdict.status != "safe":
+        return verdict
+    download = preallocated_download(path)
+    if download is None:
+        return verdict
+    warning = Finding("warning", "unfinished-download", download.reason("audit"), scanner="audit")
+    return replace(verdict, findings=(*verdict.findings, warning))
 
 
 def _audit_one(path: Path) -> Verdict:

@@ -165,3 +165,18 @@ def test_side_files_name_their_model_when_the_name_is_known() -> None:
     assert describe_unknown(apple, "._good_lora.safetensors").endswith(
         "the model is good_lora.safetensors"
     )
+
+
+def test_audit_warns_of_an_aria2_control_file_beside_a_file_that_reads(
+    tmp_path: Path, run_cli: Cli
+) -> None:
+    # generate refuses such a file and inspect warns of it; audit said SAFE and nothing else
+    model = write_safetensors(
+        tmp_path / "sd15.safetensors", [("w", "F16", (64, 64))], data="random"
+    )
+    (tmp_path / "sd15.safetensors.aria2").write_bytes(b"\0\1\0\0")
+    code, out, _err = run_cli("audit", str(model), "--json")
+    [verdict] = json.loads(out)
+    assert code == 0 and verdict["status"] == "safe"
+    [finding] = [f for f in verdict["findings"] if f["code"] == "unfinished-download"]
+    assert finding["severity"] == "warning" and "aria2" in finding["message"]
