@@ -196,7 +196,7 @@ def open_catalog(value: str | os.PathLike[str], *, migrate: bool = True) -> Cata
     try:
         engine = create_catalog_engine(url)
         if migrate:
-            upgrade(engine)
+            _upgrade_when_free(engine, url)
     except ImportError as exc:  # the URL's database driver is not installed
         shown = make_url(url)
         raise CatalogError(
@@ -214,6 +214,32 @@ def open_catalog(value: str | os.PathLike[str], *, migrate: bool = True) -> Cata
     except SQLAlchemyError as exc:
         raise _cannot_open(url, exc) from exc
     return Catalog(url, engine, sessionmaker(engine, expire_on_commit=False))
+
+
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6
+
+
+def _upgrade_when_free(engine: Engine, url: str) -> None:
+    """:func:`upgrade`, waiting out another process that holds the SQLite file at that moment:
+    two commands started at once on a new catalog race to create it, and switching it to WAL
+    or a read before the write lock can fail at once ("database is locked") where the busy
+    timeout does not apply. Tried again for up to the busy timeout; other errors go up."""
+    import time
+
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.05
+    while True:
+        try:
+            upgrade(engine)
+            return
+        except DBAPIError as exc:
+            code = getattr(exc.orig, "sqlite_errorcode", None)
+            busy = isinstance(code, int) and code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
+            if not (url.startswith("sqlite") and busy) or time.monotonic() > deadline:
+                raise
+            engine.dispose()  # (a connection left mid-pragma is not reused)
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 def _cannot_open(url: str, exc: SQLAlchemyError) -> CatalogError:

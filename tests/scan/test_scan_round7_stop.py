@@ -259,3 +259,31 @@ def test_a_scan_whose_process_is_gone_is_closed_by_the_next_one(tmp_path: Path) 
         "finished",  # the scan just run
     ]
     assert rows[0][1]["error"].startswith("its process stopped before the scan finished")
+
+
+def test_opening_a_catalog_another_process_holds_waits_instead_of_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two scans started at once on a new catalog race to create it: one failed once in CI with
+    # "cannot open catalog ...: database is locked" (switching to WAL does not wait on the busy
+    # timeout). The open is tried again while the file is busy.
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from modelsafe.registry.catalog import db
+
+    real = db.upgrade
+    calls: list[int] = []
+
+    def busy_once(engine: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            orig = sqlite3.OperationalError("database is locked")
+            orig.sqlite_errorcode = 5  # type: ignore[attr-defined]
+            raise OperationalError("PRAGMA journal_mode=WAL", {}, orig)
+        real(engine)
+
+    monkeypatch.setattr(db, "upgrade", busy_once)
+    open_catalog(tmp_path / "c.db").close()
+    assert len(calls) == 2
