@@ -8,14 +8,13 @@ Each payload would only create ``marker``; the audit never does."""
 
 from __future__ import annotations
 
-import json
-import struct
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from safety_corpus import memo_fed_past_limit, npy_storage_checkpoint, polyglot_safetensors
 
 from modelsafe.registry import torch_archive
 from modelsafe.registry.audit import audit_path
@@ -40,33 +39,11 @@ def _text(value: str | Path) -> bytes:
     return b"V" + str(value).encode() + b"\n"
 
 
-def _memo_fed(marker: Path) -> bytes:
-    """``builtins`` and ``open`` in memo slots 0 and 1, the flood, the pad, then
-    ``open(marker, "w")`` through a STACK_GLOBAL on two GETs."""
-    names = _text("builtins") + b"p0\n0" + _text("open") + b"p1\n0"
-    return names + FLOOD + PAD + b"g0\ng1\n\x93" + _text(marker) + _text("w") + b"\x86R."
-
-
 def _stack_fed(marker: Path) -> bytes:
     """The names left on the stack below the flood: the STACK_GLOBAL past the pad is a bare
     byte the search cannot tie to them (only the limit tells)."""
     names = _text("builtins") + _text("open")
     return names + FLOOD + PAD + b"\x93" + _text(marker) + _text("w") + b"\x86R."
-
-
-def _polyglot_safetensors(body: bytes) -> bytes:
-    """A valid safetensors file whose U8 tensor is ``body``, and whose bytes are a pickle too:
-    the header length starts with ``V`` (UNICODE up to the header's closing newline), the
-    header ends ``\\n}`` (EMPTY_DICT), and ``body`` starts with a POP."""
-    body = b"0" + body
-    entry = {"w": {"dtype": "U8", "shape": [len(body)], "data_offsets": [0, len(body)]}}
-    core = json.dumps(entry, separators=(",", ":"))[:-1]
-    for pad in range(512):
-        header = (core + " " * pad + "\n}").encode()
-        size = struct.pack("<Q", len(header))
-        if size[0] == ord("V") and b"\n" not in size:
-            return size + header + body
-    raise AssertionError("no header length starts with V")
 
 
 def _audit(path: Path) -> Verdict:
@@ -88,7 +65,7 @@ def test_a_safetensors_polyglot_past_a_limit_is_unsafe(tmp_path: Path, marker: P
     from safetensors.numpy import load_file
 
     path = tmp_path / "model.safetensors"
-    path.write_bytes(_polyglot_safetensors(_memo_fed(marker)))
+    path.write_bytes(polyglot_safetensors(memo_fed_past_limit(marker)))
     assert load_file(str(path))["w"].size > 1 << 20  # (a valid file: safetensors reads it)
     for name in ("model.safetensors", "model.ckpt"):
         copy = tmp_path / name
@@ -100,7 +77,7 @@ def test_a_safetensors_polyglot_past_a_limit_is_unsafe(tmp_path: Path, marker: P
 
 def test_a_limit_alone_makes_a_safetensors_polyglot_an_error(tmp_path: Path, marker: Path) -> None:
     path = tmp_path / "model.safetensors"
-    path.write_bytes(_polyglot_safetensors(_stack_fed(marker)))
+    path.write_bytes(polyglot_safetensors(_stack_fed(marker)))
     verdict = _audit(path)
     assert verdict.status == "error" and _limited(verdict), verdict.findings
     assert any(f.code == "unread-pickle" for f in verdict.findings)
@@ -110,13 +87,11 @@ def test_a_limit_alone_makes_a_safetensors_polyglot_an_error(tmp_path: Path, mar
 
 
 def _npy_checkpoint(path: Path, body: bytes) -> None:
-    torch = pytest.importorskip("torch")
-    header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
-    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
-    npy = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + body
-    torch.save({"w": torch.frombuffer(bytearray(npy), dtype=torch.uint8)}, path)
+    pytest.importorskip("torch")
+    path.write_bytes(npy_storage_checkpoint(body))
     with zipfile.ZipFile(path) as zf:  # (numpy.load reads that member as an object array)
-        assert any(zf.read(name) == npy for name in zf.namelist())
+        members = [zf.read(name) for name in zf.namelist()]
+        assert any(m.startswith(b"\x93NUMPY\x01\x00") and m.endswith(body) for m in members)
 
 
 @pytest.mark.parametrize("memo", [True, False], ids=["memo-fed", "stack-fed"])
@@ -124,7 +99,7 @@ def test_a_checkpoint_storage_that_is_an_object_npy_keeps_its_findings(
     tmp_path: Path, marker: Path, memo: bool
 ) -> None:
     path = tmp_path / "model.pt"
-    _npy_checkpoint(path, _memo_fed(marker) if memo else _stack_fed(marker))
+    _npy_checkpoint(path, memo_fed_past_limit(marker) if memo else _stack_fed(marker))
     verdict = _audit(path)
     assert verdict.status == ("unsafe" if memo else "error"), verdict.findings
     assert _limited(verdict) and any(f.code == "npy-pickle" for f in verdict.findings)
@@ -150,7 +125,7 @@ def test_a_text_started_pickle_past_a_limit_in_a_folder_is_unsafe(
     tmp_path: Path, marker: Path
 ) -> None:
     readme = b"# model\n\nWeights for (((tests))).\n" * 200  # (text beside them stays quiet)
-    data = _memo_fed(marker)
+    data = memo_fed_past_limit(marker)
     files = {"scaler.joblib": data, "model_best.pth.tar": data, "README": readme}
     folder = _model_folder(tmp_path, {**files, "notes.md": readme})
     verdict = _audit(folder)
