@@ -539,6 +539,19 @@ class ZeroRuns:
         return f"untrained LoRA: every {self._up_name} weight is zero, so it changes nothing"
 
 
+def read_for_inspect(path: Path, command: str = "inspect") -> TensorIndex:
+    """``read_index(path)``, a file still being downloaded told as such
+    (:func:`refuse_partial_download`; an aria2-filled file that does not read yet is named as
+    unfinished, not damaged)."""
+    from modelsafe.registry.walk import unfinished_error
+
+    refuse_partial_download(path, command)
+    try:
+        return read_index(path)
+    except FileReadError as exc:  # (aria2 still filling it: not a file to download again)
+        raise unfinished_error(path, exc, command) from None
+
+
 def refuse_partial_download(
     path: Path, command: str = "inspect", *, preallocated: bool = False
 ) -> None:
@@ -555,17 +568,15 @@ def refuse_partial_download(
         )
 
 
-def inspect_path(path: Path | str, *, with_hashes: bool = False) -> InspectReport:
-    """Read, identify and (optionally) hash ``path``."""
+def inspect_path(
+    path: Path | str, *, with_hashes: bool = False, index: TensorIndex | None = None
+) -> InspectReport:
+    """Read, identify and (optionally) hash ``path`` (``index``: ``path`` already read, by a
+    caller that uses the index too)."""
     from dataclasses import replace
 
-    from modelsafe.registry.walk import unfinished_error
-
-    refuse_partial_download(Path(path))
-    try:
-        index = read_index(path)
-    except FileReadError as exc:  # (aria2 still filling it: not a file to download again)
-        raise unfinished_error(Path(path), exc, "inspect") from None
+    if index is None:
+        index = read_for_inspect(Path(path))
     hashing = with_hashes and Path(path).is_file()
     report = inspect_index(index, holes=not hashing)
     beside = beside_warnings(Path(path))

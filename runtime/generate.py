@@ -392,8 +392,8 @@ def with_defaults(request: GenerateRequest) -> GenerateRequest:
 
         # (--family skips identification, not the checks of the file itself)
         refuse_partial_download(request.checkpoint, "generate", preallocated=True)
-        read_index(request.checkpoint)  # a broken file or folder is refused here, not mid-load
-        _warn_of_download_damage(request.checkpoint)
+        index = read_index(request.checkpoint)  # a broken file or folder: refused, not mid-load
+        _warn_of_download_damage(request.checkpoint, index)
         kind = kind or guess_kind(request.checkpoint, family)
         if variant is None:
             variant, prediction = guess_variant(request.checkpoint, family)
@@ -689,10 +689,11 @@ def identify_model(path: Path) -> ModelIdentity:
 
     refuse_partial_download(path, "generate", preallocated=True)
     try:
-        from modelsafe.registry.inspect import inspect_path
+        from modelsafe.registry.inspect import inspect_path, read_for_inspect
 
-        report = inspect_path(path)
-        _warn_of_download_damage(path)
+        index = read_for_inspect(path, "generate")
+        report = inspect_path(path, index=index)
+        _warn_of_download_damage(path, index)
         if report.family in FAMILIES and report.kind in BASE_KINDS:
             return ModelIdentity(report.family, report.kind, report.variant, report.prediction_type)
     except MalformedFileError:
@@ -707,13 +708,13 @@ def identify_model(path: Path) -> ModelIdentity:
     return ModelIdentity(family, kind, variant, prediction)
 
 
-def _warn_of_download_damage(path: Path) -> None:
-    """Pass on, before the slow load, what says the file's data is an unfinished download's (a
-    zero tail, runs of zeros before its end): it would load, and make noise."""
+def _warn_of_download_damage(path: Path, index: Any) -> None:
+    """Pass on, before the slow load, what says the file's data (``index``, read from ``path``)
+    is an unfinished download's (a zero tail, runs of zeros before its end): it would load, and
+    make noise."""
     from modelsafe.registry.inspect import download_damage_warnings
-    from modelsafe.registry.read import read_index
 
-    for warning in download_damage_warnings(read_index(path)):
+    for warning in download_damage_warnings(index):
         warn(f"{path.name}: {warning}")
 
 
