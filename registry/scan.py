@@ -55,7 +55,12 @@ from modelsafe.errors import CatalogError
 from modelsafe.registry.analyse import Analysis, HashCache, analyse
 from modelsafe.registry.catalog.db import Catalog
 from modelsafe.registry.catalog.models import Location, Model, Scan
-from modelsafe.registry.catalog.queries import model_audit, preferred_location, worst_audit
+from modelsafe.registry.catalog.queries import (
+    copy_preference,
+    model_audit,
+    preferred_location,
+    worst_audit,
+)
 from modelsafe.registry.folders import convention_of, folder_report
 from modelsafe.registry.formats.diffusers_dir_reader import SHARD_SUFFIX, WEIGHT_BASES
 from modelsafe.registry.walk import (
@@ -780,11 +785,28 @@ def _revision_suffix(extra: dict[str, Any] | None) -> str:
     return f"@{revision[:12]}"
 
 
-def _naming_path(paths: Sequence[str], extras: dict[str, Any]) -> str:
-    """The path a model is named after: the first (in path order) of a cached revision a ref
-    names (``main``), else the first."""
-    named = [p for p in paths if (extras.get(p) or {}).get("hf_refs")]
-    return min(named or paths)
+def _naming_location(locations: Sequence[Location]) -> Location | None:
+    """The copy a model is named after: of a Hugging Face cache, a revision a ref names
+    (``main``) first; then one read without error; then the copy the model shows
+    (:func:`queries.copy_preference`: audited safe, then safetensors, then by path). So a
+    download's broken second copy (``model (1).safetensors`` with bytes after its data) does not
+    give the model its name, whatever the paths' order."""
+    return min(
+        locations,
+        key=lambda loc: (
+            not (loc.extra or {}).get("hf_refs"),
+            loc.status != "present",
+            copy_preference(loc),
+        ),
+        default=None,
+    )
+
+
+def _name_model(model: Model, locations: Sequence[Location], is_dir: bool) -> None:
+    """Name ``model`` after its naming copy among ``locations`` (:func:`_naming_location`)."""
+    loc = _naming_location(locations)
+    if loc is not None:
+        model.name = _model_name(loc.path, is_dir, loc.extra)
 
 
 _HF_FACTS = ("hf_repo", "hf_repo_type", "hf_revision", "hf_refs")
@@ -818,11 +840,8 @@ def _refresh_hf_facts(
 
 def _rename_after_locations(model: Model) -> None:
     """Name ``model`` again after its locations still on disk, as :func:`write_result` does."""
-    extras = {loc.path: loc.extra or {} for loc in model.locations if loc.status != "missing"}
-    if extras:
-        first = _naming_path(list(extras), extras)
-        is_dir = bool((model.details or {}).get("is_dir"))
-        model.name = _model_name(first, is_dir, extras[first])
+    on_disk = [loc for loc in model.locations if loc.status != "missing"]
+    _name_model(model, on_disk, bool((model.details or {}).get("is_dir")))
 
 
 def _file_stem(name: str) -> str:
@@ -1013,16 +1032,12 @@ def write_result(
         notices += _carry_user_settings(
             model, [m for m in previous if m not in placeholders], found.paths
         )
-        others = {
-            loc.path: loc.extra
+        others = [
+            loc
             for loc in model.locations
             if loc.path not in found.paths and loc.status != "missing" and os.path.exists(loc.path)
-        }
+        ]
     extras = {path: dict(extra_for(path)) if extra_for else {} for path in found.paths}
-    # Named after its first path (in path order) still on disk: stable across copies, and a
-    # renamed file takes its new name.
-    first = _naming_path([*found.paths, *others], {**others, **extras})
-    model.name = _model_name(first, result.is_dir, extras.get(first) or others.get(first))
     now = utcnow()
     os_error = bool(result.error) and _os_error(found.path, result.is_dir)
     written: list[Location] = []
@@ -1055,6 +1070,9 @@ def write_result(
     own = _own_details(result)
     with session.no_autoflush:
         _settle_details(model, {loc.path: own for loc in written})
+    # Named after its best copy still on disk (:func:`_naming_location`): stable across copies,
+    # and a renamed file takes its new name.
+    _name_model(model, [*written, *others], result.is_dir)
     # (the folder is judged by what the model is: its preferred copy, the user's corrections)
     report: list[str] = []
     for loc in written:
@@ -1318,4 +1336,5 @@ def _mark_missing(
             for model in session.scalars(query):
                 model.audit_status = model_audit(model)
                 _settle_details(model)  # (the copy it showed may be the one gone)
+                _rename_after_locations(model)  # (and the one it was named after)
     return len(gone)

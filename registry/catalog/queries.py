@@ -93,8 +93,13 @@ def model_status(model: Model) -> str:
 
 
 def model_size(model: Model) -> int:
-    sizes = [loc.size for loc in model.locations if loc.status != "missing"]
-    return max(sizes or [loc.size for loc in model.locations] or [0])
+    """The size of the copy the model shows (:func:`preferred_location`; a readable copy before
+    one that failed to read, so a download's damaged second copy does not give its size), else
+    the largest it had."""
+    shown = preferred_location(model) or preferred_location(model, ("present", "error"))
+    if shown is not None:
+        return shown.size
+    return max([loc.size for loc in model.locations] or [0])
 
 
 def copy_preference(loc: Location) -> tuple[bool, bool, str]:
@@ -216,7 +221,20 @@ def _by_name(session: Session, ref: str) -> list[Model]:
     for ids in (exact, any_case, holding):
         if ids:
             return _on_disk_first(_models_by_id(session, ids))
-    return []
+    return _by_file_name(session, folded)
+
+
+def _by_file_name(session: Session, folded: str) -> list[Model]:
+    """The models with a copy on disk whose file (or folder) name, or that name without its
+    extension, is ``folded`` in any case: a model is named after one copy, and the user may
+    know it by another's name (``model (1).safetensors`` beside ``model.safetensors``)."""
+    query = select(Location.model_id, Location.path).where(Location.status != "missing")
+    ids: list[int] = []
+    for model_id, path in session.execute(query):
+        name = _nfc(os.path.basename(path)).casefold()
+        if model_id is not None and folded in (name, os.path.splitext(name)[0]):
+            ids.append(model_id)
+    return _on_disk_first(_models_by_id(session, sorted(set(ids))))
 
 
 def _nfc(text: str) -> str:
