@@ -6,6 +6,7 @@ Screenshots are saved under tmp_path and checked (a PNG of the window's size, no
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import threading
@@ -31,8 +32,6 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(library: Library, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """uvicorn serving a copy of the library's catalog (with one generated image) on loopback."""
-    import uvicorn
-
     from modelsafe.runtime.jobs import get_job, open_queue, submit_job
     from modelsafe.serve import create_app
 
@@ -46,6 +45,16 @@ def server(library: Library, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     )
     assert queue.join(60)
     assert get_job(state.catalog, job.id).status == "done"
+    with _serving(app) as url:
+        yield url
+    queue.close()
+
+
+@contextlib.contextmanager
+def _serving(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port, in a thread."""
+    import uvicorn
+
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     uv = uvicorn.Server(config)
@@ -55,10 +64,11 @@ def server(library: Library, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     while not uv.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert uv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(10)
-    queue.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +202,56 @@ def test_api_docs_render_offline(server: str, browser: Any, tmp_path: Path) -> N
     assert any(u.endswith("/openapi.json") for u in loaded)
     assert all(u.startswith(server + "/") for u in loaded), loaded
     _screenshot(browser, tmp_path / "docs.png")
+
+
+def test_cancel_jobs_from_the_jobs_page_with_the_token(
+    browser: Any, library: Library, tmp_path: Path
+) -> None:
+    """A server with a token: the page asks for it once (a wrong one is refused and forgotten),
+    cancels the job through the API, and shows its new status without a reload."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    from modelsafe.runtime.jobs import get_job, submit_job
+    from modelsafe.serve import create_app
+    from modelsafe.testing.queues import RecordingQueue
+
+    url = copy_catalog(library, tmp_path)
+    app = create_app(url, queue=RecordingQueue(), outputs=tmp_path / "outputs", token="s3cret")
+    catalog = app.state.ms.catalog
+    first, second = (
+        submit_job(catalog, job_spec(library.tiny, prompt=p), app.state.ms.queue()).id
+        for p in ("a red cube", "a green cube")
+    )
+    with _serving(app) as server:
+        browser.get(server + "/jobs")
+        wait = WebDriverWait(browser, 10)
+
+        def row(job_id: str) -> Any:
+            return browser.find_element(By.ID, f"job-{job_id}")
+
+        def click_and_answer(job_id: str, answer: str | None) -> None:
+            row(job_id).find_element(By.CSS_SELECTOR, "button.cancel-job").click()
+            if answer is not None:
+                prompt = wait.until(lambda d: d.switch_to.alert)
+                prompt.send_keys(answer)
+                prompt.accept()
+
+        click_and_answer(first, "wrong")
+        error = row(first).find_element(By.CSS_SELECTOR, ".cancel-error")
+        wait.until(lambda d: error.is_displayed())
+        assert "needs the API token" in error.text
+        assert get_job(catalog, first).status == "queued"
+
+        click_and_answer(first, "s3cret")  # (the wrong token was forgotten: asked again)
+        wait.until(lambda d: row(first).get_attribute("data-status") == "cancelled")
+        assert row(first).find_element(By.CSS_SELECTOR, ".badge").text == "cancelled"
+        assert not row(first).find_elements(By.CSS_SELECTOR, "button.cancel-job")
+        assert not error.is_displayed()
+
+        click_and_answer(second, None)  # (the right token is kept for the tab)
+        wait.until(lambda d: row(second).get_attribute("data-status") == "cancelled")
+        _screenshot(browser, tmp_path / "jobs.png")
+    for job_id in (first, second):
+        job = get_job(catalog, job_id)
+        assert job.status == "cancelled" and job.cancelled_by, job

@@ -77,6 +77,10 @@ def test_jobs_page_lists_jobs_with_their_outcome(make_client: Any, library: Libr
     assert "&lt;b&gt;a red&lt;/b&gt; cube" in page.text and "<b>a red" not in page.text
     assert "the tokenizer folder is gone" in page.text and "pass --tokenizers DIR" in page.text
     assert "worker-a" in page.text and library.tiny.single.name in page.text
+    # Only the queued job can be cancelled (app.js shows the button; no token on this server).
+    assert page.text.count('class="cancel-job"') == 1
+    assert f'data-job="{queued.json()["id"]}"' in page.text
+    assert 'data-token-required="0"' in page.text
     failed = client.get("/jobs", params={"status": "failed"}).text
     assert "1 job<" in failed and "a blue cube" in failed and "a red" not in failed
     assert '<option value="failed" selected>' in failed

@@ -119,5 +119,6 @@ def jobs_page(
             "statuses": STATUSES,
             "selected": status or "",
             "limit": limit,
+            "token_required": bool(request.app.state.token),
         },
     )
