@@ -138,6 +138,8 @@ def analyse(
                 fields["error"] = corrupt
         except Exception as exc:
             fields["hash_error"] = _reason(exc)
+    if not is_dir and fields.get("report") is not None:
+        _add_sidecar(Path(path), fields)
     try:
         fields["verdict"] = to_jsonable(audit.audit_path(path))
     except Exception as exc:
@@ -152,6 +154,22 @@ def analyse(
     except FileNotFoundError:
         return Analysis(path, before, is_dir, fields["format"], vanished=True)
     return Analysis(path, before, is_dir, changed=after != before, **fields)
+
+
+def _add_sidecar(path: Path, fields: dict[str, Any]) -> None:
+    """What the file's download-manager sidecar says, into its report (as ``inspect`` does:
+    :func:`modelsafe.registry.inspect.with_sidecar`)."""
+    from modelsafe.registry.sidecars import sidecar_findings
+
+    report = fields["report"]
+    sha256 = (fields.get("hashes") or {}).get("sha256")
+    try:
+        facts, found = sidecar_findings(path, report.get("family"), sha256)
+    except Exception:  # (a sidecar never costs the model its row)
+        return
+    if facts:
+        report["facts"] = {**(report.get("facts") or {}), **facts}
+        report["warnings"] = [*(report.get("warnings") or []), *found]
 
 
 def _corrupt_blob(path: str, is_dir: bool, fields: dict[str, Any]) -> str | None:

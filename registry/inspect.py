@@ -590,4 +590,20 @@ def inspect_path(
         refuse_corrupt_blob(Path(path), hashes.get("sha256"))
         found = pop_warnings(hashes)  # (a corrupt zip member, zero runs: the same read found it)
         report = replace(report, hashes=hashes, warnings=[*report.warnings, *found])
-    return report
+    return with_sidecar(report, Path(path))
+
+
+def with_sidecar(report: InspectReport, path: Path) -> InspectReport:
+    """``report`` of the file at ``path`` with what its download manager's sidecar says
+    (:mod:`modelsafe.registry.sidecars`: ``facts["civitai"]`` and the warnings where the file
+    disagrees: family, size, SHA-256 when hashed)."""
+    from dataclasses import replace
+
+    from modelsafe.registry.sidecars import sidecar_findings
+
+    if not path.is_file():
+        return report
+    facts, found = sidecar_findings(path, report.family, (report.hashes or {}).get("sha256"))
+    if not facts:
+        return report
+    return replace(report, facts={**report.facts, **facts}, warnings=[*report.warnings, *found])

@@ -60,6 +60,13 @@ def _print_summary(report: Any) -> None:
     for cand in report.candidates[:3]:
         why = "; ".join(cand["why"][:2])
         echo(f"  not        {cand['family']}/{cand['kind']} ({cand['score']:.2f}): {why}")
+    from modelsafe.registry.sidecars import civitai_line
+
+    civitai = report.facts.get("civitai") or {}
+    if civitai:
+        echo(f"  civitai    {civitai_line(civitai)}")
+        if civitai.get("trained_words"):
+            echo(f"  triggers   {', '.join(civitai['trained_words'])}")
     for name, comp in report.components.items():
         echo(f"  component  {name}: {comp['family']}/{comp['kind']} {comp['precision']}")
     for warning in report.warnings:

@@ -84,6 +84,11 @@ def _print(m: dict[str, Any]) -> None:
     inspect = m.get("inspect") or {}
     for ev in inspect.get("evidence") or []:
         line("evidence", ev)
+    civitai = (inspect.get("facts") or {}).get("civitai")
+    if civitai:
+        from modelsafe.registry.sidecars import civitai_line
+
+        line("civitai", civitai_line(civitai))
     for cand in (inspect.get("candidates") or [])[:3]:
         line("not", f"{cand['family']}/{cand['kind']} ({cand['score']:.2f})")
     vram = inspect.get("vram") or {}
