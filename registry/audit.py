@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -580,11 +581,26 @@ def _named(finding: Finding, scanner: str) -> Finding:
 _SYSTEM_FOLDERS = ("/proc/", "/sys/", "/dev/")
 
 
-# The Hugging Face hub's bookkeeping inside a repo folder: `.no_exist/<rev>/<name>` holds empty
-# files marking names the repo does not have; a `--local-dir` download keeps its state (and
-# partial `.incomplete` files) in `.cache/huggingface/`.
-def _hub_bookkeeping(rel: Path) -> bool:
-    return rel.name == ".no_exist" or rel.as_posix().endswith(".cache/huggingface")
+def _in_system_folder(path: Path) -> bool:
+    """A path into /proc, /sys or /dev (through a link): no model there, and reads may block."""
+    return (os.path.realpath(path) + "/").startswith(_SYSTEM_FOLDERS)
+
+
+# The Hugging Face hub's bookkeeping, in its own places only: a cache repo folder
+# (`models--org--name`, `datasets--`, `spaces--`) keeps empty files marking names the repo does
+# not have in `.no_exist/<rev>/<name>`; a `--local-dir` download keeps its state (and partial
+# `.incomplete` files) in a `.cache/huggingface/` folder. A `.no_exist` anywhere else, or a
+# `mixes.cache/huggingface`, is an ordinary folder that loaders read.
+_HF_REPO_PREFIXES = ("models--", "datasets--", "spaces--")
+
+
+def _hub_bookkeeping(top: Path, rel: Path) -> bool:
+    """Whether the folder ``rel`` (relative to the audited folder ``top``) is hub bookkeeping."""
+    parts = rel.parts
+    if parts[-1] == ".no_exist":
+        repo = parts[-2] if len(parts) > 1 else os.path.basename(os.path.realpath(top))
+        return repo.startswith(_HF_REPO_PREFIXES)
+    return parts[-2:] == (".cache", "huggingface")
 
 
 def folder_files(path: Path) -> list[tuple[Path, Path]]:
@@ -602,7 +618,7 @@ def folder_files(path: Path) -> list[tuple[Path, Path]]:
             if (st.st_dev, st.st_ino) in seen:
                 continue
             seen.add((st.st_dev, st.st_ino))
-            if rel.parts and (os.path.realpath(folder) + "/").startswith(_SYSTEM_FOLDERS):
+            if rel.parts and _in_system_folder(folder):
                 continue  # (a link into /proc, /sys or /dev: no model there, and reads block)
             entries = list(os.scandir(folder))
         except OSError:
@@ -612,7 +628,7 @@ def folder_files(path: Path) -> list[tuple[Path, Path]]:
                 is_dir = entry.is_dir()  # (follows a symlink)
             except OSError:
                 is_dir = False
-            if is_dir and _hub_bookkeeping(rel / entry.name):
+            if is_dir and _hub_bookkeeping(path, rel / entry.name):
                 continue  # (no loader reads them: empty "does not exist" markers, download state)
             if is_dir:
                 stack.append((folder / entry.name, rel / entry.name))
@@ -628,30 +644,7 @@ def shard_findings(index: Path) -> list[Finding]:
     """A sharded checkpoint's index (``*.index.json``) whose ``weight_map`` names a shard by an
     absolute path or through ``..``: transformers and diffusers join the name to the index's
     folder unchecked, so loading reads a file outside the folder, one the audit did not see."""
-    import json
-    from pathlib import PurePosixPath, PureWindowsPath
-
-    try:
-        if index.stat().st_size > _MAX_INDEX_JSON:
-            return []
-        data = json.loads(index.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return []
-    weight_map = data.get("weight_map") if isinstance(data, dict) else None
-    if not isinstance(weight_map, dict):
-        return []
-    outside = sorted(
-        {
-            shard
-            for shard in weight_map.values()
-            if isinstance(shard, str)
-            and (
-                PurePosixPath(shard).is_absolute()
-                or PureWindowsPath(shard).anchor != ""
-                or ".." in shard.replace("\\", "/").split("/")
-            )
-        }
-    )
+    outside = sorted(shard for shard in _shard_names(index) if _outside(shard))
     return [
         Finding(
             "unsafe",
@@ -662,6 +655,74 @@ def shard_findings(index: Path) -> list[Finding]:
         )
         for shard in outside[:5]
     ]
+
+
+def _shard_names(index: Path) -> set[str]:
+    """The file names a shard index's ``weight_map`` holds (none when it cannot be read)."""
+    try:
+        if index.stat().st_size > _MAX_INDEX_JSON:
+            return set()
+        data = json.loads(index.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return set()
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict):
+        return set()
+    return {shard for shard in weight_map.values() if isinstance(shard, str)}
+
+
+def _outside(shard: str) -> bool:
+    """Whether a shard name leads out of its index's folder: absolute, or through ``..``."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    return (
+        PurePosixPath(shard).is_absolute()
+        or PureWindowsPath(shard).anchor != ""
+        or ".." in shard.replace("\\", "/").split("/")
+    )
+
+
+def _indexed_shards(files: list[tuple[Path, Path]]) -> dict[str, tuple[Path, Path, bool]]:
+    """Every file a shard index in the folder names inside it, as loaders join the name to the
+    index's folder: its real path -> (that path, its path relative to the folder, whether a
+    loader may pass its index over). torch.load reads each of them whatever its name or folder
+    (a ``notes.txt``, a hidden ``.no_exist/``). An index may be passed over when another index
+    beside it has all its shards (a download of the safetensors shards only keeps
+    ``pytorch_model.bin.index.json``, whose shards it never fetched: loaders take the complete
+    one)."""
+    indexes = {child: sorted(_shard_names(child)) for child, _ in files if _is_index(child)}
+    complete = {
+        i.parent for i, names in indexes.items() if names and all(_is_file(i, n) for n in names)
+    }
+    named: dict[str, tuple[Path, Path, bool]] = {}
+    for child, rel in files:
+        if child not in indexes:
+            continue
+        optional = child.parent in complete and not all(_is_file(child, n) for n in indexes[child])
+        for shard in indexes[child]:
+            if _outside(shard):
+                continue  # (shard_findings: unsafe)
+            try:
+                real = os.path.realpath(child.parent / shard)
+            except (OSError, ValueError):  # (a NUL in the name: no loader opens it)
+                real = ""
+            named.setdefault(real or shard, (child.parent / shard, rel.parent / shard, optional))
+    return named
+
+
+def _is_index(path: Path) -> bool:
+    return path.name.endswith(".index.json")
+
+
+def _is_file(index: Path, shard: str) -> bool:
+    """Whether ``shard`` (as an index names it) is a regular file beside ``index``; False for
+    a name no file system takes (too long, a NUL)."""
+    if _outside(shard):
+        return False
+    try:
+        return (index.parent / shard).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 # The libraries a diffusers model_index.json may name without shipping code of its own.
@@ -747,16 +808,54 @@ def _unloadable(folder: Path) -> list[Finding]:
     return []
 
 
+def _unseen_shards(
+    shards: Iterable[tuple[Path, Path, bool]],
+) -> tuple[list[Finding], list[Finding]]:
+    """The files shard indexes name that the folder's walk did not reach (in a folder it skips,
+    or reached through another path): the findings of each one, audited in full, and a
+    ``shard-missing`` error for each that is no file (the audit cannot vouch for what loading
+    reads), unless its index is one loaders pass over (:func:`_indexed_shards`)."""
+    from modelsafe.registry.walk import printable
+
+    found: list[Finding] = []
+    missing: list[Path] = []
+    for shard, rel, optional in shards:
+        try:
+            absent = shard.is_dir() or not (shard.exists() or shard.is_symlink())
+        except (OSError, ValueError):  # (a name too long for the file system: no loader opens it)
+            absent = True
+        if absent or _in_system_folder(shard):
+            if not (absent and optional):
+                missing.append(rel)
+            continue
+        sub = audit_path(shard)
+        found.extend(replace_location(f, printable(str(rel))) for f in sub.findings)
+    missed = [
+        Finding(
+            "error",
+            "shard-missing",
+            f"the shard index names {rel.as_posix()!r}, which is no file in the folder: "
+            "loading fails or reads a file the audit did not see",
+            location=printable(str(rel)),
+            scanner="audit",
+        )
+        for rel in missing[:5]  # (as many as shard_findings names)
+    ]
+    return found, missed
+
+
 def _audit_folder(path: Path) -> Verdict:
     """A folder is as safe as the least safe model file in it, whatever the files are named;
     symlinked folders in it are audited too (a loader follows them)."""
     findings: list[Finding] = []
     audited = 0
     files = folder_files(path)
+    shards = _indexed_shards(files)
     for child, rel in files:
         if not child.is_file():
             continue
-        if not _may_load(child):
+        shard = bool(shards) and shards.pop(os.path.realpath(child), None) is not None
+        if not shard and not _may_load(child):
             # Not a model by name or content, but pickle.load / torch.load / numpy.load would
             # still unpickle it (an unknown-looking pickle, an "HTML" one, a long protocol-0
             # one, a gzip / zlib-compressed one): only what it runs is reported.
@@ -769,8 +868,11 @@ def _audit_folder(path: Path) -> Verdict:
         findings.extend(replace_location(f, str(rel)) for f in sub.findings)
         if sub.status != "safe" and not sub.findings:
             findings.append(Finding(sub.status, "component", f"{rel} is {sub.status}"))
+    unseen, missing = _unseen_shards(shards.values())
+    findings.extend(unseen)
+    audited += len(shards)  # (one that is missing is an error below)
     unloadable = _unloadable(path) if verdict_status(findings) == "safe" else []
-    findings.extend(unloadable)
+    findings.extend(unloadable or missing)  # (inspect's reason, when it gives one)
     if any((path / name).is_file() for name in ("model_index.json", "config.json")):
         findings.extend(custom_code_findings(path, [rel for _child, rel in files]))
     if not audited and not unloadable:
