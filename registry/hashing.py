@@ -31,6 +31,7 @@ Memory: ``2 * WINDOW_CHUNKS * CHUNK_SIZE`` (8 MiB) per parallel pass. A hasher g
 Embedded hashes in a safetensors header (kohya's ``sshs_model_hash``, ``modelspec.hash_sha256``)
 are compared with the sha256 of the tensor data computed in the same pass; a mismatch is reported
 under the key ``stale_embedded_hashes`` (None when every embedded hash matches or there is none).
+A safetensors file also gets :data:`A1111_LORA`, the hash A1111/Forge know it by as a LoRA.
 Definitions, and which tools produce the same values: docs/hashes.md.
 
 The same pass checks the CRC-32 of a torch zip checkpoint's tensor storages (``torch.load``
@@ -75,6 +76,8 @@ HASH_NAMES = ("sha256", "autov1", "autov2", "autov3", "blake3", "crc32", "conten
 # Civitai's AutoV3 skips the header only when its length is below this (docs/hashes.md).
 AUTOV3_HEADER_LIMIT = 16 << 20
 EMBEDDED_HASH_KEYS = ("sshs_model_hash", "modelspec.hash_sha256")
+# The hash A1111/Forge know a safetensors LoRA by (docs/hashes.md, "A1111's LoRA hash").
+A1111_LORA = "a1111_lora"
 CORRUPT_MEMBERS = "corrupt_members"
 ZERO_RUNS = "zero_runs"
 UNTRAINED_LORA = "untrained_lora"
@@ -531,9 +534,14 @@ def _collect_hashers(index: TensorIndex | None) -> list[tuple[Hasher, str]]:
     return list(found.values())
 
 
+def _is_safetensors(index: TensorIndex | None) -> bool:
+    return index is not None and index.format == Format.SAFETENSORS.value
+
+
 def _embedded(index: TensorIndex | None) -> dict[str, str]:
-    if index is None or index.format != Format.SAFETENSORS.value:
+    if not _is_safetensors(index):
         return {}
+    assert index is not None
     out = {}
     for key in EMBEDDED_HASH_KEYS:
         value = str(index.metadata.get(key, "")).strip().lower()
@@ -546,6 +554,31 @@ def _embedded(index: TensorIndex | None) -> dict[str, str]:
 def _needs_own_tensor_hash(index: TensorIndex | None) -> bool:
     length = (index.extra.get("header_length") if index is not None else None) or 0
     return isinstance(length, int) and length >= AUTOV3_HEADER_LIMIT
+
+
+def _tensor_data_sha256(values: dict[str, str | None], index: TensorIndex | None) -> str | None:
+    """sha256 of a safetensors file's bytes after its header (8 + N), whatever N is: AutoV3
+    for a header under 16 MiB, else the pass's own stream (taken out of ``values``)."""
+    own = values.pop(_TENSOR_DATA, None)
+    if not _is_safetensors(index):
+        return None
+    return own if _needs_own_tensor_hash(index) else values.get("autov3")
+
+
+def a1111_lora_hash(embedded: dict[str, str], tensor_sha256: str | None) -> str | None:
+    """The hash A1111/Forge name a safetensors LoRA by (``NetworkOnDisk.set_hash``), whose
+    first 12 hex they write in ``Lora hashes``: the ``sshs_model_hash`` in its metadata, even
+    when stale, else kohya's addnet hash (the tensor data's sha256, header always skipped)."""
+    return embedded.get("sshs_model_hash") or tensor_sha256
+
+
+def a1111_lora_of(index: TensorIndex, hashes: dict[str, object]) -> str | None:
+    """:func:`a1111_lora_hash` of a safetensors file from its tensor table and the hashes a
+    scan recorded (its data is not read again); None when that takes the data (a header of
+    16 MiB or more without an ``sshs_model_hash``)."""
+    autov3 = hashes.get("autov3")
+    data_sha = None if _needs_own_tensor_hash(index) or not isinstance(autov3, str) else autov3
+    return a1111_lora_hash(_embedded(index), data_sha)
 
 
 def stale_embedded_hashes(embedded: dict[str, str], tensor_sha256: str | None) -> list[str]:
@@ -576,8 +609,8 @@ def hash_file(path: Path, index: TensorIndex | None = None) -> dict[str, str | N
     owners = {hasher.name: plugin for hasher, plugin in collected}
     hashers = [hasher for hasher, _plugin in collected]
     embedded = _embedded(index)
-    if embedded and _needs_own_tensor_hash(index):
-        hashers.append(TensorDataSha256())
+    if _is_safetensors(index) and _needs_own_tensor_hash(index):
+        hashers.append(TensorDataSha256())  # the embedded check and A1111's LoRA hash need it
     crc_check = _member_crc_check(index)
     zeros = _zero_runs_check(index)
     checks = [c for c in (crc_check, zeros) if c is not None]
@@ -609,8 +642,10 @@ def hash_file(path: Path, index: TensorIndex | None = None) -> dict[str, str | N
         )
     sha = values.get("sha256")
     values.setdefault("autov2", sha[:10] if sha else None)
-    tensor_sha = values.pop(_TENSOR_DATA, None) or (values.get("autov3") if embedded else None)
+    tensor_sha = _tensor_data_sha256(values, index)
     result: dict[str, str | None] = {name: values.pop(name, None) for name in HASH_NAMES}
+    if _is_safetensors(index):
+        result[A1111_LORA] = a1111_lora_hash(embedded, tensor_sha)
     result.update(values)
     stale = stale_embedded_hashes(embedded, tensor_sha)
     result["stale_embedded_hashes"] = "; ".join(stale) if stale else None

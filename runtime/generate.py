@@ -19,12 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelsafe.errors import FileReadError, UnsafeFileError, UsageError
+from modelsafe.registry.hashing import A1111_LORA
 from modelsafe.runtime.recipe import DEVICE_TYPES, ModelRef, Recipe
 from modelsafe.types import BASE_KINDS
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from modelsafe.plugin_manager import ModelsafePluginManager
     from modelsafe.registry.catalog import Catalog
+    from modelsafe.registry.catalog.models import Model
     from modelsafe.runtime.backends import Backend
     from modelsafe.types import Compatibility, Part
 
@@ -1083,12 +1087,14 @@ def model_ref(
         autov2=hashes.get("autov2"),
         weight=weight,
         token=token,
+        a1111_lora=hashes.get(A1111_LORA),
     )
 
 
 def known_hashes(path: Path, catalog: Catalog | None) -> dict[str, Any]:
-    """sha256/autov2 (+ catalog ``model_id``): the catalog's values when the file is unchanged,
-    else computed (files only; a folder's hashes come from the catalog or stay unknown)."""
+    """sha256/autov2/a1111_lora (+ catalog ``model_id``): the catalog's values when the file
+    is unchanged, else computed (files only; a folder's hashes come from the catalog or stay
+    unknown)."""
     if catalog is not None:
         found = _catalog_hashes(path, catalog)
         if found:
@@ -1103,7 +1109,7 @@ def known_hashes(path: Path, catalog: Catalog | None) -> dict[str, Any]:
         except ModelsafeError:
             index = None
         hashes = hash_file(path, index)
-        return {"sha256": hashes.get("sha256"), "autov2": hashes.get("autov2")}
+        return {key: hashes.get(key) for key in ("sha256", "autov2", A1111_LORA)}
     return {}
 
 
@@ -1146,10 +1152,33 @@ def _catalog_hashes(path: Path, catalog: Catalog) -> dict[str, Any]:
         model = loc.model
         own = (loc.extra or {}).get("hashes")
         if isinstance(own, dict) and own.get("sha256"):
-            return {"sha256": own["sha256"], "autov2": own.get("autov2"), "model_id": model.id}
+            a1111 = own.get(A1111_LORA)
+            if A1111_LORA not in own and (loc.extra or {}).get("format") == "safetensors":
+                a1111 = _scanned_a1111_lora(path, own)  # scanned before it was recorded
+                if a1111 is None:
+                    return {}  # (computed afresh)
+            return {
+                "sha256": own["sha256"],
+                "autov2": own.get("autov2"),
+                A1111_LORA: a1111,
+                "model_id": model.id,
+            }
         if path.is_file() and (not model.sha256 or len(model.locations) > 1):
             return {}  # (the model's hashes may be another copy's)
         return {"sha256": model.sha256, "autov2": model.autov2, "model_id": model.id}
+
+
+def _scanned_a1111_lora(path: Path, hashes: dict[str, Any]) -> str | None:
+    """A1111's LoRA hash of a safetensors file a scan recorded before it kept that hash: from
+    its header and recorded AutoV3 (None when that cannot tell it, or the header is unreadable)."""
+    from modelsafe.errors import ModelsafeError
+    from modelsafe.registry.hashing import a1111_lora_of
+    from modelsafe.registry.read import read_index
+
+    try:
+        return a1111_lora_of(read_index(path), hashes)
+    except (ModelsafeError, OSError):
+        return None
 
 
 # What a user's `modelsafe set` corrections of the checkpoint change in a request.
@@ -1485,6 +1514,10 @@ def _find_model(
         found = _catalog_copy(ref, digest, what, catalog)
         if found is not None:
             return found
+    if catalog is not None and what == "LoRA" and not ref.path:
+        found = _catalog_copy_by_name(ref, digest, what, catalog)
+        if found is not None:
+            return found
     raise UsageError(
         f"the {what} {ref.name[:80]!r} ({ref.path or 'no path'}, hash {digest or 'unknown'}) "
         "is not on this machine",
@@ -1512,9 +1545,9 @@ def _refuse_changed_folder(
 def _is_hash(digest: str) -> bool:
     """A hash prefix the catalog looks models up by (never a name: a recipe's hash is text
     from the image)."""
-    from modelsafe.registry.catalog.queries import MIN_HASH_PREFIX
+    from modelsafe.registry.catalog.queries import hash_prefix
 
-    return len(digest) >= MIN_HASH_PREFIX and all(c in "0123456789abcdefABCDEF" for c in digest)
+    return hash_prefix(digest) is not None
 
 
 def _catalog_copy(ref: ModelRef, digest: str, what: str, catalog: Catalog) -> Path | None:
@@ -1534,20 +1567,61 @@ def _catalog_copy(ref: ModelRef, digest: str, what: str, catalog: Catalog) -> Pa
                 f"the {what} {ref.name[:80]!r} cannot be told by its hash: {exc.reason}",
                 hint=f"give the one meant with {flag}" if flag else exc.hint,
             ) from None
-        copies = [
-            (
-                Path(loc.path),
-                str(((loc.extra or {}).get("hashes") or {}).get("sha256") or model.sha256),
-                queries.location_of_file(session, Path(loc.path)) is not None,
-            )
-            for loc in sorted(model.locations, key=queries.copy_preference)
-            if loc.status == "present"
-            and Path(loc.path).exists()
-            and (
-                not (loc.extra or {}).get("hashes")
-                or queries.location_hash_matches(loc, digest.lower())
-            )
-        ]
+        copies = _present_copies(session, model, queries.hash_prefix(digest))
+    return _intact_copy(ref, what, copies)
+
+
+def _catalog_copy_by_name(
+    ref: ModelRef, digest: str | None, what: str, catalog: Catalog
+) -> Path | None:
+    """The copy of the one catalog model named exactly ``ref.name``, as A1111 finds a LoRA
+    its image's hash does not name (None when no model, or several, have that name). Said in a
+    warning: the file may not be the one the image was made with."""
+    from modelsafe.registry.catalog import queries
+
+    with catalog.session() as session:
+        named = queries.models_named(session, ref.name)
+        if len(named) != 1:
+            return None
+        copies = _present_copies(session, named[0], None)
+    found = _intact_copy(ref, what, copies)
+    if found is not None:
+        why = f"no scanned file has its hash {digest}" if digest else "the image gives no hash"
+        warn(
+            f"the {what} {ref.name[:80]!r} matched by name, not by hash ({why}): using {found}, "
+            "which may not be the file the image was made with"
+        )
+    return found
+
+
+def _present_copies(
+    session: Session, model: Model, digest: str | None
+) -> list[tuple[Path, str, bool]]:
+    """(path, recorded sha256, unchanged since scanned) of the model's copies on disk, best
+    first; with ``digest`` (a lower-case hash prefix), only those with that hash."""
+    from modelsafe.registry.catalog import queries
+
+    return [
+        (
+            Path(loc.path),
+            str(((loc.extra or {}).get("hashes") or {}).get("sha256") or model.sha256),
+            queries.location_of_file(session, Path(loc.path)) is not None,
+        )
+        for loc in sorted(model.locations, key=queries.copy_preference)
+        if loc.status == "present"
+        and Path(loc.path).exists()
+        and (
+            digest is None
+            or not (loc.extra or {}).get("hashes")
+            or queries.location_hash_matches(loc, digest)
+        )
+    ]
+
+
+def _intact_copy(ref: ModelRef, what: str, copies: list[tuple[Path, str, bool]]) -> Path | None:
+    """The first of ``copies`` whose bytes are still the scanned ones (None when there is
+    none); a copy that changed is refused when no other is left."""
+    flag = _OVERRIDE_FLAGS.get(what, "")
     changed: list[tuple[Path, str, str]] = []  # (copy, sha256 now, recorded)
     for path, recorded, unchanged in copies:
         if not (path.is_file() and not unchanged):

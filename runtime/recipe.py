@@ -56,10 +56,24 @@ class ModelRef:
     autov2: str | None = None
     weight: float | None = None  # LoRAs: the strength it was applied with
     token: str | None = None  # embeddings: the prompt token it was loaded as
+    # LoRAs: the hash A1111/Forge know the file by (hashing.a1111_lora_hash; None: its sha256)
+    a1111_lora: str | None = None
 
     @property
     def short_hash(self) -> str:
         return self.autov2 or (self.sha256 or "")[:10]
+
+    @property
+    def lora_hash(self) -> str:
+        """Its ``Lora hashes`` value, as A1111 writes it: 12 hex of its A1111 LoRA hash (its
+        sha256 for a file that is not safetensors); a value read from an image is kept."""
+        return (self.a1111_lora or self.sha256 or "")[:12] or self.short_hash
+
+    @property
+    def ti_hash(self) -> str:
+        """Its ``TI hashes`` value, as A1111 writes it (``Embedding.set_hash``): 12 hex of its
+        sha256; a value read from an image is kept."""
+        return (self.sha256 or "")[:12] or self.short_hash
 
 
 class RecipeReadError(UsageError):
@@ -90,7 +104,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
 _REF_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
     "name": ((str,), False),
     "path": ((str,), False),
-    **dict.fromkeys(("sha256", "autov2", "token"), ((str,), True)),
+    **dict.fromkeys(("sha256", "autov2", "token", "a1111_lora"), ((str,), True)),
     "weight": (_NUMBER, True),
 }
 DTYPES = ("fp32", "fp16", "bf16")
@@ -366,7 +380,7 @@ class Recipe:
             pairs.append(
                 (
                     "Lora hashes",
-                    ", ".join(f"{_hash_key(lo.name)}: {lo.short_hash}" for lo in self.loras),
+                    ", ".join(f"{_hash_key(lo.name)}: {lo.lora_hash}" for lo in self.loras),
                 )
             )
         if self.embeddings:
@@ -374,7 +388,7 @@ class Recipe:
                 (
                     "TI hashes",
                     ", ".join(
-                        f"{_hash_key(e.token or e.name)}: {e.short_hash}" for e in self.embeddings
+                        f"{_hash_key(e.token or e.name)}: {e.ti_hash}" for e in self.embeddings
                     ),
                 )
             )

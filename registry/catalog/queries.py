@@ -184,8 +184,9 @@ def find_models(session: Session, ref: str) -> list[Model]:
     ).all()
     if by_path:
         return list(by_path)
-    if len(ref) >= MIN_HASH_PREFIX and _HEX.match(ref):
-        prefix = ref.lower() + "%"
+    digest = hash_prefix(ref)
+    if digest is not None:
+        prefix = digest + "%"
         found = session.scalars(
             _models().where(or_(*(getattr(Model, c).like(prefix) for c in HASH_COLUMNS)))
         ).all()
@@ -195,9 +196,24 @@ def find_models(session: Session, ref: str) -> list[Model]:
         return [
             m
             for m in session.scalars(_models()).unique()
-            if any(location_hash_matches(loc, ref.lower()) for loc in m.locations)
+            if any(location_hash_matches(loc, digest) for loc in m.locations)
         ]
     return _by_name(session, ref)
+
+
+def models_named(session: Session, name: str) -> list[Model]:
+    """The models named exactly ``name`` (in Unicode NFC), those with a copy on disk first."""
+    wanted = _nfc(name)
+    return [m for m in _by_name(session, name) if _nfc(m.name or "") == wanted]
+
+
+def hash_prefix(ref: str) -> str | None:
+    """``ref`` as the lower-case hash prefix the catalog is searched by, without the ``0x`` a
+    ModelSpec ``modelspec.hash_sha256`` carries; None when it is not one (too short, not hex)."""
+    digest = ref[2:] if ref[:2] in ("0x", "0X") else ref
+    if len(digest) >= MIN_HASH_PREFIX and _HEX.match(digest):
+        return digest.lower()
+    return None
 
 
 def _by_name(session: Session, ref: str) -> list[Model]:

@@ -47,7 +47,9 @@ def test_a1111_block_reads_back_the_settings() -> None:
     assert (back.seed, back.steps, back.cfg, back.width, back.height) == (4242, 25, 7.5, 512, 768)
     assert back.scheduler == "dpmpp_2m_karras"
     assert back.checkpoint.autov2 == "abababab12"
-    assert [(lo.name, lo.weight, lo.autov2) for lo in back.loras] == [("style", 0.8, "cdcdcdcd34")]
+    assert [(lo.name, lo.weight, lo.autov2) for lo in back.loras] == [
+        ("style", 0.8, "cdcdcdcdcdcd")
+    ]
     assert back.vae is not None and back.vae.autov2 == "efefefef56"
 
 
