@@ -14,7 +14,8 @@ them is), ``quantized_base`` (LoRA on a GGUF or packed 4-bit checkpoint). See do
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
 
 from modelsafe.plugins.hookspecs import hookimpl
 from modelsafe.registry.detect.sizes import model_size
@@ -29,6 +30,9 @@ from modelsafe.runtime.family_needs import (
     related,
 )
 from modelsafe.types import Compatibility, Part
+
+if TYPE_CHECKING:
+    from modelsafe.runtime.lora_mapping import LoraCoverage
 
 ADAPTER_KINDS = ("lora", "lycoris", "controlnet", "t2i_adapter", "ip_adapter")
 # Below this share of keys landing, a LoRA is rejected: most of it would be "key not loaded".
@@ -116,10 +120,14 @@ def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
         return None
     if part.index is None or base.index is None:
         return None
-    from modelsafe.registry.model_parts import BUILTIN_FAMILIES, split_components
+    from modelsafe.registry.model_parts import (
+        BUILTIN_FAMILIES,
+        NAMED_ONLY_FAMILIES,
+        split_components,
+    )
     from modelsafe.runtime.lora_mapping import map_lora
 
-    if base.family not in BUILTIN_FAMILIES | {"unknown", "any"}:
+    if base.family not in BUILTIN_FAMILIES | NAMED_ONLY_FAMILIES | {"unknown", "any"}:
         return None  # a family taught by a plugin: its module layout is that plugin's to judge
     if base.facts.get("quantization") in _OWN_LORA_LOADER:
         return None  # (its layers are not the model's modules: quantized_base says how instead)
@@ -133,6 +141,11 @@ def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
                 if c.role == "text_encoder" and c.name not in have
             ]
     cov = map_lora(part.index, comps)
+    # FLUX.2, Wan, HunyuanVideo ...: their layers are mapped under the checkpoint's own names
+    # only (no aliases to their other naming), so keys that find no layer are not judged.
+    named_only = base.family in NAMED_ONLY_FAMILIES
+    if named_only and cov.mapped_keys == 0 and not cov.shape_mismatches:
+        return None
     names = {c.name for c in comps}
     on = "UNet" if "unet" in names else ("transformer" if "transformer" in names else "model")
     absent_keys = cov.absent_keys
@@ -153,11 +166,49 @@ def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
                 "(not checked here: they apply to the text encoder loaded beside it)"
             )
     share = cov.mapped_keys / considered if considered else 0.0
+    if _misfit(cov):
+        return _no(
+            "lora_keys",
+            f"{reason}; {_layers(len(cov.shape_mismatches))} it patches have other shapes in this "
+            "model: it was made for another model with these layer names",
+            *evidence,
+        )
+    if named_only and share < FULL_COVERAGE:
+        return _warn(
+            "lora_keys",
+            f"{reason}; the other keys name no layer of this checkpoint, and modelsafe knows no "
+            f"aliases between {label(base.family)}'s original and diffusers names: not judged",
+            *evidence,
+        )
     if cov.mapped_keys == 0 or share < MIN_COVERAGE:
         return _no("lora_keys", reason, *evidence)
     if share < FULL_COVERAGE:
         return _warn("lora_keys", reason + " (the rest would be ignored)", *evidence)
+    if unknown_lora:
+        return _warn(
+            "lora_keys",
+            f"{reason}, but what the file is could not be told: its keys alone do not make it "
+            "a LoRA for this model",
+            *evidence,
+        )
     return _ok("lora_keys", reason, *evidence)
+
+
+# A LoRA whose layers have other shapes than the model's in this many of them (or this share of
+# its layers, two at least) was made for another model with the same layer names; one or two
+# (a Flux control LoRA's wider img_in) are the loader's to handle. The mapper lists ten at most.
+MISFIT_LAYERS = 10
+MISFIT_SHARE = 0.1
+
+
+def _misfit(cov: LoraCoverage) -> bool:
+    """True when enough of the LoRA's layers have other shapes than the model's."""
+    need = max(2, min(MISFIT_LAYERS, math.ceil(MISFIT_SHARE * cov.modules)))
+    return len(cov.shape_mismatches) >= need
+
+
+def _layers(count: int) -> str:
+    return f"{count}+ layers" if count >= MISFIT_LAYERS else f"{count} layers"
 
 
 def _sized(family: str, width: int) -> str:

@@ -92,6 +92,8 @@ PARTS: dict[str, str] = {
     "lokr_t2": "lokr_t2",
     "oft_blocks": "oft_blocks",
     "oft_diag": "oft_blocks",
+    # LyCORIS OFT/BOFT saved with rescaled=True: a per-output scale ``[out, 1, ...]``.
+    "rescale": "oft_rescale",
     "diff_b": "diff_b",
     "diff": "diff",
     "a1.weight": "glora_a1",
@@ -147,7 +149,7 @@ _PEFT_ROOT = "base_model.model."
 # Where the module path ends in a dotted key: the first of these parts.
 _DOTTED_PART = re.compile(
     r"\.(lora_A|lora_B|lora_down|lora_up|lora_mid|lora\.down|lora\.up|lora_linear_layer"
-    r"|hada_\w+|lokr_\w+|oft_blocks|oft_diag|dora_scale|lora_magnitude_vector|diff|diff_b"
+    r"|hada_\w+|lokr_\w+|oft_blocks|oft_diag|rescale|dora_scale|lora_magnitude_vector|diff|diff_b"
     r"|w_norm|b_norm|alpha)(\.|$)"
 )
 _GLORA_SUFFIXES = (".a1.weight", ".a2.weight", ".b1.weight", ".b2.weight")
@@ -191,6 +193,10 @@ LYCORIS_PARTS: dict[str, str] = {
     "glora_a1": "glora",
     "ia3_on_input": "ia3",
 }
+
+# LyCORIS BOFT stores its butterfly factors as ``oft_blocks [m, n, b, b]``; OFT's are
+# ``[n, b, b]`` (LyCORIS and ComfyUI tell them apart by this rank).
+BOFT_BLOCKS_NDIM = 4
 
 
 @dataclass(frozen=True)
@@ -521,11 +527,13 @@ def may_patch(names: Iterable[str]) -> bool:
 
 
 def lycoris_algorithms(modules: Iterable[LoraModule]) -> set[str]:
-    """The LyCORIS algorithms whose parts appear (loha, lokr, locon, oft, full, glora)."""
+    """The LyCORIS algorithms whose parts appear (loha, lokr, locon, oft, boft, full, glora)."""
     found: set[str] = set()
     for m in modules:
-        for part in m.parts:
+        for part, shape in m.parts.items():
             algo = LYCORIS_PARTS.get(part)
+            if algo == "oft" and len(shape) == BOFT_BLOCKS_NDIM:
+                algo = "boft"
             if algo is not None:
                 found.add(algo)
     return found

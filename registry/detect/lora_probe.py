@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelsafe.registry.detect.dit_probes import _FLUX2_LAYOUTS
 from modelsafe.registry.detect.lora_keys import (
     LoraModule,
     group_modules,
@@ -226,7 +227,9 @@ def _kind(
     module_meta = metadata.get("ss_network_module", "")
     if algos:
         variant = next(
-            a for a in ("loha", "lokr", "oft", "glora", "full", "ia3", "locon") if a in algos
+            a
+            for a in ("loha", "lokr", "boft", "oft", "glora", "full", "ia3", "locon")
+            if a in algos
         )
         parts = sorted({p for m in modules for p in m.parts})
         evidence.insert(
@@ -520,6 +523,9 @@ def _dit_family(
         )
         if hunyuan is not None:
             return hunyuan
+        flux2 = _flux2_bfl(denoiser, width, evidence, facts)
+        if flux2 is not None:
+            return flux2
         why_not = _not_flux1(denoiser, width)
         if why_not:
             evidence.append(why_not)
@@ -617,6 +623,7 @@ _DIFFUSERS_BLOCK_INDEX = re.compile(r"(?:^|_)(single_)?transformer_blocks_(\d+)_
 # HunyuanVideo names what Flux.1 calls mlp.0/mlp.2, mod.lin and modulation.lin differently.
 _HUNYUAN_NAMES = re.compile(r"_mlp_fc[12]$|_mod_linear$|modulation_linear$|_attn_q_norm$")
 FLUX1_BLOCKS = {"double": 19, "single": 38}
+FLUX1_WIDTH = 3072
 
 
 def _not_flux1(denoiser: list[LoraModule], width: int | None) -> str | None:
@@ -719,19 +726,77 @@ _FLUX1_RATIOS: tuple[tuple[str, bool, int], ...] = (
 )
 
 
+# FLUX.2's multiples of the model width: SwiGLU MLPs (mlp.0 6x, mlp.2 3x), fused single blocks
+# (linear1 9x: q/k/v plus the SwiGLU MLP, linear2 4x), in BFL's names as Flux.1's.
+_FLUX2_RATIOS: tuple[tuple[str, bool, int], ...] = (
+    ("linear1", True, 9),
+    ("linear2", False, 4),
+    ("_mlp_0", True, 6),
+    ("_mlp_2", False, 3),
+)
+
+
+def _multiple(
+    m: LoraModule, ratios: tuple[tuple[str, bool, int], ...]
+) -> tuple[int, int, bool] | None:
+    """(size, the multiple ``ratios`` expects, output side?) when ``m`` is one of the layers
+    ``ratios`` names and its delta shows that side, else None."""
+    for end, output, times in ratios:
+        if m.flat.endswith(end):
+            size = m.delta_shape()[0] if output else m.in_features()
+            return (size, times, output) if size is not None else None
+    return None
+
+
 def _flux1_ratio(m: LoraModule, width: int) -> str | None:
     """Why ``m``'s shape is not Flux.1's at ``width``, or None."""
-    for end, output, times in _FLUX1_RATIOS:
-        if not m.flat.endswith(end):
-            continue
-        size = m.delta_shape()[0] if output else m.in_features()
-        if size is not None and size != times * width:
-            side = "outputs" if output else "takes"
-            return (
-                f"{m.flat!r} {side} {size} = {size / width:g}x the model width, Flux.1's is "
-                f"{times}x: another model with these block names (FLUX.2?)"
-            )
-    return None
+    found = _multiple(m, _FLUX1_RATIOS)
+    if found is None or found[0] == found[1] * width:
+        return None
+    size, times, output = found
+    side = "outputs" if output else "takes"
+    return (
+        f"{m.flat!r} {side} {size} = {size / width:g}x the model width, Flux.1's is "
+        f"{times}x: another model with these block names (FLUX.2?)"
+    )
+
+
+def _flux2_bfl(
+    denoiser: list[LoraModule], width: int | None, evidence: list[str], facts: dict[str, Any]
+) -> tuple[str, float] | None:
+    """("flux2", score) for a LoRA in BFL's Flux block names (ComfyUI, ai-toolkit, musubi) with
+    FLUX.2's shapes, else None: a released FLUX.2 width no other model with these names has
+    (6144 [dev], 4096 [klein] 9B; Flux.1 and HunyuanVideo are 3072, HunyuanImage 2.1 3584), or
+    Flux.1's 3072 with FLUX.2's SwiGLU multiples ([klein] 4B); every multiple FLUX.2's and the
+    blocks within that size's."""
+    width = width or _output_width(denoiser)
+    size = model_size("flux2", width)
+    if size is None or width is None:
+        return None
+    multiples = [(m, found) for m in denoiser if (found := _multiple(m, _FLUX2_RATIOS))]
+    if any(size_ != times * width for _m, (size_, times, _out) in multiples):
+        return None
+    if width == FLUX1_WIDTH and not multiples:
+        return None  # Flux.1's width and attention shapes: only the MLPs would tell
+    double, single = _FLUX2_LAYOUTS[size.variant][0][:2]
+    most = _last_blocks(denoiser)
+    if most["double"] >= double or most["single"] >= single:
+        return None
+    facts.setdefault("hidden_size", width)
+    if multiples:
+        m, (shown, times, output) = multiples[0]
+        side = "outputs" if output else "takes"
+        evidence.append(
+            f"{m.flat!r} {side} {shown} = {times}x the model width, FLUX.2's (SwiGLU MLPs: "
+            "mlp.0 6x, mlp.2 3x; fused single blocks: linear1 9x, linear2 4x; Flux.1 and "
+            "HunyuanVideo have "
+            "mlp.0 4x, linear1 7x)"
+        )
+    evidence.append(
+        f"model width {width} = {size.label} (blocks up to double {most['double']} / single "
+        f"{most['single']}, within its {double} double and {single} single blocks)"
+    )
+    return "flux2", _NAMED_SCORE
 
 
 # FLUX.2 [klein] 4B: 5 double blocks at Flux.1's width 3072 with Flux.1's attention shapes.

@@ -90,11 +90,11 @@ def test_flux_shaped_loras_of_other_models_are_not_flux1(tmp_path: Path) -> None
     wider = _inspect(tmp_path, "hunyuanimage", _kohya(_hunyuan_video(3584)))
     assert wider.family == "hunyuanimage2.1", wider.evidence
     for name, specs, why in (
-        ("flux2-klein", _peft(_flux2(3072, 5, 20), "diffusion_model."), "Flux.1's is 4x"),
-        ("flux2-dev", _peft(_flux2(6144, 8, 48), "diffusion_model."), "so the family is not told"),
+        ("flux2-klein", _peft(_flux2(3072, 5, 20), "diffusion_model."), "FLUX.2 [klein] 4B"),
+        ("flux2-dev", _peft(_flux2(6144, 8, 48), "diffusion_model."), "FLUX.2 [dev]"),
     ):
         report = _inspect(tmp_path, name, specs)
-        assert (report.family, report.kind) == ("unknown", "lora"), (name, report.evidence)
+        assert (report.family, report.kind) == ("flux2", "lora"), (name, report.evidence)
         assert why in _evidence(report), (name, report.evidence)
     few = _kohya([(m, s) for m, s in _hunyuan_video() if ".0." in m and "mlp" in m])
     report = _inspect(tmp_path, "hunyuan-first-block", few)

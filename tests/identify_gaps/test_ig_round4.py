@@ -303,13 +303,13 @@ LORA_CASES: dict[str, tuple[Callable[[], Specs], str, str]] = {
     ),
     "klein4b_comfy_linear2_only": (
         lambda: ad.comfy_lora(_flux2_bfl_mods("klein-4b", r"single_blocks\.\d+\.linear2")),
-        "unknown",
-        "Flux.1's is 5x",
+        "flux2",
+        "FLUX.2 [klein] 4B",
     ),
     "klein4b_kohya_full": (
         lambda: ad.kohya_lora([("lora_unet_", _flux2_bfl_mods("klein-4b", _BFL_ALL))]),
-        "unknown",
-        "FLUX.2?",
+        "flux2",
+        "FLUX.2 [klein] 4B",
     ),
     "flux2_dev_peft": (
         lambda: ad.peft_lora(
