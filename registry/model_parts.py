@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelsafe.registry.detect.prefixes import COMFY_TEXT_ENCODERS
 from modelsafe.types import TensorIndex, TensorInfo
 
 # DiT families the built-in detectors name but whose module layout modelsafe does not map (no
@@ -44,15 +45,18 @@ TEXT_ENCODER_BY_WIDTH: dict[int, str] = {
 }
 
 # Key prefix in single-file checkpoints -> (component name, role). Longest prefixes first.
+# ComfyUI's ``text_encoders.<name>.`` encoders keep the name ComfyUI gives them.
+_COMFY_ENCODERS = tuple(
+    (f"text_encoders.{name}.", f"text_encoder.{name}", "text_encoder")
+    for name in COMFY_TEXT_ENCODERS
+)
 _PREFIXES: tuple[tuple[str, str, str], ...] = (
     ("model.diffusion_model.", "denoiser", "denoiser"),
     ("first_stage_model.", "vae", "vae"),
     ("conditioner.embedders.0.", "text_encoder.0", "text_encoder"),
     ("conditioner.embedders.1.", "text_encoder.1", "text_encoder"),
     ("cond_stage_model.", "text_encoder.0", "text_encoder"),
-    ("text_encoders.clip_l.", "text_encoder.clip_l", "text_encoder"),
-    ("text_encoders.clip_g.", "text_encoder.clip_g", "text_encoder"),
-    ("text_encoders.t5xxl.", "text_encoder.t5xxl", "text_encoder"),
+    *_COMFY_ENCODERS,
     ("model_ema.", "ema", "other"),
     ("vae.", "vae", "vae"),
 )
@@ -171,7 +175,7 @@ def split_components(
         stripped = _strip(tensors, prefix)
         if name == "denoiser":
             name = _denoiser_name(family, kind)
-        elif role == "text_encoder" and not name.endswith(("clip_l", "clip_g", "t5xxl")):
+        elif role == "text_encoder" and not prefix.startswith("text_encoders."):
             name = f"text_encoder.{encoder_slot(stripped, name.split('.')[-1])}"
         out.append(Component(name, role, prefix, stripped))
     if rest:

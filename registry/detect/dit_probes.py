@@ -330,12 +330,23 @@ def _z_image(view: KeyView, hints: Hints) -> list[Match]:
     ]
     if caption == 2560:
         evidence.append("caption width 2560 = Qwen3-4B text encoder: Z-Image")
-        evidence.append("Z-Image base and Turbo share this layout")
+        evidence.append(_z_image_branch(view))
         return [_flow(Match("z-image", 0.95, evidence, None, _FLOW, facts), hints)]
     if (caption, hidden) == (2304, 2304):
         return [_lumina2(evidence, facts, hints)]
     evidence.append(f"caption width {caption}: Lumina-2 style, not Z-Image (2560)")
     return [_flow(Match("z-image", 0.25, evidence, None, _FLOW, facts), hints)]
+
+
+def _z_image_branch(view: KeyView) -> str:
+    """What the layout says of the model beyond Z-Image: its SigLIP image branch, if any."""
+    if view.has_prefix("siglip_embedder."):
+        return (
+            f"{view.full('siglip_embedder.')}* and siglip_refiner: a SigLIP image-conditioning "
+            "branch (the Z-Image Omni / Edit layout): an image-conditioned Z-Image, not the "
+            "text-to-image base or Turbo"
+        )
+    return "Z-Image base and Turbo share this layout"
 
 
 def _lumina2(evidence: list[str], facts: dict[str, object], hints: Hints) -> Match:
@@ -350,8 +361,11 @@ def _lumina2(evidence: list[str], facts: dict[str, object], hints: Hints) -> Mat
 def _lumina2_diffusers(view: KeyView, hints: Hints) -> list[Match]:
     cap = view.shape("time_caption_embed.caption_embedder.1.weight")
     layers = view.count_blocks("layers.")
-    # Lumina-Next shares time_caption_embed but has no refiners (a :data:`_UNNAMED` layout)
+    # Lumina-Next shares time_caption_embed but has no refiners, OmniGen2 adds reference-image
+    # modules (both :data:`_UNNAMED` layouts)
     if cap is None or len(cap) != 2 or layers == 0 or not view.has_prefix("noise_refiner."):
+        return []
+    if any(name in view for name in _OMNIGEN2_MODULES):
         return []
     hidden, caption = cap
     facts: dict[str, object] = {
@@ -374,6 +388,10 @@ def _lumina2_diffusers(view: KeyView, hints: Hints) -> list[Match]:
         "Lumina2Transformer2DModel's"
     )
     return [_flow(Match("lumina2", 0.5, evidence, None, _FLOW, facts), hints)]
+
+
+# OmniGen2: Lumina 2's diffusers names plus reference-image modules (comfy/ldm/omnigen).
+_OMNIGEN2_MODULES = ("image_index_embedding", "ref_image_patch_embedder.weight")
 
 
 def _qwen_image(view: KeyView, hints: Hints) -> list[Match]:
@@ -477,11 +495,29 @@ class _Anchored:
     size_key: str
     note: str
     checks: tuple[_Check, ...] = ()
+    # (name prefix, what it shows): modules of a derived model of the family, for evidence
+    extras: tuple[tuple[str, str], ...] = ()
+    # a rectified-flow model (prediction type flow) unless it has a ``not_flow`` module
+    flow: bool = False
+    not_flow: tuple[tuple[str, str], ...] = ()
 
 
 # Wan's released widths (the first dimension of its patch embedding).
 _WAN_14B, _WAN_1_3B, _WAN_5B = (model_width("wan", size) for size in ("14b", "1.3b", "ti2v-5b"))
 _SANA_VIDEO = "a video model of SANA's blocks (SANA-Video), no family modelsafe identifies"
+# Modules of Wan derivatives, the same in both namings (Wan's VACE and Animate code, diffusers').
+_WAN_EXTRAS = (
+    (
+        "vace_blocks.",
+        "VACE control blocks: Wan VACE (all-in-one video creation and editing: control video, "
+        "mask and reference images beside the prompt), not plain text-to-video",
+    ),
+    (
+        "motion_encoder.",
+        "a motion encoder (with pose_patch_embedding and face modules): Wan 2.2 Animate 14B "
+        "(character animation and replacement from a driving video)",
+    ),
+)
 _ANCHORED: tuple[_Anchored, ...] = (
     _Anchored(
         "wan",
@@ -491,6 +527,8 @@ _ANCHORED: tuple[_Anchored, ...] = (
         f"[{_WAN_14B}, 16, ...]: 14B text-to-video (also each expert of Wan 2.2 A14B), "
         f"[{_WAN_14B}, 36, ...]: 14B image-to-video, [{_WAN_1_3B}, 16, ...]: 1.3B, "
         f"[{_WAN_5B}, 48, ...]: Wan 2.2 TI2V 5B (48-channel Wan 2.2 VAE); UMT5-XXL text encoder",
+        extras=_WAN_EXTRAS,
+        flow=True,
     ),
     _Anchored(
         "wan",
@@ -505,6 +543,8 @@ _ANCHORED: tuple[_Anchored, ...] = (
         "patch_embedding.weight",
         f"[{_WAN_14B}, 16, ...]: 14B, [{_WAN_1_3B}, 16, ...]: 1.3B, [{_WAN_5B}, 48, ...]: "
         "Wan 2.2 TI2V 5B",
+        extras=_WAN_EXTRAS,
+        flow=True,
     ),
     _Anchored(
         "kandinsky5",
@@ -517,6 +557,7 @@ _ANCHORED: tuple[_Anchored, ...] = (
         "visual_embeddings.in_layer.weight",
         "Qwen2.5-VL + CLIP text features; Kandinsky 5.0 Video and Image, Lite and Pro, share "
         "these names",
+        flow=True,
     ),
     _Anchored(
         "sana",
@@ -560,6 +601,14 @@ _ANCHORED: tuple[_Anchored, ...] = (
                 + _SANA_VIDEO,
             ),
         ),
+        flow=True,
+        not_flow=(
+            (
+                "time_embed.guidance_embedder.",
+                "a guidance embedder: SANA-Sprint, distilled to TrigFlow (sCM), not plain flow "
+                "matching: prediction type left unset",
+            ),
+        ),
     ),
 )
 
@@ -599,10 +648,14 @@ def _anchored(spec: _Anchored, view: KeyView, hints: Hints) -> list[Match]:
     evidence = [f"{names}: the {spec.label} layout"]
     if size is not None:
         evidence.append(f"{view.says(spec.size_key)} ({spec.note})")
+    evidence += [f"{view.full(p)}*: {what}" for p, what in spec.extras if view.has_prefix(p)]
     if spec.family == "wan" and size:
         facts.update(_wan_latents(size))
     score = 0.9 if len(present) == len(spec.anchors) else 0.75
-    return [Match(spec.family, score, evidence, None, None, facts)]
+    not_flow = [f"{view.full(p)}*: {why}" for p, why in spec.not_flow if view.has_prefix(p)]
+    if not spec.flow or not_flow:
+        return [Match(spec.family, score, evidence + not_flow, None, None, facts)]
+    return [_flow(Match(spec.family, score, evidence, None, _FLOW, facts), hints)]
 
 
 # Wan's patch embedding (width, input) -> the latent channels it works in: the Wan 2.1 VAE's 16
@@ -636,6 +689,8 @@ class _Unnamed:
     width_key: str
     blocks: str
     markers: tuple[tuple[str, str, str], ...] = ()
+    # names of a whole model that holds these modules (another probe's layout): not this one
+    without: tuple[str, ...] = ()
 
 
 _LTX_2 = "LTX-2's audio stream: LTX-2 (audio-video), not LTX-Video"
@@ -643,6 +698,29 @@ _PIXART = "PixArt-α/Σ (Allegro, a video model, shares these names)"
 _COSMOS_1 = "Cosmos-Predict1 (Cosmos 1.0 Diffusion), not Predict2"
 _COSMOS_2_5 = "Cosmos-Predict2.5's text projection, not Predict2"
 _UNNAMED: tuple[_Unnamed, ...] = (
+    _Unnamed(
+        "omnigen2",
+        "OmniGen2 (Lumina 2's NextDiT blocks with reference-image modules, Qwen2.5-VL-3B "
+        "text features, Flux VAE), not Lumina Image 2.0",
+        "diffusers",
+        (*_OMNIGEN2_MODULES, "time_caption_embed.caption_embedder.1.weight"),
+        "x_embedder.weight",
+        "layers.",
+    ),
+    _Unnamed(
+        "wan-vace",
+        "a Wan 2.1 VACE module alone (control blocks and their 96-channel patch embedding, "
+        "loaded beside a Wan 2.1 14B or 1.3B transformer; no transformer of its own)",
+        "original",
+        (
+            "vace_patch_embedding.weight",
+            "vace_blocks.0.before_proj.weight",
+            "vace_blocks.0.after_proj.weight",
+        ),
+        "vace_patch_embedding.weight",
+        "vace_blocks.",
+        without=("patch_embedding.weight",),
+    ),
     _Unnamed(
         "hunyuan-dit",
         "HunyuanDiT (Tencent's image DiT, CLIP + mT5 text features, 4-channel SD VAE)",
@@ -799,7 +877,7 @@ _UNNAMED: tuple[_Unnamed, ...] = (
 
 def _unnamed(spec: _Unnamed, view: KeyView, hints: Hints) -> list[Match]:
     present = _present(view, spec.anchors)
-    if len(present) < len(spec.anchors):
+    if len(present) < len(spec.anchors) or _present(view, spec.without):
         return []
     architecture, label = spec.architecture, spec.label
     evidence = [f"{', '.join(view.full(a) for a in present)}: the names of {label}"]
@@ -880,7 +958,7 @@ def _hunyuan(names: _HunyuanNaming, view: KeyView, hints: Hints) -> list[Match]:
             "64-channel latents of its own 32x VAE)"
         )
         score = 0.9 if patch[0] == 3584 else 0.7
-        return [Match("hunyuanimage2.1", score, evidence, None, None, facts)]
+        return [_flow(Match("hunyuanimage2.1", score, evidence, None, _FLOW, facts), hints)]
     if patch is not None and tuple(patch[2:]) == _HUNYUAN_VIDEO_PATCH and names.pooled in view:
         facts["architecture"] = "hunyuan-video"
         if patch[1] == _HUNYUAN_VIDEO_LATENTS:  # text-to-video: the latents alone
@@ -891,7 +969,7 @@ def _hunyuan(names: _HunyuanNaming, view: KeyView, hints: Hints) -> list[Match]:
             "image-to-video and SkyReels take more input channels, FramePack shares the layout)"
         )
         score = 0.9 if patch[0] == 3072 else 0.75
-        return [Match("hunyuan-video", score, evidence, None, None, facts)]
+        return [_flow(Match("hunyuan-video", score, evidence, None, _FLOW, facts), hints)]
     facts["architecture"] = "hunyuan"
     evidence.append(
         f"{view.says(names.patch)}: neither HunyuanImage 2.1's 2-D patches nor HunyuanVideo's "

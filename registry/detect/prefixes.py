@@ -29,16 +29,35 @@ DIFFUSION_MODEL_PREFIXES: tuple[str, ...] = (
 
 # Prefixes of the parts that sit beside the diffusion model in a full checkpoint.
 VAE_PREFIXES: tuple[str, ...] = ("first_stage_model.", "vae.")
+# The text encoders ComfyUI's checkpoint saves hold, each under ``text_encoders.<name>.``
+# (``<name>.transformer.*`` is the encoder's state dict in ComfyUI's text_encoders modules):
+# the CLIPs and T5 of SD3/Flux, UMT5-XXL (Wan), Gemma-2-2B (Lumina 2), Qwen2.5-VL-7B
+# (Qwen-Image), Qwen3-4B (Z-Image, FLUX.2 klein 4B), Llama (HiDream, HunyuanVideo),
+# Mistral-Small-3 24B (FLUX.2 dev) and Pile-T5-XL (AuraFlow).
+COMFY_TEXT_ENCODERS: tuple[str, ...] = (
+    "clip_l",
+    "clip_g",
+    "t5xxl",
+    "umt5xxl",
+    "gemma2_2b",
+    "qwen25_7b",
+    "qwen3_4b",
+    "llama",
+    "mistral3_24b",
+    "pile_t5xl",
+)
+COMFY_TEXT_ENCODER_PREFIXES: tuple[str, ...] = tuple(
+    f"text_encoders.{name}." for name in COMFY_TEXT_ENCODERS
+)
+# Those beyond SD3/Flux's CLIP-L, CLIP-G and T5-XXL: a model's first (or only) text encoder.
+COMFY_FIRST_TEXT_ENCODER_PREFIXES: tuple[str, ...] = tuple(
+    p for p in COMFY_TEXT_ENCODER_PREFIXES if p.split(".")[1] not in ("clip_g", "t5xxl")
+)
 TEXT_ENCODER_PREFIXES: tuple[str, ...] = (
     "cond_stage_model.",
     "conditioner.embedders.0.",
     "conditioner.embedders.1.",
-    "text_encoders.clip_l.",
-    "text_encoders.clip_g.",
-    "text_encoders.t5xxl.",
-    "text_encoders.qwen25_7b.",
-    "text_encoders.qwen3_4b.",
-    "text_encoders.llama.",
+    *COMFY_TEXT_ENCODER_PREFIXES,
     "text_encoder.",
     "text_encoder_2.",
     "text_encoder_3.",

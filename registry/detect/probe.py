@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelsafe.registry.detect.prefixes import (
+    COMFY_FIRST_TEXT_ENCODER_PREFIXES,
     TEXT_ENCODER_PREFIXES,
     VAE_PREFIXES,
     KeyView,
@@ -262,11 +263,8 @@ def parts_beside(names: set[str] | frozenset[str], denoiser_prefix: str) -> list
     )
     if (
         has("cond_stage_model.")
-        or has("text_encoders.clip_l.")
         or has("text_encoder.")
-        or has("text_encoders.qwen25_7b.")
-        or has("text_encoders.qwen3_4b.")
-        or has("text_encoders.llama.")
+        or any(has(p) for p in COMFY_FIRST_TEXT_ENCODER_PREFIXES)
         or (has("conditioner.embedders.0.") and not bigg_first)
     ):
         parts.append("text_encoder")
