@@ -592,7 +592,7 @@ def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
         bad_in = inn is not None and inn not in (want_in, target.in_features)
         if bad_out or bad_in:
             mismatches.append(
-                f"{target.modules[0]}: LoRA delta {out}x{inn}, checkpoint layer "
+                f"{target.modules[0]}: LoRA delta {_side(out)}x{_side(inn)}, checkpoint layer "
                 f"{target.out_features}x{target.in_features}"
             )
             continue
@@ -618,3 +618,9 @@ def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
         absent_components=tuple(sorted(absent)),
         absent_keys=absent_keys,
     )
+
+
+def _side(width: int | None) -> str:
+    """A delta's side for a message: ``?`` where the format does not tell it (OFT changes
+    outputs only)."""
+    return "?" if width is None else str(width)

@@ -190,3 +190,12 @@ def test_sdxl_conv_lokr_with_tucker_on_sd1_is_rejected(pm: Any, write: Any) -> N
     part = resolve(sd1, loras=[str(lokr)], catalog=NO_CATALOG).parts[0]
     assert part.status == "rejected", _reasons(part)
     assert "other shapes in this model" in _reasons(part)["lora_keys"], _reasons(part)
+
+
+def test_oft_on_another_model_names_the_output_width_it_changes(pm: Any, write: Any) -> None:
+    """OFT changes a layer's outputs only: a mismatch says ``640x?``, never ``640xNone``."""
+    sd1 = write("sd1.safetensors", L.sd1_checkpoint())
+    oft = write("oft.safetensors", _oft(_sdxl_attn1(L.sdxl_checkpoint()), boft=False))
+    part = resolve(sd1, loras=[str(oft)], catalog=NO_CATALOG).parts[0]
+    said = " | ".join([*_reasons(part).values(), *(e for r in part.reasons for e in r.evidence)])
+    assert "LoRA delta 640x?" in said and "None" not in said, said
