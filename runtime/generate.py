@@ -911,12 +911,36 @@ def check_compatibility(request: GenerateRequest) -> None:
             continue  # unreadable: the load says why
         _, reasons = check_part(base, part)
         _judge(f"LoRA {lora.path.name}", part, base, reasons, request.checkpoint)
+        if lora.weight:
+            _warn_of_missing_trigger(lora.path, request.prompt)
     for emb in request.embeddings:
         part = _embedding_part(emb.path)
         if part is None:
             continue
         _, reasons = check_part(base, part)
         _judge(f"embedding {emb.path.name}", part, base, reasons, request.checkpoint)
+
+
+def _warn_of_missing_trigger(path: Path, prompt: str) -> None:
+    """Say so when the LoRA's download manager lists trigger words (its Civitai page's
+    ``trainedWords``, :mod:`modelsafe.registry.sidecars`) and the prompt holds none of them:
+    many LoRAs change little without one."""
+    from modelsafe.registry.sidecars import read_sidecar
+
+    sidecar = read_sidecar(path)
+    if sidecar is None or not sidecar.trained_words:
+        return
+    text = " ".join(prompt.casefold().split())
+    pieces = [p.strip() for w in sidecar.trained_words for p in w.split(",")]
+    pieces = [" ".join(p.casefold().split()) for p in pieces if len(p.strip()) > 1]
+    if not pieces or any(p in text for p in pieces):
+        return
+    shown = ", ".join(repr(w) for w in sidecar.trained_words[:5])
+    more = f" (+{len(sidecar.trained_words) - 5} more)" if len(sidecar.trained_words) > 5 else ""
+    warn(
+        f"LoRA {path.name}: the prompt has none of its trigger words {shown}{more} "
+        f"({sidecar.path.name}); many LoRAs do little without one"
+    )
 
 
 def _judge(

@@ -154,3 +154,21 @@ def test_a_preview_decoder_is_refused_as_vae_before_the_load(tmp_path: Path) -> 
     )
     with pytest.raises(BackendError, match="live-preview decoder"):
         check_vae(approx, "sd1", None, None, sd1)
+
+
+def test_a_lora_s_trigger_words_missing_from_the_prompt_are_said(
+    tiny: Callable[[str], Tiny], tmp_path: Path
+) -> None:
+    """Civitai Helper's ``.civitai.info`` beside a LoRA lists its trigger words: a prompt with
+    none of them gets a warning before the load (a LoRA often does little without one)."""
+    import json
+
+    t = tiny("sd1")
+    lora = tiny_lora_kohya(t.pipe.unet, tmp_path / "style.safetensors")
+    info = {"baseModel": "SD 1.5", "trainedWords": ["zwx style, watercolor", "ink"], "files": []}
+    (tmp_path / "style.civitai.info").write_text(json.dumps(info))
+    said = "the prompt has none of its trigger words 'zwx style, watercolor', 'ink'"
+    result = generate(request_for(t, t.single, loras=(LoraSpec(lora, 0.8),)), tmp_path / "a")
+    assert any(said in w for w in result.warnings), result.warnings
+    with_one = request_for(t, t.single, prompt="a cat, ZWX  Style", loras=(LoraSpec(lora, 0.8),))
+    assert not any("trigger" in w for w in generate(with_one, tmp_path / "b").warnings)
