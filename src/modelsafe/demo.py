@@ -26,11 +26,15 @@ def _hostile_pickle_bytes() -> bytes:
 
 
 def _write_torch_zip(path: Path, data_pkl: bytes) -> None:
-    """A zip laid out like torch.save's: archive/data.pkl, archive/version, data records."""
+    """A zip laid out like torch.save's: archive/data.pkl, archive/version, data records (with
+    a fixed date, so the demo's hashes are stable)."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr("archive/data.pkl", data_pkl)
-        zf.writestr("archive/byteorder", "little")
-        zf.writestr("archive/version", "3\n")
+        for name, data in (
+            ("archive/data.pkl", data_pkl),
+            ("archive/byteorder", b"little"),
+            ("archive/version", b"3\n"),
+        ):
+            zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
 
 
 def _nonzero_data(path: Path, size: int = 64 * 1024, every: int = 1 << 20) -> None:
@@ -54,8 +58,20 @@ def _write_legacy_pickle(path: Path) -> bool:
         import torch
     except ImportError:
         return False
+    import io
+    import struct
+
     state = {"emb_params": torch.zeros(2, 768, dtype=torch.float32)}
-    torch.save(state, path, _use_new_zipfile_serialization=False)
+    buffer = io.BytesIO()
+    torch.save(state, buffer, _use_new_zipfile_serialization=False)
+    # torch names each storage by its memory address (a protocol-2 BINUNICODE string in the
+    # object pickle and in the key list): name it "0", so the demo's hashes are stable.
+    key = str(state["emb_params"].untyped_storage()._cdata).encode()
+    as_written = b"X" + struct.pack("<I", len(key)) + key
+    data = buffer.getvalue()
+    if data.count(as_written) == 2:
+        data = data.replace(as_written, b"X" + struct.pack("<I", 1) + b"0")
+    path.write_bytes(data)
     return True
 
 
@@ -89,11 +105,15 @@ def build_library(root: Path) -> list[DemoFile]:
             rank=8,
         ),
         metadata={"ss_network_module": "networks.lora", "ss_network_dim": "8"},
+        data="random",  # (trained weights: an all-zero lora_up is an untrained LoRA)
+        seed=1,
     )
     # The same LoRA by mistake in an SD1.5 folder, but made for SDXL: the scan says so.
     write_safetensors(
         add("loras/sd15/xl-detail.safetensors", "a kohya LoRA for SDXL in an SD1.5 folder"),
         adapters.kohya_lora([("lora_unet_", adapters.sdxl_unet_modules("sgm"))], rank=4),
+        data="random",
+        seed=2,
     )
     write_safetensors(
         add("vae/ft-mse.safetensors", "an SD VAE (4 latent channels)"), base_models.ldm_vae()
