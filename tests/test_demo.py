@@ -55,3 +55,27 @@ def test_demo_keeps_a_relative_folder_and_says_where(  # type: ignore[no-untyped
     assert "The library and its catalog are in lib" in out
     assert (tmp_path / "lib" / "catalog.db").is_file()
     assert (tmp_path / "lib" / "models" / "checkpoints" / "sd15-base.safetensors").is_file()
+
+
+def test_the_demo_library_is_the_same_bytes_on_every_run(tmp_path: Path) -> None:
+    """docs/scan.md shows the demo's hashes: two builds write identical files (the hostile zip's
+    entry dates and the legacy pickle's storage key are fixed), and no sample LoRA is all
+    zeros (a scan would call it untrained)."""
+    import hashlib
+
+    from modelsafe.demo import build_library
+
+    def digests(root: Path) -> dict[str, str]:
+        files = build_library(root)
+        return {  # (the 2 GiB sparse checkpoint's bytes are a fixed pattern: left out)
+            str(f.path.relative_to(root)): hashlib.sha256(f.path.read_bytes()).hexdigest()
+            for f in files
+            if f.path.stat().st_size < 64 << 20
+        }
+
+    first, second = digests(tmp_path / "a"), digests(tmp_path / "b")
+    assert first == second
+    assert "models/embeddings/legacy-embedding.pt" in first
+    for lora in ("loras/sd15-style.safetensors", "loras/sd15/xl-detail.safetensors"):
+        data = (tmp_path / "a" / "models" / lora).read_bytes()
+        assert data.count(0) < len(data) // 2, lora
