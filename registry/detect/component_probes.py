@@ -121,7 +121,11 @@ def vae(index: TensorIndex, detector: str) -> list[Candidate]:
         shape = view.shape("decoder.conv1.weight")
         if shape is not None and len(shape) == 5 and view.has_prefix("decoder.upsamples."):
             return _wan_vae(index, view, shape, detector)
-    return causal_video_vae(index, detector) or vae_approx(index, detector)
+    return (
+        causal_video_vae(index, detector)
+        or vae_approx(index, detector)
+        or audio_vae(index, detector)
+    )
 
 
 def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
@@ -158,6 +162,14 @@ def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]
             f"{len(leftovers)} training leftovers beside it (e.g. {leftovers[0]!r}: the "
             "LPIPS/discriminator loss or EMA counters), which VAE loaders drop"
         )
+    temporal = next((m for m in _TEMPORAL_DECODER if m in view), None)
+    if temporal is not None:
+        facts["architecture"] = "svd"
+        evidence.append(
+            f"{view.says(temporal)}: a temporal decoder (3-D convs and time-mixing blocks over "
+            "frames) = Stable Video Diffusion's VAE, not the SD image VAE its encoder matches"
+        )
+        return [_cand("unknown", "vae", 0.6, evidence, facts, detector)]
     if len(conv_in) == 5:
         facts["conv3d"] = True
         evidence.append("5-D conv weights: a video/3-D VAE")
@@ -180,6 +192,11 @@ def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]
     if latent == 16 and quant:
         evidence.append("note: quant_conv present, unusual for a 16-channel VAE")
     return _tied_vae(index, families, evidence, facts, detector)
+
+
+# The temporal decoder of Stable Video Diffusion's VAE (diffusers AutoencoderKLTemporalDecoder,
+# Stability's generative-models VideoDecoder): a last conv over frames no image VAE has.
+_TEMPORAL_DECODER = ("decoder.time_conv_out.weight", "decoder.conv_out.time_mix_conv.weight")
 
 
 def _tied_vae(
@@ -247,6 +264,12 @@ _FLUX2_VAE_LATENT = 32
 _FLUX2_VAE_BN = "bn.running_mean"
 
 
+# Qwen-Image 2.1's VAE (diffusers AutoencoderKLQwenImage21): 64 latent channels, 2-D convs with
+# the Wan VAE's RMS norms (``gamma``).
+_QWEN21_VAE_LATENT = 64
+_QWEN21_VAE_NORM = "decoder.norm_out.gamma"
+
+
 def _untied_kl_vae(
     view: KeyView, latent: int, facts: dict[str, Any], evidence: list[str], detector: str
 ) -> Candidate:
@@ -259,6 +282,14 @@ def _untied_kl_vae(
             "statistics): the FLUX.2 VAE, not Flux.1's ae (16 channels)"
         )
         return _cand("flux2", "vae", 0.9, evidence, facts, detector)
+    if latent == _QWEN21_VAE_LATENT and _QWEN21_VAE_NORM in view:
+        facts["architecture"] = "qwen-image-2.1"
+        evidence.append(
+            f"{latent} latent channels + {view.full(_QWEN21_VAE_NORM)} (the Wan VAE's RMS norms "
+            "in 2-D convs): Qwen-Image 2.1's image VAE, not the Wan 2.1 VAE Qwen-Image uses; no "
+            "family modelsafe identifies"
+        )
+        return _cand("unknown", "vae", 0.6, evidence, facts, detector)
     evidence.append(f"{latent} latent channels: no known family's KL VAE")
     return _cand("unknown", "vae", 0.5, evidence, facts, detector)
 
@@ -348,7 +379,15 @@ _CAUSAL_VAES: dict[str, tuple[str, str]] = {
     ),
     "ltx-video": ("unknown", "LTX-Video's VAE (128 latent channels)"),
     "mochi": ("unknown", "Mochi 1's VAE (12 latent channels)"),
+    "kvae-video": (
+        "unknown",
+        "Kandinsky Lab's KVAE video VAE (16 latent channels in LDM naming, decoder.mid.block_1, "
+        "with latent-conditioned norms conv_y/conv_b; HunyuanVideo's has diffusers' mid_block)",
+    ),
 }
+# KVAE's video decoder (diffusers AutoencoderKLKVAEVideo): LDM block names with a spatial norm
+# conditioned on the latents.
+_KVAE_VIDEO_NORM = "decoder.mid.block_1.norm1.conv_y.weight"
 
 
 def causal_video_vae(index: TensorIndex, detector: str) -> list[Candidate]:
@@ -384,11 +423,57 @@ def causal_video_vae(index: TensorIndex, detector: str) -> list[Candidate]:
     return [_cand(family, "vae", 0.85, evidence, facts, detector)]
 
 
+# Audio VAEs of diffusers (AutoencoderOobleck, AutoencoderKLKVAEAudio, AutoencoderKLLTX2Audio,
+# AutoencoderKLMiniMaxH3Audio): (tensor, its rank or None, architecture, what it is), the first
+# that fits naming the VAE; audio generators' VAEs, never an image family's.
+_AUDIO_VAES: tuple[tuple[str, int | None, str, str], ...] = (
+    (
+        "encoder.block.0.res_unit1.snake1.beta",
+        None,
+        "oobleck",
+        "Stable Audio's Oobleck VAE (snake activations with beta, weight-normed 1-D convs)",
+    ),
+    (
+        "encoder.block.0.res_unit1.snake1.alpha",
+        None,
+        "kvae-audio",
+        "Kandinsky Lab's KVAE audio VAE (DAC-style snake activations, 1-D convs)",
+    ),
+    ("pre_block.attn.zero_k_bias", None, "minimax-h3-audio", "MiniMax H3's audio VAE"),
+    (
+        "decoder.conv_in.conv.weight",
+        4,
+        "ltx-2-audio",
+        "LTX-2's audio VAE (causal 2-D convs over a mel spectrogram)",
+    ),
+)
+
+
+def audio_vae(index: TensorIndex, detector: str) -> list[Candidate]:
+    """The VAE of an audio generator: ``unknown``/``vae`` with ``facts.architecture``."""
+    prefix = find_prefix(index.names(), [key for key, *_ in _AUDIO_VAES])
+    if prefix is None or coverage(index, prefix) < MIN_COVERAGE:
+        return []
+    view = KeyView.of(index, prefix)
+    for key, rank, architecture, what in _AUDIO_VAES:
+        shape = view.shape(key)
+        if shape is not None and (rank is None or len(shape) == rank):
+            facts: dict[str, Any] = {"architecture": architecture, "audio": True}
+            evidence = [
+                f"{view.says(key)}: {what}",
+                "an audio model's VAE (sound, not images or video): no family modelsafe identifies",
+            ]
+            return [_cand("unknown", "vae", 0.6, evidence, facts, detector)]
+    return []
+
+
 def _causal_vae_arch(view: KeyView, latent_in: str, latent: int) -> str | None:
     if latent_in != "decoder.conv_in.conv.weight":
         return "mochi" if any(view.has_prefix(m) for m in _MOCHI_MARKERS) else None
     if _COGVIDEOX_NORM in view:
         return "cogvideox"
+    if _KVAE_VIDEO_NORM in view:
+        return "kvae-video"
     return _CAUSAL_BY_LATENT.get(latent)
 
 

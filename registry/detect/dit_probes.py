@@ -29,7 +29,10 @@ Decisive facts (public layouts of the released models):
   never the family it resembles.
 - Well-known DiTs of no family (:data:`_UNNAMED`, all three of their own names): HunyuanDiT,
   Lumina-Next, LTX-Video / LTX-2, PixArt (diffusers naming), CogVideoX, Mochi, Cosmos-Predict1/2/
-  2.5 and AuraFlow are ``unknown`` transformers with ``facts.architecture`` and the reason.
+  2.5 and AuraFlow are ``unknown`` transformers with ``facts.architecture`` and the reason; so
+  are diffusers' newer image, video and audio DiTs (:data:`_IMAGE_DITS`, :data:`_VIDEO_DITS`,
+  :data:`_AUDIO_DITS`), each anchor checked against every other diffusers class. Flux-like ones
+  (Bria, LongCat-Image, Ovis-Image) lack Flux's timestep/pooled-text names and are never flux1.
 """
 
 from __future__ import annotations
@@ -226,7 +229,18 @@ def _flux_bfl(view: KeyView, hints: Hints) -> list[Match]:
     )
 
 
+# Timestep embedders of Flux-like diffusers models that are not Flux (Flux has
+# ``time_text_embed.*``): Bria 3.x / Bria FIBO / LongCat-Image (``time_embed.*``), Ovis-Image and
+# FLUX.3 (bare ``timestep_embedder.*``); :data:`_UNNAMED` names them.
+_NOT_FLUX_TIME = (
+    "time_embed.timestep_embedder.linear_1.weight",
+    "timestep_embedder.linear_1.weight",
+)
+
+
 def _flux_diffusers(view: KeyView, hints: Hints) -> list[Match]:
+    if _present(view, _NOT_FLUX_TIME):
+        return []
     return _flux_like(
         view,
         hints,
@@ -500,6 +514,9 @@ class _Anchored:
     # a rectified-flow model (prediction type flow) unless it has a ``not_flow`` module
     flow: bool = False
     not_flow: tuple[tuple[str, str], ...] = ()
+    # names every model of the family has: without one, the anchors are another model's names
+    # (a :data:`_UNNAMED` layout), never this family
+    requires: tuple[str, ...] = ()
 
 
 # Wan's released widths (the first dimension of its patch embedding).
@@ -545,6 +562,8 @@ _ANCHORED: tuple[_Anchored, ...] = (
         "Wan 2.2 TI2V 5B",
         extras=_WAN_EXTRAS,
         flow=True,
+        # JoyImage-Edit has Wan's condition embedder over double-stream blocks of its own
+        requires=("patch_embedding.weight", "blocks.0.attn1.to_q.weight"),
     ),
     _Anchored(
         "kandinsky5",
@@ -558,6 +577,8 @@ _ANCHORED: tuple[_Anchored, ...] = (
         "Qwen2.5-VL + CLIP text features; Kandinsky 5.0 Video and Image, Lite and Pro, share "
         "these names",
         flow=True,
+        # Kandinsky 6's text-free super-resolution transformer has the visual blocks only
+        requires=("text_transformer_blocks.0.self_attention.to_query.weight",),
     ),
     _Anchored(
         "sana",
@@ -627,7 +648,7 @@ def _failed(view: KeyView, checks: tuple[_Check, ...]) -> _Check | None:
 
 def _anchored(spec: _Anchored, view: KeyView, hints: Hints) -> list[Match]:
     present = _present(view, spec.anchors)
-    if len(present) < 2:
+    if len(present) < 2 or len(_present(view, spec.requires)) < len(spec.requires):
         return []
     names = f"{view.full(present[0])}, {view.full(present[1])}"
     facts: dict[str, object] = {}
@@ -691,12 +712,315 @@ class _Unnamed:
     markers: tuple[tuple[str, str, str], ...] = ()
     # names of a whole model that holds these modules (another probe's layout): not this one
     without: tuple[str, ...] = ()
+    # (tensor, its input width, architecture, what it is): a related model told by the width of
+    # its text features where the names are the same
+    inputs: tuple[tuple[str, int, str, str], ...] = ()
 
 
 _LTX_2 = "LTX-2's audio stream: LTX-2 (audio-video), not LTX-Video"
 _PIXART = "PixArt-α/Σ (Allegro, a video model, shares these names)"
 _COSMOS_1 = "Cosmos-Predict1 (Cosmos 1.0 Diffusion), not Predict2"
 _COSMOS_2_5 = "Cosmos-Predict2.5's text projection, not Predict2"
+_FLUX_LIKE = "Flux-like double/single blocks, but neither Flux's names nor its pooled text vector"
+# Image DiTs of diffusers (diffusers naming; the anchors checked against every other class).
+_IMAGE_DITS: tuple[_Unnamed, ...] = (
+    _Unnamed(
+        "flux3",
+        "FLUX.3 (BFL's image model: per-mode blocks for the image and its condition, shared "
+        "stream modulations; not Flux.1 or FLUX.2)",
+        "diffusers",
+        (
+            "early_stream_modulations.image.linear.weight",
+            "x_embedders.image.weight",
+            "mode_blocks.image.0.attn.to_q.weight",
+        ),
+        "x_embedders.image.weight",
+        "mode_blocks.image.",
+    ),
+    _Unnamed(
+        "qwen-image-2.1",
+        "Qwen-Image 2.1 (single modulation, gated MLPs and a normed text input; not the "
+        "Qwen-Image / Edit layout)",
+        "diffusers",
+        (
+            "txt_in.text_norm.weight",
+            "txt_in.in_layer.weight",
+            "transformer_blocks.0.img_mlp.gate_layer.weight",
+        ),
+        "img_in.weight",
+        "transformer_blocks.",
+    ),
+    _Unnamed(
+        "krea2",
+        "Krea 2 (single-stream MMDiT with a layer-wise text-fusion module)",
+        "diffusers",
+        (
+            "text_fusion.projector.weight",
+            "time_mod_proj.weight",
+            "text_fusion.layerwise_blocks.0.attn.to_q.weight",
+        ),
+        "img_in.weight",
+        "transformer_blocks.",
+    ),
+    _Unnamed(
+        "ideogram4",
+        "Ideogram 4 (flow-matching DiT over LLM hidden states)",
+        "diffusers",
+        ("llm_cond_proj.weight", "embed_image_indicator.weight", "adaln_proj.weight"),
+        "input_proj.weight",
+        "layers.",
+    ),
+    _Unnamed(
+        "glm-image",
+        "GLM-Image (Z.ai's DiT decoder with glyph and prior-token projectors)",
+        "diffusers",
+        (
+            "glyph_projector.net.0.proj.weight",
+            "prior_token_embedding.weight",
+            "image_projector.proj.weight",
+        ),
+        "image_projector.proj.weight",
+        "transformer_blocks.",
+    ),
+    _Unnamed(
+        "cogview",
+        "CogView3-Plus / CogView4 (THUDM's image DiTs share these names: T5-XXL resp. GLM-4 "
+        "text features, both 4096 wide)",
+        "diffusers",
+        (
+            "patch_embed.text_proj.weight",
+            "time_condition_embed.condition_embedder.linear_1.weight",
+            "transformer_blocks.0.norm1.linear.weight",
+        ),
+        "patch_embed.proj.weight",
+        "transformer_blocks.",
+    ),
+    _Unnamed(
+        "ernie-image",
+        "ERNIE-Image (Baidu's single-stream image DiT)",
+        "diffusers",
+        ("text_proj.weight", "layers.0.adaLN_sa_ln.weight", "final_norm.linear.weight"),
+        "x_embedder.proj.weight",
+        "layers.",
+    ),
+    _Unnamed(
+        "prx",
+        "PRX (Photoroom's text-to-image DiT, T5-Gemma text features)",
+        "diffusers",
+        (
+            "blocks.0.attention.img_qkv_proj.weight",
+            "blocks.0.attention.txt_kv_proj.weight",
+            "time_in.in_layer.weight",
+        ),
+        "img_in.weight",
+        "blocks.",
+    ),
+    _Unnamed(
+        "nucleus-moe-image",
+        "NucleusMoE-Image (a mixture-of-experts image DiT, Qwen-VL text features)",
+        "diffusers",
+        (
+            "transformer_blocks.0.encoder_proj.weight",
+            "time_text_embed.norm.weight",
+            "txt_norm.weight",
+        ),
+        "img_in.weight",
+        "transformer_blocks.",
+    ),
+    _Unnamed(
+        "bria",
+        f"Bria 3.x ({_FLUX_LIKE}; T5-XXL text features)",
+        "diffusers",
+        (
+            "time_embed.timestep_embedder.linear_1.weight",
+            "single_transformer_blocks.0.proj_mlp.weight",
+            "context_embedder.weight",
+        ),
+        "x_embedder.weight",
+        "transformer_blocks.",
+        without=("caption_projection.0.linear.weight",),
+        inputs=(
+            (
+                "context_embedder.weight",
+                3584,
+                "longcat-image",
+                "LongCat-Image (Meituan; Bria's Flux-like layout over Qwen2.5-VL text features)",
+            ),
+        ),
+    ),
+    _Unnamed(
+        "bria-fibo",
+        f"Bria FIBO ({_FLUX_LIKE}; a caption projection of its structured-prompt VLM)",
+        "diffusers",
+        (
+            "caption_projection.0.linear.weight",
+            "time_embed.timestep_embedder.linear_1.weight",
+            "single_transformer_blocks.0.proj_mlp.weight",
+        ),
+        "x_embedder.weight",
+        "transformer_blocks.",
+    ),
+    _Unnamed(
+        "bria-fibo-2",
+        "Bria FIBO 2 (NextDiT-style refiners with a perceiver over the text features)",
+        "diffusers",
+        ("perceiver.latent_queries", "noise_refiner.0.attention.to_q.weight", "x_embedder.weight"),
+        "x_embedder.weight",
+        "layers.",
+    ),
+    _Unnamed(
+        "ovis-image",
+        f"Ovis-Image ({_FLUX_LIKE}; a normed Ovis text input)",
+        "diffusers",
+        (
+            "context_embedder_norm.weight",
+            "timestep_embedder.linear_1.weight",
+            "single_transformer_blocks.0.proj_mlp.weight",
+        ),
+        "x_embedder.weight",
+        "transformer_blocks.",
+    ),
+    _Unnamed(
+        "dit",
+        "DiT (Meta's class-conditional ImageNet DiT, 1000 labels, 4-channel SD VAE): no text",
+        "diffusers",
+        (
+            "transformer_blocks.0.norm1.emb.class_embedder.embedding_table.weight",
+            "proj_out_1.weight",
+            "proj_out_2.weight",
+        ),
+        "pos_embed.proj.weight",
+        "transformer_blocks.",
+    ),
+    _Unnamed(
+        "pixart",
+        _PIXART + ", here without the caption projection",
+        "diffusers",
+        (
+            "adaln_single.emb.timestep_embedder.linear_1.weight",
+            "pos_embed.proj.weight",
+            "transformer_blocks.0.attn2.to_k.weight",
+        ),
+        "pos_embed.proj.weight",
+        "transformer_blocks.",
+        without=("caption_projection.linear_1.weight",),
+    ),
+)
+# Video DiTs of diffusers.
+_VIDEO_DITS: tuple[_Unnamed, ...] = (
+    _Unnamed(
+        "joyimage-edit",
+        "JoyImage-Edit (JD's image-editing DiT: HunyuanVideo-style double-stream blocks with "
+        "Wan's condition embedder; not a Wan model, of no Wan size)",
+        "diffusers",
+        (
+            "condition_embedder.time_proj.weight",
+            "double_blocks.0.img_mod.modulate_table",
+            "double_blocks.0.attn.img_attn_qkv.weight",
+        ),
+        "img_in.weight",
+        "double_blocks.",
+    ),
+    _Unnamed(
+        "kandinsky6",
+        "Kandinsky 6 (an audio-video model: video and audio streams, each with its own text "
+        "blocks; not Kandinsky 5)",
+        "diffusers",
+        (
+            "video_text_transformer_blocks.0.attn.to_query.weight",
+            "audio_embeddings.in_layer.weight",
+            "visual_embeddings.in_layer.weight",
+        ),
+        "visual_embeddings.in_layer.weight",
+        "visual_transformer_blocks.",
+    ),
+    _Unnamed(
+        "kandinsky6-sr",
+        "Kandinsky 6's video super-resolution transformer (text-free: Kandinsky 5's visual "
+        "blocks without its text blocks; not a text-to-video model)",
+        "diffusers",
+        (
+            "pooled_bias",
+            "visual_transformer_blocks.0.visual_modulation.out_layer.weight",
+            "visual_embeddings.in_layer.weight",
+        ),
+        "visual_embeddings.in_layer.weight",
+        "visual_transformer_blocks.",
+        without=("text_transformer_blocks.0.self_attention.to_query.weight",),
+    ),
+    _Unnamed(
+        "motif-video",
+        "Motif-Video (HunyuanVideo-style double/single blocks without its token refiner or "
+        "CLIP-L pooled vector; an MLP text input)",
+        "diffusers",
+        (
+            "context_embedder.linear_1.weight",
+            "time_text_embed.timestep_embedder.linear_1.weight",
+            "single_transformer_blocks.0.attn.to_q.weight",
+        ),
+        "x_embedder.proj.weight",
+        "transformer_blocks.",
+    ),
+    _Unnamed(
+        "minimax-h3",
+        "MiniMax H3 (an audio-video model: video and audio inputs into one token-refined DiT)",
+        "diffusers",
+        (
+            "audio_proj_in.weight",
+            "token_refiner.refiner_blocks.0.attn.to_q.weight",
+            "time_embedder.linear_1.weight",
+        ),
+        "proj_in.weight",
+        "transformer_blocks.",
+    ),
+    _Unnamed(
+        "wan-animate-2",
+        "Wan-Animate 2 (Wan 14B image-to-video blocks with in-context reference attention; "
+        "attention names of its own, not Wan's)",
+        "original",
+        (
+            "head.modulation",
+            "blocks.0.self_attn.to_q.weight",
+            "blocks.0.cross_attn.add_k_proj.weight",
+        ),
+        "patch_embedding.weight",
+        "blocks.",
+    ),
+    _Unnamed(
+        "cosmos-transfer",
+        "a Cosmos ControlNet (Cosmos-Transfer control blocks beside a Cosmos-Predict model; no "
+        "transformer of its own)",
+        "diffusers",
+        (
+            "patch_embed_base.proj.weight",
+            "control_blocks.0.after_proj.weight",
+            "time_embed.t_embedder.linear_1.weight",
+        ),
+        "patch_embed.proj.weight",
+        "control_blocks.",
+    ),
+)
+# Audio generators of diffusers (their transformers work on audio latents: no image model).
+_AUDIO_DITS: tuple[_Unnamed, ...] = (
+    _Unnamed(
+        "ace-step",
+        "ACE-Step 1.5 (a music-generation transformer over audio latents: an audio model, not "
+        "an image or video model)",
+        "diffusers",
+        ("proj_in_conv.weight", "layers.0.cross_attn_norm.weight", "time_embed.time_proj.weight"),
+        "proj_in_conv.weight",
+        "layers.",
+    ),
+    _Unnamed(
+        "minimax-music-3",
+        "MiniMax Music 3 (a music-generation transformer: an audio model, not an image or "
+        "video model)",
+        "diffusers",
+        ("preprocess_conv.weight", "postprocess_conv.weight", "transformer_blocks.0.ff_in.weight"),
+        "proj_in.weight",
+        "transformer_blocks.",
+    ),
+)
 _UNNAMED: tuple[_Unnamed, ...] = (
     _Unnamed(
         "omnigen2",
@@ -872,6 +1196,9 @@ _UNNAMED: tuple[_Unnamed, ...] = (
         "init_x_linear.weight",
         "double_layers.",
     ),
+    *_IMAGE_DITS,
+    *_VIDEO_DITS,
+    *_AUDIO_DITS,
 )
 
 
@@ -885,6 +1212,10 @@ def _unnamed(spec: _Unnamed, view: KeyView, hints: Hints) -> list[Match]:
     if marker is not None:
         architecture, label = marker[1], marker[2]
         evidence.append(f"{view.says(marker[0])}: {label}")
+    wide = next((i for i in spec.inputs if view.dim(i[0], 1) == i[1]), None)
+    if wide is not None:
+        architecture, label = wide[2], wide[3]
+        evidence.append(f"{view.says(wide[0])}: {wide[1]}-wide text features = {label}")
     depth = view.count_blocks(spec.blocks)
     facts: dict[str, object] = {"architecture": architecture, "depth": depth}
     width = view.shape(spec.width_key)

@@ -8,6 +8,10 @@ The decisive shapes (all public facts of the released models):
 - base channels (``conv_in`` out): 320, refiner 384; ``conv_in`` in: 4 normal, 9 inpaint,
   8 instruct-pix2pix, 5 SD2 depth;
 - the ADM (``label_emb``/``add_embedding``) input: 2816 SDXL base, 2560 refiner, absent SD1/SD2.
+
+SD-shaped UNets with temporal layers (SVD, ModelScope text-to-video, AnimateDiff's motion modules)
+or cross-attentions of two widths (AudioLDM 2) are ``unknown`` UNets named in
+``facts.architecture``.
 """
 
 from __future__ import annotations
@@ -75,10 +79,38 @@ def _transformer_depth(view: KeyView) -> int:
     return max(depth.values(), default=0)
 
 
-# Layers only video UNets have (SVD's VideoUNet / diffusers' UNetSpatioTemporalConditionModel).
+# Layers only video UNets have, by the model they name (module name -> architecture): SVD's
+# VideoUNet / diffusers' UNetSpatioTemporalConditionModel, ModelScope text-to-video's
+# UNet3DConditionModel (ZeroScope shares it), an SD1/SDXL UNet with AnimateDiff's motion modules
+# (diffusers' UNetMotionModel).
 _TEMPORAL = re.compile(
-    r"(?:^|\.)(?:time_stack|time_mixer|temporal_res_block|temporal_transformer_blocks)\."
+    r"(?:^|\.)(time_stack|time_mixer|temporal_res_block|temporal_transformer_blocks|temp_convs|"
+    r"temp_attentions|transformer_in|motion_modules)\."
 )
+_VIDEO_UNETS: dict[str, tuple[str, str]] = {
+    "svd": (
+        "time_stack / time_mixer / temporal_res_block",
+        "a video UNet (Stable Video Diffusion, image-to-video)",
+    ),
+    "modelscope-t2v": (
+        "temp_convs / temp_attentions / transformer_in",
+        "a video UNet (ModelScope text-to-video, UNet3DConditionModel; ZeroScope shares it)",
+    ),
+    "animatediff": (
+        "motion_modules",
+        "a video UNet: an image UNet with AnimateDiff motion modules built in (UNetMotionModel)",
+    ),
+}
+_VIDEO_MODULES = {
+    "time_stack": "svd",
+    "time_mixer": "svd",
+    "temporal_res_block": "svd",
+    "temporal_transformer_blocks": "svd",
+    "temp_convs": "modelscope-t2v",
+    "temp_attentions": "modelscope-t2v",
+    "transformer_in": "modelscope-t2v",
+    "motion_modules": "animatediff",
+}
 
 
 def analyse_unet(view: KeyView, hints: Hints, names: _UNetNames) -> list[Match]:
@@ -125,14 +157,21 @@ def analyse_unet(view: KeyView, hints: Hints, names: _UNetNames) -> list[Match]:
         evidence.insert(0, f"context width {ctx} matches no known UNet family ({known})")
         return [Match(closest[0], 0.2, evidence, facts=facts)]
     family, _, want_channels, want_adm = signature
-    temporal = next((n for n in view.tensors if _TEMPORAL.search(n)), None)
-    if temporal is not None:
+    video = _video_unet(view, family, facts)
+    if video:
+        # the spatial layers' family stays a low alternative, with the reason it is not that
+        spatial = Match(family, 0.25, evidence + video, facts=dict(facts))
+        return [Match("unknown", 0.6, evidence + video, facts=facts), spatial]
+    widths = _context_widths(view)
+    if len(widths) > 1:
+        facts["architecture"] = "audioldm2"
         evidence.append(
-            f"{view.full(temporal)}: temporal layers (time_stack / time_mixer / "
-            f"temporal_res_block): a video UNet (Stable Video Diffusion), not {family}; a model "
-            "modelsafe does not know"
+            f"cross-attentions of widths {', '.join(map(str, widths))} side by side: states of "
+            f"two text encoders each with its own cross-attention (AudioLDM 2's UNet, a "
+            f"text-to-audio model: GPT-2 768 + Flan-T5 1024), not {family}; a model modelsafe "
+            "does not know"
         )
-        return [Match(family, 0.25, evidence, facts=facts)]
+        return [Match("unknown", 0.6, evidence, facts=facts)]
     hid = view.shape("encoder_hid_proj.weight")
     if hid is not None and len(hid) == 2:
         # SD UNets take the text encoder's states as they are; a projection in front of the
@@ -179,6 +218,32 @@ def analyse_unet(view: KeyView, hints: Hints, names: _UNetNames) -> list[Match]:
             f"{', '.join(edm_v)}: EDM v-prediction sampling (ComfyUI's V_PREDICTION_EDM)"
         )
     return [match]
+
+
+def _video_unet(view: KeyView, family: str, facts: dict[str, object]) -> list[str]:
+    """Evidence that an SD-shaped UNet has temporal layers (setting ``facts.architecture`` to
+    the video model they name); empty for an image UNet."""
+    found = next((m for n in view.tensors if (m := _TEMPORAL.search(n))), None)
+    if found is None:
+        return []
+    architecture = _VIDEO_MODULES[found[1]]
+    modules, what = _VIDEO_UNETS[architecture]
+    facts["architecture"] = architecture
+    return [
+        f"{view.full(found.string)}: temporal layers ({modules}): {what}, not {family}'s "
+        f"image UNet (only its spatial layers are {family}-shaped); a model modelsafe does not "
+        "know"
+    ]
+
+
+def _context_widths(view: KeyView) -> list[int]:
+    """The distinct widths the UNet's cross-attentions take (one for every SD family)."""
+    widths = {
+        shape[1]
+        for name, info in view.tensors.items()
+        if name.endswith(".attn2.to_k.weight") and len(shape := info.shape) == 2
+    }
+    return sorted(widths)
 
 
 def _cosxl(match: Match, in_ch: int, markers: list[str], hints: Hints) -> None:
