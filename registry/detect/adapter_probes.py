@@ -8,7 +8,8 @@ Decisive facts (public layouts of the released models and of diffusers' classes)
   ``controlnet_mid_block``. The cross-attention ``attn2.to_k`` input width gives the family
   (768 SD1, 1024 SD2, 2048 SDXL); SDXL also has the 2816-wide ``add_embedding``/``label_emb``.
   Flux (``controlnet_x_embedder``/``double_blocks`` + ``controlnet_blocks``) and SD3
-  (``pos_embed_input`` + ``controlnet_blocks``) ControlNets are transformers.
+  (``pos_embed_input`` + ``controlnet_blocks``) ControlNets are transformers; so is SANA's
+  (``caption_norm`` and GLUMBConv ``ff.conv_inverted`` blocks + ``controlnet_blocks``).
 - T2I-Adapter (TencentARC ``body.N.block1``; diffusers ``adapter.body.L.resnets.N``): the first
   conv reads a pixel-unshuffled hint, 8x8 (64 per channel) for SD1.x, 16x16 (256) for SDXL.
 - IP-Adapter (``image_proj.*`` + ``ip_adapter.N.to_k_ip``): ``to_k_ip`` maps the UNet context
@@ -223,6 +224,14 @@ def _dit_controlnet(index: TensorIndex, detector: str) -> list[Candidate]:
     elif "pos_embed_input.proj.weight" in view:
         evidence.append(f"{view.says('pos_embed_input.proj.weight')}: SD3-family ControlNet")
         family = _sd3_controlnet(width, evidence)
+    elif "caption_norm.weight" in view and view.first("ff.conv_inverted.weight") is not None:
+        # SANA's ControlNet (diffusers SanaControlNetModel): a copy of its first blocks, with
+        # their GLUMBConv MLP, and a zero-initialised ``input_block`` for the control latents.
+        evidence.append(
+            f"{view.says(view.first('ff.conv_inverted.weight') or '')} + caption_norm.weight: "
+            "SANA's blocks (GLUMBConv MLP), a SANA ControlNet"
+        )
+        family = "sana"
     else:
         return []
     variant = None

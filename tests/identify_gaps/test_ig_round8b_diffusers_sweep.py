@@ -138,3 +138,10 @@ def test_diffusers_dits_of_no_family_are_named(
 def test_wan_finetunes_with_wans_layout_stay_wan(tmp_path: Path, cls: str) -> None:
     report = _inspect(tmp_path, cls)
     assert (report.family, report.facts.get("architecture")) == ("wan", "wan"), report.evidence
+
+
+def test_a_sana_controlnet_is_sanas(tmp_path: Path) -> None:
+    """SANA's ControlNet (its first blocks + controlnet_blocks) was "no detector recognised"."""
+    report = _inspect(tmp_path, "SanaControlNetModel")
+    assert (report.family, report.kind) == ("sana", "controlnet"), report.evidence
+    assert any("a SANA ControlNet" in e for e in report.evidence), report.evidence
