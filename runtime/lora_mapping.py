@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from modelsafe.registry.detect.lora_keys import LoraModule, group_modules, text_encoder_kind
+from modelsafe.registry.detect.lora_keys import LoraModule, read_layout, text_encoder_kind
 from modelsafe.registry.model_parts import Component
 from modelsafe.types import TensorIndex, TensorInfo
 
@@ -61,16 +61,22 @@ def _module_of(name: str) -> tuple[str, str]:
 
 
 def _native_modules(tensors: Iterable[TensorInfo]) -> dict[str, tuple[int, ...]]:
-    """Module name -> weight shape, for every module with a weight of 2+ dimensions."""
+    """Module name -> weight shape, for every module with a weight of 2+ dimensions and every
+    norm layer (a 1-D ``weight``: GroupNorm/LayerNorm; ``scale``: Flux's q/k RMSNorms), which
+    LyCORIS ``w_norm``/``b_norm`` and Flux control LoRAs patch."""
     found: dict[str, tuple[int, ...]] = {}
     for t in tensors:
         module, param = _module_of(t.name)
-        if param == "weight" and len(t.shape) >= 2:
+        if (param == "weight" and len(t.shape) >= 2) or (
+            param in ("weight", "scale") and len(t.shape) == 1
+        ):
             found[module] = t.shape
     return found
 
 
 def _target(module: str, shape: tuple[int, ...], out: int | None = None) -> Target:
+    if len(shape) == 1:  # a norm layer: C channels in, C out
+        return Target((module,), shape[0], shape[0], shape[0])
     return Target((module,), out or shape[0], shape[1], math.prod(shape[1:]))
 
 
@@ -348,6 +354,9 @@ _OPENCLIP_TO_HF = (
     (r"resblocks\.(\d+)\.attn\.out_proj$", "text_model.encoder.layers.{}.self_attn.out_proj"),
     (r"resblocks\.(\d+)\.mlp\.c_fc$", "text_model.encoder.layers.{}.mlp.fc1"),
     (r"resblocks\.(\d+)\.mlp\.c_proj$", "text_model.encoder.layers.{}.mlp.fc2"),
+    (r"resblocks\.(\d+)\.ln_1$", "text_model.encoder.layers.{}.layer_norm1"),
+    (r"resblocks\.(\d+)\.ln_2$", "text_model.encoder.layers.{}.layer_norm2"),
+    (r"(?:^|\.)ln_final$", "text_model.final_layer_norm"),
 )
 
 
@@ -366,7 +375,7 @@ def _text_encoder_aliases(native: dict[str, tuple[int, ...]], table: ModuleTable
         for pattern, template in _OPENCLIP_TO_HF:
             m = re.search(pattern, name)
             if m:
-                table.add(template.format(m.group(1)), _target(name, shape))
+                table.add(template.format(*m.groups()), _target(name, shape))
 
 
 def build_table(component: Component) -> ModuleTable:
@@ -552,14 +561,14 @@ _TARGET_LABEL = {
     "text_encoder_2": "text encoder 2",
     "text_encoder_3": "text encoder 3",
 }
-_LYCORIS_FIRST_FACTORS = ("hada_w1_a", "lokr_w1", "lokr_w1_a", "ia3_on_input")
+_LYCORIS_FIRST_FACTORS = ("hada_w1_a", "lokr_w1", "lokr_w1_a", "ia3_on_input", "w_norm")
 
 
 def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
     """Look every key of ``lora`` up in the checkpoint ``components`` and check its shapes."""
     denoiser = next((c for c in components if c.role in ("denoiser", "controlnet")), None)
     encoders = _EncoderResolver(components)
-    layout = group_modules(lora.tensors)
+    layout = read_layout(lora)
     encoders.learn(layout.modules)
     denoiser_table = build_table(denoiser) if denoiser else None
     mapped_keys = mapped_modules = 0

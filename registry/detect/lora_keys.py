@@ -11,8 +11,11 @@ LoRA files name the layer they patch in several conventions (public facts of the
   ``lora_te2_`` (SDXL), ``lora_te3_`` (the T5 of SD3 and Flux: sd-scripts' ``lora_te3``; some
   older Flux builds wrote ``lora_te2_`` for it); older LyCORIS ``lycoris_``; LyCORIS parts
   ``hada_w1_a`` ... (LoHa), ``lokr_w1`` ... (LoKr), ``lora_mid`` (LoCon with CP decomposition),
-  ``diff`` (full), ``oft_*``, ``weight`` + ``on_input`` ((IA)^3: a ``[out, 1]`` vector, or
-  ``[1, in]`` when it scales the input);
+  ``diff`` (full), ``oft_*``, ``weight`` + ``on_input`` ((IA)^3: one vector per layer, ``[out]``
+  on the output or ``[in]`` on the input as the stored ``on_input`` flag says, ``[1, n, 1, 1]``
+  for a conv; some files write ``[out, 1]`` / ``[1, in]``), ``w_norm`` + ``b_norm`` (LyCORIS
+  ``train_norm``: ``[C]`` diffs of a GroupNorm/LayerNorm's weight and bias, as ComfyUI and A1111
+  apply them);
 - PEFT (what diffusers saves today): ``unet.<module>.lora_A.weight`` / ``lora_B.weight``,
   ``transformer.<module>...`` (Flux, SD3), ``text_encoder.`` / ``text_encoder_2.``; raw PEFT
   saves under ``base_model.model.``, with the adapter's name (``lora_A.default.weight``);
@@ -23,7 +26,8 @@ LoRA files name the layer they patch in several conventions (public facts of the
   ``...lora.down.weight``, ``...lora_linear_layer.down.weight``;
 - ComfyUI / original naming: ``diffusion_model.<original module>.lora_down.weight`` (or lora_A),
   ``text_encoders.clip_l.transformer.<...>`` (``clip_g``, ``clip_h``, ``t5xxl``); some Flux/SD3
-  exports have no prefix at all.
+  exports have no prefix at all; BFL's Flux control LoRAs carry the q/k RMSNorms' full scales
+  (``...norm.query_norm.scale``, ``key_norm.scale``: ``norm_scale``, the layer's new weight).
 - XLabs Flux LoRAs: ``double_blocks.N.processor.qkv_lora1.down.weight`` (``proj_lora1``, and
   ``qkv_lora2``/``proj_lora2`` for the text stream; ``single_blocks.N.processor.qkv_lora`` and
   ``proj_lora``): the module keeps XLabs' name, which the mapping table resolves;
@@ -41,8 +45,8 @@ identity first and falls back to position.
 Each key gives a :class:`LoraKey`: the naming, the network it patches (``target``), the module
 path in canonical form (dotted wherever the naming keeps the dots; kohya's flat spelling, where the
 dots are lost, with ``dotted=False``) and the part, canonical (``down``, ``up``, ``alpha``,
-``hada_w1_a`` ...) when it is one the readers understand, else as stored (``w_norm``: counted
-with its module, read by no rule). PEFT's DoRA ``lora_magnitude_vector`` is ``dora_scale``, as
+``hada_w1_a`` ...) when it is one the readers understand, else as stored (counted with its
+module, read by no rule). PEFT's DoRA ``lora_magnitude_vector`` is ``dora_scale``, as
 kohya and LyCORIS name the same thing. :func:`group_modules`
 collects the keys of each patched layer into a :class:`LoraModule` with its adapter type and the
 shape of the weight delta it describes.
@@ -55,10 +59,12 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
-from modelsafe.types import TensorInfo
+from modelsafe.types import TensorIndex, TensorInfo
 
 # Stored part (after the module path and its ".") -> canonical part.
 PARTS: dict[str, str] = {
@@ -103,10 +109,17 @@ PARTS: dict[str, str] = {
     # LyCORIS (IA)^3: a scaling vector per layer and the flag saying which side it scales.
     "weight": "ia3_w",
     "on_input": "ia3_on_input",
+    # LyCORIS train_norm: diffs of a norm layer's weight and bias ([C] each).
+    "w_norm": "w_norm",
+    "b_norm": "b_norm",
+    # BFL Flux control LoRAs: a q/k RMSNorm's full scale [head dim] (the layer's new weight).
+    "scale": "norm_scale",
 }
 # Parts that carry a weight delta (a module without one only scales or annotates).
 DELTA_PARTS = frozenset({"down", "hada_w1_a", "lokr_w1", "lokr_w1_a", "diff", "oft_blocks"})
-DELTA_PARTS |= {"glora_a1", "ia3_on_input"}
+DELTA_PARTS |= {"glora_a1", "ia3_on_input", "w_norm"}
+# Parts that patch a 1-D layer (a norm's weight): a vector as wide as the layer's output.
+VECTOR_PARTS = ("w_norm", "norm_scale", "b_norm", "diff")
 
 # kohya flat prefixes -> the model part they patch.
 KOHYA_TARGETS: dict[str, str] = {
@@ -151,6 +164,7 @@ _DOTTED_PART = re.compile(
     r"\.(lora_A|lora_B|lora_down|lora_up|lora_mid|lora\.down|lora\.up|lora_linear_layer"
     r"|hada_\w+|lokr_\w+|oft_blocks|oft_diag|rescale|dora_scale|lora_magnitude_vector|diff|diff_b"
     r"|w_norm|b_norm|alpha)(\.|$)"
+    r"|(?<=_norm)\.scale$"  # BFL Flux control LoRAs: query_norm.scale, key_norm.scale
 )
 _GLORA_SUFFIXES = (".a1.weight", ".a2.weight", ".b1.weight", ".b2.weight")
 # PEFT with the adapter's name kept: lora_A.<adapter>.weight.
@@ -192,6 +206,7 @@ LYCORIS_PARTS: dict[str, str] = {
     "diff": "full",
     "glora_a1": "glora",
     "ia3_on_input": "ia3",
+    "w_norm": "norm",  # train_norm: beside another algorithm's parts (norm layers only)
 }
 
 # LyCORIS BOFT stores its butterfly factors as ``oft_blocks [m, n, b, b]``; OFT's are
@@ -325,6 +340,8 @@ class LoraModule:
     naming: str
     encoder: str = ""  # the encoder its naming names (clip_l, clip_g, openclip_h, t5xxl), or ""
     parts: dict[str, tuple[int, ...]] = field(default_factory=dict)  # known parts' shapes
+    # (IA)^3: the stored on_input flag (True: the vector scales the input); None where not read.
+    on_input: bool | None = None
     stored: dict[str, str] = field(default_factory=dict)  # part -> the name in the file
     keys: list[str] = field(default_factory=list)  # every name of this layer, known or not
 
@@ -339,11 +356,14 @@ class LoraModule:
         return text_encoder_kind(self.module) if self.target.startswith("text_encoder") else ""
 
     def adapter(self) -> str:
-        """lora, locon (a spatial conv or CP-decomposed LoRA), loha, lokr, oft, full, glora."""
+        """lora, locon (a spatial conv or CP-decomposed LoRA), loha, lokr, oft, full, glora, ia3,
+        norm (a norm layer's LyCORIS train_norm diffs)."""
         for part, algo in LYCORIS_PARTS.items():
-            if part in self.parts and algo != "locon":
+            if part in self.parts and algo not in ("locon", "norm"):
                 return algo
-        return "locon" if "mid" in self.parts or self.is_conv() else "lora"
+        if "mid" in self.parts or self.is_conv():
+            return "locon"
+        return "norm" if "w_norm" in self.parts and "down" not in self.parts else "lora"
 
     def has_delta(self) -> bool:
         return any(p in self.parts for p in DELTA_PARTS)
@@ -426,10 +446,10 @@ class LoraModule:
             return oft[-3] * oft[-1], None, False
         ia3 = p.get("ia3_w")
         if ia3:
-            # (IA)^3 scales one side: [1, in] on the input, [out, 1] (or [out]) on the output.
-            if len(ia3) == 2 and ia3[0] == 1 and ia3[1] > 1:
-                return None, ia3[1], False
-            return ia3[0], None, False
+            return _ia3_sides(ia3, self.on_input)
+        vector = next((p[v] for v in VECTOR_PARTS if len(p.get(v) or ()) == 1), None)
+        if vector:
+            return vector[0], None, False  # a norm layer's weight (or bias): [C]
         return None, None, False
 
 
@@ -445,6 +465,21 @@ _SAYS_PARTS = (
     "oft_blocks",
 )
 _RANK_AXES = (("down", 0), ("hada_w1_b", 0), ("lokr_w2_b", 0), ("lokr_w1_b", 0), ("glora_b1", 0))
+
+
+def _ia3_sides(
+    shape: tuple[int, ...], on_input: bool | None
+) -> tuple[int | None, int | None, bool]:
+    """(out, in, False) of an (IA)^3 vector: LyCORIS stores ``[n]`` for a linear layer and
+    ``[1, n, 1, 1]`` for a conv, n the input width where ``on_input`` is set, else the output
+    width (A1111's network_ia3 and InvokeAI read the flag so); ``[1, in]`` / ``[out, 1]`` say
+    their side by their shape."""
+    if len(shape) == 2 and shape[0] == 1 and shape[1] > 1:
+        return None, shape[1], False
+    if len(shape) == 2:
+        return shape[0], None, False
+    width = shape[1] if len(shape) > 2 else shape[0]
+    return (None, width, False) if on_input else (width, None, False)
 
 
 def _glora_shape(p: dict[str, tuple[int, ...]]) -> tuple[int | None, int | None, bool] | None:
@@ -512,6 +547,65 @@ def group_modules(tensors: Iterable[TensorInfo]) -> LoraLayout:
     return LoraLayout(list(modules.values()), unparsed, foreign)
 
 
+def read_layout(index: TensorIndex) -> LoraLayout:
+    """:func:`group_modules` of a file's tensors, with each (IA)^3 layer's ``on_input`` flag
+    read from the file (a few bytes each)."""
+    layout = group_modules(index.tensors)
+    flags = {m.stored["ia3_on_input"]: m for m in layout.modules if "ia3_on_input" in m.stored}
+    if flags:
+        by_name = index.by_name()
+        values = read_scalars(index, [by_name[n] for n in flags])
+        for name, value in values.items():
+            flags[name].on_input = value != 0
+    return layout
+
+
+_SCALAR_FORMATS = {
+    "F64": "<d",
+    "F32": "<f",
+    "F16": "<e",
+    "I64": "<q",
+    "I32": "<i",
+    "I16": "<h",
+    "I8": "<b",
+    "U8": "<B",
+    "BOOL": "<?",
+}
+
+
+def read_scalars(index: TensorIndex, tensors: Iterable[TensorInfo]) -> dict[str, float]:
+    """The values of one-element tensors stored in ``index``'s file (NaN left out); those whose
+    bytes cannot be read (no offset, in another member or shard, an unknown dtype) are absent."""
+    readable = [t for t in tensors if t.offset >= 0 and not t.source and t.numel == 1]
+    found: dict[str, float] = {}
+    if not readable:
+        return found
+    try:
+        with open(index.path, "rb") as fh:
+            for t in readable:
+                value = _scalar(fh, t)
+                if value is not None and value == value:
+                    found[t.name] = value
+    except OSError:
+        pass
+    return found
+
+
+def _scalar(fh: BinaryIO, t: TensorInfo) -> float | None:
+    if t.dtype == "BF16":
+        fmt, size, pad = "<f", 2, b"\x00\x00"  # the high half of an F32
+    elif t.dtype in _SCALAR_FORMATS:
+        fmt, pad = _SCALAR_FORMATS[t.dtype], b""
+        size = struct.calcsize(fmt)
+    else:
+        return None
+    fh.seek(t.offset)
+    data = fh.read(size)
+    if len(data) != size:
+        return None
+    return float(struct.unpack(fmt, pad + data)[0])
+
+
 def _delta_suffixes() -> tuple[str, ...]:
     found = {"." + stored for stored, part in PARTS.items() if part in DELTA_PARTS}
     xlabs = {"_lora.down.weight", "_lora1.down.weight", "_lora2.down.weight"}
@@ -527,7 +621,8 @@ def may_patch(names: Iterable[str]) -> bool:
 
 
 def lycoris_algorithms(modules: Iterable[LoraModule]) -> set[str]:
-    """The LyCORIS algorithms whose parts appear (loha, lokr, locon, oft, boft, full, glora)."""
+    """The LyCORIS algorithms whose parts appear (loha, lokr, locon, oft, boft, full, glora, ia3;
+    norm for train_norm's norm-layer diffs, which come beside one of the others)."""
     found: set[str] = set()
     for m in modules:
         for part, shape in m.parts.items():

@@ -11,8 +11,9 @@ The base is read off the layers a LoRA patches (public layouts of the base model
   ``lora_te2_``, diffusers' Flux ``text_encoder_2.``); CLIP-L alone tells no base (SD1, SDXL,
   SD3 and Flux.1 all have it; kohya writes ``lora_te_`` only for SD1/SD2, ``lora_te1_`` for the
   others), so a text-encoder-only LoRA of CLIP-L is left to its metadata;
-- LyCORIS (IA)^3: a ``.weight`` vector per layer (``[out, 1]``, or ``[1, in]`` with
-  ``on_input``) and an ``.on_input`` flag: the UNet's self-attention widths tell the base;
+- LyCORIS (IA)^3: a ``.weight`` vector per layer (``[out]``, or ``[in]`` where the stored
+  ``.on_input`` flag is set; ``[1, n, 1, 1]`` for a conv) and the flag: the UNet's
+  self-attention widths tell the base;
 - transformers by their block names: Flux ``double_blocks``/``single_blocks`` (BFL) or
   ``single_transformer_blocks`` (diffusers), SD3 ``joint_blocks`` (SAI) or ``transformer_blocks``
   with ``add_q_proj`` and no single blocks (diffusers), HiDream ``double_stream_blocks``,
@@ -35,7 +36,6 @@ is noted against the keys; it decides only when the keys cannot.
 from __future__ import annotations
 
 import re
-import struct
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,13 +44,14 @@ from typing import Any
 from modelsafe.registry.detect.dit_probes import _FLUX2_LAYOUTS
 from modelsafe.registry.detect.lora_keys import (
     LoraModule,
-    group_modules,
     lycoris_algorithms,
     may_patch,
+    read_layout,
+    read_scalars,
 )
 from modelsafe.registry.detect.metadata_family import weigh_metadata
 from modelsafe.registry.detect.sizes import family_widths, model_size
-from modelsafe.types import Candidate, TensorIndex, TensorInfo
+from modelsafe.types import Candidate, TensorIndex
 
 UNET_CONTEXT: dict[int, str] = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl_refiner"}
 TEXT_WIDTH_FAMILY: dict[int, str] = {768: "sd1", 1024: "sd2"}
@@ -167,13 +168,12 @@ def analyse_lora(index: TensorIndex, detector: str) -> list[Candidate]:
         return []
     if not may_patch(t.name for t in index.tensors):
         return []  # no name can be a delta part (a checkpoint, a VAE ...): skip the parse
-    layout = group_modules(index.tensors)
+    layout = read_layout(index)
     modules, others = layout.known_modules(), layout.foreign
     patching = [m for m in modules if m.has_delta()]
     if not patching:
         return []
-    # Not LoRA parts but expected beside them: scaled-fp8 markers, and the full q/k norm scales
-    # BFL's Flux control LoRAs (Depth/Canny) carry (diffusers loads them as norm weights).
+    # Not LoRA parts but expected beside them: scaled-fp8 markers.
     foreign = [n for n in others if not n.endswith(_EXPECTED_EXTRAS)]
     if len(foreign) > MAX_FOREIGN_SHARE * len(index.tensors):
         return []  # LoRA-like keys inside something else (a merged checkpoint?): not ours
@@ -211,7 +211,7 @@ def analyse_lora(index: TensorIndex, detector: str) -> list[Candidate]:
     ]
 
 
-_EXPECTED_EXTRAS = (".scale_weight", "scaled_fp8", "query_norm.scale", "key_norm.scale")
+_EXPECTED_EXTRAS = (".scale_weight", "scaled_fp8")
 
 
 def _naming(modules: list[LoraModule]) -> str:
@@ -226,10 +226,14 @@ def _kind(
     example = next(iter(modules))
     module_meta = metadata.get("ss_network_module", "")
     if algos:
+        # train_norm's norm diffs come beside another algorithm's parts (plain down/up: locon).
         variant = next(
-            a
-            for a in ("loha", "lokr", "boft", "oft", "glora", "full", "ia3", "locon")
-            if a in algos
+            (
+                a
+                for a in ("loha", "lokr", "boft", "oft", "glora", "full", "ia3", "locon")
+                if a in algos
+            ),
+            "locon",
         )
         parts = sorted({p for m in modules for p in m.parts})
         evidence.insert(
@@ -910,9 +914,6 @@ def _targets(modules: list[LoraModule], family: str | None) -> list[str]:
     return sorted(names, key=order.index)
 
 
-_SCALAR_FORMATS = {"F32": "<f", "F16": "<e", "F64": "<d"}
-
-
 def _alpha(index: TensorIndex, modules: list[LoraModule]) -> float | None:
     """The network alpha: from metadata, else the first stored ``.alpha`` scalar (a few bytes)."""
     raw = index.metadata.get("ss_network_alpha")
@@ -924,27 +925,5 @@ def _alpha(index: TensorIndex, modules: list[LoraModule]) -> float | None:
     if not any("alpha" in m.parts for m in modules):
         return None
     first = next((t for t in index.tensors if t.name.endswith(".alpha")), None)
-    return _read_scalar(index, first) if first is not None else None
-
-
-def _read_scalar(index: TensorIndex, t: TensorInfo) -> float | None:
-    if t.offset < 0 or t.source or t.numel != 1:
-        return None
-    if t.dtype == "BF16":
-        fmt, size = "<f", 2
-    elif t.dtype in _SCALAR_FORMATS:
-        fmt, size = _SCALAR_FORMATS[t.dtype], struct.calcsize(_SCALAR_FORMATS[t.dtype])
-    else:
-        return None
-    try:
-        with open(index.path, "rb") as fh:
-            fh.seek(t.offset)
-            data = fh.read(size)
-    except OSError:
-        return None
-    if len(data) != size:
-        return None
-    if t.dtype == "BF16":
-        data = b"\x00\x00" + data
-    value = float(struct.unpack(fmt, data)[0])
-    return round(value, 4) if value == value else None  # NaN -> None
+    value = read_scalars(index, [first]).get(first.name) if first is not None else None
+    return round(value, 4) if value is not None else None

@@ -123,7 +123,7 @@ def test_modules_group_known_and_unknown_parts() -> None:
         (f"lora_unet_{QF}.lora_down.weight", "F16", (4, 768)),
         (f"lora_unet_{QF}.lora_up.weight", "F16", (320, 4)),
         (f"lora_unet_{QF}.alpha", "F16", ()),
-        (f"lora_unet_{QF}.w_norm", "F16", (320,)),
+        (f"lora_unet_{QF}.odd_scale", "F16", (320,)),  # (a part no reader knows)
         ("emb_params", "F32", (2, 768)),
     ]
     layout = group_modules(_infos(names))
@@ -133,7 +133,7 @@ def test_modules_group_known_and_unknown_parts() -> None:
     assert mod.delta_shape() == (320, 768, False) and mod.in_features() == 768
     assert mod.adapter() == "lora" and mod.rank() == 4
     assert layout.unparsed == ["emb_params"]
-    assert layout.foreign == [f"lora_unet_{QF}.w_norm", "emb_params"]
+    assert layout.foreign == [f"lora_unet_{QF}.odd_scale", "emb_params"]
 
 
 def test_quick_scan_never_skips_a_patching_file() -> None:
