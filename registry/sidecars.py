@@ -201,7 +201,7 @@ def _civitai_version(path: Path, tool: str, value: dict[str, Any]) -> Sidecar | 
         size = round(size_kb * 1024) if isinstance(size_kb, int | float) and size_kb > 0 else None
         hashes = _dict(entry.get("hashes"))
         files.append(ListedFile(_text(entry.get("name")), size, _sha256(hashes.get("SHA256"))))
-    if not (files or value.get("baseModel") or value.get("modelId")):
+    if not (files or value.get("baseModel") or value.get("modelId") or value.get("trainedWords")):
         return None
     return Sidecar(
         path,

@@ -10,7 +10,9 @@ post-processor plugins, save PNGs and record each output with its recipe in the 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -930,9 +932,9 @@ def _warn_of_missing_trigger(path: Path, prompt: str) -> None:
     sidecar = read_sidecar(path)
     if sidecar is None or not sidecar.trained_words:
         return
-    text = " ".join(prompt.casefold().split())
-    pieces = [p.strip() for w in sidecar.trained_words for p in w.split(",")]
-    pieces = [" ".join(p.casefold().split()) for p in pieces if len(p.strip()) > 1]
+    text = _prompt_words(prompt)
+    pieces = [_prompt_words(p) for w in sidecar.trained_words for p in w.split(",")]
+    pieces = [p for p in pieces if len(p) > 1]
     if not pieces or any(p in text for p in pieces):
         return
     shown = ", ".join(repr(w) for w in sidecar.trained_words[:5])
@@ -941,6 +943,20 @@ def _warn_of_missing_trigger(path: Path, prompt: str) -> None:
         f"LoRA {path.name}: the prompt has none of its trigger words {shown}{more} "
         f"({sidecar.path.name}); many LoRAs do little without one"
     )
+
+
+_NETWORK_TAG = re.compile(r"<[^<>]*>")  # <lora:name:1>, <lyco:...>, <hypernet:...>
+_WEIGHT = re.compile(r":\s*-?[\d.]+\s*(?=[)\]}>]|$)")  # (word:1.2) -> (word)
+
+
+def _prompt_words(text: str) -> str:
+    """``text`` as words to compare trigger words in: Unicode NFKC, any case, without A1111's
+    network tags, weights, brackets and escapes (``(mychar:1.2)``, ``artoria \\(fate\\)``),
+    ``_`` as a space (booru tags) and with the punctuation around each piece trimmed."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = _WEIGHT.sub("", _NETWORK_TAG.sub(" ", text))
+    text = re.sub(r"[\\()\[\]{}]", " ", text).replace("_", " ")
+    return " ".join(text.split()).strip(" .;:!?")
 
 
 def _judge(

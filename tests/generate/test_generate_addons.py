@@ -172,3 +172,34 @@ def test_a_lora_s_trigger_words_missing_from_the_prompt_are_said(
     assert any(said in w for w in result.warnings), result.warnings
     with_one = request_for(t, t.single, prompt="a cat, ZWX  Style", loras=(LoraSpec(lora, 0.8),))
     assert not any("trigger" in w for w in generate(with_one, tmp_path / "b").warnings)
+
+
+@pytest.mark.parametrize(
+    ("words", "prompt", "warned"),
+    [
+        (["(mychar:1.2)"], "photo of mychar in a park", False),
+        (["mychar"], "photo of (mychar:1.3) in a park", False),
+        (["artoria pendragon (fate)"], "artoria pendragon \\(fate\\), 1girl", False),
+        (["blue_hair_girl"], "blue hair girl, smile", False),
+        (["mychar."], "mychar, standing", False),
+        (["<lora:mychar:1>", ""], "anything", False),
+        (["ｍｙｃｈａｒ"], "MyChar", False),
+        (["猫耳少女"], "一个猫耳少女在公园", False),
+        (["mychar", "(other:1.1)"], "an unrelated prompt", True),
+    ],
+)
+def test_trigger_words_are_compared_as_a1111_prompts_write_them(
+    tmp_path: Path, words: list[str], prompt: str, warned: bool
+) -> None:
+    """Weights, brackets, escapes, network tags, underscores, full-width letters and trailing
+    dots do not hide a trigger word that is in the prompt."""
+    import json
+
+    from modelsafe.runtime.generate import _warn_of_missing_trigger, collect_warnings
+
+    lora = tmp_path / "style.safetensors"
+    lora.write_bytes(b"")
+    (tmp_path / "style.civitai.info").write_text(json.dumps({"trainedWords": words, "files": []}))
+    with collect_warnings(None) as found:
+        _warn_of_missing_trigger(lora, prompt)
+    assert bool(found) is warned, found
