@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from modelsafe.registry.detect.prefixes import COMFY_TEXT_ENCODERS
@@ -94,10 +95,20 @@ def _strip(tensors: Iterable[TensorInfo], prefix: str) -> tuple[TensorInfo, ...]
     )
 
 
-def encoder_slot(tensors: Iterable[TensorInfo], fallback: str = "unknown") -> str:
-    """The text-encoder slot a component fills, by its width; 4096 is T5-XXL only when its layers
-    are T5's (an LLM encoder of width 4096, Llama or Mistral, is no T5)."""
+def encoder_slot(
+    tensors: Iterable[TensorInfo], fallback: str = "unknown", index: TensorIndex | None = None
+) -> str:
+    """The text-encoder slot a component fills: the encoder the text-encoder detector names
+    (UMT5-XXL is ``umt5xxl``, not T5-XXL by its width), else by its width if the detector knows
+    no such layout; a T5 or LLM the detector could not name keeps ``fallback`` (T5-base is as
+    wide as CLIP-L, Llama as T5-XXL). ``index``: the tensors' own index (a GGUF's key/values)."""
+    from modelsafe.registry.detect.component_probes import text_encoder
+
     tensors = list(tensors)
+    sub = index or TensorIndex(Path(), "safetensors", tuple(tensors))
+    found = text_encoder(sub, "model_parts")
+    if found:
+        return found[0].variant or fallback
     slot = TEXT_ENCODER_BY_WIDTH.get(text_encoder_width(tensors) or 0)
     if slot == "t5xxl" and not any(
         "SelfAttention" in t.name or "DenseReluDense" in t.name or t.name.startswith("enc.blk.")
@@ -167,7 +178,7 @@ def split_components(
         role = _role_of_kind(kind)
         name = _denoiser_name(family, kind) if role in ("denoiser", "controlnet") else kind
         if role == "text_encoder":
-            name = f"text_encoder.{encoder_slot(index.tensors)}"
+            return _encoder_components(index)
         return [Component(name, role, "", tuple(index.tensors))]
     out = []
     for prefix, tensors in groups.items():
@@ -185,6 +196,39 @@ def split_components(
             out.append(Component("other", "other", "", tuple(rest)))
         else:
             out.append(Component(_denoiser_name(family, kind), "denoiser", "", tuple(rest)))
+    return out
+
+
+def _encoder_components(index: TensorIndex) -> list[Component]:
+    """A text-encoder file: one component, or one per encoder of a ComfyUI CLIP save
+    (``clip_l.transformer.*`` beside ``t5xxl.transformer.*``), each named by what it is."""
+    groups: dict[str, list[TensorInfo]] = {}
+    rest = []
+    for t in index.tensors:
+        root = t.name.split(".", 1)[0]
+        if root in COMFY_TEXT_ENCODERS and "." in t.name:
+            groups.setdefault(root, []).append(t)
+        else:
+            rest.append(t)
+    if len(groups) < 2:
+        return [
+            Component(
+                f"text_encoder.{encoder_slot(index.tensors, index=index)}",
+                "text_encoder",
+                "",
+                tuple(index.tensors),
+            )
+        ]
+    out = []
+    for root, tensors in groups.items():
+        stripped = _strip(tensors, root + ".")
+        out.append(
+            Component(
+                f"text_encoder.{encoder_slot(stripped, root)}", "text_encoder", root + ".", stripped
+            )
+        )
+    if rest:  # (the fp8 ``scaled_fp8`` marker and the like)
+        out.append(Component("other", "other", "", tuple(rest)))
     return out
 
 

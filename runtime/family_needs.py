@@ -42,6 +42,14 @@ TEXT_ENCODER_WIDTHS: dict[str, int] = {
     "clip_g": 1280,
     "t5xxl": 4096,
 }
+# The architecture of each slot's encoder: a file that could not be named fills a slot by its
+# width only if its architecture is the slot's (T5-base is as wide as CLIP-L, Llama as T5-XXL).
+TEXT_ENCODER_ARCH: dict[str, str] = {
+    "clip_l": "CLIP",
+    "openclip_h": "CLIP",
+    "clip_g": "CLIP",
+    "t5xxl": "T5",
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,36 @@ NEEDS: dict[str, FamilyNeeds] = {
     "flux1": FamilyNeeds(("clip_l", "t5xxl"), (), 16, "ae (Flux VAE)"),
     "chroma": FamilyNeeds(("t5xxl",), (), 16, "ae (Flux VAE)"),
 }
+
+# The text encoders a family takes, for families NEEDS leaves out (their VAEs and required
+# sets vary by model): an encoder outside these is rejected, but what a set lacks is not checked.
+# Keyed by family, or ``family/variant`` where the variant decides (FLUX.2 [dev] takes
+# Mistral-Small-3.1, [klein] 4B Qwen3-4B, [klein] 9B Qwen3-8B). Sources: the pipelines'
+# text_encoder classes and ComfyUI's text-encoder loaders.
+TEXT_ENCODERS_OF: dict[str, tuple[str, ...]] = {
+    "wan": ("umt5xxl",),
+    "qwen-image": ("qwen2.5_vl_7b",),
+    "z-image": ("qwen3_4b",),
+    "lumina2": ("gemma2_2b",),
+    "sana": ("gemma2_2b",),
+    "hidream": ("clip_l", "clip_g", "t5xxl", "llama3.1_8b"),
+    "hunyuan-video": ("clip_l", "llava_llama3_8b"),
+    "hunyuanimage2.1": ("qwen2.5_vl_7b", "byt5_small_glyph"),
+    "kandinsky5": ("qwen2.5_vl_7b", "clip_l"),
+    "flux2": ("mistral_small_3_24b", "qwen3_4b", "qwen3_8b"),
+    "flux2/dev": ("mistral_small_3_24b",),
+    "flux2/klein-4b": ("qwen3_4b",),
+    "flux2/klein-9b": ("qwen3_8b",),
+}
+
+
+def text_encoders_of(family: str, variant: str | None = None) -> tuple[str, ...] | None:
+    """The text encoders ``family`` (of ``variant``) takes; None if not tabulated."""
+    needs = NEEDS.get(family)
+    if needs is not None:
+        return needs.text_encoders + needs.optional_text_encoders
+    return TEXT_ENCODERS_OF.get(f"{family}/{variant}") or TEXT_ENCODERS_OF.get(family)
+
 
 # The VAE each family was trained with, by the family that introduced it (SD2 kept SD1's VAE,
 # the SDXL refiner SDXL's, SD3.5 SD3's; Chroma, Z-Image, HiDream and Lumina 2 use Flux.1's ae;

@@ -15,6 +15,7 @@ them is), ``quantized_base`` (LoRA on a GGUF or packed 4-bit checkpoint). See do
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any
 
 from modelsafe.plugins.hookspecs import hookimpl
@@ -22,12 +23,14 @@ from modelsafe.registry.detect.sizes import model_size
 from modelsafe.runtime.family_needs import (
     CONTEXT_DIM,
     NEEDS,
+    TEXT_ENCODER_ARCH,
     TEXT_ENCODER_WIDTHS,
     VAE_3D_LINEAGES,
     VAE_LINEAGE,
     cross_attention,
     label,
     related,
+    text_encoders_of,
 )
 from modelsafe.types import Compatibility, Part
 
@@ -386,7 +389,79 @@ def _multi_encoder_rule(base: Part, variant: str, slots: tuple[str, ...]) -> Com
     return _ok("text_encoder_slot", reason, *fills)
 
 
-def text_encoder_rule(base: Part, part: Part) -> Compatibility | None:
+# The architecture a text encoder's key naming (``facts.naming``) shows.
+_NAMING_ARCH = {
+    "transformers-clip": "CLIP",
+    "open_clip": "CLIP",
+    "transformers-t5": "T5",
+    "transformers-llm": "LLM",
+}
+_ARCH_NAME = {
+    "CLIP": "CLIP text model",
+    "T5": "T5 encoder",
+    "LLM": "decoder-only language model (LLM)",
+}
+
+
+def _encoder_arch(part: Part) -> str | None:
+    """CLIP, T5 or a language model, from the encoder's key naming; None if not told."""
+    naming = part.facts.get("naming")
+    if naming == "llama.cpp":
+        t5 = part.facts.get("gguf_architecture") in ("t5", "t5encoder")
+        return "T5" if t5 else "LLM"
+    return _NAMING_ARCH.get(str(naming))
+
+
+def _file_name(part: Part) -> str:
+    return os.path.basename(part.path) if part.path else part.ref
+
+
+def _slot_given_twice(base: Part, part: Part, held: list[str]) -> Compatibility | None:
+    """A warning when another named text encoder given beside ``part`` fills a slot it fills: a
+    set loads one encoder per slot, so one of the two files goes unused."""
+    twice = [
+        (slot, _file_name(other))
+        for other in base.beside
+        if other is not part
+        for slot in held
+        if slot in (other.variant or "").split("+")
+    ]
+    if not twice:
+        return None
+    said = "; ".join(f"{other} also fills the {slot} slot" for slot, other in twice)
+    return _warn(
+        "text_encoder_slot",
+        f"{said}: {label(base.family)} loads one encoder per slot, so one of these files goes "
+        "unused; give one file per slot",
+    )
+
+
+def _unnamed_encoder(base: Part, part: Part, width: int, slots: tuple[str, ...]) -> Compatibility:
+    """A text encoder no variant was found for: placed by its width, but only in a slot of its
+    own architecture (CLIP, T5), and never accepted on the width's word."""
+    fam = label(base.family)
+    slot = next((n for n, w in TEXT_ENCODER_WIDTHS.items() if w == width), None)
+    if slot is None or slot not in slots:
+        return _no(
+            "text_encoder_slot",
+            f"this text encoder ({width} wide, of no known name) is not used by {fam} "
+            f"(needs {', '.join(slots)})",
+        )
+    arch, want = _encoder_arch(part), TEXT_ENCODER_ARCH.get(slot)
+    if arch and want and arch != want:
+        return _no(
+            "text_encoder_slot",
+            f"this is a {_ARCH_NAME[arch]} ({width} wide, of no known name), not {slot}: "
+            f"{fam}'s {slot} slot takes a {_ARCH_NAME[want]}, which only its width matches",
+        )
+    return _warn(
+        "text_encoder_slot",
+        f"what this file is could not be told; by its width ({width}) it would be {slot}, one "
+        f"of {fam}'s text encoders: check it is",
+    )
+
+
+def text_encoder_rule(base: Part, part: Part) -> Compatibility | list[Compatibility] | None:
     if part.kind != "text_encoder" and part.role != "text_encoder":
         return None
     if part.facts.get("not_image_model"):  # a chat LLM: as wide as T5, not an encoder of one
@@ -395,39 +470,32 @@ def text_encoder_rule(base: Part, part: Part) -> Compatibility | None:
             "this file is a language model, not the text encoder of an image model",
             *(str(e) for e in list(part.report.get("evidence") or ())[:2]),
         )
+    slots = text_encoders_of(base.family, base.variant)
+    if slots is None:
+        return _warn("text_encoder_slot", f"text encoders of {label(base.family)} not tabulated")
     variant = part.variant or ""
     width = part.facts.get("hidden_size")
-    guessed = False
     # Only a text encoder of no known name is placed by its width: a named one (Qwen3-8B,
     # Llama, umT5: 4096 wide too) is what it is named, not T5-XXL.
     if not variant and isinstance(width, int):
-        found = next((n for n, w in TEXT_ENCODER_WIDTHS.items() if w == width), None)
-        guessed = found is not None and part.kind != "text_encoder"
-        variant = found or variant
-    needs = NEEDS.get(base.family)
-    if needs is None:
-        return _warn("text_encoder_slot", f"text encoders of {label(base.family)} not tabulated")
-    slots = needs.text_encoders + needs.optional_text_encoders
+        return _unnamed_encoder(base, part, width, slots)
     if "+" in variant:  # several encoders in one file
-        return _multi_encoder_rule(base, variant, slots)
-    if variant in slots and guessed:
-        return _warn(
+        found = _multi_encoder_rule(base, variant, slots)
+    elif variant in slots:
+        w = TEXT_ENCODER_WIDTHS.get(variant) or width
+        found = _ok(
             "text_encoder_slot",
-            f"what this file is could not be told; by its width ({width}) it would be "
-            f"{variant}, one of {label(base.family)}'s text encoders: check it is",
+            f"{variant}{f' ({w} wide)' if w else ''} is one of {label(base.family)}'s text "
+            f"encoders ({', '.join(slots)})",
         )
-    if variant in slots:
-        w = TEXT_ENCODER_WIDTHS.get(variant)
-        return _ok(
+    else:
+        return _no(
             "text_encoder_slot",
-            f"{variant} ({w} wide) is one of {label(base.family)}'s text encoders "
-            f"({', '.join(slots)})",
+            f"{variant or 'this text encoder'} is not used by {label(base.family)} "
+            f"(needs {', '.join(slots)})",
         )
-    return _no(
-        "text_encoder_slot",
-        f"{variant or 'this text encoder'} is not used by {label(base.family)} "
-        f"(needs {', '.join(slots)})",
-    )
+    twice = found.status == "accept" and _slot_given_twice(base, part, variant.split("+"))
+    return [found, twice] if twice else found
 
 
 _NUNCHAKU_LORA = (

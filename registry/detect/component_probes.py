@@ -16,9 +16,11 @@ Decisive facts (public layouts):
   (``conv1``..``conv8``, a live-preview decoder): variant
   ``approx``, the same 4-channel tie.
 - Text encoders: HF CLIP (``text_model.*``), OpenCLIP (``transformer.resblocks``), T5
-  (``encoder.block.N.layer``), decoder-only LLMs (``model.layers``); width, depth and vocabulary
-  name the variant (CLIP-L 768x12, OpenCLIP-H 1024x24, bigG 1280x32, T5-XXL 4096x24 vocab 32128,
-  UMT5-XXL vocab 256384, Llama-3.1-8B, Qwen2.5-VL-7B, Qwen3-4B, Gemma-2-2B).
+  (``encoder.block.N.layer``), decoder-only LLMs (``layers.N`` bare, under ``model.``, or a
+  VLM's ``model.language_model.`` / ``language_model.model.`` beside its vision tower); width,
+  depth and vocabulary name the variant (CLIP-L 768x12, OpenCLIP-H 1024x24, bigG 1280x32, T5-XXL
+  4096x24 vocab 32128, UMT5-XXL vocab 256384, mT5-XL and Pile-T5-XL 2048x24, Llama-3.1-8B,
+  Qwen2.5-VL-7B, Qwen3-4B, Gemma-2-2B, Gemma-3-12B).
 - Upscalers: ESRGAN/RRDB (old ``model.N``, BasicSR ``conv_first``/``body``/``conv_upN`` and
   ESRGAN-repository ``RRDB_trunk``/``trunk_conv``/``upconvN``/``HRconv`` naming), Real-ESRGAN
   compact (SRVGGNet ``body.N``), SwinIR; the scale is read from the upsampling layers (2x per
@@ -33,7 +35,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from modelsafe.registry.detect.metadata_family import family_from_metadata
-from modelsafe.registry.detect.prefixes import KeyView, find_prefix, shape_text
+from modelsafe.registry.detect.prefixes import KeyView, find_prefix, prefixes_present, shape_text
 from modelsafe.types import Candidate, TensorIndex
 
 # A component detector claims a file only when the component holds this share of its tensors.
@@ -501,6 +503,9 @@ USED_BY: dict[str, list[str]] = {
     "gemma2_2b": ["lumina2", "sana"],
     "qwen3_8b": ["flux2"],
     "mistral_small_3_24b": ["flux2"],
+    "gemma3_12b": ["ltx-2"],
+    "pile_t5xl": ["auraflow"],
+    "mt5_xl": ["hunyuan-dit"],
 }
 # (vocab, width, layers) -> variant, for decoder-only LLM text encoders.
 _LLM_VARIANTS: dict[tuple[int, int, int], str] = {
@@ -513,6 +518,7 @@ _LLM_VARIANTS: dict[tuple[int, int, int], str] = {
     (256000, 2304, 26): "gemma2_2b",
     (151936, 4096, 36): "qwen3_8b",  # FLUX.2 [klein] 9B
     (131072, 5120, 40): "mistral_small_3_24b",  # FLUX.2 [dev]: Mistral-Small-3.1/3.2 24B
+    (262208, 3840, 48): "gemma3_12b",  # LTX-2: Gemma-3-12B(-it), text_config of the VLM
 }
 
 
@@ -532,14 +538,7 @@ def text_encoder(index: TensorIndex, detector: str) -> list[Candidate]:
             ("encoder.block.0.layer.0.SelfAttention.q.weight", "encoder.final_layer_norm.weight"),
             _t5,
         ),
-        (
-            (
-                "model.embed_tokens.weight",
-                "model.layers.0.self_attn.q_proj.weight",
-                "model.norm.weight",
-            ),
-            _llm,
-        ),
+        (("embed_tokens.weight", "layers.0.self_attn.q_proj.weight", "norm.weight"), _llm),
     ):
         prefix = find_prefix(names, anchors)
         if prefix is None:
@@ -561,9 +560,11 @@ def _te_candidate(
     evidence: list[str],
     detector: str,
     extra_parts: tuple[str, ...] = (),
+    *,
+    whole: bool = False,
 ) -> list[Candidate]:
-    share = coverage(index, view.prefix)
-    if share < MIN_COVERAGE:
+    """``whole``: the caller has checked that the encoder makes up the file."""
+    if not whole and coverage(index, view.prefix) < MIN_COVERAGE:
         return []
     score = 0.95 if variant else 0.6
     _say_variant(variant, facts, evidence)
@@ -598,10 +599,17 @@ _T5_VARIANTS: dict[tuple[int, int, int | None], str] = {
     (4096, 24, None): "t5xxl",
     (1024, 24, 65536): "oldt5_xxl",
     (1472, 12, None): "byt5_small",
+    # T5 v1.1 XL (google/t5-v1_1-xl: 2048 x 24, d_ff 5120, vocabulary 32128); mT5-XL (HunyuanDiT's
+    # text_encoder_2) and Pile-T5-XL (AuraFlow's, a UMT5EncoderModel) have its shape
+    (2048, 24, None): "t5_xl",
 }
+# The UMT5 form of a shape (a relative attention bias in every block, or UMT5's vocabulary).
+_UMT5_OF: dict[str, str] = {"t5xxl": "umt5xxl", "t5_xl": "umt5_xl"}
 _T5_BY_VOCAB: dict[tuple[str, int], str] = {
     ("t5xxl", MT5_VOCAB): "mt5xxl",
-    ("t5xxl", UMT5_VOCAB): "umt5xxl",
+    ("t5_xl", MT5_VOCAB): "mt5_xl",
+    # EleutherAI/pile-t5-xl: UMT5 blocks over T5's 32128-token vocabulary
+    ("umt5_xl", 32128): "pile_t5xl",
     ("byt5_small", 1510): "byt5_small_glyph",
 }
 _T5_NOTES: dict[str, str] = {
@@ -612,6 +620,9 @@ _T5_NOTES: dict[str, str] = {
     "(4096 wide)",
     "byt5_small_glyph": "vocabulary 1510: ByT5-small with the Glyph-SDXL-v2 glyph tokens, "
     "HunyuanImage 2.1's text renderer",
+    "pile_t5xl": "relative attention bias in every block, vocabulary 32128: Pile-T5-XL "
+    "(UMT5 blocks), not T5 v1.1 XL",
+    "mt5_xl": "vocabulary 250112: mT5-XL (multilingual), not T5 v1.1 XL (32128)",
 }
 
 
@@ -628,8 +639,8 @@ def _t5_variant(
     variant = _T5_VARIANTS.get((width or 0, layers or 0, None)) or _T5_VARIANTS.get(
         (width or 0, layers or 0, d_ff)
     )
-    if variant == "t5xxl" and umt5:
-        return "umt5xxl"
+    if umt5 and variant in _UMT5_OF:
+        variant = _UMT5_OF[variant]
     return _T5_BY_VOCAB.get((variant or "", vocab or 0), variant)
 
 
@@ -761,11 +772,29 @@ def _not_image_model(
     return _cand("unknown", "unknown", 0.9, evidence, facts, detector)
 
 
+# Where a vision-language model keeps the rest of itself beside its language model, in each
+# transformers layout: ComfyUI and Qwen2.5-VL before transformers 4.52 (``model.layers`` +
+# ``visual.*``), 4.52 and later (``model.language_model.*`` + ``model.visual.*`` /
+# ``model.vision_tower.*`` + ``model.multi_modal_projector.*``), the llava family before 4.52
+# (``language_model.model.*`` + ``vision_tower.*`` + ``multi_modal_projector.*``), and the LM head.
+# The vision tower holds many small tensors (a few percent of the bytes): its tensors are not
+# counted against the language model's share of the file.
+_VLM_PARTS = tuple(
+    outer + part
+    for outer in ("", "model.")
+    for part in ("visual.", "vision_tower.", "multi_modal_projector.")
+) + ("lm_head.", "language_model.lm_head.")
+
+
 def _llm(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
-    emb = view.shape("model.embed_tokens.weight") or (0, 0)
+    """A decoder-only language model used as a text encoder, in any of transformers' layouts:
+    the base model (``embed_tokens``, ``layers.N``: Gemma2Model, LlamaModel as diffusers save
+    them), ``*ForCausalLM`` (``model.``), or a VLM's language model (``model.language_model.``,
+    ``language_model.model.``) beside its vision tower."""
+    emb = view.shape("embed_tokens.weight") or (0, 0)
     vocab, width = (emb[0], emb[1]) if len(emb) == 2 else (0, 0)
-    layers = view.count_blocks("model.layers.")
-    qk_norm = "model.layers.0.self_attn.q_norm.weight" in view
+    layers = view.count_blocks("layers.")
+    qk_norm = "layers.0.self_attn.q_norm.weight" in view
     facts: dict[str, Any] = {
         "hidden_size": width,
         "num_layers": layers,
@@ -773,13 +802,19 @@ def _llm(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
         "naming": "transformers-llm",
     }
     evidence = [
-        f"{view.says('model.embed_tokens.weight')}: decoder-only language model, width "
+        f"{view.says('embed_tokens.weight')}: decoder-only language model, width "
         f"{width}, {layers} layers" + (", q/k norms" if qk_norm else ""),
     ]
     variant = _LLM_VARIANTS.get((vocab, width, layers))
-    if view.has_prefix("visual."):
-        evidence.append("vision tower (visual.*) stored too: a vision-language model")
-    return _te_candidate(index, view, variant, facts, evidence, detector)
+    vision = prefixes_present(index.names(), _VLM_PARTS[:-2])
+    if vision:
+        evidence.append(
+            f"vision tower ({', '.join(p + '*' for p in vision)}) stored too: a vision-language "
+            "model"
+        )
+    if coverage(index, view.prefix, leftovers=_VLM_PARTS) < MIN_COVERAGE:
+        return []
+    return _te_candidate(index, view, variant, facts, evidence, detector, whole=True)
 
 
 # ------------------------------------------------------------------------------------ upscalers

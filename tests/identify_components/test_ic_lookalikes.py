@@ -334,8 +334,4 @@ def test_gguf_text_encoders_are_named(tmp_path: Path) -> None:
             name,
             report.evidence,
         )
-        assert (
-            list(report.vram["components"])
-            == ["text_encoder.t5xxl" if variant == "t5xxl" else "text_encoder.unknown"]
-            or variant == "umt5xxl"
-        )
+        assert list(report.vram["components"]) == [f"text_encoder.{variant}"], name
