@@ -17,13 +17,13 @@ from typing import Any
 
 from modelsafe.errors import ModelsafeError
 from modelsafe.registry.walk import (
-    MODEL_FILE_EXTENSIONS,
     PIPELINE_MARKER,
     StatKey,
     folder_key,
+    is_model_file,
     walk_tree,
 )
-from modelsafe.types import to_jsonable
+from modelsafe.types import Verdict, to_jsonable
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,8 @@ def analyse(
     if not is_dir and fields.get("report") is not None:
         _add_sidecar(Path(path), fields)
     try:
-        fields["verdict"] = to_jsonable(audit.audit_path(path))
+        verdict = audit.audit_path(path)
+        fields["verdict"] = to_jsonable(verdict if is_dir else _with_code_beside(verdict))
     except Exception as exc:
         fields["verdict"] = {
             "path": path,
@@ -154,6 +155,26 @@ def analyse(
     except FileNotFoundError:
         return Analysis(path, before, is_dir, fields["format"], vanished=True)
     return Analysis(path, before, is_dir, changed=after != before, **fields)
+
+
+def _with_code_beside(verdict: Verdict) -> Verdict:
+    """A model file's verdict with the warnings ``audit`` gives its folder for Python code
+    shipped beside it when that folder is a model folder (``config.json`` with ``auto_map``
+    and ``modeling_x.py``: a transformers custom-code repo, which a loader with
+    ``trust_remote_code`` runs). Warnings only: its status stays."""
+    from dataclasses import replace
+
+    from modelsafe.registry.audit import custom_code_findings
+
+    folder = verdict.path.parent
+    try:
+        if not (folder / "config.json").is_file():
+            return verdict
+        code = sorted(Path(e.name) for e in os.scandir(folder) if e.name.endswith(".py"))
+    except OSError:
+        return verdict
+    found = custom_code_findings(folder, code) if code else []
+    return replace(verdict, findings=(*verdict.findings, *found)) if found else verdict
 
 
 def _add_sidecar(path: Path, fields: dict[str, Any]) -> None:
@@ -199,14 +220,20 @@ def _folder_hashes(path: str, cache: HashCache) -> dict[str, dict[str, str | Non
         if os.path.isfile(os.path.join(path, PIPELINE_MARKER))
         else None
     )
+    from modelsafe.registry.audit import not_read
+
     found: dict[str, dict[str, str | None]] = {}
     for dirpath, filenames in walk_tree(path):  # (each real folder once: links may loop)
         for name in filenames:
-            if os.path.splitext(name)[1].lower() in MODEL_FILE_EXTENSIONS:
-                rel = (Path(dirpath) / name).relative_to(path)
-                if components and rel.parts[0] not in components:
-                    continue
-                found[str(rel)] = cache.get(Path(dirpath) / name)
+            full = Path(dirpath) / name
+            # (a FIFO or a device would block the read, /proc or /sys never ends: the audit
+            # makes the folder an error for it)
+            if not is_model_file(name) or not_read(full):
+                continue
+            rel = full.relative_to(path)
+            if components and rel.parts[0] not in components:
+                continue
+            found[str(rel)] = cache.get(full)
     return found
 
 

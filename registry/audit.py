@@ -578,12 +578,40 @@ def _named(finding: Finding, scanner: str) -> Finding:
     return replace(finding, scanner=scanner)
 
 
-_SYSTEM_FOLDERS = ("/proc/", "/sys/", "/dev/")
+# The kernel's pseudo-file systems: no model is kept there, and reading some of their files
+# blocks (``/proc/kmsg``) or never ends. A regular file anywhere else is read like any other
+# (``/dev/shm`` and any tmpfs hold ordinary files: weights are copied there to load fast); a
+# FIFO, a device or a socket is never opened wherever it is (:func:`_special_kind`).
+_SYSTEM_FOLDERS = ("/proc/", "/sys/")
 
 
 def _in_system_folder(path: Path) -> bool:
-    """A path into /proc, /sys or /dev (through a link): no model there, and reads may block."""
+    """A path into /proc or /sys (through a link): never read."""
     return (os.path.realpath(path) + "/").startswith(_SYSTEM_FOLDERS)
+
+
+def not_read(child: Path) -> str:
+    """Why the audit of a folder does not read ``child``, one of its entries ("" when it reads
+    it): a path leading into /proc or /sys, or a FIFO, device or socket (opening one blocks or
+    never ends, and a loader that opens it reads whatever is written into it)."""
+    if _in_system_folder(child):
+        where = os.path.realpath(child)
+        return f"leads to {where}, in a system folder: not read"
+    special = _special_kind(child)
+    return f"is {special}, not a regular file: not opened" if special else ""
+
+
+def _unread_finding(rel: Path, why: str) -> Finding:
+    """An entry of a folder a loader may read that the audit did not: never ``safe``."""
+    from modelsafe.registry.walk import printable
+
+    return Finding(
+        "error",
+        "not-read",
+        f"{rel.as_posix()} {why}; the audit cannot vouch for what a loader reads there",
+        location=printable(str(rel)),
+        scanner="audit",
+    )
 
 
 # The Hugging Face hub's bookkeeping, in its own places only: a cache repo folder
@@ -603,11 +631,21 @@ def _hub_bookkeeping(top: Path, rel: Path) -> bool:
     return parts[-2:] == (".cache", "huggingface")
 
 
-def folder_files(path: Path) -> list[tuple[Path, Path]]:
+def hub_bookkeeping(folder: Path) -> bool:
+    """Whether ``folder`` is the Hugging Face hub's own bookkeeping, judged by where it is
+    (the rule ``audit DIR`` leaves out: :func:`_hub_bookkeeping`)."""
+    return _hub_bookkeeping(folder.parent, Path(folder.parent.name, folder.name))
+
+
+def folder_files(
+    path: Path, unread: list[tuple[Path, Path]] | None = None
+) -> list[tuple[Path, Path]]:
     """(file, its path relative to ``path``) for everything under ``path`` that is no folder,
-    sorted by that relative path. Symlinked folders are followed (``Path.rglob`` and
-    ``os.walk`` do not, and a ``unet -> ../elsewhere`` link hid all it holds), each folder once:
-    one reached again (a link loop, two links to one folder) is not walked again."""
+    sorted by that relative path; each folder a link leads into /proc or /sys is not entered,
+    and goes to ``unread`` (the caller reports it: :func:`not_read`). Symlinked folders are
+    followed (``Path.rglob`` and ``os.walk`` do not, and a ``unet -> ../elsewhere`` link hid
+    all it holds), each folder once: one reached again (a link loop, two links to one folder)
+    is not walked again."""
     seen: set[tuple[int, int]] = set()
     found: list[tuple[Path, Path]] = []
     stack: list[tuple[Path, Path]] = [(path, Path())]
@@ -619,7 +657,9 @@ def folder_files(path: Path) -> list[tuple[Path, Path]]:
                 continue
             seen.add((st.st_dev, st.st_ino))
             if rel.parts and _in_system_folder(folder):
-                continue  # (a link into /proc, /sys or /dev: no model there, and reads block)
+                if unread is not None:  # (a link into /proc or /sys: not read)
+                    unread.append((folder, rel))
+                continue
             entries = list(os.scandir(folder))
         except OSError:
             continue  # (a folder that vanished or cannot be listed: nothing a loader reads)
@@ -849,9 +889,14 @@ def _audit_folder(path: Path) -> Verdict:
     symlinked folders in it are audited too (a loader follows them)."""
     findings: list[Finding] = []
     audited = 0
-    files = folder_files(path)
+    unread: list[tuple[Path, Path]] = []
+    files = folder_files(path, unread)
     shards = _indexed_shards(files)
-    for child, rel in files:
+    for child, rel in sorted([*files, *unread], key=lambda item: item[1].parts):
+        why = not_read(child)
+        if why:
+            findings.append(_unread_finding(rel, why))
+            continue
         if not child.is_file():
             continue
         shard = bool(shards) and shards.pop(os.path.realpath(child), None) is not None
@@ -875,7 +920,8 @@ def _audit_folder(path: Path) -> Verdict:
     findings.extend(unloadable or missing)  # (inspect's reason, when it gives one)
     if any((path / name).is_file() for name in ("model_index.json", "config.json")):
         findings.extend(custom_code_findings(path, [rel for _child, rel in files]))
-    if not audited and not unloadable:
+    skipped = any(f.code == "not-read" for f in findings)  # (an error of its own)
+    if not audited and not unloadable and not skipped:
         # Nothing to vouch for is not "safe": a folder named like a model file, an empty download.
         findings.append(
             Finding("error", "no-model-files", "the folder holds no file a loader could read")

@@ -34,6 +34,7 @@ import errno
 import functools
 import os
 import re
+import shlex
 import signal
 import socket
 import stat as stat_module
@@ -486,6 +487,10 @@ def _scan_roots(
                 summary.unsafe_files.append(found.path)
             if first.status == "error":
                 summary.error_files.append({"path": found.path, "reason": first.error or "?"})
+            elif found.is_dir and first.audit_status == "error":
+                summary.error_files.append(
+                    {"path": found.path, "reason": audit_error(None, found.path)}
+                )
         else:
             todo.append(found)
     _touch(catalog, unchanged)
@@ -698,6 +703,10 @@ def _record(
         summary.unsafe_files.append(found.path)
     if result.error:
         summary.error_files.append({"path": found.path, "reason": result.error})
+    elif result.is_dir and result.audit_status == "error":
+        # (a folder read whole whose audit cannot vouch for a file a loader reads in it)
+        reason = audit_error(result.verdict, found.path)
+        summary.error_files.append({"path": found.path, "reason": reason})
     for w in written.folder_problems:
         summary.wrong_folder.append({"path": found.path, "problem": w})
     for w in (result.report or {}).get("warnings") or []:
@@ -706,6 +715,16 @@ def _record(
         summary.warnings.append({"path": found.path, "warning": str(w)})
     for n in written.notices:
         summary.notices.append({"path": found.path, "message": n})
+
+
+def audit_error(verdict: dict[str, Any] | None, path: str) -> str:
+    """Why the audit of a file or folder read whole is an ``error``, for the scan's summary: its
+    first error finding (the catalog's row says the same), or where to look when not at hand."""
+    for finding in (verdict or {}).get("findings") or []:
+        if finding.get("severity") == "error":
+            where = finding.get("location") or ""
+            return f"audit: {finding.get('message')}" + (f" (at {where})" if where else "")
+    return f"its audit is an error: `modelsafe show {shlex.quote(printable(path))}` says why"
 
 
 def _not_recorded(found: Found, summary: ScanSummary, exc: BaseException) -> None:
@@ -853,8 +872,16 @@ def _file_stem(name: str) -> str:
     base = name.rstrip()
     duplicate = _WGET_DUPLICATE.search(base)
     if duplicate and model_extension(base) and not Path(base).suffix[1:].isalpha():
-        return f"{Path(base[: duplicate.start()]).stem}.{duplicate.group().lstrip('.')}"
-    return Path(base).stem
+        return f"{_stem(base[: duplicate.start()])}.{duplicate.group().lstrip('.')}"
+    return _stem(base)
+
+
+def _stem(name: str) -> str:
+    """``name`` less its model extension, two suffixes long for ``model_best.pth.tar``."""
+    from modelsafe.registry.walk import model_extension
+
+    ext = model_extension(name)
+    return name[: -len(ext)] if ext and name.lower().endswith(ext) else Path(name).stem
 
 
 def _model_name(path: str, is_dir: bool, extra: dict[str, Any] | None = None) -> str:

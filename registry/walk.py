@@ -3,7 +3,8 @@
 What counts as a model (decided here, documented in docs/scan.md):
 
 - a file whose extension is a model extension (``.safetensors``, ``.sft``, ``.ckpt``, ``.pt``,
-  ``.pth``, ``.bin``, ``.gguf``, ``.pkl``, ``.pickle``; ``.npy`` is not a model) whatever its bytes
+  ``.pth``, ``.bin``, ``.gguf``, ``.pkl``, ``.pickle``, ``.pt2``, ``.joblib``, ``.pth.tar``,
+  ``.pkl.gz``; ``.npy`` is not a model) whatever its bytes
   are: a model file that turns out to be an HTML page is exactly what a scan must report. Trailing
   whitespace and wget's duplicate number (``model.safetensors.1``) after it are allowed. Plugins
   add extensions of their formats (hook ``modelsafe_model_extensions``);
@@ -21,12 +22,15 @@ being walked is a loop, reported and not entered again; the same holds inside a 
 and each real file is reported with every path that reaches it, so a scan reads it once. Entries
 that cannot be read are reported with a reason instead of stopping the walk, and so is a name that
 is not valid UTF-8 (the catalog stores text). Hidden entries (a name starting with ``.``) are
-skipped, and unfinished downloads (``model.safetensors.part``) are reported as such.
+not walked, but a hidden folder or model file is reported as skipped (loaders such as ComfyUI
+list them), save bookkeeping no loader reads (:func:`bookkeeping`); unfinished downloads
+(``model.safetensors.part``) are reported as such.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import stat as stat_module
@@ -37,7 +41,21 @@ from pathlib import Path
 from modelsafe.errors import FileReadError
 
 MODEL_FILE_EXTENSIONS = frozenset(
-    {".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".pkl", ".pickle"}
+    {
+        ".safetensors",
+        ".sft",
+        ".ckpt",
+        ".pt",
+        ".pth",
+        ".bin",
+        ".gguf",
+        ".pkl",
+        ".pickle",
+        ".pt2",  # (torch.export; ComfyUI lists it)
+        ".joblib",  # (scikit-learn models on the Hub: joblib.load unpickles them)
+        ".pth.tar",  # (torch.save checkpoints: model_best.pth.tar)
+        ".pkl.gz",  # (pickle.load(gzip.open(...)))
+    }
 )
 PIPELINE_MARKER = "model_index.json"
 
@@ -126,19 +144,56 @@ def model_extension(name: str, extensions: frozenset[str] = MODEL_FILE_EXTENSION
     (``x.1``) does not make a model file.
     """
     base = name.rstrip()
-    ext = os.path.splitext(base)[1].lower()
-    if ext in extensions:
-        return ext
     duplicate = _WGET_DUPLICATE.search(base)
-    if duplicate:
-        ext = os.path.splitext(base[: duplicate.start()])[1].lower()
-        if ext in extensions:
+    for stem in (base, base[: duplicate.start()] if duplicate else None):
+        ext = _extension_of(stem, extensions) if stem else None
+        if ext is not None:
             return ext
+    return None
+
+
+def _extension_of(name: str, extensions: frozenset[str]) -> str | None:
+    """The one of ``extensions`` ``name`` ends with: its last suffix, or its last two
+    (``.pth.tar``, ``.pkl.gz``); None for none."""
+    stem, last = os.path.splitext(name)
+    for ext in (os.path.splitext(stem)[1] + last, last):
+        if ext.lower() in extensions:
+            return ext.lower()
     return None
 
 
 def is_model_file(name: str, extensions: frozenset[str] = MODEL_FILE_EXTENSIONS) -> bool:
     return model_extension(name, extensions) is not None
+
+
+HIDDEN_FOLDER = (
+    "a hidden folder: scan does not walk it, but loaders such as ComfyUI list the model files "
+    "in it; run `modelsafe audit` on it, or scan it by its own path"
+)
+HIDDEN_FILE = (
+    "a hidden file: scan leaves it out, but loaders such as ComfyUI list it; run "
+    "`modelsafe audit` on it, or scan it by its own path"
+)
+# Hidden folders no loader reads: version control, the desktop's trash.
+_BOOKKEEPING = (".git", ".hg", ".svn")
+_TRASH = ".Trash"
+
+
+def bookkeeping(path: str) -> bool:
+    """Whether the hidden folder ``path`` is bookkeeping no loader reads: version control
+    (``.git``), a trash (``.Trash-1000``), the Hugging Face hub's own (``models--x/.no_exist``,
+    a ``--local-dir`` download's ``.cache/huggingface``: as ``audit DIR`` leaves them out), or a
+    folder that holds nothing else (a ``.cache`` with only ``huggingface/`` in it)."""
+    from modelsafe.registry.audit import hub_bookkeeping
+
+    name = os.path.basename(path)
+    if name in _BOOKKEEPING or name.startswith(_TRASH) or hub_bookkeeping(Path(path)):
+        return True
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False  # (reported as skipped: what is in it cannot be told)
+    return all(hub_bookkeeping(Path(path, n)) for n in names)
 
 
 SYMLINK_LOOP = "symlink loop: leads back to a folder above it"
@@ -180,20 +235,51 @@ def walk_tree(path: str, skipped: list[Skipped] | None = None) -> Iterator[tuple
 
 
 def folder_key(path: str, skipped: list[Skipped] | None = None) -> StatKey:
-    """A model folder's key: total size, newest mtime and ctime of everything in it, its inode."""
+    """A model folder's key: total size and newest mtime of everything in it, its inode, and a
+    change stamp in place of a ctime (:func:`_change_stamp`).
+
+    The stamp holds which files the folder is made of, not only how big and how old they are: a
+    symlinked component (``unet -> ../store/current/unet``) pointed at other files of the same
+    size and mtimes reads as changed, as a single file's link swap does (its inode is in its key).
+    It costs a stat and an lstat per file."""
     st = os.stat(path)
     size, newest, changed = 0, st.st_mtime_ns, st.st_ctime_ns
+    identity = hashlib.blake2b(digest_size=16)
     for dirpath, filenames in walk_tree(path, skipped):
         dst = os.stat(dirpath)
         newest, changed = max(newest, dst.st_mtime_ns), max(changed, dst.st_ctime_ns)
+        _add_identity(identity, path, dirpath, dst)
         for name in filenames:
+            full = os.path.join(dirpath, name)
             try:
-                fst = os.stat(os.path.join(dirpath, name))
+                fst: os.stat_result | None = os.stat(full)
             except OSError:
-                continue
-            size += fst.st_size
-            newest, changed = max(newest, fst.st_mtime_ns), max(changed, fst.st_ctime_ns)
-    return StatKey(size, newest, st.st_ino, st.st_dev, changed)
+                fst = None  # (a broken link: where it leads is still part of the stamp)
+            _add_identity(identity, path, full, fst)
+            if fst is not None:
+                size += fst.st_size
+                newest, changed = max(newest, fst.st_mtime_ns), max(changed, fst.st_ctime_ns)
+    return StatKey(size, newest, st.st_ino, st.st_dev, _change_stamp(changed, identity))
+
+
+def _add_identity(
+    identity: hashlib.blake2b, top: str, path: str, st: os.stat_result | None
+) -> None:
+    """Add what ``path`` (a file or folder under ``top``) is to a folder's ``identity``: its
+    path in the folder, the device and inode it leads to (links followed), and where it leads
+    when it is a symbolic link (links are followed; their own stat changes when re-pointed)."""
+    target = _readlink(path) if os.path.islink(path) else ""
+    ident = f"{st.st_dev}:{st.st_ino}" if st is not None else "?"
+    rel = os.path.relpath(path, top)
+    identity.update(os.fsencode(rel) + b"\0" + os.fsencode(target) + f"\0{ident}\n".encode())
+
+
+def _change_stamp(ctime_ns: int, identity: hashlib.blake2b) -> int:
+    """A folder's newest ctime mixed with the identity of the files it is made of: a positive
+    63-bit number (never 0, which :class:`StatKey` takes for "not recorded") that changes when
+    either does."""
+    identity.update(str(ctime_ns).encode())
+    return int.from_bytes(identity.digest()[:8], "big") >> 1 or 1
 
 
 def is_model_folder(path: str) -> bool:
@@ -322,9 +408,23 @@ class _Walker:
             self.result.unlisted.append(path)
             return
         for entry in entries:
-            if entry.name.startswith(".") or not keep(entry):
+            if not keep(entry):
+                continue
+            if entry.name.startswith("."):
+                self.hidden(entry)
                 continue
             self.entry(entry, (*chain, ident))
+
+    def hidden(self, entry: os.DirEntry[str]) -> None:
+        """A hidden entry of a folder is not walked, but never left out silently when a loader
+        may read it (ComfyUI lists ``.staging/x.ckpt`` and ``.x.ckpt``): a hidden model file
+        or folder is reported as skipped, with what to do. Bookkeeping no loader reads is
+        left out without a word (:func:`bookkeeping`)."""
+        if _is_dir(entry):
+            if not bookkeeping(entry.path):
+                self.skip(printable(entry.path), HIDDEN_FOLDER)
+        elif is_model_file(entry.name, self.extensions):
+            self.skip(printable(entry.path), HIDDEN_FILE)
 
     def entry(self, entry: os.DirEntry[str], chain: tuple[tuple[int, int], ...]) -> None:
         """One entry of a folder. Every DirEntry call that may stat is in the ``try``: a link

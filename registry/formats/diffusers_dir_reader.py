@@ -162,8 +162,10 @@ def shard_index_of(folder: Path) -> Path | None:
     """The shard index of a sharded component folder, or None when ``folder`` is not one.
 
     It is one when it holds ``config.json`` and a ``<weights>.safetensors.index.json`` (or
-    ``.bin.index.json``, any variant) whose ``weight_map`` maps tensor names to shard file names:
-    a folder of unrelated model files that happens to hold a ``config.json`` is not one. An index
+    ``.bin.index.json``, any variant) whose ``weight_map`` maps tensor names to shard file names,
+    whatever those names are (``notes.txt``, ``.no_exist/x.bin``, ``../elsewhere/x.bin``: loaders
+    join each to the folder and read it, so the folder's audit must see them all): a folder of
+    unrelated model files that happens to hold a ``config.json`` is not one. An index
     so named that cannot be read (cut short, an HTML page, a git-lfs pointer) counts too: the
     folder is still one model, one that does not load. Only the index is read (it is small),
     never a shard.
@@ -186,13 +188,7 @@ def shard_index_of(folder: Path) -> Path | None:
         if (
             isinstance(weight_map, dict)
             and weight_map
-            and all(
-                isinstance(k, str)
-                and isinstance(v, str)
-                and v.endswith((".safetensors", ".bin"))
-                and "/" not in v
-                for k, v in weight_map.items()
-            )
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items())
         ):
             return folder / name
     return None
