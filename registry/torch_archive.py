@@ -13,6 +13,7 @@ keys) followed by each storage as an 8-byte element count and its raw bytes.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import struct
@@ -20,11 +21,11 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from modelsafe.errors import FileReadError, MalformedFileError
+from modelsafe.errors import FileReadError, MalformedFileError, UnsupportedFormatError
 from modelsafe.registry.pickle_vm.limits import Limits
 from modelsafe.registry.pickle_vm.machine import VMResult, run_pickle, search_names
 from modelsafe.registry.pickle_vm.symbols import (
@@ -36,7 +37,13 @@ from modelsafe.registry.pickle_vm.symbols import (
     describe,
 )
 from modelsafe.registry.pickle_vm.tensors import Interpretation, TensorRecord, interpret
-from modelsafe.registry.sniff import MODEL_EXTENSIONS, check_tar, packed_archive, sniff
+from modelsafe.registry.sniff import (
+    HEAD_SIZE,
+    MODEL_EXTENSIONS,
+    check_tar,
+    packed_archive,
+    sniff,
+)
 from modelsafe.types import DTYPE_SIZES, Finding, Format, TensorIndex, TensorInfo
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -337,7 +344,8 @@ def _read_zip(out: TorchFile, data: Any) -> TorchFile:
     if not members:
         out.add("error", "not-a-checkpoint", "the zip archive is empty")
         return out
-    if _packs_files(data, members):
+    pt2 = _pt2_folder(data, members)
+    if pt2 is None and _packs_files(data, members):
         what = packed_archive(_zip_holding(members))
         out.extra["packed_archive"] = what
         out.add("error", f"not-a-model:{what.code}", f"{what.reason}; {what.hint}")
@@ -390,6 +398,10 @@ def _read_zip(out: TorchFile, data: Any) -> TorchFile:
             "torch.jit.load, which runs the code it contains",
         )
     pkl = member("data.pkl")
+    if pt2 is not None:
+        _audit_pt2(out, data, members, pt2, pkl)
+        if pkl is None:  # (torch.load refuses it: torch.export.load is its loader)
+            return out
     if pkl is None:
         out.add(
             "error",
@@ -432,6 +444,138 @@ def _read_zip(out: TorchFile, data: Any) -> TorchFile:
         out.extra["version_record"] = (text or b"").decode("ascii", "replace")
     _resolve_zip_storages(out, member)
     return out
+
+
+# -- torch.export archives (.pt2) ---------------------------------------------------------------
+# torch.export.save writes a zip whose ``<folder>/archive_format`` record says ``pt2``.
+# torch.export.load unpickles members that torch.load never names: each weight and tensor
+# constant its payload config marks ``use_pickle`` (torch.load, weights_only=False), every
+# ``opaque_obj_*`` constant (pickle.loads) and ``custom_obj_*`` one (torch's own unpickler), the
+# sample inputs and legacy ``<model>.pt`` weights (torch.load, falling back to
+# weights_only=False). Each is audited as a file of its own (:func:`read_torch_data`).
+
+PT2_FORMAT = b"pt2"
+_PT2_CONFIG_DIRS = ("data/weights/", "data/constants/")
+_PT2_PICKLED_PREFIXES = ("opaque_obj_", "custom_obj_")
+_NATIVE_SUFFIXES = (".so", ".dll", ".dylib", ".pyd")
+_TORCH_READABLE = frozenset({Format.ZIP.value, Format.LEGACY_TORCH.value})
+
+
+def _pt2_folder(data: Any, members: list[ZipMember]) -> str | None:
+    """The archive folder (``name/``) of a torch.export archive, None for any other zip: its
+    ``archive_format`` record says ``pt2``, which torch.export.load requires."""
+    first = members[0].name
+    if "/" not in first:
+        return None
+    folder = first.split("/", 1)[0] + "/"
+    wanted = (folder + "archive_format").lower()
+    record = next((m for m in members if m.name.lower() == wanted), None)
+    if record is None or record.usize != len(PT2_FORMAT) or record.problem:
+        return None
+    return folder if _member_head(data, record, len(PT2_FORMAT)) == PT2_FORMAT else None
+
+
+def _audit_pt2(
+    out: TorchFile, data: Any, members: list[ZipMember], folder: str, pkl: ZipMember | None
+) -> None:
+    """Audit every member torch.export.load may unpickle, as a file of its own: its findings,
+    located in the member. Then say what the archive is: its program (``models/*.json``) is
+    rebuilt by torch.export.load, which evaluates its symbolic-shape expressions with
+    ``sympy.sympify`` (Python ``eval``); modelsafe does not audit that part."""
+    out.extra["torch_export"] = True
+    marked = _pt2_marked(out, data, members, folder)
+    audited = 0
+    for m in members:
+        if m is pkl or m.problem or m.name.endswith("/"):
+            continue
+        if pkl is not None and m.name.lower().endswith(".pkl"):
+            continue  # (a second pickle beside data.pkl: audited with the checkpoint)
+        rel = m.name[len(folder) :].lower() if m.name.lower().startswith(folder.lower()) else ""
+        head = _member_head(data, m, HEAD_SIZE)
+        if rel.endswith(_NATIVE_SUFFIXES) or head.startswith(b"\x7fELF"):
+            out.add(
+                "unsafe",
+                "native-code",
+                f"a compiled library in a torch.export archive ({m.name!r}): AOTInductor loads "
+                "it, and native code runs as it is loaded",
+                m.name,
+            )
+            continue
+        fmt = sniff(head).value
+        named = _pt2_pickled(rel, marked)
+        if named or fmt in _TORCH_READABLE:
+            _audit_member(out, data, m, fmt if fmt in _TORCH_READABLE else Format.PICKLE.value)
+            audited += 1
+        elif fmt == Format.PICKLE.value and not rel.startswith(_PT2_CONFIG_DIRS):
+            # (only looks like one: a loader that does not name it may still unpickle it)
+            _audit_member(out, data, m, fmt, only_unsafe=True)
+            audited += 1
+    out.add(
+        "error",
+        "torch-export",
+        f"a torch.export program archive (torch.export.save; {len(members)} members, {audited} "
+        "that a loader unpickles audited): not a state dict, so inspect and convert do not take "
+        f"it; torch.export.load also rebuilds the program from {folder}models/*.json, evaluating "
+        "its symbolic-shape expressions with sympy.sympify (Python eval), which modelsafe does "
+        "not audit: load it only from a source you trust",
+    )
+
+
+def _pt2_pickled(rel: str, marked: set[str] | None) -> bool:
+    """Whether torch.export.load unpickles the member ``rel`` (relative, lower case) by its
+    name: an opaque or custom object, a ``data/**.pt`` file, one its config marks
+    ``use_pickle`` (every member beside a config that cannot be read: ``marked`` None)."""
+    if rel.rsplit("/", 1)[-1].startswith(_PT2_PICKLED_PREFIXES):
+        return True
+    if rel.startswith("data/") and rel.endswith(".pt"):
+        return True
+    if marked is None:
+        return rel.startswith(_PT2_CONFIG_DIRS) and not rel.endswith(".json")
+    return rel in marked
+
+
+def _pt2_marked(
+    out: TorchFile, data: Any, members: list[ZipMember], folder: str
+) -> set[str] | None:
+    """The members (relative to ``folder``, lower case) the weights and constants configs mark
+    ``use_pickle``; None when a config is not what torch.export writes (JSON of
+    ``{"config": {fqn: {"path_name": name, "use_pickle": bool}}}`` with plain names)."""
+    marked: set[str] = set()
+    for m in members:
+        rel = m.name[len(folder) :].lower() if m.name.lower().startswith(folder.lower()) else ""
+        if not (rel.startswith(_PT2_CONFIG_DIRS) and rel.endswith(".json")):
+            continue
+        where = rel.rsplit("/", 1)[0] + "/"
+        raw = _member_bytes(out, data, m) if m.usize <= _PT2_CONFIG_BYTES else None
+        try:
+            entries = json.loads(raw or b"")["config"].values()
+            for entry in entries:
+                name = entry["path_name"]
+                if entry.get("use_pickle") is not False:
+                    if not isinstance(name, str) or "/" in name or "\\" in name:
+                        return None
+                    marked.add(where + name.lower())
+        except Exception:  # noqa: BLE001 - not torch.export's shape: every member counts
+            return None
+    return marked
+
+
+_PT2_CONFIG_BYTES = 64 << 20  # a payload config larger than this is not read (all members count)
+
+
+def _audit_member(
+    out: TorchFile, data: Any, m: ZipMember, fmt: str, only_unsafe: bool = False
+) -> None:
+    """Audit member ``m`` as a file of its own read as ``fmt``; its findings, located in it."""
+    content = _member_bytes(out, data, m)
+    if content is None:
+        return
+    inner = read_torch_data(out.path, fmt, content)
+    out.findings.extend(
+        replace(f, location=f"{m.name}: {f.location}".rstrip(": "))
+        for f in inner.findings
+        if f.severity == "unsafe" or not only_unsafe
+    )
 
 
 _MAX_PACKED_MEMBERS = 1000  # members sniffed to tell a packed archive from a checkpoint
@@ -1331,6 +1475,13 @@ def build_index(tf: TorchFile) -> TensorIndex:
     Offsets are absolute file offsets of contiguous tensors (-1 otherwise), ``source`` the zip
     member holding the storage. VM facts (protocol, globals, plain values) go in ``extra``.
     """
+    if tf.extra.get("torch_export"):
+        raise UnsupportedFormatError(
+            f"{tf.path}: a torch.export archive (torch.export.save): not a state dict; "
+            "inspect and convert do not take it",
+            hint="load it with torch.export.load only if you trust its source; `modelsafe audit` "
+            "checks the members it unpickles",
+        )
     errors = tf.errors()
     packed = tf.extra.get("packed_archive")
     if packed is not None:  # model files zipped for transport: say what to do, as for a tar
