@@ -143,6 +143,8 @@ def analyse(
     try:
         verdict = audit.audit_path(path)
         fields["verdict"] = to_jsonable(verdict if is_dir else _with_code_beside(verdict))
+        if _data_vouched_for(verdict):  # (no tensors to read: not an error, as in audit)
+            fields.pop("error", None)
     except Exception as exc:
         fields["verdict"] = {
             "path": path,
@@ -155,6 +157,14 @@ def analyse(
     except FileNotFoundError:
         return Analysis(path, before, is_dir, fields["format"], vanished=True)
     return Analysis(path, before, is_dir, changed=after != before, **fields)
+
+
+def _data_vouched_for(verdict: Verdict) -> bool:
+    """Whether the audit read a whole compressed pickle of data (``features.pkl.gz``) and found
+    nothing: ``safe`` with its warning. inspect reads no tensors from it, which is no error."""
+    from modelsafe.registry.audit import DATA_PICKLE
+
+    return verdict.status == "safe" and any(f.code == DATA_PICKLE for f in verdict.findings)
 
 
 def _with_code_beside(verdict: Verdict) -> Verdict:

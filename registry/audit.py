@@ -128,6 +128,7 @@ def _audit_one(path: Path) -> Verdict:
         # pickle.load, torch.load(weights_only=False) and numpy.load(allow_pickle=True) unpickle
         # any file that is not a zip or a .npy, whatever it also is.
         findings.extend(disguised_pickle(path, head, fmt, valid=status == "safe"))
+        findings = _vouched_data(findings)
     return Verdict(path, verdict_status(findings), fmt, tuple(findings))
 
 
@@ -484,6 +485,8 @@ def _compressed(path: Path, head: bytes, need_complete: bool) -> list[Finding]:
         ]
     tf = read_torch_data(path, Format.PICKLE.value, data)
     found = _pickle_findings(tf, what, False, need_complete, pickled=True)
+    if not found and tf.vm is not None and tf.vm.completed:
+        return [_data_pickle(what)]
     for item in found:
         if item.code == "disguised-pickle":
             found[found.index(item)] = Finding(
@@ -494,6 +497,31 @@ def _compressed(path: Path, head: bytes, need_complete: bool) -> list[Finding]:
                 scanner="audit",
             )
     return [replace_location(f, "decompressed") for f in found]
+
+
+DATA_PICKLE = "compressed-data-pickle"
+
+
+def _data_pickle(what: str) -> Finding:
+    """What a compressed pickle decompressed whole and run through the VM to its end without a
+    finding is: data (``features.pkl.gz``), vouched for, but no model weights."""
+    return Finding(
+        "warning",
+        DATA_PICKLE,
+        f"{what} holding a pickle, decompressed and read to its end: nothing in it calls code, "
+        "but it is data, not model weights",
+        location="decompressed",
+        scanner="audit",
+    )
+
+
+def _vouched_data(findings: list[Finding]) -> list[Finding]:
+    """``findings`` less the scanners' "an archive, not model weights" error when the audit
+    read the whole compressed pickle it holds (:func:`_data_pickle`): that file is vouched for,
+    and its warning says it is data. As they are otherwise."""
+    if not any(f.code == DATA_PICKLE for f in findings):
+        return findings
+    return [f for f in findings if f.code != "not-a-model:archive"]
 
 
 def replace_location(finding: Finding, prefix: str) -> Finding:
@@ -585,7 +613,7 @@ def _named(finding: Finding, scanner: str) -> Finding:
 _SYSTEM_FOLDERS = ("/proc/", "/sys/")
 
 
-def _in_system_folder(path: Path) -> bool:
+def in_system_folder(path: Path) -> bool:
     """A path into /proc or /sys (through a link): never read."""
     return (os.path.realpath(path) + "/").startswith(_SYSTEM_FOLDERS)
 
@@ -594,7 +622,7 @@ def not_read(child: Path) -> str:
     """Why the audit of a folder does not read ``child``, one of its entries ("" when it reads
     it): a path leading into /proc or /sys, or a FIFO, device or socket (opening one blocks or
     never ends, and a loader that opens it reads whatever is written into it)."""
-    if _in_system_folder(child):
+    if in_system_folder(child):
         where = os.path.realpath(child)
         return f"leads to {where}, in a system folder: not read"
     special = _special_kind(child)
@@ -617,8 +645,9 @@ def _unread_finding(rel: Path, why: str) -> Finding:
 # The Hugging Face hub's bookkeeping, in its own places only: a cache repo folder
 # (`models--org--name`, `datasets--`, `spaces--`) keeps empty files marking names the repo does
 # not have in `.no_exist/<rev>/<name>`; a `--local-dir` download keeps its state (and partial
-# `.incomplete` files) in a `.cache/huggingface/` folder. A `.no_exist` anywhere else, or a
-# `mixes.cache/huggingface`, is an ordinary folder that loaders read.
+# `.incomplete` files) in a `.cache/huggingface/` folder, with no model file in it. A `.no_exist`
+# anywhere else, a `mixes.cache/huggingface`, or a `.cache/huggingface` holding a model file
+# (`evil.ckpt`, which ComfyUI lists) is an ordinary folder that loaders read.
 _HF_REPO_PREFIXES = ("models--", "datasets--", "spaces--")
 
 
@@ -628,7 +657,11 @@ def _hub_bookkeeping(top: Path, rel: Path) -> bool:
     if parts[-1] == ".no_exist":
         repo = parts[-2] if len(parts) > 1 else os.path.basename(os.path.realpath(top))
         return repo.startswith(_HF_REPO_PREFIXES)
-    return parts[-2:] == (".cache", "huggingface")
+    if parts[-2:] != (".cache", "huggingface"):
+        return False
+    from modelsafe.registry.walk import holds_model_file
+
+    return not holds_model_file(str(top / rel))
 
 
 def hub_bookkeeping(folder: Path) -> bool:
@@ -656,7 +689,7 @@ def folder_files(
             if (st.st_dev, st.st_ino) in seen:
                 continue
             seen.add((st.st_dev, st.st_ino))
-            if rel.parts and _in_system_folder(folder):
+            if rel.parts and in_system_folder(folder):
                 if unread is not None:  # (a link into /proc or /sys: not read)
                     unread.append((folder, rel))
                 continue
@@ -864,7 +897,7 @@ def _unseen_shards(
             absent = shard.is_dir() or not (shard.exists() or shard.is_symlink())
         except (OSError, ValueError):  # (a name too long for the file system: no loader opens it)
             absent = True
-        if absent or _in_system_folder(shard):
+        if absent or in_system_folder(shard):
             if not (absent and optional):
                 missing.append(rel)
             continue

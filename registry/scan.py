@@ -473,6 +473,7 @@ def _scan_roots(
     unchanged: list[tuple[str, int | None]] = []
     # --force: files whose stat is as stored, read again; same content -> counted unchanged
     forced: dict[str, str | None] = {}
+    verdicts = _stored_verdicts(catalog, walked.found, stored)
     for found in walked.found:
         same = _is_unchanged(found, stored, with_hash)
         if same and force:
@@ -488,9 +489,8 @@ def _scan_roots(
             if first.status == "error":
                 summary.error_files.append({"path": found.path, "reason": first.error or "?"})
             elif found.is_dir and first.audit_status == "error":
-                summary.error_files.append(
-                    {"path": found.path, "reason": audit_error(None, found.path)}
-                )
+                reason = audit_error(verdicts.get(found.path), found.path)
+                summary.error_files.append({"path": found.path, "reason": reason})
         else:
             todo.append(found)
     _touch(catalog, unchanged)
@@ -545,6 +545,25 @@ def summary_counts(summary: ScanSummary) -> dict[str, Any]:
     counts["skipped"] = len(summary.skipped)
     counts["bytes_read"] = summary.bytes_read
     return counts
+
+
+def _stored_verdicts(
+    catalog: Catalog, found: list[Found], stored: dict[str, _Stored]
+) -> dict[str, dict[str, Any]]:
+    """The audit verdicts stored for the model folders whose audit is an error (few), by path:
+    a rescan tells why as the first scan did (:func:`audit_error`)."""
+    paths = [
+        f.path
+        for f in found
+        if f.is_dir and f.path in stored and stored[f.path].audit_status == "error"
+    ]
+    if not paths:
+        return {}
+    with catalog.session() as session:
+        rows = session.execute(
+            select(Location.path, Location.extra).where(Location.path.in_(paths))
+        )
+        return {path: (extra or {}).get("audit") or {} for path, extra in rows}
 
 
 def _touch(catalog: Catalog, paths: list[tuple[str, int | None]]) -> None:

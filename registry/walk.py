@@ -11,9 +11,10 @@ What counts as a model (decided here, documented in docs/scan.md):
 - a folder holding ``model_index.json`` (a diffusers pipeline): one entry for the whole folder;
   nothing in the component folders it declares is listed separately, but what lies beside them
   (a Hugging Face repo's single-file checkpoint or LoRA next to its pipeline) is walked as usual;
-- a sharded component folder (``config.json`` and a shard index such as
-  ``diffusion_pytorch_model.safetensors.index.json`` whose ``weight_map`` names its shard files, as
-  a downloaded FLUX ``transformer/`` or T5 ``text_encoder_2/`` folder is): one entry too, so a
+- a sharded model folder (a shard index such as
+  ``diffusion_pytorch_model.safetensors.index.json`` whose ``weight_map`` names its shard files,
+  with or without ``config.json``, as a downloaded FLUX ``transformer/`` or T5
+  ``text_encoder_2/`` folder is: accelerate and transformers load either): one entry too, so a
   missing or truncated shard makes the whole model an error instead of leaving its other shards
   listed as models of their own.
 
@@ -22,8 +23,9 @@ being walked is a loop, reported and not entered again; the same holds inside a 
 and each real file is reported with every path that reaches it, so a scan reads it once. Entries
 that cannot be read are reported with a reason instead of stopping the walk, and so is a name that
 is not valid UTF-8 (the catalog stores text). Hidden entries (a name starting with ``.``) are
-not walked, but a hidden folder or model file is reported as skipped (loaders such as ComfyUI
-list them), save bookkeeping no loader reads (:func:`bookkeeping`); unfinished downloads
+not walked, but a hidden model file, or a hidden folder with a model file in it, is reported as
+skipped (loaders such as ComfyUI list them), save the hub's bookkeeping (:func:`bookkeeping`) and
+macOS AppleDouble companions (``._x.safetensors``); unfinished downloads
 (``model.safetensors.part``) are reported as such.
 """
 
@@ -174,26 +176,63 @@ HIDDEN_FILE = (
     "a hidden file: scan leaves it out, but loaders such as ComfyUI list it; run "
     "`modelsafe audit` on it, or scan it by its own path"
 )
-# Hidden folders no loader reads: version control, the desktop's trash.
-_BOOKKEEPING = (".git", ".hg", ".svn")
-_TRASH = ".Trash"
+# How many entries of a hidden folder are looked at for a model file before it is reported
+# anyway (what lies past them cannot be told): a ComfyUI ``.venv`` holds some 50,000.
+_HIDDEN_LOOK_LIMIT = 200_000
+# The first bytes of a macOS AppleDouble file (``._model.safetensors``: the resource fork and
+# attributes macOS writes beside a file on exFAT, FAT or SMB), no model.
+_APPLE_DOUBLE_MAGIC = b"\x00\x05\x16\x07"
 
 
-def bookkeeping(path: str) -> bool:
-    """Whether the hidden folder ``path`` is bookkeeping no loader reads: version control
-    (``.git``), a trash (``.Trash-1000``), the Hugging Face hub's own (``models--x/.no_exist``,
-    a ``--local-dir`` download's ``.cache/huggingface``: as ``audit DIR`` leaves them out), or a
-    folder that holds nothing else (a ``.cache`` with only ``huggingface/`` in it)."""
+def holds_model_file(path: str, extensions: frozenset[str] = MODEL_FILE_EXTENSIONS) -> bool:
+    """Whether the folder ``path`` holds a file named as a model file at any depth (links
+    followed, each folder once, never into /proc or /sys: :func:`walk_tree`). True when that
+    cannot be told: the folder cannot be listed, or it holds more than ``_HIDDEN_LOOK_LIMIT``
+    entries."""
+    try:
+        os.listdir(path)
+    except OSError:
+        return True
+    looked = 0
+    for _dirpath, filenames in walk_tree(path):
+        if any(is_model_file(name, extensions) for name in filenames):
+            return True
+        looked += len(filenames) + 1
+        if looked > _HIDDEN_LOOK_LIMIT:
+            return True
+    return False
+
+
+def apple_double(path: str) -> bool:
+    """Whether ``path`` is a macOS AppleDouble companion (``._x.safetensors``): named so, a
+    regular file outside /proc and /sys, and it starts with the AppleDouble magic. One named so
+    with anything else in it is what a loader listing ``._x.safetensors`` would read."""
+    from modelsafe.registry.audit import in_system_folder
+
+    if not os.path.basename(path).startswith("._") or in_system_folder(Path(path)):
+        return False
+    try:
+        if not stat_module.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as f:
+            return f.read(len(_APPLE_DOUBLE_MAGIC)) == _APPLE_DOUBLE_MAGIC
+    except OSError:
+        return False
+
+
+def bookkeeping(path: str, extensions: frozenset[str] = MODEL_FILE_EXTENSIONS) -> bool:
+    """Whether the hidden folder ``path`` may be left out of a scan without a word: it holds no
+    file named as a model file (``.git``, ``.venv``, ``.ipynb_checkpoints``, the hub's
+    ``.locks``: :func:`holds_model_file`), it is ``.git`` (the one hidden folder ComfyUI's
+    listing leaves out; git keeps no file under a model's name in it), or it is the Hugging Face
+    hub's own, which no loader reads (``models--x/.no_exist``, as ``audit DIR`` leaves it out).
+    A trash, ``.svn``, ``.hg`` or a ``.cache/huggingface`` that holds a model file is reported:
+    ComfyUI lists what is in it."""
     from modelsafe.registry.audit import hub_bookkeeping
 
-    name = os.path.basename(path)
-    if name in _BOOKKEEPING or name.startswith(_TRASH) or hub_bookkeeping(Path(path)):
+    if os.path.basename(path) == ".git" or hub_bookkeeping(Path(path)):
         return True
-    try:
-        names = os.listdir(path)
-    except OSError:
-        return False  # (reported as skipped: what is in it cannot be told)
-    return all(hub_bookkeeping(Path(path, n)) for n in names)
+    return not holds_model_file(path, extensions)
 
 
 SYMLINK_LOOP = "symlink loop: leads back to a folder above it"
@@ -208,8 +247,13 @@ def walk_tree(path: str, skipped: list[Skipped] | None = None) -> Iterator[tuple
     Links are followed and each real folder is entered once, as in the scan's own walk: a link
     back to a folder above it (a loop, added to ``skipped``) or to a folder already entered
     through another path is not entered again. Without that, two links back to the top make the
-    walk exponential. Folders that cannot be listed are left out.
+    walk exponential. Folders that cannot be listed are left out, and so is any folder in
+    /proc or /sys or a link into them (the audit's one rule,
+    :func:`modelsafe.registry.audit.in_system_folder`: ``extra -> /proc/self`` leads to ``/``
+    through ``root``, and ``/proc`` files never end): the audit makes the folder an error for it.
     """
+    from modelsafe.registry.audit import in_system_folder
+
     top = os.stat(path)
     entered = {(top.st_dev, top.st_ino)}
     chains: dict[str, tuple[tuple[int, int], ...]] = {path: ((top.st_dev, top.st_ino),)}
@@ -221,6 +265,8 @@ def walk_tree(path: str, skipped: list[Skipped] | None = None) -> Iterator[tuple
             try:
                 st = os.stat(sub)
             except OSError:
+                continue
+            if in_system_folder(Path(sub)):
                 continue
             ident = (st.st_dev, st.st_ino)
             if ident in entered:
@@ -418,12 +464,13 @@ class _Walker:
     def hidden(self, entry: os.DirEntry[str]) -> None:
         """A hidden entry of a folder is not walked, but never left out silently when a loader
         may read it (ComfyUI lists ``.staging/x.ckpt`` and ``.x.ckpt``): a hidden model file
-        or folder is reported as skipped, with what to do. Bookkeeping no loader reads is
-        left out without a word (:func:`bookkeeping`)."""
+        or folder is reported as skipped, with what to do. A hidden folder with no model file
+        in it, the hub's bookkeeping (:func:`bookkeeping`) and macOS AppleDouble companions
+        (:func:`apple_double`) are left out without a word."""
         if _is_dir(entry):
-            if not bookkeeping(entry.path):
+            if not bookkeeping(entry.path, self.extensions):
                 self.skip(printable(entry.path), HIDDEN_FOLDER)
-        elif is_model_file(entry.name, self.extensions):
+        elif is_model_file(entry.name, self.extensions) and not apple_double(entry.path):
             self.skip(printable(entry.path), HIDDEN_FILE)
 
     def entry(self, entry: os.DirEntry[str], chain: tuple[tuple[int, int], ...]) -> None:

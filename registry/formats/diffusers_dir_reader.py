@@ -159,37 +159,31 @@ def find_weights(folder: Path) -> WeightsChoice | None:
 
 
 def shard_index_of(folder: Path) -> Path | None:
-    """The shard index of a sharded component folder, or None when ``folder`` is not one.
+    """The shard index of a sharded model folder, or None when ``folder`` is not one.
 
-    It is one when it holds ``config.json`` and a ``<weights>.safetensors.index.json`` (or
-    ``.bin.index.json``, any variant) whose ``weight_map`` maps tensor names to shard file names,
-    whatever those names are (``notes.txt``, ``.no_exist/x.bin``, ``../elsewhere/x.bin``: loaders
-    join each to the folder and read it, so the folder's audit must see them all): a folder of
-    unrelated model files that happens to hold a ``config.json`` is not one. An index
-    so named that cannot be read (cut short, an HTML page, a git-lfs pointer) counts too: the
-    folder is still one model, one that does not load. Only the index is read (it is small),
-    never a shard.
+    It is one when it holds a shard index (``<weights>.safetensors.index.json``, any name ending
+    ``.index.json``) whose ``weight_map`` names shard files, whatever those names are
+    (``notes.txt``, ``.no_exist/x.bin``, ``../elsewhere/x.bin``: loaders join each to the folder
+    and read it, so the folder's audit must see them all), with or without a ``config.json``
+    beside it: accelerate's ``load_checkpoint_in_model`` and transformers read the shards an
+    index names wherever it is. An index named as one (``<x>.safetensors.index.json``,
+    ``.bin.index.json``) that cannot be read (cut short, an HTML page, a git-lfs pointer) counts
+    too: the folder is still one model, one that does not load. Only the index is read (it is
+    small), never a shard.
     """
     try:
-        if not (folder / "config.json").is_file():
-            return None
-        names = sorted(p.name for p in folder.iterdir())
+        names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".index.json"))
     except OSError:
         return None
     for name in names:
-        match = _SHARDED.match(name)
-        if match is None or match["base"] not in WEIGHT_BASES:
-            continue
         try:
             data = load_json(folder / name, str(folder))
         except FileReadError:
-            return folder / name
+            if _ANY_INDEX.match(name):
+                return folder / name
+            continue
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
-        if (
-            isinstance(weight_map, dict)
-            and weight_map
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items())
-        ):
+        if isinstance(weight_map, dict) and any(isinstance(v, str) for v in weight_map.values()):
             return folder / name
     return None
 
@@ -406,7 +400,7 @@ def read_component(folder: Path) -> TensorIndex | None:
     Each tensor's ``source`` is its weights file relative to ``folder``.
     """
     root = folder
-    choice = find_weights(folder)
+    choice = find_weights(folder) or _any_index_choice(folder)
     if choice is None:
         return None
     config_path = folder / "config.json"
@@ -442,6 +436,13 @@ def read_component(folder: Path) -> TensorIndex | None:
             "sharded": choice.sharded,
         },
     )
+
+
+def _any_index_choice(folder: Path) -> WeightsChoice | None:
+    """The shard index of a folder whose weights are not named as diffusers and transformers
+    name them (``flux1-dev.safetensors.index.json``), or None (:func:`shard_index_of`)."""
+    index = shard_index_of(folder)
+    return WeightsChoice(index, "", True, ("",)) if index is not None else None
 
 
 def _facts(configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -596,7 +597,8 @@ def read_diffusers_dir(path: Path) -> TensorIndex | None:
     if (path / "model_index.json").is_file():
         return read_pipeline(path)
     if not (path / "config.json").is_file():
-        return None
+        # (shards and their index without a config: one model, read as the index lists it)
+        return read_component(path) if shard_index_of(path) is not None else None
     component = read_component(path)
     if component is None:
         _refuse_orphan_shards(path)

@@ -209,8 +209,8 @@ def test_loader_files_are_scanned_or_reported(tmp_path: Path, scan_json: ScanJso
     (lib / ".dreammix.ckpt").write_bytes(_payload(marker))
     quiet = [
         ".git/objects/x.ckpt",
-        ".Trash-1000/files/x.ckpt",
-        ".cache/huggingface/download/x.ckpt",
+        ".cache/huggingface/download/x.safetensors.metadata",
+        ".cache/huggingface/download/x.safetensors.0a1b.incomplete",
         "models--org--name/.no_exist/abc/model.bin",
         "models--org--name/snapshots/abc/.gitattributes",
     ]
@@ -246,3 +246,161 @@ def test_custom_code_beside_a_model_file_is_warned_of(
 
     assert "Python code ships with the model (configuration_evil.py)" in shown
     assert not marker.exists()
+
+
+# Review of round 8. 1: a shard index without config.json makes its folder one model too.
+
+
+def _shards(folder: Path, stem: str = "model", count: int = 2) -> list[Path]:
+    """``count`` safetensors shards of ``stem`` and their index in ``folder`` (no config.json)."""
+    names = [f"{stem}-{k:05d}-of-{count:05d}.safetensors" for k in range(1, count + 1)]
+    for k, name in enumerate(names):
+        write_safetensors(folder / name, [(f"w{k}", "F16", (4, 4))], data="random", seed=k)
+    index = {"metadata": {}, "weight_map": {f"w{k}": name for k, name in enumerate(names)}}
+    (folder / f"{stem}.safetensors.index.json").write_text(json.dumps(index))
+    return [folder / name for name in names]
+
+
+def test_a_shard_index_without_config_makes_the_folder_one_audited_model(
+    tmp_path: Path, scan_json: ScanJson, run_cli: Any
+) -> None:
+    marker = tmp_path / "MARKER"
+    folder = tmp_path / "lib" / "ckpt"
+    folder.mkdir(parents=True)
+    first = _shards(folder)[0]
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    (folder / "notes.txt").write_bytes(_payload(marker))
+    index = {"metadata": {}, "weight_map": {"w0": first.name, "w1": "notes.txt"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+
+    summary = scan_json(str(tmp_path / "lib"))
+    code, out, _err = run_cli("audit", str(folder))
+
+    assert code == 1 and out.startswith("UNSAFE"), out
+    assert summary["unsafe_files"] == [str(folder)]
+    assert summary["files"] == 1
+    assert not [w for w in summary["warnings"] if "missing" in w["warning"]], summary
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("stem", ["model", "flux1-dev"])
+def test_a_complete_set_without_config_is_read_as_one_model(
+    tmp_path: Path, stem: str, scan_json: ScanJson, cli_json: CliJson
+) -> None:
+    folder = tmp_path / "lib" / "t5xxl"
+    folder.mkdir(parents=True)
+    _shards(folder, stem, 3)
+
+    summary = scan_json(str(tmp_path / "lib"))
+    [row] = cli_json("ls")
+
+    assert (summary["files"], summary["errors"], summary["unsafe"]) == (1, 0, 0), summary
+    assert summary["warnings"] == []
+    assert row["name"] == "t5xxl"
+    shown = cli_json("show", str(folder))
+    assert (shown["audit"], shown["format"], shown["error"]) == ("safe", "diffusers-dir", None)
+    assert shown["tensor_count"] == 3  # (every shard read, as one model)
+
+
+# 2. A link into /proc in a model folder: its key and hashes never walk it (a walk of /proc/self
+# reaches / through /proc/self/root, and /proc files never end).
+
+
+def test_a_link_into_proc_is_never_walked(tmp_path: Path, scan_json: ScanJson) -> None:
+    from modelsafe.registry.walk import walk_tree
+
+    folder = tmp_path / "lib" / "bert"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    _shards(folder, count=1)
+    (folder / "extra").symlink_to("/proc/self")
+
+    walked = []
+    for dirpath, _names in walk_tree(str(folder)):
+        walked.append(dirpath)
+        assert not dirpath.startswith(str(folder / "extra")), dirpath  # (fails at once, no hang)
+    summary = scan_json(str(tmp_path / "lib"))
+
+    assert walked == [str(folder)]
+    assert [e["path"] for e in summary["error_files"]] == [str(folder)]
+    assert "system folder" in summary["error_files"][0]["reason"]
+
+
+# 3 and 5. A hidden folder is reported when it holds a model file, whatever its name (ComfyUI
+# lists it), and only then; an AppleDouble ``._x`` companion is not a model.
+
+
+def test_hidden_folders_with_model_files_are_reported_and_only_they(
+    tmp_path: Path, scan_json: ScanJson
+) -> None:
+    marker = tmp_path / "MARKER"
+    ck = tmp_path / "lib" / "models" / "checkpoints"
+    hostile = [".Trash-1000", ".svn", ".hg", ".cache"]
+    for name in hostile:
+        sub = ck / name / ("huggingface" if name == ".cache" else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / "realistic_v6.ckpt").write_bytes(_payload(marker))
+    (ck / "._evil.ckpt").write_bytes(_payload(marker))  # (named as an AppleDouble, but a pickle)
+    _st(ck / "ok.safetensors")
+    benign = [".github/workflows/ci.yml", ".venv/lib/site.py", ".ipynb_checkpoints/a.ipynb"]
+    for rel in [*benign, "hub/.locks/models--a--b/x.lock"]:
+        (ck / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ck / rel).write_text("{}")
+    (ck / "._ok.safetensors").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+
+    summary = scan_json(str(tmp_path / "lib"))
+    verdict = audit_path(ck)
+
+    skipped = sorted(s["path"] for s in summary["skipped"])
+    assert skipped == sorted(str(ck / n) for n in [*hostile, "._evil.ckpt"])
+    assert verdict.status == "unsafe"
+    unsafe_at = {f.location.split(":")[0] for f in verdict.findings if f.severity == "unsafe"}
+    assert ".cache/huggingface/realistic_v6.ckpt" in unsafe_at
+    assert not marker.exists()
+
+
+# 4. A harmless gzip pickle, decompressed and run whole, is safe (data, not weights) in audit and
+# scan alike; a hostile one stays unsafe.
+
+
+def test_a_harmless_compressed_pickle_is_safe_and_a_hostile_one_unsafe(
+    tmp_path: Path, scan_json: ScanJson, cli_json: CliJson
+) -> None:
+    import gzip
+
+    marker = tmp_path / "MARKER"
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "features.pkl.gz").write_bytes(gzip.compress(pickle.dumps({"a": [1, 2]}, protocol=2)))
+    (lib / "evil.pkl.gz").write_bytes(gzip.compress(_payload(marker)))
+
+    summary = scan_json(str(lib))
+    rows = {row["name"]: row for row in cli_json("ls")}
+    verdict = audit_path(lib / "features.pkl.gz")
+
+    assert verdict.status == "safe"
+    assert [f.severity for f in verdict.findings] == ["warning"]
+    assert "not model weights" in verdict.findings[0].message
+    assert summary["unsafe_files"] == [str(lib / "evil.pkl.gz")]
+    assert str(lib / "features.pkl.gz") not in [e["path"] for e in summary["error_files"]]
+    assert (rows["features"]["status"], rows["features"]["audit"]) == ("present", "safe")
+    assert audit_path(lib / "evil.pkl.gz").status == "unsafe"
+    assert not marker.exists()
+
+
+# 6. A rescan tells why a folder's audit is an error as the first scan did.
+
+
+def test_a_rescan_gives_the_same_error_reason(tmp_path: Path, scan_json: ScanJson) -> None:
+    folder = tmp_path / "lib" / "bert"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    _shards(folder, count=1)
+    os.mkfifo(folder / "pipe")
+
+    first = scan_json(str(tmp_path / "lib"))
+    again = scan_json(str(tmp_path / "lib"))
+
+    assert again["unchanged"] == 1
+    assert again["error_files"] == first["error_files"]
+    assert "named pipe" in again["error_files"][0]["reason"]
