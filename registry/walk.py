@@ -460,6 +460,27 @@ class _Walker:
                 self.hidden(entry)
                 continue
             self.entry(entry, (*chain, ident))
+        self.indexed(path)
+
+    def indexed(self, path: str) -> None:
+        """The files a shard index in a folder of models names (a sharded set dropped among
+        single files: the folder is not one model) that the walk would not list: loaders read
+        each whatever its name or place (``notes.txt``, ``.no_exist/x.bin``, ``../x.bin``), so
+        each is scanned as a file of its own."""
+        from modelsafe.registry.audit import in_system_folder
+        from modelsafe.registry.formats.diffusers_dir_reader import indexed_shards
+
+        for name in indexed_shards(Path(path)):
+            if "/" not in name and "\\" not in name and is_model_file(name, self.extensions):
+                continue  # (listed with the folder's entries)
+            shard = os.path.join(path, name)
+            try:
+                st = os.stat(shard)
+                if in_system_folder(Path(shard)) or not stat_module.S_ISREG(st.st_mode):
+                    continue
+            except (OSError, ValueError):
+                continue
+            self.file(os.path.normpath(shard), st)
 
     def hidden(self, entry: os.DirEntry[str]) -> None:
         """A hidden entry of a folder is not walked, but never left out silently when a loader

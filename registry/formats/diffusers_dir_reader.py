@@ -175,17 +175,57 @@ def shard_index_of(folder: Path) -> Path | None:
         names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".index.json"))
     except OSError:
         return None
+    found: Path | None = None
     for name in names:
         try:
             data = load_json(folder / name, str(folder))
         except FileReadError:
             if _ANY_INDEX.match(name):
-                return folder / name
+                found = found or folder / name
             continue
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if isinstance(weight_map, dict) and any(isinstance(v, str) for v in weight_map.values()):
-            return folder / name
+            found = found or folder / name
+    if found is None or (folder / "config.json").is_file() or _owns_folder(folder):
+        return found
     return None
+
+
+def indexed_shards(folder: Path) -> list[str]:
+    """The shard names every readable shard index in ``folder`` names (as written in its
+    ``weight_map``: loaders join each to the folder)."""
+    shards: set[str] = set()
+    try:
+        indexes = sorted(p for p in folder.iterdir() if p.name.endswith(".index.json"))
+    except OSError:
+        return []
+    for index in indexes:
+        try:
+            data = load_json(index, str(folder))
+        except FileReadError:
+            continue
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if isinstance(weight_map, dict):
+            shards.update(v for v in weight_map.values() if isinstance(v, str))
+    return sorted(shards)
+
+
+def _owns_folder(folder: Path) -> bool:
+    """Whether the shard indexes of a folder without ``config.json`` are all it holds: every
+    model file at its top is a shard they name. A models folder (ComfyUI ``text_encoders/``) with
+    a sharded set dropped among its single files stays a folder of models, each catalogued on
+    its own (the walk still reads every file an index there names: :mod:`modelsafe.registry.walk`).
+    """
+    from modelsafe.registry.walk import is_model_file
+
+    named = set(indexed_shards(folder))
+    try:
+        files = [p.name for p in folder.iterdir() if not p.name.startswith(".")]
+    except OSError:
+        return True
+    return all(
+        name in named for name in files if is_model_file(name) and not name.endswith(".json")
+    )
 
 
 def is_sharded_component(folder: Path) -> bool:

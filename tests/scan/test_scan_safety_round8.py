@@ -404,3 +404,32 @@ def test_a_rescan_gives_the_same_error_reason(tmp_path: Path, scan_json: ScanJso
     assert again["unchanged"] == 1
     assert again["error_files"] == first["error_files"]
     assert "named pipe" in again["error_files"][0]["reason"]
+
+
+def test_a_sharded_set_dropped_in_a_models_folder_keeps_the_other_models(
+    tmp_path: Path, scan_json: ScanJson, cli_json: CliJson
+) -> None:
+    """ComfyUI's text_encoders/ with single files and a sharded set (index, no config.json): the
+    folder is no model of its own, every single file stays a model, and a file the index names
+    under another name (`notes.txt`, hidden) is still scanned and found unsafe."""
+    marker = tmp_path / "MARKER"
+    folder = tmp_path / "lib" / "text_encoders"
+    folder.mkdir(parents=True)
+    _st(folder / "clip_l.safetensors")
+    (folder / "t5_other.safetensors").write_bytes((folder / "clip_l.safetensors").read_bytes())
+    first = _shards(folder)[0]
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    hidden = folder / ".no_exist" / "part2.bin"
+    hidden.parent.mkdir()
+    hidden.write_bytes(_payload(marker))
+    (folder / "notes.txt").write_bytes(_payload(marker))
+    weight_map = {"w0": first.name, "w1": ".no_exist/part2.bin", "w2": "notes.txt"}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+    summary = scan_json(str(tmp_path / "lib"))
+    names = sorted(row["name"] for row in cli_json("ls"))
+
+    assert str(folder) not in {row["paths"][0] for row in cli_json("ls")}
+    assert "clip_l" in names and first.stem in names, names
+    assert sorted(summary["unsafe_files"]) == sorted([str(hidden), str(folder / "notes.txt")])
+    assert not marker.exists()
