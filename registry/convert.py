@@ -44,7 +44,12 @@ from pathlib import Path
 from typing import Any
 
 from modelsafe.atomic import replacing
-from modelsafe.errors import ConversionError, UnsafeFileError, UsageError
+from modelsafe.errors import ConversionError, MalformedFileError, UnsafeFileError, UsageError
+from modelsafe.registry.formats.safetensors_reader import (
+    MAX_HEADER_BYTES,
+    parse_header,
+    read_header_length,
+)
 from modelsafe.registry.pickle_vm.tensors import NUMPY_ARRAY_REASON, TensorRecord
 from modelsafe.registry.torch_archive import (
     CrcMember,
@@ -56,6 +61,7 @@ from modelsafe.registry.torch_archive import (
     keep_reads,
     read_torch_file,
 )
+from modelsafe.registry.walk import printable
 from modelsafe.types import SAFETENSORS_DTYPES
 
 CHUNK = 8 << 20
@@ -131,6 +137,8 @@ def convert_file(
     started = time.perf_counter()
     src = Path(src)
     defaulted = dst is None
+    if isinstance(dst, str):
+        _check_not_folder_syntax(dst)
     dst = Path(dst) if dst is not None else default_destination(src)
     try:
         before = os.stat(src)  # the file the audit will read; the copy must read the same one
@@ -157,8 +165,11 @@ def _convert(
     assert tf.content is not None
     plan = _plan(tf)
     aliases = _aliases(plan)
+    header, data_start = _header(tf, plan, aliases)
+    _check_header_size(src, header, plan)
     stale = _remove_stale_temps(dst.parent)
-    tmp, fd, lock = _create_temp(dst)
+    mode, exact = _output_mode(before, dst)
+    tmp, fd, lock = _create_temp(dst, mode)
     warnings: list[str] = []
     try:
         with replacing(tmp, dst):  # (renamed over dst at the end, removed on any exception)
@@ -169,14 +180,13 @@ def _convert(
                 os.fdopen(fd, "wb") as out,
                 _Flusher(out.fileno()) as flusher,
             ):
-                header, data_start = _header(tf, plan, aliases)
                 out.write(header)
                 bad_crcs = _copy(source_sha.fd, src, out, plan, data_start)
                 out.flush()
                 total = _verify(tmp, plan, data_start)  # every tensor, re-read from the temp file
                 sha = source_sha.result()
                 warnings += _check_crcs(
-                    src, tf, plan, (bad_crcs or []) + source_sha.crc_mismatches()
+                    source_sha.fd, src, tf, plan, (bad_crcs or []) + source_sha.crc_mismatches()
                 )
                 final = _with_sha(header, sha)
                 out.seek(0)
@@ -185,6 +195,7 @@ def _convert(
                 flusher.start_final_fsync()
                 _verify_header(tmp, final)
                 flusher.wait()
+                _set_mode(out.fileno(), mode, exact)
                 source_sha.check_unchanged()
     except BaseException as exc:
         if isinstance(exc, (ConversionError, KeyboardInterrupt)):
@@ -271,14 +282,16 @@ def _flock(fd: int) -> bool | None:
     return True
 
 
-def _create_temp(dst: Path) -> tuple[Path, int, int]:
+def _create_temp(dst: Path, mode: int = 0o600) -> tuple[Path, int, int]:
     """A new temp file beside ``dst``, locked (flock) for as long as the convert runs, so that
     another convert's :func:`_remove_stale_temps` leaves it alone: (path, fd to write, fd that
-    holds the lock: closed after the rename or the unlink)."""
+    holds the lock: closed after the rename or the unlink). It is created with ``mode`` (less
+    the umask) plus the owner's read and write, which the convert needs to re-read it and which
+    :func:`_set_mode` takes back before the rename."""
     for _ in range(8):
         tmp = _temp_path(dst)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode | 0o600)
         except FileExistsError:
             continue
         except OSError as exc:
@@ -300,6 +313,31 @@ def _create_temp(dst: Path) -> tuple[Path, int, int]:
         f"cannot create a temp file beside {dst}: its names keep being taken",
         hint="try again",
     )
+
+
+def _output_mode(before: os.stat_result, dst: Path) -> tuple[int, bool]:
+    """The permission bits the output gets, as ``cp`` gives them: those of the regular file it
+    replaces (``--force``), exactly; else the source's, less the umask (a private 0600
+    checkpoint never becomes a world-readable copy). ``(bits, exact)``."""
+    try:
+        old = os.lstat(dst)
+    except OSError:
+        old = None
+    if old is not None and stat.S_ISREG(old.st_mode):
+        return old.st_mode & 0o777, True
+    return before.st_mode & 0o777, False
+
+
+def _set_mode(fd: int, mode: int, exact: bool) -> None:
+    """Give the finished temp file its permission bits (:func:`_output_mode`): ``mode``, or when
+    not ``exact`` what it was created with (``mode`` plus the owner's read and write, less the
+    umask) less the owner bits ``mode`` lacks; then flush the change with the file. Best effort
+    (a file system without modes): the file keeps at most ``mode`` plus the owner's bits."""
+    try:
+        os.fchmod(fd, mode if exact else os.fstat(fd).st_mode & mode)
+        os.fsync(fd)
+    except OSError:
+        pass
 
 
 def _is_at(path: Path, fd: int) -> bool:
@@ -375,10 +413,13 @@ def _assign_crcs(plan: list[_Planned], members: list[CrcMember]) -> list[CrcMemb
     return [m for m in members if m.name not in taken]
 
 
-def _check_crcs(src: Path, tf: TorchFile, plan: list[_Planned], bad: list[CrcMember]) -> list[str]:
+def _check_crcs(
+    fd: int, src: Path, tf: TorchFile, plan: list[_Planned], bad: list[CrcMember]
+) -> list[str]:
     """Refuse a member that fails its CRC-32 and holds bytes of a tensor in the output (a
-    bit-rotted or broken download: the bytes are not what was saved), naming it and its tensors.
-    One only tensors left out read is a warning."""
+    bit-rotted or broken download: the bytes are not what was saved, or a checkpoint saved
+    without its data: see :func:`_saved_without_data`), naming it and its tensors. One only
+    tensors left out read is a warning. ``fd``: the source, open."""
     if not bad:
         return []
     users: dict[str, list[str]] = {}
@@ -390,6 +431,16 @@ def _check_crcs(src: Path, tf: TorchFile, plan: list[_Planned], bad: list[CrcMem
             shown = ", ".join(repr(n) for n in names[:5]) + (
                 f" and {len(names) - 5} more" if len(names) > 5 else ""
             )
+            if _saved_without_data(fd, member):
+                raise ConversionError(
+                    f"cannot convert {src}: it was saved without its data "
+                    "(torch.serialization.skip_data()): zip member "
+                    f"{member.name!r}, the bytes of tensor{'s' if len(names) > 1 else ''} "
+                    f"{shown}, is all zeros and records CRC-32 0 in place of its checksum",
+                    hint="nothing was written; such a file is a skeleton of the model (its "
+                    "tensors are placeholders, not weights): convert the checkpoint that holds "
+                    "the trained weights",
+                )
             raise ConversionError(
                 f"cannot convert {src}: zip member {member.name!r} fails its CRC-32 check: the "
                 f"bytes of tensor{'s' if len(names) > 1 else ''} {shown} are not the bytes that "
@@ -402,6 +453,21 @@ def _check_crcs(src: Path, tf: TorchFile, plan: list[_Planned], bad: list[CrcMem
         "read it (the file is damaged)"
         for m in bad
     ]
+
+
+def _saved_without_data(fd: int, member: CrcMember) -> bool:
+    """Whether ``member`` is what ``torch.serialization.skip_data()`` writes: CRC-32 0 recorded
+    (no real checksum: that of any non-empty run of zeros is not 0) over bytes all zero."""
+    if member.crc != 0 or not member.nbytes:
+        return False
+    zeros = bytes(min(CHUNK, member.nbytes))
+    pos, end = member.offset, member.offset + member.nbytes
+    while pos < end:
+        piece = os.pread(fd, min(CHUNK, end - pos), pos)
+        if not piece or piece != zeros[: len(piece)]:
+            return False
+        pos += len(piece)
+    return True
 
 
 class _SourceSha256:
@@ -524,6 +590,19 @@ class _Flusher:
 # -- checks -------------------------------------------------------------------------------------
 
 
+def _check_not_folder_syntax(dst: str) -> None:
+    """A DST written as a folder (``newdir/``; pathlib drops the slash) names no file to write:
+    refused as ``cp`` refuses it. (An existing folder is :func:`_check_destination`'s error.)"""
+    seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
+    if not dst.endswith(seps) or os.path.isdir(dst):
+        return
+    raise UsageError(
+        f"cannot write {dst}: not a directory (a name that ends with {os.sep} is a folder's, "
+        "and there is no such folder)",
+        hint="give the path of the file to write, without the trailing slash",
+    )
+
+
 def _check_destination(src: Path, dst: Path, overwrite: bool, defaulted: bool) -> None:
     """A destination that cannot work, refused before anything is read: a name too long for a
     file name, the source itself, a folder, an existing entry (a link too, even one to nothing)
@@ -610,9 +689,32 @@ def _checked_source(src: Path, before: os.stat_result) -> TorchFile:
     if any(b.compressed for b in tf.storages.values()):
         raise ConversionError(f"cannot convert {src}: compressed storages are not supported")
     if not tf.content.tensors:
-        raise ConversionError(f"cannot convert {src}: it holds no tensors")
+        _refuse_no_tensors(src, tf.content)
     _check_names_and_dtypes(src, tf.content)
     return tf
+
+
+def _refuse_no_tensors(src: Path, content: Any) -> None:
+    """Refuse a checkpoint with nothing to convert, saying where its tensors are when it has
+    some outside the state_dict it was unwrapped to (``{"state_dict": {}, "model": {...}}``)."""
+    outside = content.dropped
+    if not outside:
+        raise ConversionError(
+            f"cannot convert {src}: it holds no tensors",
+            hint="there is nothing to convert: a safetensors file holds tensors only",
+        )
+    shown = ", ".join(repr(n) for n in outside[:5]) + (
+        f" and {len(outside) - 5} more" if len(outside) > 5 else ""
+    )
+    part = outside[0].split(".")[0]
+    raise ConversionError(
+        f"cannot convert {src}: its {content.unwrapped!r} holds no tensors; the "
+        f"{len(outside)} tensor{'s' if len(outside) > 1 else ''} it has "
+        f"{'are' if len(outside) > 1 else 'is'} outside it: {shown}",
+        hint="convert converts the state_dict only; where you trust the file, save the part you "
+        f"want on its own (torch.save(torch.load(SRC, weights_only=True)[{part!r}], "
+        "'part.pt')) and convert that",
+    )
 
 
 def _check_version_record(src: Path, record: str | None) -> None:
@@ -686,6 +788,21 @@ def _check_names_and_dtypes(src: Path, content: Any) -> None:
             )
 
 
+def _check_header_size(src: Path, header: bytes, plan: list[_Planned]) -> None:
+    """Refuse, before anything is written, a header over the format's limit (the safetensors
+    library refuses to open such a file): many tensors, or very long names."""
+    length = len(header) - 8
+    if length <= MAX_HEADER_BYTES:
+        return
+    names = sum(len(p.record.name.encode("utf-8")) for p in plan)
+    raise ConversionError(
+        f"cannot convert {src}: its safetensors header would be {length:,} bytes, over the "
+        f"{MAX_HEADER_BYTES:,}-byte limit of the format (the safetensors library refuses such "
+        f"a file): {len(plan):,} tensors whose names take {names:,} bytes",
+        hint="save the tensors under shorter names (or in several files) and convert that",
+    )
+
+
 # -- layout -------------------------------------------------------------------------------------
 
 
@@ -723,7 +840,7 @@ def _header(tf: TorchFile, plan: list[_Planned], aliases: dict[str, str]) -> tup
     assert tf.content is not None
     meta: dict[str, str] = {
         "format": "pt",
-        "modelsafe.source_name": tf.path.name,
+        "modelsafe.source_name": printable(tf.path.name),  # (not UTF-8: U+FFFD, as in --json)
         "modelsafe.source_format": tf.format,
         "modelsafe.source_sha256": _SHA_PLACEHOLDER,
     }
@@ -765,11 +882,14 @@ def _with_sha(header: bytes, sha: str) -> bytes:
 
 
 def _json_safe(value: Any) -> Any:
-    """NaN and infinities as text: strict JSON readers (JavaScript, serde) refuse the bare words."""
+    """NaN and infinities as text, and text that is not valid Unicode (a lone surrogate, from a
+    pickle) with U+FFFD in its place: strict JSON readers (JavaScript, serde) refuse both."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, str):
+        return printable(value)
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {printable(str(k)): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
@@ -807,6 +927,7 @@ def _fitting_values(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 def _omitted_json(why: dict[str, str]) -> str:
     """``modelsafe.values_omitted``: ``{name: why}``, in at most _MAX_VALUES_JSON (a count of
     the entries that did not fit in it last)."""
+    why = _json_safe(why)
     text = json.dumps(why, sort_keys=True)
     if len(text) <= _MAX_VALUES_JSON:
         return text
@@ -1133,21 +1254,21 @@ def _blocks(
 
 
 def _verify(path: Path, plan: list[_Planned], data_start: int) -> int:
-    """Re-read the written file: header as planned, each tensor's bytes as taken from the source."""
+    """Re-read the written file: header as planned (read as strictly as the safetensors library
+    reads it: see :func:`_read_back_header`), each tensor's bytes as taken from the source."""
     import blake3
 
     view = memoryview(bytearray(CHUNK))
     with open(path, "rb", buffering=0) as fh:
         size = os.fstat(fh.fileno()).st_size
-        length = int.from_bytes(_read_exactly(fh, 8), "little")
-        if 8 + length != data_start:
-            raise ConversionError("verification failed: the header length changed")
-        header = json.loads(_read_exactly(fh, length))
+        entries = _read_back_header(fh, size, path)
+        if len(entries) != len(plan):
+            raise ConversionError("verification failed: the header lists other tensors")
         for item in sorted(plan, key=lambda p: p.out_offset):
             r = item.record
-            entry = header.get(r.name)
-            want = [item.out_offset, item.out_offset + r.nbytes]
-            if entry != {"dtype": r.dtype, "shape": list(r.shape), "data_offsets": want}:
+            entry = entries.get(r.name)
+            want = (r.dtype, r.shape, data_start + item.out_offset, r.nbytes)
+            if entry is None or (entry.dtype, entry.shape, entry.offset, entry.nbytes) != want:
                 raise ConversionError(f"verification failed: header entry of {r.name} differs")
             hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
             left = r.nbytes
@@ -1164,6 +1285,21 @@ def _verify(path: Path, plan: list[_Planned], data_start: int) -> int:
         if size != total:
             raise ConversionError("verification failed: the file size is not what was planned")
     return size
+
+
+def _read_back_header(fh: Any, size: int, path: Path) -> dict[str, Any]:
+    """The written header's tensor entries by name, parsed by the safetensors reader (its limit
+    on the header's length, strict UTF-8: no lone surrogate escape, no duplicate key): a file the
+    safetensors library would refuse is never called verified."""
+    try:
+        length = read_header_length(_read_exactly(fh, 8), size, str(path))
+        parsed = parse_header(_read_exactly(fh, length), size, str(path))
+    except MalformedFileError as exc:
+        raise ConversionError(
+            f"verification failed: the file written is not one safetensors reads: {exc.reason}",
+            hint="nothing was written at the destination; report this as a bug in modelsafe",
+        ) from None
+    return {t.name: t for t in parsed.tensors}
 
 
 def _verify_header(path: Path, header: bytes) -> None:

@@ -357,13 +357,19 @@ class _Walker:
             return f"<a text of {value.length} bytes>"
         if isinstance(value, (bytes, LargeBytes)):
             size = value.length if isinstance(value, LargeBytes) else len(value)
-            return f"<{size} bytes>"
+            return self.placeholder(path, f"<{size} bytes>", f"{size} bytes, kept as their size")
         if isinstance(value, SymSet):
-            return f"<set of {len(value.items)}>"
+            size = len(value.items)
+            return self.placeholder(path, f"<set of {size}>", f"a set of {size}, kept as its size")
         if isinstance(value, Call) and _is(value.func, "_codecs", "encode"):  # (protocol 2 bytes)
             data = _constant(value, 0, [1])
             if isinstance(data, bytes):
-                return f"<{len(data)} bytes>"
+                size = len(data)
+                return self.placeholder(
+                    path, f"<{size} bytes>", f"{size} bytes, kept as their size"
+                )
+        if isinstance(value, Call) and (text := _as_text(value)) is not None:
+            return text
         if isinstance(value, Call) and _is(value.func, "torch", "Size") and value.args:
             return [v for v in _ints(value.args[0]) or []]
         if isinstance(value, Call) and any(
@@ -373,10 +379,17 @@ class _Walker:
             if number is not _NOT_CONSTANT:
                 return number
         if isinstance(value, Call):
-            return f"<{describe(value.func)}>"
+            kind = describe(value.func)
+            return self.placeholder(path, f"<{kind}>", f"a {kind} object, kept as its type")
         if isinstance(value, Global):
             return f"<{value.dotted}>"
         return _NOT_CONSTANT
+
+    def placeholder(self, path: str, text: str, why: str) -> str:
+        """``text``, kept in place of a value that is not kept itself, which ``values_omitted``
+        names (nothing is left out silently)."""
+        self.omit(path, why)
+        return text
 
     def finish(self) -> None:
         """Name what the value budgets left out, by top-level key, in ``values_omitted``."""
@@ -781,6 +794,24 @@ def _join(path: str, key: str) -> str:
     if len(path) > _MAX_PATH:
         return path
     return f"{path}.{key}" if path else str(key)
+
+
+def _as_text(value: Call) -> str | None:
+    """The text ``str()`` gives of a value torch.load builds with a call of plain numbers or text:
+    a complex number (``(1+2j)``), a ``torch.device`` (``cuda:0``); else None."""
+    args = value.args
+    if value.kwargs or not args:
+        return None
+    if _is(value.func, "builtins", "complex") and len(args) <= 2:
+        if all(type(a) in (int, float) and abs(a) < 1 << 63 for a in args):
+            return str(complex(*args))
+    if _is(value.func, "torch", "device") and len(args) <= 2:
+        kind, index = args[0], args[1:]
+        plain_kind = isinstance(kind, str) and len(kind) <= 64 and kind.replace("_", "").isalnum()
+        plain_index = not index or (type(index[0]) is int and 0 <= index[0] < 1 << 16)
+        if plain_kind and plain_index:
+            return f"{kind}:{index[0]}" if index else kind
+    return None
 
 
 def _is(value: Any, module: str, *names: str) -> bool:

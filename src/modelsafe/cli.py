@@ -192,19 +192,40 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, _frame: Any) -> None:
+    from modelsafe.atomic import hold, outcome_fixed
+
+    if outcome_fixed():  # (the output is in place: the command finishes, reporting success)
+        hold(signum)
+        return
     raise Terminated(signum)
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    """Ctrl-C: KeyboardInterrupt, as Python's own handler raises it, unless the outcome is
+    fixed (see :func:`_raise_terminated`)."""
+    from modelsafe.atomic import hold, outcome_fixed
+
+    if outcome_fixed():
+        hold(signum)
+        return
+    raise KeyboardInterrupt
 
 
 def _handle_termination() -> None:
     import signal
     import threading
 
+    from modelsafe.atomic import reset_outcome
+
+    reset_outcome()
     if threading.current_thread() is not threading.main_thread():
         return  # (signal handlers can only be set from the main thread)
     for name in ("SIGTERM", "SIGHUP"):
         signum = getattr(signal, name, None)
         if signum is not None and signal.getsignal(signum) in (signal.SIG_DFL, None):
             signal.signal(signum, _raise_terminated)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _raise_interrupted)
 
 
 def main(argv: list[str] | None = None) -> Any:

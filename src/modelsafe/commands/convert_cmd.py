@@ -11,10 +11,11 @@ from modelsafe.output import emit_json, printable
 
 @click.command()
 @click.argument("src", type=click.Path(path_type=Path))
-@click.argument("dst", required=False, type=click.Path(path_type=Path))
+# (DST as given, not a Path: pathlib drops a trailing slash, which says "a folder")
+@click.argument("dst", required=False, type=click.Path())
 @click.option("--force", is_flag=True, help="Replace DST if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="The result as JSON on stdout.")
-def convert(src: Path, dst: Path | None, force: bool, as_json: bool) -> int:
+def convert(src: Path, dst: str | None, force: bool, as_json: bool) -> int:
     """Convert a .ckpt/.pt/.bin (zip, legacy or pickle) to safetensors without running it.
 
     Only files the audit calls safe are converted. Tensors are streamed into a temp file beside
