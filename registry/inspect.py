@@ -603,7 +603,10 @@ def with_sidecar(report: InspectReport, path: Path) -> InspectReport:
 
     if not path.is_file():
         return report
-    facts, found = sidecar_findings(path, report.family, (report.hashes or {}).get("sha256"))
+    try:
+        facts, found = sidecar_findings(path, report.family, (report.hashes or {}).get("sha256"))
+    except Exception:  # noqa: BLE001 - a sidecar never costs the model its report
+        return report
     if not facts:
         return report
     return replace(report, facts={**report.facts, **facts}, warnings=[*report.warnings, *found])

@@ -23,7 +23,10 @@ fetched: only the files already on disk are read, each at most :data:`MAX_SIDECA
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,11 +153,21 @@ def _stem(name: str) -> str:
 
 
 def _read_json(path: Path) -> Any:
+    """The JSON in the regular file at ``path`` (a FIFO, a device or a link to one is never
+    read: opened without blocking, then passed over), or None."""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(MAX_SIDECAR + 1)
     except OSError:
         return None
+    finally:
+        os.close(fd)
     if len(data) > MAX_SIDECAR:
         return None
     try:
@@ -190,15 +203,25 @@ def _words(value: Any) -> list[str]:
     return [w.strip() for w in value if isinstance(w, str) and w.strip()][:50]
 
 
+def _bytes_of_kb(size_kb: Any) -> int | None:
+    """Civitai's ``sizeKB`` (a float of KiB) in bytes; None when it is no finite positive
+    number (``1e400`` reads as infinity)."""
+    if isinstance(size_kb, bool) or not isinstance(size_kb, int | float):
+        return None
+    if not math.isfinite(size_kb) or size_kb <= 0:
+        return None
+    return round(size_kb * 1024)
+
+
 def _civitai_version(path: Path, tool: str, value: dict[str, Any]) -> Sidecar | None:
     """The Civitai API's model version (``.civitai.info``; Lora Manager's ``civitai``)."""
     model = _dict(value.get("model"))
     files = []
-    for entry in value.get("files") or []:
+    listed = value.get("files")
+    for entry in listed if isinstance(listed, list) else []:
         if not isinstance(entry, dict):
             continue
-        size_kb = entry.get("sizeKB")
-        size = round(size_kb * 1024) if isinstance(size_kb, int | float) and size_kb > 0 else None
+        size = _bytes_of_kb(entry.get("sizeKB"))
         hashes = _dict(entry.get("hashes"))
         files.append(ListedFile(_text(entry.get("name")), size, _sha256(hashes.get("SHA256"))))
     if not (files or value.get("baseModel") or value.get("modelId") or value.get("trainedWords")):
@@ -309,10 +332,13 @@ def _this_file(sidecar: Sidecar, model: Path) -> list[ListedFile]:
 
 
 def size_warning(sidecar: Sidecar, model: Path, size: int) -> str | None:
-    """A warning when the file's size is none of the sizes listed for it (within the 1 KB the
-    listed sizes are rounded to)."""
+    """A warning when the file's size is none of the sizes listed for the version's files
+    (within the 1 KB the listed sizes are rounded to): a file saved under another file's name
+    (the pruned fp16 one as ``x.safetensors``) is no damaged download. The sizes said are
+    those of the file with its name, when one is listed."""
+    every = [f.size for f in sidecar.files if f.size]
     sizes = [f.size for f in _this_file(sidecar, model) if f.size]
-    if not sizes or any(abs(size - s) <= 1024 for s in sizes):
+    if not sizes or any(abs(size - s) <= 1024 for s in every):
         return None
     listed = " or ".join(f"{s:,}" for s in sorted(set(sizes))[:3])
     cut = "shorter" if size < min(sizes) else "longer"
@@ -325,7 +351,8 @@ def size_warning(sidecar: Sidecar, model: Path, size: int) -> str | None:
 def hash_warning(sidecar: Sidecar, model: Path, sha256: str | None) -> str | None:
     """A warning when the file's SHA-256 is none of those listed for it."""
     listed = [f.sha256 for f in _this_file(sidecar, model) if f.sha256]
-    if not sha256 or not listed or sha256.lower() in listed:
+    every = {f.sha256 for f in sidecar.files if f.sha256}
+    if not sha256 or not listed or sha256.lower() in every:
         return None
     return (
         f"the file's SHA-256 {sha256[:10]}... is not the {listed[0][:10]}... "

@@ -184,3 +184,42 @@ def test_a1111_user_metadata_and_sidecars_that_are_not_ones(
 )
 def test_civitai_base_model_names(base: str, family: str | None) -> None:
     assert family_of_base_model(base) == family
+
+
+def test_a_fifo_or_broken_sidecar_is_passed_over(tmp_path: Path, run_cli: RunCli) -> None:
+    """A FIFO named as a sidecar is never opened for reading (it would block forever), and
+    out-of-place values (an infinite sizeKB, files not a list) do not stop inspect or generate's
+    trigger-word check."""
+    import os
+
+    from modelsafe.runtime.generate import _warn_of_missing_trigger, collect_warnings
+
+    lora = sd1_lora(tmp_path / "x.safetensors")
+    os.mkfifo(tmp_path / "x.civitai.info")
+    assert "civitai" not in inspect_json(run_cli, lora)["facts"]
+    (tmp_path / "x.civitai.info").unlink()
+    for broken in ('{"baseModel": "SD 1.5", "files": [{"sizeKB": 1e400}]}', '{"files": 5}'):
+        (tmp_path / "x.civitai.info").write_text(broken)
+        report = inspect_json(run_cli, lora)
+        assert not any("bytes" in w for w in report["warnings"]), report["warnings"]
+        with collect_warnings(None) as found:
+            _warn_of_missing_trigger(lora, "a cat")
+        assert found == []
+
+
+def test_a_version_s_other_file_saved_under_this_name_is_no_damaged_download(
+    tmp_path: Path, run_cli: RunCli
+) -> None:
+    """The pruned fp16 file of a version saved as the full file's name: its size and SHA-256
+    are another listed file's, so neither is warned of."""
+    lora = sd1_lora(tmp_path / "x.safetensors")
+    size, sha256 = lora.stat().st_size, hashlib.sha256(lora.read_bytes()).hexdigest()
+    version = {
+        "baseModel": "SD 1.5",
+        "files": [
+            {"name": "x.safetensors", "sizeKB": 2 * size / 1024, "hashes": {"SHA256": "ab" * 32}},
+            {"name": "x_pruned.safetensors", "sizeKB": size / 1024, "hashes": {"SHA256": sha256}},
+        ],
+    }
+    (tmp_path / "x.civitai.info").write_text(json.dumps(version))
+    assert inspect_json(run_cli, lora, "--hash")["warnings"] == []
