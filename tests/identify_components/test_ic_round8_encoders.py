@@ -25,18 +25,12 @@ Shapes = dict[str, tuple[int, ...]]
 
 def _state(cls_name: str, config_name: str, **config: Any) -> Shapes:
     """The state-dict shapes of a transformers class on the meta device (skip if missing)."""
-    transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
-    cls = getattr(transformers, cls_name, None)
-    config_cls = getattr(transformers, config_name, None)
-    if cls is None or config_cls is None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    specs = co.transformers_state_dict(cls_name, config_name, **config)
+    if specs is None:
         pytest.skip(f"transformers has no {cls_name}")
-    with torch.device("meta"):
-        model = cls(config_cls(**config))
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if "shared.weight" in shapes:  # T5: encoder.embed_tokens is shared's tie, not stored
-        shapes.pop("encoder.embed_tokens.weight", None)
-    return shapes
+    return {name: shape for name, _, shape in specs}
 
 
 def _inspect(folder: Path, name: str, shapes: Shapes) -> Any:

@@ -19,16 +19,11 @@ from modelsafe.testing.layouts import components as co
 
 def _hf(write: Any, name: str, cls_name: str, config_name: str, **config: Any) -> Any:
     """A transformers model's state dict, header-only, as a --text-encoder part."""
-    transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
-    cls = getattr(transformers, cls_name, None)
-    config_cls = getattr(transformers, config_name, None)
-    if cls is None or config_cls is None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    specs = co.transformers_state_dict(cls_name, config_name, **config)
+    if specs is None:
         pytest.skip(f"transformers has no {cls_name}")
-    with torch.device("meta"):
-        model = cls(config_cls(**config))
-    specs = [(k, "BF16", tuple(v.shape)) for k, v in model.state_dict().items()]
-    specs = [s for s in specs if s[0] != "encoder.embed_tokens.weight"]  # (T5: shared's tie)
     return load_part(str(write(name, specs)), "text_encoder")
 
 

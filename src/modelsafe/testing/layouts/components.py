@@ -63,6 +63,25 @@ def meta_state_dict(class_name: str, config: dict[str, Any], dtype: str) -> Spec
     return [(n, dtype, tuple(t.shape)) for n, t in model.state_dict().items()]
 
 
+def transformers_state_dict(class_name: str, config_name: str, **config: Any) -> Specs | None:
+    """The state-dict layout (BF16) of a transformers class built on the ``meta`` device from
+    ``config_name(**config)``; None when the installed transformers lacks either class. A T5's
+    ``encoder.embed_tokens`` (a tie of ``shared``, not stored) is left out."""
+    import torch
+    import transformers
+
+    cls = getattr(transformers, class_name, None)
+    config_cls = getattr(transformers, config_name, None)
+    if cls is None or config_cls is None:
+        return None
+    with torch.device("meta"):
+        model = cls(config_cls(**config))
+    specs = [(n, "BF16", tuple(t.shape)) for n, t in model.state_dict().items()]
+    if any(n == "shared.weight" for n, _, _ in specs):
+        specs = [s for s in specs if s[0] != "encoder.embed_tokens.weight"]
+    return specs
+
+
 def diffusers_vae(latent_channels: int = 4, quant_conv: bool = True, dtype: str = "F16") -> Specs:
     """A diffusers ``AutoencoderKL`` (SD/SDXL 4-channel, or Flux/SD3 16-channel without quant)."""
     config: dict[str, Any] = {
