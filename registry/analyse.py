@@ -194,10 +194,7 @@ def _add_sidecar(path: Path, fields: dict[str, Any]) -> None:
 
     report = fields["report"]
     sha256 = (fields.get("hashes") or {}).get("sha256")
-    try:
-        facts, found = sidecar_findings(path, report.get("family"), sha256)
-    except Exception:  # (a sidecar never costs the model its row)
-        return
+    facts, found = sidecar_findings(path, report.get("family"), sha256)
     if facts:
         report["facts"] = {**(report.get("facts") or {}), **facts}
         report["warnings"] = [*(report.get("warnings") or []), *found]

@@ -603,10 +603,7 @@ def with_sidecar(report: InspectReport, path: Path) -> InspectReport:
 
     if not path.is_file():
         return report
-    try:
-        facts, found = sidecar_findings(path, report.family, (report.hashes or {}).get("sha256"))
-    except Exception:  # noqa: BLE001 - a sidecar never costs the model its report
-        return report
+    facts, found = sidecar_findings(path, report.family, (report.hashes or {}).get("sha256"))
     if not facts:
         return report
     return replace(report, facts={**report.facts, **facts}, warnings=[*report.warnings, *found])

@@ -664,14 +664,15 @@ def fingerprint(path: str, key: StatKey) -> str | None:
     or is no longer the file stat-ed as ``key`` (size, mtime, inode, device)."""
     import hashlib
 
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # (a FIFO never waits)
-    except OSError:
+    from modelsafe.registry.sniff import open_regular
+
+    fh = open_regular(path)  # (a FIFO never waits)
+    if fh is None:
         return None
-    with os.fdopen(fd, "rb") as fh:
+    with fh:
         try:
-            st = os.fstat(fd)
-            if not stat_module.S_ISREG(st.st_mode) or StatKey.of(st) != key.ignoring_ctime():
+            st = os.fstat(fh.fileno())
+            if StatKey.of(st) != key.ignoring_ctime():
                 return None
             digest = hashlib.sha256(str(st.st_size).encode())
             digest.update(fh.read(FINGERPRINT_SPAN))

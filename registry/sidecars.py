@@ -24,22 +24,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import stat
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 MAX_SIDECAR = 8 << 20  # bytes: a version's page data with a long description is ~100 KB
-
-# (suffix, tool) in the order they are tried; the first readable one is used.
-SIDECARS = (
-    (".civitai.info", "Civitai Helper"),
-    (".cm-info.json", "Stability Matrix"),
-    (".metadata.json", "ComfyUI-Lora-Manager"),
-    (".json", "AUTOMATIC1111 user metadata"),
-)
 
 # Civitai's base model names (``baseModel``) -> modelsafe's family, by prefix of the lower-case
 # name, longest first. Names of architectures modelsafe does not name as a family (Pony V7 on
@@ -138,13 +129,17 @@ def read_sidecar(model: Path) -> Sidecar | None:
     """The first readable sidecar of the model file at ``model`` (:data:`SIDECARS`); None when
     there is none. A sidecar that cannot be read or is not what its tool writes is passed over:
     it is not the model's problem."""
-    for suffix, tool in SIDECARS:
+    for suffix, tool, parse in SIDECARS:
         path = model.with_name(_stem(model.name) + suffix)
         value = _read_json(path)
-        if isinstance(value, dict):
-            found = _PARSERS[tool](path, value)
-            if found is not None:
-                return found
+        if not isinstance(value, dict):
+            continue
+        try:
+            found = parse(path, tool, value)
+        except Exception:  # noqa: BLE001 - values out of place (a number for a list, ...)
+            continue
+        if found is not None:
+            return found
     return None
 
 
@@ -154,20 +149,17 @@ def _stem(name: str) -> str:
 
 def _read_json(path: Path) -> Any:
     """The JSON in the regular file at ``path`` (a FIFO, a device or a link to one is never
-    read: opened without blocking, then passed over), or None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
+    read: :func:`modelsafe.registry.sniff.open_regular`), or None."""
+    from modelsafe.registry.sniff import open_regular
+
+    fh = open_regular(path)
+    if fh is None:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_SIDECAR + 1)
+        with fh:
+            data = fh.read(MAX_SIDECAR + 1)
     except OSError:
         return None
-    finally:
-        os.close(fd)
     if len(data) > MAX_SIDECAR:
         return None
     try:
@@ -240,18 +232,14 @@ def _civitai_version(path: Path, tool: str, value: dict[str, Any]) -> Sidecar | 
     )
 
 
-def _civitai_helper(path: Path, value: dict[str, Any]) -> Sidecar | None:
-    return _civitai_version(path, "Civitai Helper", value)
-
-
-def _stability_matrix(path: Path, value: dict[str, Any]) -> Sidecar | None:
+def _stability_matrix(path: Path, tool: str, value: dict[str, Any]) -> Sidecar | None:
     if not any(k in value for k in ("ModelId", "VersionId", "BaseModel")):
         return None
     hashes = _dict(value.get("Hashes"))
     sha256 = _sha256(hashes.get("SHA256"))
     return Sidecar(
         path,
-        "Stability Matrix",
+        tool,
         base_model=_text(value.get("BaseModel")),
         model_type=_text(value.get("ModelType")),
         model_name=_text(value.get("ModelName")),
@@ -263,25 +251,21 @@ def _stability_matrix(path: Path, value: dict[str, Any]) -> Sidecar | None:
     )
 
 
-def _lora_manager(path: Path, value: dict[str, Any]) -> Sidecar | None:
+def _lora_manager(path: Path, tool: str, value: dict[str, Any]) -> Sidecar | None:
+    """Its own ``base_model``/``model_name``/``size``/``sha256`` over the Civitai version it
+    keeps under ``civitai``."""
     if not any(k in value for k in ("sha256", "base_model", "civitai")):
         return None
     version = _dict(value.get("civitai"))
-    from_civitai = _civitai_version(path, "ComfyUI-Lora-Manager", version) if version else None
-    size = _int(value.get("size"))
-    own = ListedFile(_text(value.get("file_name")), size, _sha256(value.get("sha256")))
-    return Sidecar(
-        path,
-        "ComfyUI-Lora-Manager",
-        base_model=_text(value.get("base_model"))
-        or (from_civitai.base_model if from_civitai else None),
-        model_type=from_civitai.model_type if from_civitai else None,
-        model_name=_text(value.get("model_name"))
-        or (from_civitai.model_name if from_civitai else None),
-        version_name=from_civitai.version_name if from_civitai else None,
-        model_id=from_civitai.model_id if from_civitai else None,
-        version_id=from_civitai.version_id if from_civitai else None,
-        trained_words=from_civitai.trained_words if from_civitai else [],
+    from_civitai = _civitai_version(path, tool, version) if version else None
+    base = from_civitai or Sidecar(path, tool)
+    own = ListedFile(
+        _text(value.get("file_name")), _int(value.get("size")), _sha256(value.get("sha256"))
+    )
+    return replace(
+        base,
+        base_model=_text(value.get("base_model")) or base.base_model,
+        model_name=_text(value.get("model_name")) or base.model_name,
         files=[own] if (own.size or own.sha256) else [],
     )
 
@@ -290,25 +274,26 @@ def _lora_manager(path: Path, value: dict[str, Any]) -> Sidecar | None:
 _A1111_VERSIONS = {"sd1": "SD 1", "sd2": "SD 2", "sdxl": "SDXL"}
 
 
-def _a1111(path: Path, value: dict[str, Any]) -> Sidecar | None:
+def _a1111(path: Path, tool: str, value: dict[str, Any]) -> Sidecar | None:
     version = value.get("sd version")
     if not isinstance(version, str) and "activation text" not in value:
         return None  # (another tool's JSON: a config, a workflow)
     base = _A1111_VERSIONS.get(version.strip().lower()) if isinstance(version, str) else None
     return Sidecar(
         path,
-        "AUTOMATIC1111 user metadata",
+        tool,
         base_model=base,
         trained_words=_words(value.get("activation text")),
     )
 
 
-_PARSERS = {
-    "Civitai Helper": _civitai_helper,
-    "Stability Matrix": _stability_matrix,
-    "ComfyUI-Lora-Manager": _lora_manager,
-    "AUTOMATIC1111 user metadata": _a1111,
-}
+# (suffix, tool, parser) in the order they are tried; the first readable one is used.
+SIDECARS: tuple[tuple[str, str, Callable[[Path, str, dict[str, Any]], Sidecar | None]], ...] = (
+    (".civitai.info", "Civitai Helper", _civitai_version),
+    (".cm-info.json", "Stability Matrix", _stability_matrix),
+    (".metadata.json", "ComfyUI-Lora-Manager", _lora_manager),
+    (".json", "AUTOMATIC1111 user metadata", _a1111),
+)
 
 
 def family_warning(sidecar: Sidecar, family: str | None) -> str | None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import stat
 import struct
 import tarfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from modelsafe.types import Finding, Format
 
@@ -142,6 +144,24 @@ def packed_archive(what: str) -> NotAModel:
 MODEL_EXTENSIONS = frozenset(
     {".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".pkl", ".pickle", ".npy"}
 )
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO | None:
+    """The regular file at ``path`` (links followed) opened for reading; None for anything else
+    (a FIFO, a device or a socket is opened without blocking, then passed over) and for what
+    cannot be opened. The caller closes it (``with``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except (OSError, ValueError):
+        return None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        regular = False
+    if not regular:
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
 
 
 def read_head(path: Path, size: int = HEAD_SIZE) -> bytes:

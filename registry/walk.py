@@ -208,14 +208,16 @@ def apple_double(path: str) -> bool:
     regular file outside /proc and /sys, and it starts with the AppleDouble magic. One named so
     with anything else in it is what a loader listing ``._x.safetensors`` would read."""
     from modelsafe.registry.audit import in_system_folder
+    from modelsafe.registry.sniff import open_regular
 
     if not os.path.basename(path).startswith("._") or in_system_folder(Path(path)):
         return False
+    fh = open_regular(path)
+    if fh is None:
+        return False
     try:
-        if not stat_module.S_ISREG(os.stat(path).st_mode):
-            return False
-        with open(path, "rb") as f:
-            return f.read(len(_APPLE_DOUBLE_MAGIC)) == _APPLE_DOUBLE_MAGIC
+        with fh:
+            return fh.read(len(_APPLE_DOUBLE_MAGIC)) == _APPLE_DOUBLE_MAGIC
     except OSError:
         return False
 
@@ -460,7 +462,8 @@ class _Walker:
                 self.hidden(entry)
                 continue
             self.entry(entry, (*chain, ident))
-        self.indexed(path)
+        if any(e.name.endswith(".index.json") for e in entries):
+            self.indexed(path)
 
     def indexed(self, path: str) -> None:
         """The files a shard index in a folder of models names (a sharded set dropped among

@@ -929,10 +929,7 @@ def _warn_of_missing_trigger(path: Path, prompt: str) -> None:
     many LoRAs change little without one."""
     from modelsafe.registry.sidecars import read_sidecar
 
-    try:
-        sidecar = read_sidecar(path)
-    except Exception:  # noqa: BLE001 - a broken sidecar never stops a run
-        return
+    sidecar = read_sidecar(path)  # (one that cannot be read is passed over: None)
     if sidecar is None or not sidecar.trained_words:
         return
     text = _prompt_words(prompt)
