@@ -171,54 +171,56 @@ def shard_index_of(folder: Path) -> Path | None:
     too: the folder is still one model, one that does not load. Only the index is read (it is
     small), never a shard.
     """
-    try:
-        names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".index.json"))
-    except OSError:
-        return None
     found: Path | None = None
-    for name in names:
-        try:
-            data = load_json(folder / name, str(folder))
-        except FileReadError:
-            if _ANY_INDEX.match(name):
-                found = found or folder / name
+    named: set[str] = set()
+    for index, weight_map in _indexes(folder):
+        if weight_map is None:
+            if _ANY_INDEX.match(index.name):
+                found = found or index
             continue
-        weight_map = data.get("weight_map") if isinstance(data, dict) else None
-        if isinstance(weight_map, dict) and any(isinstance(v, str) for v in weight_map.values()):
-            found = found or folder / name
-    if found is None or (folder / "config.json").is_file() or _owns_folder(folder):
+        shards = {v for v in weight_map.values() if isinstance(v, str)}
+        if shards:
+            found = found or index
+            named |= shards
+    if found is None or (folder / "config.json").is_file() or _owns_folder(folder, named):
         return found
     return None
+
+
+def _indexes(folder: Path) -> list[tuple[Path, dict[str, Any] | None]]:
+    """Each ``*.index.json`` in ``folder``, in name order, with its ``weight_map`` (``{}`` when
+    it has none; None when the file cannot be read as JSON)."""
+    try:
+        paths = sorted(p for p in folder.iterdir() if p.name.endswith(".index.json"))
+    except OSError:
+        return []
+    found: list[tuple[Path, dict[str, Any] | None]] = []
+    for index in paths:
+        try:
+            data = load_json(index, str(folder))
+        except FileReadError:
+            found.append((index, None))
+            continue
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        found.append((index, weight_map if isinstance(weight_map, dict) else {}))
+    return found
 
 
 def indexed_shards(folder: Path) -> list[str]:
     """The shard names every readable shard index in ``folder`` names (as written in its
     ``weight_map``: loaders join each to the folder)."""
-    shards: set[str] = set()
-    try:
-        indexes = sorted(p for p in folder.iterdir() if p.name.endswith(".index.json"))
-    except OSError:
-        return []
-    for index in indexes:
-        try:
-            data = load_json(index, str(folder))
-        except FileReadError:
-            continue
-        weight_map = data.get("weight_map") if isinstance(data, dict) else None
-        if isinstance(weight_map, dict):
-            shards.update(v for v in weight_map.values() if isinstance(v, str))
+    shards = {v for _, m in _indexes(folder) for v in (m or {}).values() if isinstance(v, str)}
     return sorted(shards)
 
 
-def _owns_folder(folder: Path) -> bool:
-    """Whether the shard indexes of a folder without ``config.json`` are all it holds: every
-    model file at its top is a shard they name. A models folder (ComfyUI ``text_encoders/``) with
-    a sharded set dropped among its single files stays a folder of models, each catalogued on
-    its own (the walk still reads every file an index there names: :mod:`modelsafe.registry.walk`).
-    """
+def _owns_folder(folder: Path, named: set[str]) -> bool:
+    """Whether the shard indexes of a folder without ``config.json``, naming the shards
+    ``named``, are all it holds: every model file at its top is one of them. A models folder
+    (ComfyUI ``text_encoders/``) with a sharded set dropped among its single files stays a folder
+    of models, each catalogued on its own (the walk still reads every file an index there names:
+    :mod:`modelsafe.registry.walk`)."""
     from modelsafe.registry.walk import is_model_file
 
-    named = set(indexed_shards(folder))
     try:
         files = [p.name for p in folder.iterdir() if not p.name.startswith(".")]
     except OSError:
