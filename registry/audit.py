@@ -648,15 +648,16 @@ def _unread_finding(rel: Path, why: str) -> Finding:
 # `.incomplete` files) in a `.cache/huggingface/` folder, with no model file in it. A `.no_exist`
 # anywhere else, a `mixes.cache/huggingface`, or a `.cache/huggingface` holding a model file
 # (`evil.ckpt`, which ComfyUI lists) is an ordinary folder that loaders read.
-_HF_REPO_PREFIXES = ("models--", "datasets--", "spaces--")
 
 
 def _hub_bookkeeping(top: Path, rel: Path) -> bool:
     """Whether the folder ``rel`` (relative to the audited folder ``top``) is hub bookkeeping."""
     parts = rel.parts
     if parts[-1] == ".no_exist":
+        from modelsafe.registry.hf_cache import HF_REPO_PREFIXES
+
         repo = parts[-2] if len(parts) > 1 else os.path.basename(os.path.realpath(top))
-        return repo.startswith(_HF_REPO_PREFIXES)
+        return repo.startswith(HF_REPO_PREFIXES)
     if parts[-2:] != (".cache", "huggingface"):
         return False
     from modelsafe.registry.walk import holds_model_file

@@ -139,6 +139,10 @@ def refuse_corrupt_blob(path: Path, sha256: str | None) -> None:
         raise FileReadError(*found)
 
 
+# The folders of a hub cache that hold one repo each: ``models--org--name`` and the like.
+HF_REPO_PREFIXES = ("models--", "datasets--", "spaces--")
+
+
 def _repo_folders(root: str) -> list[str]:
     try:
         names = sorted(os.listdir(root))
@@ -147,7 +151,7 @@ def _repo_folders(root: str) -> list[str]:
     return [
         os.path.join(root, n)
         for n in names
-        if n.startswith(("models--", "datasets--", "spaces--"))
+        if n.startswith(HF_REPO_PREFIXES)
         and os.path.isdir(os.path.join(root, n))
     ]
 
