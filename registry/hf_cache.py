@@ -151,8 +151,7 @@ def _repo_folders(root: str) -> list[str]:
     return [
         os.path.join(root, n)
         for n in names
-        if n.startswith(HF_REPO_PREFIXES)
-        and os.path.isdir(os.path.join(root, n))
+        if n.startswith(HF_REPO_PREFIXES) and os.path.isdir(os.path.join(root, n))
     ]
 
 
