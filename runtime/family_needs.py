@@ -60,6 +60,7 @@ class FamilyNeeds:
     optional_text_encoders: tuple[str, ...] = ()
     latent_channels: int = 4
     vae_name: str = "VAE"
+    any_text_encoder: tuple[str, ...] = ()  # one of these is needed (which: the model's size)
 
 
 NEEDS: dict[str, FamilyNeeds] = {
@@ -73,34 +74,60 @@ NEEDS: dict[str, FamilyNeeds] = {
     "chroma": FamilyNeeds(("t5xxl",), (), 16, "ae (Flux VAE)"),
 }
 
-# The text encoders a family takes, for families NEEDS leaves out (their VAEs and required
-# sets vary by model): an encoder outside these is rejected, but what a set lacks is not checked.
-# Keyed by family, or ``family/variant`` where the variant decides (FLUX.2 [dev] takes
-# Mistral-Small-3.1, [klein] 4B Qwen3-4B, [klein] 9B Qwen3-8B). Sources: the pipelines'
-# text_encoder classes and ComfyUI's text-encoder loaders.
-TEXT_ENCODERS_OF: dict[str, tuple[str, ...]] = {
-    "wan": ("umt5xxl",),
-    "qwen-image": ("qwen2.5_vl_7b",),
-    "z-image": ("qwen3_4b",),
-    "lumina2": ("gemma2_2b",),
-    "sana": ("gemma2_2b",),
-    "hidream": ("clip_l", "clip_g", "t5xxl", "llama3.1_8b"),
-    "hunyuan-video": ("clip_l", "llava_llama3_8b"),
-    "hunyuanimage2.1": ("qwen2.5_vl_7b", "byt5_small_glyph"),
-    "kandinsky5": ("qwen2.5_vl_7b", "clip_l"),
-    "flux2": ("mistral_small_3_24b", "qwen3_4b", "qwen3_8b"),
-    "flux2/dev": ("mistral_small_3_24b",),
-    "flux2/klein-4b": ("qwen3_4b",),
-    "flux2/klein-9b": ("qwen3_8b",),
+# What a set needs for the families modelsafe identifies and resolves but does not generate:
+# the text encoders their pipelines load (diffusers' ``text_encoder*`` classes, ComfyUI's
+# text-encoder loaders) and the VAE they decode with. Keyed by family, or ``family/variant``
+# where the variant decides (FLUX.2 [dev] takes Mistral-Small-3.1, [klein] 4B Qwen3-4B, [klein]
+# 9B Qwen3-8B; Wan 2.2 TI2V 5B decodes 48-channel latents with the Wan 2.2 VAE). A FLUX.2 model
+# of no known size needs one of the three (``any_text_encoder``). HunyuanImage 2.1's ByT5 glyph
+# encoder renders quoted text and may be left out (ComfyUI runs without it). A text encoder
+# outside a family's entry is rejected (:func:`text_encoders_of`).
+OTHER_NEEDS: dict[str, FamilyNeeds] = {
+    "wan": FamilyNeeds(("umt5xxl",), (), 16, "Wan VAE"),
+    "wan/ti2v-5b": FamilyNeeds(("umt5xxl",), (), 48, "Wan 2.2 VAE"),
+    "qwen-image": FamilyNeeds(("qwen2.5_vl_7b",), (), 16, "Qwen-Image VAE"),
+    "z-image": FamilyNeeds(("qwen3_4b",), (), 16, "ae (Flux VAE)"),
+    "lumina2": FamilyNeeds(("gemma2_2b",), (), 16, "ae (Flux VAE)"),
+    "sana": FamilyNeeds(("gemma2_2b",), (), 32, "DC-AE"),
+    "hidream": FamilyNeeds(("clip_l", "clip_g", "t5xxl", "llama3.1_8b"), (), 16, "ae (Flux VAE)"),
+    "hunyuan-video": FamilyNeeds(("clip_l", "llava_llama3_8b"), (), 16, "HunyuanVideo VAE"),
+    "hunyuanimage2.1": FamilyNeeds(
+        ("qwen2.5_vl_7b",), ("byt5_small_glyph",), 64, "HunyuanImage 2.1 VAE"
+    ),
+    "kandinsky5": FamilyNeeds(("qwen2.5_vl_7b", "clip_l"), (), 16, "VAE"),
+    "flux2": FamilyNeeds((), (), 32, "FLUX.2 VAE", ("mistral_small_3_24b", "qwen3_4b", "qwen3_8b")),
+    "flux2/dev": FamilyNeeds(("mistral_small_3_24b",), (), 32, "FLUX.2 VAE"),
+    "flux2/klein-4b": FamilyNeeds(("qwen3_4b",), (), 32, "FLUX.2 VAE"),
+    "flux2/klein-9b": FamilyNeeds(("qwen3_8b",), (), 32, "FLUX.2 VAE"),
 }
+
+
+# The names ComfyUI gives the encoders it saves into a checkpoint (``text_encoders.<name>.``)
+# where they are not the slot's: its ``llama`` is HiDream's Llama-3.1-8B or HunyuanVideo's
+# LLaVA-Llama-3-8B, whichever model it saved.
+COMFY_ENCODER_SLOTS: dict[str, tuple[str, ...]] = {
+    "qwen25_7b": ("qwen2.5_vl_7b",),
+    "mistral3_24b": ("mistral_small_3_24b",),
+    "llama": ("llama3.1_8b", "llava_llama3_8b"),
+}
+
+
+def needs_of(family: str, variant: str | None = None, width: object = None) -> FamilyNeeds | None:
+    """What a set of ``family`` (of ``variant``, else of the released size its model ``width``
+    says: a Wan transformer 3072 wide is the TI2V 5B) needs; None if not tabulated."""
+    from modelsafe.registry.detect.sizes import model_size
+
+    if variant is None and (size := model_size(family, width)) is not None:
+        variant = size.variant
+    return NEEDS.get(family) or OTHER_NEEDS.get(f"{family}/{variant}") or OTHER_NEEDS.get(family)
 
 
 def text_encoders_of(family: str, variant: str | None = None) -> tuple[str, ...] | None:
     """The text encoders ``family`` (of ``variant``) takes; None if not tabulated."""
-    needs = NEEDS.get(family)
-    if needs is not None:
-        return needs.text_encoders + needs.optional_text_encoders
-    return TEXT_ENCODERS_OF.get(f"{family}/{variant}") or TEXT_ENCODERS_OF.get(family)
+    needs = needs_of(family, variant)
+    if needs is None:
+        return None
+    return needs.text_encoders + needs.optional_text_encoders + needs.any_text_encoder
 
 
 # The VAE each family was trained with, by the family that introduced it (SD2 kept SD1's VAE,

@@ -46,9 +46,34 @@ DEFAULT_PARAMS = {
     "openclip_h": 354_030_592,
     "clip_g": 694_659_840,
     "t5xxl": 4_762_310_656,
+    # The encoders of the families modelsafe resolves but does not generate (runtime/family_needs
+    # OTHER_NEEDS), counted from their released configs without the LM head; Qwen2.5-VL-7B with
+    # its vision tower (Qwen-Image loads the whole model).
+    "umt5xxl": 5_680_910_336,
+    "qwen2.5_vl_7b": 7_747_175_000,
+    "qwen3_4b": 4_022_468_096,
+    "qwen3_8b": 7_568_405_504,
+    "gemma2_2b": 2_614_341_888,
+    "llama3.1_8b": 7_504_924_672,
+    "llava_llama3_8b": 7_505_186_816,
+    "mistral_small_3_24b": 22_901_314_560,
+    "byt5_small_glyph": 219_316_000,
     "vae": 83_653_863,
 }
-DEFAULT_LARGEST = {"t5xxl": 32128 * 4096 * 2, "clip_g": 49408 * 1280 * 2, "clip_l": 49408 * 768 * 2}
+# Each encoder's largest layer in fp16 bytes: its token-embedding table.
+DEFAULT_LARGEST = {
+    "t5xxl": 32128 * 4096 * 2,
+    "clip_g": 49408 * 1280 * 2,
+    "clip_l": 49408 * 768 * 2,
+    "umt5xxl": 256384 * 4096 * 2,
+    "qwen2.5_vl_7b": 152064 * 3584 * 2,
+    "qwen3_4b": 151936 * 2560 * 2,
+    "qwen3_8b": 151936 * 4096 * 2,
+    "gemma2_2b": 256000 * 2304 * 2,
+    "llama3.1_8b": 128256 * 4096 * 2,
+    "llava_llama3_8b": 128320 * 4096 * 2,
+    "mistral_small_3_24b": 131072 * 5120 * 2,
+}
 # Transformer families compute in bf16 and have a width (``hidden_size``) the planner reads.
 DIT_FAMILIES = TRANSFORMER_FAMILIES
 

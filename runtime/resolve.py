@@ -103,7 +103,7 @@ class Candidate:
 class MissingPart:
     """Something the checkpoint's family needs that neither the file nor the set provides."""
 
-    slot: str  # clip_l | clip_g | t5xxl | openclip_h | vae
+    slot: str  # clip_l | t5xxl | umt5xxl | ... | vae; ``a|b``: any one of them
     kind: str  # text_encoder | vae
     why: str
     candidates: tuple[Candidate, ...] = ()
@@ -400,12 +400,14 @@ def _base_result(base: Part) -> PartResult:
 
 def _needs_unknown(base: Part) -> list[Compatibility]:
     """A warning when modelsafe has no table of the text encoders and VAE ``base``'s built-in
-    family needs (FLUX.2, Wan, Z-Image, ...): nothing is reported missing, and that is not a
-    check. A plugin's family is its plugin's to check (its own compatibility rules)."""
+    family needs (Stable Cascade): nothing is reported missing, and that is not a check. A
+    plugin's family is its plugin's to check (its own compatibility rules)."""
     from modelsafe.registry.model_parts import BUILTIN_FAMILIES, NAMED_ONLY_FAMILIES
-    from modelsafe.runtime.family_needs import NEEDS, label
+    from modelsafe.runtime.family_needs import label, needs_of
 
-    if base.family in NEEDS or base.family not in BUILTIN_FAMILIES | NAMED_ONLY_FAMILIES:
+    if needs_of(base.family, base.variant) is not None:
+        return []
+    if base.family not in BUILTIN_FAMILIES | NAMED_ONLY_FAMILIES:
         return []
     fam = label(base.family)
     return [
@@ -436,12 +438,19 @@ def missing_parts(
     base: Part, accepted: Iterable[Part], catalog: Catalog | None = None
 ) -> list[MissingPart]:
     """Text encoders and VAE the base's family needs that neither it nor ``accepted`` holds."""
-    from modelsafe.runtime.family_needs import NEEDS, TEXT_ENCODER_WIDTHS, label
+    from modelsafe.runtime.family_needs import (
+        COMFY_ENCODER_SLOTS,
+        TEXT_ENCODER_WIDTHS,
+        label,
+        needs_of,
+    )
 
-    needs = NEEDS.get(base.family)
+    needs = needs_of(base.family, base.variant, base.facts.get("hidden_size"))
     if needs is None or base.kind not in BASE_KINDS:
         return []
     present = set(base.facts.get("parts_present") or [])
+    for name in list(present):  # (a ComfyUI checkpoint's own names for its encoders)
+        present.update(COMFY_ENCODER_SLOTS.get(name, ()))
     accepted = list(accepted)
     for p in accepted:
         if p.kind == "text_encoder":
@@ -458,6 +467,13 @@ def missing_parts(
         if slot not in present:
             why = f"{fam} needs the {slot} text encoder and the checkpoint does not contain it"
             missing.append(MissingPart(slot, "text_encoder", why))
+    if needs.any_text_encoder and not present & set(needs.any_text_encoder):
+        names = ", ".join(needs.any_text_encoder)
+        why = (
+            f"{fam} needs a text encoder ({names}: which one, the model's size says) and the "
+            "checkpoint does not contain one"
+        )
+        missing.append(MissingPart(ANY_OF.join(needs.any_text_encoder), "text_encoder", why))
     if "vae" not in present and not base.facts.get("pixel_space"):  # (Chroma1-Radiance: none)
         why = (
             f"{fam} needs a {needs.latent_channels}-channel {needs.vae_name} and the checkpoint "
@@ -467,6 +483,10 @@ def missing_parts(
     if catalog is not None and missing:
         missing = [_with_candidates(m, base, catalog) for m in missing]
     return missing
+
+
+# Joins the encoders of a slot any one of which fills it (``qwen3_4b|qwen3_8b``).
+ANY_OF = "|"
 
 
 def _with_candidates(missing: MissingPart, base: Part, catalog: Catalog) -> MissingPart:
@@ -481,7 +501,8 @@ def _with_candidates(missing: MissingPart, base: Part, catalog: Catalog) -> Miss
             if missing.kind == "text_encoder":
                 part = replace(part, variant=part.variant or model.variant)
                 held = (part.variant or "").split("+")  # a multi-encoder file holds several
-                if missing.slot not in held and part.facts.get("hidden_size") != _width(
+                wanted = missing.slot.split(ANY_OF)
+                if not set(held) & set(wanted) and part.facts.get("hidden_size") != _width(
                     missing.slot
                 ):
                     continue

@@ -10,6 +10,7 @@ meta device; ComfyUI's configs for the encoders).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -144,9 +145,12 @@ def test_resolve_pairs_the_hunyuan_video_vae_with_hunyuan_video_only(tmp_path: P
 def test_cli_resolve_takes_the_hunyuan_video_vae(tmp_path: Path, run_cli: Any) -> None:
     hv_vae = _write(tmp_path, "hunyuan_video_vae_bf16", _diffusers_vae("AutoencoderKLHunyuanVideo"))
     hunyuan = _write(tmp_path, "hunyuan_video_t2v_720p_bf16", rm.hunyuan_video("original"))
-    code, out, err = run_cli("resolve", str(hunyuan), "--vae", str(hv_vae))
-    assert code == 0, err
-    assert "[hunyuan-video/vae]" in out and "compatible" in out
+    code, out, err = run_cli("resolve", str(hunyuan), "--vae", str(hv_vae), "--json")
+    assert code == 1, err  # (its two text encoders are not in the set)
+    result = json.loads(out)
+    assert result["checkpoint"]["family"] == "hunyuan-video"
+    assert [(p["family"], p["status"]) for p in result["parts"]] == [("hunyuan-video", "accepted")]
+    assert [m["slot"] for m in result["missing"]] == ["clip_l", "llava_llama3_8b"]
 
 
 # ------------------------------------------------------------------------------------ encoders
