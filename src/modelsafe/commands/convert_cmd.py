@@ -24,8 +24,9 @@ def convert(src: Path, dst: str | None, force: bool, as_json: bool) -> int:
     check is an error. Views of one storage become separate tensors; exact aliases (tied weights)
     are listed in the metadata key ``modelsafe.aliases``. Arrays left out (tensors outside a
     top-level state_dict, numpy arrays) are listed under "dropped" in --json; numpy arrays are
-    also named in a warning on stderr. Temp files of converts that were killed (SIGKILL) in
-    DST's folder are removed first.
+    also named in a warning on stderr. DST gets the permission bits of the file it replaces
+    (--force), else SRC's less the umask, as cp gives them (a 0600 checkpoint gives a 0600 copy).
+    Temp files of converts that were killed (SIGKILL) in DST's folder are removed first.
 
     Exit codes: 0 converted, 1 refused because the file is unsafe, 2 error (nothing written).
     """
