@@ -214,6 +214,7 @@ def _take_plan(
     reasons = {c.name: c.why for c in planned.choices}
     denoiser = next((w for w in planned.weights if w.role == "denoiser"), None)
     dtype = planned.dtypes.get(denoiser.name, "fp16") if denoiser else "fp16"
+    stored_fp8 = dtype == "fp8"  # (priced in fp8: kept in fp8 storage, as the plan has it)
     if dtype in ("fp8", "native"):  # fp8 storage / GGUF: compute in 16 bits
         dtype = DIT_COMPUTE if any(v == "bf16" for v in planned.dtypes.values()) else "fp16"
     values = {
@@ -222,8 +223,8 @@ def _take_plan(
         "vae_tiling": opts.vae_tiling,
         "vae_slicing": opts.vae_slicing,
         "attention_slicing": opts.attention_slicing,
-        "denoiser_fp8": opts.denoiser_fp8,
-        "text_encoder_fp8": opts.text_encoder_fp8,
+        "denoiser_fp8": opts.denoiser_fp8 or stored_fp8,
+        "text_encoder_fp8": opts.text_encoder_fp8 or planned.dtypes.get("t5xxl") == "fp8",
     }
     den = f"dtype {denoiser.name}" if denoiser else ""
     reason_of = {"dtype": den, "denoiser_fp8": den, "text_encoder_fp8": "dtype t5xxl"}

@@ -213,20 +213,38 @@ def collect_weights(
 # -- pricing one combination ---------------------------------------------------------------------
 
 
+# How a file stores its weights, by its bytes per parameter (``native`` over ``parameters``):
+# packed below 8 bits (bitsandbytes NF4, nunchaku int4, NVFP4), in fp8 (its biases
+# and norms, a few per cent of the bytes, may stay 16- or 32-bit: ComfyUI's fp8_e4m3fn and
+# scaled-fp8 files), or wider. Loaders keep such weights as stored and compute layer by layer.
+_PACKED_BELOW = 0.9
+_FP8_UP_TO = 1.1
+
+
+def stored(w: Weights) -> str | None:
+    """``packed`` or ``fp8`` for weights a file stores that narrow, else None."""
+    native, params = w.sizes.get("native", 0), w.sizes.get("parameters", 0)
+    if w.assumed or not native or not params:
+        return None
+    if native < _PACKED_BELOW * params:
+        return "packed"
+    return "fp8" if native <= _FP8_UP_TO * params else None
+
+
 def _dtypes(family: str, weights: list[Weights], opts: Options, bf16: bool) -> dict[str, str]:
     compute = "bf16" if bf16 and family in DIT_FAMILIES else "fp16"
     out: dict[str, str] = {}
     for w in weights:
         if w.role == "denoiser":
-            native_fp8 = w.sizes.get("native", 0) <= w.sizes.get("fp8", 0)
-            if w.quantized:
+            if w.quantized or stored(w) == "packed":
                 out[w.name] = "native"
-            elif opts.denoiser_fp8 or native_fp8:
+            elif opts.denoiser_fp8 or stored(w) == "fp8":
                 out[w.name] = "fp8"
             else:
                 out[w.name] = compute
         elif w.role == "text_encoder":
-            out[w.name] = "fp8" if opts.text_encoder_fp8 and w.name == "t5xxl" else compute
+            fp8 = stored(w) == "fp8" or (opts.text_encoder_fp8 and w.name == "t5xxl")
+            out[w.name] = "fp8" if fp8 else compute
         elif w.role == "vae":
             # SDXL's VAE overflows in fp16: diffusers' SDXL pipelines see `force_upcast` in its
             # config and decode in fp32 (measured: docs/benchmarks.md, H100 SDXL check).
@@ -416,8 +434,13 @@ def _explain(
     for w in weights:
         d = dtypes[w.name]
         if w.role == "denoiser":
-            if d == "native":
+            if d == "native" and w.quantized:
                 why = "GGUF-quantised weights stay quantised (dequantised layer by layer)"
+            elif d == "native":
+                why = (
+                    "the file stores its weights packed below 8 bits (NF4, int4, FP4); they stay "
+                    "packed, each layer computed in 16 bits"
+                )
             elif d == "fp8" and opts.denoiser_fp8:
                 alt = _gib(without(denoiser_fp8=False))
                 why = f"fp8 storage, computing in 16 bits: without it the peak is {alt}"
@@ -435,6 +458,9 @@ def _explain(
                 else "matches the denoiser"
             )
             choices.append(Choice("dtype vae", d, why))
+        elif w.role == "text_encoder" and stored(w) == "fp8":
+            why = "the file is stored in fp8; upcasting would double the weights for no gain"
+            choices.append(Choice(f"dtype {w.name}", d, why))
         elif w.role == "text_encoder" and w.name == "t5xxl":
             if opts.text_encoder_fp8:
                 why = f"fp8 storage: without it the peak is {_gib(without(text_encoder_fp8=False))}"
