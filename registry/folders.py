@@ -150,11 +150,15 @@ _SAME = {"sd3.5": "sd3", "sdxl_refiner": "sdxl"}
 # Folder names that say one of several families: a plain "flux" folder may hold Flux.1 or FLUX.2.
 _EITHER: dict[str, tuple[str, ...]] = {"flux": ("flux1", "flux2")}
 # The VAE a family's folder rightly holds under another family's name: Flux.1's ae (SD3's VAE
-# has its layout) for the families decoding with it; the Wan 2.1 VAE, identified as Qwen-Image's
-# (the same file), for Wan; SD1's for SD2 (SDXL's VAE has its layout).
+# has its layout) in the folder of any family decoding with it, and such a family's name on it
+# (its metadata or download sidecar may name Z-Image) in a flux folder; the Wan 2.1 VAE, named
+# Qwen-Image's or Wan's (the same file), in either's folder; SD1's for SD2 (SDXL's VAE has its
+# layout).
+_FLUX_AE_FAMILIES = frozenset({"flux1", "sd3", "sd3.5", "chroma", "z-image", "hidream", "lumina2"})
 _VAE_KEPT_WITH: dict[str, frozenset[str]] = {
-    "flux1": frozenset({"sd3", "chroma", "z-image", "hidream", "lumina2"}),
+    **{f: _FLUX_AE_FAMILIES - {f} for f in _FLUX_AE_FAMILIES},
     "qwen-image": frozenset({"wan"}),
+    "wan": frozenset({"qwen-image"}),
     "sd1": frozenset({"sd2", "sdxl"}),
 }
 

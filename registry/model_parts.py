@@ -199,6 +199,15 @@ def split_components(
     return out
 
 
+# The vision tower and the shared logit scale of a whole CLIP saved as a text encoder
+# (transformers' CLIPModel: ``vision_model.*``, ``visual_projection``; OpenCLIP: ``visual.*``):
+# text-encoder loaders (ComfyUI's CLIPLoader, CLIPTextModel) load the text tower only.
+# (A VLM's vision tower, Qwen2.5-VL's ``visual.*``, is another matter: image-editing models use
+# it, so it counts.)
+_VISION_TOWER = ("vision_model.", "visual_projection.", "visual.", "logit_scale")
+_CLIP_SLOTS = frozenset({"clip_l", "clip_g", "openclip_h"})
+
+
 def _encoder_components(index: TensorIndex) -> list[Component]:
     """A text-encoder file: one component, or one per encoder of a ComfyUI CLIP save
     (``clip_l.transformer.*`` beside ``t5xxl.transformer.*``), each named by what it is."""
@@ -211,6 +220,14 @@ def _encoder_components(index: TensorIndex) -> list[Component]:
         else:
             rest.append(t)
     if len(groups) < 2:
+        vision = [t for t in index.tensors if t.name.startswith(_VISION_TOWER)]
+        text = [t for t in index.tensors if not t.name.startswith(_VISION_TOWER)]
+        slot = encoder_slot(text) if vision and text else None
+        if slot in _CLIP_SLOTS:  # a whole CLIP (text and vision): the text tower is what loads
+            return [
+                Component(f"text_encoder.{slot}", "text_encoder", "", tuple(text)),
+                Component("vision_model", "other", "", tuple(vision)),
+            ]
         return [
             Component(
                 f"text_encoder.{encoder_slot(index.tensors, index=index)}",

@@ -385,16 +385,18 @@ def ip_adapter(index: TensorIndex, detector: str) -> list[Candidate]:
     ]
     variant, tokens, embed = _ip_variant(view, ctx, evidence)
     facts.update(num_tokens=tokens, image_embed_dim=embed)
-    if embed and variant != "instantid":
+    if embed and variant not in ("instantid", "pulid", None):
         facts["image_encoder"] = _image_encoder(variant, embed)
     if variant == "instantid":
         facts.update(face_encoder="insightface", face_embed_dim=embed, controlnet="IdentityNet")
-    if variant.startswith("faceid"):
+    if variant == "pulid":
+        facts.update(face_encoder="insightface", image_encoder="eva02_clip_l_14_336")
+    if variant is not None and variant.startswith("faceid"):
         facts["face_encoder"] = "insightface"
         face = view.dim("image_proj.proj.0.weight", 1)
         if face is not None:
             facts["face_embed_dim"] = face
-    score = 0.95 if family else 0.5
+    score = (0.95 if variant else 0.6) if family else 0.5
     if has_denoiser(names):
         score = min(score, BESIDE_CHECKPOINT_SCORE)
     return [
@@ -402,8 +404,14 @@ def ip_adapter(index: TensorIndex, detector: str) -> list[Candidate]:
     ]
 
 
-def _ip_variant(view: KeyView, ctx: int, evidence: list[str]) -> tuple[str, int | None, int | None]:
+def _ip_variant(
+    view: KeyView, ctx: int, evidence: list[str]
+) -> tuple[str | None, int | None, int | None]:
+    """(variant, image tokens, width of the embedding the projection reads); the variant is None
+    for a projection of no known IP-Adapter."""
     lora = any("_lora." in n or ".lora_" in n for n in view.tensors)
+    if _PULID_BODY in view and view.has_prefix(_PULID_MAPPING):
+        return _pulid(view, evidence)
     latents = view.shape("image_proj.latents")
     if latents is not None and len(latents) == 3:
         embed = view.dim("image_proj.proj_in.weight", 1)
@@ -469,7 +477,36 @@ def _ip_variant(view: KeyView, ctx: int, evidence: list[str]) -> tuple[str, int 
             f"{proj[1]}-wide image embedding"
         )
         return "base", tokens, proj[1]
-    return "base", None, None
+    found = sorted({n.rsplit(".", 1)[0] for n in view.tensors if n.startswith("image_proj.")})
+    evidence.append(
+        f"image projection {', '.join(view.full(n) for n in found[:3])}: none of the "
+        "IP-Adapter projections modelsafe knows (Resampler, MLP, a single proj, PuLID's "
+        "IDEncoder); the variant and the image encoder it needs are not told"
+    )
+    return None, None, None
+
+
+# PuLID's IDEncoder (ToTheBeginning/PuLID pulid/encoders.py): an MLP ``body`` (Linear, LayerNorm,
+# LeakyReLU x3) over the 1280-wide ID embedding (InsightFace's 512 + EVA02-CLIP-L's 768), and
+# ``mapping_i`` / ``mapping_patch_i`` MLPs over five EVA-CLIP hidden-state levels (1024 wide).
+_PULID_BODY = "image_proj.body.0.weight"
+_PULID_MAPPING = "image_proj.mapping_0."
+_PULID_LEVEL = re.compile(r"^image_proj\.mapping_\d+\.0\.weight$")
+
+
+def _pulid(view: KeyView, evidence: list[str]) -> tuple[str, int | None, int | None]:
+    embed = view.dim(_PULID_BODY, 1)
+    levels = sum(1 for n in view.tensors if _PULID_LEVEL.match(n))
+    evidence.append(
+        f"{view.says(_PULID_BODY)} + {levels} image_proj.mapping_N/mapping_patch_N MLP pairs: "
+        f"PuLID's IDEncoder, reading an ID embedding ({embed} = InsightFace's 512 + "
+        "EVA02-CLIP-L's 768) and EVA-CLIP hidden states"
+    )
+    evidence.append(
+        "PuLID needs InsightFace (antelopev2) and EVA02-CLIP-L-14-336 beside it, not an "
+        "IP-Adapter's CLIP vision encoder (ComfyUI: PuLID nodes, models/pulid/)"
+    )
+    return "pulid", None, embed
 
 
 def _image_encoder(variant: str, embed: int) -> str:

@@ -10,17 +10,19 @@ Decisive facts (public layouts):
   are ``decoder.conv_in``'s input. 4 channels: the SD1/SD2 VAE and SDXL's retrained VAE share one
   layout, so shapes cannot tell them apart; 16 channels without ``quant_conv``: Flux's ``ae`` and
   the SD3/SD3.5 VAE share one layout too; 32 channels with a latent batch norm (``bn.*``): the
-  FLUX.2 VAE. 5-D (3-D conv) weights: the Wan 2.1 VAE of Qwen-Image (16 channels), the Wan 2.2
-  VAE (48); wrapped causal convs (``decoder.conv_in.conv.weight``): HunyuanVideo's VAE (16),
-  CogVideoX's, LTX-Video's, Mochi's (no family of modelsafe's). A1111's VAE approximation
-  (``conv1``..``conv8``, a live-preview decoder): variant
-  ``approx``, the same 4-channel tie.
+  FLUX.2 VAE. 5-D (3-D conv) weights: the Wan 2.1 VAE (16 channels; Qwen-Image's VAE, a
+  fine-tune of it, has its layout: wan and qwen-image tie), the Wan 2.2 VAE (48); wrapped causal
+  convs (``decoder.conv_in.conv.weight``): HunyuanVideo's VAE (16), CogVideoX's, LTX-Video's,
+  Mochi's (no family of modelsafe's). A1111's VAE approximation (``conv1``..``conv8``, a
+  live-preview decoder): variant ``approx``, the same 4-channel tie. What the file says breaks a
+  tie (:mod:`~modelsafe.registry.detect.tie_break`: metadata, diffusers class, download sidecar).
 - Text encoders: HF CLIP (``text_model.*``), OpenCLIP (``transformer.resblocks``), T5
-  (``encoder.block.N.layer``), decoder-only LLMs (``layers.N`` bare, under ``model.``, or a
-  VLM's ``model.language_model.`` / ``language_model.model.`` beside its vision tower); width,
-  depth and vocabulary name the variant (CLIP-L 768x12, OpenCLIP-H 1024x24, bigG 1280x32, T5-XXL
-  4096x24 vocab 32128, UMT5-XXL vocab 256384, mT5-XL and Pile-T5-XL 2048x24, Llama-3.1-8B,
-  Qwen2.5-VL-7B, Qwen3-4B, Gemma-2-2B, Gemma-3-12B).
+  (``encoder.block.N.layer``, or Wan's own ``blocks.N.attn``/``ffn.gate.0``), decoder-only LLMs
+  (``layers.N`` bare, under ``model.``, or a VLM's ``model.language_model.`` /
+  ``language_model.model.`` beside its vision tower); width, depth and vocabulary name the
+  variant (CLIP-L 768x12, OpenCLIP-H 1024x24, bigG 1280x32, T5-XXL 4096x24 vocab 32128, UMT5-XXL
+  vocab 256384, mT5-XL and Pile-T5-XL 2048x24, Llama-3.1-8B, Qwen2.5-VL-7B, Qwen3-4B, Gemma-2-2B,
+  Gemma-3-12B).
 - Upscalers: ESRGAN/RRDB (old ``model.N``, BasicSR ``conv_first``/``body``/``conv_upN`` and
   ESRGAN-repository ``RRDB_trunk``/``trunk_conv``/``upconvN``/``HRconv`` naming), Real-ESRGAN
   compact (SRVGGNet ``body.N``), SwinIR; the scale is read from the upsampling layers (2x per
@@ -34,8 +36,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from modelsafe.registry.detect.metadata_family import family_from_metadata
 from modelsafe.registry.detect.prefixes import KeyView, find_prefix, prefixes_present, shape_text
+from modelsafe.registry.detect.tie_break import tied_scores
 from modelsafe.types import Candidate, TensorIndex
 
 # A component detector claims a file only when the component holds this share of its tensors.
@@ -181,7 +183,7 @@ def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]
                 "video model's VAE modelsafe does not know"
             )
             return [_cand("unknown", "vae", 0.5, evidence, facts, detector)]
-        return [_video_vae(latent, evidence, facts, detector)]
+        return _video_vae(index, latent, evidence, facts, detector)
     tie = _VAE_TIES.get(latent)
     if tie is None:
         return [_untied_kl_vae(view, latent, facts, evidence, detector)]
@@ -189,7 +191,7 @@ def _kl_vae(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]
     evidence.append(why)
     facts["compatible_families"] = {
         4: ["sd1", "sd2", "sdxl", "sdxl_refiner"],
-        16: ["flux1", "chroma", "sd3", "sd3.5", "z-image", "hidream"],
+        16: ["flux1", "chroma", "sd3", "sd3.5", "z-image", "hidream", "lumina2"],
     }[latent]
     if latent == 16 and quant:
         evidence.append("note: quant_conv present, unusual for a 16-channel VAE")
@@ -208,16 +210,16 @@ def _tied_vae(
     facts: dict[str, Any],
     detector: str,
     variant: str | None = None,
+    score: float = 0.9,
 ) -> list[Candidate]:
-    """One VAE candidate per tied family, the one the file's metadata names (if any) ahead."""
-    said = family_from_metadata(index.metadata)
+    """One VAE candidate per tied family; the family the file's metadata, diffusers class or
+    sidecar names (:mod:`~modelsafe.registry.detect.tie_break`) ahead, even one of the
+    ``compatible_families`` that is not tied (an SD2 VAE, Z-Image's ae)."""
+    serves = facts.get("compatible_families") or families
     out = []
-    for family in families:
-        score, ev = 0.9, list(evidence)
-        if said is not None and said[0] == family:
-            score = 0.95
-            ev.append(f"{said[1]} decides the tie")
-        out.append(_cand(family, "vae", score, ev, facts, detector, variant))
+    for family, value, why in tied_scores(index, families, serves, score):
+        ev = [*evidence, why] if why else list(evidence)
+        out.append(_cand(family, "vae", value, ev, facts, detector, variant))
     return out
 
 
@@ -307,35 +309,42 @@ def _wan_vae(
         f"{view.says('decoder.conv1.weight')}: 3-D causal VAE with {latent} latent channels",
         "decoder.upsamples: the Wan VAE layout",
     ]
-    return [_video_vae(latent, evidence, facts, detector)]
+    return _video_vae(index, latent, evidence, facts, detector)
 
 
 # The Wan 2.2 VAE (TI2V 5B): the only 3-D VAE with 48 latent channels (HunyuanVideo's and the
 # Wan 2.1 VAE have 16, HunyuanVideo 1.5's 32, LTX-Video's 128).
 _WAN22_VAE_LATENT = 48
+# The families of the Wan 2.1 VAE's layout; Qwen-Image first, as it was named before the tie.
+_WAN21_VAE_FAMILIES = ("qwen-image", "wan")
 
 
-def _video_vae(latent: int, evidence: list[str], facts: dict[str, Any], detector: str) -> Candidate:
-    """Qwen-Image's VAE is the Wan 2.1 VAE (16 latent channels); the Wan 2.2 VAE has 48; other
-    3-D VAEs belong to video models modelsafe does not know."""
+def _video_vae(
+    index: TensorIndex, latent: int, evidence: list[str], facts: dict[str, Any], detector: str
+) -> list[Candidate]:
+    """The Wan 2.1 VAE (16 latent channels) is Wan's and Qwen-Image's (a fine-tune of it with
+    the same layout): a tie, as the SD/SDXL VAE; the Wan 2.2 VAE has 48; other 3-D VAEs belong
+    to video models modelsafe does not know."""
     if latent == 16:
         evidence.append(
-            "16 latent channels: the Wan 2.1 VAE, which Qwen-Image uses (Wan 2.1's 14B and 1.3B "
-            "models and Wan 2.2's 14B ones decode with the same file)"
+            "16 latent channels: the Wan 2.1 VAE (Wan 2.1's 14B and 1.3B models and Wan 2.2's "
+            "14B ones decode with it) and Qwen-Image's VAE, a fine-tune of it with the same "
+            "layout; shapes cannot tell them apart"
         )
-        return _cand("qwen-image", "vae", 0.85, evidence, facts, detector)
+        facts["compatible_families"] = list(_WAN21_VAE_FAMILIES)
+        return _tied_vae(index, _WAN21_VAE_FAMILIES, evidence, facts, detector, score=0.85)
     if latent == _WAN22_VAE_LATENT:
         facts["architecture"] = "wan2.2"
         evidence.append(
             f"{latent} latent channels: the Wan 2.2 VAE (of Wan 2.2 TI2V 5B; no other video VAE "
             "has 48)"
         )
-        return _cand("wan", "vae", 0.85, evidence, facts, detector)
+        return [_cand("wan", "vae", 0.85, evidence, facts, detector)]
     evidence.append(
-        f"{latent} latent channels: neither the Wan 2.1 VAE (16, Qwen-Image's) nor the Wan 2.2 "
-        "VAE (48); a video model's VAE modelsafe does not know"
+        f"{latent} latent channels: neither the Wan 2.1 VAE (16, Wan's and Qwen-Image's) nor the "
+        "Wan 2.2 VAE (48); a video model's VAE modelsafe does not know"
     )
-    return _cand("unknown", "vae", 0.5, evidence, facts, detector)
+    return [_cand("unknown", "vae", 0.5, evidence, facts, detector)]
 
 
 # 3-D causal VAEs of other layouts (ComfyUI ``comfy/sd.py`` ``VAE.__init__`` tells them by these
@@ -539,6 +548,7 @@ def text_encoder(index: TensorIndex, detector: str) -> list[Candidate]:
             _t5,
         ),
         (("embed_tokens.weight", "layers.0.self_attn.q_proj.weight", "norm.weight"), _llm),
+        (("token_embedding.weight", "blocks.0.attn.q.weight", "blocks.0.ffn.fc1.weight"), _wan_t5),
     ):
         prefix = find_prefix(names, anchors)
         if prefix is None:
@@ -710,6 +720,42 @@ def _t5(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
     if variant in _T5_NOTES:
         evidence.append(_T5_NOTES[variant])
     return _te_candidate(index, view, variant, facts, evidence, detector, ("decoder.",))
+
+
+def _wan_t5(index: TensorIndex, view: KeyView, detector: str) -> list[Candidate]:
+    """Wan's own T5 encoder naming (``wan/modules/t5.py`` ``T5Encoder``: ``token_embedding``,
+    ``blocks.N.attn.q/k/v/o``, ``blocks.N.ffn.gate.0``/``fc1``/``fc2``, a relative position
+    bias per block ``blocks.N.pos_embedding``, ``norm``), as Wan-AI ships
+    ``models_t5_umt5-xxl-enc-bf16.pth`` and Kijai's WanVideoWrapper ``umt5-xxl-enc-bf16``."""
+    q = view.shape("blocks.0.attn.q.weight") or (0, 0)
+    width = q[1] if len(q) == 2 else 0
+    layers = view.count_blocks("blocks.")
+    vocab = view.dim("token_embedding.weight", 0)
+    d_ff = view.dim("blocks.0.ffn.fc1.weight", 0)
+    per_block_bias = "blocks.1.pos_embedding.embedding.weight" in view
+    if "blocks.0.ffn.gate.0.weight" not in view or "blocks.0.attn.o.weight" not in view:
+        return []
+    facts: dict[str, Any] = {
+        "hidden_size": width,
+        "num_layers": layers,
+        "vocab_size": vocab,
+        "d_ff": d_ff,
+        "naming": "wan-t5",
+    }
+    evidence = [
+        f"{view.says('blocks.0.attn.q.weight')} + blocks.N.ffn.gate.0/fc1/fc2: T5 encoder in "
+        f"Wan's own naming (wan/modules/t5.py), width {width}, {layers} blocks"
+        + (f", vocabulary {vocab}" if vocab else ""),
+    ]
+    umt5 = vocab == UMT5_VOCAB or per_block_bias
+    variant = _t5_variant(width, layers, umt5=umt5, vocab=vocab, d_ff=d_ff)
+    if variant in _T5_NOTES:
+        evidence.append(_T5_NOTES[variant])
+    evidence.append(
+        "Wan's code and WanVideoWrapper load these names; loaders of transformers' T5 "
+        "(encoder.block.N.layer.M) need them converted"
+    )
+    return _te_candidate(index, view, variant, facts, evidence, detector)
 
 
 # GGUF ``general.architecture`` of text encoders people keep beside diffusion models (city96's

@@ -358,8 +358,9 @@ class LoraModule:
     def adapter(self) -> str:
         """lora, locon (a spatial conv or CP-decomposed LoRA), loha, lokr, oft, full, glora, ia3,
         norm (a norm layer's LyCORIS train_norm diffs)."""
-        for part, algo in LYCORIS_PARTS.items():
-            if part in self.parts and algo not in ("locon", "norm"):
+        for part, shape in self.parts.items():
+            algo = lycoris_algorithm(part, shape)
+            if algo is not None and algo not in ("locon", "norm"):
                 return algo
         if "mid" in self.parts or self.is_conv():
             return "locon"
@@ -626,9 +627,20 @@ def lycoris_algorithms(modules: Iterable[LoraModule]) -> set[str]:
     found: set[str] = set()
     for m in modules:
         for part, shape in m.parts.items():
-            algo = LYCORIS_PARTS.get(part)
-            if algo == "oft" and len(shape) == BOFT_BLOCKS_NDIM:
-                algo = "boft"
+            algo = lycoris_algorithm(part, shape)
             if algo is not None:
                 found.add(algo)
     return found
+
+
+def lycoris_algorithm(part: str, shape: tuple[int, ...]) -> str | None:
+    """The LyCORIS algorithm whose part ``part`` (of ``shape``) is, or None. LyCORIS "full"
+    stores a Linear/conv layer's whole weight diff (2-D or more); a ``.diff`` of a 1-D weight (a
+    norm's scale, as lightx2v's extracted LoRAs keep beside their low-rank pairs and ComfyUI
+    adds as it is) is no LyCORIS algorithm's."""
+    algo = LYCORIS_PARTS.get(part)
+    if algo == "oft" and len(shape) == BOFT_BLOCKS_NDIM:
+        return "boft"
+    if algo == "full" and len(shape) < 2:
+        return None
+    return algo

@@ -49,7 +49,7 @@ from modelsafe.registry.detect.lora_keys import (
     read_layout,
     read_scalars,
 )
-from modelsafe.registry.detect.metadata_family import weigh_metadata
+from modelsafe.registry.detect.metadata_family import family_from_metadata, weigh_metadata
 from modelsafe.registry.detect.sizes import family_widths, model_size
 from modelsafe.types import Candidate, TensorIndex
 
@@ -188,6 +188,7 @@ def analyse_lora(index: TensorIndex, detector: str) -> list[Candidate]:
             facts["ranks"] = sorted(ranks)
     facts["modules"] = len(patching)
     family, score = _family(patching, evidence, facts)
+    family = _medium_by_metadata(family, facts, patching, index.metadata, evidence)
     family, score = weigh_metadata(family, score, index.metadata, evidence)
     facts["targets"] = _targets(patching, family)
     alpha = _alpha(index, modules)
@@ -198,6 +199,12 @@ def analyse_lora(index: TensorIndex, detector: str) -> list[Candidate]:
         evidence.append("dora_scale tensors: weight-decomposed LoRA (DoRA)")
     if others:
         evidence.append(f"{len(others)} other tensors beside the LoRA parts (e.g. {others[0]!r})")
+    modulation = [n for n in others if n.endswith(".diff_m")]
+    if modulation:
+        evidence.append(
+            f"{len(modulation)} .diff_m tensors (e.g. {modulation[0]!r}): diffs of each block's "
+            "modulation, as lightx2v's extracted Wan LoRAs keep them"
+        )
     return [
         Candidate(
             family=family or "unknown",
@@ -245,10 +252,10 @@ def _kind(
         return "lycoris", variant
     convs = sum(m.is_conv() for m in modules)
     naming = _naming(modules)
+    pairs = sum("down" in m.parts for m in modules) or len(modules)
     evidence.insert(
         0,
-        f"{len(modules)} layers with low-rank down/up pairs ({naming} naming), "
-        f"e.g. {example.flat!r}",
+        f"{pairs} layers with low-rank down/up pairs ({naming} naming), e.g. {example.flat!r}",
     )
     if "lycoris" in module_meta:
         algo = _algo_from_args(metadata.get("ss_network_args", ""))
@@ -262,6 +269,13 @@ def _kind(
         evidence.append(
             f"{convs} spatial conv layers adapted (LoCon / LoRA-C3Lier): the keys cannot tell "
             "which trainer; metadata names none"
+        )
+    vectors = sum(len(m.parts.get("diff") or ()) == 1 for m in modules)
+    if vectors:
+        evidence.append(
+            f"{vectors} .diff on 1-D weights (norm scales) beside the low-rank pairs: whole "
+            "diffs a LoRA loader adds as they are (ComfyUI does), not LyCORIS full (full weight "
+            "diffs of Linear/conv layers)"
         )
     return "lora", None
 
@@ -613,6 +627,29 @@ def _dit_family(
             )
         evidence.append("Chroma (derived from Flux.1) shares these block names")
     return family, score
+
+
+def _medium_by_metadata(
+    family: str | None,
+    facts: dict[str, Any],
+    modules: list[LoraModule],
+    metadata: Mapping[str, str],
+    evidence: list[str],
+) -> str | None:
+    """``sd3.5`` for a LoRA the keys call SD3 medium (its width, no ``attn2`` layer: SD3.5
+    medium's MMDiT-X layers need not be trained) when the metadata names SD3.5; else
+    ``family``."""
+    size = model_size("sd3", facts.get("hidden_size"))
+    if family != "sd3" or size is None or any("attn2_" in m.flat for m in modules):
+        return family
+    said = family_from_metadata(metadata)
+    if said is None or said[0] != "sd3.5":
+        return family
+    evidence.append(
+        f"{said[1]}: SD3.5 medium, which the keys cannot tell from {size.label} (the same "
+        "width; its attn2 layers are not trained here)"
+    )
+    return "sd3.5"
 
 
 def _other_family(dit: _DiT, width: int | None) -> tuple[str, str] | None:

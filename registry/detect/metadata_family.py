@@ -17,6 +17,8 @@ _ARCHITECTURES: tuple[tuple[str, str | None], ...] = (
     ("stable-diffusion-xl", "sdxl"),
     ("stable-diffusion-v3.5", "sd3.5"),
     ("stable-diffusion-3.5", "sd3.5"),
+    # sd-scripts: "stable-diffusion-3" + "-" + the model: 3-5-large, 3-5-medium, 3-medium
+    ("stable-diffusion-3-3-5", "sd3.5"),
     ("stable-diffusion-v3", "sd3"),
     ("stable-diffusion-3", "sd3"),
     ("stable-diffusion-v2", "sd2"),

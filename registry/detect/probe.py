@@ -193,8 +193,52 @@ def _pipeline_candidates(
                 f"{component}/, components: {', '.join(sorted(index.components))}"
             ]
             evidence += _quantisation(sub, common)
+            for m in matches:
+                _pipeline_variant(m, pipeline_class, extra.get("configs"))
             out += _candidates(matches, "pipeline", common, evidence, detector)
     return out
+
+
+# Pipelines whose class names the model where the denoiser's layout is another's: pipeline class
+# -> (family, the variant the layout names, the variant the class says, what it is). Flux.1
+# Kontext has Flux.1 dev's layout; Qwen-Image-Edit and -Edit-2509 (QwenImageEditPlusPipeline,
+# also -2511's, whose transformer config sets ``zero_cond_t``) have Qwen-Image's.
+_KONTEXT = ("flux1", "dev", "kontext", "Flux.1 Kontext, an image-editing model")
+_QWEN_EDIT = ("qwen-image", None, "edit", "Qwen-Image-Edit, an image-editing model")
+_PIPELINE_VARIANTS: dict[str, tuple[str, str | None, str, str]] = {
+    "FluxKontextPipeline": _KONTEXT,
+    "FluxKontextInpaintPipeline": _KONTEXT,
+    "QwenImageEditPipeline": _QWEN_EDIT,
+    "QwenImageEditInpaintPipeline": _QWEN_EDIT,
+    "QwenImageEditPlusPipeline": (
+        "qwen-image",
+        None,
+        "edit-2509",
+        "Qwen-Image-Edit-2509 (multi-image editing)",
+    ),
+}
+
+
+def _pipeline_variant(match: Match, pipeline_class: object, configs: object) -> None:
+    """Name ``match``'s variant after the pipeline class where its layout is shared (a
+    ``FluxKontextPipeline`` is Flux.1 Kontext, not dev); a variant the weights tell stays."""
+    known = _PIPELINE_VARIANTS.get(pipeline_class) if isinstance(pipeline_class, str) else None
+    if known is None or (match.family, match.variant) != known[:2]:
+        return
+    family, _, variant, what = known
+    transformer = configs.get("transformer") if isinstance(configs, Mapping) else None
+    if (
+        variant == "edit-2509"
+        and isinstance(transformer, Mapping)
+        and transformer.get("zero_cond_t") is True
+    ):
+        variant, what = "edit-2511", "Qwen-Image-Edit-2511 (transformer config zero_cond_t)"
+    match.variant = variant
+    match.alternatives = [a for a in match.alternatives if a[0] != variant]
+    match.evidence.append(
+        f"model_index.json _class_name {pipeline_class}: {what}; the weights share "
+        f"{family}'s layout, the pipeline class says which"
+    )
 
 
 def _is_controlnet(view: KeyView, probe: Probe) -> bool:

@@ -9,7 +9,8 @@ ends with one into 3. Namings: the original files (``taesd_encoder.safetensors``
 ``taesd_encoder.``/``taesd_decoder.`` (+ ``vae_scale``/``vae_shift``).
 
 The latent channels are all the weights say: 4 = TAESD or TAESDXL (same layout, different
-training: sd1 and sdxl tie), 16 = TAESD3 or TAEF1 (sd3 and flux1 tie).
+training: sd1 and sdxl tie), 16 = TAESD3 or TAEF1 (sd3 and flux1 tie); metadata or the download
+manager's sidecar may break the tie (:mod:`~modelsafe.registry.detect.tie_break`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import re
 from typing import Any
 
 from modelsafe.registry.detect.component_probes import MIN_COVERAGE
-from modelsafe.registry.detect.metadata_family import family_from_metadata
 from modelsafe.registry.detect.prefixes import shape_text
+from modelsafe.registry.detect.tie_break import tied_scores
 from modelsafe.types import Candidate, TensorIndex
 
 _BLOCK = re.compile(r"^(.*?)(\d+)\.conv\.0\.weight$")
@@ -108,14 +109,9 @@ def taesd(index: TensorIndex, detector: str) -> list[Candidate]:
         4: ["sd1", "sd2", "sdxl", "sdxl_refiner"],
         16: ["sd3", "sd3.5", "flux1", "chroma"],
     }[latent]
-    said = family_from_metadata(index.metadata)
     out = []
-    for family in families:
-        score, ev = 0.9, list(evidence)
-        if said is not None and said[0] == family:
-            score = 0.95
-            ev.append(f"{said[1]} decides the tie")
-        out.append(_cand(family, score, ev, facts, detector))
+    for family, score, said in tied_scores(index, families, facts["compatible_families"], 0.9):
+        out.append(_cand(family, score, [*evidence, said] if said else evidence, facts, detector))
     return out
 
 

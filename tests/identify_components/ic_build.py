@@ -211,7 +211,10 @@ CASES: dict[str, Case] = {
         facts={"latent_channels": 16, "naming": "diffusers"},
     ),
     "vae_qwen_image": Case(
-        co.qwen_image_vae, "qwen-image", "vae", facts={"latent_channels": 16, "conv3d": True}
+        co.qwen_image_vae,
+        ("qwen-image", "wan"),
+        "vae",
+        facts={"latent_channels": 16, "conv3d": True},
     ),
     # -------------------------------------------------------------- text encoders
     "te_clip_l": Case(

@@ -82,6 +82,11 @@ def test_folder_names_of_the_new_families(name: str, family: str | None) -> None
         ("loras/Flux.1-dev/x.safetensors", "flux2", "lora", "(the folder name says flux1)"),
         ("loras/flux/x.safetensors", "sdxl", "lora", "(the folder name says flux1 or flux2)"),
         ("vae/wan2.1/x.safetensors", "qwen-image", "vae", None),
+        # the Wan 2.1 VAE named Wan's (its sidecar says so) in a Qwen-Image folder; Flux.1's ae
+        # named Z-Image's in a flux folder: the same files
+        ("vae/qwen-image/x.safetensors", "wan", "vae", None),
+        ("vae/flux/x.safetensors", "z-image", "vae", None),
+        ("vae/flux2/x.safetensors", "z-image", "vae", "a z-image vae in flux2/"),
         ("diffusion_models/wan2.1/x.safetensors", "qwen-image", "transformer", "says wan)"),
         ("vae/Lumina-Image-2.0/x.safetensors", "flux1", "vae", None),
         ("vae/SD3.5/x.safetensors", "flux1", "vae", None),  # SD3's VAE: Flux.1's ae's layout
