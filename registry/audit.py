@@ -308,7 +308,9 @@ def _pickle_findings(
     ]
     if unsafe:
         what = (
-            f"the file is not a valid {fmt} file but is a pickle"
+            "the file is in no format modelsafe knows but is a pickle"
+            if not valid and fmt == Format.UNKNOWN.value
+            else f"the file is not a valid {fmt} file but is a pickle"
             if not valid
             else f"the file is a valid {fmt} file and also a pickle that calls code"
             if fmt in _MODEL_FORMATS
@@ -388,26 +390,36 @@ def _reaches_code(finding: Finding, file_format: str = "") -> bool:
 # -- compressed files -----------------------------------------------------------------------------
 
 MAX_DECOMPRESSED = 256 << 20  # a compressed pickle is audited up to this size, decompressed
+_READ_STEP = 1 << 17  # (each read1 allocates this much, for the few KiB one step gives)
 
 
 def _is_zlib(head: bytes) -> bool:
     """A raw zlib stream (joblib's ``compress=`` files, ``zlib.compress`` output)."""
-    return (
-        len(head) >= 2
-        and head[0] & 0x0F == 8
-        and head[0] >> 4 <= 7
-        and ((head[0] << 8) | head[1]) % 31 == 0
-        and not head[1] & 0x20  # no preset dictionary
-    )
+    from modelsafe.registry.sniff import is_zlib
+
+    return is_zlib(head)
+
+
+def _lz4_frame() -> Any:
+    """``lz4.frame`` when the optional ``lz4`` package is installed (joblib needs it as well to
+    read its ``compress="lz4"`` files), else None."""
+    try:
+        import lz4.frame  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except Exception:  # noqa: BLE001 - not installed, or broken: modelsafe cannot decompress
+        return None
+    return lz4.frame
 
 
 def _can_decompress(head: bytes) -> bool:
-    from modelsafe.registry.sniff import is_lzma_alone
+    from modelsafe.registry.sniff import LZ4_FRAME_MAGIC, is_lzma_alone, joblib_zfile_start
 
+    if head.startswith(LZ4_FRAME_MAGIC):
+        return _lz4_frame() is not None
     return (
         head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00"))
         or _is_zlib(head)
         or is_lzma_alone(head)
+        or joblib_zfile_start(head) > 0
     )
 
 
@@ -416,25 +428,34 @@ def _open_compressed(path: Path, head: bytes) -> Any:
     import gzip
     import lzma
 
+    from modelsafe.registry.sniff import LZ4_FRAME_MAGIC, is_lzma_alone, joblib_zfile_start
+
     if head.startswith(b"\x1f\x8b"):
         return gzip.open(path, "rb")
     if head.startswith(b"BZh"):
         return bz2.open(path, "rb")
-    from modelsafe.registry.sniff import is_lzma_alone
-
     if head.startswith(b"\xfd7zXZ\x00") or is_lzma_alone(head):
         return lzma.open(path, "rb")  # (format auto: xz, or the legacy .lzma "alone" format)
-    if _is_zlib(head):
-        return _ZlibReader(path)
+    if head.startswith(LZ4_FRAME_MAGIC):
+        frame = _lz4_frame()
+        return None if frame is None else frame.LZ4FrameFile(path, "rb")  # (as joblib opens it)
+    zfile = joblib_zfile_start(head)
+    if zfile or _is_zlib(head):
+        return _ZlibReader(path, zfile)
     return None
 
 
 class _ZlibReader:
-    """A raw zlib stream read the way ``pickle.loads(zlib.decompress(f.read()))`` reads it."""
+    """A raw zlib stream from ``start`` on, read the way joblib's ``BinaryZlibFile`` and
+    ``pickle.loads(zlib.decompress(f.read()))`` read it; a stream that ends before its end
+    raises EOFError, as gzip's and bz2's readers do."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, start: int = 0) -> None:
+        import zlib
+
         self.fh = open(path, "rb")  # noqa: SIM115 - closed by __exit__
-        self.inflater = __import__("zlib").decompressobj()
+        self.fh.seek(start)
+        self.inflater = zlib.decompressobj()
 
     def __enter__(self) -> _ZlibReader:
         return self
@@ -442,36 +463,69 @@ class _ZlibReader:
     def __exit__(self, *exc: object) -> None:
         self.fh.close()
 
-    def read(self, size: int) -> bytes:
-        out = bytearray()
-        while len(out) < size:
-            chunk = self.inflater.unconsumed_tail or self.fh.read(1 << 20)
-            if not chunk or self.inflater.eof:
-                break
-            out += self.inflater.decompress(chunk, size - len(out))
-        return bytes(out)
+    def read1(self, size: int) -> bytes:
+        """The next bytes of the content, at most ``size`` (b"" at its end)."""
+        while not self.inflater.eof:
+            chunk = self.inflater.unconsumed_tail or self.fh.read(_READ_STEP)
+            if not chunk:
+                raise EOFError("the zlib stream ends before its end-of-stream marker")
+            out = self.inflater.decompress(chunk, size)
+            if out:
+                return out
+        return b""
 
 
-def _compressed(path: Path, head: bytes, need_complete: bool) -> list[Finding]:
-    """A gzip / bz2 / xz / zlib file holding a pickle (``x.pkl.gz``, joblib's ``compress=``):
-    loaders that decompress first (pandas, joblib) unpickle it. Its content, decompressed up to
-    :data:`MAX_DECOMPRESSED`, is audited as a pickle; a pickle larger than that is an error, and
-    a format modelsafe cannot decompress (7-Zip, RAR, zstd) is left to the archive finding."""
-    from modelsafe.registry.sniff import archive_kind
-    from modelsafe.registry.torch_archive import read_torch_data
+def _decompressed(path: Path, head: bytes) -> tuple[bytes, str] | None:
+    """The content of a compressed file, up to :data:`MAX_DECOMPRESSED` + 1 bytes, and why its
+    stream broke ("" when it did not). What came out before a break (a missing gzip trailer, a
+    wrong CRC, a bz2 or xz file cut short) is kept: loaders that decompress as they unpickle
+    (``pickle.load(gzip.open(f))``, ``joblib.load``) run it before they see the break. None when
+    it cannot be opened, nothing came out, or its first 4 KiB are no pickle (a ``.csv.gz``, a
+    ``.tar.gz``: not decompressed further)."""
+    from modelsafe.registry.sniff import HEAD_SIZE
 
-    what = archive_kind(head) or "a zlib-compressed file"
+    data = bytearray()
+    broken = ""
+    checked = False
     try:
         reader = _open_compressed(path, head)
         if reader is None:
-            return []
+            return None
         with reader as fh:
-            data = fh.read(4096)
-            if not _may_run(data):  # (a .csv.gz, a .tar.gz: not decompressed any further)
-                return []
-            data += fh.read(MAX_DECOMPRESSED + 1 - len(data))
-    except Exception:  # noqa: BLE001 - corrupt or truncated: nothing a loader could unpickle
+            read = getattr(fh, "read1", None) or fh.read  # (a step at a time: a break loses none)
+            while len(data) <= MAX_DECOMPRESSED:
+                chunk = read(min(_READ_STEP, MAX_DECOMPRESSED + 1 - len(data)))
+                if not chunk:
+                    break
+                data += chunk
+                if not checked and len(data) >= HEAD_SIZE:
+                    checked = True
+                    if not _may_run(bytes(data[:HEAD_SIZE])):
+                        return None
+    except Exception as exc:  # noqa: BLE001 - corrupt or cut short: what came out still counts
+        broken = (str(exc) or type(exc).__name__)[:200]
+    if not data or (not checked and not _may_run(bytes(data))):
+        return None
+    return bytes(data), broken
+
+
+def _compressed(path: Path, head: bytes, need_complete: bool) -> list[Finding]:
+    """A gzip / bz2 / xz / lzma / zlib / LZ4 / joblib ``ZF`` file holding a pickle
+    (``x.pkl.gz``, joblib's ``compress=``): loaders that decompress first (pandas, joblib)
+    unpickle it. Its content, decompressed up to :data:`MAX_DECOMPRESSED`, is audited as a
+    pickle; a stream that breaks is audited as far as it decompressed, with an error; a pickle
+    larger than that is an error; an LZ4 file without the ``lz4`` package is an error; a format
+    modelsafe cannot decompress (7-Zip, RAR, zstd) is left to the archive finding."""
+    from modelsafe.registry.sniff import LZ4_FRAME_MAGIC, archive_kind
+    from modelsafe.registry.torch_archive import read_torch_data
+
+    what = archive_kind(head) or "a zlib-compressed file"
+    if head.startswith(LZ4_FRAME_MAGIC) and not _can_decompress(head):
+        return [_unaudited_lz4(what)]
+    content = _decompressed(path, head)
+    if content is None:
         return []
+    data, broken = content
     if len(data) > MAX_DECOMPRESSED:
         return [
             Finding(
@@ -485,7 +539,20 @@ def _compressed(path: Path, head: bytes, need_complete: bool) -> list[Finding]:
         ]
     tf = read_torch_data(path, Format.PICKLE.value, data)
     found = _pickle_findings(tf, what, False, need_complete, pickled=True)
-    if not found and tf.vm is not None and tf.vm.completed:
+    completed = tf.vm is not None and tf.vm.completed
+    if broken and (found or completed):
+        found.append(
+            Finding(
+                "error",
+                BROKEN_STREAM,
+                f"{what} holding a pickle whose compressed stream breaks after "
+                f"{len(data):,} decompressed bytes ({broken}): loaders that decompress as they "
+                "unpickle (joblib, pickle.load(gzip.open(...))) run what comes before the break "
+                "(audited above), then fail; a damaged file or a download cut short",
+                scanner="audit",
+            )
+        )
+    if not found and completed:
         return [_data_pickle(what)]
     for item in found:
         if item.code == "disguised-pickle":
@@ -497,6 +564,21 @@ def _compressed(path: Path, head: bytes, need_complete: bool) -> list[Finding]:
                 scanner="audit",
             )
     return [replace_location(f, "decompressed") for f in found]
+
+
+BROKEN_STREAM = "broken-compressed-pickle"
+
+
+def _unaudited_lz4(what: str) -> Finding:
+    """An LZ4 frame when the ``lz4`` package is not installed: never ``safe``."""
+    return Finding(
+        "error",
+        "unaudited-archive",
+        f"{what}, which joblib.load decompresses and unpickles: a pickle in it may run code. "
+        "modelsafe cannot decompress it (the optional lz4 package is not installed), so it is "
+        "not audited; install lz4 (pip install lz4) and audit it again, or do not load it",
+        scanner="audit",
+    )
 
 
 DATA_PICKLE = "compressed-data-pickle"
@@ -515,11 +597,18 @@ def _data_pickle(what: str) -> Finding:
     )
 
 
+# What the audit says of a compressed file it read as a pickle (or an LZ4 file it cannot open).
+_COMPRESSED_PICKLE = frozenset(
+    {DATA_PICKLE, "compressed-pickle", BROKEN_STREAM, "unaudited-archive"}
+)
+
+
 def _vouched_data(findings: list[Finding]) -> list[Finding]:
-    """``findings`` less the scanners' "an archive, not model weights" error when the audit
-    read the whole compressed pickle it holds (:func:`_data_pickle`): that file is vouched for,
-    and its warning says it is data. As they are otherwise."""
-    if not any(f.code == DATA_PICKLE for f in findings):
+    """``findings`` less the scanners' "an archive, not model weights; extract it" error when
+    the audit read the compressed file as a pickle: its own findings say what the file is (data
+    read to its end: :func:`_data_pickle`; a pickle that calls code; one whose stream breaks;
+    an LZ4 file it cannot decompress). As they are otherwise."""
+    if not any(f.code in _COMPRESSED_PICKLE for f in findings):
         return findings
     return [f for f in findings if f.code != "not-a-model:archive"]
 
@@ -587,7 +676,8 @@ def _probe_other(child: Path) -> list[Finding]:
     except OSError:
         return []
     kind = archive_kind(head)
-    if kind and "tar" not in kind and not _can_decompress(head):
+    said = any(f.code == "unaudited-archive" for f in found)  # (an LZ4 file: said already)
+    if kind and "tar" not in kind and not _can_decompress(head) and not said:
         found.append(
             Finding(
                 "error",

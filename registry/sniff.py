@@ -100,23 +100,73 @@ def archive_kind(head: bytes) -> str | None:
         return "a tar archive"
     if is_lzma_alone(head):
         return "an lzma-compressed file"
+    if head.startswith(LZ4_FRAME_MAGIC):
+        return LZ4_KIND
+    if joblib_zfile_start(head) > 0:
+        return ZFILE_KIND
     return None
 
 
-_LZMA_PROPERTIES = 0x5D  # lc=3, lp=0, pb=2: what every xz/lzma preset writes
+# An LZ4 frame (``lz4.frame``: joblib's ``compress="lz4"``, a ``.lz4`` file).
+LZ4_FRAME_MAGIC = b"\x04\x22\x4d\x18"
+LZ4_KIND = 'an LZ4-compressed file (joblib\'s compress="lz4")'
+# joblib's old compressed format (joblib < 0.10; ``joblib.load`` still reads it): ``ZF``, the
+# content's length in hex padded to 19 characters (one more space in joblib <= 0.8.4), then a
+# zlib stream of the pickle.
+ZFILE_KIND = 'a joblib "ZF" file (joblib\'s old zlib-compressed format)'
+_ZFILE_PREFIX = b"ZF"
+_ZFILE_LENGTH = 19
+
+
+def joblib_zfile_start(head: bytes) -> int:
+    """Where the zlib stream of a joblib ``ZF`` file starts (0: ``head`` starts none): the
+    length field parses as ``int(field, 16)`` parses it (joblib's ``read_zfile``) and a zlib
+    header follows it."""
+    if not head.startswith(_ZFILE_PREFIX):
+        return 0
+    start = len(_ZFILE_PREFIX) + _ZFILE_LENGTH
+    try:
+        int(head[len(_ZFILE_PREFIX) : start], 16)
+    except ValueError:
+        return 0
+    if head[start : start + 1] == b" ":  # (joblib <= 0.8.4 wrote one more space)
+        start += 1
+    return start if is_zlib(head[start:]) else 0
+
+
+def is_zlib(head: bytes) -> bool:
+    """A raw zlib stream's header (joblib's ``compress=`` files, ``zlib.compress`` output)."""
+    return (
+        len(head) >= 2
+        and head[0] & 0x0F == 8
+        and head[0] >> 4 <= 7
+        and ((head[0] << 8) | head[1]) % 31 == 0
+        and not head[1] & 0x20  # no preset dictionary
+    )
+
+
+_LZMA_MAX_PROPERTIES = 225  # (pb * 5 + lp) * 9 + lc, with pb, lp <= 4 and lc <= 8
+_LZMA_MAX_SIZE = 1 << 38
+_LZMA_UNKNOWN = (1 << 64) - 1
 
 
 def is_lzma_alone(head: bytes) -> bool:
     """The legacy ``.lzma`` ("alone") header that ``lzma.open``, joblib (``compress="lzma"``) and
-    pandas (``.xz``) decompress: the standard properties byte, a dictionary size liblzma accepts
-    (2^n or 2^n + 2^(n-1), 4 KiB to 1.5 GiB), an uncompressed size below 2^38 or unknown. No
-    pickle that loads starts so (its zero bytes are no opcodes)."""
-    if len(head) < 13 or head[0] != _LZMA_PROPERTIES:
+    pandas (``.xz``) decompress, as liblzma's format detection checks it (``lzma.open`` reads
+    any file that is not xz this way): a properties byte with ``lc + lp <= 4``, a dictionary
+    size of 2^n or 2^n + 2^(n-1) (any, 0 and 4 GiB - 1 included), an uncompressed size below
+    2^38 or unknown, and the range coder's first byte 0. A declared size of 0 holds nothing to
+    unpickle (and keeps a file of zero bytes from reading as one). No pickle that loads starts
+    so (its zero bytes are no opcodes)."""
+    if len(head) < 14 or head[13] != 0 or head[0] >= _LZMA_MAX_PROPERTIES:
+        return False
+    lp, lc = divmod(head[0] % 45, 9)
+    if lc + lp > 4:
         return False
     dict_size, size = struct.unpack("<IQ", head[1:13])
     low = dict_size & -dict_size  # (the lowest set bit)
-    shaped = dict_size in (low, 3 * low)
-    return shaped and 4096 <= dict_size <= 3 << 29 and (size == (1 << 64) - 1 or size < 1 << 38)
+    shaped = dict_size in (low, 3 * low, 0xFFFFFFFF)
+    return shaped and (size == _LZMA_UNKNOWN or 0 < size < _LZMA_MAX_SIZE)
 
 
 def not_a_model(fmt: str, size: int, head: bytes = b"", name: str = "") -> NotAModel | None:

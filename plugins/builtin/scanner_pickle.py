@@ -10,6 +10,7 @@ import ast
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 from modelsafe.plugins.hookspecs import hookimpl
 from modelsafe.types import Finding, Format
@@ -90,65 +91,40 @@ _MAX_NPZ_PICKLE = 256 << 20  # an object array member is audited up to this size
 
 def _audit_npz(path: Path) -> list[Finding]:
     """A zip numpy.load reads as an ``.npz``: every member that starts with the ``.npy`` magic
-    (whatever its name: ``numpy.load(f)[key]`` checks the bytes) and holds Python objects is
-    unpickled by ``numpy.load(allow_pickle=True)``; its data is run through the pickle VM.
-    Members are read with ``zipfile``, as numpy reads them. An empty list: no ``.npy`` member."""
+    (whatever its name, a directory's ``emb/`` included: ``numpy.load(f)[key]`` checks the
+    bytes) and holds Python objects is unpickled by ``numpy.load(allow_pickle=True)``; its data
+    is run through the pickle VM. Members are read with ``zipfile``, as numpy reads them, each
+    on its own: one that cannot be read is an error, and the next ones are still read (numpy
+    reads only the member asked for). An empty list: no ``.npy`` member and none unreadable."""
     import zipfile
-
-    from modelsafe.registry.pickle_vm.machine import run_pickle
 
     findings: list[Finding] = []
     arrays = 0
     try:
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist()[:_MAX_NPZ_MEMBERS]:
-                if info.is_dir() or info.file_size < 10:
-                    continue
-                with zf.open(info) as fh:
-                    prefix = fh.read(12)
-                    if not prefix.startswith(b"\x93NUMPY"):
-                        continue
-                    arrays += 1
-                    major = prefix[6]
-                    size_bytes, start = (prefix[8:10], 10) if major == 1 else (prefix[8:12], 12)
-                    length = int.from_bytes(size_bytes, "little")
-                    wanted = min(length, _MAX_NPY_HEADER) - (12 - start)
-                    header = prefix[start:] + fh.read(max(0, wanted))
-                    header = header[:length]
-                    hasobject, problem = _npy_holds_objects(header, major, length)
-                    where = f"npz member {info.filename!r}"
-                    if not hasobject and not problem:
-                        continue
-                    if length > len(header):
-                        fh.read(length - len(header))
-                    body = fh.read(_MAX_NPZ_PICKLE + 1)
-                    if len(body) > _MAX_NPZ_PICKLE:
-                        findings.append(
-                            Finding(
-                                "error",
-                                "limit",
-                                "an object array too large for modelsafe to audit",
-                                where,
-                            )
-                        )
-                        continue
-                    result = run_pickle(body, label=where)
-                    findings += [f for f in result.findings if hasobject or f.severity == "unsafe"]
-                    findings.append(
-                        Finding(
-                            "error" if problem else "warning",
-                            "bad-npy" if problem else "npy-pickle",
-                            (problem + ": modelsafe cannot prove the array holds no objects")
-                            if problem
-                            else "an object array: numpy.load(allow_pickle=True) unpickles it",
-                            where,
-                        )
+        zf = zipfile.ZipFile(path)
+    except Exception:  # noqa: BLE001 - zipfile refuses it: numpy.load would too
+        return []
+    with zf:
+        for info in zf.infolist()[:_MAX_NPZ_MEMBERS]:
+            if info.file_size < 10:
+                continue
+            where = f"npz member {info.filename!r}"
+            try:
+                found = _npz_member(zf, info, where)
+            except Exception as exc:  # noqa: BLE001 - this member only: numpy fails on it
+                findings.append(
+                    Finding(
+                        "error",
+                        "bad-npz",
+                        f"the member cannot be read ({type(exc).__name__}): numpy.load fails "
+                        "on it; modelsafe cannot tell whether it holds a pickle",
+                        where,
                     )
-    except Exception as exc:  # noqa: BLE001 - zipfile refuses it: numpy.load would too
-        if arrays:
-            findings.append(
-                Finding("error", "bad-npz", f"the .npz cannot be read ({type(exc).__name__})")
-            )
+                )
+                continue
+            if found is not None:
+                arrays += 1
+                findings += found
     if arrays and not any(f.severity != "warning" for f in findings):
         findings.append(
             Finding(
@@ -159,6 +135,77 @@ def _audit_npz(path: Path) -> list[Finding]:
             )
         )
     return findings
+
+
+def _npz_member(zf: Any, info: Any, where: str) -> list[Finding] | None:
+    """The findings for one zip member read as numpy reads an ``.npz`` key (None: no ``.npy``).
+    Its CRC is checked here, after its data is audited: numpy's reader fails on a wrong one
+    only when it reaches the member's end, after unpickling what came before."""
+    from modelsafe.registry.pickle_vm.machine import run_pickle
+
+    with zf.open(info) as raw:
+        if hasattr(raw, "_expected_crc"):
+            raw._expected_crc = None  # (checked below, once the data is audited)
+        fh = _Crc(raw)
+        prefix = fh.read(12)
+        if not prefix.startswith(b"\x93NUMPY"):
+            return None
+        major = prefix[6]
+        size_bytes, start = (prefix[8:10], 10) if major == 1 else (prefix[8:12], 12)
+        length = int.from_bytes(size_bytes, "little")
+        wanted = min(length, _MAX_NPY_HEADER) - (12 - start)
+        header = prefix[start:] + fh.read(max(0, wanted))
+        header = header[:length]
+        hasobject, problem = _npy_holds_objects(header, major, length)
+        if not hasobject and not problem:
+            return []
+        skip = length - len(header)
+        while skip > 0:  # (a header numpy would read, however long: skipped 1 MiB at a time)
+            step = len(fh.read(min(skip, 1 << 20)))
+            skip = skip - step if step else 0
+        body = fh.read(_MAX_NPZ_PICKLE + 1)
+        if len(body) > _MAX_NPZ_PICKLE:
+            return [
+                Finding("error", "limit", "an object array too large for modelsafe to audit", where)
+            ]
+        result = run_pickle(body, label=where)
+        findings = [f for f in result.findings if hasobject or f.severity == "unsafe"]
+        findings.append(
+            Finding(
+                "error" if problem else "warning",
+                "bad-npy" if problem else "npy-pickle",
+                (problem + ": modelsafe cannot prove the array holds no objects")
+                if problem
+                else "an object array: numpy.load(allow_pickle=True) unpickles it",
+                where,
+            )
+        )
+        if fh.crc != info.CRC & 0xFFFFFFFF and not fh.read(1):
+            findings.append(
+                Finding(
+                    "error",
+                    "bad-npz",
+                    "the member fails its CRC-32 check: numpy.load fails on it, after "
+                    "unpickling what it read before (audited here)",
+                    where,
+                )
+            )
+        return findings
+
+
+class _Crc:
+    """A zip member's reader that keeps the CRC-32 of what was read through it."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.crc = 0
+
+    def read(self, size: int) -> bytes:
+        import zlib
+
+        data = self.fh.read(size)
+        self.crc = zlib.crc32(data, self.crc)
+        return bytes(data)
 
 
 def _audit_npy(path: Path) -> list[Finding]:

@@ -455,6 +455,7 @@ class _Machine:
         budget = _SCAN_OPCODES
         stack, marks, memo = self._scan_state()
         memo_len = len(self.memo)
+        dropped = False  # whether a memo write found no room (past _SCAN_MEMO slots)
         frame_end = self.frame_end
         note = " (found by scanning on after the pickle VM stopped)"
         self.scan_memo = memo  # (kept: the byte search past the budget reads names from it)
@@ -526,17 +527,7 @@ class _Machine:
                 popped, result = _SCAN_POPS[name]
                 values = [stack.pop() if stack else None for _ in range(popped)]
                 if name == "STACK_GLOBAL":
-                    attr, module = values
-                    if isinstance(module, str) and isinstance(attr, str):
-                        self._scan_global(module, attr, name, op_pos, note)
-                    elif module is _CALL or attr is _CALL:
-                        self.finding(
-                            "unsafe",
-                            "dynamic-global",
-                            "STACK_GLOBAL takes its module/name from the result of calling a "
-                            f"function: the callable cannot be known{note}",
-                            op_pos,
-                        )
+                    self._scan_stack_global(values[1], values[0], op_pos, note)
                 if result != 0:
                     stack.append(result)
             elif name == "GLOBAL":
@@ -553,7 +544,8 @@ class _Machine:
                 stack.append(None)
             elif name in ("BINGET", "LONG_BINGET", "GET"):
                 key = arg if name != "GET" else _int_or(arg[0], -1)
-                stack.append(memo.get(key))
+                # (a slot the memo had no room for holds what modelsafe no longer knows)
+                stack.append(memo.get(key, _UNKNOWN if dropped else None))
             elif name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
                 key = memo_len if name == "MEMOIZE" else arg if name != "PUT" else -1
                 if name == "PUT":
@@ -562,6 +554,8 @@ class _Machine:
                     memo_len += 1
                 if len(memo) < _SCAN_MEMO or key in memo:
                     memo[key] = stack[-1] if stack else None
+                else:
+                    dropped = True
             elif name == "FRAME":
                 frame_end = pos + arg
             elif name == "STOP":
@@ -569,6 +563,30 @@ class _Machine:
                 return -1
             # PROTO, READONLY_BUFFER: no stack effect
         return -1
+
+    def _scan_stack_global(self, module: Any, attr: Any, pos: int, note: str) -> None:
+        """A STACK_GLOBAL the scan reached: named when both operands are strings, a
+        ``dynamic-global`` when either is a call's result or a memo slot the scan did not keep
+        (pickle.load imports whatever it holds); anything else is no string to CPython either,
+        so the import fails there."""
+        if isinstance(module, str) and isinstance(attr, str):
+            self._scan_global(module, attr, "STACK_GLOBAL", pos, note)
+        elif module is _CALL or attr is _CALL:
+            self.finding(
+                "unsafe",
+                "dynamic-global",
+                "STACK_GLOBAL takes its module/name from the result of calling a "
+                f"function: the callable cannot be known{note}",
+                pos,
+            )
+        elif module is _UNKNOWN or attr is _UNKNOWN:
+            self.finding(
+                "unsafe",
+                "dynamic-global",
+                f"STACK_GLOBAL takes its module/name from a memo slot modelsafe did not keep "
+                f"(past {_SCAN_MEMO:,} slots): the callable cannot be known{note}",
+                pos,
+            )
 
     def _scan_stop(self, op_pos: int, pos: int, frame_end: int) -> None:
         """The scan reached this pickle's STOP: where the next pickle.load starts (the end of the
@@ -676,7 +694,18 @@ class _Machine:
                     pos,
                 )
             if self.pos + arg > self.n:
-                raise self.fail("truncated", "a FRAME is longer than the data left", pos)
+                # The C unpickler stops here; the pure-Python one (pickle._Unpickler, which
+                # joblib.load uses) takes the short read as the frame and runs its opcodes: read
+                # on, as that one does (a cut download stops at its real end anyway).
+                self.finding(
+                    "error",
+                    "truncated",
+                    f"a FRAME is {self.pos + arg - self.n:,} bytes longer than the data left: "
+                    "the C unpickler (pickle.load, torch.load) stops here, the pure-Python one "
+                    "(joblib.load) reads the rest as the frame and runs it",
+                    pos,
+                )
+                arg = self.n - self.pos
             self.frame_end = self.pos + arg
         elif name == "MARK":
             if len(self.marks) >= self.limits.max_marks:
@@ -920,11 +949,17 @@ class _Machine:
         whitespace, a sign, the line may end at a NUL), ``"00"``/``"01"`` and other 2-character
         lines of value 0/1 are booleans; when strtol overflows or stops early, Python's
         ``int(text, 0)``. LONG: ``int(text, 0)`` with one trailing ``L`` dropped. GET/PUT: base 10.
+        Whitespace around the number is taken as ``int()`` and ``strtol`` take it, however much
+        (a text argument over ``max_line`` included); the number itself may have CPython's 4,300
+        digits (and a sign, underscores, a base prefix).
         """
-        # CPython reads up to sys.get_int_max_str_digits() (4300) digits.
-        if isinstance(raw, LargeBytes) or len(raw) > _MAX_TEXT_INT:
-            raise self.fail("bad-argument", "a text integer is too long", pos)
-        raw = bytes(raw)
+        # (the common case inline: a short argument, whitespace and all)
+        short = not isinstance(raw, LargeBytes) and len(raw) <= _MAX_TEXT_INT
+        raw = bytes(raw) if short else self._number_text(raw)
+        if raw is None:
+            raise self.fail(
+                "bad-argument", "a text integer is too long (or holds spaces inside it)", pos
+            )
         if kind == "INT":
             value = _strtol(raw)
             if value is not None:
@@ -936,6 +971,29 @@ class _Machine:
             return int(cut, 10 if kind == "MEMO" else 0)
         except ValueError:
             raise self.fail("bad-argument", "a text integer is not a number", pos) from None
+
+    def _number_text(self, raw: Any) -> bytes | None:
+        """A text number's argument as bytes; a long one (over :data:`_MAX_TEXT_INT` bytes, or
+        over ``max_line``: a :class:`LargeBytes`) with the whitespace around the number cut
+        short, which parses the same (``strtol`` skips leading whitespace and stops at trailing
+        whitespace, where ``int()`` takes over, which strips both; a NUL ends the C string).
+        None when more than a number is left."""
+        if not isinstance(raw, LargeBytes):
+            if len(raw) <= _MAX_TEXT_INT:
+                return bytes(raw)
+            text, start, end = raw, 0, len(raw)
+        else:
+            text, start = self.raw, raw.offset - self.base
+            end = start + raw.length
+        nul = text.find(b"\0", start, end)
+        stop = end if nul < 0 else nul
+        match = _PADDED_NUMBER.match(text, start, stop)
+        if match is None:
+            return None
+        # (two spaces: a cut text is never 2 bytes long, which INT reads as a boolean)
+        lead = b"  " if match.start(1) > start else b""
+        trail = b" " if match.end(1) < stop else b""
+        return lead + bytes(match.group(1)) + trail + (b"\0" if nul >= 0 else b"")
 
     def _long(self, size: int, pos: int) -> Any:
         if size < 0:
@@ -977,6 +1035,7 @@ _EXACT_STOPS = frozenset(
 )
 EXACT_STOPS = _EXACT_STOPS
 _CALL = object()  # the scan's stand-in for a call's result (a computed, unknown value)
+_UNKNOWN = object()  # the scan's stand-in for a memo slot it had no room to keep
 _SCAN_OPCODES = 2_000_000  # the scan's own opcode budget after a stop
 _SEARCH_FINDINGS = 64  # findings the byte search past the scan's budget reports at most
 _WIDTHS = {"len1": 1, "len4": 4, "slen4": 4, "len8": 8, "u1": 1, "u2": 2, "u4": 4, "i4": 4}
@@ -1173,6 +1232,11 @@ _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _SCAN_MEMO = 65_536  # strings the scan remembers for STACK_GLOBAL via the memo
 _SCAN_TEXT = 512  # bytes of a string argument the scan looks at
 _MAX_TEXT_INT = 4400  # 4300 digits, a sign, an "L", a few spaces
+# A text number's argument: whitespace, at most _MAX_TEXT_INT bytes of anything else, whitespace
+# (C's isspace: strtol skips it before the number; int() strips it both sides).
+_PADDED_NUMBER = re.compile(
+    rb"[ \t\v\f\r]*+([^ \t\v\f\r]{0,%d})[ \t\v\f\r]*+\Z" % _MAX_TEXT_INT  # (no backtracking)
+)
 
 
 _C_SPACE = b" \t\n\v\f\r"
@@ -1202,8 +1266,8 @@ def _strtol(raw: bytes) -> int | None:
         i += 1
     if i == start:  # no digits: strtol returns 0 with end at the start of the line
         return 0 if raw[:1] in (b"\0", b"") else None
-    if s[i] not in (0x0A, 0x00):
-        return None
+    if s[i] not in (0x0A, 0x00) or (base == 10 and i - start > 19):
+        return None  # (past 19 decimal digits: an overflow, and past int()'s digit limit too)
     value = int(s[start:i], base)
     value = -value if neg else value
     if not _LONG_MIN <= value <= _LONG_MAX:
