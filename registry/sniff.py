@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import stat
 import struct
 import tarfile
@@ -181,6 +183,9 @@ def not_a_model(fmt: str, size: int, head: bytes = b"", name: str = "") -> NotAM
         if fmt == kind and matches(head):
             model = name.partition(":")[0] if matches is _is_zone_identifier else ""
             return NotAModel(what.code, what.reason, f"the model is {model}") if model else what
+    answer = _server_answer(fmt, size, head)
+    if answer is not None:
+        return answer
     archive = archive_kind(head) or "an archive or compressed file"
     return NotAModel(found.code, found.reason.format(size=size, archive=archive), found.hint)
 
@@ -362,6 +367,117 @@ def _civitai_login(head: bytes) -> bool:
     """Civitai's JSON answer for a model whose creator requires a logged-in download."""
     text = head[:1024].lower()
     return b"requires you to be logged in" in text or b'"error":"unauthorized"' in text
+
+
+# The longest server answer quoted in a reason, and the size below which a file of text or JSON
+# is taken for one (a config or a README is longer, and is not quoted).
+_QUOTE_CHARS = 160
+_ANSWER_MAX_BYTES = 2048
+_JSON_ERROR_KEYS = ("error", "message", "detail", "errors", "msg")
+_RETRY_LATER = ("too many requests", "rate limit", "429", "try again later", "slow down")
+_GONE = ("not found", "404", "does not exist", "no such", "removed", "deleted")
+_EXPIRED = ("expired", "request has expired", "signature", "expiredtoken")
+
+
+def _quote(text: str) -> str:
+    """``text`` on one line, at most ``_QUOTE_CHARS`` long, in double quotes."""
+    flat = " ".join(text.split())
+    if len(flat) > _QUOTE_CHARS:
+        flat = flat[: _QUOTE_CHARS - 3].rstrip() + "..."
+    return f'"{flat}"'
+
+
+def _answer_hint(said: str) -> str:
+    """What to do about a server's answer saved as the model, by what it says."""
+    low = said.lower()
+    if any(w in low for w in _EXPIRED):
+        return (
+            "the download link had expired (hub and Civitai download links are signed for a "
+            "limited time): start the download again from the model's page"
+        )
+    if any(w in low for w in _RETRY_LATER):
+        return "the server was rate-limiting downloads: wait a while, then download it again"
+    if any(w in low for w in _GONE):
+        return (
+            "the server has no file at that address: check the URL (file name, revision), or "
+            "whether the model was removed"
+        )
+    if any(w in low for w in ("unauthori", "credential", "forbidden", "token", "denied")):
+        return (
+            "the server refused the download: check your access token (Civitai: "
+            "`?token=YOUR_TOKEN`; Hugging Face: `huggingface-cli login`), then download it again"
+        )
+    return "download it again"
+
+
+def _json_said(head: bytes) -> str | None:
+    """The error text of a short JSON answer (``{"error": "..."}``, ``{"detail": ...}``)."""
+    try:
+        value = json.loads(head.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    for key in _JSON_ERROR_KEYS:
+        said = value.get(key)
+        if isinstance(said, dict):  # {"error": {"code": 404, "message": "..."}}
+            said = said.get("message") or said.get("detail")
+        if isinstance(said, list) and said and isinstance(said[0], (str, dict)):
+            first = said[0]
+            said = first.get("message") if isinstance(first, dict) else first
+        if isinstance(said, str) and said.strip():
+            return said
+    return None
+
+
+def _xml_said(head: bytes) -> tuple[str, str] | None:
+    """``(code, message)`` of a cloud storage error answer (S3, R2, GCS, Azure Blob: XML
+    ``<Error><Code>AccessDenied</Code><Message>Request has expired</Message>``)."""
+    text = head.decode("utf-8", "replace")
+    code = re.search(r"<Code>([^<]{1,100})</Code>", text)
+    if "<Error>" not in text or code is None:
+        return None
+    message = re.search(r"<Message>([^<]{0,500})</Message>", text)
+    return code.group(1).strip(), (message.group(1).strip() if message else "")
+
+
+def _server_answer(fmt: str, size: int, head: bytes) -> NotAModel | None:
+    """A short server answer saved in a model's place, quoted, with what to do about it: a JSON
+    error (``{"error": "Model not found"}``), a plain-text one (``Entry not found``), a cloud
+    storage XML error (an expired signed link)."""
+    if size > _ANSWER_MAX_BYTES or len(head) < size:
+        return None
+    if fmt == Format.HTML.value and head.lstrip().lower().startswith(b"<?xml"):
+        found = _xml_said(head)
+        if found is None:
+            return None
+        code, message = found
+        said = f"{code}: {message}" if message else code
+        return NotAModel(
+            "storage-error",
+            f"the file is a cloud storage error answer (XML, {_quote(said)}), not model weights",
+            _answer_hint(said),
+        )
+    if fmt == Format.JSON.value:
+        said = _json_said(head)
+        if said is None:
+            return None
+        return NotAModel(
+            "server-error",
+            f"the file is a server's error answer (JSON, {_quote(said)}), not model weights",
+            _answer_hint(said),
+        )
+    if fmt == Format.TEXT.value:
+        text = head.decode("utf-8", "replace").strip()
+        if not text or text.count("\n") > 5:
+            return None
+        return NotAModel(
+            "text",
+            f"the file is plain text, not model weights: it says {_quote(text)} (most likely "
+            "a server's answer saved in the model's place)",
+            _answer_hint(text),
+        )
+    return None
 
 
 # Text a download tool, a hub or the OS saved in a model's place, named for what it is.
