@@ -459,13 +459,13 @@ def _server_answer(fmt: str, size: int, head: bytes) -> NotAModel | None:
             _answer_hint(said),
         )
     if fmt == Format.JSON.value:
-        said = _json_said(head)
-        if said is None:
+        error = _json_said(head)
+        if error is None:
             return None
         return NotAModel(
             "server-error",
-            f"the file is a server's error answer (JSON, {_quote(said)}), not model weights",
-            _answer_hint(said),
+            f"the file is a server's error answer (JSON, {_quote(error)}), not model weights",
+            _answer_hint(error),
         )
     if fmt == Format.TEXT.value:
         text = head.decode("utf-8", "replace").strip()
