@@ -148,6 +148,8 @@ def convert_file(
         ) from exc
     if not src.is_file():
         raise UsageError(f"{src} is not a file", hint="give the path of a .ckpt/.pt/.bin file")
+    if defaulted and _same_file(src, dst):
+        _refuse_default_onto_source(src, before)
     _check_destination(src, dst, overwrite, defaulted)
     tf = _checked_source(src, before)
     # The checkpoint's records (a few objects per tensor) stay alive to the end, and what the
@@ -635,6 +637,37 @@ def _check_destination(src: Path, dst: Path, overwrite: bool, defaulted: bool) -
     if not overwrite:  # (os.lstat: a link to nothing is an existing entry too)
         dangling = "" if os.path.exists(dst) else " (a link to a file that does not exist)"
         raise UsageError(f"{dst} already exists{dangling}", hint="remove it or pass --force")
+
+
+def _same_file(src: Path, dst: Path) -> bool:
+    try:
+        return os.path.exists(dst) and os.path.samefile(dst, src)
+    except OSError:
+        return False
+
+
+_FORMAT_NAMES = {
+    "torch-zip": "torch checkpoint (zip)",
+    "legacy-torch": "legacy torch checkpoint",
+    "pickle": "pickle",
+}
+
+
+def _refuse_default_onto_source(src: Path, before: os.stat_result) -> None:
+    """SRC already ends in .safetensors, so the default DST (SRC with that suffix) is SRC
+    itself: say what the file is instead of "the destination is the source". The checks of the
+    source name it (unsafe, a git-lfs pointer, a broken download, already safetensors); one
+    that can be converted (a checkpoint saved under a .safetensors name) needs a DST."""
+    import shlex
+
+    tf = _checked_source(src, before)
+    what = _FORMAT_NAMES.get(tf.format, tf.format)
+    other = src.with_name(f"{src.stem}.converted.safetensors")
+    raise UsageError(
+        f"{src} is a {what} under a .safetensors name, not safetensors; the default DST (SRC "
+        "with the .safetensors suffix) is the file itself",
+        hint=f"give DST: modelsafe convert {shlex.quote(str(src))} {shlex.quote(str(other))}",
+    )
 
 
 def _checked_source(src: Path, before: os.stat_result) -> TorchFile:

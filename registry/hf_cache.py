@@ -44,6 +44,12 @@ def hf_cache_roots(cache_dir: Path | str | None = None) -> HFCache:
             f"no Hugging Face cache at {exc.cache_dir}",
             hint="pass --hf-cache-dir DIR, or set HF_HUB_CACHE / HF_HOME",
         ) from exc
+    except OSError as exc:  # (a cache folder this user may not list: root's, another user's)
+        raise UsageError(
+            f"cannot read the Hugging Face cache at {exc.filename or cache_dir}: "
+            f"{exc.strerror or exc}",
+            hint="scan it as a user who can read it, or pass another --hf-cache-dir",
+        ) from exc
     # (resolved, as huggingface_hub resolves it: a cache reached through a link, such as an
     # HF_HOME that is a link to a bigger drive, is then one set of paths, not two)
     root = os.path.realpath(cache_dir) if cache_dir else _default_cache()

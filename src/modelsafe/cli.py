@@ -2,7 +2,8 @@
 
 Exit codes: 0 success (or safe / compatible), 1 a negative answer (unsafe file, rejected
 component), 2 an error (unreadable input, bad usage, catalog trouble), 3 an unexpected internal
-error, 130 interrupted.
+error, 130 interrupted. A reader that closes stdout early (``modelsafe ls | head -1``) ends the
+command quietly, with 0 (never click's 1, which here means "unsafe").
 """
 
 from __future__ import annotations
@@ -54,8 +55,31 @@ class Interrupted(ModelsafeError):
     exit_code = EXIT_INTERRUPTED
 
 
+class PipeClosed(Exception):
+    """The reader of stdout went away (``modelsafe ls | head -1``): raised in place of the
+    BrokenPipeError, which click would turn into exit code 1 (modelsafe's "unsafe")."""
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported when used (keeps start-up fast)."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:  # (--help and --version write while the line is parsed)
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except BrokenPipeError as exc:
+            raise PipeClosed() from exc
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise PipeClosed() from exc
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(name for name in COMMANDS if self._available(name))
@@ -173,13 +197,41 @@ def _fail(exc: BaseException, exit_code: int, as_json: bool) -> NoReturn:
     from modelsafe.output import emit_json, error_json, json_written
 
     if as_json and not json_written():
-        emit_json(error_json(exc, exit_code))
+        try:
+            emit_json(error_json(exc, exit_code))
+        except BrokenPipeError:
+            _drop_stdout()
     if isinstance(exc, ModelsafeError):
         _show_error(exc.reason, exc.hint)
     else:
         assert isinstance(exc, click.ClickException)
         exc.show()
-    sys.exit(exit_code)
+    _exit(exit_code)
+
+
+def _drop_stdout() -> None:
+    """Send what is left for stdout to /dev/null: its reader is gone, and Python's flush at exit
+    would otherwise print "Exception ignored ... BrokenPipeError" and exit 120."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):  # (no file descriptor: a test's captured stdout)
+        pass
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit with ``code``, stdout flushed first: a reader that closed early (``| head -1``)
+    leaves ``code`` as it is, with nothing more said."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+    except (OSError, ValueError):
+        pass
+    sys.exit(code)
 
 
 class Terminated(KeyboardInterrupt):
@@ -242,7 +294,7 @@ def main(argv: list[str] | None = None) -> Any:
             traceback.print_exc()
         _fail(exc, exc.exit_code, _asked_for_json(argv))
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        _exit(exc.exit_code)
     except click.ClickException as exc:
         _fail(exc, exc.exit_code, _asked_for_json(argv))
     except (KeyboardInterrupt, click.exceptions.Abort) as exc:
@@ -254,8 +306,11 @@ def main(argv: list[str] | None = None) -> Any:
             name = signal.Signals(cause.signum).name
             _fail(Interrupted(f"terminated ({name})"), 128 + cause.signum, _asked_for_json(argv))
         _fail(Interrupted("interrupted"), EXIT_INTERRUPTED, _asked_for_json(argv))
-    except BrokenPipeError:
-        sys.exit(0)
+    except (PipeClosed, BrokenPipeError):
+        # The command stopped at a write nobody reads: it did not finish, and it is not an
+        # error ("| head -1" took what it wanted).
+        _drop_stdout()
+        _exit(0)
     except Exception as exc:
         if debug:
             traceback.print_exc()
@@ -265,7 +320,7 @@ def main(argv: list[str] | None = None) -> Any:
             "to see the traceback",
         )
         _fail(internal, EXIT_INTERNAL, _asked_for_json(argv))
-    sys.exit(rv if isinstance(rv, int) else 0)
+    _exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

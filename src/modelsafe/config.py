@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelsafe.errors import ConfigError
+from modelsafe.errors import ConfigError, ModelsafeError
 from modelsafe.paths import user_path
-from modelsafe.units import parse_size
+from modelsafe.units import SIZE_RULE, parse_size
 
 DEFAULT_CATALOG = "catalog.db"
 
@@ -103,10 +104,17 @@ def _validate(name: str, value: Any, source: str) -> Any:
             )
         return [str(user_path(v)) for v in value]
     if name == "vram" and value is not None:
+        if not isinstance(value, str):
+            # (a TOML number: `vram = 8` would be 8 bytes, `vram = true` no size at all)
+            shown = json.dumps(value, default=str)
+            raise ConfigError(
+                f"vram from {source} must be a size with its unit, in quotes: {shown} is not one",
+                hint=f'write vram = "8GiB" ({SIZE_RULE})',
+            )
         try:
             parse_size(value)
-        except Exception as exc:
-            raise ConfigError(f"vram from {source}: {exc}", hint="write it like 8GiB") from exc
+        except ModelsafeError as exc:
+            raise ConfigError(f"vram from {source}: {exc}", hint=exc.hint) from exc
         return value
     if name == "catalog" and not isinstance(value, str):
         raise ConfigError(f"catalog from {source} must be a string", hint="a path or a URL")

@@ -7,11 +7,18 @@ pickle whose payload never runs, and broken downloads.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelsafe.errors import UsageError
 from modelsafe.testing.safetensors_writer import write_safetensors
+
+
+class DemoFolderError(UsageError):
+    """``demo --keep DIR`` was given a folder that already holds something: the demo would
+    write over the user's files (a real ``clip_l.safetensors``) and scan into their catalog."""
 
 
 @dataclass(frozen=True)
@@ -75,10 +82,30 @@ def _write_legacy_pickle(path: Path) -> bool:
     return True
 
 
+def check_empty_folder(root: Path) -> None:
+    """Refuse a ``root`` that holds anything (DemoFolderError): the demo writes files with the
+    names of real models (``models/clip/clip_l.safetensors``) and a ``catalog.db``, and must
+    never write over a user's. A folder that does not exist yet, or is empty, is fine."""
+    try:
+        with os.scandir(root) as entries:
+            first = next(iter(entries), None)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # (not there yet: made empty; a file in the way is the caller's error)
+    if first is not None:
+        raise DemoFolderError(
+            f"{root} is not empty ({first.name} is in it): the demo would write its "
+            "sample models and catalog.db over what is there",
+            hint="give a folder that does not exist yet, e.g. "
+            "`modelsafe demo --keep /tmp/modelsafe-demo`",
+        )
+
+
 def build_library(root: Path) -> list[DemoFile]:
-    """Write the sample library under ``root`` (ComfyUI-style folders) and list what it holds."""
+    """Write the sample library under ``root`` (ComfyUI-style folders) and list what it holds.
+    ``root`` must be empty or not exist yet (DemoFolderError otherwise: nothing is written)."""
     from modelsafe.testing.layouts import adapters, base_models, components
 
+    check_empty_folder(root)
     files: list[DemoFile] = []
     models = root / "models"
     for folder in ("checkpoints", "loras/sd15", "vae", "embeddings", "clip", "downloads"):

@@ -9,6 +9,7 @@ valid UTF-8 JSON; in human text, control characters are also escaped (``\\n``, `
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from typing import Any
@@ -43,12 +44,27 @@ def _utf8_json(value: Any) -> Any:
         return {utf8_text(str(k)): _utf8_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_utf8_json(v) for v in value]
+    return finite_json(value)
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` (JSON-ready: dicts, lists, scalars) with every float that is not finite (NaN,
+    Infinity: a LoRA whose metadata says ``ss_network_alpha = "nan"``) as None: JSON has no
+    such numbers, and ``NaN`` in the text breaks every strict parser (JavaScript, jq, Go)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_json(v) for v in value]
     return value
 
 
 def json_text(value: Any) -> str:
-    """``value`` as indented JSON text, valid UTF-8 whatever names it holds."""
-    return json.dumps(_utf8_json(to_jsonable(value)), indent=2, sort_keys=False) + "\n"
+    """``value`` as indented JSON text, valid UTF-8 whatever names it holds, NaN and Infinity
+    as null."""
+    text = json.dumps(_utf8_json(to_jsonable(value)), indent=2, sort_keys=False, allow_nan=False)
+    return text + "\n"
 
 
 class _Stdout:

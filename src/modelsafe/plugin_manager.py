@@ -219,19 +219,25 @@ class ModelsafePluginManager(pluggy.PluginManager):
         """Call one implementation of ``hook_name`` with the arguments it takes from ``kwargs``:
         ``(True, its result)``, or ``(False, None)`` when it raised (recorded with
         :meth:`record_failure`, also in ``failed`` when given). A ``ModelsafeError`` is a
-        deliberate answer and propagates. Traced by ``MODELSAFE_TRACE_PLUGINS=1``. For hooks
-        whose arguments change between implementations (post-processors get the image the one
-        before returned); otherwise use :meth:`call_each`."""
+        deliberate answer and propagates, as does ``KeyboardInterrupt``; any other exception,
+        ``SystemExit`` and ``GeneratorExit`` included, is a failure of the plugin and never
+        ends the command. What the hook prints to stdout goes to stderr. Traced by
+        ``MODELSAFE_TRACE_PLUGINS=1``. For hooks whose arguments change between
+        implementations (post-processors get the image the one before returned); otherwise
+        use :meth:`call_each`."""
         from modelsafe.errors import ModelsafeError
 
         trace = os.environ.get("MODELSAFE_TRACE_PLUGINS") == "1"
         args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
         started = time.perf_counter()
         try:
-            return True, impl.function(**args)
+            with plugin_stdout_to_stderr():  # (a print in a hook must not corrupt --json)
+                return True, impl.function(**args)
         except ModelsafeError:
             raise
-        except Exception as exc:
+        except KeyboardInterrupt:  # (the user's Ctrl-C: the command stops)
+            raise
+        except BaseException as exc:  # noqa: BLE001 - SystemExit, GeneratorExit...: a failure
             reason = f"{type(exc).__name__}: {exc}"
             self.record_failure(impl.plugin_name, hook_name, reason, failed)
             if trace or os.environ.get("MODELSAFE_DEBUG") == "1":
@@ -286,6 +292,61 @@ class ModelsafePluginManager(pluggy.PluginManager):
         return list(self.call_each(hook_name, failed=failed, **kwargs))
 
 
+class _StdoutRouter:
+    """``sys.stdout`` while plugin code runs in some thread: what a thread inside plugin code
+    writes goes to stderr, what any other thread writes goes to the real stdout (a scan's
+    workers call hooks while the main thread may print)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.users = 0  # plugin calls running inside it now, in all threads
+
+    def _target(self) -> Any:
+        return sys.stderr if getattr(_IN_PLUGIN, "depth", 0) else self.real
+
+    def write(self, text: str) -> Any:
+        return self._target().write(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        self._target().writelines(lines)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def __getattr__(self, name: str) -> Any:  # (encoding, isatty, fileno, buffer...)
+        return getattr(self._target(), name)
+
+
+_IN_PLUGIN = threading.local()  # depth: how many plugin calls this thread is inside
+_ROUTER_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def plugin_stdout_to_stderr() -> Iterator[None]:
+    """Run plugin code (an import, a hook) with its prints to stdout sent to stderr, so a
+    chatty plugin cannot corrupt ``--json`` output. Thread-safe: only the threads running plugin
+    code are redirected, and stdout is given back when the last call inside it ends, in
+    whatever order they end. (Writes to file descriptor 1 itself, from C code, are not
+    caught.)"""
+    with _ROUTER_LOCK:
+        router = sys.stdout if isinstance(sys.stdout, _StdoutRouter) else None
+        if router is None:
+            router = _StdoutRouter(sys.stdout)
+            sys.stdout = router
+        router.users += 1
+    _IN_PLUGIN.depth = getattr(_IN_PLUGIN, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _IN_PLUGIN.depth -= 1
+        with _ROUTER_LOCK:
+            router.users -= 1
+            # (an import that hangs past its timeout keeps its router, which passes the other
+            # threads' writes through; one replaced since by someone else stays replaced)
+            if router.users == 0 and sys.stdout is router:
+                sys.stdout = router.real
+
+
 def version_in_range(version: str, spec: str) -> bool:
     """True when ``version`` (like "1.0") satisfies ``spec`` (like ">=1,<2"; "" = any)."""
 
@@ -328,7 +389,8 @@ def _import_with_timeout(load: Callable[[], object], timeout: float) -> object:
 
     def run() -> None:
         try:
-            box["value"] = load()
+            with plugin_stdout_to_stderr():  # (a print at import must not corrupt --json)
+                box["value"] = load()
         except BaseException as exc:  # noqa: BLE001 - reported as a broken plugin
             box["error"] = exc
 
@@ -378,6 +440,27 @@ def _warn_unknown_disabled(off: set[str], known: set[str]) -> None:
         )
 
 
+def _import_timeout() -> float:
+    """Seconds a plugin may take to import: ``MODELSAFE_PLUGIN_IMPORT_TIMEOUT``, else 10."""
+    import math
+
+    from modelsafe.errors import ConfigError
+
+    text = os.environ.get("MODELSAFE_PLUGIN_IMPORT_TIMEOUT", "").strip()
+    if not text:
+        return IMPORT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(
+            f"MODELSAFE_PLUGIN_IMPORT_TIMEOUT={text!r} is not a number of seconds above 0",
+            hint=f"give it like 30 or 2.5, or unset it (default {IMPORT_TIMEOUT_S:g} s)",
+        )
+    return value
+
+
 def build_plugin_manager(
     disable: Iterable[str] = (), entry_points: Iterable[importlib.metadata.EntryPoint] | None = None
 ) -> ModelsafePluginManager:
@@ -389,7 +472,7 @@ def build_plugin_manager(
         if entry_points is not None
         else list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     )
-    timeout = float(os.environ.get("MODELSAFE_PLUGIN_IMPORT_TIMEOUT", IMPORT_TIMEOUT_S))
+    timeout = _import_timeout()
     _warn_unknown_disabled(off, {ep.name for ep in eps})
     for ep in _load_order(eps):
         package = ep.dist.name if ep.dist else ""

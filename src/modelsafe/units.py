@@ -23,10 +23,21 @@ _UNITS = {
     "tib": 1024**4,
 }
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
+# The unit rule, as errors state it.
+SIZE_RULE = (
+    "KB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB powers of 1024, and a number without a "
+    "unit is a count of bytes"
+)
 
 
 def parse_size(text: str | int) -> int:
-    """Bytes for a size such as ``8GiB``, ``7.5 GB`` or ``1024`` (plain bytes)."""
+    """Bytes for a size such as ``8GiB``, ``7.5 GB`` or ``1024`` (plain bytes); an int is a
+    count of bytes. Anything else (True, 8.5) is a :class:`UsageError`."""
+    if isinstance(text, bool) or not isinstance(text, (str, int)):
+        raise UsageError(
+            f"{text!r} is not a size",
+            hint=f"give a size with its unit as text, like '8GiB' ({SIZE_RULE})",
+        )
     if isinstance(text, int):
         return text
     match = _SIZE_RE.match(text)
@@ -34,7 +45,7 @@ def parse_size(text: str | int) -> int:
     if match is None or unit not in _UNITS:
         raise UsageError(
             f"{text!r} is not a size",
-            hint="write it like 8GiB, 12GB, 6144MiB or a plain number of bytes",
+            hint=f"write it like 8GiB, 12GB or 6144MiB ({SIZE_RULE})",
         )
     return int(float(match.group(1)) * _UNITS[unit])
 

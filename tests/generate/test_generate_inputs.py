@@ -31,11 +31,12 @@ from modelsafe.testing.tiny_models import Tiny, _vae, save_tensors, tiny_lora_ko
 
 
 def _args(t: Tiny, out: Path, *extra: str, db: Path | None = None) -> list[str]:
+    seed = [] if "--seeds" in extra else ["--seed", "42"]  # (both together are refused)
     return [
         "--catalog", str(db or out.parent / "catalog.db"), "generate",
         "--checkpoint", str(t.single), "--family", "sd1",
         "--config-dir", str(t.configs), "--tokenizers", str(t.tokenizers),
-        "--prompt", "a cat", "--seed", "42", "--steps", "2",
+        "--prompt", "a cat", *seed, "--steps", "2",
         "--width", "32", "--height", "32", "--out", str(out), *extra,
     ]  # fmt: skip
 

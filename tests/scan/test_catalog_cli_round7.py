@@ -201,14 +201,14 @@ def test_export_to_a_full_disk_keeps_the_previous_file(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", full)
-    code, out, err = run_cli("--catalog", catalog_url, "export", "-o", str(target))
+    code, out, err = run_cli("--catalog", catalog_url, "export", "-o", str(target), "--force")
     assert code == 2 and out == ""
     assert "No space left on device" in err and "is as it was" in err
     assert "disk space" in err and "folder exists" not in err
     assert target.read_bytes() == previous
     assert sorted(p.name for p in out_dir.iterdir()) == ["export.json"]  # no temp file left
     monkeypatch.undo()
-    code, _, err = run_cli("--catalog", catalog_url, "export", "-o", str(target))
+    code, _, err = run_cli("--catalog", catalog_url, "export", "-o", str(target), "--force")
     assert code == 0, err
     assert {m["name"] for m in json.loads(target.read_text())} == {"alpha", "beta"}
     assert sorted(p.name for p in out_dir.iterdir()) == ["export.json"]
@@ -236,7 +236,9 @@ def test_export_keeps_a_symlink_and_the_file_mode(
     real.chmod(0o640)
     link = tmp_path / "link.csv"
     link.symlink_to(real)
-    code, _, err = run_cli("--catalog", catalog_url, "export", "--format", "csv", "-o", str(link))
+    code, _, err = run_cli(
+        "--catalog", catalog_url, "export", "--format", "csv", "-o", str(link), "--force"
+    )
     assert code == 0, err
     assert link.is_symlink() and real.read_text().startswith("model_id,name,path")
     assert real.stat().st_mode & 0o777 == 0o640

@@ -57,7 +57,7 @@ def test_export_writes_in_place_in_a_folder_that_takes_no_new_entry(
     inode = target.stat().st_ino
     _no_new_entries(monkeypatch, folder, code)
 
-    rc, _, err = run_cli("--catalog", catalog_url, "export", "-o", str(target))
+    rc, _, err = run_cli("--catalog", catalog_url, "export", "-o", str(target), "--force")
 
     assert rc == 0, err  # (was: "Operation not permitted", exit 2)
     assert [m["name"] for m in json.loads(target.read_text())] == ["alpha"]
@@ -94,7 +94,7 @@ def test_export_over_a_file_keeps_its_owner_group_and_mode(
     os.chown(target, 65534, 65534)  # (nobody's, exported over by root)
     target.chmod(0o640)
 
-    rc, _, err = run_cli("--catalog", catalog_url, "export", "-o", str(target))
+    rc, _, err = run_cli("--catalog", catalog_url, "export", "-o", str(target), "--force")
 
     assert rc == 0, err
     st = target.stat()

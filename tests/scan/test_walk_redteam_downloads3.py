@@ -246,6 +246,9 @@ def test_a_failing_command_given_json_prints_the_error_as_json(
     lib.mkdir()
     (lib / "html.safetensors").write_text("<!DOCTYPE html><html><body>Sign in</body></html>")
     argv = [a.format(lib=lib, tmp=tmp_path) for a in args]
+    if args[0] == "show":  # (a catalog to look in: show does not create one)
+        (tmp_path / "empty").mkdir()
+        assert run_cli("--catalog", str(tmp_path / "c.db"), "scan", str(tmp_path / "empty"))[0] == 0
     got, out, err = run_cli("--catalog", str(tmp_path / "c.db"), *argv)
     assert got == code
     error = json.loads(out)["error"]

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import click
 
-from modelsafe.output import emit_json
+from modelsafe.output import emit_json, printable
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+# (readable=False: an unreadable file is an error verdict of its own, never a usage error that
+# hides the verdicts of the other files)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, readable=False))
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of verdicts on stdout.")
 def audit(paths: tuple[Path, ...], as_json: bool) -> int:
     """Audit model files without loading them: safe, unsafe (names each callable) or error.
@@ -26,9 +28,12 @@ def audit(paths: tuple[Path, ...], as_json: bool) -> int:
     else:
         colours = {"safe": "green", "unsafe": "red", "error": "yellow"}
         for v in verdicts:
-            click.secho(f"{v.status.upper():7} {v.path}  ({v.format})", fg=colours.get(v.status))
+            # (a file name, and what a finding quotes from the file, may hold an escape
+            # sequence or a newline: shown escaped, so no name can fake a verdict line)
+            line = f"{v.status.upper():7} {v.path}  ({v.format})"
+            click.secho(printable(line), fg=colours.get(v.status))
             for f in v.findings:
                 where = f" at {f.location}" if f.location else ""
-                click.echo(f"        {f.severity}: {f.message}{where}")
+                click.echo(printable(f"        {f.severity}: {f.message}{where}"))
     codes = {v.exit_code for v in verdicts}
     return 1 if 1 in codes else max(codes, default=0)

@@ -10,9 +10,10 @@ from modelsafe.output import emit_json, printable
 
 
 @click.command()
-@click.argument("src", type=click.Path(path_type=Path))
+# (readable=False: an unreadable file is an error with a reason and a hint, not a usage error)
+@click.argument("src", type=click.Path(path_type=Path, readable=False))
 # (DST as given, not a Path: pathlib drops a trailing slash, which says "a folder")
-@click.argument("dst", required=False, type=click.Path())
+@click.argument("dst", required=False, type=click.Path(readable=False))
 @click.option("--force", is_flag=True, help="Replace DST if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="The result as JSON on stdout.")
 def convert(src: Path, dst: str | None, force: bool, as_json: bool) -> int:
@@ -30,9 +31,11 @@ def convert(src: Path, dst: str | None, force: bool, as_json: bool) -> int:
 
     Exit codes: 0 converted, 1 refused because the file is unsafe, 2 error (nothing written).
     """
+    from modelsafe.commands.inspect_cmd import refuse_unreadable
     from modelsafe.registry.convert import convert_file
     from modelsafe.registry.pickle_vm.tensors import NUMPY_ARRAY_REASON
 
+    refuse_unreadable(src)
     result = convert_file(src, dst, overwrite=force)
     numpy_arrays = [d.name for d in result.dropped if d.reason == NUMPY_ARRAY_REASON]
     if numpy_arrays:
@@ -51,8 +54,10 @@ def convert(src: Path, dst: str | None, force: bool, as_json: bool) -> int:
         emit_json(result)
     else:
         click.echo(
-            f"converted {result.source} -> {result.destination}: {result.tensors} tensors, "
-            f"{result.bytes_written} bytes, verified, in {result.seconds:.2f} s"
+            printable(
+                f"converted {result.source} -> {result.destination}: {result.tensors} tensors, "
+                f"{result.bytes_written} bytes, verified, in {result.seconds:.2f} s"
+            )
         )
         click.echo(f"  source sha256 {result.source_sha256}")
         if result.aliases:

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from modelsafe.errors import UsageError
 from modelsafe.output import emit_json
 
 
@@ -16,23 +17,29 @@ from modelsafe.output import emit_json
     "--keep",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Build the library (and its catalog.db) in this folder and keep it.",
+    help="Build the library (and its catalog.db) in this new or empty folder and keep it.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable results on stdout.")
 def demo(keep: Path | None, as_json: bool) -> int:
     """Build a sample model library, scan it into a catalog, and print what was found.
 
     The library holds full-size (sparse) layouts of real models, a legacy torch pickle, a hostile
-    pickle whose payload never runs, and broken downloads. Exit code 0.
+    pickle whose payload never runs, and broken downloads.
+
+    Exit codes: 0 done, 2 the library could not be built there (a folder you may not write, or
+    one that is not empty).
     """
     from modelsafe.demo import build_library
     from modelsafe.registry.catalog import open_catalog
     from modelsafe.registry.scan import scan
 
-    with tempfile.TemporaryDirectory(prefix="modelsafe-demo-") as tmp:
+    with _temp_dir() as tmp:
         root = keep.resolve() if keep is not None else Path(tmp)
-        root.mkdir(parents=True, exist_ok=True)
-        files = build_library(root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            files = build_library(root)
+        except OSError as exc:
+            raise _cannot_build(root, exc, kept=keep is not None) from exc
         catalog = open_catalog(root / "catalog.db")
         try:
             summary = scan(catalog, [root / "models"], jobs=2)
@@ -68,6 +75,23 @@ def demo(keep: Path | None, as_json: bool) -> int:
             "`modelsafe ls`, `show`, `inspect`, `audit`."
         )
     return 0
+
+
+def _temp_dir() -> Any:
+    try:
+        return tempfile.TemporaryDirectory(prefix="modelsafe-demo-")
+    except OSError as exc:
+        raise _cannot_build(Path(tempfile.gettempdir()), exc, kept=False) from exc
+
+
+def _cannot_build(root: Path, exc: OSError, *, kept: bool) -> UsageError:
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(root) else ""
+    return UsageError(
+        f"cannot build the demo library in {root}: {exc.strerror or exc}{where}",
+        hint="pass --keep with a folder you may write to, on a disk with some room"
+        if kept
+        else "set TMPDIR to a folder you may write to, or pass --keep DIR",
+    )
 
 
 def _rows(catalog: Any, root: Path, built: dict[str, str]) -> list[dict[str, Any]]:

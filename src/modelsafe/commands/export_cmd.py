@@ -30,12 +30,16 @@ from modelsafe.errors import UsageError
     "-o",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Write to this file instead of stdout.",
+    help="Write to this file instead of stdout (an existing file only with --force).",
 )
+@click.option("--force", is_flag=True, help="Replace the -o file if it exists.")
 @catalog_option
 @click.pass_context
-def export(ctx: click.Context, fmt: str, output: Path | None) -> int:
+def export(ctx: click.Context, fmt: str, output: Path | None, force: bool) -> int:
     """Export the catalog (read from the catalog only; no model file is opened).
+
+    -o never writes over the catalog being exported, and replaces an existing file only with
+    --force.
 
     Exit codes: 0 exported, 2 the catalog or the output file could not be used.
     """
@@ -43,14 +47,18 @@ def export(ctx: click.Context, fmt: str, output: Path | None) -> int:
     import json
 
     from modelsafe.commands.catalog_option import open_cli_catalog
+    from modelsafe.output import finite_json
     from modelsafe.registry.catalog import queries
     from modelsafe.types import to_jsonable
 
     catalog = open_cli_catalog(ctx)
     try:
+        if output is not None:
+            check_output(output, catalog.url, force)
         with catalog.session() as session:
             if fmt == "json":
-                text = json.dumps(to_jsonable(queries.export_models(session)), indent=2) + "\n"
+                value = finite_json(to_jsonable(queries.export_models(session)))
+                text = json.dumps(value, indent=2, allow_nan=False) + "\n"
             else:
                 import io
 
@@ -85,6 +93,43 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
         return "'" + value
     return value
+
+
+def check_output(output: Path, catalog_url: str, force: bool) -> None:
+    """Refuse an ``-o`` file that is the catalog itself (or its -wal, -shm, -journal file; also
+    through a symlink or a hard link), and an existing file (a link too, even to nothing)
+    without ``force``. A device or a pipe (``-o /dev/stdout``) is written as it is."""
+    from modelsafe.registry.catalog.db import sqlite_path
+
+    try:
+        entry = os.lstat(output)
+    except OSError:
+        return  # (a new file; a folder that is not one is the write's error, with its hint)
+    if catalog_url.startswith("sqlite:///"):
+        database = sqlite_path(catalog_url)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            if _same_file(output, database + suffix):
+                raise UsageError(
+                    f"{output} is the catalog being exported ({database}{suffix})",
+                    hint="give -o another file",
+                )
+    if stat.S_ISDIR(entry.st_mode) or (stat.S_ISLNK(entry.st_mode) and output.is_dir()):
+        raise UsageError(f"{output} is a folder", hint="give -o the path of the file to write")
+    regular = stat.S_ISREG(entry.st_mode) or (
+        stat.S_ISLNK(entry.st_mode) and (not output.exists() or output.is_file())
+    )
+    if regular and not force:
+        dangling = "" if output.exists() else " (a link to a file that does not exist)"
+        raise UsageError(
+            f"{output} already exists{dangling}", hint="remove it, or pass --force to replace it"
+        )
+
+
+def _same_file(a: Path, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def write_output(output: Path, text: str) -> None:

@@ -11,6 +11,7 @@ import click
 
 from modelsafe.commands.catalog_option import catalog_option
 from modelsafe.errors import UsageError
+from modelsafe.output import printable
 
 SCHEDULER_CHOICES = (
     "euler",
@@ -189,9 +190,9 @@ def generate(ctx: click.Context, **opts: Any) -> int:
     else:
         _echo_plan(result.images[0].recipe.plan)
         for image in result.images:
-            click.echo(f"{image.path}  seed {image.seed}  sha256 {image.sha256[:12]}")
+            click.echo(printable(f"{image.path}  seed {image.seed}  sha256 {image.sha256[:12]}"))
         if old_image is not None and same is not None:
-            click.echo(same.line(old_image))
+            click.echo(printable(same.line(old_image)))
     return 0
 
 
@@ -278,6 +279,7 @@ def _request(ctx: click.Context, opts: dict[str, Any], catalog: Any) -> tuple[An
                 f"--seeds {opts['seeds']!r} is not a list of numbers",
                 hint="e.g. --seeds 1,2,3 (-1: a random seed)",
             ) from exc
+        _refuse_seed_conflicts(opts, len(changes["seeds"]), seed_given=given("seed"))
     if opts["loras"]:
         changes["loras"] = tuple(LoraSpec(*parse_lora(text)) for text in opts["loras"])
     if opts["embeddings"]:
@@ -300,6 +302,23 @@ def _request(ctx: click.Context, opts: dict[str, Any], catalog: Any) -> tuple[An
     return replace(base, **changes), old
 
 
+def _refuse_seed_conflicts(opts: dict[str, Any], seeds: int, *, seed_given: bool) -> None:
+    """--seeds gives one image per seed: a --seed, or a --batch of another count, beside it
+    would be ignored, so it is refused."""
+    if seed_given:
+        raise UsageError(
+            "--seed and --seeds both given: --seeds sets the seed of every image",
+            hint="give --seed S (with --batch N: seeds S, S+1, ...) or --seeds S1,S2,..",
+        )
+    batch = opts["batch_size"]
+    if batch is not None and batch != seeds:
+        raise UsageError(
+            f"--batch {batch} does not match --seeds, which gives {seeds} "
+            f"seed{'s' if seeds != 1 else ''} (one image per seed)",
+            hint="leave --batch out with --seeds, or give as many seeds as images",
+        )
+
+
 def _echo_plan(record: Any) -> None:
     """The settings a planned run used and why (only when a VRAM plan was made)."""
     if not record or "budget" not in record:
@@ -313,7 +332,7 @@ def _echo_plan(record: Any) -> None:
     for key, value in record["settings"].items():
         why = record["why"].get(key, "")
         shown = ("on" if value else "off") if isinstance(value, bool) else str(value)
-        click.echo(f"  {key:18} {shown:9} [{record['source'][key]}] {why}", err=True)
+        click.echo(printable(f"  {key:18} {shown:9} [{record['source'][key]}] {why}"), err=True)
 
 
 class _progress:
@@ -353,7 +372,7 @@ class _progress:
 
     def warn(self, message: str) -> None:
         """``warning: MESSAGE`` on stderr, as the run finds it (above the bar while it shows)."""
-        line = f"warning: {message}"
+        line = printable(f"warning: {message}")  # (a warning may quote a file name)
         if self._bar is not None:
             self._bar.console.print(line, style="yellow", markup=False, highlight=False)
         else:

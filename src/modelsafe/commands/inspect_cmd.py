@@ -11,7 +11,8 @@ from modelsafe.output import emit_json, printable
 
 
 @click.command("inspect")
-@click.argument("path", type=click.Path(path_type=Path))
+# (readable=False: an unreadable file is an error with a reason and a hint, not a usage error)
+@click.argument("path", type=click.Path(path_type=Path, readable=False))
 @click.option(
     "--hash", "with_hashes", is_flag=True, help="Also compute every hash (reads the file)."
 )
@@ -25,12 +26,37 @@ def inspect_command(path: Path, with_hashes: bool, as_json: bool) -> int:
     """
     from modelsafe.registry.inspect import inspect_path
 
+    refuse_unreadable(path)
     report = inspect_path(path, with_hashes=with_hashes)
     if as_json:
         emit_json(report, plugin_failures=True)
     else:
         _print_summary(report)
     return 0
+
+
+def refuse_unreadable(path: Path) -> None:
+    """A FileReadError (reason and hint) for a file or folder that exists but that this user may
+    not read, before a reader (a plugin) meets it as a failure of its own. A path that does not
+    exist, or another OS error, is left to the reader, which names it in its own words."""
+    import os
+    import shlex
+
+    from modelsafe.errors import FileReadError
+
+    try:
+        if path.is_dir():
+            os.scandir(path).close()
+        else:  # (O_NONBLOCK: a FIFO opens at once; nothing is read)
+            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except PermissionError as exc:
+        raise FileReadError(
+            f"cannot read {path}: permission denied",
+            hint="check the permissions of it and of the folders above it "
+            f"(ls -ld {shlex.quote(str(path))}); run modelsafe as a user who may read it",
+        ) from exc
+    except OSError:
+        return
 
 
 def _print_summary(report: Any) -> None:

@@ -51,6 +51,7 @@ def ls(
     from modelsafe.commands.catalog_option import open_cli_catalog
     from modelsafe.registry.catalog import queries
 
+    _refuse_conflicts(duplicates, compatible_with, missing)
     catalog = open_cli_catalog(ctx)
     try:
         with catalog.session() as session:
@@ -58,7 +59,7 @@ def ls(
                 filters = {"family": family, "unsafe": unsafe, "missing": missing}
                 return _show_compatible(catalog, compatible_with, kind, as_json, filters)
             if duplicates:
-                groups = queries.duplicates(session)
+                groups = _filtered(queries.duplicates(session), family, kind, unsafe)
                 _show_duplicates(groups, as_json)
                 return 0
             models = queries.list_models(
@@ -70,10 +71,44 @@ def ls(
                 _show_table([queries.model_json(m) for m in models])
             else:
                 filters = {"family": family, "kind": kind, "unsafe": unsafe, "missing": missing}
-                click.echo(_nothing_matches(*queries.catalog_labels(session), filters), err=True)
+                why = _nothing_matches(*queries.catalog_labels(session), filters)
+                click.echo(printable(why), err=True)
     finally:
         catalog.close()
     return 0
+
+
+def _refuse_conflicts(duplicates: bool, compatible_with: str | None, missing: bool) -> None:
+    """Options that cannot apply together are refused, never silently ignored."""
+    from modelsafe.errors import UsageError
+
+    if duplicates and compatible_with:
+        raise UsageError(
+            "--duplicates and --compatible-with cannot be combined",
+            hint="run `ls --duplicates` and `ls --compatible-with CHECKPOINT` separately",
+        )
+    if duplicates and missing:
+        raise UsageError(
+            "--duplicates and --missing cannot be combined: a model with no copy left on disk "
+            "is stored nowhere, so never more than once",
+            hint="run `ls --duplicates` and `ls --missing` separately",
+        )
+
+
+def _filtered(groups: list[Any], family: str | None, kind: str | None, unsafe: bool) -> list[Any]:
+    """The duplicate groups whose model passes ``--family``, ``--kind`` and ``--unsafe``, as
+    the plain list filters them (the values a user's `set` gave win over detected ones)."""
+    from modelsafe.registry.catalog import queries
+
+    for name, value in (("--family", family), ("--kind", kind)):
+        queries.check_utf8(name, value)
+    return [
+        g
+        for g in groups
+        if (not family or g.model.family == family)
+        and (not kind or g.model.kind == kind)
+        and (not unsafe or queries.model_audit(g.model) == "unsafe")
+    ]
 
 
 def _show_compatible(
@@ -88,12 +123,12 @@ def _show_compatible(
         emit_json([{"model": f.model, "status": f.status, "reasons": f.reasons} for f in fits])
         return 0
     if not fits:
-        click.echo(f"nothing in the catalog fits {checkpoint}", err=True)
+        click.echo(printable(f"nothing in the catalog fits {checkpoint}"), err=True)
     for f in fits:
         model = f.model
         click.echo(printable(f"{model.get('family')}/{model.get('kind')}  {model.get('name')}"))
         for reason in f.reasons:
-            click.echo(f"    {reason.status}: {reason.reason}")
+            click.echo(printable(f"    {reason.status}: {reason.reason}"))
     return 0
 
 

@@ -8,7 +8,7 @@ import click
 
 from modelsafe.commands.catalog_option import catalog_option
 from modelsafe.commands.resolve_cmd import set_options
-from modelsafe.output import emit_json
+from modelsafe.output import emit_json, printable
 
 
 @click.command("plan")
@@ -111,11 +111,11 @@ def _print(p: Any) -> None:
         )
     click.echo("choices:")
     for c in p.choices:
-        click.echo(f"  {c.name:18} {c.value:10} {c.why}")
+        click.echo(printable(f"  {c.name:18} {c.value:10} {c.why}"))
     for s in p.suggestions:
-        click.echo(f"  would fit: {s}")
+        click.echo(printable(f"  would fit: {s}"))
     for n in p.notes:
-        click.echo(f"  note: {n}")
+        click.echo(printable(f"  note: {n}"))
     rejected = [x for x in (p.resolve or {}).get("parts", []) if x["status"] == "rejected"]
     for x in rejected:
-        click.secho(f"  left out (rejected by resolve): {x['ref']}", fg="yellow")
+        click.secho(printable(f"  left out (rejected by resolve): {x['ref']}"), fg="yellow")

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from modelsafe.commands.catalog_option import catalog_option
-from modelsafe.output import emit_json
+from modelsafe.output import emit_json, printable
 
 
 def set_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -106,19 +106,21 @@ _COLOUR = {"accepted": "green", "rejected": "red", "unchecked": "yellow"}
 
 
 def print_result(result: Any) -> None:
+    """The verdict as text; refs, names and reasons (which quote file names) are shown with
+    their control characters escaped, so no name can split a line or colour the terminal."""
     for part in (result.checkpoint, *result.parts):
         label = "/".join(x for x in (part.family, part.kind, part.variant) if x)
         weight = f" x{part.weight:g}" if part.weight is not None else ""
         click.secho(
-            f"{part.status:9} {part.role:12} {part.ref}{weight}  [{label}]",
+            printable(f"{part.status:9} {part.role:12} {part.ref}{weight}  [{label}]"),
             fg=_COLOUR.get(part.status),
         )
         for r in part.reasons:
-            click.echo(f"            {_MARK.get(r.status, r.status)} {r.reason}")
+            click.echo(printable(f"            {_MARK.get(r.status, r.status)} {r.reason}"))
     for m in result.missing:
-        click.secho(f"missing   {m.kind:12} {m.slot}: {m.why}", fg="red")
+        click.secho(printable(f"missing   {m.kind:12} {m.slot}: {m.why}"), fg="red")
         for c in m.candidates:
-            click.echo(f"            candidate {c.name} ({c.ref}): {c.reason}")
+            click.echo(printable(f"            candidate {c.name} ({c.ref}): {c.reason}"))
         if not m.candidates:
             click.echo("            no candidate in the catalog (scan a folder that has one)")
     verdict = "compatible" if result.compatible else "not compatible"

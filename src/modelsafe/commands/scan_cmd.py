@@ -16,7 +16,9 @@ from modelsafe.output import emit_json, printable, show_error
 
 
 @click.command()
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+# (readable=False here and below: a path that cannot be read is reported by the scan, after the
+# other paths are scanned, never a usage error that stops them all)
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path, readable=False))
 @click.option(
     "--jobs",
     "-j",
@@ -41,7 +43,7 @@ from modelsafe.output import emit_json, printable, show_error
     "--model-root",
     "model_roots",
     multiple=True,
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, readable=False),
     help="Scan this folder when no PATHS are given, instead of the config's model_roots "
     "(repeatable).",
 )

@@ -7,6 +7,13 @@ from pathlib import Path
 import click
 
 from modelsafe.commands.catalog_option import catalog_option
+from modelsafe.errors import ModelsafeError
+
+
+class ServeBindError(ModelsafeError):
+    """The server cannot listen where it was asked to (exit code 1, as ``serve --help`` says)."""
+
+    exit_code = 1
 
 
 @click.command()
@@ -71,6 +78,7 @@ def serve(
     from modelsafe.serve.security import LOOPBACK_NAMES, check_bind, is_loopback
 
     check_bind(host, token)
+    check_port(host, port)
     try:
         import uvicorn
 
@@ -103,7 +111,56 @@ def serve(
     click.echo(f"modelsafe serve: http://{shown}:{port}/ (API docs at /docs)", err=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level)
+    except SystemExit as exc:  # (uvicorn exits 1 or 3 when it cannot start: its log says why)
+        if exc.code in (0, None):
+            raise
+        raise ServeBindError(
+            f"the server could not start on {shown} port {port} (uvicorn's log above says why)",
+            hint="fix what it names, or pass --port with another port",
+        ) from None
     finally:
         if queue is not None:
             queue.close()
     return 0
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse, before anything starts, an address and port the server could not listen on:
+    bound as uvicorn binds it (``SO_REUSEADDR``: a port left in TIME_WAIT is free)."""
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    shown = f"[{host}]" if ":" in host else host
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except (socket.gaierror, UnicodeError) as exc:
+            raise ServeBindError(
+                f"cannot listen on {shown}: {getattr(exc, 'strerror', None) or exc}",
+                hint="pass --host with an address or a name this machine resolves",
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ServeBindError(
+                    f"port {port} on {shown} is in use",
+                    hint="stop what listens there (ss -ltnp shows it; another modelsafe serve?), "
+                    "or pass --port with another port",
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise ServeBindError(
+                    f"port {port} on {shown} may not be used by this user ({exc.strerror})",
+                    hint="ports below 1024 need privileges: pass --port 8765 or another above 1023",
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ServeBindError(
+                    f"{shown} is not an address of this machine ({exc.strerror})",
+                    hint="pass --host with one of its addresses (127.0.0.1, 0.0.0.0 for all)",
+                ) from None
+            raise ServeBindError(
+                f"cannot listen on {shown} port {port}: {exc.strerror or exc}",
+                hint="pass --host/--port with another address or port",
+            ) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from modelsafe.commands.catalog_option import catalog_option
-from modelsafe.output import emit_json
+from modelsafe.output import emit_json, printable
 
 
 @click.command("set")
@@ -48,6 +48,12 @@ def set_command(
         "prediction_type": prediction_type,
     }
     if reset:
+        given = [f"--{n.replace('_', '-')}" for n, v in values.items() if v is not None]
+        if given:  # (--reset clears every value: one given beside it would be dropped)
+            raise UsageError(
+                f"--reset cannot be combined with {', '.join(given)}",
+                hint="run `set MODEL --reset` first, then `set MODEL` with the new values",
+            )
         values = {name: "" for name in values}
     if all(v is None for v in values.values()) and note is None:
         raise UsageError(
@@ -67,7 +73,9 @@ def set_command(
     else:
         changed = ", ".join(f"{k}={v}" for k, v in value["overrides"].items()) or "none"
         click.echo(
-            f"{value['name']}: overrides {changed}"
-            + (f"; note {value['note']!r}" if value["note"] else "")
+            printable(
+                f"{value['name']}: overrides {changed}"
+                + (f"; note {value['note']!r}" if value["note"] else "")
+            )
         )
     return 0
