@@ -203,7 +203,8 @@ def collect_weights(
                 out.append(Weights("vae", "decode", sizes, largest, "vae"))
             elif part.kind == "text_encoder":
                 tag = part.variant or name.rsplit(".", 1)[-1]
-                out.append(Weights(tag, "text_encoding", sizes, largest, "text_encoder"))
+                gguf = str(part.report.get("format")) == "gguf"
+                out.append(Weights(tag, "text_encoding", sizes, largest, "text_encoder", gguf))
     for slot in missing:
         if slot in DEFAULT_PARAMS:
             out.append(_assumed(slot, DEFAULT_PARAMS[slot]))
@@ -242,6 +243,8 @@ def _dtypes(family: str, weights: list[Weights], opts: Options, bf16: bool) -> d
                 out[w.name] = "fp8"
             else:
                 out[w.name] = compute
+        elif w.role == "text_encoder" and w.quantized:
+            out[w.name] = "native"  # (a GGUF encoder stays quantised, as its denoiser would)
         elif w.role == "text_encoder":
             fp8 = stored(w) == "fp8" or (opts.text_encoder_fp8 and w.name == "t5xxl")
             out[w.name] = "fp8" if fp8 else compute
@@ -328,7 +331,7 @@ def price(
 
 
 def _combinations(weights: list[Weights], batch: int, attention: str) -> list[Options]:
-    has_t5 = any(w.name == "t5xxl" for w in weights)
+    has_t5 = any(w.name == "t5xxl" and not w.quantized for w in weights)
     can_fp8 = any(w.role == "denoiser" and not w.quantized for w in weights)
     out = []
     for offload, den8, te8, tiling, slicing, att in itertools.product(
@@ -458,6 +461,9 @@ def _explain(
                 else "matches the denoiser"
             )
             choices.append(Choice("dtype vae", d, why))
+        elif w.role == "text_encoder" and w.quantized:
+            why = "GGUF-quantised weights stay quantised (dequantised layer by layer)"
+            choices.append(Choice(f"dtype {w.name}", d, why))
         elif w.role == "text_encoder" and stored(w) == "fp8":
             why = "the file is stored in fp8; upcasting would double the weights for no gain"
             choices.append(Choice(f"dtype {w.name}", d, why))

@@ -10,6 +10,7 @@ inside an all-in-one file was priced in bf16 too, and an NF4 file at one byte a 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from modelsafe.runtime.generate_plan import _planned
 from modelsafe.runtime.plan import plan
@@ -80,3 +81,24 @@ def test_an_nf4_flux_stays_packed(tmp_path: Path) -> None:
     why = {c.name: c.why for c in p.choices}["dtype transformer"]
     assert "packed below 8 bits" in why
     assert _planned(p, "denoiser_fp8") is False  # (packed weights are not re-stored in fp8)
+
+
+def test_a_gguf_text_encoder_stays_quantised_not_fp8(part_of: Any, write: Any) -> None:
+    """A Q4_K/Q8_0 T5 was "stored in fp8" (its bytes per parameter are near one) and offered
+    fp8 storage; a GGUF encoder stays quantised, as a GGUF denoiser does."""
+    from dataclasses import replace
+
+    from modelsafe.runtime.plan import plan_parts
+
+    base = part_of(write("flux.safetensors", bm.bfl_flux()), "checkpoint", "flux1", "transformer")
+    t5 = part_of(
+        write("t5.safetensors", _fp8_linears(bm.t5_encoder(24, "F16"))),
+        "text_encoder",
+        "any",
+        "text_encoder",
+        variant="t5xxl",
+    )
+    t5 = replace(t5, report={**t5.report, "format": "gguf"})
+    p = plan_parts(base, [t5], 80 * GIB, missing=["clip_l", "vae"])
+    assert p.dtypes["t5xxl"] == "native" and not p.options.text_encoder_fp8
+    assert {c.name: c.why for c in p.choices}["dtype t5xxl"].startswith("GGUF-quantised")
