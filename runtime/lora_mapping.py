@@ -46,10 +46,50 @@ class ModuleTable:
     component: str
     dotted: dict[str, Target] = field(default_factory=dict)
     flat: dict[str, Target] = field(default_factory=dict)
+    # Layers of the model this one derives from that it removed by design (Chroma: Flux.1's
+    # modulation layers), and what they are, for a message.
+    removed: re.Pattern[str] | None = None
+    removed_label: str = ""
+    _depths: dict[bool, dict[str, int]] = field(default_factory=dict, repr=False)
+    _parents: dict[bool, set[str]] = field(default_factory=dict, repr=False)
 
     def add(self, name: str, target: Target) -> None:
         self.dotted.setdefault(name, target)
         self.flat.setdefault(name.replace(".", "_"), target)
+
+    def names(self, dotted: bool) -> dict[str, Target]:
+        return self.dotted if dotted else self.flat
+
+    def depths(self, dotted: bool) -> dict[str, int]:
+        """Numbered block list -> its number of blocks (``double_blocks`` -> 19), under every
+        name the table has (max index + 1)."""
+        found = self._depths.get(dotted)
+        if found is None:
+            found = {}
+            for name in self.names(dotted):
+                m = _BLOCK_INDEX.match(name)
+                if m:
+                    depth = int(m.group(2)) + 1
+                    found[m.group(1)] = max(found.get(m.group(1), 0), depth)
+            self._depths[dotted] = found
+        return found
+
+    def parents(self, dotted: bool) -> set[str]:
+        """Every proper prefix (at a separator) of the table's names."""
+        found = self._parents.get(dotted)
+        if found is None:
+            sep = "." if dotted else "_"
+            found = set()
+            for name in self.names(dotted):
+                parts = name.split(sep)
+                found.update(sep.join(parts[:k]) for k in range(1, len(parts)))
+            self._parents[dotted] = found
+        return found
+
+
+# A module in a numbered block list: "double_blocks.19.img_attn.qkv", kohya's
+# "double_blocks_19_img_attn_qkv", "layers.30.attention.qkv" -> (list, index).
+_BLOCK_INDEX = re.compile(r"^([A-Za-z_.]+?)[._](\d+)(?=[._]|$)")
 
 
 def _module_of(name: str) -> tuple[str, str]:
@@ -280,18 +320,29 @@ def _template_regex(template: str) -> re.Pattern[str]:
     return re.compile("^" + re.escape(template).replace(r"\{i\}", r"(\d+)") + "$")
 
 
+def _rows(shape: tuple[int, ...], parts: int) -> list[int]:
+    """The output rows of each part of a fused layer of ``shape``: q/k/v are as wide as the
+    model (its input); k and v share what q leaves (fewer K/V heads: Lumina 2's 2304 + 768 +
+    768), and a fourth part (Flux's linear1: the MLP) takes the rest."""
+    width = shape[1]
+    if parts == 3:
+        kv = (shape[0] - width) // 2
+        return [width, kv, kv]
+    return [width] * (parts - 1) + [shape[0] - width * (parts - 1)]
+
+
 def _fused_aliases(
     native: dict[str, tuple[int, ...]],
     table: ModuleTable,
     pairs: tuple[tuple[str, tuple[str, ...]], ...],
-    original_blocks: tuple[str, ...],
+    original: re.Pattern[str],
 ) -> None:
     """Aliases between a transformer's original names and diffusers' (``pairs``), both ways.
 
-    A file with ``original_blocks`` names gets the diffusers names (a fused layer's parts share
+    A file with names ``original`` finds gets the diffusers names (a fused layer's parts share
     its output rows in order); a diffusers file gets the original names (fused over the parts).
     """
-    bfl_native = any(n.startswith(original_blocks) for n in native)
+    bfl_native = any(original.search(n) for n in native)
     for bfl, diff in pairs:
         if bfl_native:
             rx = _template_regex(bfl)
@@ -300,11 +351,11 @@ def _fused_aliases(
                 if not m:
                     continue
                 parts = [d.replace("{i}", m.group(1)) if m.groups() else d for d in diff]
-                width = shape[1]
-                for k, part in enumerate(parts):
-                    # q/k/v parts are as wide as the hidden size; linear1's MLP part is the rest.
-                    out = width if k < 3 and len(parts) > 1 else shape[0] - width * (len(parts) - 1)
-                    table.add(part, _target(name, shape, out if len(parts) > 1 else None))
+                if len(parts) == 1 or len(shape) < 2:
+                    table.add(parts[0], _target(name, shape))
+                    continue
+                for part, out in zip(parts, _rows(shape, len(parts)), strict=True):
+                    table.add(part, _target(name, shape, out))
         else:
             rx = _template_regex(diff[0])
             for name in list(native):
@@ -316,9 +367,112 @@ def _fused_aliases(
                 if not all(p in native for p in parts):
                     continue
                 first = native[parts[0]]
-                out = sum(native[p][0] for p in parts)
-                target = Target(tuple(parts), out, first[1], math.prod(first[1:]))
+                if len(parts) == 1:
+                    target = _target(parts[0], first)
+                else:
+                    out = sum(native[p][0] for p in parts)
+                    target = Target(tuple(parts), out, first[1], math.prod(first[1:]))
                 table.add(bfl.replace("{i}", idx), target)
+
+
+_FLUX_ORIGINAL = re.compile(r"^(?:double|single)_blocks\.")
+_MMDIT_ORIGINAL = re.compile(r"^joint_blocks\.")
+
+
+def _nextdit_pairs() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Z-Image and Lumina 2 (NextDiT) original module -> diffusers module(s).
+
+    Z-Image (``ZImageTransformer2DModel``) as ComfyUI's ``z_image_to_diffusers`` pairs them: the
+    fused ``attention.qkv`` is ``attention.to_q``/``to_k``/``to_v``, ``attention.out`` is
+    ``attention.to_out.0``, the q/k norms ``norm_q``/``norm_k`` (the feed-forward and adaLN
+    layers keep their names). Lumina 2 (``Lumina2Transformer2DModel``) as diffusers'
+    ``convert_lumina2_to_diffusers`` pairs them: ``attention`` is ``attn``, ``w1``-``w3`` are
+    ``linear_1``-``linear_3``, ``adaLN_modulation.1`` is ``norm1.linear``."""
+    pairs: list[tuple[str, tuple[str, ...]]] = []
+    for block in ("layers", "noise_refiner", "context_refiner"):
+        o = f"{block}.{{i}}"
+        for attn in ("attention", "attn"):  # Z-Image, Lumina 2
+            d = f"{o}.{attn}"
+            pairs += [
+                (f"{o}.attention.qkv", (f"{d}.to_q", f"{d}.to_k", f"{d}.to_v")),
+                (f"{o}.attention.out", (f"{d}.to_out.0",)),
+                (f"{o}.attention.q_norm", (f"{d}.norm_q",)),
+                (f"{o}.attention.k_norm", (f"{d}.norm_k",)),
+            ]
+        pairs += [(f"{o}.feed_forward.w{k}", (f"{o}.feed_forward.linear_{k}",)) for k in (1, 2, 3)]
+        pairs.append((f"{o}.adaLN_modulation.1", (f"{o}.norm1.linear",)))
+    return (
+        *pairs,
+        ("x_embedder", ("all_x_embedder.2-1",)),
+        ("final_layer.linear", ("all_final_layer.2-1.linear",)),
+        ("final_layer.adaLN_modulation.1", ("all_final_layer.2-1.adaLN_modulation.1",)),
+        ("final_layer.linear", ("norm_out.linear_2",)),
+        ("final_layer.adaLN_modulation.1", ("norm_out.linear_1",)),
+        ("t_embedder.mlp.0", ("time_caption_embed.timestep_embedder.linear_1",)),
+        ("t_embedder.mlp.2", ("time_caption_embed.timestep_embedder.linear_2",)),
+        ("cap_embedder.1", ("time_caption_embed.caption_embedder.1",)),
+    )
+
+
+_NEXTDIT_PAIRS = _nextdit_pairs()
+_NEXTDIT_ORIGINAL = re.compile(r"^(?:layers|noise_refiner|context_refiner)\.\d+\.attention\.qkv$")
+_NEXTDIT = re.compile(
+    r"^(?:layers|noise_refiner|context_refiner)\.\d+\.(?:attention\.(?:qkv|to_q)|attn\.to_q)$"
+)
+
+# HunyuanVideo: the released file's names -> ComfyUI's (Flux-style) names for the same layers,
+# in the order ComfyUI's HunyuanVideo ``process_unet_state_dict`` renames them; LoRAs are
+# written in both (diffusion-pipe/musubi: the file's; ComfyUI's own names), and ComfyUI loads both.
+_HUNYUAN_VIDEO_RENAMES = (
+    ("txt_in.t_embedder.mlp.0.", "txt_in.t_embedder.in_layer."),
+    ("txt_in.t_embedder.mlp.2.", "txt_in.t_embedder.out_layer."),
+    ("txt_in.c_embedder.linear_1.", "txt_in.c_embedder.in_layer."),
+    ("txt_in.c_embedder.linear_2.", "txt_in.c_embedder.out_layer."),
+    ("_mod.linear.", "_mod.lin."),
+    ("_attn_qkv.", "_attn.qkv."),
+    ("mlp.fc1.", "mlp.0."),
+    ("mlp.fc2.", "mlp.2."),
+    ("_attn_q_norm.", "_attn.norm.query_norm."),
+    ("_attn_k_norm.", "_attn.norm.key_norm."),
+    (".q_norm.", ".norm.query_norm."),
+    (".k_norm.", ".norm.key_norm."),
+    ("_attn_proj.", "_attn.proj."),
+    (".modulation.linear.", ".modulation.lin."),
+    ("_in.mlp.2.", "_in.out_layer."),
+    ("_in.mlp.0.", "_in.in_layer."),
+)
+_HUNYUAN_VIDEO_ORIGINAL = re.compile(r"^double_blocks\.\d+\.img_attn_qkv$")
+
+
+def _renamed_aliases(
+    native: dict[str, tuple[int, ...]],
+    table: ModuleTable,
+    renames: tuple[tuple[str, str], ...],
+) -> None:
+    for name, shape in native.items():
+        alias = name + "."
+        for old, new in renames:
+            alias = alias.replace(old, new)
+        if alias[:-1] != name:
+            table.add(alias[:-1], _target(name, shape))
+
+
+# Chroma is Flux.1 without its modulation layers (per-block img_mod/txt_mod/modulation, the
+# time/vector/guidance inputs and the final adaLN): one distilled guidance layer computes them
+# all. A Flux.1 LoRA's keys for them have no layer on Chroma by design (ComfyUI skips them).
+_CHROMA_REMOVED = re.compile(
+    r"^(?:double_blocks[._]\d+[._](?:img|txt)_mod[._]lin"
+    r"|single_blocks[._]\d+[._]modulation[._]lin"
+    r"|(?:time|vector|guidance)_in[._](?:in|out)_layer"
+    r"|final_layer[._]adaLN_modulation[._]1"
+    r"|transformer_blocks[._]\d+[._]norm1(?:_context)?[._]linear"
+    r"|single_transformer_blocks[._]\d+[._]norm[._]linear"
+    r"|time_text_embed[._].*|norm_out[._]linear)$"
+)
+_CHROMA_REMOVED_LABEL = (
+    "Flux.1's modulation layers (img_mod, txt_mod, modulation; the time, vector and guidance "
+    "inputs), which Chroma removed by design (its distilled guidance layer computes them)"
+)
 
 
 # XLabs Flux LoRA module -> the BFL layer it patches (diffusers' _convert_xlabs_flux_lora_to_
@@ -360,11 +514,23 @@ _OPENCLIP_TO_HF = (
 )
 
 
+_CLIP_TEXT_MODEL_PARTS = ("encoder.layers.", "embeddings.", "final_layer_norm")
+
+
 def _text_encoder_aliases(native: dict[str, tuple[int, ...]], table: ModuleTable) -> None:
     for name, shape in native.items():
-        for wrapper in ("transformer.", "model.transformer.", "model."):
-            if name.startswith(wrapper):
-                table.add(name[len(wrapper) :], _target(name, shape))
+        inner = [
+            name[len(w) :]
+            for w in ("transformer.", "model.transformer.", "model.")
+            if name.startswith(w)
+        ]
+        for alias in inner:
+            table.add(alias, _target(name, shape))
+        for alias in (name, *inner):
+            if alias.startswith(_CLIP_TEXT_MODEL_PARTS):
+                # Older SD1 files store HF CLIP without its "text_model." level
+                # (cond_stage_model.transformer.encoder...); A1111 and ComfyUI add it on load.
+                table.add("text_model." + alias, _target(name, shape))
         m = re.search(r"resblocks\.(\d+)\.attn\.in_proj$", name)
         if m:
             width = shape[1]
@@ -401,16 +567,22 @@ def build_table(component: Component) -> ModuleTable:
             if alias:
                 table.add(alias, _target(name, shape))
     if any(n.startswith(("double_blocks.", "single_blocks.")) for n in native):
-        _fused_aliases(native, table, _FLUX_PAIRS, ("double_blocks.", "single_blocks."))
+        _fused_aliases(native, table, _FLUX_PAIRS, _FLUX_ORIGINAL)
         _xlabs_aliases(table)
+        if any(_HUNYUAN_VIDEO_ORIGINAL.match(n) for n in native):
+            _renamed_aliases(native, table, _HUNYUAN_VIDEO_RENAMES)
     elif any(n.startswith("joint_blocks.") for n in native):
-        _fused_aliases(native, table, _MMDIT_PAIRS, ("joint_blocks.",))
+        _fused_aliases(native, table, _MMDIT_PAIRS, _MMDIT_ORIGINAL)
     elif any(n.startswith("transformer_blocks.") for n in native):
         # diffusers Flux (with single_transformer_blocks) or SD3: both sets of original names;
         # a pair only applies where every diffusers part it names exists.
-        _fused_aliases(native, table, _FLUX_PAIRS, ("double_blocks.", "single_blocks."))
+        _fused_aliases(native, table, _FLUX_PAIRS, _FLUX_ORIGINAL)
         _xlabs_aliases(table)
-        _fused_aliases(native, table, _MMDIT_PAIRS, ("joint_blocks.",))
+        _fused_aliases(native, table, _MMDIT_PAIRS, _MMDIT_ORIGINAL)
+    elif any(_NEXTDIT.match(n) for n in native):
+        _fused_aliases(native, table, _NEXTDIT_PAIRS, _NEXTDIT_ORIGINAL)
+    if any(n.startswith("distilled_guidance_layer.") for n in native):
+        table.removed, table.removed_label = _CHROMA_REMOVED, _CHROMA_REMOVED_LABEL
     return table
 
 
@@ -445,6 +617,20 @@ class LoraCoverage:
     shape_mismatches: tuple[str, ...] = ()  # "module: LoRA in 2048, checkpoint 768"
     absent_components: tuple[str, ...] = ()  # targeted parts the checkpoint does not contain
     absent_keys: int = 0  # keys for those parts
+    denoiser_keys: int = 0  # keys that patch the UNet/transformer (the rest: text encoders)
+    removed_keys: int = 0  # keys for layers the model removed by design (Chroma's modulation)
+    removed_label: str = ""  # what those layers are
+    # Keys for blocks past the checkpoint's last, and (block list, first, last, its depth).
+    beyond_keys: int = 0
+    beyond: tuple[tuple[str, int, int, int], ...] = ()
+    # Keys in the checkpoint's own naming for layers it does not have (an image-to-video
+    # model's image cross-attention on a text-to-video one), and example modules.
+    missing_layer_keys: int = 0
+    missing_layers: tuple[str, ...] = ()
+    # Keys (and example modules) that name no layer of the checkpoint under any name it knows:
+    # another naming, or another model.
+    foreign_keys: int = 0
+    foreign: tuple[str, ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -482,6 +668,13 @@ _ROLE_LABEL = {
     "clip_l": "text encoder 1 (CLIP-L)",
     "openclip_h": "text encoder 1 (OpenCLIP-H)",
     "clip_g": "text encoder 2 (CLIP-G)",
+}
+# The encoders a LoRA's naming names (ComfyUI's text_encoders.<name>., kohya's lora_te3_).
+_NAMED_LABEL = {
+    "clip_l": _ROLE_LABEL["clip_l"],
+    "openclip_h": _ROLE_LABEL["openclip_h"],
+    "clip_g": _ROLE_LABEL["clip_g"],
+    "t5xxl": "T5 text encoder",
 }
 
 
@@ -546,7 +739,8 @@ class _EncoderResolver:
             found = self.encoders[position]
         if found is None:
             if mod.encoder:
-                return None, f"text encoder {mod.encoder}"
+                # Named as kohya's lora_te1_/lora_te2_ keys are (ComfyUI's clip_g is CLIP-G).
+                return None, _NAMED_LABEL.get(mod.encoder, f"text encoder {mod.encoder}")
             label = "T5 text encoder" if kind == "t5" else _TARGET_LABEL[mod.target]
             return None, label
         table = self._tables.get(found.name)
@@ -571,11 +765,12 @@ def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
     layout = read_layout(lora)
     encoders.learn(layout.modules)
     denoiser_table = build_table(denoiser) if denoiser else None
-    mapped_keys = mapped_modules = 0
+    mapped_keys = mapped_modules = denoiser_keys = 0
     unmapped: list[str] = list(layout.unparsed)
     mismatches: list[str] = []
     absent: set[str] = set()
     absent_keys = 0
+    unfound = _Unfound()
     per_comp: dict[str, list[int]] = {}
     for mod in layout.modules:
         keys = mod.keys
@@ -584,6 +779,7 @@ def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
         else:
             table = denoiser_table
             label = table.component if table else _TARGET_LABEL.get(mod.target, mod.target)
+            denoiser_keys += len(keys)
         counts = per_comp.setdefault(label, [0, 0])
         counts[1] += len(keys)
         if table is None:
@@ -591,8 +787,9 @@ def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
             absent_keys += len(keys)
             unmapped.extend(keys)
             continue
-        target = (table.dotted if mod.dotted else table.flat).get(mod.module)
+        target = table.names(mod.dotted).get(mod.module)
         if target is None:
+            unfound.add(mod, table, denoiser=table is denoiser_table)
             unmapped.extend(keys)
             continue
         out, inn, flat_in = mod.delta_shape()
@@ -626,7 +823,69 @@ def map_lora(lora: TensorIndex, components: list[Component]) -> LoraCoverage:
         shape_mismatches=tuple(mismatches[:10]),
         absent_components=tuple(sorted(absent)),
         absent_keys=absent_keys,
+        denoiser_keys=denoiser_keys,
+        removed_keys=unfound.removed_keys,
+        removed_label=denoiser_table.removed_label if denoiser_table else "",
+        beyond_keys=unfound.beyond_keys,
+        beyond=unfound.beyond_blocks(),
+        missing_layer_keys=unfound.missing_keys,
+        missing_layers=tuple(unfound.missing[:5]),
+        foreign_keys=unfound.foreign_keys + len(layout.unparsed),
+        foreign=tuple([*layout.unparsed, *unfound.foreign][:5]),
     )
+
+
+class _Unfound:
+    """Why LoRA modules find no layer of the checkpoint, where it can be told: a layer the model
+    removed by design, a block past its last one, a layer its own naming has no place for."""
+
+    def __init__(self) -> None:
+        self.removed_keys = self.beyond_keys = self.missing_keys = self.foreign_keys = 0
+        self.beyond: dict[str, tuple[set[int], int]] = {}  # block list -> (indices, depth)
+        self.missing: list[str] = []
+        self.foreign: list[str] = []
+
+    def add(self, mod: LoraModule, table: ModuleTable, denoiser: bool) -> None:
+        keys = len(mod.keys)
+        if table.removed is not None and table.removed.match(mod.module):
+            self.removed_keys += keys
+            return
+        m = _BLOCK_INDEX.match(mod.module)
+        if denoiser and m:
+            # Blocks of the checkpoint's text encoders may be dropped (a penultimate-layer
+            # CLIP): only the denoiser's depth says which model a LoRA was made for.
+            depth = table.depths(mod.dotted).get(m.group(1))
+            if depth is not None and int(m.group(2)) >= depth:
+                self.beyond_keys += keys
+                self.beyond.setdefault(m.group(1), (set(), depth))[0].add(int(m.group(2)))
+                return
+        if _own_naming(mod.module, mod.dotted, table):
+            self.missing_keys += keys
+            self.missing.append(mod.module)
+        else:
+            self.foreign_keys += keys
+            self.foreign.append(mod.module)
+
+    def beyond_blocks(self) -> tuple[tuple[str, int, int, int], ...]:
+        return tuple(
+            (name, min(indices), max(indices), depth)
+            for name, (indices, depth) in self.beyond.items()
+        )
+
+
+def _own_naming(module: str, dotted: bool, table: ModuleTable) -> bool:
+    """True when ``module`` sits where the checkpoint's own names have layers (its parent, in
+    a block, is one of theirs: ``blocks.0.cross_attn.k_img`` beside ``blocks.0.cross_attn.k``),
+    so it names a layer this model lacks rather than one under another naming. Kohya's flat
+    names lose the dots: a parent one or two ``_`` words up counts."""
+    sep = "." if dotted else "_"
+    parts = module.split(sep)
+    parents = table.parents(dotted)
+    for up in (1, 2) if not dotted else (1,):
+        parent = parts[:-up]
+        if any(p.isdigit() for p in parent[:-1]) and sep.join(parent) in parents:
+            return True
+    return False
 
 
 def _side(width: int | None) -> str:

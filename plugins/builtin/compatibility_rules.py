@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 from modelsafe.plugins.hookspecs import hookimpl
@@ -147,27 +148,37 @@ def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
     # FLUX.2, Wan, HunyuanVideo ...: their layers are mapped under the checkpoint's own names
     # only (no aliases to their other naming), so keys that find no layer are not judged.
     named_only = base.family in NAMED_ONLY_FAMILIES
-    if named_only and cov.mapped_keys == 0 and not cov.shape_mismatches:
+    told = cov.mapped_keys or cov.shape_mismatches or cov.beyond_keys or cov.missing_layer_keys
+    if named_only and not told:
         return None
-    names = {c.name for c in comps}
-    on = "UNet" if "unet" in names else ("transformer" if "transformer" in names else "model")
-    absent_keys = cov.absent_keys
-    considered = cov.lora_keys - absent_keys
+    has_encoders = any(c.role == "text_encoder" for c in comps)
     evidence = [f"{comp}: {m} of {n} keys" for comp, (m, n) in cov.by_component.items()]
     evidence += [f"shape mismatch {s}" for s in cov.shape_mismatches[:3]]
     evidence += [f"no module for {k}" for k in cov.unmapped[:3]]
-    reason = f"{cov.mapped_keys} of {cov.lora_keys} LoRA keys map onto this {on}"
+    considered = cov.lora_keys - cov.absent_keys - cov.removed_keys
+    if considered == 0 and cov.absent_keys and not has_encoders:
+        # Text-encoder keys only, on a UNet-/transformer-only file: nothing here to check.
+        return _warn(
+            "lora_keys",
+            f"its {cov.absent_keys} keys all patch {', '.join(cov.absent_components)}, which "
+            "this file does not contain: not checked here (they apply to the text encoder "
+            "loaded beside it)",
+            *evidence,
+        )
+    reason = f"{cov.mapped_keys} of {cov.lora_keys} LoRA keys map onto {_onto(comps, cov)}"
     if cov.absent_components:
         absent = ", ".join(cov.absent_components)
-        if any(c.role == "text_encoder" for c in comps):
+        if has_encoders:
             # The file brings its text encoders: what it lacks, the family lacks.
             family = ("the " if base.family == "sdxl_refiner" else "") + label(base.family)
-            reason += f"; {absent_keys} keys patch {absent}, which {family} does not have"
+            reason += f"; {cov.absent_keys} keys patch {absent}, which {family} does not have"
         else:
             reason += (
-                f"; {absent_keys} keys patch {absent}, which this file does not contain "
+                f"; {cov.absent_keys} keys patch {absent}, which this file does not contain "
                 "(not checked here: they apply to the text encoder loaded beside it)"
             )
+    if cov.removed_keys:
+        reason += f"; {cov.removed_keys} keys patch {cov.removed_label}: ignored"
     share = cov.mapped_keys / considered if considered else 0.0
     if _misfit(cov):
         return _no(
@@ -176,17 +187,40 @@ def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
             "model: it was made for another model with these layer names",
             *evidence,
         )
-    if named_only and share < FULL_COVERAGE:
+    if cov.beyond_keys and part.family == base.family and base.family not in ("unknown", "any"):
+        # A LoRA of the checkpoint's own family on a pruned model of it (Flux.1-Lite 8B,
+        # Flex.1 drop blocks): loaders apply the blocks it has and skip the rest.
+        reason += (
+            f"; {cov.beyond_keys} keys patch blocks past this checkpoint's last "
+            f"({_beyond(cov)}): a {label(base.family)} model with fewer blocks (a pruned "
+            "one) skips them, so the LoRA works in part"
+        )
+        return _warn("lora_keys", reason, *evidence)
+    if cov.beyond_keys:
+        return _no(
+            "lora_keys",
+            f"{reason}; {cov.beyond_keys} keys patch blocks past this checkpoint's last "
+            f"({_beyond(cov)}): it was made for a deeper model",
+            *evidence,
+        )
+    if cov.missing_layer_keys:
+        reason += f"; {_missing_layers(cov)}"
+    if named_only and share < FULL_COVERAGE and cov.foreign_keys:
         return _warn(
             "lora_keys",
-            f"{reason}; the other keys name no layer of this checkpoint, and modelsafe knows no "
-            f"aliases between {label(base.family)}'s original and diffusers names: not judged",
+            f"{reason}; {cov.foreign_keys} keys name no layer of this checkpoint (e.g. "
+            f"{_examples(cov.foreign)}), and modelsafe knows no aliases between "
+            f"{label(base.family)}'s original and diffusers names: not judged",
             *evidence,
         )
     if cov.mapped_keys == 0 or share < MIN_COVERAGE:
+        if cov.foreign:
+            reason += f"; no layer here for {_examples(cov.foreign)}"
         return _no("lora_keys", reason, *evidence)
     if share < FULL_COVERAGE:
-        return _warn("lora_keys", reason + " (the rest would be ignored)", *evidence)
+        # (Where all the keys that do not land name layers the model lacks, the reason says so.)
+        rest = " (the rest would be ignored)" if cov.foreign_keys or cov.shape_mismatches else ""
+        return _warn("lora_keys", reason + rest, *evidence)
     if unknown_lora:
         return _warn(
             "lora_keys",
@@ -195,6 +229,54 @@ def lora_keys_rule(base: Part, part: Part) -> Compatibility | None:
             *evidence,
         )
     return _ok("lora_keys", reason, *evidence)
+
+
+def _onto(comps: list[Any], cov: LoraCoverage) -> str:
+    """What the LoRA's keys land on: the denoiser, or the text encoders when it patches only
+    them."""
+    if not cov.denoiser_keys and any(c.role == "text_encoder" for c in comps):
+        return "the text encoders"
+    names = {c.name for c in comps}
+    return "this " + (
+        "UNet" if "unet" in names else "transformer" if "transformer" in names else "model"
+    )
+
+
+def _examples(names: tuple[str, ...], count: int = 2) -> str:
+    return ", ".join(names[:count])
+
+
+def _beyond(cov: LoraCoverage) -> str:
+    """``double_blocks 19, single_blocks 38-39; the checkpoint has 19 double_blocks and 38
+    single_blocks``."""
+    patched = ", ".join(
+        f"{n} {lo}" if lo == hi else f"{n} {lo}-{hi}" for n, lo, hi, _ in cov.beyond
+    )
+    has = " and ".join(f"{depth} {n}" for n, _, _, depth in cov.beyond)
+    return f"{patched}; the checkpoint has {has}"
+
+
+# What a layer a LoRA names in the checkpoint's own naming but the checkpoint lacks usually is.
+_MISSING_LAYER_KINDS = (
+    (
+        re.compile(r"cross_attn[._](?:norm_)?[kv]_img"),
+        "an image-to-video model's image cross-attention",
+    ),
+)
+
+
+def _missing_layers(cov: LoraCoverage) -> str:
+    kinds = {
+        what
+        for module in cov.missing_layers
+        for marker, what in _MISSING_LAYER_KINDS
+        if marker.search(module)
+    }
+    what = f": {', '.join(sorted(kinds))}" if kinds else ""
+    return (
+        f"{cov.missing_layer_keys} keys patch layers this checkpoint does not have (e.g. "
+        f"{_examples(cov.missing_layers)}{what}): loaders skip them"
+    )
 
 
 # A LoRA whose layers have other shapes than the model's in this many of them (or this share of
@@ -336,6 +418,14 @@ def embedding_rule(base: Part, part: Part) -> Compatibility | list[Compatibility
             f"all of them; {fam} has no {lacks} (its text encoders: {have}). A1111 skips such "
             f"a file; ComfyUI would use only its {', '.join(sorted(fed))} vector, trained "
             "beside the others, with an unpredictable effect",
+        )
+    if misfit and len(widths) > 1:
+        # An SDXL embedding (clip_l 768 + clip_g 1280) on SD2 (openclip_h 1024).
+        held = " + ".join(f"{s} {w}" for s, w in widths.items())
+        return _no(
+            "embedding_width",
+            f"this embedding holds one vector per text encoder ({held}), made for a family with "
+            f"all of them; none fits {fam}'s text encoders ({have})",
         )
     if misfit:
         slot, width = misfit[0]
