@@ -15,7 +15,8 @@ from typing import Any
 from modelsafe.errors import FileReadError
 from modelsafe.registry.identify import identify
 from modelsafe.registry.read import read_index
-from modelsafe.types import PACKED_DTYPES, PRECISION_NAMES, Candidate, TensorIndex
+from modelsafe.types import PACKED_DTYPES, PRECISION_NAMES, Candidate, TensorIndex, TensorInfo
+from modelsafe.units import format_size
 
 
 @dataclass(frozen=True)
@@ -226,12 +227,19 @@ def beside_warnings(path: Path) -> list[str]:
 
 
 # A file whose tensor data ends in zeros: a download preallocated at full size (aria2, IDM,
-# torrent clients) that stopped before its end, once its control file is gone. Only big files are
-# checked, and only a long run counts, so the zero-initialised last tensors of a small real file
-# (an untrained LoRA's lora_up) are not taken for one.
-ZERO_TAIL_MIN_FILE = 256 << 20
-ZERO_TAIL_RUN = 64 << 20  # zeros that always count
+# torrent clients) that stopped before its end, once its control file is gone. In a big file a
+# long run counts; in a file of any size, zeros filling a share of the tensors that must not be
+# zero count (:func:`must_not_be_zero`: layers' weight matrices and kernels), so the
+# zero-initialised tensors of a small real file (an untrained LoRA's lora_up, a zero bias) are
+# not taken for one.
+ZERO_TAIL_MIN_FILE = 256 << 20  # files the long-run rules apply to
+ZERO_TAIL_RUN = 64 << 20  # zeros that always count (in a file of ZERO_TAIL_MIN_FILE or more)
 ZERO_TAIL_SHORT_RUN = 4 << 20  # zeros that count when they hold the last 2+ tensors whole
+# Zeros in tensors that must not be zero that count, in a file of any size: at least this many
+# bytes, and this share of those tensors' bytes (a real file's zero tensors of 2+ dimensions are
+# a zero-initialised layer or two, never a tenth of its weights).
+ZERO_MUST_MIN = 1 << 20
+ZERO_MUST_SHARE = 0.10
 _ZERO_CHUNK = 4 << 20
 _MiB = 1 << 20
 
@@ -247,23 +255,89 @@ ZERO_BY_DESIGN = re.compile(
     r"|controlnet_mid_block|controlnet_blocks|controlnet_single_blocks|input_hint_block\.14"
     r"|controlnet_cond_embedding\.conv_out)\."
 )
+# Other adapters' factors that LyCORIS and kohya initialise to zeros (LoHa ``hada_w2_a``, LoKr
+# ``lokr_w2`` / ``lokr_w2_b``, OFT ``oft_blocks`` / ``oft_diag``, a full LyCORIS ``diff``): an
+# untrained one is no damaged file, so they are not counted among the tensors that must not be
+# zero.
+_ZERO_INIT = re.compile(r"(?:hada_w2_a|lokr_w2(?:_b)?|oft_blocks|oft_diag|\.diff)$")
+_NOT_WEIGHTS = frozenset({"BOOL"})  # masks: all False is a value
+
+
+def must_not_be_zero(t: TensorInfo) -> bool:
+    """Whether a real file never holds ``t`` as all zeros: a layer's weight matrix or kernel
+    (2+ dimensions: a LoRA's ``lora_down``, a linear or conv weight), not a tensor that is zeros
+    by design until trained (:data:`ZERO_BY_DESIGN`), nor a bias, a norm or a scalar."""
+    return (
+        len(t.shape) >= 2
+        and t.numel > 1
+        and t.dtype not in _NOT_WEIGHTS
+        and not ZERO_BY_DESIGN.search(t.name)
+        and not _ZERO_INIT.search(t.name)
+    )
+
+
+_Ranges = list[tuple[int, int]]
 
 
 def data_spans(
-    index: TensorIndex, only: re.Pattern[str] | None = None
-) -> dict[Path, list[tuple[int, int]]]:
+    index: TensorIndex, only: re.Pattern[str] | Callable[[TensorInfo], bool] | None = None
+) -> dict[Path, _Ranges]:
     """The byte ranges of tensor data in each file of ``index`` (a file, or a folder whose
-    tensors name their file in ``source``); with ``only``, of the tensors whose name it finds."""
-    spans: dict[Path, list[tuple[int, int]]] = {}
+    tensors name their file in ``source``); with ``only``, of the tensors whose name it finds
+    (a pattern) or that it keeps (a test of the tensor)."""
+    spans: dict[Path, _Ranges] = {}
     folder = index.path.is_dir()
     for t in index.tensors:
         if t.offset < 0 or t.nbytes <= 0 or (folder and not t.source):
             continue
-        if only is not None and not only.search(t.name):
+        if isinstance(only, re.Pattern) and not only.search(t.name):
+            continue
+        if callable(only) and not isinstance(only, re.Pattern) and not only(t):
             continue
         file = index.path / t.source if folder else index.path
         spans.setdefault(file, []).append((t.offset, t.offset + t.nbytes))
     return spans
+
+
+@dataclass(frozen=True)
+class FileSpans:
+    """Where one file's tensor data is: every tensor's byte range, those of the tensors that are
+    zeros by design (:data:`ZERO_BY_DESIGN`) and, merged, those of the tensors that must not be
+    zero (:func:`must_not_be_zero`)."""
+
+    ranges: _Ranges
+    designed: _Ranges
+    must: _Ranges
+
+    @property
+    def kept(self) -> _Ranges:
+        """The ranges of the tensors that are not zeros by design."""
+        return _not_designed(self.ranges, self.designed)
+
+    @property
+    def start(self) -> int:
+        return min(b for b, _ in self.ranges)
+
+    @property
+    def end(self) -> int:
+        """Where the last tensor that is not zeros by design ends (the start when none is)."""
+        return max((e for _, e in self.kept), default=self.start)
+
+    @property
+    def last(self) -> int:
+        """Where the last tensor ends."""
+        return max(e for _, e in self.ranges)
+
+
+def file_spans(index: TensorIndex) -> dict[Path, FileSpans]:
+    """The :class:`FileSpans` of each file of ``index`` (a file, or a folder whose tensors name
+    their file in ``source``)."""
+    designed = data_spans(index, ZERO_BY_DESIGN)
+    must = data_spans(index, must_not_be_zero)
+    return {
+        file: FileSpans(ranges, designed.get(file, []), _merge(must.get(file, [])))
+        for file, ranges in data_spans(index).items()
+    }
 
 
 def zero_tail_warnings(index: TensorIndex) -> list[str]:
@@ -283,24 +357,17 @@ def download_damage_warnings(index: TensorIndex) -> list[str]:
 def zero_hole_warnings(index: TensorIndex) -> list[str]:
     """Warnings for the files of ``index`` whose tensor data has long holes before its end (a
     sparse file a torrent client or downloader left unfinished), found with ``SEEK_DATA`` /
-    ``SEEK_HOLE`` without reading (:func:`zero_runs_warning` decides what counts)."""
+    ``SEEK_HOLE`` without reading (:func:`zero_regions_warning` decides what counts)."""
     return _per_file(index, _zero_holes)
 
 
-_Ranges = list[tuple[int, int]]
-
-
-def _per_file(
-    index: TensorIndex, check: Callable[[Path, _Ranges, _Ranges], str | None]
-) -> list[str]:
-    """``check`` of each file of ``index``, given its tensors' byte ranges and those of its
-    tensors that are zeros by design (:data:`ZERO_BY_DESIGN`)."""
+def _per_file(index: TensorIndex, check: Callable[[Path, FileSpans], str | None]) -> list[str]:
+    """``check`` of each file of ``index``, given where its tensor data is."""
     folder = index.path.is_dir()
-    designed = data_spans(index, ZERO_BY_DESIGN)
     found = []
-    for file, ranges in data_spans(index).items():
+    for file, spans in file_spans(index).items():
         try:
-            warning = check(file, ranges, designed.get(file, []))
+            warning = check(file, spans)
         except OSError:
             warning = None
         if warning:
@@ -308,35 +375,91 @@ def _per_file(
     return found
 
 
-def _zero_tail(file: Path, ranges: _Ranges, designed: _Ranges) -> str | None:
+def _many_must_zeros(zeros: int, spans: FileSpans) -> bool:
+    """Whether ``zeros`` bytes of the tensors that must not be zero are too many for a real
+    file's zero-initialised layers (:data:`ZERO_MUST_MIN`, :data:`ZERO_MUST_SHARE`)."""
+    return zeros >= ZERO_MUST_MIN and zeros >= ZERO_MUST_SHARE * _size(spans.must)
+
+
+_UNFINISHED = "an unfinished or preallocated download? compare its sha256 with the source's"
+_NEVER_WRITTEN = "an empty file, preallocated at full size and never written? download it again"
+
+
+# What the warnings that say a file is damaged or unfinished hold (inspect's zero checks, the
+# hashing pass's, a reader's, a downloader's control file beside it, a sidecar's size or
+# SHA-256): ``resolve`` shows them as reasons. Those of a file that cannot be loaded as it is
+# come first. A file whose tensor data is all zeros (``_NEVER_WRITTEN``) is left out: the
+# full-size layouts tests and demos write sparse are all zeros.
+UNUSABLE_MARKERS = (
+    "the safetensors library refuses such files",
+    "has not finished downloading this file",
+    "it is not a whole model",
+)
+DAMAGE_MARKERS = (
+    _UNFINISHED,
+    "pieces an unfinished torrent or download never wrote",
+    "CRC-32 check",
+    "a download cut short or damaged",
+    "untrained LoRA",
+)
+
+
+def damage_warnings(warnings: list[str]) -> tuple[list[str], list[str]]:
+    """The warnings of a report that say the file is damaged or unfinished: (those of a file
+    that cannot be loaded as it is, the others)."""
+    warnings = [w for w in warnings if _NEVER_WRITTEN not in w]
+    unusable = [w for w in warnings if any(m in w for m in UNUSABLE_MARKERS)]
+    damaged = [w for w in warnings if w not in unusable and any(m in w for m in DAMAGE_MARKERS)]
+    return unusable, damaged
+
+
+def _zero_tail(file: Path, spans: FileSpans) -> str | None:
     """The zeros before the end of the last tensor that is not zeros by design, less the bytes
-    of those tensors."""
-    if os.path.getsize(file) < ZERO_TAIL_MIN_FILE:
-        return None
-    kept = _not_designed(ranges, designed)
+    of those tensors; a file whose tensor data is all zeros is said to be one."""
+    kept = spans.kept
     if not kept:
         return None
-    start, end = min(b for b, _ in ranges), max(e for _, e in kept)
+    start, end = spans.start, spans.end
     with open(file, "rb", buffering=0) as fh:
-        zeros = _zero_run(fh.fileno(), start, end, ZERO_TAIL_RUN)
-    run = sum(e - b for b, e in _outside([(end - zeros, end)], designed))
-    whole = sum(1 for b, e in kept if b >= end - zeros)
-    if run < ZERO_TAIL_RUN and (run < ZERO_TAIL_SHORT_RUN or whole < 2):
+        fd = fh.fileno()
+        zeros = _zero_run(fd, start, end, ZERO_TAIL_RUN)
+        everything = _is_hole(fd, start, spans.last) or (
+            zeros >= end - start
+            and _zero_run(fd, end, spans.last, ZERO_TAIL_RUN) >= spans.last - end
+        )
+    tail = [(end - zeros, end)]
+    pieces = _outside(tail, spans.designed)
+    run = _size(pieces)
+    whole = sum(1 for b, _ in kept if b >= end - zeros)
+    big = os.path.getsize(file) >= ZERO_TAIL_MIN_FILE
+    long_run = big and (run >= ZERO_TAIL_RUN or (run >= ZERO_TAIL_SHORT_RUN and whole >= 2))
+    if not long_run and not _many_must_zeros(_overlap(tail, spans.must), spans):
         return None
-    if run >= ZERO_TAIL_RUN:
+    size = format_size(spans.last - start)
+    if long_run and run >= ZERO_TAIL_RUN:
         count = f" ({whole}+ tensors)" if whole else ""  # (a shard's last tensor may be longer)
-        what = f"the tensor data ends in {run // _MiB:,} MiB or more of zeros{count}"
+        # (how far a preallocated file's written zeros go back is read no further)
+        what = f"the tensor data ends in {ZERO_TAIL_RUN // _MiB} MiB or more of zeros{count}"
+        if everything:
+            what += f", and all {size} of it are zeros"
+    elif everything:
+        what = f"all {size} of its tensor data ({len(spans.ranges):,} tensors) are zeros"
     else:
-        what = f"the last {run / _MiB:,.1f} MiB of tensor data ({whole} tensors) are all zeros"
-    return f"{what}: an unfinished or preallocated download? compare its sha256 with the source's"
+        # (from the first zero byte of a tensor that must not be zero: LoRA up factors between
+        # them are unwritten too, zero convolutions before them may be zeros by design)
+        zero = end - pieces[0][0]
+        what = f"the last {zero / _MiB:,.1f} MiB of tensor data ({whole} tensors) are all zeros"
+    return f"{what}: {_NEVER_WRITTEN if everything else _UNFINISHED}"
 
 
 def _zero_run(fd: int, start: int, end: int, limit: int) -> int:
-    """How many bytes before ``end`` (down to ``start``, at most ``limit``) are zeros: read
-    backwards, a small piece first; holes of a sparse file are skipped without reading."""
-    run = 0
+    """How many bytes before ``end`` (down to ``start``) are zeros: the hole of a sparse file
+    that reaches ``end`` without reading, then at most ``limit`` bytes read backwards, a small
+    piece first (a real file: one small read)."""
+    run = end - max(start, _hole_start(fd, start, end))
+    read = 0
     size = 64 << 10
-    while run < limit and end - run > start:
+    while read < limit and end - run > start:
         begin = max(start, end - run - size)
         if _is_hole(fd, begin, end - run):
             run = end - begin
@@ -346,8 +469,33 @@ def _zero_run(fd: int, start: int, end: int, limit: int) -> int:
             if kept or len(chunk) < end - run - begin:
                 return run + len(chunk) - kept
             run += len(chunk)
+            read += len(chunk)
         size = _ZERO_CHUNK
     return min(run, end - start)
+
+
+def _hole_start(fd: int, start: int, end: int) -> int:
+    """Where the hole of a sparse file that reaches ``end`` begins (``end`` when the byte
+    before it holds data, or the file system cannot say), found going forward from ``start``
+    (two ``lseek`` calls a data extent, at most :data:`_HOLE_SEEKS` of them)."""
+    seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
+    if seek_data is None or seek_hole is None or end <= start:
+        return end
+    pos = start
+    for _ in range(_HOLE_SEEKS):
+        try:
+            data = os.lseek(fd, pos, seek_data)
+        except OSError as exc:  # ENXIO: no data at or after pos
+            return pos if exc.errno == errno.ENXIO else end
+        if data >= end:
+            return pos
+        try:
+            pos = os.lseek(fd, data, seek_hole)
+        except OSError:
+            return end
+        if pos >= end:
+            return end
+    return end
 
 
 def _is_hole(fd: int, begin: int, end: int) -> bool:
@@ -362,9 +510,11 @@ def _is_hole(fd: int, begin: int, end: int) -> bool:
 
 
 # Pieces an unfinished torrent or a parallel download never wrote: runs of zeros before the end
-# of the tensor data, as holes of a sparse file or as written zeros of a preallocated one. Only
-# whole MiB aligned to 1 MiB count, and only many of them, so a real model's zero tensors (a bias,
-# padded embedding rows, an untrained ControlNet's zero convolutions) are not taken for them.
+# of the tensor data, as holes of a sparse file or as written zeros of a preallocated one. Whole
+# MiB (aligned to 1 MiB) outside the tensors that are zeros by design count when there are many
+# of them, and so do zeros filling a share of the tensors that must not be zero (a small file's
+# tensors are smaller than a MiB), so a real model's zero tensors (a bias, padded embedding
+# rows, an untrained ControlNet's zero convolutions or LoRA's up factors) are not taken for them.
 ZERO_RUNS_MIN = 64 << 20  # zeros in runs that always count
 ZERO_RUNS_SHORT = 16 << 20  # zeros in runs that count when they are ZERO_RUNS_SHARE of the data
 ZERO_RUNS_SHARE = 0.04
@@ -372,30 +522,54 @@ _HOLE_SEEKS = 4096  # holes looked at per file (two lseek calls each)
 _ZEROS = bytes(_MiB)
 
 
-def zero_runs_warning(runs: list[tuple[int, int]], data_bytes: int) -> str | None:
-    """The warning for ``runs`` (``[begin, end)`` of whole zero MiB before the end of a file's
-    ``data_bytes`` of tensor data; the run that ends it is :func:`zero_tail_warnings`' business),
-    or None when they are too few to be anything but a real model's zero tensors."""
-    total = sum(e - b for b, e in runs)
-    if total < ZERO_RUNS_MIN and (total < ZERO_RUNS_SHORT or total < ZERO_RUNS_SHARE * data_bytes):
+def zero_regions_warning(regions: _Ranges, spans: FileSpans) -> str | None:
+    """The warning for ``regions`` (sorted ``[begin, end)`` of a file's tensor data known to be
+    zeros, before its end: the run that ends it is :func:`zero_tail_warnings`' business), or
+    None when they are too few to be anything but a real model's zero tensors."""
+    whole = _whole_mib(_outside(regions, spans.designed))
+    runs = _size(whole)
+    data = spans.end - spans.start
+    long_runs = runs >= ZERO_RUNS_MIN or (
+        runs >= ZERO_RUNS_SHORT and runs >= ZERO_RUNS_SHARE * data
+    )
+    in_must = _overlaps(regions, spans.must)
+    if not long_runs and not _many_must_zeros(sum(in_must), spans):
         return None
-    count = f"{len(runs):,} run{'s' if len(runs) > 1 else ''}"
-    share = total / data_bytes if data_bytes else 1.0
+    in_whole = _overlaps(regions, whole)
+    counted = [r for r, m, w in zip(regions, in_must, in_whole, strict=True) if m or w]
+    total = _size(counted)
+    share = total / data if data else 1.0
+    count = f"{len(counted):,} run{'s' if len(counted) > 1 else ''}"
+    wide = " of 1 MiB or more" if all(e - b >= _MiB for b, e in counted) else ""
+    amount = f"{total // _MiB:,} MiB" if total >= 10 * _MiB else f"{total / _MiB:.1f} MiB"
     return (
-        f"{total // _MiB:,} MiB of the tensor data ({share:.0%}) are zeros in {count} of 1 MiB or "
-        f"more before its end, the first at byte {runs[0][0]:,}: pieces an unfinished torrent or "
-        "download never wrote? compare its sha256 with the source's"
+        f"{amount} of the tensor data ({share:.0%}) are zeros in {count}{wide} before its end, "
+        f"the first at byte {counted[0][0]:,}: pieces an unfinished torrent or download never "
+        "wrote? compare its sha256 with the source's"
     )
 
 
-def _zero_holes(file: Path, ranges: _Ranges, designed: _Ranges) -> str | None:
-    kept = _not_designed(ranges, designed)
-    if not kept:
+def _zero_holes(file: Path, spans: FileSpans) -> str | None:
+    """:func:`zero_regions_warning` of the holes before the end of the data, counted as the
+    hashing pass counts zeros (:class:`ZeroRuns`): their whole MiB and the tensors they hold
+    whole."""
+    if not spans.kept:
         return None
-    start, end = min(b for b, _ in ranges), max(e for _, e in kept)
     with open(file, "rb", buffering=0) as fh:
-        runs = _holes(fh.fileno(), start, end)
-    return zero_runs_warning(_whole_mib(_outside(runs, designed)), end - start)
+        holes = _holes(fh.fileno(), spans.start, spans.end)
+    return zero_regions_warning(zero_regions(holes, spans.ranges), spans)
+
+
+def zero_regions(zeros: _Ranges, tensors: _Ranges) -> _Ranges:
+    """What of ``zeros`` (sorted, disjoint ranges known to be zeros) the zero checks count: its
+    whole, aligned MiB and the ``tensors`` it holds whole, merged."""
+    starts = [b for b, _ in zeros]
+    whole = []
+    for begin, end in tensors:
+        i = bisect.bisect_right(starts, begin) - 1
+        if i >= 0 and zeros[i][1] >= end:
+            whole.append((begin, end))
+    return _merge([*_whole_mib(zeros), *whole])
 
 
 def _not_designed(ranges: _Ranges, designed: _Ranges) -> _Ranges:
@@ -428,9 +602,44 @@ def _whole_mib(runs: _Ranges) -> _Ranges:
     return [(b, e) for b, e in aligned if e > b]
 
 
-def _holes(fd: int, start: int, end: int) -> list[tuple[int, int]]:
-    """The whole aligned MiB of each hole in ``[start, end)`` of a sparse file, but the hole that
-    reaches ``end`` (at most :data:`_HOLE_SEEKS` holes; none where the file system cannot say)."""
+def _merge(ranges: _Ranges) -> _Ranges:
+    """``ranges`` sorted, those that overlap or touch made one."""
+    merged: _Ranges = []
+    for b, e in sorted(ranges):
+        if merged and b <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+        elif e > b:
+            merged.append((b, e))
+    return merged
+
+
+def _size(ranges: _Ranges) -> int:
+    return sum(e - b for b, e in ranges)
+
+
+def _overlaps(regions: _Ranges, other: _Ranges) -> list[int]:
+    """The bytes each of ``regions`` shares with ``other`` (both sorted, each disjoint)."""
+    found = []
+    first = 0
+    for b, e in regions:
+        while first < len(other) and other[first][1] <= b:
+            first += 1
+        shared = 0
+        i = first
+        while i < len(other) and other[i][0] < e:
+            shared += min(e, other[i][1]) - max(b, other[i][0])
+            i += 1
+        found.append(shared)
+    return found
+
+
+def _overlap(regions: _Ranges, other: _Ranges) -> int:
+    return sum(_overlaps(regions, other))
+
+
+def _holes(fd: int, start: int, end: int) -> _Ranges:
+    """The holes in ``[start, end)`` of a sparse file, but the hole that reaches ``end`` (at most
+    :data:`_HOLE_SEEKS` holes; none where the file system cannot say)."""
     seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
     if seek_data is None or seek_hole is None:
         return []
@@ -444,57 +653,58 @@ def _holes(fd: int, start: int, end: int) -> list[tuple[int, int]]:
             break
         if data >= end:
             break
-        begin, stop = -(-hole // _MiB) * _MiB, data // _MiB * _MiB
-        if stop > begin:
-            runs.append((begin, stop))
+        if data > hole:
+            runs.append((hole, data))
         pos = data
     return runs
 
 
-class ZeroRuns:
-    """The runs of whole, aligned zero MiB in a file's tensor data, seen as the bytes of the one
-    hashing pass stream past (a hasher of that pass, giving no hash): written zeros of a
-    preallocated download as well as holes. Chunks come in order; a MiB is checked with one
-    ``memcmp`` against zeros, which stops at the first non-zero byte (real weights: at once).
+def _all_zeros(data: bytes | memoryview) -> bool:
+    """Whether ``data`` holds only zero bytes (one ``memcmp`` a MiB, stopping at the first
+    non-zero byte)."""
+    return all(_ZEROS.startswith(data[at : at + _MiB]) for at in range(0, len(data), _MiB))
 
-    Tensors that are zeros by design (``designed``) are left out: the data ends with the last
-    tensor that is not one. The same pass says whether every LoRA up factor (``ups``) is zeros:
-    an untrained LoRA (checked until one holds a non-zero byte: a trained one, at once)."""
+
+class ZeroRuns:
+    """The zeros in a file's tensor data, seen as the bytes of the one hashing pass stream past
+    (a hasher of that pass, giving no hash): written zeros of a preallocated download as well as
+    holes. Chunks come in order; each whole, aligned MiB is checked with one ``memcmp`` against
+    zeros, and so is each tensor until it holds a non-zero byte (real weights: at once).
+
+    What counts is :func:`zero_regions_warning`'s to say, but the run that ends the data (the
+    tail check's). The same pass says whether every LoRA up factor (``ups``) is zeros while its
+    other weights are not: an untrained LoRA."""
 
     name = "zero-runs"
     cost = 0.01
 
     def __init__(
-        self,
-        start: int,
-        end: int,
-        designed: _Ranges | None = None,
-        ups: _Ranges | None = None,
-        up_name: str = "lora_up",
+        self, spans: FileSpans, ups: _Ranges | None = None, up_name: str = "lora_up"
     ) -> None:
-        self.start, self.end = start, end
-        self.runs: list[tuple[int, int]] = []
-        self._last = max(start, end // _MiB * _MiB)  # where the data's last, partial MiB begins
+        self.spans = spans
+        self.start, self.end = spans.start, spans.end
+        self.runs: _Ranges = []
+        self._last = max(
+            self.start, self.end // _MiB * _MiB
+        )  # where the data's last, partial MiB begins
         self._last_zero = True  # whether that partial MiB holds only zeros
-        self._designed = designed or []
-        self._ups = sorted(ups or [])
-        self._up_ends = [e for _, e in self._ups]
-        self._ups_zero = bool(self._ups)  # whether every LoRA up factor seen so far is zeros
+        self._tensors = sorted(set(spans.ranges))
+        self._zero = [True] * len(self._tensors)  # whether each tensor is zeros so far
+        self._next = 0  # the first tensor the pass has not gone past
+        self._ups = set(ups or [])
         self._up_name = up_name
 
     @classmethod
     def of_index(cls, index: TensorIndex) -> ZeroRuns | None:
         """The check of a file's tensor data (None for a folder, or a file without tensors)."""
-        ranges = data_spans(index).get(index.path) if not index.path.is_dir() else None
-        if not ranges:
+        if index.path.is_dir():
             return None
-        designed = data_spans(index, ZERO_BY_DESIGN).get(index.path, [])
+        spans = file_spans(index).get(index.path)
+        if spans is None:
+            return None
         ups = data_spans(index, LORA_UP).get(index.path, [])
-        start = min(b for b, _ in ranges)
-        kept = _not_designed(ranges, designed)
         peft = any("lora_B" in t.name for t in index.tensors)
-        end = max((e for _, e in kept), default=start)
-        return cls(start, end, designed, ups, "lora_B" if peft else "lora_up")
+        return cls(spans, ups, "lora_B" if peft else "lora_up")
 
     def update(self, offset: int, data: bytes | memoryview) -> None:
         first = -(-max(offset, self.start) // _MiB) * _MiB
@@ -507,34 +717,50 @@ class ZeroRuns:
                     self.runs.append((begin, begin + _MiB))
         if offset <= self._last < offset + len(data):
             self._last_zero = _ZEROS.startswith(data[self._last - offset : self.end - offset])
-        if self._ups_zero:
-            self._ups_zero = self._ups_all_zeros(offset, data)
+        self._see_tensors(offset, data)
 
-    def _ups_all_zeros(self, offset: int, data: bytes | memoryview) -> bool:
-        """Whether the bytes of LoRA up factors in ``data`` are all zeros."""
+    def _see_tensors(self, offset: int, data: bytes | memoryview) -> None:
+        """Whether the tensors the chunk at ``offset`` holds bytes of are zeros so far."""
         stop = offset + len(data)
-        i = bisect.bisect_right(self._up_ends, offset)
-        while i < len(self._ups) and self._ups[i][0] < stop:
-            begin, end = max(self._ups[i][0], offset) - offset, min(self._ups[i][1], stop) - offset
-            for at in range(begin, end, _MiB):
-                if not _ZEROS.startswith(data[at : min(at + _MiB, end)]):
-                    return False
+        tensors = self._tensors
+        while self._next < len(tensors) and tensors[self._next][1] <= offset:
+            self._next += 1
+        i = self._next
+        while i < len(tensors) and tensors[i][0] < stop:
+            if self._zero[i]:
+                begin, end = tensors[i]
+                piece = data[max(begin, offset) - offset : max(0, min(end, stop) - offset)]
+                self._zero[i] = _all_zeros(piece)
             i += 1
-        return True
 
     def hexdigest(self) -> str | None:
         return None
 
+    def _regions(self) -> _Ranges:
+        """The zeros seen before the end of the data: whole MiB and whole tensors."""
+        zero = [r for r, z in zip(self._tensors, self._zero, strict=True) if z]
+        merged = _merge([*self.runs, *zero])
+        return [(b, min(e, self.end)) for b, e in merged if b < self.end]
+
     def warning(self) -> str | None:
-        """:func:`zero_runs_warning` of the runs seen, but the one that ends the data."""
-        runs = list(self.runs)
-        if runs and runs[-1][1] >= self._last and self._last_zero:
-            runs.pop()
-        return zero_runs_warning(_whole_mib(_outside(runs, self._designed)), self.end - self.start)
+        """:func:`zero_regions_warning` of the zeros seen, but the run that ends the data."""
+        regions = self._regions()
+        if regions and (
+            regions[-1][1] >= self.end or (regions[-1][1] >= self._last and self._last_zero)
+        ):
+            regions.pop()
+        return zero_regions_warning(regions, self.spans)
 
     def untrained(self) -> str | None:
-        """A warning when the file is a LoRA whose every up factor is zeros (the pass read it)."""
-        if not self._ups_zero:
+        """A warning when the file is a LoRA whose every up factor is zeros (the pass read it)
+        while its other weights are not: with them all zeros too it is an empty file, which the
+        tail check says."""
+        if not self._ups:
+            return None
+        zero = dict(zip(self._tensors, self._zero, strict=True))
+        if not all(zero.get(r, False) for r in self._ups):
+            return None
+        if self.spans.must and _overlap(self._regions(), self.spans.must) >= _size(self.spans.must):
             return None
         return f"untrained LoRA: every {self._up_name} weight is zero, so it changes nothing"
 

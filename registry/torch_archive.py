@@ -753,6 +753,48 @@ def _find(data: Any, sub: bytes, start: int, end: int) -> int:
     return -1
 
 
+# A finding on bytes a download never wrote: zeros where the archive's records or a legacy
+# storage should be (a file preallocated at full size by aria2, IDM or a torrent client, whose
+# download stopped). Only a long run counts at the end of a file, where a cut-short file ends
+# in whatever bytes it had.
+UNWRITTEN = "unwritten"
+UNWRITTEN_MIN = 64 << 10  # zeros ending a zip without its end record (miniz looks 64 KiB back)
+_ZERO_TAIL_LIMIT = 64 << 20  # zeros read back from the end of a file, at most
+
+
+def _zero_tail(data: Any, limit: int = _ZERO_TAIL_LIMIT) -> int:
+    """How many bytes at the end of ``data`` are zeros (read backwards, at most ``limit``)."""
+    size = len(data)
+    run = 0
+    step = 64 << 10
+    while run < min(limit, size):
+        begin = max(0, size - run - step)
+        chunk = bytes(data[begin : size - run])
+        kept = len(chunk.rstrip(b"\x00"))
+        if kept:
+            return run + len(chunk) - kept
+        run += len(chunk)
+        step = 1 << 20
+    return min(run, limit)
+
+
+def _amount(zeros: int) -> str:
+    """``zeros`` bytes in words, ``or more`` where :func:`_zero_tail` stopped counting."""
+    from modelsafe.units import format_size
+
+    return format_size(zeros) + (" or more" if zeros >= _ZERO_TAIL_LIMIT else "")
+
+
+def _zeros_at(data: Any, pos: int, length: int = 4096) -> bool:
+    """Whether the ``length`` bytes at ``pos`` (fewer at the end of the file; at least one)
+    are all zeros, read 1 MiB at a time up to the first that is not."""
+    end = min(pos + length, len(data))
+    step = 1 << 20
+    return end > pos and all(
+        not bytes(data[at : min(at + step, end)]).strip(b"\x00") for at in range(pos, end, step)
+    )
+
+
 def _zip_end(out: TorchFile, data: Any) -> tuple[int, int, int, int, int] | None:
     """(entries, central directory size, its offset, where the records after it start) as torch's
     miniz reads them (``mz_zip_reader_read_central_dir``), and how many bytes later ``zipfile``
@@ -762,6 +804,16 @@ def _zip_end(out: TorchFile, data: Any) -> tuple[int, int, int, int, int] | None
     size = len(data)
     eocd = _find_eocd(data)
     if eocd < 0:
+        zeros = _zero_tail(data)
+        if zeros >= UNWRITTEN_MIN:
+            out.add(
+                "error",
+                UNWRITTEN,
+                f"no zip end-of-central-directory record: the file ends in {_amount(zeros)} of "
+                "zeros where its end should be (a download preallocated at full size that "
+                "stopped before its end)",
+            )
+            return None
         out.add("error", "truncated", "no zip end-of-central-directory record: truncated archive")
         return None
     (_, _, _, _, total, cd_size, cd_offset, comment_len) = struct.unpack(
@@ -911,6 +963,15 @@ def _zip_members(out: TorchFile, data: Any) -> list[ZipMember] | None:  # noqa: 
     limit = cd_offset + cd_size
     for index in range(total):
         if pos + 46 > limit or data[pos : pos + 4] != _CENTRAL:
+            if _zeros_at(data, pos, min(4096, limit - pos)):
+                out.add(
+                    "error",
+                    UNWRITTEN,
+                    "the central directory is zeros (a region an unfinished or preallocated "
+                    "download never wrote)",
+                    f"byte {pos}",
+                )
+                return None
             out.add("error", "bad-zip", "the central directory is corrupt", f"byte {pos}")
             return None
         fields = struct.unpack("<IHHHHHHIIIHHHHHII", data[pos : pos + 46])
@@ -941,7 +1002,7 @@ def _zip_members(out: TorchFile, data: Any) -> list[ZipMember] | None:  # noqa: 
         )
     if pos != cd_offset + cd_size:
         out.add("unsafe", "ambiguous-zip", "the central directory size disagrees with its entries")
-    _missing_headers(out, members)
+    _missing_headers(out, members, data)
     if members and min(m.header_offset for m in members) > 0:
         first = min(m.header_offset for m in members)
         out.add(
@@ -1103,7 +1164,7 @@ def _local(
 _NO_LOCAL_HEADER = "no local header"
 
 
-def _missing_headers(out: TorchFile, members: list[ZipMember]) -> None:
+def _missing_headers(out: TorchFile, members: list[ZipMember], data: Any = None) -> None:
     """One finding for the members whose local header is missing (a corrupt file: a run of
     zeros over the archive makes hundreds), naming the first by its place."""
     lost = sorted(
@@ -1118,12 +1179,18 @@ def _missing_headers(out: TorchFile, members: list[ZipMember]) -> None:
         else f"{len(lost)} members from byte {first.header_offset:,} are unreadable: their local "
         "headers are missing"
     )
-    out.add(
-        "error",
-        "bad-zip",
-        f"{what} (corrupt file; torch cannot read {'it' if len(lost) == 1 else 'them'})",
-        f"zip entry {first.index} ({first.name!r})",
-    )
+    where = f"zip entry {first.index} ({first.name!r})"
+    them = "it" if len(lost) == 1 else "them"
+    if data is not None and _zeros_at(data, first.header_offset):
+        out.add(
+            "error",
+            UNWRITTEN,
+            f"{what}: the file holds zeros there (a region an unfinished or preallocated "
+            f"download never wrote; torch cannot read {them})",
+            where,
+        )
+        return
+    out.add("error", "bad-zip", f"{what} (corrupt file; torch cannot read {them})", where)
 
 
 # Bytes of a zip no member covers that are searched for a hidden local header (torch.save leaves
@@ -1360,6 +1427,15 @@ def _legacy_storages(out: TorchFile, data: Any, keys: list[Any], pos: int) -> No
             out.add("error", "truncated", f"the file ends before storage {key!r}")
             return
         (count,) = struct.unpack("<q", data[pos : pos + 8])
+        if count != ref.numel and _zero_tail(data, len(data) - pos) >= len(data) - pos:
+            out.add(
+                "error",
+                UNWRITTEN,
+                f"the file is zeros from storage {key!r} to its end ({_amount(len(data) - pos)}): "
+                "a download preallocated at full size that stopped before its end",
+                f"byte {pos}",
+            )
+            return
         if count != ref.numel:
             out.add(
                 "error",
@@ -1417,21 +1493,76 @@ def _run_main_pickle(
     if not any(f.severity == "error" for f in result.findings):
         out.add("error", "bad-pickle", "the pickle could not be read to its end")
     if end is not None and 0 <= result.resume < end:  # (the VM stopped, CPython reads on)
-        _after_end(out, data, result.resume, label, base)
+        _after_end(out, data, result.resume, label, base, read=False)
     return result
 
 
-def _after_end(out: TorchFile, data: Any, pos: int, label: str = "file", base: int = 0) -> None:
-    """Bytes after the last thing a loader reads: report them, and any pickle hidden there."""
+def _after_end(
+    out: TorchFile, data: Any, pos: int, label: str = "file", base: int = 0, read: bool = True
+) -> None:
+    """Bytes after the last thing a loader reads (``read``: the stream was read to its end; not
+    when the VM stopped where CPython reads on, whose rest is ``unsafe`` whatever it holds).
+    torch.load never reads them, so what they are decides: zeros (padding, a preallocated
+    download's tail) and another copy of what came before (a download appended to a finished
+    one) are a warning; pickles are audited, ``unsafe`` when one is, a warning when every one
+    reads to its end and none is; anything else cannot be audited (another reader may read it):
+    ``unsafe``, as any pickle found in it."""
     rest = len(data) - pos
-    out.add(
-        "unsafe",
-        "trailing-data",
-        f"{rest} bytes after the end of the {label} that torch.load never reads; "
-        "another reader may",
-        f"{label} @ byte {base + pos}",
+    where = f"{label} @ byte {base + pos}"
+    if read and _zeros_at(data, pos, rest):
+        out.add(
+            "warning",
+            "trailing-data",
+            f"{rest:,} zero bytes after the end of the {label} (padding, or a download's "
+            "preallocated tail); torch.load never reads them",
+            where,
+        )
+        return
+    if read and label == "file" and _repeats_start(data, pos):
+        out.add(
+            "warning",
+            "trailing-data",
+            f"{rest:,} bytes after the end of the file repeat its start (the file holds itself "
+            f"{'twice' if rest == pos else 'again, in part'}: a download appended to a finished "
+            "one?); torch.load reads the first copy only",
+            where,
+        )
+        return
+    at = len(out.findings)
+    clean = _later_pickles(out, data, pos, label, base, second=not read)
+    if read and clean and not any(f.severity == "unsafe" for f in out.findings[at:]):
+        out.findings.insert(
+            at,
+            Finding(
+                "warning",
+                "trailing-data",
+                f"{rest:,} bytes after the end of the {label} that torch.load never reads: "
+                "more pickles, audited: nothing in them can run code",
+                where,
+            ),
+        )
+        return
+    out.findings.insert(
+        at,
+        Finding(
+            "unsafe",
+            "trailing-data",
+            f"{rest} bytes after the end of the {label} that torch.load never reads; "
+            "another reader may",
+            where,
+        ),
     )
-    _later_pickles(out, data, pos, label, base)
+
+
+def _repeats_start(data: Any, pos: int) -> bool:
+    """Whether the bytes from ``pos`` on repeat the file's first ``pos`` bytes (once, several
+    times, the last copy possibly cut short), compared 16 MiB at a time."""
+    size = len(data)
+    step = 16 << 20
+    return pos > 0 and all(
+        bytes(data[at : min(at + step, size)]) == bytes(data[at - pos : min(at + step, size) - pos])
+        for at in range(pos, size, step)
+    )
 
 
 _LATER_PICKLES = 1024  # pickles run one by one after a stream's end; past them, a byte search
@@ -1439,16 +1570,19 @@ _LATER_PICKLES = 1024  # pickles run one by one after a stream's end; past them,
 
 def _later_pickles(
     out: TorchFile, data: Any, pos: int, label: str, base: int = 0, second: bool = True
-) -> None:
+) -> bool:
     """The pickles from ``pos`` on, run one after another as a loop of ``pickle.load`` reads
     them (one the VM stopped in is scanned to its STOP and the next read from there): their
     ``unsafe`` findings, and with ``second`` a ``second-pickle`` finding for each that names a
-    callable or a storage."""
+    callable or a storage. True when every one read to its end and they fill the rest of the
+    file (zeros after the last allowed)."""
     where = f"{label} (after end)"
+    whole = True
     for _ in range(_LATER_PICKLES):
-        if pos >= len(data):
-            return
+        if pos >= len(data) or (whole and _zeros_at(data, pos, len(data) - pos)):
+            return whole
         hidden = run_pickle(data, pos, label=where, base=base)
+        whole = whole and hidden.completed
         if second and hidden.completed and (hidden.globals or hidden.persistent_ids):
             out.add(
                 "unsafe",
@@ -1461,9 +1595,10 @@ def _later_pickles(
         out.findings.extend(f for f in hidden.findings if f.severity == "unsafe")
         after = hidden.end if hidden.completed else hidden.resume
         if after <= pos:
-            return
+            return False
         pos = after
     out.findings.extend(search_names(data, pos, label=where, base=base))
+    return False
 
 
 # -- the TensorIndex contract -------------------------------------------------------------------
@@ -1493,6 +1628,9 @@ def build_index(tf: TorchFile) -> TensorIndex:
             f"{tf.path}: {first.message}{where}",
             hint="the download was cut short; download it again"
             if first.code == "truncated"
+            else "the download did not finish (what it never wrote reads as zeros); download "
+            "it again"
+            if first.code == UNWRITTEN
             else "download it again"
             if first.code == "partial-copy"
             else "the file is damaged or is not a torch checkpoint; `modelsafe audit` says more",

@@ -380,6 +380,9 @@ def guess_kind(path: Path, family: str) -> str:
 def _guess_folder(path: Path) -> tuple[str, str, str | None, str | None]:
     index_file = path / "model_index.json"
     if not index_file.is_file():
+        from modelsafe.registry.formats.diffusers_dir_reader import refuse_broken_links
+
+        refuse_broken_links(path)  # (a Hugging Face snapshot copied with `cp -r`)
         raise BackendError(
             f"{path} is a folder without model_index.json",
             hint="point --checkpoint at a diffusers pipeline folder or a single model file",

@@ -545,6 +545,9 @@ def refuse_unsafe(paths: Iterable[Path]) -> dict[Path, tuple[Any, ...]]:
         if not path.exists():
             raise FileReadError(f"{path} does not exist", hint="check the path")
         if path.is_dir() and not _model_folder(path):
+            from modelsafe.registry.formats.diffusers_dir_reader import refuse_broken_links
+
+            refuse_broken_links(path)  # (a cached snapshot copied with `cp -r`: say so)
             # (never audited: a folder such as / or ~ would be read whole, file by file)
             raise UsageError(
                 f"{path} is a folder, but no model folder (it has no model_index.json or "
@@ -571,11 +574,17 @@ def refuse_unsafe(paths: Iterable[Path]) -> dict[Path, tuple[Any, ...]]:
                 f"refusing to load {path}: it can run code when loaded ({detail})",
                 hint=f"see `modelsafe audit {path}`; use a safetensors copy of the model",
             )
+        damaged = any(f.code in _DOWNLOAD_DAMAGE for f in verdict.findings)
         raise FileReadError(
             f"refusing to load {path}: it could not be audited ({detail})",
-            hint=f"see `modelsafe audit {path}`",
+            hint=f"see `modelsafe audit {path}`"
+            + ("; the file is damaged: download it again" if damaged else ""),
         )
     return audited
+
+
+# Audit error codes that mean the bytes on disk are not the file that was published.
+_DOWNLOAD_DAMAGE = frozenset({"trailing-data", "gap", "truncated", "unwritten", "partial-copy"})
 
 
 def _model_folder(path: Path) -> bool:

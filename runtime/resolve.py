@@ -200,8 +200,11 @@ def part_from_index(
 
 def part_from_model(model: Model, role: str | None = None, *, read: bool = False) -> Part:
     """A Part from a catalog row; with ``read`` the file at a present location is read too."""
-    report = dict((model.details or {}).get("inspect") or {})
+    details = model.details or {}
+    report = dict(details.get("inspect") or {})
     report.update(family=model.family, kind=model.kind, variant=model.variant)
+    if details.get("error"):  # (a file the scan could not read: why, as it stored it)
+        report["error"] = str(details["error"])
     role = role or ROLE_OF_KIND.get(model.kind, "checkpoint")
     ref = model.autov2 or model.sha256 or model.name
     from modelsafe.registry.catalog.queries import file_on_disk, preferred_location
@@ -237,6 +240,10 @@ def load_part(ref: str, role: str, *, catalog: Catalog | None = None, weight: fl
 
         index = read_index(path)
         report = to_jsonable(inspect_index(index))
+        if path.is_file():  # (a downloader still filling it, a shard without its set)
+            from modelsafe.registry.inspect import beside_warnings
+
+            report["warnings"] = [*report["warnings"], *beside_warnings(path)]
         part = part_from_index(index, report, role, ref, weight)
         return _with_corrections(part, path, catalog) if catalog is not None else part
     if catalog is None:
@@ -290,7 +297,39 @@ def _with_corrections(part: Part, path: Path, catalog: Catalog) -> Part:
 
 def check_part(base: Part, part: Part) -> tuple[str, tuple[Compatibility, ...]]:
     """Ask every compatibility rule about ``part``: ``rejected`` if any rejects, ``accepted`` if
-    one accepts and no rule failed (raised or answered garbage), else ``unchecked``."""
+    one accepts and no rule failed (raised or answered garbage), else ``unchecked``. A part
+    whose file cannot be loaded as it is is ``rejected`` for that, and the damage a loadable
+    one shows is a warning (:func:`part_damage`)."""
+    unusable, damaged = part_damage(part)
+    if unusable:
+        return "rejected", (*unusable, *damaged)
+    status, found = _check_part(base, part)
+    return status, (*found, *damaged)
+
+
+def part_damage(part: Part) -> tuple[tuple[Compatibility, ...], tuple[Compatibility, ...]]:
+    """What the part's report says of its file as a download (``rule`` "download"): ``reject``
+    reasons when it cannot be loaded as it is (a catalog row of a file the scan could not read,
+    a file the safetensors library refuses, one still downloading, a shard without its set),
+    ``warn`` reasons when it loads but is damaged (a zero tail or holes, a corrupt zip member, an
+    untrained LoRA), as ``inspect`` and the scan found it
+    (:func:`modelsafe.registry.inspect.damage_warnings`)."""
+    from modelsafe.registry.inspect import damage_warnings
+
+    report = part.report or {}
+    unusable, damaged = damage_warnings([str(w) for w in report.get("warnings") or []])
+    if report.get("error"):
+        unusable.insert(0, f"the file does not read: {report['error']}")
+    return (
+        tuple(Compatibility(DAMAGE_RULE, "reject", w) for w in unusable),
+        tuple(Compatibility(DAMAGE_RULE, "warn", w) for w in damaged),
+    )
+
+
+DAMAGE_RULE = "download"
+
+
+def _check_part(base: Part, part: Part) -> tuple[str, tuple[Compatibility, ...]]:
     from modelsafe.plugin_manager import get_plugin_manager
 
     found: list[Compatibility] = []
@@ -370,6 +409,9 @@ def _base_result(base: Part) -> PartResult:
 
     reasons: list[Compatibility] = []
     status = "accepted"
+    unusable, damaged = part_damage(base)
+    if unusable:
+        return _result(base, "rejected", (*unusable, *damaged))
     if base.kind not in BASE_KINDS:
         status = "rejected"
         reasons.append(
@@ -395,7 +437,7 @@ def _base_result(base: Part) -> PartResult:
             extra = f", text width {ctx}"
         reasons.append(Compatibility("base", "accept", f"{label(base.family)} {base.kind}{extra}"))
         reasons.extend(_needs_unknown(base))
-    return _result(base, status, tuple(reasons))
+    return _result(base, status, (*reasons, *damaged))
 
 
 def _needs_unknown(base: Part) -> list[Compatibility]:

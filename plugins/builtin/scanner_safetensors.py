@@ -161,14 +161,20 @@ def _check_header(raw: bytes, data_size: int) -> list[Finding]:  # noqa: C901
             findings.append(_err("overlap", "its bytes overlap another tensor", f"tensor {name!r}"))
         elif begin > cursor:
             findings.append(
-                _err("gap", f"{begin - cursor} unused bytes before it", f"tensor {name!r}")
+                _err(
+                    "gap",
+                    f"{begin - cursor} unused bytes before it (the safetensors library cannot "
+                    "load the file: download it again)",
+                    f"tensor {name!r}",
+                )
             )
         cursor = max(cursor, end)
     if not findings and cursor != data_size:
         findings.append(
             _err(
                 "trailing-data",
-                f"{data_size - cursor} bytes after the last tensor (the library refuses them)",
+                f"{data_size - cursor} bytes after the last tensor (the safetensors library "
+                "cannot load the file: download it again)",
                 "data",
             )
         )

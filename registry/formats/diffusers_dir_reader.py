@@ -114,9 +114,7 @@ def load_json(path: Path, where: str) -> Any:
             )
         data = path.read_bytes()
     except OSError as exc:
-        raise FileReadError(
-            f"cannot read {path}: {exc.strerror or exc}", hint="check the path"
-        ) from exc
+        raise _os_error(path, exc) from exc
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -128,6 +126,80 @@ def load_json(path: Path, where: str) -> Any:
         raise MalformedFileError(
             f"{path}: not valid JSON ({exc})", hint="the folder is damaged; download it again"
         ) from None
+
+
+def _os_error(path: Path, exc: OSError) -> FileReadError:
+    """Why a file or folder of a model folder cannot be read: a broken link named as one (and
+    where it points), else the OS's reason (permissions)."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return broken_links_error(path.parent, [path])
+    return FileReadError(
+        f"cannot read {path}: {exc.strerror or exc}", hint="check the path and its permissions"
+    )
+
+
+def _listing(folder: Path) -> list[str]:
+    """The names in ``folder``; a FileReadError when it cannot be listed (permissions)."""
+    try:
+        return os.listdir(folder)
+    except OSError as exc:
+        raise _os_error(folder, exc) from exc
+
+
+BROKEN_LINKS_HINT = (
+    "the files the links point at are gone: a Hugging Face cache snapshot copied with `cp -r` "
+    "keeps its relative links into blobs/ (copy it with `cp -rL`, or download it with `hf "
+    "download --local-dir DIR`), or a blob was deleted; download it again"
+)
+
+
+def broken_links(folder: Path) -> list[Path]:
+    """The links in ``folder`` and its subfolders whose target does not exist, in path order
+    (links to folders are not followed)."""
+    found = []
+    for dirpath, _dirs, names in os.walk(folder):
+        for name in names:
+            full = Path(dirpath) / name
+            if os.path.islink(full) and not os.path.exists(full):
+                found.append(full)
+    return sorted(found)
+
+
+def _link_target(link: Path) -> str:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return "?"
+
+
+def describe_broken_links(folder: Path, links: list[Path]) -> str:
+    """``unet/x.safetensors is a broken link to ../../blobs/ab12..., which does not exist``, with
+    how many more there are."""
+    first = links[0]
+    try:
+        name = str(first.relative_to(folder))
+    except ValueError:
+        name = str(first)
+    more = f"; {len(links) - 1:,} more links in it are broken too" if len(links) > 1 else ""
+    return f"{name} is a broken link to {_link_target(first)}, which does not exist{more}"
+
+
+def broken_links_error(folder: Path, links: list[Path]) -> FileReadError:
+    """The error for a model folder whose files are ``links`` that point at nothing."""
+    return FileReadError(
+        f"{folder}: {describe_broken_links(folder, links)}", hint=BROKEN_LINKS_HINT
+    )
+
+
+def refuse_broken_links(folder: Path) -> None:
+    """A FileReadError when ``folder``'s ``model_index.json`` or ``config.json`` is a broken link
+    (a Hugging Face snapshot copied with ``cp -r``, its blobs left behind): without it, the folder
+    would look like no model folder at all."""
+    for marker in ("model_index.json", "config.json"):
+        path = folder / marker
+        if os.path.islink(path) and not os.path.exists(path):
+            rest = [link for link in broken_links(folder) if link != path]
+            raise broken_links_error(folder, [path, *rest])
 
 
 def find_weights(folder: Path) -> WeightsChoice | None:
@@ -241,9 +313,14 @@ def is_sharded_component(folder: Path) -> bool:
 def is_model_dir(folder: Path) -> bool:
     """Whether diffusers or transformers take ``folder`` as one model: a pipeline
     (``model_index.json``), or a component folder whose ``config.json`` sits beside weights named
-    as they name them (a weights file, a shard index, shards)."""
+    as they name them (a weights file, a shard index, shards). One whose ``model_index.json`` or
+    ``config.json`` is a broken link (a Hugging Face snapshot copied with ``cp -r``) is one too,
+    which does not load."""
     if (folder / "model_index.json").is_file():
         return True
+    for marker in ("model_index.json", "config.json"):
+        if os.path.islink(folder / marker) and not os.path.exists(folder / marker):
+            return True
     config = (folder / "config.json").is_file()
     return config and (find_weights(folder) is not None or bool(_orphan_shards(folder)))
 
@@ -333,7 +410,11 @@ def _read_file(path: Path) -> TensorIndex:
     from modelsafe.registry.read import read_index
     from modelsafe.registry.sniff import read_head, sniff
 
-    if path.suffix == ".safetensors" and sniff(read_head(path)).value == "safetensors":
+    try:
+        head = read_head(path)
+    except OSError as exc:  # (unreadable: permissions, a broken link)
+        raise _os_error(path, exc) from exc
+    if path.suffix == ".safetensors" and sniff(head).value == "safetensors":
         return read_safetensors_index(path)
     # Anything else (a git-LFS pointer from a clone without git-lfs, an HTML error page, a torch
     # .bin) goes through the readers that name what the file really is.
@@ -533,6 +614,34 @@ def _component_problem(folder: Path, library: Any, class_name: str, has_weights:
     return "" if config else "has a weights file but no config.json"
 
 
+@dataclass(frozen=True)
+class _Problem:
+    """What is wrong with a declared component's folder, and what kind of wrong: ``missing``
+    (an incomplete download), ``links`` (links that point at nothing), ``downloading`` (a
+    download of its weights still running, whose advice is ``advice``)."""
+
+    label: str
+    what: str
+    kind: str = "missing"
+    advice: str = ""
+
+
+def _why_unloadable(folder: Path, label: str, problem: str) -> _Problem:
+    """``problem`` of a component folder, told as what causes it where something does: its
+    files are broken links, or its weights are still downloading (``NAME.part``)."""
+    links = broken_links(folder)
+    if links:
+        what = f"cannot be read: {describe_broken_links(folder.parent, links)}"
+        return _Problem(label, what, "links")
+    if problem in (_NO_WEIGHTS, "has neither a weights file nor a config.json"):
+        for name in sorted(_listing(folder)):
+            partial = download_state(folder / name)
+            if partial is not None:
+                what = f"is still downloading its weights ({name}: {partial.what})"
+                return _Problem(label, what, "downloading", partial.advice("inspect"))
+    return _Problem(label, problem)
+
+
 def declared_components(index: dict[str, Any]) -> dict[str, list[Any]]:
     """The components ``model_index.json`` declares: name -> [library, class]."""
     return {
@@ -563,40 +672,42 @@ def read_pipeline(root: Path) -> TensorIndex:
     configs: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
     tensors: list[TensorInfo] = []
-    broken: list[tuple[str, str]] = []  # (component, what is wrong with its folder)
+    broken: list[_Problem] = []  # what is wrong with a component's folder
     for name, (library, class_name) in declared.items():
         if library is None and class_name is None:
             continue  # e.g. safety_checker: [null, null]
         folder = root / name
         label = f"{name} ({class_name})"
+        if folder.is_dir():
+            _listing(folder)  # (one that cannot be listed is said so, not taken for empty)
         if not folder.is_dir() or not _has_files(folder):
+            problem = "has no folder" if not folder.is_dir() else "has an empty folder"
             broken.append(
-                (label, "has no folder" if not folder.is_dir() else "has an empty folder")
+                _why_unloadable(folder, label, problem)
+                if folder.is_dir()
+                else _Problem(label, problem)
             )
             continue
         configs[name] = _component_config(folder)
         component = read_component(folder)
         problem = _component_problem(folder, library, str(class_name), component is not None)
         if problem:
-            broken.append((label, problem))
+            broken.append(_why_unloadable(folder, label, problem))
         if component is None:
             continue
         components[name] = component
         warnings += [f"{name}: {w}" for w in component.warnings]
         tensors += _with_source(component.tensors, "", prefix=f"{name}.", folder=name)
     optional = OPTIONAL_COMPONENTS | OPTIONAL_BY_PIPELINE.get(str(index.get("_class_name")), set())
-    missing = [(n, p) for n, p in broken if n.split(" ", 1)[0] not in optional]
+    missing = [p for p in broken if p.label.split(" ", 1)[0] not in optional]
     if missing:
         # diffusers cannot load the pipeline without them (an interrupted download has fetched the
         # small config files, not the weights, or left a folder empty).
-        names = ", ".join(n.split(" ", 1)[0] for n, _ in missing)
-        what = "; ".join(f"{n} {p}" for n, p in missing)
-        weights = all(p == _NO_WEIGHTS for _, p in missing)
+        what = "; ".join(f"{p.label} {p.what}" for p in missing)
         raise MalformedFileError(
             f"{root}: component{'s' if len(missing) > 1 else ''} {what}, so the pipeline cannot "
             "be loaded",
-            hint=f"the download is incomplete: fetch the {'weights ' if weights else ''}files "
-            f"of {names}",
+            hint=_fix(missing),
         )
     if not components:
         raise MalformedFileError(
@@ -604,7 +715,7 @@ def read_pipeline(root: Path) -> TensorIndex:
             hint="the download is incomplete: fetch the component folders' weights files",
         )
     # (components pipelines load without: their weights are often deleted on purpose)
-    warnings += [f"component {n} {p}" for n, p in broken]
+    warnings += [f"component {p.label} {p.what}" for p in broken]
     return TensorIndex(
         path=root,
         format=Format.DIFFUSERS_DIR.value,
@@ -622,6 +733,17 @@ def read_pipeline(root: Path) -> TensorIndex:
     )
 
 
+def _fix(problems: list[_Problem]) -> str:
+    """What to do about the components ``problems`` names."""
+    if any(p.kind == "links" for p in problems):
+        return BROKEN_LINKS_HINT
+    if all(p.kind == "downloading" for p in problems):
+        return problems[0].advice
+    names = ", ".join(p.label.split(" ", 1)[0] for p in problems)
+    weights = all(p.what == _NO_WEIGHTS for p in problems)
+    return f"the download is incomplete: fetch the {'weights ' if weights else ''}files of {names}"
+
+
 def _refuse_orphan_shards(folder: Path) -> None:
     """A component folder holding shards without their index: what is missing, as an error."""
     orphans = _orphan_shards(folder)
@@ -636,6 +758,8 @@ def _refuse_orphan_shards(folder: Path) -> None:
 
 def read_diffusers_dir(path: Path) -> TensorIndex | None:
     """A pipeline or single-component folder's index; None when the folder is neither."""
+    _listing(path)  # (a folder that cannot be listed is said so, not taken for no model)
+    refuse_broken_links(path)
     if (path / "model_index.json").is_file():
         return read_pipeline(path)
     if not (path / "config.json").is_file():
@@ -644,6 +768,9 @@ def read_diffusers_dir(path: Path) -> TensorIndex | None:
     component = read_component(path)
     if component is None:
         _refuse_orphan_shards(path)
+        links = broken_links(path)
+        if links:
+            raise broken_links_error(path, links)
         raise MalformedFileError(
             f"{path}: config.json but no weights file (diffusion_pytorch_model.safetensors, "
             "model.safetensors, a *.safetensors.index.json or a .bin)",
