@@ -590,12 +590,13 @@ def open_catalog_if_present(value: str | None = None) -> Catalog | None:
     """The configured catalog if it exists (resolve never creates an empty one)."""
     from modelsafe.config import load_config
     from modelsafe.registry.catalog import open_catalog
-    from modelsafe.registry.catalog.db import catalog_url
+    from modelsafe.registry.catalog.db import NoCatalogError, catalog_url
 
     url = catalog_url(load_config({"catalog": value}).catalog)
-    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :]):
+    try:  # (as the reading commands open it: a `mode=ro` URL too, never creating one)
+        return open_catalog(url, create=False)
+    except NoCatalogError:
         return None
-    return open_catalog(url)
 
 
 def resolve(

@@ -162,6 +162,17 @@ def _ro_uri(path: Path) -> str:
     return f"sqlite:///file:{path}?mode=ro&uri=true"
 
 
+def test_resolve_finds_a_model_by_name_through_a_read_only_uri(
+    tmp_path: Path, run_cli: Cli
+) -> None:
+    """resolve/plan looked for the catalog file by the URL's text, so a `mode=ro` URL was
+    "no catalog": the name was not found."""
+    catalog = _catalog(run_cli, tmp_path, tmp_path / "catalog.db")
+    code, out, err = run_cli("--catalog", _ro_uri(catalog), "resolve", "alpha", "--json")
+    assert "no model in the catalog" not in err and "does not exist" not in err, err
+    assert json.loads(out)["checkpoint"]["ref"] == "alpha", out
+
+
 def test_a_read_only_uri_reads_a_catalog_in_rollback_journal_mode(
     tmp_path: Path, run_cli: Cli
 ) -> None:
