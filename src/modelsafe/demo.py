@@ -142,10 +142,16 @@ def build_library(root: Path) -> list[DemoFile]:
         data="random",
         seed=2,
     )
-    write_safetensors(
-        add("vae/ft-mse.safetensors", "an SD VAE (4 latent channels)"), base_models.ldm_vae()
+    _nonzero_data(
+        write_safetensors(
+            add("vae/ft-mse.safetensors", "an SD VAE (4 latent channels)"), base_models.ldm_vae()
+        )
     )
-    write_safetensors(add("clip/clip_l.safetensors", "a CLIP-L text encoder"), components.clip_l())
+    _nonzero_data(
+        write_safetensors(
+            add("clip/clip_l.safetensors", "a CLIP-L text encoder"), components.clip_l()
+        )
+    )
     write_safetensors(
         add("embeddings/demo-embedding.safetensors", "an embedding for SD1 (768-wide)"),
         adapters.embedding("sd1", vectors=4),
