@@ -67,9 +67,6 @@ def _still_filling(path: Path, verdict: Verdict) -> Verdict:
 
 
 def _audit_one(path: Path) -> Verdict:
-    from modelsafe.plugin_manager import HookFailure, get_plugin_manager
-    from modelsafe.registry.sniff import not_a_model
-
     try:
         if path.is_dir():
             return _audit_folder(path)
@@ -83,6 +80,41 @@ def _audit_one(path: Path) -> Verdict:
     except OSError as exc:
         finding = Finding("error", "unreadable", f"cannot read {path}: {exc.strerror or exc}")
         return Verdict(path, "error", Format.UNKNOWN.value, (finding,))
+    from modelsafe.registry.pickle_vm.limits import file_budget
+
+    with file_budget() as budget:
+        verdict = _audit_file(path, head)
+    return _within_budget(verdict, budget.spent)
+
+
+def _within_budget(verdict: Verdict, spent: bool) -> Verdict:
+    """``verdict``, with an ``opcode-budget`` error when the file's pickles together ran past
+    the opcodes one file may cost (:data:`~modelsafe.registry.pickle_vm.limits.FILE_OPCODES`):
+    what came after was only searched for names, so the file is never ``safe``."""
+    if not spent:
+        return verdict
+    from dataclasses import replace
+
+    from modelsafe.registry.pickle_vm import limits
+
+    finding = Finding(
+        "error",
+        "opcode-budget",
+        f"the pickles in this file (its compressed content, its members, one after another) "
+        f"run more than {limits.FILE_OPCODES:,} opcodes together: modelsafe stopped running them "
+        "there and only searched the rest for names, so it cannot vouch for the file; "
+        "do not unpickle it",
+        scanner="audit",
+    )
+    findings = (*verdict.findings, finding)
+    return replace(verdict, status=verdict_status(list(findings)), findings=findings)
+
+
+def _audit_file(path: Path, head: bytes) -> Verdict:
+    """The verdict of a regular file whose first bytes are ``head``."""
+    from modelsafe.plugin_manager import HookFailure, get_plugin_manager
+    from modelsafe.registry.sniff import not_a_model
+
     fmt = sniff(head).value
     findings: list[Finding] = []
     handled = False
@@ -121,7 +153,7 @@ def _audit_one(path: Path) -> Verdict:
         from modelsafe.registry.sniff import check_tar
 
         check_tar(findings, head)  # torch.load reads a tar before anything else
-    if path.name.endswith(".index.json"):  # a sharded checkpoint's index: where shards are
+    if is_index_name(path.name):  # a sharded checkpoint's index: where shards are
         findings.extend(shard_findings(path))
     status = verdict_status(findings)
     if status != "unsafe" and fmt not in _PICKLE_READ and fmt != Format.NUMPY.value:
@@ -664,6 +696,7 @@ def _may_load(child: Path) -> bool:
 
 def _probe_other(child: Path) -> list[Finding]:
     """The pickle probe for a file in a folder that is not audited as a model."""
+    from modelsafe.registry.pickle_vm.limits import file_budget
     from modelsafe.registry.sniff import archive_kind
 
     if _special_kind(child):
@@ -672,9 +705,12 @@ def _probe_other(child: Path) -> list[Finding]:
         head = read_head(child)
         fmt = sniff(head).value
         doc = child.suffix.lower() in _DOC_SUFFIXES
-        found = disguised_pickle(child, head, fmt, valid=True, need_complete=doc)
+        with file_budget() as budget:
+            found = disguised_pickle(child, head, fmt, valid=True, need_complete=doc)
     except OSError:
         return []
+    if budget.spent:
+        found = list(_within_budget(Verdict(child, "safe", fmt, tuple(found)), True).findings)
     kind = archive_kind(head)
     said = any(f.code == "unaudited-archive" for f in found)  # (an LZ4 file: said already)
     if kind and "tar" not in kind and not _can_decompress(head) and not said:
@@ -804,11 +840,32 @@ def folder_files(
 _MAX_INDEX_JSON = 64 << 20
 
 
+def is_index_name(name: str) -> bool:
+    """Whether ``name`` is a shard index's, as loaders name them: ``<weights>.index.json``, or
+    with a variant before the last dot (``model.safetensors.index.fp16.json``,
+    ``pytorch_model.bin.index.fp16.json``: what ``from_pretrained(variant="fp16")`` of
+    transformers and diffusers opens), in any case (a case-insensitive file system opens
+    ``MODEL.SAFETENSORS.INDEX.JSON`` too). ``model_index.json`` is no shard index."""
+    lower = name.lower()
+    return lower.endswith(".json") and ".index." in lower
+
+
+def index_shard_names(folder: Path) -> list[str]:
+    """The shard names every readable shard index directly in ``folder`` (any name
+    :func:`is_index_name` takes) holds in its ``weight_map``, as written (loaders join each to
+    the folder)."""
+    try:
+        names = [entry.name for entry in os.scandir(folder) if is_index_name(entry.name)]
+    except OSError:
+        return []
+    return sorted({shard for name in names for shard in _shard_names(folder / name)})
+
+
 def shard_findings(index: Path) -> list[Finding]:
     """A sharded checkpoint's index (``*.index.json``) whose ``weight_map`` names a shard by an
     absolute path or through ``..``: transformers and diffusers join the name to the index's
     folder unchecked, so loading reads a file outside the folder, one the audit did not see."""
-    outside = sorted(shard for shard in _shard_names(index) if _outside(shard))
+    outside = sorted(shard for shard in _shard_names(index) if outside_folder(shard))
     return [
         Finding(
             "unsafe",
@@ -835,7 +892,7 @@ def _shard_names(index: Path) -> set[str]:
     return {shard for shard in weight_map.values() if isinstance(shard, str)}
 
 
-def _outside(shard: str) -> bool:
+def outside_folder(shard: str) -> bool:
     """Whether a shard name leads out of its index's folder: absolute, or through ``..``."""
     from pathlib import PurePosixPath, PureWindowsPath
 
@@ -853,35 +910,92 @@ def _indexed_shards(files: list[tuple[Path, Path]]) -> dict[str, tuple[Path, Pat
     (a ``notes.txt``, a hidden ``.no_exist/``). An index may be passed over when another index
     beside it has all its shards (a download of the safetensors shards only keeps
     ``pytorch_model.bin.index.json``, whose shards it never fetched: loaders take the complete
-    one)."""
-    indexes = {child: sorted(_shard_names(child)) for child, _ in files if _is_index(child)}
+    one).
+
+    An index in a subfolder names files of the folders above it too (up to the audited one):
+    transformers joins the names of the index a config's ``transformers_weights`` names
+    (``sub/model.safetensors.index.json``) to the model folder, not to the index's, and loads
+    ``MODEL/notes.txt``. Each file a name reaches there is audited as a shard as well (a name
+    that reaches none there is no missing shard)."""
+    indexes = {
+        child: (rel, sorted(_shard_names(child)))
+        for child, rel in files
+        if is_index_name(child.name)
+    }
     complete = {
-        i.parent for i, names in indexes.items() if names and all(_is_file(i, n) for n in names)
+        i.parent
+        for i, (_rel, names) in indexes.items()
+        if names and all(_is_file(i, n) for n in names)
     }
     named: dict[str, tuple[Path, Path, bool]] = {}
-    for child, rel in files:
-        if child not in indexes:
-            continue
-        optional = child.parent in complete and not all(_is_file(child, n) for n in indexes[child])
-        for shard in indexes[child]:
-            if _outside(shard):
-                continue  # (shard_findings: unsafe)
-            try:
-                real = os.path.realpath(child.parent / shard)
-            except (OSError, ValueError):  # (a NUL in the name: no loader opens it)
-                real = ""
-            named.setdefault(real or shard, (child.parent / shard, rel.parent / shard, optional))
+    for child, (rel, names) in indexes.items():
+        optional = child.parent in complete and not all(_is_file(child, n) for n in names)
+        for shard in names:
+            if not outside_folder(shard):  # (one outside: shard_findings, unsafe)
+                _add_shard(named, child.parent / shard, rel.parent / shard, optional)
+    for child, (rel, names) in indexes.items():
+        for up in range(1, len(rel.parts)):  # (the folders above the index's, in the audited one)
+            base, base_rel = child.parents[up], rel.parents[up]
+            for shard in names:
+                if not outside_folder(shard) and _is_file(base / "index", shard):
+                    _add_shard(named, base / shard, base_rel / shard, True)
     return named
 
 
-def _is_index(path: Path) -> bool:
-    return path.name.endswith(".index.json")
+def _add_shard(
+    named: dict[str, tuple[Path, Path, bool]], shard: Path, rel: Path, optional: bool
+) -> None:
+    try:
+        real = os.path.realpath(shard)
+    except (OSError, ValueError):  # (a NUL in the name: no loader opens it)
+        real = ""
+    named.setdefault(real or str(rel), (shard, rel, optional))
+
+
+def _bad_indexes(files: list[tuple[Path, Path]]) -> list[Finding]:
+    """An ``error`` for each shard index in the folder that the audit cannot read (larger than
+    it reads, not JSON), wherever it is: the shards a loader takes from it (one that reads a
+    large index, ``from_pretrained(root, subfolder="x")``) are unknown, so the folder is never
+    ``safe``."""
+    from modelsafe.registry.walk import printable
+
+    found = []
+    for child, rel in files:
+        if not is_index_name(child.name):
+            continue
+        why = index_unread(child)
+        if why:
+            found.append(
+                Finding(
+                    "error",
+                    "unread-index",
+                    f"the shard index {rel.as_posix()} {why}: the audit cannot tell which "
+                    "files a loader reads from it",
+                    location=printable(str(rel)),
+                    scanner="audit",
+                )
+            )
+    return found
+
+
+def index_unread(index: Path) -> str:
+    """Why a shard index cannot be read for its shard names ("" when it can)."""
+    try:
+        size = index.stat().st_size
+        if size > _MAX_INDEX_JSON:
+            return f"is {size:,} bytes, more than the {_MAX_INDEX_JSON >> 20} MiB the audit reads"
+        json.loads(index.read_bytes())
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except (ValueError, RecursionError):
+        return "is not valid JSON (a loader fails on it, or reads it otherwise)"
+    return ""
 
 
 def _is_file(index: Path, shard: str) -> bool:
     """Whether ``shard`` (as an index names it) is a regular file beside ``index``; False for
     a name no file system takes (too long, a NUL)."""
-    if _outside(shard):
+    if outside_folder(shard):
         return False
     try:
         return (index.parent / shard).is_file()
@@ -924,7 +1038,7 @@ def custom_code_findings(folder: Path, files: list[Path]) -> list[Finding]:
     (modelsafe never sets it), but a tool that sets it runs that code."""
     code = [str(rel) for rel in files if rel.suffix.lower() == ".py"]
     classes = custom_classes(folder)
-    found = []
+    found = remote_code_findings(folder, files)
     if classes:
         found.append(
             Finding(
@@ -950,6 +1064,66 @@ def custom_code_findings(folder: Path, files: list[Path]) -> list[Finding]:
             )
         )
     return found
+
+
+# Configs whose ``auto_map`` transformers follows (the model's, a tokenizer's, a processor's).
+_AUTO_MAP_CONFIGS = ("config.json", "tokenizer_config.json")
+_MAX_CONFIG_JSON = 16 << 20
+
+
+def remote_code_findings(folder: Path, files: Iterable[Path] = ()) -> list[Finding]:
+    """A ``remote-code`` warning for each config (``config.json``, ``*_config.json``, at the
+    top of ``folder`` or among ``files``, relative to it) whose ``auto_map`` names a class in
+    another repository (``"AutoModel": "attacker/repo--modeling_evil.EvilModel"``): with
+    ``trust_remote_code=True`` transformers downloads that repository's code and runs it. The
+    folder ships no such code, so nothing of it is audited (a local ``.py`` gets
+    ``python-code``)."""
+    from modelsafe.registry.walk import printable
+
+    configs = {Path(name) for name in _AUTO_MAP_CONFIGS}
+    configs |= {
+        rel for rel in files if rel.name == "config.json" or rel.name.endswith("_config.json")
+    }
+    found = []
+    for rel in sorted(configs):
+        refs = _remote_refs(folder / rel)
+        if not refs:
+            continue
+        shown = "; ".join(f"{key}: {ref}" for key, ref in refs[:5])
+        more = f" and {len(refs) - 5} more" if len(refs) > 5 else ""
+        found.append(
+            Finding(
+                "warning",
+                "remote-code",
+                f"{rel.as_posix()}'s auto_map names code in another repository ({shown}{more}): "
+                "a loader with trust_remote_code=True downloads that code and runs it; "
+                "modelsafe cannot audit it (it is not in the folder), and never sets "
+                "trust_remote_code",
+                location=printable(str(rel)),
+                scanner="audit",
+            )
+        )
+    return found
+
+
+def _remote_refs(config: Path) -> list[tuple[str, str]]:
+    """(auto class, reference) for each ``auto_map`` entry of ``config`` that names another
+    repository (``repo--module.Class``; a tokenizer's is a [slow, fast] pair)."""
+    try:
+        if not config.is_file() or config.stat().st_size > _MAX_CONFIG_JSON:
+            return []
+        data = json.loads(config.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return []
+    auto_map = data.get("auto_map") if isinstance(data, dict) else None
+    if not isinstance(auto_map, dict):
+        return []
+    refs = []
+    for key, value in auto_map.items():
+        for ref in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(ref, str) and "--" in ref:
+                refs.append((str(key), ref))
+    return refs
 
 
 def _unloadable(folder: Path) -> list[Finding]:
@@ -1029,7 +1203,7 @@ def _audit_folder(path: Path) -> Verdict:
             # still unpickle it (an unknown-looking pickle, an "HTML" one, a long protocol-0
             # one, a gzip / zlib-compressed one): only what it runs is reported.
             findings.extend(replace_location(f, str(rel)) for f in _probe_other(child))
-            if child.name.endswith(".index.json"):
+            if is_index_name(child.name):
                 findings.extend(replace_location(f, str(rel)) for f in shard_findings(child))
             continue
         audited += 1
@@ -1042,8 +1216,13 @@ def _audit_folder(path: Path) -> Verdict:
     audited += len(shards)  # (one that is missing is an error below)
     unloadable = _unloadable(path) if verdict_status(findings) == "safe" else []
     findings.extend(unloadable or missing)  # (inspect's reason, when it gives one)
+    if not unloadable:  # (else it says why the model does not load: an index among them)
+        findings.extend(_bad_indexes(files))
+    rels = [rel for _child, rel in files]
     if any((path / name).is_file() for name in ("model_index.json", "config.json")):
-        findings.extend(custom_code_findings(path, [rel for _child, rel in files]))
+        findings.extend(custom_code_findings(path, rels))
+    else:  # (a tokenizer's folder, configs deeper down)
+        findings.extend(remote_code_findings(path, rels))
     skipped = any(f.code == "not-read" for f in findings)  # (an error of its own)
     if not audited and not unloadable and not skipped:
         # Nothing to vouch for is not "safe": a folder named like a model file, an empty download.

@@ -368,6 +368,7 @@ class _Walker:
         self._by_inode: dict[tuple[int, int], int] = {}  # (device, inode) -> index in found
         self._entered: set[tuple[int, int]] = set()
         self._skipped: set[Skipped] = set()
+        self._top = ""  # the root being walked (the folders above an index, up to it)
 
     def add(self, path: str, key: StatKey, is_dir: bool = False) -> None:
         ident = (key.device, key.inode)
@@ -391,6 +392,7 @@ class _Walker:
             self.result.skipped.append(skipped)
 
     def root(self, root: str) -> None:
+        self._top = root
         if not is_utf8(root):
             self.skip(printable(root), NOT_UTF8)
             return
@@ -440,6 +442,7 @@ class _Walker:
                 self.add(path, folder_key(path, inside), is_dir=True)
                 beside = _beside_pipeline(path)
                 if beside is None:
+                    self.indexed(path, own=False)  # (its own shards are the folder's)
                     return
                 keep = beside
         except OSError as exc:  # (gone or unreadable since it was listed)
@@ -462,28 +465,56 @@ class _Walker:
                 self.hidden(entry)
                 continue
             self.entry(entry, (*chain, ident))
-        if any(e.name.endswith(".index.json") for e in entries):
+        if any(is_index_name(e.name) for e in entries):
             self.indexed(path)
 
-    def indexed(self, path: str) -> None:
-        """The files a shard index in a folder of models names (a sharded set dropped among
-        single files: the folder is not one model) that the walk would not list: loaders read
+    def indexed(self, path: str, own: bool = True) -> None:
+        """The files a shard index in a folder names that the walk would not list: loaders read
         each whatever its name or place (``notes.txt``, ``.no_exist/x.bin``, ``../x.bin``), so
-        each is scanned as a file of its own."""
-        from modelsafe.registry.audit import in_system_folder
-        from modelsafe.registry.formats.diffusers_dir_reader import indexed_shards
+        each is scanned as a file of its own. ``own``: those beside the index too (a sharded set
+        dropped among single files: the folder is not one model); the files the names reach in
+        the folders above it, up to the root walked, always (transformers joins the names of
+        an index a config's ``transformers_weights`` puts in a subfolder to the model folder).
+        An index named as one (``model.safetensors.index.fp16.json`` too) that cannot be read is
+        reported (skipped) in a folder that is no model: the files a loader reads from it are
+        unknown."""
+        from modelsafe.registry.audit import index_shard_names, index_unread
 
-        for name in indexed_shards(Path(path)):
-            if "/" not in name and "\\" not in name and is_model_file(name, self.extensions):
-                continue  # (listed with the folder's entries)
-            shard = os.path.join(path, name)
-            try:
-                st = os.stat(shard)
-                if in_system_folder(Path(shard)) or not stat_module.S_ISREG(st.st_mode):
-                    continue
-            except (OSError, ValueError):
-                continue
-            self.file(os.path.normpath(shard), st)
+        folder = Path(path)
+        for index in _index_files(folder) if own else ():  # (a model folder's audit says it)
+            why = index_unread(index)
+            if why:
+                self.skip(printable(str(index)), f"a shard index that {why}: {UNREAD_INDEX}")
+        names = index_shard_names(folder)
+        if own:
+            for name in names:
+                if "/" not in name and "\\" not in name and is_model_file(name, self.extensions):
+                    continue  # (listed with the folder's entries)
+                self.shard(os.path.join(path, name))
+        for above in self._above(path):
+            for name in names:
+                if not _leaves(name):
+                    self.shard(os.path.join(above, name))
+
+    def shard(self, shard: str) -> None:
+        """A file a shard index names, scanned as a file of its own when it is a regular file."""
+        from modelsafe.registry.audit import in_system_folder
+
+        try:
+            st = os.stat(shard)
+            if in_system_folder(Path(shard)) or not stat_module.S_ISREG(st.st_mode):
+                return
+        except (OSError, ValueError):
+            return
+        self.file(os.path.normpath(shard), st)
+
+    def _above(self, path: str) -> list[str]:
+        """The folders above ``path`` up to the root being walked, nearest first."""
+        rel = os.path.relpath(path, self._top) if self._top else os.curdir
+        if rel == os.curdir or rel.startswith(os.pardir):
+            return []
+        parts = rel.split(os.sep)
+        return [os.path.join(self._top, *parts[:count]) for count in range(len(parts) - 1, -1, -1)]
 
     def hidden(self, entry: os.DirEntry[str]) -> None:
         """A hidden entry of a folder is not walked, but never left out silently when a loader
@@ -711,6 +742,32 @@ def printable(path: str) -> str:
         return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
         return re.sub("[\ud800-\udfff]", "\ufffd", path)
+
+
+UNREAD_INDEX = (
+    "the files a loader reads from it are not scanned; the audit of its folder is an error"
+)
+
+
+def is_index_name(name: str) -> bool:
+    """A shard index's name, a variant's too (:func:`modelsafe.registry.audit.is_index_name`)."""
+    from modelsafe.registry.audit import is_index_name as named
+
+    return named(name)
+
+
+def _index_files(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder / e.name for e in os.scandir(folder) if is_index_name(e.name))
+    except OSError:
+        return []
+
+
+def _leaves(name: str) -> bool:
+    """Whether a shard name leads out of the folder it is joined to (absolute, ``..``)."""
+    from modelsafe.registry.audit import outside_folder
+
+    return outside_folder(name)
 
 
 def _readlink(path: str) -> str:

@@ -278,13 +278,6 @@ def _indexes(folder: Path) -> list[tuple[Path, dict[str, Any] | None]]:
     return found
 
 
-def indexed_shards(folder: Path) -> list[str]:
-    """The shard names every readable shard index in ``folder`` names (as written in its
-    ``weight_map``: loaders join each to the folder)."""
-    shards = {v for _, m in _indexes(folder) for v in (m or {}).values() if isinstance(v, str)}
-    return sorted(shards)
-
-
 def _owns_folder(folder: Path, named: set[str]) -> bool:
     """Whether the shard indexes of a folder without ``config.json``, naming the shards
     ``named``, are all it holds: every model file at its top is one of them. A models folder

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 
@@ -24,3 +27,44 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+# Opcodes one audited file may cost in all (every pickle in it run or scanned: a compressed
+# stream's pickles one after another, an .npz's members, a zip's pickles, the scan after a stop):
+# one pickle at the opcode limit and its scan after the stop fit, as before; five of them in a
+# 233 KB .pkl.gz do not (each its own budget: 105 s).
+FILE_OPCODES = DEFAULT_LIMITS.max_opcodes + 2_000_000
+
+
+@dataclass
+class OpcodeBudget:
+    """The opcodes left to every pickle of one file together (:func:`file_budget`)."""
+
+    total: int
+    left: int
+    spent: bool = False  # a run or a scan stopped because the budget ran out
+
+    def charge(self, opcodes: int) -> None:
+        self.left = max(0, self.left - opcodes)
+
+
+_FILE_BUDGET: ContextVar[OpcodeBudget | None] = ContextVar("modelsafe_file_opcodes", default=None)
+
+
+def current_budget() -> OpcodeBudget | None:
+    """The budget of the file being audited in this thread or task (None outside an audit)."""
+    return _FILE_BUDGET.get()
+
+
+@contextmanager
+def file_budget(opcodes: int | None = None) -> Iterator[OpcodeBudget]:
+    """Every pickle run (:func:`~modelsafe.registry.pickle_vm.machine.run_pickle`) inside the
+    block shares one budget of ``opcodes`` (:data:`FILE_OPCODES`): past it a run stops with a
+    ``limit`` error and the rest of its stream is only searched for names (C speed). A block
+    inside another one has a budget of its own (a folder's files are audited one by one)."""
+    total = FILE_OPCODES if opcodes is None else opcodes
+    budget = OpcodeBudget(total, total)
+    token = _FILE_BUDGET.set(budget)
+    try:
+        yield budget
+    finally:
+        _FILE_BUDGET.reset(token)

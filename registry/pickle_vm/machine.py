@@ -21,7 +21,7 @@ from typing import Any
 
 from modelsafe.registry.pickle_vm.allowlist import is_allowed
 from modelsafe.registry.pickle_vm.known_globals import explain
-from modelsafe.registry.pickle_vm.limits import DEFAULT_LIMITS, Limits
+from modelsafe.registry.pickle_vm.limits import DEFAULT_LIMITS, Limits, current_budget
 from modelsafe.registry.pickle_vm.opcodes import HIGHEST_PROTOCOL, OPCODES, Opcode
 from modelsafe.registry.pickle_vm.symbols import (
     Buffer,
@@ -64,6 +64,9 @@ class VMResult:
     calls: list[tuple[str, str, int]] = field(default_factory=list)  # (callable, opcode, pos)
     persistent_ids: list[PersistentRef] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    # The run (or its scan after a stop) stopped because the audited file's opcode budget
+    # (:func:`~modelsafe.registry.pickle_vm.limits.file_budget`) ran out, not this pickle's own.
+    budget_spent: bool = False
 
     @property
     def unsafe(self) -> bool:
@@ -97,6 +100,7 @@ class _Machine:
         self.scan_after_stop = scan
         self.scan_memo: dict[int, Any] = {}  # the scan's memo where its budget ran out
         self.scan_memo_len = 0  # len(memo) there, as CPython counts it (MEMOIZE writes it)
+        self.budget = current_budget()  # the audited file's, shared by all its pickles
 
     # -- findings -----------------------------------------------------------------------------
 
@@ -332,7 +336,11 @@ class _Machine:
 
     def _run(self) -> VMResult:
         try:
-            self._loop()
+            try:
+                self._loop()
+            finally:
+                if self.budget is not None:
+                    self.budget.charge(self.result.opcodes)
         except _Stop:
             last = self.result.findings[-1].code if self.result.findings else ""
             if self.resume_at >= 0 and last not in _EXACT_STOPS and self.scan_after_stop:
@@ -370,6 +378,9 @@ class _Machine:
 
     def _loop(self) -> None:
         limit = self.limits.max_opcodes
+        shared = self.budget is not None and self.budget.left < limit
+        if shared and self.budget is not None:
+            limit = self.budget.left
         while True:
             op_pos = self.pos
             if op_pos >= self.n:
@@ -377,6 +388,8 @@ class _Machine:
             self.result.opcodes += 1
             if self.result.opcodes > limit:
                 self.resume_at, self.failed_op = op_pos, ""  # scan on from this opcode
+                if shared:
+                    raise self.fail("limit", self._spent(), op_pos)
                 raise self.fail("limit", f"more than {limit} opcodes", op_pos)
             code = self.buf[op_pos]
             op = OPCODES.get(code)
@@ -406,6 +419,15 @@ class _Machine:
                 self.resume_at, self.failed_op = self.pos, op.name
                 raise
 
+    def _spent(self) -> str:
+        """The message of a run stopped by the file's opcode budget (and marks it so)."""
+        assert self.budget is not None
+        self.budget.spent = self.result.budget_spent = True
+        return (
+            f"the file's pickles run more than {self.budget.total:,} opcodes together "
+            "(modelsafe's budget for one file): the rest is not run"
+        )
+
     def scan_rest(self, pos: int) -> None:
         """After the run stopped (a limit, an argument CPython may accept), name the globals on.
 
@@ -418,14 +440,22 @@ class _Machine:
         names GLOBAL/INST lines and STACK_GLOBALs in the rest of the stream. A limit or a
         divergence never hides a payload silently; the verdict is at least ``error`` there.
         """
+        budget = _SCAN_OPCODES
+        shared = self.budget is not None and self.budget.left < budget
+        if shared and self.budget is not None:
+            budget = self.budget.left
         try:
-            end = self._scan(pos)
+            end = self._scan(pos, budget)
             if end >= 0:
+                why = (
+                    self._spent()
+                    if shared
+                    else f"more than {budget:,} opcodes after the pickle VM stopped"
+                )
                 self.finding(
                     "error",
                     "limit",
-                    f"more than {_SCAN_OPCODES:,} opcodes after the pickle VM stopped: the "
-                    f"{self.n - end:,} bytes left are only searched for names",
+                    f"{why}: the {self.n - end:,} bytes left are only searched for names",
                     end,
                 )
                 self._byte_search(end)
@@ -449,120 +479,133 @@ class _Machine:
             stack.append(None)
         return stack, marks, memo
 
-    def _scan(self, pos: int) -> int:  # noqa: C901 - one branch per opcode
-        """The symbolic walk; returns where its budget ran out (-1: it reached an end)."""
+    def _scan(self, pos: int, allowed: int) -> int:
+        """The symbolic walk of at most ``allowed`` opcodes (charged to the file's budget);
+        returns where its budget ran out (-1: it reached an end)."""
+        spent = [0]
+        try:
+            return self._scan_walk(pos, allowed, spent)
+        finally:
+            if self.budget is not None:
+                self.budget.charge(spent[0])
+
+    def _scan_walk(self, pos: int, budget: int, spent: list[int]) -> int:  # noqa: C901
+        """:meth:`_scan`'s walk, one branch per opcode; ``spent[0]``: the opcodes it read."""
         raw, buf, n = self.raw, self.buf, self.n
-        budget = _SCAN_OPCODES
+        allowed = budget
         stack, marks, memo = self._scan_state()
         memo_len = len(self.memo)
         dropped = False  # whether a memo write found no room (past _SCAN_MEMO slots)
         frame_end = self.frame_end
         note = " (found by scanning on after the pickle VM stopped)"
         self.scan_memo = memo  # (kept: the byte search past the budget reads names from it)
-        while pos < n:
-            if budget <= 0:
-                self.scan_memo_len = memo_len  # (MEMOIZE past here writes slots from this on)
-                return pos
-            budget -= 1
-            op = OPCODES.get(buf[pos])
-            if op is None:
-                return -1
-            op_pos, pos = pos, pos + 1
-            kind = op.arg
-            arg: Any = None
-            if kind in ("line", "line2"):
-                parts = []
-                for _ in range(1 if kind == "line" else 2):
-                    end = raw.find(b"\n", pos)
-                    if end < 0:
-                        return -1
-                    parts.append(bytes(buf[pos : min(end, pos + _SCAN_TEXT)]))
-                    pos = end + 1
-                arg = parts
-            elif kind in ("len1", "len4", "slen4", "len8"):
-                width = _WIDTHS[kind]
-                size = int.from_bytes(buf[pos : pos + width], "little", signed=kind == "slen4")
-                if size < 0:
+        try:
+            while pos < n:
+                if budget <= 0:
+                    self.scan_memo_len = memo_len  # (MEMOIZE past here writes slots from this on)
+                    return pos
+                budget -= 1
+                op = OPCODES.get(buf[pos])
+                if op is None:
                     return -1
-                arg = bytes(buf[pos + width : pos + width + min(size, _SCAN_TEXT)])
-                pos += width + size
-            elif kind != "none":
-                size = _WIDTHS[kind]
-                arg = int.from_bytes(buf[pos : pos + size], "little")
-                pos += size
-            if pos > n:
-                return -1
-            name = op.name
-            if name in _SCAN_PUSH_NONE:
-                stack.append(None)
-            elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"):
-                stack.append(arg.decode("utf-8", "surrogatepass"))
-            elif name in ("SHORT_BINSTRING", "BINSTRING"):
-                stack.append(_scan_py2(arg))
-            elif name == "STRING":
-                stack.append(_scan_quoted(arg[0]))
-            elif name == "UNICODE":
-                stack.append(_scan_unicode(arg[0]))
-            elif name == "MARK":
-                marks.append(stack)
-                stack = []
-            elif name == "POP":
-                if stack:
-                    stack.pop()
-                elif marks:
-                    stack = marks.pop()
-            elif name == "POP_MARK":
-                stack = marks.pop() if marks else []
-            elif name == "DUP":
-                stack.append(stack[-1] if stack else None)
-            elif name in _SCAN_TO_MARK:  # pop to the MARK, push the result
-                stack = marks.pop() if marks else []
-                if name == "INST":
+                op_pos, pos = pos, pos + 1
+                kind = op.arg
+                arg: Any = None
+                if kind in ("line", "line2"):
+                    parts = []
+                    for _ in range(1 if kind == "line" else 2):
+                        end = raw.find(b"\n", pos)
+                        if end < 0:
+                            return -1
+                        parts.append(bytes(buf[pos : min(end, pos + _SCAN_TEXT)]))
+                        pos = end + 1
+                    arg = parts
+                elif kind in ("len1", "len4", "slen4", "len8"):
+                    width = _WIDTHS[kind]
+                    size = int.from_bytes(buf[pos : pos + width], "little", signed=kind == "slen4")
+                    if size < 0:
+                        return -1
+                    arg = bytes(buf[pos + width : pos + width + min(size, _SCAN_TEXT)])
+                    pos += width + size
+                elif kind != "none":
+                    size = _WIDTHS[kind]
+                    arg = int.from_bytes(buf[pos : pos + size], "little")
+                    pos += size
+                if pos > n:
+                    return -1
+                name = op.name
+                if name in _SCAN_PUSH_NONE:
+                    stack.append(None)
+                elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"):
+                    stack.append(arg.decode("utf-8", "surrogatepass"))
+                elif name in ("SHORT_BINSTRING", "BINSTRING"):
+                    stack.append(_scan_py2(arg))
+                elif name == "STRING":
+                    stack.append(_scan_quoted(arg[0]))
+                elif name == "UNICODE":
+                    stack.append(_scan_unicode(arg[0]))
+                elif name == "MARK":
+                    marks.append(stack)
+                    stack = []
+                elif name == "POP":
+                    if stack:
+                        stack.pop()
+                    elif marks:
+                        stack = marks.pop()
+                elif name == "POP_MARK":
+                    stack = marks.pop() if marks else []
+                elif name == "DUP":
+                    stack.append(stack[-1] if stack else None)
+                elif name in _SCAN_TO_MARK:  # pop to the MARK, push the result
+                    stack = marks.pop() if marks else []
+                    if name == "INST":
+                        module, attr = (p.decode("utf-8", "replace") for p in arg)
+                        self._scan_global(module, attr, name, op_pos, note)
+                    stack.append(_CALL if name in ("INST", "OBJ") else None)
+                elif name in ("APPENDS", "SETITEMS", "ADDITEMS"):
+                    stack = marks.pop() if marks else []
+                elif name in _SCAN_POPS:
+                    popped, result = _SCAN_POPS[name]
+                    values = [stack.pop() if stack else None for _ in range(popped)]
+                    if name == "STACK_GLOBAL":
+                        self._scan_stack_global(values[1], values[0], op_pos, note)
+                    if result != 0:
+                        stack.append(result)
+                elif name == "GLOBAL":
                     module, attr = (p.decode("utf-8", "replace") for p in arg)
                     self._scan_global(module, attr, name, op_pos, note)
-                stack.append(_CALL if name in ("INST", "OBJ") else None)
-            elif name in ("APPENDS", "SETITEMS", "ADDITEMS"):
-                stack = marks.pop() if marks else []
-            elif name in _SCAN_POPS:
-                popped, result = _SCAN_POPS[name]
-                values = [stack.pop() if stack else None for _ in range(popped)]
-                if name == "STACK_GLOBAL":
-                    self._scan_stack_global(values[1], values[0], op_pos, note)
-                if result != 0:
-                    stack.append(result)
-            elif name == "GLOBAL":
-                module, attr = (p.decode("utf-8", "replace") for p in arg)
-                self._scan_global(module, attr, name, op_pos, note)
-                stack.append(None)
-            elif name in ("EXT1", "EXT2", "EXT4"):
-                self.finding(
-                    "unsafe",
-                    "extension",
-                    f"{name} loads extension code {arg} from copyreg's registry{note}",
-                    op_pos,
-                )
-                stack.append(None)
-            elif name in ("BINGET", "LONG_BINGET", "GET"):
-                key = arg if name != "GET" else _int_or(arg[0], -1)
-                # (a slot the memo had no room for holds what modelsafe no longer knows)
-                stack.append(memo.get(key, _UNKNOWN if dropped else None))
-            elif name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
-                key = memo_len if name == "MEMOIZE" else arg if name != "PUT" else -1
-                if name == "PUT":
-                    key = _int_or(arg[0], -1)
-                if key not in memo and key not in self.memo:
-                    memo_len += 1
-                if len(memo) < _SCAN_MEMO or key in memo:
-                    memo[key] = stack[-1] if stack else None
-                else:
-                    dropped = True
-            elif name == "FRAME":
-                frame_end = pos + arg
-            elif name == "STOP":
-                self._scan_stop(op_pos, pos, frame_end)
-                return -1
-            # PROTO, READONLY_BUFFER: no stack effect
-        return -1
+                    stack.append(None)
+                elif name in ("EXT1", "EXT2", "EXT4"):
+                    self.finding(
+                        "unsafe",
+                        "extension",
+                        f"{name} loads extension code {arg} from copyreg's registry{note}",
+                        op_pos,
+                    )
+                    stack.append(None)
+                elif name in ("BINGET", "LONG_BINGET", "GET"):
+                    key = arg if name != "GET" else _int_or(arg[0], -1)
+                    # (a slot the memo had no room for holds what modelsafe no longer knows)
+                    stack.append(memo.get(key, _UNKNOWN if dropped else None))
+                elif name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
+                    key = memo_len if name == "MEMOIZE" else arg if name != "PUT" else -1
+                    if name == "PUT":
+                        key = _int_or(arg[0], -1)
+                    if key not in memo and key not in self.memo:
+                        memo_len += 1
+                    if len(memo) < _SCAN_MEMO or key in memo:
+                        memo[key] = stack[-1] if stack else None
+                    else:
+                        dropped = True
+                elif name == "FRAME":
+                    frame_end = pos + arg
+                elif name == "STOP":
+                    self._scan_stop(op_pos, pos, frame_end)
+                    return -1
+                # PROTO, READONLY_BUFFER: no stack effect
+            return -1
+        finally:
+            spent[0] = allowed - budget
 
     def _scan_stack_global(self, module: Any, attr: Any, pos: int, note: str) -> None:
         """A STACK_GLOBAL the scan reached: named when both operands are strings, a
@@ -619,7 +662,7 @@ class _Machine:
             if counted(before):
                 return
         seen: set[int] = set()
-        writes = _MemoWrites(self.raw, pos)
+        writes = _MemoWrites(self.raw, pos, self._memo_strings(), self.scan_memo_len)
         for match in _stack_global().finditer(self.raw, pos):
             at = match.start(3)
             if at in seen:
@@ -673,10 +716,19 @@ class _Machine:
     def _memo_text(self, key: int, pos: int, writes: _MemoWrites) -> str | None:
         """The string in memo slot ``key`` as the scan (else the VM) last saw it, or None when
         a PUT/BINPUT/LONG_BINPUT/MEMOIZE past there may have rewritten it before ``pos``."""
-        if writes.first(key, self.scan_memo_len) < pos:
-            return None
         value = self.scan_memo[key] if key in self.scan_memo else self.memo.get(key)
-        return value if isinstance(value, str) else None
+        if not isinstance(value, str) or writes.first(key) < pos:
+            return None
+        return value
+
+    def _memo_strings(self) -> set[int]:
+        """The memo slots that hold a string where the byte search starts (the scan's memo,
+        else the VM's): the only ones whose later writes :meth:`_memo_text` asks about."""
+        keys = {k for k, v in self.scan_memo.items() if isinstance(v, str)}
+        keys.update(
+            k for k, v in self.memo.items() if isinstance(v, str) and k not in self.scan_memo
+        )
+        return keys
 
     def execute(self, op: Opcode, arg: Any, pos: int) -> None:  # noqa: C901 - one branch per op
         name = op.name
@@ -1140,34 +1192,86 @@ _SEARCH_AFTER = (
 
 
 class _MemoWrites:
-    """Where the byte search's stream (from ``start`` on) first may write each memo slot: PUT,
-    BINPUT and LONG_BINPUT name theirs; MEMOIZE writes slot ``len(memo)``, at least the memo's
-    length where the scan stopped, so any ``0x94`` may write any slot from there on."""
+    """Where the byte search's stream (from ``start`` on) first may write each memo slot that
+    holds a string (``keys``): PUT, BINPUT and LONG_BINPUT name theirs; MEMOIZE writes slot
+    ``len(memo)``, at least ``memo_len`` (the memo's length where the scan stopped), so any
+    ``0x94`` may write any slot from there on.
 
-    def __init__(self, raw: Any, start: int) -> None:
-        self.raw, self.start = raw, start
+    The index is built once, on the first question, in one pass over the stream (numpy, in
+    pieces: C speed, memory bounded by a piece): one search per slot asked about was quadratic
+    (80,000 slots over 3 MiB: 87 s). PUT lines are text, read by a regular expression up to
+    :data:`_PUT_LINES` of them; past that, every slot may be written from there on."""
+
+    def __init__(self, raw: Any, start: int, keys: set[int], memo_len: int) -> None:
+        self.raw, self.start, self.memo_len = raw, start, memo_len
+        self.keys = keys
         self.memoize = _found(raw.find(b"\x94", start))
-        self.known: dict[int, int] = {}
-        self.puts: dict[int, int] | None = None
+        self.index: dict[int, int] | None = None
+        self.unread = _NOWHERE  # where PUT lines stop being read (:data:`_PUT_LINES`)
 
-    def first(self, key: int, memo_len: int) -> int:
+    def first(self, key: int) -> int:
         """The first byte past ``start`` that may write slot ``key`` (a large number: none)."""
-        if key not in self.known:
-            raw, start = self.raw, self.start
-            at = [self.memoize if key >= memo_len else _NOWHERE, self._put(key)]
-            if key < 256:
-                at.append(_found(raw.find(b"q" + bytes([key]), start)))
-            if key < 1 << 32:
-                at.append(_found(raw.find(b"r" + key.to_bytes(4, "little"), start)))
-            self.known[key] = min(at)
-        return self.known[key]
+        if self.index is None:
+            self.index = self._build()
+        at = min(self.index.get(key, _NOWHERE), self.unread)
+        return min(at, self.memoize) if key >= self.memo_len else at
 
-    def _put(self, key: int) -> int:
-        if self.puts is None:
-            self.puts = {}
-            for match in _PUT_LINE.finditer(self.raw, self.start):
-                self.puts.setdefault(_int_or(match.group(1), -1), match.start())
-        return self.puts.get(key, _NOWHERE)
+    def _build(self) -> dict[int, int]:
+        """slot -> first write of it past ``start``."""
+        index: dict[int, int] = {}
+        if not self.keys:
+            return index
+        small = sorted(k for k in self.keys if 0 <= k < 256)
+        large = sorted(k for k in self.keys if 0 <= k < 1 << 32)
+        for opcode, width, wanted in ((0x71, 1, small), (0x72, 4, large)):  # BINPUT, LONG_BINPUT
+            if wanted:
+                for key, at in _first_writes(self.raw, self.start, opcode, width, wanted).items():
+                    index[key] = min(at, index.get(key, _NOWHERE))
+        for count, match in enumerate(_PUT_LINE.finditer(self.raw, self.start)):
+            if count >= _PUT_LINES:
+                self.unread = match.start()  # (not read on: any slot may be written here)
+                break
+            key = _int_or(match.group(1), -1)
+            if key in self.keys and match.start() < index.get(key, _NOWHERE):
+                index[key] = match.start()
+        return index
+
+
+_PUT_LINES = 1_000_000  # PUT lines the memo-write index reads (a regex match each)
+_INDEX_PIECE = 4 << 20  # bytes of the stream :func:`_first_writes` looks at in one step
+
+
+def _first_writes(
+    raw: Any, start: int, opcode: int, width: int, wanted: list[int]
+) -> dict[int, int]:
+    """For each slot in ``wanted`` (sorted), the first position from ``start`` on of ``opcode``
+    followed by the slot as a ``width``-byte little-endian number (a BINPUT / LONG_BINPUT that
+    writes it), where there is one."""
+    import numpy as np
+
+    found: dict[int, int] = {}
+    left = np.asarray(wanted, dtype=np.uint64)
+    size = len(raw)
+    piece = start
+    while piece < size and left.size:
+        stop = min(size, piece + _INDEX_PIECE)
+        view = np.frombuffer(
+            raw, dtype=np.uint8, count=min(size, stop + width) - piece, offset=piece
+        )
+        at = np.flatnonzero(view[: stop - piece] == opcode)
+        at = at[at + width < len(view)]  # (a write whose slot runs past the end is none)
+        keys = np.zeros(len(at), dtype=np.uint64)
+        for byte in range(width):
+            keys |= view[at + 1 + byte].astype(np.uint64) << np.uint64(8 * byte)
+        hit = np.isin(keys, left)
+        if hit.any():
+            slots, first = np.unique(keys[hit], return_index=True)
+            for slot, where in zip(slots.tolist(), (at[hit][first] + piece).tolist(), strict=True):
+                found[int(slot)] = int(where)
+            left = np.setdiff1d(left, slots, assume_unique=True)
+        del view, at, keys, hit  # (no view of a mapped file may outlive the search)
+        piece = stop
+    return found
 
 
 _PUT_LINE = re.compile(rb"p([^\n]{1,24})\n")

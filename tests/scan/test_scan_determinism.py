@@ -195,7 +195,8 @@ class _Payload:
 
 def _problem_files(root: Path, marker: Path, names: list[str], big: int = 0) -> None:
     """For each name: an unsafe pickle, an HTML page saved as .safetensors (unreadable) and a
-    safetensors file with bytes after its tensors (an error: the safetensors library refuses it). ``big``: the first name's files
+    safetensors file with bytes after its tensors (an error: the safetensors library refuses
+    it). ``big``: the first name's files
     get that many more bytes, so that a worker thread finishes the later ones first."""
     root.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):
