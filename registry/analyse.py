@@ -171,10 +171,11 @@ def _with_code_beside(verdict: Verdict) -> Verdict:
     """A model file's verdict with the warnings ``audit`` gives its folder for Python code
     shipped beside it when that folder is a model folder (``config.json`` with ``auto_map``
     and ``modeling_x.py``: a transformers custom-code repo, which a loader with
-    ``trust_remote_code`` runs). Warnings only: its status stays."""
+    ``trust_remote_code`` runs), or code an ``auto_map`` names in another repository. Warnings
+    only: its status stays."""
     from dataclasses import replace
 
-    from modelsafe.registry.audit import custom_code_findings
+    from modelsafe.registry.audit import custom_code_findings, remote_code_findings
 
     folder = verdict.path.parent
     try:
@@ -183,7 +184,7 @@ def _with_code_beside(verdict: Verdict) -> Verdict:
         code = sorted(Path(e.name) for e in os.scandir(folder) if e.name.endswith(".py"))
     except OSError:
         return verdict
-    found = custom_code_findings(folder, code) if code else []
+    found = custom_code_findings(folder, code) if code else remote_code_findings(folder)
     return replace(verdict, findings=(*verdict.findings, *found)) if found else verdict
 
 

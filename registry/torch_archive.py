@@ -1530,6 +1530,18 @@ def _after_end(
         return
     at = len(out.findings)
     clean = _later_pickles(out, data, pos, label, base, second=not read)
+    if read and clean is None and not any(f.severity == "unsafe" for f in out.findings[at:]):
+        out.findings.insert(
+            at,
+            Finding(
+                "error",
+                "trailing-data",
+                f"{rest:,} bytes after the end of the {label} that torch.load never reads: more "
+                "pickles, not all audited (the file's opcode budget ran out)",
+                where,
+            ),
+        )
+        return
     if read and clean and not any(f.severity == "unsafe" for f in out.findings[at:]):
         out.findings.insert(
             at,
@@ -1570,18 +1582,22 @@ _LATER_PICKLES = 1024  # pickles run one by one after a stream's end; past them,
 
 def _later_pickles(
     out: TorchFile, data: Any, pos: int, label: str, base: int = 0, second: bool = True
-) -> bool:
+) -> bool | None:
     """The pickles from ``pos`` on, run one after another as a loop of ``pickle.load`` reads
     them (one the VM stopped in is scanned to its STOP and the next read from there): their
     ``unsafe`` findings, and with ``second`` a ``second-pickle`` finding for each that names a
     callable or a storage. True when every one read to its end and they fill the rest of the
-    file (zeros after the last allowed)."""
+    file (zeros after the last allowed); None when the file's opcode budget ran out in them (the
+    audit's ``opcode-budget`` error says so: not all of them were run)."""
     where = f"{label} (after end)"
     whole = True
     for _ in range(_LATER_PICKLES):
         if pos >= len(data) or (whole and _zeros_at(data, pos, len(data) - pos)):
             return whole
         hidden = run_pickle(data, pos, label=where, base=base)
+        if hidden.budget_spent:
+            out.findings.extend(f for f in hidden.findings if f.severity == "unsafe")
+            return None
         whole = whole and hidden.completed
         if second and hidden.completed and (hidden.globals or hidden.persistent_ids):
             out.add(

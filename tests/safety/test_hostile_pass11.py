@@ -24,6 +24,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from safety_corpus import open_call
@@ -310,6 +311,22 @@ def test_the_pickles_of_a_compressed_file_share_one_budget(
     assert not marker.exists()
 
 
+def test_clean_pickles_past_the_budget_are_an_error_not_unsafe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Benign pickles one after another, more than the budget: not all audited, so an error
+    (never safe), not "unsafe" for bytes after the end that could not be read through."""
+    monkeypatch.setattr(limits, "FILE_OPCODES", BUDGET)
+    clean = tmp_path / "multi.pkl"
+    clean.write_bytes(_long_pickle() * 3)
+    verdict = audit_path(clean)
+    assert verdict.status == "error", verdict.findings
+    assert _budget_spent(verdict)
+    assert any(
+        f.code == "trailing-data" and "not all audited" in f.message for f in verdict.findings
+    ), verdict.findings
+
+
 def _npz(path: Path, bodies: list[bytes]) -> None:
     header = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
     header += " " * (64 - (10 + len(header) + 1) % 64) + "\n"
@@ -444,3 +461,19 @@ def test_auto_map_naming_code_in_the_folder_is_no_remote_code(tmp_path: Path) ->
     (folder / "modeling_x.py").write_text("X = 1\n")
     codes = {f.code for f in audit_path(folder).findings}
     assert "python-code" in codes and "remote-code" not in codes
+
+
+def test_scan_of_a_model_file_beside_a_remote_auto_map_warns(tmp_path: Path, run_cli: Any) -> None:
+    """`scan`/`show` of the weights file itself gave its folder's local-code warning only: a
+    config whose auto_map names another repository's code said nothing."""
+    folder = tmp_path / "remote"
+    _model_folder(folder)
+    config = {**_config(), "auto_map": {"AutoModel": "attacker/repo--modeling_evil.EvilModel"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    catalog = str(tmp_path / "c.db")
+    weights = folder / "model.safetensors"
+    code, _, err = run_cli("--catalog", catalog, "scan", str(weights))
+    assert code == 0, err
+    code, out, err = run_cli("--catalog", catalog, "show", str(weights), "--json")
+    assert code == 0, err
+    assert "attacker/repo--modeling_evil.EvilModel" in out and "remote-code" in out
