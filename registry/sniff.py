@@ -76,7 +76,7 @@ _NOT_A_MODEL: dict[str, NotAModel] = {
     ),
     Format.ZEROS.value: NotAModel(
         "zeros",
-        "the file starts with nothing but zero bytes ({size} bytes in all): a download "
+        "the file starts with nothing but zero bytes ({size_text} in all): a download "
         "preallocated at full size that never received its data, or a wiped file",
         "download it again",
     ),
@@ -187,7 +187,10 @@ def not_a_model(fmt: str, size: int, head: bytes = b"", name: str = "") -> NotAM
     if answer is not None:
         return answer
     archive = archive_kind(head) or "an archive or compressed file"
-    return NotAModel(found.code, found.reason.format(size=size, archive=archive), found.hint)
+    from modelsafe.units import format_size
+
+    reason = found.reason.format(size=size, size_text=format_size(size), archive=archive)
+    return NotAModel(found.code, reason, found.hint)
 
 
 def packed_archive(what: str) -> NotAModel:
