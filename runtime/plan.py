@@ -220,6 +220,9 @@ def collect_weights(
 # scaled-fp8 files), or wider. Loaders keep such weights as stored and compute layer by layer.
 _PACKED_BELOW = 0.9
 _FP8_UP_TO = 1.1
+# Why a model's stored precision is kept (the plan's choice lines).
+_GGUF_KEPT = "GGUF-quantised weights stay quantised (dequantised layer by layer)"
+_FP8_KEPT = "the file is stored in fp8; upcasting would double the weights for no gain"
 
 
 def stored(w: Weights) -> str | None:
@@ -237,9 +240,10 @@ def _dtypes(family: str, weights: list[Weights], opts: Options, bf16: bool) -> d
     out: dict[str, str] = {}
     for w in weights:
         if w.role == "denoiser":
-            if w.quantized or stored(w) == "packed":
+            kept = stored(w)
+            if w.quantized or kept == "packed":
                 out[w.name] = "native"
-            elif opts.denoiser_fp8 or stored(w) == "fp8":
+            elif opts.denoiser_fp8 or kept == "fp8":
                 out[w.name] = "fp8"
             else:
                 out[w.name] = compute
@@ -438,7 +442,7 @@ def _explain(
         d = dtypes[w.name]
         if w.role == "denoiser":
             if d == "native" and w.quantized:
-                why = "GGUF-quantised weights stay quantised (dequantised layer by layer)"
+                why = _GGUF_KEPT
             elif d == "native":
                 why = (
                     "the file stores its weights packed below 8 bits (NF4, int4, FP4); they stay "
@@ -448,7 +452,7 @@ def _explain(
                 alt = _gib(without(denoiser_fp8=False))
                 why = f"fp8 storage, computing in 16 bits: without it the peak is {alt}"
             elif d == "fp8":
-                why = "the file is stored in fp8; upcasting would double the weights for no gain"
+                why = _FP8_KEPT
             else:
                 why = f"{d}: half the bytes of fp32, no visible quality change for inference"
                 if d == "bf16":
@@ -461,12 +465,8 @@ def _explain(
                 else "matches the denoiser"
             )
             choices.append(Choice("dtype vae", d, why))
-        elif w.role == "text_encoder" and w.quantized:
-            why = "GGUF-quantised weights stay quantised (dequantised layer by layer)"
-            choices.append(Choice(f"dtype {w.name}", d, why))
-        elif w.role == "text_encoder" and stored(w) == "fp8":
-            why = "the file is stored in fp8; upcasting would double the weights for no gain"
-            choices.append(Choice(f"dtype {w.name}", d, why))
+        elif w.role == "text_encoder" and (w.quantized or stored(w) == "fp8"):
+            choices.append(Choice(f"dtype {w.name}", d, _GGUF_KEPT if w.quantized else _FP8_KEPT))
         elif w.role == "text_encoder" and w.name == "t5xxl":
             if opts.text_encoder_fp8:
                 why = f"fp8 storage: without it the peak is {_gib(without(text_encoder_fp8=False))}"
