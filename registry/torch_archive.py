@@ -1530,40 +1530,19 @@ def _after_end(
         return
     at = len(out.findings)
     clean = _later_pickles(out, data, pos, label, base, second=not read)
-    if read and clean is None and not any(f.severity == "unsafe" for f in out.findings[at:]):
-        out.findings.insert(
-            at,
-            Finding(
-                "error",
-                "trailing-data",
-                f"{rest:,} bytes after the end of the {label} that torch.load never reads: more "
-                "pickles, not all audited (the file's opcode budget ran out)",
-                where,
-            ),
-        )
-        return
-    if read and clean and not any(f.severity == "unsafe" for f in out.findings[at:]):
-        out.findings.insert(
-            at,
-            Finding(
-                "warning",
-                "trailing-data",
-                f"{rest:,} bytes after the end of the {label} that torch.load never reads: "
-                "more pickles, audited: nothing in them can run code",
-                where,
-            ),
-        )
-        return
-    out.findings.insert(
-        at,
-        Finding(
-            "unsafe",
-            "trailing-data",
-            f"{rest} bytes after the end of the {label} that torch.load never reads; "
-            "another reader may",
-            where,
-        ),
-    )
+    none_unsafe = read and not any(f.severity == "unsafe" for f in out.findings[at:])
+    never_read = f"{rest:,} bytes after the end of the {label} that torch.load never reads"
+    if none_unsafe and clean is None:
+        severity = "error"
+        message = f"{never_read}: more pickles, not all audited (the file's opcode budget ran out)"
+    elif none_unsafe and clean:
+        severity = "warning"
+        message = f"{never_read}: more pickles, audited: nothing in them can run code"
+    else:
+        severity = "unsafe"
+        message = f"{rest} bytes after the end of the {label} that torch.load never reads; another "
+        message += "reader may"
+    out.findings.insert(at, Finding(severity, "trailing-data", message, where))
 
 
 def _repeats_start(data: Any, pos: int) -> bool:

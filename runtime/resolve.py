@@ -447,7 +447,7 @@ def _needs_unknown(base: Part) -> list[Compatibility]:
     from modelsafe.registry.model_parts import BUILTIN_FAMILIES, NAMED_ONLY_FAMILIES
     from modelsafe.runtime.family_needs import label, needs_of
 
-    if needs_of(base.family, base.variant) is not None:
+    if needs_of(base.family, base.variant, base.facts.get("hidden_size")) is not None:
         return []
     if base.family not in BUILTIN_FAMILIES | NAMED_ONLY_FAMILIES:
         return []

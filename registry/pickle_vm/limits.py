@@ -56,13 +56,12 @@ def current_budget() -> OpcodeBudget | None:
 
 
 @contextmanager
-def file_budget(opcodes: int | None = None) -> Iterator[OpcodeBudget]:
+def file_budget() -> Iterator[OpcodeBudget]:
     """Every pickle run (:func:`~modelsafe.registry.pickle_vm.machine.run_pickle`) inside the
-    block shares one budget of ``opcodes`` (:data:`FILE_OPCODES`): past it a run stops with a
-    ``limit`` error and the rest of its stream is only searched for names (C speed). A block
-    inside another one has a budget of its own (a folder's files are audited one by one)."""
-    total = FILE_OPCODES if opcodes is None else opcodes
-    budget = OpcodeBudget(total, total)
+    block shares one budget of :data:`FILE_OPCODES`: past it a run stops with a ``limit``
+    error and the rest of its stream is only searched for names (C speed). A block inside
+    another one has a budget of its own (a folder's files are audited one by one)."""
+    budget = OpcodeBudget(FILE_OPCODES, FILE_OPCODES)
     token = _FILE_BUDGET.set(budget)
     try:
         yield budget

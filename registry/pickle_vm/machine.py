@@ -1030,13 +1030,11 @@ class _Machine:
         short, which parses the same (``strtol`` skips leading whitespace and stops at trailing
         whitespace, where ``int()`` takes over, which strips both; a NUL ends the C string).
         None when more than a number is left."""
-        if not isinstance(raw, LargeBytes):
-            if len(raw) <= _MAX_TEXT_INT:
-                return bytes(raw)
-            text, start, end = raw, 0, len(raw)
-        else:
+        if isinstance(raw, LargeBytes):
             text, start = self.raw, raw.offset - self.base
             end = start + raw.length
+        else:  # (a short one never comes here: :meth:`_text_int` reads it inline)
+            text, start, end = raw, 0, len(raw)
         nul = text.find(b"\0", start, end)
         stop = end if nul < 0 else nul
         match = _PADDED_NUMBER.match(text, start, stop)
