@@ -670,12 +670,7 @@ _ROLE_LABEL = {
     "clip_g": "text encoder 2 (CLIP-G)",
 }
 # The encoders a LoRA's naming names (ComfyUI's text_encoders.<name>., kohya's lora_te3_).
-_NAMED_LABEL = {
-    "clip_l": _ROLE_LABEL["clip_l"],
-    "openclip_h": _ROLE_LABEL["openclip_h"],
-    "clip_g": _ROLE_LABEL["clip_g"],
-    "t5xxl": "T5 text encoder",
-}
+_NAMED_LABEL = {**_ROLE_LABEL, "t5xxl": "T5 text encoder"}
 
 
 def _encoder_width(component: Component) -> int | None:

@@ -9,7 +9,6 @@ a database that holds another application's tables, and one a newer modelsafe wr
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -141,21 +140,13 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _json_serializer(value: Any) -> str:
     """JSON columns as JSON: a float that is not finite (NaN from a file's metadata) is stored
     as null. (PostgreSQL refuses ``NaN`` in a json value; SQLite would keep text no other
     JSON reader takes.)"""
-    return json.dumps(_finite(value), allow_nan=False)
+    from modelsafe.output import finite_json
+
+    return json.dumps(finite_json(value), allow_nan=False)
 
 
 def create_catalog_engine(url: str) -> Engine:
