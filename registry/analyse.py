@@ -23,7 +23,7 @@ from modelsafe.registry.walk import (
     is_model_file,
     walk_tree,
 )
-from modelsafe.types import Verdict, to_jsonable
+from modelsafe.types import Format, Verdict, to_jsonable
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,11 @@ def analyse(
             fields["format"] = "diffusers-dir" if is_dir else sniff(read_head(Path(path))).value
         except OSError:
             fields["format"] = "unknown"
-    if with_hash:
+    if with_hash and fields.get("format") == Format.ZEROS.value:
+        # (nothing but zeros, the error it is: not read whole to hash it; its row is keyed by
+        # its path, and it is not read again while it stays as it is)
+        fields["hashes"] = dict.fromkeys(hashing.HASH_NAMES)
+    elif with_hash:
         try:
             if is_dir:
                 fields["component_hashes"] = _folder_hashes(path, cache or HashCache())

@@ -647,48 +647,12 @@ def _read(
     found: Found, with_hash: bool, cache: HashCache, printed: bool
 ) -> tuple[Analysis, str | None]:
     """Read one file (in a worker thread): its analysis, and its :func:`fingerprint` when
-    ``printed`` (a file read without hashes, or where one was before). A file whose first bytes
-    are all zeros (a download preallocated at full size that got no data) is the error it is
-    without reading all of it to hash it (:func:`_unhashed`)."""
-    result = None
-    if with_hash and not found.is_dir and _starts_with_zeros(found.path):
-        result = _unhashed(analyse(found.path, False, with_hash=False, cache=cache))
-    if result is None:
-        result = analyse(found.path, found.is_dir, with_hash=with_hash, cache=cache)
+    ``printed`` (a file read without hashes, or where one was before). A file of nothing but
+    zeros is not hashed (:func:`~modelsafe.registry.analyse.analyse`)."""
+    result = analyse(found.path, found.is_dir, with_hash=with_hash, cache=cache)
     if not printed or found.is_dir or result.changed or result.vanished:
         return result, None
     return result, fingerprint(found.path, result.key)
-
-
-def _starts_with_zeros(path: str) -> bool:
-    """Whether the file at ``path`` starts with nothing but zero bytes (``sniff``'s ``zeros``)."""
-    from modelsafe.registry.sniff import HEAD_SIZE, open_regular, sniff
-    from modelsafe.types import Format
-
-    fh = open_regular(path)  # (a FIFO never waits)
-    if fh is None:
-        return False
-    with fh:
-        try:
-            head = fh.read(HEAD_SIZE)
-        except OSError:
-            return False
-    return sniff(head) == Format.ZEROS
-
-
-def _unhashed(result: Analysis) -> Analysis | None:
-    """``result`` (read without hashes) with no hash values, as the error it is; None when the
-    file read after all (a plugin's reader took it): it is hashed as any file. Its row is keyed
-    by its path, and it is not read again while it stays as it is."""
-    from dataclasses import replace
-
-    from modelsafe.registry.hashing import HASH_NAMES
-
-    if result.changed or result.vanished:
-        return result  # (read again, or gone: as any file)
-    if not result.error:
-        return None
-    return replace(result, hashes=dict.fromkeys(HASH_NAMES))
 
 
 def fingerprint(path: str, key: StatKey) -> str | None:
